@@ -1,0 +1,46 @@
+/* Shared pieces of the `cloister` command-line tool. Exit codes: 0 success,
+ * 1 failure, 2 usage error. */
+#ifndef CLOISTER_CLI_H
+#define CLOISTER_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cloister/err.h"
+
+enum cl_exit { CL_EXIT_OK = 0, CL_EXIT_FAIL = 1, CL_EXIT_USAGE = 2 };
+
+struct cl_cli_cmd {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv); /* argv[0] is the command name */
+};
+
+/* Prints "cloister: <msg>" to stderr and returns CL_EXIT_USAGE. */
+int cl_cli_usage_error(const char *cmd, const char *fmt, ...) CL_PRINTF(2, 3);
+/* Prints "cloister <cmd>: <what>: <error message and detail>" and returns CL_EXIT_FAIL. */
+int cl_cli_fail(const char *cmd, const char *what, cl_err e);
+/* True when argv[i] is -h or --help. */
+bool cl_cli_is_help(const char *arg);
+/* Parses a non-negative decimal number with range check. */
+bool cl_cli_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+/* Progress bar on stderr when it is a terminal; silent otherwise. */
+struct cl_progress {
+    bool enabled;
+    const char *label;
+    uint64_t total;
+    uint64_t start_us;
+    uint64_t last_us;
+};
+void cl_progress_start(struct cl_progress *p, const char *label, uint64_t total);
+void cl_progress_update(struct cl_progress *p, uint64_t done);
+void cl_progress_finish(struct cl_progress *p);
+
+/* Command entry points (one file per group under src/cli/). */
+int cl_cmd_keygen(int argc, char **argv);
+int cl_cmd_seal(int argc, char **argv);
+int cl_cmd_unseal(int argc, char **argv);
+int cl_cmd_inspect(int argc, char **argv);
+
+#endif
