@@ -1,0 +1,310 @@
+/* Parallel chunk encryption and decryption. Decryption overlaps reading
+ * (one reader: the calling thread) with authentication and decryption by a
+ * pool of workers, each with its own AEAD context. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "cloister/crypto.h"
+#include "cloister/file.h"
+#include "cloister/secmem.h"
+#include "seal_internal.h"
+
+#define CL_SEAL_MAX_THREADS 64
+
+struct cl_seal_run {
+    const struct cl_seal_header *h;
+    struct cl_seal_keys *k;
+    const uint8_t *src; /* encrypt: plaintext */
+    uint8_t *dst;       /* encrypt: chunk area; decrypt: plaintext (ciphertext read in place) */
+    uint8_t *tags;      /* decrypt: one tag per chunk */
+    bool encrypt;
+    atomic_uint_fast64_t next;
+    atomic_uint_fast64_t done_bytes;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t n_read;   /* decrypt: chunks fully read (under mu) */
+    bool read_closed;  /* decrypt: reader stopped (under mu) */
+    atomic_bool failed;
+    atomic_uint workers_done;
+    uint64_t fail_index; /* lowest failing chunk (under mu) */
+    cl_err fail_rc;
+    char fail_detail[256];
+    /* A read failure (truncation, trailing data, I/O) lets workers finish the
+     * chunks already read: a bad chunk before the cut is the better report. */
+    cl_err read_rc;
+    char read_detail[256];
+};
+
+static uint64_t cl_seal_chunk_len(const struct cl_seal_header *h, uint64_t i)
+{
+    uint64_t off = i * h->chunk_size;
+    uint64_t left = h->plaintext_size - off;
+    return left < h->chunk_size ? left : h->chunk_size;
+}
+
+/* Keeps the failure with the lowest chunk index: that is the one to report. */
+static void cl_seal_record_failure(struct cl_seal_run *r, uint64_t idx, cl_err rc)
+{
+    pthread_mutex_lock(&r->mu);
+    if (!atomic_load(&r->failed) || idx < r->fail_index) {
+        r->fail_index = idx;
+        r->fail_rc = rc;
+        snprintf(r->fail_detail, sizeof(r->fail_detail), "%s", cl_err_detail());
+    }
+    atomic_store(&r->failed, true);
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static bool cl_seal_wait_readable(struct cl_seal_run *r, uint64_t idx)
+{
+    pthread_mutex_lock(&r->mu);
+    while (r->n_read <= idx && !r->read_closed && !atomic_load(&r->failed))
+        pthread_cond_wait(&r->cv, &r->mu);
+    bool ok = r->n_read > idx;
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+static cl_err cl_seal_do_chunk(struct cl_seal_run *r, cl_aead *a, uint64_t i)
+{
+    const struct cl_seal_header *h = r->h;
+    uint64_t len = cl_seal_chunk_len(h, i), off = i * h->chunk_size;
+    int last = i + 1 == h->n_chunks;
+    uint8_t nonce[12];
+    cl_seal_chunk_nonce(r->k, i, last, nonce);
+    if (r->encrypt) {
+        uint8_t *out = r->dst + i * ((uint64_t)h->chunk_size + CL_SEAL_TAG_LEN);
+        return cl_aead_seal(a, nonce, h->header_hash, 32, r->src + off, len, out, out + len);
+    }
+    cl_err rc = cl_aead_open(a, nonce, h->header_hash, 32, r->dst + off, len, r->tags + i * CL_SEAL_TAG_LEN,
+                             r->dst + off);
+    if (rc == CL_E_CRYPTO_AUTH)
+        rc = cl_err_fail(CL_E_SEAL_CHUNK_AUTH,
+                         "chunk %llu of %llu (corrupted, reordered, duplicated, or from another file)",
+                         (unsigned long long)i, (unsigned long long)h->n_chunks);
+    return rc;
+}
+
+static void *cl_seal_worker(void *arg)
+{
+    struct cl_seal_run *r = arg;
+    cl_aead *a = NULL;
+    cl_err rc = cl_aead_new(CL_AEAD_AES256GCM, r->k->chunk, 32, &a);
+    if (rc != CL_OK) {
+        cl_seal_record_failure(r, 0, rc);
+        atomic_fetch_add(&r->workers_done, 1);
+        return NULL;
+    }
+    for (;;) {
+        uint64_t i = atomic_fetch_add(&r->next, 1);
+        if (i >= r->h->n_chunks || atomic_load(&r->failed))
+            break;
+        if (!r->encrypt && !cl_seal_wait_readable(r, i))
+            break;
+        rc = cl_seal_do_chunk(r, a, i);
+        if (rc != CL_OK) {
+            cl_seal_record_failure(r, i, rc);
+            break;
+        }
+        atomic_fetch_add(&r->done_bytes, cl_seal_chunk_len(r->h, i));
+    }
+    cl_aead_free(a);
+    atomic_fetch_add(&r->workers_done, 1);
+    return NULL;
+}
+
+static cl_err cl_seal_run_init(struct cl_seal_run *r, const struct cl_seal_header *h, const uint8_t *dk)
+{
+    memset(r, 0, sizeof(*r));
+    r->h = h;
+    atomic_init(&r->next, 0);
+    atomic_init(&r->done_bytes, 0);
+    atomic_init(&r->failed, false);
+    atomic_init(&r->workers_done, 0);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    return cl_seal_keys_derive(dk, h->salt, &r->k);
+}
+
+static void cl_seal_run_destroy(struct cl_seal_run *r)
+{
+    cl_seal_keys_free(r->k);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+}
+
+static cl_err cl_seal_start(struct cl_seal_run *r, unsigned threads, pthread_t *tids, unsigned *started)
+{
+    if (threads == 0)
+        threads = 1;
+    if (threads > CL_SEAL_MAX_THREADS)
+        threads = CL_SEAL_MAX_THREADS;
+    for (*started = 0; *started < threads; (*started)++)
+        if (pthread_create(&tids[*started], NULL, cl_seal_worker, r) != 0)
+            return *started ? CL_OK : cl_err_fail(CL_E_CORE_THREAD, "seal worker");
+    return CL_OK;
+}
+
+static cl_err cl_seal_finish(struct cl_seal_run *r, pthread_t *tids, unsigned started)
+{
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(tids[i], NULL);
+    if (atomic_load(&r->failed)) {
+        cl_err_set_detail("%s", r->fail_detail);
+        return r->fail_rc;
+    }
+    return CL_OK;
+}
+
+cl_err cl_seal_encrypt_chunks(const struct cl_seal_header *h, const uint8_t dk[CL_SEAL_KEY_LEN], const uint8_t *pt,
+                              uint8_t *out, unsigned threads, cl_seal_progress_fn progress, void *arg)
+{
+    struct cl_seal_run r;
+    pthread_t tids[CL_SEAL_MAX_THREADS];
+    unsigned started = 0;
+    cl_err rc = cl_seal_run_init(&r, h, dk);
+    if (rc == CL_OK) {
+        r.encrypt = true;
+        r.src = pt;
+        r.dst = out;
+        rc = cl_seal_start(&r, threads, tids, &started);
+        /* The caller's thread only reports progress while workers run. */
+        while (rc == CL_OK && progress && atomic_load(&r.workers_done) < started) {
+            progress(arg, atomic_load(&r.done_bytes));
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        cl_err frc = cl_seal_finish(&r, tids, started);
+        if (rc == CL_OK)
+            rc = frc;
+        if (rc == CL_OK && progress)
+            progress(arg, h->plaintext_size);
+    }
+    cl_seal_run_destroy(&r);
+    return rc;
+}
+
+/* Reads chunk i's ciphertext into place and its tag aside. */
+static cl_err cl_seal_read_chunk(int fd, struct cl_seal_run *r, uint64_t i)
+{
+    const struct cl_seal_header *h = r->h;
+    uint64_t len = cl_seal_chunk_len(h, i);
+    size_t got = 0, got_tag = 0;
+    cl_err rc = cl_read_full(fd, r->dst + i * h->chunk_size, len, &got);
+    if (rc == CL_OK)
+        rc = cl_read_full(fd, r->tags + i * CL_SEAL_TAG_LEN, CL_SEAL_TAG_LEN, &got_tag);
+    if (rc == CL_E_CORE_EOF)
+        return cl_err_fail(CL_E_SEAL_TRUNCATED, "stream ended %s chunk %llu of %llu",
+                           got + got_tag == 0 ? "before" : "inside", (unsigned long long)i,
+                           (unsigned long long)h->n_chunks);
+    return rc;
+}
+
+static cl_err cl_seal_reader(int fd, struct cl_seal_run *r, cl_seal_progress_fn progress, void *arg)
+{
+    const struct cl_seal_header *h = r->h;
+    uint64_t bytes = 0;
+    for (uint64_t i = 0; i < h->n_chunks; i++) {
+        if (atomic_load(&r->failed))
+            return CL_OK; /* a worker already failed; its error is reported */
+        cl_err rc = cl_seal_read_chunk(fd, r, i);
+        if (rc != CL_OK)
+            return rc;
+        pthread_mutex_lock(&r->mu);
+        r->n_read = i + 1;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        bytes += cl_seal_chunk_len(h, i) + CL_SEAL_TAG_LEN;
+        if (progress)
+            progress(arg, bytes);
+    }
+    uint8_t extra;
+    size_t got = 0;
+    cl_err rc = cl_read_full(fd, &extra, 1, &got);
+    if (rc == CL_OK)
+        return cl_err_fail(CL_E_SEAL_TRAILING, "after chunk %llu", (unsigned long long)(h->n_chunks - 1));
+    return rc == CL_E_CORE_EOF ? CL_OK : rc;
+}
+
+cl_err cl_seal_decrypt_stream(int fd, const struct cl_seal_header *h, const uint8_t dk[CL_SEAL_KEY_LEN], uint8_t *dst,
+                              unsigned threads, unsigned flags, cl_seal_progress_fn progress, void *arg)
+{
+    struct cl_seal_run r;
+    pthread_t tids[CL_SEAL_MAX_THREADS];
+    unsigned started = 0;
+    size_t ntags;
+    cl_err rc = cl_seal_run_init(&r, h, dk);
+    if (rc != CL_OK)
+        goto out;
+    rc = cl_size_mul((size_t)h->n_chunks, CL_SEAL_TAG_LEN, &ntags);
+    if (rc != CL_OK || !(r.tags = malloc(ntags))) {
+        rc = rc != CL_OK ? rc : CL_E_CORE_NOMEM;
+        goto out;
+    }
+    r.dst = dst;
+    rc = cl_seal_start(&r, threads, tids, &started);
+    if (rc == CL_OK) {
+        r.read_rc = cl_seal_reader(fd, &r, progress, arg);
+        if (r.read_rc != CL_OK)
+            snprintf(r.read_detail, sizeof(r.read_detail), "%s", cl_err_detail());
+    }
+    pthread_mutex_lock(&r.mu);
+    r.read_closed = true;
+    pthread_cond_broadcast(&r.cv);
+    pthread_mutex_unlock(&r.mu);
+    cl_err frc = cl_seal_finish(&r, tids, started);
+    if (rc == CL_OK)
+        rc = frc;
+    if (rc == CL_OK && r.read_rc != CL_OK) {
+        rc = r.read_rc;
+        cl_err_set_detail("%s", r.read_detail);
+    }
+    if (rc == CL_OK && (flags & CL_SEAL_OPEN_VERIFY_DIGEST)) {
+        uint8_t d[32];
+        rc = cl_sha256(dst, h->plaintext_size, d);
+        if (rc == CL_OK && !cl_ct_equal(d, h->digest, 32))
+            rc = cl_err_fail(CL_E_SEAL_DIGEST, "field digest");
+    }
+out:
+    if (rc != CL_OK && dst)
+        cl_wipe(dst, h->plaintext_size);
+    free(r.tags);
+    cl_seal_run_destroy(&r);
+    return rc;
+}
+
+cl_err cl_seal_read_header(int fd, struct cl_buf *raw, struct cl_seal_header *h)
+{
+    cl_err rc = CL_OK;
+    uint8_t *p;
+    uint32_t hl;
+    size_t got = 0, start = raw->len;
+    CL_GUARD(cl_buf_extend(raw, CL_SEAL_FIXED_LEN, &p));
+    rc = cl_read_full(fd, p, CL_SEAL_FIXED_LEN, &got);
+    if (rc == CL_E_CORE_EOF) {
+        /* A file too short to hold the prefix: say whether it is ours at all. */
+        if (got < CL_SEAL_MAGIC_LEN || memcmp(p, CL_SEAL_MAGIC, got < 8 ? got : 8) != 0)
+            rc = cl_err_fail(CL_E_SEAL_BAD_MAGIC, "file of %zu bytes", got);
+        else
+            rc = cl_err_fail(CL_E_SEAL_TRUNCATED, "inside the header prefix");
+        goto out;
+    }
+    CL_GUARD(rc);
+    CL_GUARD(cl_seal_header_len(raw->data + start, CL_SEAL_FIXED_LEN, &hl));
+    CL_GUARD(cl_buf_extend(raw, hl - CL_SEAL_FIXED_LEN, &p));
+    rc = cl_read_full(fd, p, hl - CL_SEAL_FIXED_LEN, &got);
+    if (rc == CL_E_CORE_EOF)
+        CL_FAIL(CL_E_SEAL_TRUNCATED, "inside the header (%zu of %u bytes)", got + CL_SEAL_FIXED_LEN, hl);
+    CL_GUARD(rc);
+    CL_GUARD(cl_seal_header_parse(raw->data + start, hl, h));
+out:
+    if (rc != CL_OK)
+        raw->len = start;
+    return rc;
+}
