@@ -142,13 +142,14 @@ CL_MUST_CHECK cl_err cl_seal_keyfile_unwrap(const uint8_t kek[CL_SEAL_KEY_LEN], 
 #ifndef CLOISTER_SEAL_FILE_API
 #define CLOISTER_SEAL_FILE_API
 /* ---- whole files ---- */
-/* Seals pt into a new file at out_path: temp file in the same directory,
- * fsync, rename; nothing is left behind on failure. The digest is computed
- * here; p must carry the wrapped data key and key id. */
+/* Seals pt into a new file at out_path (mode 0644): temp file in the same
+ * directory, fsync, rename; nothing is left behind on failure. digest is the
+ * plaintext's SHA-256 when the caller already has it, or NULL to compute it.
+ * p must carry the wrapped data key and key id. */
 CL_MUST_CHECK cl_err cl_seal_write_file(const char *out_path, const uint8_t *pt, uint64_t n,
-                                        const struct cl_seal_params *p, const uint8_t dk[CL_SEAL_KEY_LEN],
-                                        const uint8_t salt[32], unsigned threads, cl_seal_progress_fn progress,
-                                        void *arg);
+                                        const uint8_t *digest, const struct cl_seal_params *p,
+                                        const uint8_t dk[CL_SEAL_KEY_LEN], const uint8_t salt[32], unsigned threads,
+                                        cl_seal_progress_fn progress, void *arg);
 
 /* Obtains the data key for a parsed (not yet authenticated) header. */
 typedef cl_err (*cl_seal_key_resolver)(void *arg, const struct cl_seal_header *h, uint8_t dk[CL_SEAL_KEY_LEN]);

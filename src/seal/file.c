@@ -19,7 +19,8 @@ cl_err cl_seal_keyfile_resolver(void *arg, const struct cl_seal_header *h, uint8
 }
 
 /* Maps a new temp file of `size` bytes next to path for writing. */
-static cl_err cl_seal_map_temp(const char *path, uint64_t size, char *tmp, size_t tmplen, int *fd, uint8_t **map)
+static cl_err cl_seal_map_temp(const char *path, uint64_t size, unsigned mode, char *tmp, size_t tmplen, int *fd,
+                               uint8_t **map)
 {
     if (snprintf(tmp, tmplen, "%s.tmp.XXXXXX", path) >= (int)tmplen)
         return cl_err_fail(CL_E_CORE_LIMIT, "output path too long");
@@ -31,6 +32,8 @@ static cl_err cl_seal_map_temp(const char *path, uint64_t size, char *tmp, size_
     }
     /* posix_fallocate reserves the blocks now, so a full disk fails here
      * rather than as SIGBUS while writing through the mapping. */
+    if (fchmod(*fd, mode) != 0)
+        return cl_err_from_errno(errno, "chmod output");
     int e = size ? posix_fallocate(*fd, 0, (off_t)size) : 0;
     if (e)
         return cl_err_from_errno(e, "reserve output space");
@@ -64,9 +67,9 @@ static cl_err cl_seal_commit_temp(const char *tmp, const char *path, int fd, uin
     return CL_OK;
 }
 
-cl_err cl_seal_write_file(const char *out_path, const uint8_t *pt, uint64_t n, const struct cl_seal_params *p,
-                          const uint8_t dk[CL_SEAL_KEY_LEN], const uint8_t salt[32], unsigned threads,
-                          cl_seal_progress_fn progress, void *arg)
+cl_err cl_seal_write_file(const char *out_path, const uint8_t *pt, uint64_t n, const uint8_t *digest_in,
+                          const struct cl_seal_params *p, const uint8_t dk[CL_SEAL_KEY_LEN], const uint8_t salt[32],
+                          unsigned threads, cl_seal_progress_fn progress, void *arg)
 {
     cl_err rc = CL_OK;
     struct cl_buf hdr;
@@ -76,13 +79,16 @@ cl_err cl_seal_write_file(const char *out_path, const uint8_t *pt, uint64_t n, c
     char tmp[4096] = "";
     int fd = -1;
     cl_buf_init(&hdr, CL_SEAL_MAX_HEADER, CL_BUF_NONE);
-    CL_GUARD(cl_sha256(pt, n, digest));
+    if (digest_in)
+        memcpy(digest, digest_in, 32);
+    else
+        CL_GUARD(cl_sha256(pt, n, digest));
     CL_GUARD(cl_seal_header_build(p, dk, salt, digest, n, &hdr));
     h = malloc(sizeof(*h));
     CL_ENSURE(h, CL_E_CORE_NOMEM);
     CL_GUARD(cl_seal_header_parse(hdr.data, hdr.len, h));
     CL_GUARD(cl_seal_sealed_size(h->header_len, n, h->chunk_size, &total));
-    CL_GUARD(cl_seal_map_temp(out_path, total, tmp, sizeof(tmp), &fd, &map));
+    CL_GUARD(cl_seal_map_temp(out_path, total, 0644, tmp, sizeof(tmp), &fd, &map));
     memcpy(map, hdr.data, hdr.len);
     CL_GUARD(cl_seal_encrypt_chunks(h, dk, pt, map + hdr.len, threads, progress, arg));
     CL_GUARD(cl_seal_commit_temp(tmp, out_path, fd, map, total));
@@ -142,7 +148,7 @@ cl_err cl_seal_decrypt_to_file(int fd, const struct cl_seal_header *h, const uin
     uint8_t *map = NULL;
     char tmp[4096] = "";
     int ofd = -1;
-    CL_GUARD(cl_seal_map_temp(out_path, h->plaintext_size, tmp, sizeof(tmp), &ofd, &map));
+    CL_GUARD(cl_seal_map_temp(out_path, h->plaintext_size, 0600, tmp, sizeof(tmp), &ofd, &map));
     CL_GUARD(cl_seal_decrypt_stream(fd, h, dk, map, threads, flags, progress, arg));
     CL_GUARD(cl_seal_commit_temp(tmp, out_path, ofd, map, h->plaintext_size));
     tmp[0] = '\0';

@@ -44,7 +44,7 @@ static void seal_make(size_t ptlen, struct sealed *s, const char *name)
     struct cl_seal_params p = {.chunk_size = CS, .name = name, .arch = "llama", .tensor_count = 3, .file_type = 1,
                                .n_ctx = 2, .ctx = ctx, .provider = CL_SEAL_PROVIDER_KEYFILE, .key_id = keyid,
                                .wrapped = wrapped, .wrapped_len = wl};
-    assert_ok(cl_seal_write_file(path, s->pt, ptlen, &p, dk, salt, 2, NULL, NULL));
+    assert_ok(cl_seal_write_file(path, s->pt, ptlen, NULL, &p, dk, salt, 2, NULL, NULL));
     struct cl_buf b;
     cl_buf_init(&b, 1 << 26, CL_BUF_NONE);
     assert_ok(cl_file_read(path, 1 << 26, &b));
