@@ -24,6 +24,7 @@ enum cl_err_category {
     CL_ERRCAT_NET,
     CL_ERRCAT_STORE,
     CL_ERRCAT_CLI,
+    CL_ERRCAT_PROTO,
     CL_ERRCAT_COUNT
 };
 
@@ -52,6 +53,8 @@ enum cl_err_code {
 #include "cloister/err/store.def"
     CL_ERR_CLI_BASE = CL_ERRCAT_CLI << 8,
 #include "cloister/err/cli.def"
+    CL_ERR_PROTO_BASE = CL_ERRCAT_PROTO << 8,
+#include "cloister/err/proto.def"
 #undef CL_E
 };
 

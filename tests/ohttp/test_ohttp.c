@@ -1,0 +1,207 @@
+#include "testutil.h"
+
+#include "cloister/ohttp.h"
+
+static cl_pkey *sk;
+static struct cl_ohttp_keyconfig kc;
+
+static int setup(void **state)
+{
+    (void)state;
+    if (cl_pkey_generate(CL_PKEY_X25519, &sk) != CL_OK || cl_x25519_public_raw(sk, kc.pk) != CL_OK)
+        return -1;
+    kc.key_id = 7;
+    kc.kem = CL_HPKE_KEM_X25519_SHA256;
+    kc.n_suites = 3;
+    kc.suites[0].kdf = CL_HPKE_KDF_SHA256;
+    kc.suites[0].aead = CL_HPKE_AEAD_AES256GCM;
+    kc.suites[1].kdf = CL_HPKE_KDF_SHA256;
+    kc.suites[1].aead = CL_HPKE_AEAD_CHACHA20POLY1305;
+    kc.suites[2].kdf = CL_HPKE_KDF_SHA256;
+    kc.suites[2].aead = CL_HPKE_AEAD_AES128GCM;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    cl_pkey_free(sk);
+    return 0;
+}
+
+static void test_varint(void **state)
+{
+    (void)state;
+    const uint64_t vals[] = {0, 63, 64, 16383, 16384, (1u << 30) - 1, 1u << 30, ((uint64_t)1 << 62) - 1};
+    const size_t lens[] = {1, 1, 2, 2, 4, 4, 8, 8};
+    for (size_t i = 0; i < 8; i++) {
+        struct cl_buf b;
+        struct cl_cursor c;
+        uint64_t v;
+        cl_buf_init(&b, 16, CL_BUF_NONE);
+        assert_ok(cl_varint_put(&b, vals[i]));
+        assert_int_equal(b.len, lens[i]);
+        cl_cursor_init(&c, b.data, b.len);
+        assert_ok(cl_varint_get(&c, &v));
+        assert_true(v == vals[i]);
+        cl_cursor_init(&c, b.data, b.len - 1);
+        if (b.len > 1)
+            assert_err(cl_varint_get(&c, &v), CL_E_CORE_TRUNCATED);
+        cl_buf_free(&b);
+    }
+    /* RFC 9000 A.1 example: 0x9d7f3e7d = 494878333 */
+    const uint8_t ex[4] = {0x9d, 0x7f, 0x3e, 0x7d};
+    struct cl_cursor c;
+    uint64_t v;
+    cl_cursor_init(&c, ex, 4);
+    assert_ok(cl_varint_get(&c, &v));
+    assert_int_equal(v, 494878333);
+}
+
+static void test_keyconfig(void **state)
+{
+    (void)state;
+    struct cl_buf b;
+    struct cl_ohttp_keyconfig back;
+    cl_buf_init(&b, 1024, CL_BUF_NONE);
+    assert_ok(cl_ohttp_keys_encode(&kc, &b));
+    assert_int_equal(b.len, 2 + 1 + 2 + 32 + 2 + 12);
+    assert_ok(cl_ohttp_keys_parse(b.data, b.len, &back));
+    assert_int_equal(back.key_id, 7);
+    assert_int_equal(back.n_suites, 3);
+    assert_memory_equal(back.pk, kc.pk, 32);
+    assert_ok(cl_ohttp_keyconfig_parse(b.data + 2, b.len - 2, &back));
+    assert_err(cl_ohttp_keyconfig_parse(b.data + 2, b.len - 3, &back), CL_E_PROTO_OHTTP_KEY_CONFIG);
+    b.data[3] = 0x00; /* KEM 0x0010 (P-256): not supported */
+    b.data[4] = 0x10;
+    assert_err(cl_ohttp_keys_parse(b.data, b.len, &back), CL_E_PROTO_OHTTP_KEY_CONFIG);
+    cl_buf_free(&b);
+}
+
+static void round_trip(uint16_t aead, bool chunked, size_t reqlen, size_t feed_step)
+{
+    struct cl_buf req, enc_req, got_req, enc_res, got_res;
+    cl_buf_init(&req, 1 << 20, CL_BUF_NONE);
+    cl_buf_init(&enc_req, 1 << 20, CL_BUF_NONE);
+    cl_buf_init(&got_req, 1 << 20, CL_BUF_NONE);
+    cl_buf_init(&enc_res, 1 << 20, CL_BUF_NONE);
+    cl_buf_init(&got_res, 1 << 20, CL_BUF_NONE);
+    for (size_t i = 0; i < reqlen; i++)
+        assert_ok(cl_buf_append_u8(&req, (uint8_t)i));
+    cl_ohttp_client *c;
+    cl_ohttp_server *s;
+    assert_ok(cl_ohttp_client_encap(&kc, CL_HPKE_KDF_SHA256, aead, chunked, req.data, req.len, &enc_req, &c));
+    assert_ok(cl_ohttp_server_decap(&kc, sk, chunked, enc_req.data, enc_req.len, &got_req, &s));
+    assert_int_equal(got_req.len, reqlen);
+    if (reqlen)
+        assert_memory_equal(got_req.data, req.data, reqlen);
+    if (!chunked) {
+        assert_ok(cl_ohttp_server_encap(s, (const uint8_t *)"answer", 6, &enc_res));
+        assert_err(cl_ohttp_server_encap(s, (const uint8_t *)"again", 5, &enc_res), CL_E_PROTO_OHTTP_STATE);
+        assert_ok(cl_ohttp_client_decap(c, enc_res.data, enc_res.len, &got_res));
+        assert_int_equal(got_res.len, 6);
+        assert_memory_equal(got_res.data, "answer", 6);
+    } else {
+        const char *parts[] = {"The", " patient", " is", " stable", "."};
+        for (int i = 0; i < 5; i++)
+            assert_ok(cl_ohttp_server_chunk(s, (const uint8_t *)parts[i], strlen(parts[i]), i == 4, &enc_res));
+        assert_err(cl_ohttp_server_chunk(s, (const uint8_t *)"x", 1, false, &enc_res), CL_E_PROTO_OHTTP_STATE);
+        for (size_t off = 0; off < enc_res.len; off += feed_step) {
+            size_t k = enc_res.len - off < feed_step ? enc_res.len - off : feed_step;
+            assert_ok(cl_ohttp_client_feed(c, enc_res.data + off, k, off + k == enc_res.len, &got_res));
+        }
+        assert_true(cl_ohttp_client_done(c));
+        assert_int_equal(got_res.len, strlen("The patient is stable."));
+        assert_memory_equal(got_res.data, "The patient is stable.", got_res.len);
+    }
+    cl_ohttp_client_free(c);
+    cl_ohttp_server_free(s);
+    cl_buf_free(&req);
+    cl_buf_free(&enc_req);
+    cl_buf_free(&got_req);
+    cl_buf_free(&enc_res);
+    cl_buf_free(&got_res);
+}
+
+static void test_round_trips(void **state)
+{
+    (void)state;
+    const uint16_t aeads[] = {CL_HPKE_AEAD_AES256GCM, CL_HPKE_AEAD_CHACHA20POLY1305, CL_HPKE_AEAD_AES128GCM};
+    for (int a = 0; a < 3; a++)
+        for (int ch = 0; ch < 2; ch++) {
+            round_trip(aeads[a], ch, 0, 1);
+            round_trip(aeads[a], ch, 1000, 7);
+            round_trip(aeads[a], ch, 70000, 1000);
+        }
+}
+
+static void test_tamper(void **state)
+{
+    (void)state;
+    struct cl_buf enc_req, got, enc_res, out;
+    cl_buf_init(&enc_req, 4096, CL_BUF_NONE);
+    cl_buf_init(&got, 4096, CL_BUF_NONE);
+    cl_buf_init(&enc_res, 4096, CL_BUF_NONE);
+    cl_buf_init(&out, 4096, CL_BUF_NONE);
+    cl_ohttp_client *c;
+    cl_ohttp_server *s;
+    assert_ok(cl_ohttp_client_encap(&kc, CL_HPKE_KDF_SHA256, CL_HPKE_AEAD_AES256GCM, true, (const uint8_t *)"hello", 5,
+                                    &enc_req, &c));
+    /* every byte flip of the request is refused */
+    for (size_t i = 0; i < enc_req.len; i++) {
+        enc_req.data[i] ^= 0x04;
+        cl_err rc = cl_ohttp_server_decap(&kc, sk, true, enc_req.data, enc_req.len, &got, &s);
+        enc_req.data[i] ^= 0x04;
+        if (rc == CL_OK)
+            fail_msg("request byte %zu flip accepted", i);
+        assert_int_equal(got.len, 0);
+    }
+    /* chunked request presented as non-chunked (and vice versa) fails */
+    assert_err(cl_ohttp_server_decap(&kc, sk, false, enc_req.data, enc_req.len, &got, &s), CL_E_PROTO_OHTTP_AUTH);
+    assert_err(cl_ohttp_server_decap(&kc, sk, true, enc_req.data, 20, &got, &s), CL_E_PROTO_OHTTP_MALFORMED);
+    assert_ok(cl_ohttp_server_decap(&kc, sk, true, enc_req.data, enc_req.len, &got, &s));
+    assert_ok(cl_ohttp_server_chunk(s, (const uint8_t *)"one", 3, false, &enc_res));
+    assert_ok(cl_ohttp_server_chunk(s, (const uint8_t *)"two", 3, true, &enc_res));
+    /* truncation: drop the final chunk */
+    size_t final_at = enc_res.len - (1 + 3 + 16);
+    assert_ok(cl_ohttp_client_feed(c, enc_res.data, final_at, false, &out));
+    assert_err(cl_ohttp_client_feed(c, NULL, 0, true, &out), CL_E_PROTO_OHTTP_TRUNCATED);
+    assert_int_equal(out.len, 3);
+    cl_ohttp_client_free(c);
+    cl_ohttp_server_free(s);
+    /* a flipped response byte is refused (fresh exchange) */
+    cl_buf_reset(&enc_req);
+    cl_buf_reset(&got);
+    cl_buf_reset(&enc_res);
+    cl_buf_reset(&out);
+    assert_ok(cl_ohttp_client_encap(&kc, CL_HPKE_KDF_SHA256, CL_HPKE_AEAD_AES256GCM, false, (const uint8_t *)"q", 1,
+                                    &enc_req, &c));
+    assert_ok(cl_ohttp_server_decap(&kc, sk, false, enc_req.data, enc_req.len, &got, &s));
+    assert_ok(cl_ohttp_server_encap(s, (const uint8_t *)"a", 1, &enc_res));
+    enc_res.data[enc_res.len - 1] ^= 1;
+    assert_err(cl_ohttp_client_decap(c, enc_res.data, enc_res.len, &out), CL_E_PROTO_OHTTP_AUTH);
+    cl_ohttp_client_free(c);
+    cl_ohttp_server_free(s);
+    /* wrong key id, unknown suite */
+    struct cl_ohttp_keyconfig other = kc;
+    other.key_id = 9;
+    cl_buf_reset(&enc_req);
+    assert_ok(cl_ohttp_client_encap(&other, CL_HPKE_KDF_SHA256, CL_HPKE_AEAD_AES256GCM, false, (const uint8_t *)"q", 1,
+                                    &enc_req, &c));
+    assert_err(cl_ohttp_server_decap(&kc, sk, false, enc_req.data, enc_req.len, &got, &s), CL_E_PROTO_OHTTP_KEY_ID);
+    cl_ohttp_client_free(c);
+    assert_err(cl_ohttp_client_encap(&kc, CL_HPKE_KDF_SHA512, CL_HPKE_AEAD_AES256GCM, false, (const uint8_t *)"q", 1,
+                                     &enc_req, &c),
+               CL_E_PROTO_OHTTP_SUITE);
+    cl_buf_free(&enc_req);
+    cl_buf_free(&got);
+    cl_buf_free(&enc_res);
+    cl_buf_free(&out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_varint), cmocka_unit_test(test_keyconfig),
+                                       cmocka_unit_test(test_round_trips), cmocka_unit_test(test_tamper)};
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
