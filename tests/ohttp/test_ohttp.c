@@ -1,5 +1,6 @@
 #include "testutil.h"
 
+#include "cloister/bhttp.h"
 #include "cloister/ohttp.h"
 
 static cl_pkey *sk;
@@ -199,9 +200,64 @@ static void test_tamper(void **state)
     cl_buf_free(&out);
 }
 
+static void test_bhttp(void **state)
+{
+    (void)state;
+    /* RFC 9292 section 5.1 example request: GET https://www.example.com/hello.txt
+     * with user-agent, host and accept-language fields, known-length. */
+    static const char rfc_hex[] =
+        "0003474554056874747073000a2f68656c6c6f2e747874406c0a757365722d6167656e74346375726c2f372e31362e33"
+        "206c69626375726c2f372e31362e33204f70656e53534c2f302e392e376c207a6c69622f312e322e3304686f73740f77"
+        "77772e6578616d706c652e636f6d0f6163636570742d6c616e6775616765066c612c20656f000000000000000000000000";
+    size_t n;
+    uint8_t *raw = cl_test_unhex(rfc_hex, &n);
+    struct cl_bhttp_msg m;
+    assert_ok(cl_bhttp_decode(raw, n, 1024, &m));
+    assert_false(m.is_response);
+    assert_int_equal(m.method_len, 3);
+    assert_memory_equal(m.method, "GET", 3);
+    assert_int_equal(m.authority_len, 0);
+    assert_memory_equal(m.path, "/hello.txt", 10);
+    assert_int_equal(m.n_fields, 3);
+    const struct cl_bhttp_field *f = cl_bhttp_find(&m, "Host");
+    assert_non_null(f);
+    assert_memory_equal(f->value, "www.example.com", 15);
+    assert_int_equal(m.content_len, 0);
+    /* re-encoding gives the same bytes up to the padding */
+    struct cl_buf b;
+    cl_buf_init(&b, 4096, CL_BUF_NONE);
+    assert_ok(cl_bhttp_encode(&m, &b));
+    assert_true(b.len <= n);
+    assert_memory_equal(b.data, raw, b.len);
+    /* a response with a body */
+    struct cl_bhttp_msg r = {.is_response = 1, .status = 200, .n_fields = 1,
+                             .fields = {{"content-type", 12, "application/json", 16}},
+                             .content = (const uint8_t *)"{}", .content_len = 2};
+    cl_buf_reset(&b);
+    assert_ok(cl_bhttp_encode(&r, &b));
+    struct cl_bhttp_msg back;
+    assert_ok(cl_bhttp_decode(b.data, b.len, 1024, &back));
+    assert_int_equal(back.status, 200);
+    assert_int_equal(back.content_len, 2);
+    assert_err(cl_bhttp_decode(b.data, b.len, 1, &back), CL_E_PROTO_BHTTP_MALFORMED); /* content cap */
+    for (size_t cut = 1; cut < b.len - 1; cut++) {
+        cl_err rc = cl_bhttp_decode(b.data, cut, 1024, &back);
+        /* cutting exactly after the header section is a valid (bodiless) message */
+        if (rc == CL_OK)
+            assert_int_equal(back.content_len, 0);
+    }
+    b.data[0] = 2; /* indefinite-length framing is refused */
+    assert_err(cl_bhttp_decode(b.data, b.len, 1024, &back), CL_E_PROTO_BHTTP_MALFORMED);
+    raw[n - 1] = 1; /* non-zero padding */
+    assert_err(cl_bhttp_decode(raw, n, 1024, &m), CL_E_PROTO_BHTTP_MALFORMED);
+    free(raw);
+    cl_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_varint), cmocka_unit_test(test_keyconfig),
-                                       cmocka_unit_test(test_round_trips), cmocka_unit_test(test_tamper)};
+                                       cmocka_unit_test(test_round_trips), cmocka_unit_test(test_tamper),
+                                       cmocka_unit_test(test_bhttp)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }
