@@ -123,3 +123,59 @@ CL_MUST_CHECK cl_err cl_kms_audit_list(struct cl_kms_store *s, cl_kms_audit_cb c
 CL_MUST_CHECK cl_err cl_kms_store_check(struct cl_kms_store *s);
 
 #endif
+
+/* ---- Recipient attestation (narrow interface to the attestation verifier) ---- */
+#define CL_KMS_MAX_RECIPIENT_PK 1024
+struct cl_kms_attestation {
+    char module_id[257];
+    struct cl_policy_recipient r;                /* PCRs, ImageSha384, debug flag */
+    uint8_t public_key[CL_KMS_MAX_RECIPIENT_PK]; /* RSA SubjectPublicKeyInfo, DER or PEM */
+    size_t public_key_len;
+};
+/* Verifies an attestation document against the configured trusted roots
+ * and fills out. Must fail (any error) for an untrusted root, a bad
+ * signature or a stale document. Debug documents are returned with
+ * r.debug set: the key policy decides (see CL_POLICY_DEBUG_KEY). */
+typedef cl_err (*cl_kms_attest_fn)(void *arg, const uint8_t *doc, size_t n, int64_t now_ms,
+                                   struct cl_kms_attestation *out);
+
+/* ---- request handling (transport-independent) ---- */
+struct cl_kms_server_config {
+    struct cl_kms_store *store;
+    int64_t skew_s;             /* SigV4 clock skew, default 300 */
+    cl_kms_attest_fn attest;    /* NULL: requests with a Recipient are refused */
+    void *attest_arg;
+    int64_t (*now_ms)(void);    /* clock override for tests; NULL = real time */
+};
+
+struct cl_kms_response {
+    int status;
+    struct cl_buf body;   /* JSON; may hold key bytes (base64): wiped by cl_kms_response_free */
+    char request_id[40];
+    char error_type[64];  /* "" on success */
+};
+void cl_kms_response_init(struct cl_kms_response *r);
+void cl_kms_response_free(struct cl_kms_response *r);
+
+struct cl_sigv4_request;
+/* Full request: content type and target headers, SigV4, operation. Always
+ * produces a response (errors in the AWS JSON shape) and an audit row. */
+void cl_kms_handle_http(const struct cl_kms_server_config *cfg, const struct cl_sigv4_request *req,
+                        struct cl_kms_response *resp);
+/* An operation on behalf of an already-authenticated principal (tests, fuzzing). */
+void cl_kms_handle_op(const struct cl_kms_server_config *cfg, const char *principal_arn, const char *op,
+                      const uint8_t *body, size_t n, struct cl_kms_response *resp);
+
+/* ---- HTTP server (libmicrohttpd) ---- */
+struct cl_kms_server;
+struct cl_kms_listen {
+    const char *addr;     /* "127.0.0.1:8080" or "[::1]:8080"; port 0 = pick one */
+    const char *tls_cert; /* PEM paths, both or neither */
+    const char *tls_key;
+};
+CL_MUST_CHECK cl_err cl_kms_server_start(const struct cl_kms_server_config *cfg, const struct cl_kms_listen *l,
+                                         struct cl_kms_server **out);
+uint16_t cl_kms_server_port(const struct cl_kms_server *s);
+void cl_kms_server_stop(struct cl_kms_server *s);
+
+#define CL_KMS_MAX_REQUEST_BODY (256 * 1024)
