@@ -1,0 +1,1 @@
+cl_fuzz_target(policy fuzz_policy.c cl_kms)

@@ -1,0 +1,953 @@
+/* AWS KMS JSON 1.1 request handling: authentication, operations, errors, audit. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "cloister/crypto.h"
+#include "cloister/encode.h"
+#include "cloister/kms.h"
+#include "cloister/kms_client.h"
+#include "cloister/secmem.h"
+#include "cloister/sigv4.h"
+
+#define CL_KMS_TARGET_PREFIX "TrentService."
+
+struct cl_kms_req {
+    const struct cl_kms_server_config *cfg;
+    struct cl_kms_store *st;
+    json_t *in;
+    json_t *out;
+    const char *principal;
+    int64_t now_ms;
+    struct cl_kms_audit_row audit;
+    const char *err_type; /* set when a specific exception applies */
+    bool decided;
+    struct cl_kms_attestation att;
+    bool has_att;
+};
+
+void cl_kms_response_init(struct cl_kms_response *r)
+{
+    memset(r, 0, sizeof(*r));
+    cl_buf_init(&r->body, 1 << 20, CL_BUF_NONE);
+}
+
+void cl_kms_response_free(struct cl_kms_response *r)
+{
+    if (r->body.data)
+        cl_wipe(r->body.data, r->body.cap);
+    cl_buf_free(&r->body);
+}
+
+static int64_t cl_kms_real_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void cl_kms_new_request_id(char out[40])
+{
+    uint8_t r[16] = {0};
+    if (cl_random_bytes(r, sizeof(r)) != CL_OK)
+        memset(r, 0, sizeof(r));
+    r[6] = (uint8_t)((r[6] & 0x0f) | 0x40);
+    r[8] = (uint8_t)((r[8] & 0x3f) | 0x80);
+    snprintf(out, 40, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3],
+             r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
+}
+
+/* ---- error mapping ---- */
+
+static const char *cl_kms_exception(cl_err e)
+{
+    switch (e) {
+    case CL_E_KMS_NOT_FOUND: return "NotFoundException";
+    case CL_E_KMS_EXISTS: return "AlreadyExistsException";
+    case CL_E_KMS_DISABLED: return "DisabledException";
+    case CL_E_KMS_INVALID_STATE: return "KMSInvalidStateException";
+    case CL_E_KMS_ACCESS_DENIED: return "AccessDeniedException";
+    case CL_E_KMS_BAD_CIPHERTEXT: return "InvalidCiphertextException";
+    case CL_E_KMS_BAD_ALIAS: return "InvalidAliasNameException";
+    case CL_E_KMS_POLICY_MALFORMED:
+    case CL_E_KMS_POLICY_LIMIT: return "MalformedPolicyDocumentException";
+    case CL_E_KMS_VALIDATION:
+    case CL_E_CORE_BAD_BASE64:
+    case CL_E_CORE_LIMIT: return "ValidationException";
+    case CL_E_KMS_RECIPIENT: return "ValidationException";
+    default: return "KMSInternalException";
+    }
+}
+
+static void cl_kms_error_body(struct cl_kms_response *resp, int status, const char *type, const char *msg)
+{
+    json_t *o = json_pack("{s:s,s:s}", "__type", type, "message", msg);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    resp->status = status;
+    snprintf(resp->error_type, sizeof(resp->error_type), "%s", type);
+    cl_buf_reset(&resp->body);
+    if (!s || cl_buf_append_str(&resp->body, s) != CL_OK) {
+        cl_buf_reset(&resp->body);
+        if (cl_buf_append_str(&resp->body, "{\"__type\":\"KMSInternalException\",\"message\":\"internal\"}"))
+            resp->body.len = 0;
+    }
+    free(s);
+    json_decref(o);
+}
+
+/* ---- JSON input helpers ---- */
+
+static cl_err cl_kms_get_str(const json_t *in, const char *name, bool required, size_t maxlen, const char **out)
+{
+    const json_t *v = json_object_get(in, name);
+    *out = NULL;
+    if (!v || json_is_null(v)) {
+        if (required)
+            return cl_err_fail(CL_E_KMS_VALIDATION, "%s is required", name);
+        return CL_OK;
+    }
+    if (!json_is_string(v))
+        return cl_err_fail(CL_E_KMS_VALIDATION, "%s must be a string", name);
+    size_t n = json_string_length(v);
+    if (n < 1 || n > maxlen || strlen(json_string_value(v)) != n)
+        return cl_err_fail(CL_E_KMS_VALIDATION, "%s length must be 1..%zu", name, maxlen);
+    *out = json_string_value(v);
+    return CL_OK;
+}
+
+static cl_err cl_kms_get_int(const json_t *in, const char *name, int64_t lo, int64_t hi, int64_t *out, bool *present)
+{
+    const json_t *v = json_object_get(in, name);
+    *present = false;
+    if (!v || json_is_null(v))
+        return CL_OK;
+    if (!json_is_integer(v))
+        return cl_err_fail(CL_E_KMS_VALIDATION, "%s must be an integer", name);
+    int64_t x = json_integer_value(v);
+    if (x < lo || x > hi)
+        return cl_err_fail(CL_E_KMS_VALIDATION, "%s must be in %lld..%lld", name, (long long)lo, (long long)hi);
+    *out = x;
+    *present = true;
+    return CL_OK;
+}
+
+/* Base64 blob field into out (max decoded bytes). */
+static cl_err cl_kms_get_b64(const json_t *in, const char *name, bool required, size_t minlen, size_t maxlen,
+                             struct cl_buf *out, bool *present)
+{
+    const json_t *v = json_object_get(in, name);
+    if (present)
+        *present = false;
+    if (!v || json_is_null(v)) {
+        if (required)
+            return cl_err_fail(CL_E_KMS_VALIDATION, "%s is required", name);
+        return CL_OK;
+    }
+    if (!json_is_string(v))
+        return cl_err_fail(CL_E_KMS_VALIDATION, "%s must be a base64 string", name);
+    size_t n = json_string_length(v);
+    if (n > (maxlen / 3 + 2) * 4)
+        return cl_err_fail(CL_E_KMS_VALIDATION, "%s is longer than %zu bytes", name, maxlen);
+    size_t start = out->len;
+    cl_err rc = cl_b64_decode(json_string_value(v), n, CL_B64_STD, out);
+    if (rc)
+        return cl_err_fail(CL_E_KMS_VALIDATION, "%s is not valid base64", name);
+    size_t got = out->len - start;
+    if (got < minlen || got > maxlen)
+        return cl_err_fail(CL_E_KMS_VALIDATION, "%s length %zu must be %zu..%zu bytes", name, got, minlen, maxlen);
+    if (present)
+        *present = true;
+    return CL_OK;
+}
+
+struct cl_kms_ctx {
+    struct cl_policy_kv kv[CL_KMS_MAX_ENC_CTX_PAIRS];
+    size_t n;
+};
+
+static cl_err cl_kms_get_ctx(const json_t *in, const char *name, struct cl_kms_ctx *c)
+{
+    const json_t *v = json_object_get(in, name);
+    c->n = 0;
+    if (!v || json_is_null(v))
+        return CL_OK;
+    if (!json_is_object(v))
+        return cl_err_fail(CL_E_KMS_VALIDATION, "%s must be an object of strings", name);
+    if (json_object_size(v) > CL_KMS_MAX_ENC_CTX_PAIRS)
+        return cl_err_fail(CL_E_KMS_VALIDATION, "%s has more than %d pairs", name, CL_KMS_MAX_ENC_CTX_PAIRS);
+    const char *k;
+    json_t *e;
+    size_t total = 0;
+    json_object_foreach((json_t *)v, k, e) {
+        if (!json_is_string(e))
+            return cl_err_fail(CL_E_KMS_VALIDATION, "%s values must be strings", name);
+        size_t kl = strlen(k), vl = json_string_length(e);
+        if (kl == 0 || strlen(json_string_value(e)) != vl)
+            return cl_err_fail(CL_E_KMS_VALIDATION, "%s has an empty key or a NUL byte", name);
+        total += kl + vl;
+        if (total > CL_KMS_MAX_ENC_CTX_BYTES)
+            return cl_err_fail(CL_E_KMS_VALIDATION, "%s is larger than %d bytes", name, CL_KMS_MAX_ENC_CTX_BYTES);
+        c->kv[c->n].key = k;
+        c->kv[c->n].value = json_string_value(e);
+        c->n++;
+    }
+    return CL_OK;
+}
+
+/* ---- output helpers ---- */
+
+static cl_err cl_kms_set_b64(json_t *out, const char *name, const uint8_t *p, size_t n)
+{
+    cl_err rc = CL_OK;
+    struct cl_buf b;
+    cl_buf_init(&b, cl_b64_encoded_len(n, CL_B64_STD) + 1, CL_BUF_SECURE);
+    CL_GUARD(cl_b64_encode(p, n, CL_B64_STD, &b));
+    CL_ENSURE(json_object_set_new(out, name, json_stringn((const char *)b.data, b.len)) == 0, CL_E_CORE_NOMEM);
+out:
+    cl_buf_free(&b);
+    return rc;
+}
+
+static json_t *cl_kms_key_metadata(struct cl_kms_store *st, const struct cl_kms_key_meta *m)
+{
+    json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:b,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:[s],s:b}", "AWSAccountId",
+                          cl_kms_store_account(st), "KeyId", m->key_id, "Arn", m->arn, "CreationDate",
+                          (json_int_t)m->created, "Enabled", m->state == CL_KMS_STATE_ENABLED, "Description",
+                          m->description, "KeyUsage", "ENCRYPT_DECRYPT", "KeyState", cl_kms_state_name(m->state),
+                          "Origin", "AWS_KMS", "KeyManager", "CUSTOMER", "CustomerMasterKeySpec",
+                          "SYMMETRIC_DEFAULT", "KeySpec", "SYMMETRIC_DEFAULT", "EncryptionAlgorithms",
+                          "SYMMETRIC_DEFAULT", "MultiRegion", 0);
+    if (o && m->state == CL_KMS_STATE_PENDING_DELETION)
+        json_object_set_new(o, "DeletionDate", json_integer(m->deletion_date));
+    return o;
+}
+
+/* ---- authorization ---- */
+
+static cl_err cl_kms_authorize(struct cl_kms_req *q, const struct cl_kms_key_meta *m, const char *action,
+                               const struct cl_kms_ctx *ctx)
+{
+    cl_err rc = CL_OK;
+    struct cl_buf pol;
+    struct cl_policy *p = NULL;
+    struct cl_policy_decision d;
+    cl_buf_init(&pol, CL_POLICY_MAX_BYTES + 1, CL_BUF_NONE);
+    snprintf(q->audit.key_id, sizeof(q->audit.key_id), "%s", m->key_id);
+    CL_GUARD(cl_kms_policy_get(q->st, m->key_id, &pol));
+    CL_GUARD(cl_policy_parse((const char *)pol.data, pol.len, &p));
+    struct cl_policy_ctx pc = {
+        .principal_arn = q->principal,
+        .caller_account = cl_kms_store_account(q->st),
+        .action = action,
+        .resource = m->arn,
+        .now = q->now_ms / 1000,
+        .enc_ctx = ctx ? ctx->kv : NULL,
+        .n_enc_ctx = ctx ? ctx->n : 0,
+        .recipient = q->has_att ? &q->att.r : NULL,
+    };
+    CL_GUARD(cl_policy_evaluate(p, &pc, &d));
+    q->decided = true;
+    snprintf(q->audit.decision, sizeof(q->audit.decision), "%s", d.effect == CL_POLICY_ALLOW ? "allow" : "deny");
+    snprintf(q->audit.statement, sizeof(q->audit.statement), "%s", d.statement);
+    if (d.effect != CL_POLICY_ALLOW) {
+        /* Message shape follows AWS; principal and action are not secret. */
+        if (d.explicit_deny)
+            CL_FAIL(CL_E_KMS_ACCESS_DENIED,
+                    "User: %s is not authorized to perform: %s on resource: %s with an explicit deny in a "
+                    "resource-based policy",
+                    q->principal, action, m->arn);
+        CL_FAIL(CL_E_KMS_ACCESS_DENIED,
+                "User: %s is not authorized to perform: %s on resource: %s because no resource-based policy allows "
+                "the %s action",
+                q->principal, action, m->arn, action);
+    }
+out:
+    cl_policy_free(p);
+    cl_buf_free(&pol);
+    return rc;
+}
+
+/* Resolves KeyId and checks the key can be used for cryptography. */
+static cl_err cl_kms_usable(const struct cl_kms_key_meta *m)
+{
+    if (m->state == CL_KMS_STATE_DISABLED)
+        return cl_err_fail(CL_E_KMS_DISABLED, "%s is disabled.", m->arn);
+    if (m->state != CL_KMS_STATE_ENABLED)
+        return cl_err_fail(CL_E_KMS_INVALID_STATE, "%s is pending deletion.", m->arn);
+    return CL_OK;
+}
+
+static cl_err cl_kms_get_key(struct cl_kms_req *q, const char *field, bool required, struct cl_kms_key_meta *m,
+                             bool *present)
+{
+    const char *id;
+    cl_err rc = cl_kms_get_str(q->in, field, required, 2048, &id);
+    if (present)
+        *present = id != NULL;
+    if (rc || !id)
+        return rc;
+    rc = cl_kms_key_get(q->st, id, m);
+    if (rc == CL_E_KMS_NOT_FOUND)
+        return cl_err_fail(CL_E_KMS_NOT_FOUND, "Invalid keyId %s", "(not found)");
+    return rc;
+}
+
+/* Recipient {KeyEncryptionAlgorithm, AttestationDocument}: verified here,
+ * before the policy is evaluated, so its PCRs feed the conditions. */
+static cl_err cl_kms_recipient(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    struct cl_buf doc;
+    cl_buf_init(&doc, 32 * 1024, CL_BUF_NONE);
+    const json_t *r = json_object_get(q->in, "Recipient");
+    if (!r || json_is_null(r))
+        return CL_OK;
+    CL_ENSURE_D(json_is_object(r), CL_E_KMS_VALIDATION, "Recipient must be an object");
+    const char *alg;
+    CL_GUARD(cl_kms_get_str(r, "KeyEncryptionAlgorithm", false, 64, &alg));
+    CL_ENSURE_D(!alg || !strcmp(alg, "RSAES_OAEP_SHA_256"), CL_E_KMS_VALIDATION,
+                "Recipient.KeyEncryptionAlgorithm must be RSAES_OAEP_SHA_256");
+    CL_GUARD(cl_kms_get_b64(r, "AttestationDocument", true, 1, 32 * 1024, &doc, NULL));
+    CL_ENSURE_D(q->cfg->attest, CL_E_KMS_RECIPIENT, "this key service has no trusted attestation roots configured");
+    memset(&q->att, 0, sizeof(q->att));
+    rc = q->cfg->attest(q->cfg->attest_arg, doc.data, doc.len, q->now_ms, &q->att);
+    if (rc) {
+        char why[256];
+        cl_err_format(rc, why, sizeof(why));
+        CL_FAIL(CL_E_KMS_RECIPIENT, "Recipient attestation document was refused: %s", why);
+    }
+    CL_ENSURE_D(q->att.public_key_len > 0, CL_E_KMS_RECIPIENT, "attestation document has no public_key");
+    q->has_att = true;
+    snprintf(q->audit.module_id, sizeof(q->audit.module_id), "%s", q->att.module_id);
+    char h[3][2 * CL_POLICY_PCR_LEN + 1];
+    for (int i = 0; i < 3; i++)
+        cl_hex_encode(q->att.r.pcrs[i], CL_POLICY_PCR_LEN, h[i]);
+    snprintf(q->audit.pcrs, sizeof(q->audit.pcrs), "%s,%s,%s", h[0], h[1], h[2]);
+out:
+    cl_buf_free(&doc);
+    return rc;
+}
+
+/* Plaintext out: to the recipient as CMS, or base64 in Plaintext. */
+static cl_err cl_kms_emit_plaintext(struct cl_kms_req *q, const uint8_t *pt, size_t n)
+{
+    cl_err rc = CL_OK;
+    struct cl_buf cms;
+    cl_buf_init(&cms, CL_KMS_CMS_MAX, CL_BUF_NONE);
+    if (q->has_att) {
+        CL_GUARD(cl_kms_recipient_wrap(q->att.public_key, q->att.public_key_len, pt, n, &cms));
+        CL_GUARD(cl_kms_set_b64(q->out, "CiphertextForRecipient", cms.data, cms.len));
+    } else {
+        CL_GUARD(cl_kms_set_b64(q->out, "Plaintext", pt, n));
+    }
+out:
+    cl_buf_free(&cms);
+    return rc;
+}
+
+/* ---- operations ---- */
+
+static cl_err cl_kms_op_create_key(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    const char *desc, *pol, *usage, *spec, *origin;
+    struct cl_kms_key_meta m;
+    CL_GUARD(cl_kms_get_str(q->in, "Description", false, CL_KMS_MAX_DESCRIPTION, &desc));
+    CL_GUARD(cl_kms_get_str(q->in, "Policy", false, CL_POLICY_MAX_BYTES, &pol));
+    CL_GUARD(cl_kms_get_str(q->in, "KeyUsage", false, 64, &usage));
+    CL_ENSURE_D(!usage || !strcmp(usage, "ENCRYPT_DECRYPT"), CL_E_KMS_VALIDATION, "KeyUsage must be ENCRYPT_DECRYPT");
+    CL_GUARD(cl_kms_get_str(q->in, "KeySpec", false, 64, &spec));
+    if (!spec)
+        CL_GUARD(cl_kms_get_str(q->in, "CustomerMasterKeySpec", false, 64, &spec));
+    CL_ENSURE_D(!spec || !strcmp(spec, "SYMMETRIC_DEFAULT"), CL_E_KMS_VALIDATION, "KeySpec must be SYMMETRIC_DEFAULT");
+    CL_GUARD(cl_kms_get_str(q->in, "Origin", false, 64, &origin));
+    CL_ENSURE_D(!origin || !strcmp(origin, "AWS_KMS"), CL_E_KMS_VALIDATION, "Origin must be AWS_KMS");
+    CL_GUARD(cl_kms_key_create(q->st, desc, pol, &m));
+    snprintf(q->audit.key_id, sizeof(q->audit.key_id), "%s", m.key_id);
+    json_t *md = cl_kms_key_metadata(q->st, &m);
+    CL_ENSURE(md && json_object_set_new(q->out, "KeyMetadata", md) == 0, CL_E_CORE_NOMEM);
+out:
+    return rc;
+}
+
+static cl_err cl_kms_op_describe_key(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta m;
+    CL_GUARD(cl_kms_get_key(q, "KeyId", true, &m, NULL));
+    CL_GUARD(cl_kms_authorize(q, &m, "kms:DescribeKey", NULL));
+    json_t *md = cl_kms_key_metadata(q->st, &m);
+    CL_ENSURE(md && json_object_set_new(q->out, "KeyMetadata", md) == 0, CL_E_CORE_NOMEM);
+out:
+    return rc;
+}
+
+static void cl_kms_list_key_cb(void *arg, const struct cl_kms_key_meta *m)
+{
+    json_array_append_new((json_t *)arg, json_pack("{s:s,s:s}", "KeyId", m->key_id, "KeyArn", m->arn));
+}
+
+static cl_err cl_kms_op_list_keys(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    int64_t limit = 100;
+    bool has, trunc;
+    const char *marker;
+    CL_GUARD(cl_kms_get_int(q->in, "Limit", 1, 1000, &limit, &has));
+    CL_GUARD(cl_kms_get_str(q->in, "Marker", false, 1024, &marker));
+    json_t *arr = json_array();
+    CL_ENSURE(arr && json_object_set_new(q->out, "Keys", arr) == 0, CL_E_CORE_NOMEM);
+    CL_GUARD(cl_kms_key_list(q->st, marker, (size_t)limit, cl_kms_list_key_cb, arr, &trunc));
+    json_object_set_new(q->out, "Truncated", json_boolean(trunc));
+    if (trunc && json_array_size(arr))
+        json_object_set_new(q->out, "NextMarker",
+                            json_incref(json_object_get(json_array_get(arr, json_array_size(arr) - 1), "KeyId")));
+out:
+    return rc;
+}
+
+static cl_err cl_kms_alias_key(struct cl_kms_req *q, const char *alias, struct cl_kms_key_meta *m)
+{
+    cl_err rc = cl_kms_key_get(q->st, alias, m);
+    if (rc == CL_E_KMS_NOT_FOUND)
+        return cl_err_fail(CL_E_KMS_NOT_FOUND, "Alias %s is not found.", alias);
+    return rc;
+}
+
+static cl_err cl_kms_op_create_alias(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    const char *alias;
+    struct cl_kms_key_meta m, tmp;
+    CL_GUARD(cl_kms_get_str(q->in, "AliasName", true, 256, &alias));
+    CL_GUARD(cl_kms_get_key(q, "TargetKeyId", true, &m, NULL));
+    CL_ENSURE_D(strncmp(alias, "alias/", 6) == 0, CL_E_KMS_VALIDATION, "AliasName must begin with alias/");
+    CL_GUARD(cl_kms_authorize(q, &m, "kms:CreateAlias", NULL));
+    CL_ENSURE_D(m.state != CL_KMS_STATE_PENDING_DELETION, CL_E_KMS_INVALID_STATE, "%s is pending deletion.", m.arn);
+    if (cl_kms_key_get(q->st, alias, &tmp) == CL_OK)
+        CL_FAIL(CL_E_KMS_EXISTS, "An alias with the name %s already exists", "given");
+    CL_GUARD(cl_kms_alias_create(q->st, alias, m.key_id));
+out:
+    return rc;
+}
+
+static void cl_kms_list_alias_cb(void *arg, const char *alias, const char *key_id, int64_t created)
+{
+    struct cl_kms_req *q = arg;
+    char arn[CL_KMS_ARN_MAX + 300];
+    snprintf(arn, sizeof(arn), "arn:aws:kms:%s:%s:%s", cl_kms_store_region(q->st), cl_kms_store_account(q->st),
+             alias);
+    json_array_append_new(json_object_get(q->out, "Aliases"),
+                          json_pack("{s:s,s:s,s:s,s:I,s:I}", "AliasName", alias, "AliasArn", arn, "TargetKeyId",
+                                    key_id, "CreationDate", (json_int_t)created, "LastUpdatedDate",
+                                    (json_int_t)created));
+}
+
+static cl_err cl_kms_op_list_aliases(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta m;
+    bool has_key, has;
+    int64_t limit = 100;
+    CL_GUARD(cl_kms_get_int(q->in, "Limit", 1, 100, &limit, &has));
+    CL_GUARD(cl_kms_get_key(q, "KeyId", false, &m, &has_key));
+    json_t *arr = json_array();
+    CL_ENSURE(arr && json_object_set_new(q->out, "Aliases", arr) == 0, CL_E_CORE_NOMEM);
+    CL_GUARD(cl_kms_alias_list(q->st, has_key ? m.key_id : NULL, cl_kms_list_alias_cb, q));
+    json_object_set_new(q->out, "Truncated", json_false());
+out:
+    return rc;
+}
+
+static cl_err cl_kms_op_delete_alias(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    const char *alias;
+    struct cl_kms_key_meta m;
+    CL_GUARD(cl_kms_get_str(q->in, "AliasName", true, 256, &alias));
+    CL_ENSURE_D(strncmp(alias, "alias/", 6) == 0, CL_E_KMS_VALIDATION, "AliasName must begin with alias/");
+    CL_GUARD(cl_kms_alias_key(q, alias, &m));
+    CL_GUARD(cl_kms_authorize(q, &m, "kms:DeleteAlias", NULL));
+    CL_GUARD(cl_kms_alias_delete(q->st, alias));
+out:
+    return rc;
+}
+
+static cl_err cl_kms_op_state(struct cl_kms_req *q, const char *action)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta m;
+    CL_GUARD(cl_kms_get_key(q, "KeyId", true, &m, NULL));
+    CL_GUARD(cl_kms_authorize(q, &m, action, NULL));
+    if (!strcmp(action, "kms:EnableKey") || !strcmp(action, "kms:DisableKey")) {
+        CL_ENSURE_D(m.state != CL_KMS_STATE_PENDING_DELETION, CL_E_KMS_INVALID_STATE, "%s is pending deletion.",
+                    m.arn);
+        CL_GUARD(cl_kms_key_set_state(q->st, m.key_id,
+                                      !strcmp(action, "kms:EnableKey") ? CL_KMS_STATE_ENABLED : CL_KMS_STATE_DISABLED,
+                                      0));
+    } else if (!strcmp(action, "kms:ScheduleKeyDeletion")) {
+        int64_t days = 30;
+        bool has;
+        CL_GUARD(cl_kms_get_int(q->in, "PendingWindowInDays", 7, 30, &days, &has));
+        CL_ENSURE_D(m.state != CL_KMS_STATE_PENDING_DELETION, CL_E_KMS_INVALID_STATE, "%s is pending deletion.",
+                    m.arn);
+        int64_t when = q->now_ms / 1000 + days * 86400;
+        CL_GUARD(cl_kms_key_set_state(q->st, m.key_id, CL_KMS_STATE_PENDING_DELETION, when));
+        json_object_set_new(q->out, "KeyId", json_string(m.arn));
+        json_object_set_new(q->out, "DeletionDate", json_integer(when));
+        json_object_set_new(q->out, "KeyState", json_string("PendingDeletion"));
+        json_object_set_new(q->out, "PendingWindowInDays", json_integer(days));
+    } else if (!strcmp(action, "kms:CancelKeyDeletion")) {
+        CL_ENSURE_D(m.state == CL_KMS_STATE_PENDING_DELETION, CL_E_KMS_INVALID_STATE, "%s is not pending deletion.",
+                    m.arn);
+        CL_GUARD(cl_kms_key_set_state(q->st, m.key_id, CL_KMS_STATE_DISABLED, 0));
+        json_object_set_new(q->out, "KeyId", json_string(m.arn));
+    } else if (!strcmp(action, "kms:RotateKeyOnDemand")) {
+        CL_GUARD(cl_kms_usable(&m));
+        uint32_t v;
+        CL_GUARD(cl_kms_key_rotate(q->st, m.key_id, &v));
+        json_object_set_new(q->out, "KeyId", json_string(m.arn));
+    }
+out:
+    return rc;
+}
+
+static cl_err cl_kms_op_get_policy(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta m;
+    const char *name;
+    struct cl_buf pol;
+    cl_buf_init(&pol, CL_POLICY_MAX_BYTES + 1, CL_BUF_NONE);
+    CL_GUARD(cl_kms_get_key(q, "KeyId", true, &m, NULL));
+    CL_GUARD(cl_kms_get_str(q->in, "PolicyName", false, 128, &name));
+    CL_ENSURE_D(!name || !strcmp(name, "default"), CL_E_KMS_NOT_FOUND, "PolicyName must be default");
+    CL_GUARD(cl_kms_authorize(q, &m, "kms:GetKeyPolicy", NULL));
+    CL_GUARD(cl_kms_policy_get(q->st, m.key_id, &pol));
+    json_object_set_new(q->out, "Policy", json_stringn((const char *)pol.data, pol.len));
+    json_object_set_new(q->out, "PolicyName", json_string("default"));
+out:
+    cl_buf_free(&pol);
+    return rc;
+}
+
+static cl_err cl_kms_op_put_policy(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta m;
+    const char *name, *pol;
+    CL_GUARD(cl_kms_get_key(q, "KeyId", true, &m, NULL));
+    CL_GUARD(cl_kms_get_str(q->in, "PolicyName", false, 128, &name));
+    CL_ENSURE_D(!name || !strcmp(name, "default"), CL_E_KMS_NOT_FOUND, "PolicyName must be default");
+    CL_GUARD(cl_kms_get_str(q->in, "Policy", true, CL_POLICY_MAX_BYTES, &pol));
+    CL_GUARD(cl_kms_authorize(q, &m, "kms:PutKeyPolicy", NULL));
+    CL_GUARD(cl_kms_policy_put(q->st, m.key_id, pol));
+out:
+    return rc;
+}
+
+static cl_err cl_kms_check_alg(struct cl_kms_req *q, const char *field)
+{
+    const char *alg;
+    cl_err rc = cl_kms_get_str(q->in, field, false, 64, &alg);
+    if (rc)
+        return rc;
+    if (alg && strcmp(alg, "SYMMETRIC_DEFAULT"))
+        return cl_err_fail(CL_E_KMS_VALIDATION, "%s must be SYMMETRIC_DEFAULT", field);
+    return CL_OK;
+}
+
+static cl_err cl_kms_op_encrypt(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta m;
+    struct cl_kms_ctx ctx;
+    struct cl_buf pt, blob;
+    cl_buf_init(&pt, CL_KMS_MAX_PLAINTEXT + 3, CL_BUF_SECURE);
+    cl_buf_init(&blob, CL_KMS_MAX_CIPHERTEXT, CL_BUF_NONE);
+    CL_GUARD(cl_kms_get_key(q, "KeyId", true, &m, NULL));
+    CL_GUARD(cl_kms_get_b64(q->in, "Plaintext", true, 1, CL_KMS_MAX_PLAINTEXT, &pt, NULL));
+    CL_GUARD(cl_kms_get_ctx(q->in, "EncryptionContext", &ctx));
+    CL_GUARD(cl_kms_check_alg(q, "EncryptionAlgorithm"));
+    CL_GUARD(cl_kms_authorize(q, &m, "kms:Encrypt", &ctx));
+    CL_GUARD(cl_kms_usable(&m));
+    CL_GUARD(cl_kms_encrypt(q->st, m.key_id, pt.data, pt.len, ctx.kv, ctx.n, &blob));
+    CL_GUARD(cl_kms_set_b64(q->out, "CiphertextBlob", blob.data, blob.len));
+    json_object_set_new(q->out, "KeyId", json_string(m.arn));
+    json_object_set_new(q->out, "EncryptionAlgorithm", json_string("SYMMETRIC_DEFAULT"));
+out:
+    cl_buf_free(&pt);
+    cl_buf_free(&blob);
+    return rc;
+}
+
+/* Decrypts CiphertextBlob after checking KeyId (if given) and the policy. */
+static cl_err cl_kms_open_blob(struct cl_kms_req *q, const char *blob_field, const char *key_field,
+                               const char *ctx_field, const char *action, struct cl_kms_key_meta *m,
+                               struct cl_kms_ctx *ctx, struct cl_buf *pt)
+{
+    cl_err rc = CL_OK;
+    struct cl_buf blob;
+    char kid[CL_KMS_KEY_ID_LEN + 1];
+    struct cl_kms_key_meta given;
+    bool has_given;
+    cl_buf_init(&blob, CL_KMS_MAX_CIPHERTEXT + 3, CL_BUF_NONE);
+    CL_GUARD(cl_kms_get_b64(q->in, blob_field, true, 1, CL_KMS_MAX_CIPHERTEXT, &blob, NULL));
+    CL_GUARD(cl_kms_get_ctx(q->in, ctx_field, ctx));
+    CL_GUARD(cl_kms_get_key(q, key_field, false, &given, &has_given));
+    if (cl_kms_blob_key_id(blob.data, blob.len, kid) != CL_OK)
+        CL_FAIL(CL_E_KMS_BAD_CIPHERTEXT, "%s is not a ciphertext of this key service", blob_field);
+    rc = cl_kms_key_get(q->st, kid, m);
+    if (rc == CL_E_KMS_NOT_FOUND)
+        CL_FAIL(CL_E_KMS_BAD_CIPHERTEXT, "%s names no key of this key service", blob_field);
+    CL_GUARD(rc);
+    if (has_given && strcmp(given.key_id, m->key_id)) {
+        q->err_type = "IncorrectKeyException";
+        CL_FAIL(CL_E_KMS_VALIDATION, "The key ID in the request does not identify the key that encrypted the "
+                                     "ciphertext.");
+    }
+    CL_GUARD(cl_kms_authorize(q, m, action, ctx));
+    CL_GUARD(cl_kms_usable(m));
+    rc = cl_kms_decrypt(q->st, blob.data, blob.len, ctx->kv, ctx->n, pt);
+    if (rc == CL_E_KMS_BAD_CIPHERTEXT)
+        rc = cl_err_fail(CL_E_KMS_BAD_CIPHERTEXT, "The ciphertext or its encryption context is invalid");
+out:
+    cl_buf_free(&blob);
+    return rc;
+}
+
+static cl_err cl_kms_op_decrypt(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta m;
+    struct cl_kms_ctx ctx;
+    struct cl_buf pt;
+    cl_buf_init(&pt, CL_KMS_MAX_CIPHERTEXT, CL_BUF_SECURE);
+    CL_GUARD(cl_kms_check_alg(q, "EncryptionAlgorithm"));
+    CL_GUARD(cl_kms_recipient(q));
+    CL_GUARD(cl_kms_open_blob(q, "CiphertextBlob", "KeyId", "EncryptionContext", "kms:Decrypt", &m, &ctx, &pt));
+    CL_GUARD(cl_kms_emit_plaintext(q, pt.data, pt.len));
+    json_object_set_new(q->out, "KeyId", json_string(m.arn));
+    json_object_set_new(q->out, "EncryptionAlgorithm", json_string("SYMMETRIC_DEFAULT"));
+out:
+    cl_buf_free(&pt);
+    return rc;
+}
+
+static cl_err cl_kms_op_reencrypt(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta src, dst;
+    struct cl_kms_ctx sctx, dctx;
+    struct cl_buf pt, blob;
+    cl_buf_init(&pt, CL_KMS_MAX_CIPHERTEXT, CL_BUF_SECURE);
+    cl_buf_init(&blob, CL_KMS_MAX_CIPHERTEXT, CL_BUF_NONE);
+    CL_GUARD(cl_kms_check_alg(q, "SourceEncryptionAlgorithm"));
+    CL_GUARD(cl_kms_check_alg(q, "DestinationEncryptionAlgorithm"));
+    CL_GUARD(cl_kms_get_key(q, "DestinationKeyId", true, &dst, NULL));
+    CL_GUARD(cl_kms_get_ctx(q->in, "DestinationEncryptionContext", &dctx));
+    CL_GUARD(cl_kms_open_blob(q, "CiphertextBlob", "SourceKeyId", "SourceEncryptionContext", "kms:ReEncryptFrom",
+                              &src, &sctx, &pt));
+    CL_GUARD(cl_kms_authorize(q, &dst, "kms:ReEncryptTo", &dctx));
+    CL_GUARD(cl_kms_usable(&dst));
+    CL_GUARD(cl_kms_encrypt(q->st, dst.key_id, pt.data, pt.len, dctx.kv, dctx.n, &blob));
+    CL_GUARD(cl_kms_set_b64(q->out, "CiphertextBlob", blob.data, blob.len));
+    json_object_set_new(q->out, "SourceKeyId", json_string(src.arn));
+    json_object_set_new(q->out, "KeyId", json_string(dst.arn));
+    json_object_set_new(q->out, "SourceEncryptionAlgorithm", json_string("SYMMETRIC_DEFAULT"));
+    json_object_set_new(q->out, "DestinationEncryptionAlgorithm", json_string("SYMMETRIC_DEFAULT"));
+out:
+    cl_buf_free(&pt);
+    cl_buf_free(&blob);
+    return rc;
+}
+
+static cl_err cl_kms_op_gdk(struct cl_kms_req *q, bool with_plaintext)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta m;
+    struct cl_kms_ctx ctx;
+    const char *spec;
+    int64_t nb = 0;
+    bool has_nb;
+    uint8_t *key = NULL;
+    struct cl_buf blob;
+    cl_buf_init(&blob, CL_KMS_MAX_CIPHERTEXT, CL_BUF_NONE);
+    CL_GUARD(cl_kms_get_key(q, "KeyId", true, &m, NULL));
+    CL_GUARD(cl_kms_get_str(q->in, "KeySpec", false, 32, &spec));
+    CL_GUARD(cl_kms_get_int(q->in, "NumberOfBytes", 1, CL_KMS_DATA_KEY_MAX, &nb, &has_nb));
+    CL_ENSURE_D(!(spec && has_nb), CL_E_KMS_VALIDATION, "give KeySpec or NumberOfBytes, not both");
+    if (spec) {
+        CL_ENSURE_D(!strcmp(spec, "AES_256") || !strcmp(spec, "AES_128"), CL_E_KMS_VALIDATION,
+                    "KeySpec must be AES_256 or AES_128");
+        nb = !strcmp(spec, "AES_256") ? 32 : 16;
+    }
+    CL_ENSURE_D(nb > 0, CL_E_KMS_VALIDATION, "KeySpec or NumberOfBytes is required");
+    CL_GUARD(cl_kms_get_ctx(q->in, "EncryptionContext", &ctx));
+    if (with_plaintext)
+        CL_GUARD(cl_kms_recipient(q));
+    else
+        CL_ENSURE_D(!json_object_get(q->in, "Recipient"), CL_E_KMS_VALIDATION,
+                    "Recipient is not a parameter of GenerateDataKeyWithoutPlaintext");
+    CL_GUARD(cl_kms_authorize(q, &m, with_plaintext ? "kms:GenerateDataKey" : "kms:GenerateDataKeyWithoutPlaintext",
+                              &ctx));
+    CL_GUARD(cl_kms_usable(&m));
+    CL_GUARD(cl_secmem_alloc((size_t)nb, (void **)&key));
+    CL_GUARD(cl_random_bytes(key, (size_t)nb));
+    CL_GUARD(cl_kms_encrypt(q->st, m.key_id, key, (size_t)nb, ctx.kv, ctx.n, &blob));
+    CL_GUARD(cl_kms_set_b64(q->out, "CiphertextBlob", blob.data, blob.len));
+    if (with_plaintext)
+        CL_GUARD(cl_kms_emit_plaintext(q, key, (size_t)nb));
+    json_object_set_new(q->out, "KeyId", json_string(m.arn));
+out:
+    cl_secmem_free(key);
+    cl_buf_free(&blob);
+    return rc;
+}
+
+static cl_err cl_kms_op_generate_random(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    int64_t nb = 0;
+    bool has;
+    uint8_t *r = NULL;
+    CL_GUARD(cl_kms_get_int(q->in, "NumberOfBytes", 1, CL_KMS_DATA_KEY_MAX, &nb, &has));
+    CL_ENSURE_D(has, CL_E_KMS_VALIDATION, "NumberOfBytes is required");
+    CL_ENSURE_D(!json_object_get(q->in, "CustomKeyStoreId"), CL_E_KMS_VALIDATION, "CustomKeyStoreId is not supported");
+    CL_GUARD(cl_kms_recipient(q));
+    CL_GUARD(cl_secmem_alloc((size_t)nb, (void **)&r));
+    CL_GUARD(cl_random_bytes(r, (size_t)nb));
+    CL_GUARD(cl_kms_emit_plaintext(q, r, (size_t)nb));
+out:
+    cl_secmem_free(r);
+    return rc;
+}
+
+struct cl_kms_opdef {
+    const char *name;
+    cl_err (*fn)(struct cl_kms_req *q);
+    const char *action; /* for the state/generic helpers */
+};
+
+static cl_err cl_kms_op_enable(struct cl_kms_req *q) { return cl_kms_op_state(q, "kms:EnableKey"); }
+static cl_err cl_kms_op_disable(struct cl_kms_req *q) { return cl_kms_op_state(q, "kms:DisableKey"); }
+static cl_err cl_kms_op_schedule(struct cl_kms_req *q) { return cl_kms_op_state(q, "kms:ScheduleKeyDeletion"); }
+static cl_err cl_kms_op_cancel(struct cl_kms_req *q) { return cl_kms_op_state(q, "kms:CancelKeyDeletion"); }
+static cl_err cl_kms_op_rotate(struct cl_kms_req *q) { return cl_kms_op_state(q, "kms:RotateKeyOnDemand"); }
+static cl_err cl_kms_op_gdk_pt(struct cl_kms_req *q) { return cl_kms_op_gdk(q, true); }
+static cl_err cl_kms_op_gdk_nopt(struct cl_kms_req *q) { return cl_kms_op_gdk(q, false); }
+
+static const struct cl_kms_opdef cl_kms_ops[] = {
+    {"CreateKey", cl_kms_op_create_key, NULL},
+    {"DescribeKey", cl_kms_op_describe_key, NULL},
+    {"ListKeys", cl_kms_op_list_keys, NULL},
+    {"CreateAlias", cl_kms_op_create_alias, NULL},
+    {"ListAliases", cl_kms_op_list_aliases, NULL},
+    {"DeleteAlias", cl_kms_op_delete_alias, NULL},
+    {"EnableKey", cl_kms_op_enable, NULL},
+    {"DisableKey", cl_kms_op_disable, NULL},
+    {"ScheduleKeyDeletion", cl_kms_op_schedule, NULL},
+    {"CancelKeyDeletion", cl_kms_op_cancel, NULL},
+    {"RotateKeyOnDemand", cl_kms_op_rotate, NULL},
+    {"GetKeyPolicy", cl_kms_op_get_policy, NULL},
+    {"PutKeyPolicy", cl_kms_op_put_policy, NULL},
+    {"Encrypt", cl_kms_op_encrypt, NULL},
+    {"Decrypt", cl_kms_op_decrypt, NULL},
+    {"ReEncrypt", cl_kms_op_reencrypt, NULL},
+    {"GenerateDataKey", cl_kms_op_gdk_pt, NULL},
+    {"GenerateDataKeyWithoutPlaintext", cl_kms_op_gdk_nopt, NULL},
+    {"GenerateRandom", cl_kms_op_generate_random, NULL},
+};
+
+static void cl_kms_finish(struct cl_kms_req *q, struct cl_kms_response *resp, int status, const char *type,
+                          const char *msg)
+{
+    if (type) {
+        cl_kms_error_body(resp, status, type, msg);
+        if (!q->decided || !strcmp(q->audit.decision, "allow"))
+            snprintf(q->audit.decision, sizeof(q->audit.decision), "%s",
+                     !strcmp(type, "AccessDeniedException") ? "deny" : "error");
+        snprintf(q->audit.error, sizeof(q->audit.error), "%s", type);
+    } else if (!q->decided) {
+        snprintf(q->audit.decision, sizeof(q->audit.decision), "allow");
+        snprintf(q->audit.statement, sizeof(q->audit.statement), "authenticated");
+    }
+    snprintf(q->audit.request_id, sizeof(q->audit.request_id), "%s", resp->request_id);
+    q->audit.time_ms = q->now_ms;
+    if (cl_kms_audit_append(q->st, &q->audit) != CL_OK && !type) {
+        /* An unaudited success is not a success. */
+        cl_kms_error_body(resp, 500, "KMSInternalException", "audit log write failed");
+    }
+}
+
+static void cl_kms_run_op(struct cl_kms_req *q, const char *op, const uint8_t *body, size_t n,
+                          struct cl_kms_response *resp)
+{
+    char msg[512];
+    json_error_t jerr;
+    const struct cl_kms_opdef *def = NULL;
+    snprintf(q->audit.operation, sizeof(q->audit.operation), "%.40s", op);
+    for (size_t i = 0; i < sizeof(cl_kms_ops) / sizeof(cl_kms_ops[0]); i++)
+        if (!strcmp(cl_kms_ops[i].name, op))
+            def = &cl_kms_ops[i];
+    if (!def) {
+        snprintf(q->audit.operation, sizeof(q->audit.operation), "unknown");
+        cl_kms_finish(q, resp, 400, "UnknownOperationException", "The operation is not supported by this service");
+        return;
+    }
+    q->in = json_loadb((const char *)(n ? (const void *)body : "{}"), n ? n : 2,
+                       JSON_REJECT_DUPLICATES, &jerr);
+    if (!q->in || !json_is_object(q->in)) {
+        cl_kms_finish(q, resp, 400, "SerializationException", "request body is not a JSON object");
+        return;
+    }
+    q->out = json_object();
+    cl_err rc = q->out ? def->fn(q) : CL_E_CORE_NOMEM;
+    if (rc) {
+        const char *type = q->err_type ? q->err_type : cl_kms_exception(rc);
+        int status = !strcmp(type, "KMSInternalException") ? 500 : 400;
+        if (status == 500)
+            snprintf(msg, sizeof(msg), "internal error (%s)", cl_err_name(rc) ? cl_err_name(rc) : "?");
+        else
+            snprintf(msg, sizeof(msg), "%s", cl_err_detail()[0] ? cl_err_detail() : cl_err_str(rc));
+        cl_kms_finish(q, resp, status, type, msg);
+        return;
+    }
+    char *s = json_dumps(q->out, JSON_COMPACT);
+    resp->status = 200;
+    cl_buf_reset(&resp->body);
+    if (!s || cl_buf_append_str(&resp->body, s) != CL_OK) {
+        cl_kms_finish(q, resp, 500, "KMSInternalException", "response encoding");
+    } else {
+        cl_kms_finish(q, resp, 200, NULL, NULL);
+    }
+    if (s) {
+        cl_wipe(s, strlen(s));
+        free(s);
+    }
+}
+
+static void cl_kms_req_init(struct cl_kms_req *q, const struct cl_kms_server_config *cfg,
+                            struct cl_kms_response *resp)
+{
+    memset(q, 0, sizeof(*q));
+    q->cfg = cfg;
+    q->st = cfg->store;
+    q->now_ms = cfg->now_ms ? cfg->now_ms() : cl_kms_real_now_ms();
+    cl_kms_new_request_id(resp->request_id);
+}
+
+static void cl_kms_req_done(struct cl_kms_req *q)
+{
+    json_decref(q->in);
+    json_decref(q->out);
+    cl_wipe(&q->att, sizeof(q->att));
+}
+
+void cl_kms_handle_op(const struct cl_kms_server_config *cfg, const char *principal_arn, const char *op,
+                      const uint8_t *body, size_t n, struct cl_kms_response *resp)
+{
+    struct cl_kms_req q;
+    cl_kms_req_init(&q, cfg, resp);
+    q.principal = principal_arn;
+    snprintf(q.audit.principal, sizeof(q.audit.principal), "%s", principal_arn);
+    cl_kms_run_op(&q, op, body, n, resp);
+    cl_kms_req_done(&q);
+}
+
+static bool cl_kms_header_is(const struct cl_sigv4_header *h, const char *v)
+{
+    size_t n = strlen(v);
+    return h && h->value_len >= n && !strncasecmp(h->value, v, n) &&
+           (h->value_len == n || h->value[n] == ';' || h->value[n] == ' ');
+}
+
+void cl_kms_handle_http(const struct cl_kms_server_config *cfg, const struct cl_sigv4_request *req,
+                        struct cl_kms_response *resp)
+{
+    struct cl_kms_req q;
+    char secret[CL_KMS_SECRET_LEN + 1] = {0};
+    char arn[CL_KMS_ARN_MAX];
+    char op[64];
+    char msg[512];
+    cl_kms_req_init(&q, cfg, resp);
+    snprintf(q.audit.operation, sizeof(q.audit.operation), "unknown");
+
+    const struct cl_sigv4_header *tgt = cl_sigv4_find_header(req, "x-amz-target");
+    const struct cl_sigv4_header *ct = cl_sigv4_find_header(req, "content-type");
+    const struct cl_sigv4_header *az = cl_sigv4_find_header(req, "authorization");
+    if (strcmp(req->method, "POST") || (req->path && strcmp(req->path, "/") && *req->path)) {
+        cl_kms_finish(&q, resp, 404, "UnknownOperationException", "only POST / is served");
+        goto done;
+    }
+    if (!tgt || tgt->value_len <= strlen(CL_KMS_TARGET_PREFIX) || tgt->value_len >= sizeof(op) + 13 ||
+        strncmp(tgt->value, CL_KMS_TARGET_PREFIX, strlen(CL_KMS_TARGET_PREFIX))) {
+        cl_kms_finish(&q, resp, 400, "UnknownOperationException", "X-Amz-Target must be TrentService.<Operation>");
+        goto done;
+    }
+    size_t oplen = tgt->value_len - strlen(CL_KMS_TARGET_PREFIX);
+    if (oplen >= sizeof(op)) {
+        cl_kms_finish(&q, resp, 400, "UnknownOperationException", "operation name too long");
+        goto done;
+    }
+    memcpy(op, tgt->value + strlen(CL_KMS_TARGET_PREFIX), oplen);
+    op[oplen] = 0;
+    for (size_t i = 0; i < oplen; i++)
+        if (!isalnum((unsigned char)op[i]))
+            op[i] = '_';
+    snprintf(q.audit.operation, sizeof(q.audit.operation), "%.40s", op);
+    if (!cl_kms_header_is(ct, "application/x-amz-json-1.1") && !cl_kms_header_is(ct, "application/x-amz-json-1.0")) {
+        cl_kms_finish(&q, resp, 400, "SerializationException",
+                      "Content-Type must be application/x-amz-json-1.1");
+        goto done;
+    }
+    if (!az) {
+        cl_kms_finish(&q, resp, 400, "MissingAuthenticationTokenException", "Missing Authentication Token");
+        goto done;
+    }
+    struct cl_sigv4_authz a;
+    if (cl_sigv4_parse_authz(az->value, az->value_len, &a) != CL_OK) {
+        snprintf(msg, sizeof(msg), "Authorization header is malformed: %s", cl_err_detail());
+        cl_kms_finish(&q, resp, 400, "IncompleteSignatureException", msg);
+        goto done;
+    }
+    snprintf(q.audit.principal, sizeof(q.audit.principal), "unauthenticated:%s", a.access_key);
+    if (cl_kms_user_lookup(q.st, a.access_key, secret, arn) != CL_OK) {
+        cl_kms_finish(&q, resp, 400, "UnrecognizedClientException", "The security token included in the request is "
+                                                                   "invalid.");
+        goto done;
+    }
+    cl_err rc = cl_sigv4_verify(req, &a, secret, strlen(secret), cl_kms_store_region(q.st), "kms", q.now_ms / 1000,
+                                cfg->skew_s > 0 ? cfg->skew_s : CL_SIGV4_DEFAULT_SKEW_S);
+    cl_wipe(secret, sizeof(secret));
+    if (rc == CL_E_NET_SIGV4_EXPIRED) {
+        char nowd[CL_SIGV4_DATE_LEN + 1];
+        cl_sigv4_format_date(q.now_ms / 1000, nowd);
+        const struct cl_sigv4_header *dh = cl_sigv4_find_header(req, "x-amz-date");
+        snprintf(msg, sizeof(msg), "Signature expired: %.16s is now earlier than %s (%s - 5 min.)",
+                 dh ? dh->value : "?", nowd, nowd);
+        cl_kms_finish(&q, resp, 400, "InvalidSignatureException", msg);
+        goto done;
+    }
+    if (rc == CL_E_NET_SIGV4_MISMATCH) {
+        cl_kms_finish(&q, resp, 400, "InvalidSignatureException",
+                      "The request signature we calculated does not match the signature you provided. Check your AWS "
+                      "Secret Access Key and signing method. Consult the service documentation for details.");
+        goto done;
+    }
+    if (rc) {
+        snprintf(msg, sizeof(msg), "%s", cl_err_detail());
+        cl_kms_finish(&q, resp, 400,
+                      rc == CL_E_NET_SIGV4_SCOPE ? "InvalidSignatureException" : "IncompleteSignatureException", msg);
+        goto done;
+    }
+    snprintf(q.audit.principal, sizeof(q.audit.principal), "%s", arn);
+    q.principal = arn;
+    cl_kms_run_op(&q, op, req->body, req->body_len, resp);
+done:
+    cl_kms_req_done(&q);
+}
