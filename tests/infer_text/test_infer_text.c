@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cloister/file.h"
+#include "cloister/chat.h"
 #include "cloister/gguf.h"
 #include "cloister/tokenizer.h"
 
@@ -984,6 +985,175 @@ static void test_tok_mini_variants(void **state)
     free(img);
 }
 
+
+/* ---- chat templates ---- */
+
+static const char *chat_str(enum cl_chat_template t, const struct cl_chat_msg *m, size_t n, bool gen, struct cl_buf *b)
+{
+    cl_buf_reset(b);
+    assert_ok(cl_chat_render(t, m, n, gen, b));
+    assert_ok(cl_buf_append_u8(b, 0));
+    b->len--;
+    return (const char *)b->data;
+}
+
+#define MSG(r, c) {(r), (c), sizeof(c) - 1}
+
+static void test_chat_render(void **state)
+{
+    (void)state;
+    const struct cl_chat_msg conv[] = {
+        MSG("system", "You are a helpful assistant"), MSG("user", "Hello"), MSG("assistant", "Hi there"),
+        MSG("user", "Who are you"), MSG("assistant", "   I am an assistant   "), MSG("user", "Another question"),
+    };
+    struct cl_buf b;
+    cl_buf_init(&b, 1 << 16, CL_BUF_SECURE);
+    assert_string_equal(chat_str(CL_CHAT_GEMMA, conv, 6, true, &b),
+        "<start_of_turn>user\nYou are a helpful assistant\n\nHello<end_of_turn>\n"
+        "<start_of_turn>model\nHi there<end_of_turn>\n<start_of_turn>user\nWho are you<end_of_turn>\n"
+        "<start_of_turn>model\nI am an assistant<end_of_turn>\n<start_of_turn>user\nAnother question<end_of_turn>\n"
+        "<start_of_turn>model\n");
+    assert_string_equal(chat_str(CL_CHAT_CHATML, conv, 6, true, &b),
+        "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
+        "<|im_start|>assistant\nHi there<|im_end|>\n<|im_start|>user\nWho are you<|im_end|>\n"
+        "<|im_start|>assistant\n   I am an assistant   <|im_end|>\n<|im_start|>user\nAnother question<|im_end|>\n"
+        "<|im_start|>assistant\n");
+    assert_string_equal(chat_str(CL_CHAT_CHATML, conv + 1, 1, false, &b), "<|im_start|>user\nHello<|im_end|>\n");
+    assert_string_equal(chat_str(CL_CHAT_LLAMA2_SYS, conv, 6, true, &b),
+        "[INST] <<SYS>>\nYou are a helpful assistant\n<</SYS>>\n\nHello [/INST]Hi there</s>[INST] Who are you [/INST]"
+        "   I am an assistant   </s>[INST] Another question [/INST]");
+    assert_string_equal(chat_str(CL_CHAT_LLAMA2_SYS_STRIP, conv, 6, true, &b),
+        "[INST] <<SYS>>\nYou are a helpful assistant\n<</SYS>>\n\nHello [/INST]Hi there</s>[INST] Who are you [/INST]"
+        "I am an assistant</s>[INST] Another question [/INST]");
+    assert_string_equal(chat_str(CL_CHAT_LLAMA2_SYS_BOS, conv, 6, true, &b),
+        "[INST] <<SYS>>\nYou are a helpful assistant\n<</SYS>>\n\nHello [/INST]Hi there</s><s>[INST] Who are you [/INST]"
+        "   I am an assistant   </s><s>[INST] Another question [/INST]");
+    assert_string_equal(chat_str(CL_CHAT_LLAMA2, conv, 6, true, &b),
+        "[INST] You are a helpful assistant\nHello [/INST]Hi there</s>[INST] Who are you [/INST]"
+        "   I am an assistant   </s>[INST] Another question [/INST]");
+    /* Gemma: several system messages join; a system message after a model turn goes to the next user turn */
+    const struct cl_chat_msg g2[] = {MSG("system", " A "), MSG("system", "B\n"), MSG("user", " hi "),
+                                     MSG("assistant", "yo"), MSG("system", "C"), MSG("user", "q")};
+    assert_string_equal(chat_str(CL_CHAT_GEMMA, g2, 6, false, &b),
+        "<start_of_turn>user\nAB\n\nhi<end_of_turn>\n<start_of_turn>model\nyo<end_of_turn>\n"
+        "<start_of_turn>user\nC\n\nq<end_of_turn>\n");
+    assert_string_equal(chat_str(CL_CHAT_GEMMA, NULL, 0, true, &b), "<start_of_turn>model\n");
+    /* errors leave the buffer as it was */
+    cl_buf_reset(&b);
+    assert_ok(cl_buf_append_str(&b, "keep"));
+    assert_err(cl_chat_render(CL_CHAT_NONE, conv, 6, true, &b), CL_E_INFER_CHAT_UNKNOWN);
+    const struct cl_chat_msg bad[] = {{NULL, "x", 1}};
+    assert_err(cl_chat_render(CL_CHAT_CHATML, bad, 1, true, &b), CL_E_CORE_INVALID_ARG);
+    struct cl_buf small;
+    cl_buf_init(&small, 20, CL_BUF_NONE);
+    assert_err(cl_chat_render(CL_CHAT_CHATML, conv, 6, true, &small), CL_E_CORE_LIMIT);
+    assert_int_equal(small.len, 0);
+    cl_buf_free(&small);
+    assert_int_equal(b.len, 4);
+    cl_buf_free(&b);
+}
+
+static void test_chat_detect(void **state)
+{
+    (void)state;
+    static const char gemma3[] =
+        "{{ bos_token }}\n{%- if messages[0]['role'] == 'system' -%}\n    {%- if messages[0]['content'] is string -%}\n"
+        "        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}\n    {%- endif -%}\n"
+        "    {%- set loop_messages = messages[1:] -%}\n{%- else -%}\n    {%- set first_user_prefix = \"\" -%}\n"
+        "    {%- set loop_messages = messages -%}\n{%- endif -%}\n{%- for message in loop_messages -%}\n"
+        "    {%- if (message['role'] == 'assistant') -%}\n        {%- set role = \"model\" -%}\n    {%- else -%}\n"
+        "        {%- set role = message['role'] -%}\n    {%- endif -%}\n"
+        "    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}\n"
+        "    {{ message['content'] | trim }}\n    {{ '<end_of_turn>\n' }}\n{%- endfor -%}\n"
+        "{%- if add_generation_prompt -%}\n    {{'<start_of_turn>model\n'}}\n{%- endif -%}\n";
+    static const char llama2_chat[] =
+        "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = "
+        "messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}"
+        "{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ "
+        "raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if "
+        "loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
+        "'\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if "
+        "message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] "
+        "== 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
+    static const char llama2_sys[] =
+        "{% for message in messages %}{% if message['role'] == 'system' %}{{ '<<SYS>>\\n' + message['content'] + "
+        "'\\n<</SYS>>\\n\\n' }}{% elif message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+        "{% else %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}";
+    static const char chatml[] =
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+        "You are a helpful assistant<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
+        "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n'"
+        " }}{% endif %}";
+    static const char phi4[] = "{% for m in messages %}{{'<|im_start|>' + m['role'] + '<|im_sep|>' + m['content']}}{% endfor %}";
+    static const char mistral[] = "{%- for m in messages %}[INST][SYSTEM_PROMPT]{%- endfor %}";
+    static const char zephyr[] = "{% for m in messages %}<|user|>\n{{ m['content'] }}</s>\n<|assistant|>{% endfor %}";
+    assert_int_equal(cl_chat_detect(gemma3, strlen(gemma3)), CL_CHAT_GEMMA);
+    assert_int_equal(cl_chat_detect(llama2_chat, strlen(llama2_chat)), CL_CHAT_LLAMA2_SYS_STRIP);
+    assert_int_equal(cl_chat_detect(llama2_sys, strlen(llama2_sys)), CL_CHAT_LLAMA2_SYS);
+    assert_int_equal(cl_chat_detect("[INST] {{ x }} [/INST]", 22), CL_CHAT_LLAMA2);
+    assert_int_equal(cl_chat_detect("{{ bos_token + '[INST] ' }}<<SYS>>", 34), CL_CHAT_LLAMA2_SYS_BOS);
+    assert_int_equal(cl_chat_detect(chatml, strlen(chatml)), CL_CHAT_CHATML);
+    assert_int_equal(cl_chat_detect(phi4, strlen(phi4)), CL_CHAT_NONE);
+    assert_int_equal(cl_chat_detect(mistral, strlen(mistral)), CL_CHAT_NONE);
+    assert_int_equal(cl_chat_detect(zephyr, strlen(zephyr)), CL_CHAT_NONE);
+    assert_int_equal(cl_chat_detect("", 0), CL_CHAT_NONE);
+    assert_int_equal(cl_chat_detect("gemma", 5), CL_CHAT_GEMMA);
+    assert_int_equal(cl_chat_detect("chatml", 6), CL_CHAT_CHATML);
+    enum cl_chat_template t = CL_CHAT_NONE;
+    assert_ok(cl_chat_from_name("llama2-sys", &t));
+    assert_int_equal(t, CL_CHAT_LLAMA2_SYS);
+    assert_string_equal(cl_chat_name(t), "llama2-sys");
+    assert_err(cl_chat_from_name("vicuna", &t), CL_E_INFER_CHAT_UNKNOWN);
+    /* from a model: detected, overridden, or missing */
+    cl_gguf_writer *w = NULL;
+    assert_ok(cl_gguf_writer_new(0, &w));
+    assert_ok(cl_gguf_writer_add_str(w, "tokenizer.chat_template", gemma3));
+    uint8_t *img;
+    size_t len;
+    assert_ok(cl_gguf_writer_write_memory(w, &img, &len));
+    cl_gguf_writer_free(w);
+    cl_gguf *g = NULL;
+    assert_ok(cl_gguf_open_memory(img, len, &g));
+    assert_ok(cl_chat_for_model(g, NULL, &t));
+    assert_int_equal(t, CL_CHAT_GEMMA);
+    assert_ok(cl_chat_for_model(g, "chatml", &t));
+    assert_int_equal(t, CL_CHAT_CHATML);
+    assert_err(cl_chat_for_model(g, "nope", &t), CL_E_INFER_CHAT_UNKNOWN);
+    cl_gguf_free(g);
+    free(img);
+    char p[1024];
+    CL_TESTDATA("gguf/vocab/ggml-vocab-llama-spm.gguf", p);
+    assert_ok(cl_gguf_open_file(p, &g));
+    assert_err(cl_chat_for_model(g, NULL, &t), CL_E_INFER_CHAT_UNKNOWN); /* no template in this file */
+    cl_gguf_free(g);
+    CL_TESTDATA("gguf/vocab/ggml-vocab-phi-3.gguf", p);
+    assert_ok(cl_gguf_open_file(p, &g));
+    assert_err(cl_chat_for_model(g, NULL, &t), CL_E_INFER_CHAT_UNKNOWN); /* phi-3: not supported */
+    cl_gguf_free(g);
+}
+
+/* The reference image prompts were formatted with llama.cpp's "gemma" template. */
+static void test_chat_reference_image_prompt(void **state)
+{
+    (void)state;
+    char path[1024];
+    CL_REFERENCE("tiny/tiny-gemma3-f32/IMG-00000001_000.json", path);
+    json_error_t jerr;
+    json_t *j = json_load_file(path, 0, &jerr);
+    assert_non_null(j);
+    const char *marker = json_string_value(json_object_get(j, "media_marker"));
+    const char *prompt = json_string_value(json_object_get(j, "prompt"));
+    char content[256];
+    snprintf(content, sizeof(content), "%s%s", marker, prompt);
+    struct cl_chat_msg m = {"user", content, strlen(content)};
+    struct cl_buf b;
+    cl_buf_init(&b, 4096, CL_BUF_NONE);
+    assert_string_equal(chat_str(CL_CHAT_GEMMA, &m, 1, true, &b),
+                        json_string_value(json_object_get(j, "formatted_prompt")));
+    cl_buf_free(&b);
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -997,6 +1167,9 @@ int main(void)
         cmocka_unit_test(test_tok_reference_prompts),
         cmocka_unit_test(test_tok_mini),
         cmocka_unit_test(test_tok_mini_variants),
+        cmocka_unit_test(test_chat_render),
+        cmocka_unit_test(test_chat_detect),
+        cmocka_unit_test(test_chat_reference_image_prompt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
