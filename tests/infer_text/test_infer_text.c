@@ -4,9 +4,11 @@
 
 #include <dirent.h>
 #include <math.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cloister/file.h"
+#include "cloister/secmem.h"
 #include "cloister/chat.h"
 #include "cloister/gguf.h"
 #include "cloister/sample.h"
@@ -604,6 +606,70 @@ static void test_gguf_writer_reproduces_reference(void **state)
         cl_gguf_writer_free(w);
         cl_gguf_free(g);
     }
+}
+
+
+/* A model in secure memory (as the enclave holds a decrypted one) is used in place. */
+static void test_gguf_secure_memory(void **state)
+{
+    (void)state;
+    char path[1024];
+    CL_REFERENCE("models/tiny-gemma3-q4_0.gguf", path);
+    struct cl_buf f;
+    cl_buf_init(&f, 64u << 20, CL_BUF_NONE);
+    assert_ok(cl_file_read(path, 64u << 20, &f));
+    void *sec = NULL;
+    assert_ok(cl_secmem_alloc(f.len, &sec));
+    memcpy(sec, f.data, f.len);
+    cl_gguf *g = NULL;
+    assert_ok(cl_gguf_open_memory(sec, f.len, &g));
+    const struct cl_gguf_tensor *t = cl_gguf_find_tensor(g, "token_embd.weight");
+    assert_non_null(t);
+    assert_int_equal(t->type, CL_GGML_Q4_0);
+    assert_true((const uint8_t *)t->data > (const uint8_t *)sec &&
+                (const uint8_t *)t->data + t->nbytes <= (const uint8_t *)sec + f.len);
+    assert_int_equal(((uintptr_t)t->data) % 32, 0);
+    cl_tokenizer *tk = NULL;
+    assert_ok(cl_tokenizer_new(g, &tk));
+    struct cl_gguf_str s;
+    assert_true(cl_tokenizer_text(tk, 450, &s));
+    assert_true(s.p > (const char *)sec && s.p < (const char *)sec + f.len); /* views, not copies */
+    cl_tokenizer_free(tk);
+    cl_gguf_free(g);
+    cl_secmem_free(sec);
+    cl_buf_free(&f);
+}
+
+/* The `cloister tokenize` command end to end. */
+static void test_cli_tokenize(void **state)
+{
+    (void)state;
+    const char *bd = getenv("CLOISTER_BUILD_DIR");
+    char model[1024], cmd[4096], out[4096];
+    if (!bd) {
+        print_message("skipped: CLOISTER_BUILD_DIR is not set\n");
+        skip();
+    }
+    CL_REFERENCE("models/tiny-llama-f32.gguf", model);
+    snprintf(cmd, sizeof(cmd), "'%s/src/cli/cloister' tokenize '%s' -p 'The patient presents with' --json", bd, model);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = 0;
+    assert_int_equal(pclose(p), 0);
+    assert_string_equal(out, "{\"n_tokens\":5,\"tokens\":[1,450,16500,22981,411]}\n");
+    snprintf(cmd, sizeof(cmd), "printf '<s>a' | '%s/src/cli/cloister' tokenize '%s' -f - --special --no-add-special",
+             bd, model);
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = 0;
+    assert_int_equal(pclose(p), 0);
+    assert_string_equal(out, "     1 '<s>'\n   263 ' a'\n");
+    snprintf(cmd, sizeof(cmd), "'%s/src/cli/cloister' tokenize '%s' 2>/dev/null", bd, model);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 2);
+    snprintf(cmd, sizeof(cmd), "'%s/src/cli/cloister' tokenize /nonexistent.gguf -p x 2>/dev/null", bd);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 1);
 }
 
 /* ---- tokenizer ---- */
@@ -1597,6 +1663,8 @@ int main(void)
         cmocka_unit_test(test_gguf_open_file_errors),
         cmocka_unit_test(test_gguf_writer_roundtrip),
         cmocka_unit_test(test_gguf_writer_reproduces_reference),
+        cmocka_unit_test(test_gguf_secure_memory),
+        cmocka_unit_test(test_cli_tokenize),
         cmocka_unit_test(test_tok_vocab_files),
         cmocka_unit_test(test_tok_reference_prompts),
         cmocka_unit_test(test_tok_mini),
