@@ -1420,6 +1420,53 @@ static void test_sample_distribution_and_filters(void **state)
     assert_err(cl_sampler_new(&p, 0, &s), CL_E_CORE_INVALID_ARG);
 }
 
+
+static int desc_float_cmp(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x > y ? -1 : x < y;
+}
+
+/* top-p over a large vocabulary, both when the nucleus is small (preselection)
+ * and when it is large (full sort): every draw lies in the exact nucleus. */
+static void test_sample_top_p_large_vocab(void **state)
+{
+    (void)state;
+    enum { NV = 6000 };
+    float *l = malloc(NV * sizeof(float)), *sorted = malloc(NV * sizeof(float));
+    for (int shape = 0; shape < 2; shape++) {
+        for (int i = 0; i < NV; i++)
+            l[i] = shape ? sinf((float)i * 1.3f) * 0.5f : sinf((float)i * 1.3f) * 12.0f;
+        memcpy(sorted, l, NV * sizeof(float));
+        qsort(sorted, NV, sizeof(float), desc_float_cmp);
+        double sum = 0, cum = 0;
+        for (int i = 0; i < NV; i++)
+            sum += exp((double)sorted[i] - sorted[0]);
+        float cutoff = sorted[0];
+        int nucleus = 0;
+        for (int i = 0; i < NV; i++) {
+            cum += exp((double)sorted[i] - sorted[0]) / sum;
+            cutoff = sorted[i];
+            nucleus = i + 1;
+            if (cum >= 0.9)
+                break;
+        }
+        if (shape)
+            assert_true(nucleus > 1024);
+        else
+            assert_true(nucleus < 1024);
+        cl_sampler *s = mk_sampler(1.0f, 0, 0.9f, 0.0f, 3, NV);
+        for (int k = 0; k < 300; k++) {
+            int32_t id;
+            assert_ok(cl_sampler_sample(s, l, &id));
+            assert_true(l[id] >= cutoff);
+        }
+        cl_sampler_free(s);
+    }
+    free(l);
+    free(sorted);
+}
+
 static void test_sample_repetition_penalty(void **state)
 {
     (void)state;
@@ -1675,6 +1722,7 @@ int main(void)
         cmocka_unit_test(test_sample_greedy_and_ties),
         cmocka_unit_test(test_sample_determinism),
         cmocka_unit_test(test_sample_distribution_and_filters),
+        cmocka_unit_test(test_sample_top_p_large_vocab),
         cmocka_unit_test(test_sample_repetition_penalty),
         cmocka_unit_test(test_gen_stop_strings),
         cmocka_unit_test(test_gen_limits_and_utf8),
