@@ -239,17 +239,25 @@ CL_K5_Q8ACT(q5_0, struct cl_k_block_q5_0, 16)
 struct cl_k5_k4 {
     __m512i q[4];
     __m512i sc[4];
-    uint8_t m[8];
+    __m512i m16; /* min of sub-block s at int16 lanes 2s, 2s+1 (lanes 16.. zero) */
     float d, dmin;
 };
 
 CL_K_TI void cl_k5_k4_scales(const uint8_t *scales, struct cl_k5_k4 *u)
 {
-    uint8_t sc[8];
-    for (int j = 0; j < 8; j++)
-        cl_k_scale_min_k4(j, scales, &sc[j], &u->m[j]);
-    for (int k = 0; k < 4; k++)
-        u->sc[k] = cl_k5_join(_mm256_set1_epi16(sc[2 * k]), _mm256_set1_epi16(sc[2 * k + 1]));
+    uint8_t sm[16];
+    cl_k_scales_mins_k4(scales, sm);
+    const __m128i v = _mm_loadu_si128((const __m128i *)sm);
+    /* scales as int16 in lanes 0..7, then pick sub-blocks 2k / 2k+1 per half */
+    const __m512i s16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(v));
+    for (int k = 0; k < 4; k++) {
+        const __m512i idx = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)(2 * k))),
+                                               _mm256_set1_epi16((short)(2 * k + 1)), 1);
+        u->sc[k] = _mm512_permutexvar_epi16(idx, s16);
+    }
+    /* mins duplicated per pair of 16-element bsums */
+    const __m128i mdup = _mm_unpackhi_epi8(v, v);
+    u->m16 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_cvtepu8_epi16(mdup), 0);
 }
 
 CL_K_TI void cl_k5_unpack_q4_k(const struct cl_k_block_q4_k *x, struct cl_k5_k4 *u)
@@ -280,18 +288,17 @@ CL_K_TI void cl_k5_unpack_q5_k(const struct cl_k_block_q5_k *x, struct cl_k5_k4 
     u->dmin = cl_k5_h2f(&x->dmin);
 }
 
-CL_K_TI void cl_k5_k4_block(const struct cl_k5_k4 *u, const struct cl_k_block_q8_k *y, __m512 *acc, float *macc)
+CL_K_TI void cl_k5_k4_block(const struct cl_k5_k4 *u, const struct cl_k_block_q8_k *y, __m512 *acc, __m512 *macc)
 {
     __m512i isum = _mm512_setzero_si512();
     for (int k = 0; k < 4; k++) {
         const __m512i p = _mm512_maddubs_epi16(u->q[k], _mm512_loadu_si512((const void *)(y->qs + 64 * k)));
         isum = _mm512_dpwssd_epi32(isum, p, u->sc[k]);
     }
-    int msum = 0;
-    for (int s = 0; s < 8; s++)
-        msum += u->m[s] * (y->bsums[2 * s] + y->bsums[2 * s + 1]);
+    /* mins: sum_s m_s * (bsums[2s] + bsums[2s+1]) in lanes 0..7 */
+    const __m512i ms = _mm512_madd_epi16(_mm512_maskz_loadu_epi16(0xFFFF, y->bsums), u->m16);
     *acc = _mm512_fmadd_ps(_mm512_set1_ps(u->d * y->d), _mm512_cvtepi32_ps(isum), *acc);
-    *macc += u->dmin * y->d * (float)msum;
+    *macc = _mm512_fmadd_ps(_mm512_set1_ps(u->dmin * y->d), _mm512_cvtepi32_ps(ms), *macc);
 }
 
 /* Q6_K: 4 vectors of 64 values in 0..63 (elements 64k..64k+63) and their
@@ -299,7 +306,7 @@ CL_K_TI void cl_k5_k4_block(const struct cl_k5_k4 *u, const struct cl_k_block_q8
 struct cl_k5_q6 {
     __m512i q[4];
     __m512i sc[4];
-    __m256i scales16;
+    __m512i nsc32; /* -32 * scale of group g at int16 lane g (lanes 16.. zero) */
     float d;
 };
 
@@ -330,31 +337,27 @@ CL_K_TI void cl_k5_unpack_q6_k(const struct cl_k_block_q6_k *x, struct cl_k5_q6 
                                              (g + 1) * r, g * r, g * r);
         u->sc[k] = _mm512_permutexvar_epi16(idx, s16);
     }
-    u->scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+    u->nsc32 = _mm512_mullo_epi16(s16, _mm512_set1_epi16(-32));
     u->d = cl_k5_h2f(&x->d);
 }
 
 CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8_k *y, __m512 *acc)
 {
-    __m512i isum = _mm512_setzero_si512();
+    /* values are q-32: start from -32 * sum_g sc_g * bsum_g */
+    __m512i isum = _mm512_madd_epi16(_mm512_maskz_loadu_epi16(0xFFFF, y->bsums), u->nsc32);
     for (int k = 0; k < 4; k++) {
         const __m512i p = _mm512_maddubs_epi16(u->q[k], _mm512_loadu_si512((const void *)(y->qs + 64 * k)));
         isum = _mm512_dpwssd_epi32(isum, p, u->sc[k]);
     }
-    const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u->scales16);
-    isum = _mm512_sub_epi32(isum, _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_slli_epi32(corr, 5), 0));
     *acc = _mm512_fmadd_ps(_mm512_set1_ps(u->d * y->d), _mm512_cvtepi32_ps(isum), *acc);
 }
 
 #define CL_K5_KQ(NAME, BT, UT, UNPACK, BLOCK)                                                                         \
     CL_K_TI void cl_k5_tile_##NAME(const BT *x, const uint8_t *const *yc, int M, size_t nb, float *res)             \
     {                                                                                                                  \
-        __m512 acc[CL_K_TILE];                                                                                         \
-        float macc[CL_K_TILE];                                                                                         \
-        for (int j = 0; j < M; j++) {                                                                                  \
-            acc[j] = _mm512_setzero_ps();                                                                              \
-            macc[j] = 0.0f;                                                                                            \
-        }                                                                                                              \
+        __m512 acc[CL_K_TILE], macc[CL_K_TILE];                                                                        \
+        for (int j = 0; j < M; j++)                                                                                    \
+            acc[j] = macc[j] = _mm512_setzero_ps();                                                                    \
         for (size_t b = 0; b < nb; b++) {                                                                              \
             UT u;                                                                                                      \
             UNPACK(&x[b], &u);                                                                                         \
@@ -364,7 +367,7 @@ CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8
             }                                                                                                          \
         }                                                                                                              \
         for (int j = 0; j < M; j++)                                                                                    \
-            res[j] = _mm512_reduce_add_ps(acc[j]) - macc[j];                                                           \
+            res[j] = _mm512_reduce_add_ps(acc[j]) - _mm512_reduce_add_ps(macc[j]);                                     \
     }                                                                                                                  \
     CL_K_T static float cl_k5_dot_##NAME(const void *w, const void *a, size_t n)                                       \
     {                                                                                                                  \

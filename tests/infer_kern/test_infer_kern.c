@@ -529,7 +529,7 @@ static void test_simd_vs_scalar(void **state)
     enum cl_cpu_level top = cl_cpu_level();
     if (top < CL_CPU_AVX2)
         skip();
-    static const size_t ns[] = {256, 512, 768, 1024, 4096};
+    static const size_t ns[] = {7, 37, 1001, 32, 96, 256, 800, 512, 768, 1024, 4096};
     cl_cpu_set_level(CL_CPU_SCALAR);
     assert_string_equal(cl_k_path_name(CL_GGML_Q4_0), "scalar");
     cl_cpu_set_level(CL_CPU_AVX2);
@@ -543,6 +543,8 @@ static void test_simd_vs_scalar(void **state)
             float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
             for (size_t i = 0; i < T_NW; i++) {
                 uint32_t wt = t_wtypes[i];
+                if (n % cl_ggml_type_info(wt)->block_elems)
+                    continue;
                 for (int rep = 0; rep < 3; rep++) {
                     t_fill(x, n, rep == 2 ? 30.0f : 0.05f);
                     t_fill(y, n, rep == 1 ? 1e-3f : 2.0f);
@@ -582,7 +584,14 @@ static void test_simd_vs_scalar(void **state)
             t_matmul_check(t_wtypes[i], 512, 21, 1, lvl);
             t_matmul_check(t_wtypes[i], 256, 11, 9, lvl);
             t_matmul_check(t_wtypes[i], 1024, 5, 4, lvl);
+            if (cl_ggml_type_info(t_wtypes[i])->block_elems == 32) { /* odd block counts */
+                t_matmul_check(t_wtypes[i], 96, 7, 6, lvl);
+                t_matmul_check(t_wtypes[i], 800, 3, 5, lvl);
+                t_matmul_check(t_wtypes[i], 32, 4, 1, lvl);
+            }
         }
+        /* rows longer than the prepared-activation buffer take the heap path */
+        t_matmul_check(CL_GGML_Q4_0, 70016, 2, 2, lvl);
     }
 }
 
