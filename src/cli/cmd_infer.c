@@ -1,0 +1,354 @@
+/* Inference commands: logits (teacher forcing), run, bench, mkmodel. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cloister/gguf.h"
+#include "cloister/infer/model.h"
+#include "cloister/log.h"
+
+#define CL_INFER_MAX_TOKENS 65536u
+
+struct cl_infer_ctx {
+    cl_gguf *g;
+    struct cl_model *m;
+    struct cl_pool *pool;
+};
+
+static void cl_infer_close(struct cl_infer_ctx *c)
+{
+    cl_pool_free(c->pool);
+    cl_model_free(c->m);
+    cl_gguf_free(c->g);
+    memset(c, 0, sizeof(*c));
+}
+
+/* Opens path, loads the model and a pool; prints the failure itself. */
+static int cl_infer_open(const char *cmd, const char *path, unsigned threads, struct cl_infer_ctx *c)
+{
+    cl_err rc;
+    memset(c, 0, sizeof(*c));
+    if ((rc = cl_gguf_open_file(path, &c->g)) != CL_OK)
+        return cl_cli_fail(cmd, "reading model file", rc);
+    if ((rc = cl_model_load(c->g, &c->m)) != CL_OK) {
+        cl_infer_close(c);
+        return cl_cli_fail(cmd, "loading model", rc);
+    }
+    if ((rc = cl_pool_new(threads, &c->pool)) != CL_OK) {
+        cl_infer_close(c);
+        return cl_cli_fail(cmd, "starting threads", rc);
+    }
+    return CL_EXIT_OK;
+}
+
+/* "1,2,3" -> malloc'd ids; false on syntax error or an empty list. */
+static bool cl_infer_parse_tokens(const char *s, int32_t **out, size_t *n)
+{
+    size_t cap = 1;
+    for (const char *p = s; *p; p++)
+        cap += *p == ',';
+    if (cap > CL_INFER_MAX_TOKENS)
+        return false;
+    int32_t *t = calloc(cap, sizeof(*t));
+    if (!t)
+        return false;
+    size_t k = 0;
+    const char *p = s;
+    while (*p) {
+        char num[16];
+        size_t len = strcspn(p, ",");
+        uint64_t v;
+        if (len == 0 || len >= sizeof(num)) {
+            free(t);
+            return false;
+        }
+        memcpy(num, p, len);
+        num[len] = 0;
+        if (!cl_cli_parse_u64(num, 0, INT32_MAX, &v)) {
+            free(t);
+            return false;
+        }
+        t[k++] = (int32_t)v;
+        p += len;
+        if (*p == ',') {
+            p++;
+            if (!*p) {
+                free(t);
+                return false;
+            }
+        }
+    }
+    if (k == 0) {
+        free(t);
+        return false;
+    }
+    *out = t;
+    *n = k;
+    return true;
+}
+
+static bool cl_infer_u32_arg(int argc, char **argv, int *i, uint64_t min, uint64_t max, uint64_t *v)
+{
+    if (*i + 1 >= argc)
+        return false;
+    (*i)++;
+    return cl_cli_parse_u64(argv[*i], min, max, v);
+}
+
+/* ---- logits ---------------------------------------------------------- */
+
+static void cl_infer_logits_help(FILE *f)
+{
+    fprintf(f, "usage: cloister logits MODEL.gguf --tokens ID,ID,... [--top K] [--from POS] [-t THREADS] [--json]\n\n"
+               "Feeds the tokens (teacher forcing) and prints, for every position from POS on\n"
+               "(default 0), the K largest logits (default 20; descending, ties to the lower\n"
+               "id) and the log-sum-exp over the whole vocabulary. With --json each line is\n"
+               "{\"pos\":P,\"top\":[[id,logit],...],\"logsumexp\":X}.\n");
+}
+
+struct cl_infer_top {
+    int32_t id;
+    float v;
+};
+
+static bool cl_infer_top_before(const struct cl_infer_top *a, const struct cl_infer_top *b)
+{
+    return a->v > b->v || (a->v == b->v && a->id < b->id);
+}
+
+/* Top k (k small) by insertion; returns how many were kept. */
+static size_t cl_infer_topk(const float *l, size_t n, size_t k, struct cl_infer_top *top)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct cl_infer_top c = {(int32_t)i, l[i]};
+        if (m == k && !cl_infer_top_before(&c, &top[m - 1]))
+            continue;
+        size_t j = m < k ? m++ : m - 1;
+        while (j > 0 && cl_infer_top_before(&c, &top[j - 1])) {
+            top[j] = top[j - 1];
+            j--;
+        }
+        top[j] = c;
+    }
+    return m;
+}
+
+static double cl_infer_logsumexp(const float *l, size_t n)
+{
+    double mx = -INFINITY, s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        if (l[i] > mx)
+            mx = l[i];
+    for (size_t i = 0; i < n; i++)
+        s += exp((double)l[i] - mx);
+    return mx + log(s);
+}
+
+int cl_cmd_logits(int argc, char **argv)
+{
+    const char *cmd = "logits", *model = NULL, *tokstr = NULL;
+    uint64_t top_k = 20, from = 0, threads = 2;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (cl_cli_is_help(argv[i])) {
+            cl_infer_logits_help(stdout);
+            return CL_EXIT_OK;
+        } else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) {
+            tokstr = argv[++i];
+        } else if (!strcmp(argv[i], "--top")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 1, 1000, &top_k))
+                return cl_cli_usage_error(cmd, "--top needs a number in 1..1000");
+        } else if (!strcmp(argv[i], "--from")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 0, CL_INFER_MAX_TOKENS, &from))
+                return cl_cli_usage_error(cmd, "--from needs a position");
+        } else if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_POOL_MAX_THREADS, &threads))
+                return cl_cli_usage_error(cmd, "-t needs a thread count in 1..%u", CL_POOL_MAX_THREADS);
+        } else if (!strcmp(argv[i], "--json")) {
+            json = true;
+        } else if (argv[i][0] == '-') {
+            return cl_cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[i]);
+        } else if (!model) {
+            model = argv[i];
+        } else {
+            return cl_cli_usage_error(cmd, "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!model)
+        return cl_cli_usage_error(cmd, "missing MODEL.gguf");
+    if (!tokstr)
+        return cl_cli_usage_error(cmd, "missing --tokens");
+    int32_t *toks = NULL;
+    size_t n = 0;
+    if (!cl_infer_parse_tokens(tokstr, &toks, &n))
+        return cl_cli_usage_error(cmd, "--tokens must be comma-separated ids (at most %u)", CL_INFER_MAX_TOKENS);
+    if (from >= n) {
+        free(toks);
+        return cl_cli_usage_error(cmd, "--from %llu is not below the %zu tokens", (unsigned long long)from, n);
+    }
+    struct cl_infer_ctx c;
+    int ex = cl_infer_open(cmd, model, (unsigned)threads, &c);
+    if (ex != CL_EXIT_OK) {
+        free(toks);
+        return ex;
+    }
+    size_t V = cl_model_hparams(c.m)->n_vocab;
+    struct cl_model_seq *s = NULL;
+    float *logits = NULL;
+    struct cl_infer_top *top = calloc(top_k, sizeof(*top));
+    const size_t chunk = 32;
+    cl_err rc = cl_model_seq_new(c.m, (uint32_t)n, c.pool, &s);
+    if (rc == CL_OK && !(logits = malloc(chunk * V * sizeof(float))))
+        rc = CL_E_CORE_NOMEM;
+    if (rc == CL_OK && !top)
+        rc = CL_E_CORE_NOMEM;
+    if (rc == CL_OK && from > 0)
+        rc = cl_model_seq_eval(s, toks, from, NULL, false);
+    for (size_t p = from; rc == CL_OK && p < n; p += chunk) {
+        size_t k = n - p < chunk ? n - p : chunk;
+        rc = cl_model_seq_eval(s, toks + p, k, logits, true);
+        for (size_t j = 0; rc == CL_OK && j < k; j++) {
+            const float *l = logits + j * V;
+            size_t m = cl_infer_topk(l, V, top_k, top);
+            double lse = cl_infer_logsumexp(l, V);
+            if (json) {
+                printf("{\"pos\":%zu,\"top\":[", p + j);
+                for (size_t q = 0; q < m; q++)
+                    printf("%s[%d,%.9g]", q ? "," : "", top[q].id, (double)top[q].v);
+                printf("],\"logsumexp\":%.9g}\n", lse);
+            } else {
+                printf("pos %zu  logsumexp %.6f  top:", p + j, lse);
+                for (size_t q = 0; q < m; q++)
+                    printf(" %d:%.5f", top[q].id, (double)top[q].v);
+                printf("\n");
+            }
+        }
+    }
+    free(top);
+    free(logits);
+    cl_model_seq_free(s);
+    cl_infer_close(&c);
+    free(toks);
+    if (rc != CL_OK)
+        return cl_cli_fail(cmd, "evaluating tokens", rc);
+    return fflush(stdout) == 0 ? CL_EXIT_OK : CL_EXIT_FAIL;
+}
+
+/* ---- bench ----------------------------------------------------------- */
+
+static void cl_infer_bench_help(FILE *f)
+{
+    fprintf(f, "usage: cloister bench MODEL.gguf [-p N_PROMPT] [-n N_GEN] [-t THREADS] [-r REPS] [--json]\n\n"
+               "Measures prompt processing (N_PROMPT tokens in one batch, default 128) and\n"
+               "generation (N_GEN tokens one at a time, default 32) in tokens/s, like\n"
+               "llama-bench, averaged over REPS runs (default 3) after a warm-up. Tokens are\n"
+               "random ids. --json prints {\"pp_tps\":..,\"tg_tps\":..}.\n");
+}
+
+static uint32_t cl_infer_xorshift(uint64_t *st)
+{
+    *st ^= *st << 13;
+    *st ^= *st >> 7;
+    *st ^= *st << 17;
+    return (uint32_t)(*st >> 16);
+}
+
+static cl_err cl_infer_bench_once(struct cl_model_seq *s, const int32_t *toks, size_t np, size_t ng, float *logits,
+                                  double *pp_s, double *tg_s)
+{
+    cl_err rc = CL_OK;
+    if (np > 0) {
+        cl_model_seq_reset(s);
+        uint64_t t0 = cl_now_us();
+        CL_GUARD(cl_model_seq_eval(s, toks, np, logits, false));
+        *pp_s = (double)(cl_now_us() - t0) / 1e6;
+    }
+    if (ng > 0) {
+        cl_model_seq_reset(s);
+        uint64_t t0 = cl_now_us();
+        for (size_t i = 0; i < ng; i++)
+            CL_GUARD(cl_model_seq_eval(s, toks + i, 1, logits, false));
+        *tg_s = (double)(cl_now_us() - t0) / 1e6;
+    }
+out:
+    return rc;
+}
+
+int cl_cmd_bench(int argc, char **argv)
+{
+    const char *cmd = "bench", *model = NULL;
+    uint64_t np = 128, ng = 32, threads = 2, reps = 3;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (cl_cli_is_help(argv[i])) {
+            cl_infer_bench_help(stdout);
+            return CL_EXIT_OK;
+        } else if (!strcmp(argv[i], "-p")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 0, 8192, &np))
+                return cl_cli_usage_error(cmd, "-p needs a token count in 0..8192");
+        } else if (!strcmp(argv[i], "-n")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 0, 8192, &ng))
+                return cl_cli_usage_error(cmd, "-n needs a token count in 0..8192");
+        } else if (!strcmp(argv[i], "-r")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 1, 100, &reps))
+                return cl_cli_usage_error(cmd, "-r needs a repetition count in 1..100");
+        } else if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_POOL_MAX_THREADS, &threads))
+                return cl_cli_usage_error(cmd, "-t needs a thread count in 1..%u", CL_POOL_MAX_THREADS);
+        } else if (!strcmp(argv[i], "--json")) {
+            json = true;
+        } else if (argv[i][0] == '-') {
+            return cl_cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[i]);
+        } else if (!model) {
+            model = argv[i];
+        } else {
+            return cl_cli_usage_error(cmd, "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!model)
+        return cl_cli_usage_error(cmd, "missing MODEL.gguf");
+    if (np + ng == 0)
+        return cl_cli_usage_error(cmd, "nothing to measure (-p 0 -n 0)");
+    struct cl_infer_ctx c;
+    int ex = cl_infer_open(cmd, model, (unsigned)threads, &c);
+    if (ex != CL_EXIT_OK)
+        return ex;
+    const struct cl_model_hparams *hp = cl_model_hparams(c.m);
+    size_t nt = np > ng ? np : ng;
+    int32_t *toks = calloc(nt, sizeof(*toks));
+    float *logits = malloc((size_t)hp->n_vocab * sizeof(float));
+    struct cl_model_seq *s = NULL;
+    cl_err rc = toks && logits ? CL_OK : CL_E_CORE_NOMEM;
+    uint64_t st = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; toks && i < nt; i++)
+        toks[i] = (int32_t)(cl_infer_xorshift(&st) % hp->n_vocab);
+    if (rc == CL_OK)
+        rc = cl_model_seq_new(c.m, (uint32_t)(nt + 1), c.pool, &s);
+    double pp = 0, tg = 0, pp_sum = 0, tg_sum = 0;
+    /* warm-up: touches every weight page and wakes the threads */
+    if (rc == CL_OK)
+        rc = cl_infer_bench_once(s, toks, np ? (np < 8 ? np : 8) : 0, ng ? 1 : 0, logits, &pp, &tg);
+    for (uint64_t r = 0; rc == CL_OK && r < reps; r++) {
+        rc = cl_infer_bench_once(s, toks, np, ng, logits, &pp, &tg);
+        pp_sum += pp;
+        tg_sum += tg;
+    }
+    double pp_tps = np && pp_sum > 0 ? (double)(np * reps) / pp_sum : 0.0;
+    double tg_tps = ng && tg_sum > 0 ? (double)(ng * reps) / tg_sum : 0.0;
+    cl_model_seq_free(s);
+    free(logits);
+    free(toks);
+    cl_infer_close(&c);
+    if (rc != CL_OK)
+        return cl_cli_fail(cmd, "benchmark", rc);
+    if (json)
+        printf("{\"pp_tps\":%.2f,\"tg_tps\":%.2f,\"n_prompt\":%llu,\"n_gen\":%llu,\"threads\":%llu}\n", pp_tps, tg_tps,
+               (unsigned long long)np, (unsigned long long)ng, (unsigned long long)threads);
+    else
+        printf("pp%llu: %.2f tokens/s   tg%llu: %.2f tokens/s   (%llu threads)\n", (unsigned long long)np, pp_tps,
+               (unsigned long long)ng, tg_tps, (unsigned long long)threads);
+    return CL_EXIT_OK;
+}

@@ -1,0 +1,321 @@
+/* Model runtime against llama.cpp's reference dumps ($CLOISTER_REFERENCE):
+ * greedy tokens (F32), teacher-forced logits for every model and text prompt,
+ * interleaved sequences, and loader errors on hand-broken metadata. */
+#include "testutil.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+
+#include "cloister/gguf.h"
+#include "cloister/infer/model.h"
+
+#define N_PROMPTS 4
+static const char *const cl_t_prompts[N_PROMPTS] = {"P1", "P2", "P3", "P4"};
+
+struct cl_t_ref {
+    json_t *root;
+    int32_t *prompt;
+    size_t n_prompt;
+    int32_t gen[64];
+    size_t n_gen;
+};
+
+static void cl_t_ref_load(const char *model, const char *pid, struct cl_t_ref *r)
+{
+    char rel[256], path[1024];
+    json_error_t je;
+    snprintf(rel, sizeof(rel), "tiny/%s/%s.f32kv.json", model, pid);
+    CL_REFERENCE(rel, path);
+    memset(r, 0, sizeof(*r));
+    r->root = json_load_file(path, 0, &je);
+    if (!r->root)
+        fail_msg("%s: %s (line %d)", path, je.text, je.line);
+    json_t *pt = json_object_get(r->root, "prompt_tokens");
+    json_t *gt = json_object_get(r->root, "generated_tokens");
+    assert_true(json_is_array(pt) && json_is_array(gt));
+    r->n_prompt = json_array_size(pt);
+    r->prompt = calloc(r->n_prompt + 64, sizeof(int32_t));
+    assert_non_null(r->prompt);
+    for (size_t i = 0; i < r->n_prompt; i++)
+        r->prompt[i] = (int32_t)json_integer_value(json_array_get(pt, i));
+    r->n_gen = json_array_size(gt);
+    assert_true(r->n_gen <= 64);
+    for (size_t i = 0; i < r->n_gen; i++)
+        r->gen[i] = (int32_t)json_integer_value(json_array_get(gt, i));
+}
+
+static void cl_t_ref_free(struct cl_t_ref *r)
+{
+    json_decref(r->root);
+    free(r->prompt);
+}
+
+static double cl_t_lse(const float *l, size_t n)
+{
+    float mx = l[cl_model_argmax(l, n)];
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += exp((double)l[i] - (double)mx);
+    return (double)mx + log(s);
+}
+
+struct cl_t_model {
+    cl_gguf *g;
+    struct cl_model *m;
+    struct cl_pool *pool;
+};
+
+static void cl_t_open(const char *model, struct cl_t_model *tm)
+{
+    char rel[256], path[1024];
+    snprintf(rel, sizeof(rel), "models/%s.gguf", model);
+    CL_REFERENCE(rel, path);
+    assert_ok(cl_gguf_open_file(path, &tm->g));
+    assert_ok(cl_model_load(tm->g, &tm->m));
+    assert_ok(cl_pool_new(2, &tm->pool));
+}
+
+static void cl_t_close(struct cl_t_model *tm)
+{
+    cl_pool_free(tm->pool);
+    cl_model_free(tm->m);
+    cl_gguf_free(tm->g);
+}
+
+/* Feeds prompt + reference tokens (teacher forcing) and compares every step's
+ * 20 listed logits, the log-sum-exp and the argmax. With greedy set it also
+ * decodes 24 tokens freely and requires the reference tokens. */
+static void cl_t_check_model(const char *model, double tol, bool greedy)
+{
+    struct cl_t_model tm = {0};
+    cl_t_open(model, &tm);
+    const struct cl_model_hparams *hp = cl_model_hparams(tm.m);
+    size_t V = hp->n_vocab;
+    double max_err = 0.0, max_lse = 0.0;
+    size_t steps_checked = 0;
+    for (size_t pi = 0; pi < N_PROMPTS; pi++) {
+        struct cl_t_ref r;
+        cl_t_ref_load(model, cl_t_prompts[pi], &r);
+        size_t n_all = r.n_prompt + r.n_gen;
+        memcpy(r.prompt + r.n_prompt, r.gen, r.n_gen * sizeof(int32_t));
+        float *logits = malloc(n_all * V * sizeof(float));
+        assert_non_null(logits);
+        struct cl_model_seq *s = NULL;
+        assert_ok(cl_model_seq_new(tm.m, 256, tm.pool, &s));
+        assert_ok(cl_model_seq_eval(s, r.prompt, n_all, logits, true));
+        json_t *steps = json_object_get(r.root, "steps");
+        assert_int_equal(json_array_size(steps), r.n_gen + 1);
+        for (size_t i = 0; i < json_array_size(steps); i++) {
+            json_t *st = json_array_get(steps, i);
+            size_t pos = (size_t)json_integer_value(json_object_get(st, "pos"));
+            assert_int_equal(pos, r.n_prompt - 1 + i);
+            const float *l = logits + pos * V;
+            json_t *top = json_object_get(st, "top");
+            assert_int_equal(json_array_size(top), 20);
+            for (size_t k = 0; k < 20; k++) {
+                json_t *pair = json_array_get(top, k);
+                int64_t id = json_integer_value(json_array_get(pair, 0));
+                double want = json_number_value(json_array_get(pair, 1));
+                assert_true(id >= 0 && (size_t)id < V);
+                double d = fabs((double)l[id] - want);
+                if (d > max_err)
+                    max_err = d;
+                if (d > tol)
+                    fail_msg("%s %s step %zu token %lld: logit %.6f, reference %.6f", model, cl_t_prompts[pi], i,
+                             (long long)id, (double)l[id], want);
+            }
+            double dl = fabs(cl_t_lse(l, V) - json_number_value(json_object_get(st, "logsumexp")));
+            if (dl > max_lse)
+                max_lse = dl;
+            assert_true(dl <= tol);
+            int64_t am = json_integer_value(json_object_get(st, "argmax"));
+            if (cl_model_argmax(l, V) != am)
+                fail_msg("%s %s step %zu: argmax %d, reference %lld", model, cl_t_prompts[pi], i,
+                         cl_model_argmax(l, V), (long long)am);
+            steps_checked++;
+        }
+        if (greedy) {
+            /* Free-running: prompt as one batch, then one token per call. */
+            cl_model_seq_reset(s);
+            assert_ok(cl_model_seq_eval(s, r.prompt, r.n_prompt, logits, false));
+            for (size_t i = 0; i < r.n_gen; i++) {
+                int32_t t = cl_model_argmax(logits, V);
+                if (t != r.gen[i])
+                    fail_msg("%s %s greedy token %zu: %d, reference %d", model, cl_t_prompts[pi], i, t, r.gen[i]);
+                assert_ok(cl_model_seq_eval(s, &t, 1, logits, false));
+            }
+        }
+        cl_model_seq_free(s);
+        free(logits);
+        cl_t_ref_free(&r);
+    }
+    print_message("%s: %zu steps, max |dlogit| %.3g, max |dlse| %.3g (tolerance %.3g)%s\n", model, steps_checked,
+                  max_err, max_lse, tol, greedy ? ", 4x24 greedy tokens identical" : "");
+    cl_t_close(&tm);
+}
+
+static void test_llama_f32(void **state) { (void)state; cl_t_check_model("tiny-llama-f32", 1e-3, true); }
+static void test_llama_q8_0(void **state) { (void)state; cl_t_check_model("tiny-llama-q8_0", 0.1, false); }
+static void test_llama_q4_0(void **state) { (void)state; cl_t_check_model("tiny-llama-q4_0", 0.1, false); }
+static void test_gemma3_f32(void **state) { (void)state; cl_t_check_model("tiny-gemma3-f32", 2e-3, true); }
+static void test_gemma3_q8_0(void **state) { (void)state; cl_t_check_model("tiny-gemma3-q8_0", 0.1, false); }
+static void test_gemma3_q4_0(void **state) { (void)state; cl_t_check_model("tiny-gemma3-q4_0", 0.1, false); }
+
+static void test_hparams(void **state)
+{
+    (void)state;
+    struct cl_t_model tm = {0};
+    cl_t_open("tiny-gemma3-q8_0", &tm);
+    const struct cl_model_hparams *hp = cl_model_hparams(tm.m);
+    assert_int_equal(hp->arch, CL_MODEL_ARCH_GEMMA3);
+    assert_int_equal(hp->n_embd, 64);
+    assert_int_equal(hp->n_layer, 2);
+    assert_int_equal(hp->n_head, 4);
+    assert_int_equal(hp->n_head_kv, 2);
+    assert_int_equal(hp->head_dim_k, 32);
+    assert_int_equal(hp->n_ff, 128);
+    assert_int_equal(hp->n_vocab, 32000);
+    assert_int_equal(hp->sliding_window, 32);
+    assert_int_equal(hp->swa_pattern, 2);
+    assert_int_equal(hp->rope_mode, CL_MODEL_ROPE_NEOX);
+    assert_true(hp->tied_output && hp->qk_norm && hp->post_norms && hp->gelu);
+    assert_true(fabsf(hp->rope_freq_scale - 0.125f) < 1e-7f);
+    assert_true(fabsf(hp->rope_base - 1e6f) < 1.0f && fabsf(hp->rope_base_local - 1e4f) < 1e-3f);
+    assert_true(fabsf(hp->embd_scale - 8.0f) < 1e-6f);
+    assert_true(cl_model_layer_is_swa(tm.m, 0));
+    assert_false(cl_model_layer_is_swa(tm.m, 1));
+    cl_t_close(&tm);
+}
+
+static void test_seq_limits(void **state)
+{
+    (void)state;
+    struct cl_t_model tm = {0};
+    cl_t_open("tiny-llama-q8_0", &tm);
+    struct cl_model_seq *s = NULL;
+    assert_err(cl_model_seq_new(tm.m, CL_MODEL_MAX_CTX + 1, tm.pool, &s), CL_E_INFER_MODEL_CTX);
+    assert_ok(cl_model_seq_new(tm.m, 4, NULL, &s));
+    int32_t toks[5] = {1, 450, 2, 3, 4};
+    float *logits = malloc(32000 * sizeof(float));
+    int32_t bad = 32000;
+    assert_err(cl_model_seq_eval(s, &bad, 1, logits, false), CL_E_INFER_MODEL_TOKEN);
+    bad = -1;
+    assert_err(cl_model_seq_eval(s, &bad, 1, logits, false), CL_E_INFER_MODEL_TOKEN);
+    assert_err(cl_model_seq_eval(s, toks, 5, logits, false), CL_E_INFER_MODEL_CTX_FULL);
+    assert_int_equal(cl_model_seq_pos(s), 0);
+    assert_ok(cl_model_seq_eval(s, toks, 4, logits, false));
+    assert_int_equal(cl_model_seq_pos(s), 4);
+    assert_err(cl_model_seq_eval(s, toks, 1, logits, false), CL_E_INFER_MODEL_CTX_FULL);
+    assert_err(cl_model_seq_truncate(s, 5), CL_E_CORE_INVALID_ARG);
+    assert_ok(cl_model_seq_truncate(s, 3));
+    assert_ok(cl_model_seq_eval(s, toks + 3, 1, logits, false));
+    free(logits);
+    cl_model_seq_free(s);
+    cl_t_close(&tm);
+}
+
+/* Greedy decoding of one prompt on its own sequence, one step at a time. */
+struct cl_t_dec {
+    struct cl_t_ref r;
+    struct cl_model_seq *s;
+    float *logits;
+    int32_t out[64];
+    size_t n_out;
+    const struct cl_model *m;
+};
+
+static void cl_t_dec_start(struct cl_t_dec *d, const char *model, const char *pid, struct cl_t_model *tm)
+{
+    cl_t_ref_load(model, pid, &d->r);
+    d->m = tm->m;
+    d->logits = malloc(cl_model_hparams(tm->m)->n_vocab * sizeof(float));
+    assert_non_null(d->logits);
+    assert_ok(cl_model_seq_new(tm->m, 128, tm->pool, &d->s));
+    assert_ok(cl_model_seq_eval(d->s, d->r.prompt, d->r.n_prompt, d->logits, false));
+    d->n_out = 0;
+}
+
+static cl_err cl_t_dec_step(struct cl_t_dec *d)
+{
+    int32_t t = cl_model_argmax(d->logits, cl_model_hparams(d->m)->n_vocab);
+    d->out[d->n_out++] = t;
+    return cl_model_seq_eval(d->s, &t, 1, d->logits, false);
+}
+
+static void cl_t_dec_finish(struct cl_t_dec *d, const char *what)
+{
+    for (size_t i = 0; i < d->r.n_gen; i++)
+        if (d->out[i] != d->r.gen[i])
+            fail_msg("%s: token %zu is %d, alone it is %d", what, i, d->out[i], d->r.gen[i]);
+    cl_model_seq_free(d->s);
+    free(d->logits);
+    cl_t_ref_free(&d->r);
+}
+
+/* Two sequences of one model decoded step by step in turn get the same
+ * tokens as alone (the reference, which the F32 test shows we reproduce). */
+static void test_interleaved(void **state)
+{
+    (void)state;
+    struct cl_t_model tm = {0};
+    cl_t_open("tiny-gemma3-f32", &tm);
+    struct cl_t_dec a, b;
+    cl_t_dec_start(&a, "tiny-gemma3-f32", "P3", &tm);
+    cl_t_dec_start(&b, "tiny-gemma3-f32", "P1", &tm);
+    for (size_t i = 0; i < a.r.n_gen; i++) {
+        assert_ok(cl_t_dec_step(&a));
+        assert_ok(cl_t_dec_step(&b));
+    }
+    cl_t_dec_finish(&a, "interleaved P3");
+    cl_t_dec_finish(&b, "interleaved P1");
+    cl_t_close(&tm);
+}
+
+static void *cl_t_dec_thread(void *arg)
+{
+    struct cl_t_dec *d = arg;
+    for (size_t i = 0; i < d->r.n_gen; i++)
+        if (cl_t_dec_step(d) != CL_OK)
+            return arg;
+    return NULL;
+}
+
+/* Two threads decode on one model and one shared pool at the same time. */
+static void test_concurrent(void **state)
+{
+    (void)state;
+    struct cl_t_model tm = {0};
+    cl_t_open("tiny-llama-f32", &tm);
+    struct cl_t_dec a, b;
+    cl_t_dec_start(&a, "tiny-llama-f32", "P2", &tm);
+    cl_t_dec_start(&b, "tiny-llama-f32", "P4", &tm);
+    pthread_t ta, tb;
+    void *ra = NULL, *rb = NULL;
+    assert_int_equal(pthread_create(&ta, NULL, cl_t_dec_thread, &a), 0);
+    assert_int_equal(pthread_create(&tb, NULL, cl_t_dec_thread, &b), 0);
+    pthread_join(ta, &ra);
+    pthread_join(tb, &rb);
+    assert_null(ra);
+    assert_null(rb);
+    cl_t_dec_finish(&a, "concurrent P2");
+    cl_t_dec_finish(&b, "concurrent P4");
+    cl_t_close(&tm);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hparams),
+        cmocka_unit_test(test_seq_limits),
+        cmocka_unit_test(test_llama_f32),
+        cmocka_unit_test(test_llama_q8_0),
+        cmocka_unit_test(test_llama_q4_0),
+        cmocka_unit_test(test_gemma3_f32),
+        cmocka_unit_test(test_gemma3_q8_0),
+        cmocka_unit_test(test_gemma3_q4_0),
+        cmocka_unit_test(test_interleaved),
+        cmocka_unit_test(test_concurrent),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
