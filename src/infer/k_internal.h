@@ -1,0 +1,53 @@
+/* Private to the kernel files: per-path function tables and shared helpers. */
+#ifndef CL_INFER_K_INTERNAL_H
+#define CL_INFER_K_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cloister/cpu.h"
+#include "cloister/infer/kernels.h"
+
+/* One row of weights against one activation row (n valid for the type). */
+typedef float (*cl_k_dot_fn)(const void *w, const void *a, size_t n);
+/* Rows [r0, r1) against n_cols activation columns (arguments pre-checked). */
+typedef void (*cl_k_mm_fn)(const void *w, size_t w_stride, size_t r0, size_t r1, const void *a, size_t a_stride,
+                           size_t n_cols, size_t n, float *out, size_t out_stride);
+
+struct cl_k_impl {
+    cl_k_dot_fn dot;
+    cl_k_mm_fn mm; /* NULL: generic loop over dot */
+    const char *name;
+};
+
+/* Fill *impl for a weight type on a path; false when the path has no kernel
+ * for that type (the caller falls back to the next lower path). */
+bool cl_k_scalar_impl(uint32_t wtype, struct cl_k_impl *impl);
+bool cl_k_avx2_impl(uint32_t wtype, struct cl_k_impl *impl);
+bool cl_k_avx512_impl(uint32_t wtype, bool vnni, struct cl_k_impl *impl);
+
+/* Activation quantizers with SIMD versions (same results as scalar). */
+void cl_k_act_q8_0_scalar(const float *x, void *dst, size_t n);
+void cl_k_act_q8_1_scalar(const float *x, void *dst, size_t n);
+void cl_k_act_q8_0_avx2(const float *x, void *dst, size_t n);
+void cl_k_act_q8_1_avx2(const float *x, void *dst, size_t n);
+void cl_k_act_q8_k_scalar(const float *x, void *dst, size_t n);
+
+/* Q4_K/Q5_K 6-bit scale and min of sub-block j (0..7). */
+static inline void cl_k_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+/* Table-free fp16 decode used in inner loops. */
+static inline float cl_k_h2f(uint16_t h) { return cl_k_fp16_to_fp32(h); }
+
+#endif

@@ -1,0 +1,673 @@
+#include "testutil.h"
+
+#include <immintrin.h>
+#include <math.h>
+
+#include "cloister/cpu.h"
+#include "cloister/infer/kernels.h"
+
+/* ------------------------------------------------------------ helpers */
+
+static uint64_t t_rng = 0x9e3779b97f4a7c15ull;
+
+static uint32_t t_rand32(void)
+{
+    t_rng ^= t_rng << 13;
+    t_rng ^= t_rng >> 7;
+    t_rng ^= t_rng << 17;
+    return (uint32_t)(t_rng >> 11);
+}
+
+static float t_uniform(void) { return ((float)(t_rand32() & 0xffffff) + 0.5f) / 16777216.0f; }
+
+static float t_gauss(void)
+{
+    float u = t_uniform(), v = t_uniform();
+    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
+}
+
+static void t_fill(float *x, size_t n, float scale)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = t_gauss() * scale;
+}
+
+static const uint32_t t_wtypes[] = {CL_GGML_F32,  CL_GGML_F16,  CL_GGML_BF16, CL_GGML_Q4_0,
+                                    CL_GGML_Q4_1, CL_GGML_Q5_0, CL_GGML_Q5_1, CL_GGML_Q8_0,
+                                    CL_GGML_Q4_K, CL_GGML_Q5_K, CL_GGML_Q6_K};
+#define T_NW (sizeof(t_wtypes) / sizeof(t_wtypes[0]))
+
+static void *t_quant(uint32_t type, const float *x, size_t n)
+{
+    size_t bytes = cl_k_row_bytes(type, n);
+    assert_true(bytes > 0);
+    void *q = malloc(bytes);
+    assert_non_null(q);
+    assert_ok(cl_k_quantize_row(type, x, q, n));
+    return q;
+}
+
+static void *t_act(uint32_t wtype, const float *x, size_t n)
+{
+    uint32_t at = cl_k_vec_dot_type(wtype);
+    size_t bytes = cl_k_row_bytes(at, n);
+    assert_true(bytes > 0);
+    void *q = malloc(bytes);
+    assert_non_null(q);
+    assert_ok(cl_k_act_quantize(at, x, q, n));
+    return q;
+}
+
+/* ------------------------------------------------------------ conversions */
+
+__attribute__((target("f16c"))) static uint16_t t_hw_f2h(float f) { return (uint16_t)_cvtss_sh(f, 0); }
+__attribute__((target("f16c"))) static float t_hw_h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+static uint32_t t_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float t_float(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static void test_fp16_known(void **state)
+{
+    (void)state;
+    assert_int_equal(cl_k_fp32_to_fp16(1.0f), 0x3c00);
+    assert_int_equal(cl_k_fp32_to_fp16(-2.0f), 0xc000);
+    assert_int_equal(cl_k_fp32_to_fp16(0.0f), 0x0000);
+    assert_int_equal(cl_k_fp32_to_fp16(-0.0f), 0x8000);
+    assert_int_equal(cl_k_fp32_to_fp16(65504.0f), 0x7bff);
+    assert_int_equal(cl_k_fp32_to_fp16(65519.996f), 0x7bff);
+    assert_int_equal(cl_k_fp32_to_fp16(65520.0f), 0x7c00);
+    assert_int_equal(cl_k_fp32_to_fp16(1e10f), 0x7c00);
+    assert_int_equal(cl_k_fp32_to_fp16(-INFINITY), 0xfc00);
+    assert_int_equal(cl_k_fp32_to_fp16(0.1f), 0x2e66);
+    assert_int_equal(cl_k_fp32_to_fp16(ldexpf(1.0f, -24)), 0x0001);
+    assert_int_equal(cl_k_fp32_to_fp16(ldexpf(1.0f, -25)), 0x0000);             /* tie to even */
+    assert_int_equal(cl_k_fp32_to_fp16(ldexpf(1.5f, -25)), 0x0001);
+    assert_int_equal(cl_k_fp32_to_fp16(ldexpf(3.0f, -25)), 0x0002);             /* 1.5 ulp ties up */
+    assert_int_equal(cl_k_fp32_to_fp16(1.0f + ldexpf(1.0f, -11)), 0x3c00);      /* tie to even */
+    assert_int_equal(cl_k_fp32_to_fp16(1.0f + 3 * ldexpf(1.0f, -11)), 0x3c02);  /* tie to even, up */
+    assert_int_equal(cl_k_fp32_to_fp16(ldexpf(1023.5f, -24)), 0x0400);         /* rounds into normal */
+    assert_true(isnan(cl_k_fp16_to_fp32(cl_k_fp32_to_fp16(NAN))));
+    assert_true(cl_k_fp16_to_fp32(0x0001) == ldexpf(1.0f, -24));
+    assert_true(cl_k_fp16_to_fp32(0x7bff) == 65504.0f);
+    assert_true(cl_k_fp16_to_fp32(0xfc00) == -INFINITY);
+    /* every non-NaN half survives a round trip */
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff))
+            continue;
+        assert_int_equal(cl_k_fp32_to_fp16(cl_k_fp16_to_fp32((uint16_t)h)), h);
+    }
+}
+
+static void test_fp16_vs_f16c(void **state)
+{
+    (void)state;
+    if (cl_cpu_level() < CL_CPU_AVX2)
+        skip();
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        float a = cl_k_fp16_to_fp32((uint16_t)h), b = t_hw_h2f((uint16_t)h);
+        assert_int_equal(t_bits(a), t_bits(b));
+    }
+    for (int i = 0; i < 2000000; i++) {
+        uint32_t u = t_rand32() << 1 ^ t_rand32();
+        if (i & 1) /* concentrate on the half range, including subnormals */
+            u = (u & 0x807fffff) | ((uint32_t)(96 + t_rand32() % 48) << 23);
+        float f = t_float(u);
+        assert_int_equal(cl_k_fp32_to_fp16(f), t_hw_f2h(f));
+    }
+}
+
+static void test_bf16(void **state)
+{
+    (void)state;
+    assert_int_equal(cl_k_fp32_to_bf16(1.0f), 0x3f80);
+    assert_int_equal(cl_k_fp32_to_bf16(-2.0f), 0xc000);
+    assert_int_equal(cl_k_fp32_to_bf16(t_float(0x3f808000)), 0x3f80); /* tie to even */
+    assert_int_equal(cl_k_fp32_to_bf16(t_float(0x3f818000)), 0x3f82); /* tie to even, up */
+    assert_int_equal(cl_k_fp32_to_bf16(t_float(0x3f808001)), 0x3f81);
+    assert_int_equal(cl_k_fp32_to_bf16(t_float(0x7f800001)), 0x7fc0); /* NaN quieted */
+    assert_int_equal(cl_k_fp32_to_bf16(INFINITY), 0x7f80);
+    assert_true(cl_k_bf16_to_fp32(0x4049) == t_float(0x40490000));
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        if ((h & 0x7f80) == 0x7f80 && (h & 0x7f))
+            continue;
+        assert_int_equal(cl_k_fp32_to_bf16(cl_k_bf16_to_fp32((uint16_t)h)), h);
+    }
+    float src[5] = {1.0f, -0.5f, 3.25f, 0.0f, 100.0f}, back[5];
+    uint16_t mid[5];
+    cl_k_fp32_to_bf16_row(src, mid, 5);
+    cl_k_bf16_to_fp32_row(mid, back, 5);
+    assert_memory_equal(src, back, sizeof(src));
+    cl_k_fp32_to_fp16_row(src, mid, 5);
+    cl_k_fp16_to_fp32_row(mid, back, 5);
+    assert_memory_equal(src, back, sizeof(src));
+}
+
+/* ------------------------------------------------------------ type queries */
+
+static void test_types(void **state)
+{
+    (void)state;
+    assert_int_equal(cl_k_vec_dot_type(CL_GGML_Q4_0), CL_GGML_Q8_0);
+    assert_int_equal(cl_k_vec_dot_type(CL_GGML_Q5_0), CL_GGML_Q8_0);
+    assert_int_equal(cl_k_vec_dot_type(CL_GGML_Q8_0), CL_GGML_Q8_0);
+    assert_int_equal(cl_k_vec_dot_type(CL_GGML_Q4_1), CL_GGML_Q8_1);
+    assert_int_equal(cl_k_vec_dot_type(CL_GGML_Q5_1), CL_GGML_Q8_1);
+    assert_int_equal(cl_k_vec_dot_type(CL_GGML_Q4_K), CL_GGML_Q8_K);
+    assert_int_equal(cl_k_vec_dot_type(CL_GGML_Q5_K), CL_GGML_Q8_K);
+    assert_int_equal(cl_k_vec_dot_type(CL_GGML_Q6_K), CL_GGML_Q8_K);
+    assert_int_equal(cl_k_vec_dot_type(CL_GGML_F16), CL_GGML_F16);
+    assert_int_equal(cl_k_vec_dot_type(CL_GGML_BF16), CL_GGML_BF16);
+    assert_int_equal(cl_k_vec_dot_type(CL_GGML_F32), CL_GGML_F32);
+    assert_int_equal(cl_k_vec_dot_type(CL_GGML_Q2_K), CL_GGML_TYPE_COUNT);
+    assert_int_equal(cl_k_vec_dot_type(CL_GGML_Q8_K), CL_GGML_TYPE_COUNT);
+    assert_int_equal(cl_k_vec_dot_type(999), CL_GGML_TYPE_COUNT);
+    for (size_t i = 0; i < T_NW; i++)
+        assert_true(cl_k_weight_type_ok(t_wtypes[i]));
+    assert_false(cl_k_weight_type_ok(CL_GGML_Q3_K));
+    assert_false(cl_k_weight_type_ok(CL_GGML_Q8_1));
+    assert_false(cl_k_weight_type_ok(4)); /* removed Q4_2 id */
+
+    assert_int_equal(cl_k_row_bytes(CL_GGML_Q4_0, 64), 36);
+    assert_int_equal(cl_k_row_bytes(CL_GGML_Q8_0, 4096), 4352);
+    assert_int_equal(cl_k_row_bytes(CL_GGML_Q4_K, 512), 288);
+    assert_int_equal(cl_k_row_bytes(CL_GGML_Q6_K, 256), 210);
+    assert_int_equal(cl_k_row_bytes(CL_GGML_Q8_K, 256), 292);
+    assert_int_equal(cl_k_row_bytes(CL_GGML_F16, 7), 14);
+    assert_int_equal(cl_k_row_bytes(CL_GGML_Q4_0, 33), 0);
+    assert_int_equal(cl_k_row_bytes(CL_GGML_Q4_K, 1152), 0); /* not a multiple of 256 */
+    assert_int_equal(cl_k_row_bytes(200, 32), 0);
+    assert_int_equal(cl_k_row_bytes(CL_GGML_F32, SIZE_MAX / 2), 0); /* overflow */
+
+    assert_ok(cl_k_check(CL_GGML_Q4_0, 64));
+    assert_ok(cl_k_check(CL_GGML_F32, 3));
+    assert_err(cl_k_check(CL_GGML_Q4_0, 48), CL_E_INFER_K_LENGTH);
+    assert_err(cl_k_check(CL_GGML_Q4_0, 0), CL_E_INFER_K_LENGTH);
+    assert_err(cl_k_check(CL_GGML_Q6_K, 1152), CL_E_INFER_K_LENGTH);
+    assert_err(cl_k_check(CL_GGML_Q2_K, 256), CL_E_INFER_K_TYPE);
+    assert_err(cl_k_check(77, 256), CL_E_INFER_K_TYPE);
+    assert_non_null(strstr(cl_err_detail(), "77"));
+
+    float x[64] = {0};
+    uint8_t buf[512];
+    assert_err(cl_k_quantize_row(CL_GGML_Q8_0, x, buf, 40), CL_E_INFER_K_LENGTH);
+    assert_err(cl_k_quantize_row(CL_GGML_Q2_K, x, buf, 256), CL_E_INFER_K_TYPE);
+    assert_err(cl_k_quantize_row(CL_GGML_Q8_0, NULL, buf, 32), CL_E_INFER_K_ARG);
+    assert_err(cl_k_dequantize_row(CL_GGML_Q4_K, buf, x, 64), CL_E_INFER_K_LENGTH);
+    assert_err(cl_k_dequantize_row(CL_GGML_I32, buf, x, 4), CL_E_INFER_K_TYPE);
+    assert_err(cl_k_dequantize_row(CL_GGML_Q8_0, buf, NULL, 32), CL_E_INFER_K_ARG);
+    assert_err(cl_k_act_quantize(CL_GGML_Q4_0, x, buf, 32), CL_E_INFER_K_TYPE);
+    assert_err(cl_k_act_quantize(CL_GGML_Q8_K, x, buf, 64), CL_E_INFER_K_LENGTH);
+    assert_true(isnan(cl_k_vec_dot(CL_GGML_Q8_0, buf, buf, 33)));
+    assert_true(isnan(cl_k_vec_dot(CL_GGML_Q3_K, buf, buf, 256)));
+    assert_true(isnan(cl_k_vec_dot(CL_GGML_Q8_0, NULL, buf, 32)));
+}
+
+/* ------------------------------------------------------------ known vectors */
+
+static void test_known_q4_0_q8_0(void **state)
+{
+    (void)state;
+    /* integers -8..7: max |x| is at -8, so d = 1 and every value is exact */
+    float x[64], y[64];
+    for (int i = 0; i < 64; i++)
+        x[i] = (float)((i * 7) % 16 - 8);
+    struct cl_k_block_q4_0 q4[2];
+    assert_ok(cl_k_quantize_row(CL_GGML_Q4_0, x, q4, 64));
+    assert_int_equal(q4[0].d, 0x3c00);
+    assert_int_equal(q4[0].qs[0] & 0xF, 0);     /* -8 + 8 */
+    assert_int_equal(q4[0].qs[1] & 0xF, 7);     /* -1 + 8 */
+    assert_ok(cl_k_dequantize_row(CL_GGML_Q4_0, q4, y, 64));
+    assert_memory_equal(x, y, sizeof(x));
+
+    /* q8_0 reference: amax 127 gives d = 1 */
+    for (int i = 0; i < 32; i++)
+        x[i] = (float)(127 - 8 * i);
+    struct cl_k_block_q8_0 q8;
+    assert_ok(cl_k_quantize_row(CL_GGML_Q8_0, x, &q8, 32));
+    assert_int_equal(q8.d, 0x3c00);
+    for (int i = 0; i < 32; i++)
+        assert_int_equal(q8.qs[i], 127 - 8 * i < -127 ? -127 : 127 - 8 * i);
+
+    /* rounding: the _ref quantizer rounds half away from zero, the
+     * activation quantizer (ggml's AVX path) rounds half to even */
+    memset(x, 0, sizeof(x));
+    x[0] = 127.0f;
+    x[1] = 2.5f;
+    x[2] = -2.5f;
+    x[3] = 3.5f;
+    x[4] = 0.5f;
+    x[5] = -126.5f;
+    struct cl_k_block_q8_0 r, a;
+    assert_ok(cl_k_quantize_row(CL_GGML_Q8_0, x, &r, 32));
+    assert_ok(cl_k_act_quantize(CL_GGML_Q8_0, x, &a, 32));
+    const int8_t want_r[6] = {127, 3, -3, 4, 1, -127}, want_a[6] = {127, 2, -2, 4, 0, -126};
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(r.qs[i], want_r[i]);
+        assert_int_equal(a.qs[i], want_a[i]);
+    }
+    struct cl_k_block_q8_1 a1;
+    assert_ok(cl_k_act_quantize(CL_GGML_Q8_1, x, &a1, 32));
+    assert_int_equal(a1.d, 0x3c00);
+    assert_memory_equal(a1.qs, a.qs, 32);
+    assert_true(cl_k_fp16_to_fp32(a1.s) == (float)(127 + 2 - 2 + 4 + 0 - 126));
+
+    /* hand-computed dot: q4_0 weights (d=1) with q8_0 activations (d=1) */
+    for (int i = 0; i < 32; i++)
+        x[i] = (float)(i % 16 - 8);
+    assert_ok(cl_k_quantize_row(CL_GGML_Q4_0, x, q4, 32));
+    for (int i = 0; i < 32; i++)
+        y[i] = (float)(i == 0 ? 127 : (i % 5) - 2);
+    assert_ok(cl_k_act_quantize(CL_GGML_Q8_0, y, &a, 32));
+    double want = 0;
+    for (int i = 0; i < 32; i++)
+        want += x[i] * y[i];
+    assert_true(cl_k_vec_dot(CL_GGML_Q4_0, q4, &a, 32) == (float)want);
+}
+
+static void test_known_q8_k(void **state)
+{
+    (void)state;
+    float x[256];
+    for (int i = 0; i < 256; i++)
+        x[i] = (float)(i % 17) - 8.0f;
+    x[100] = -127.0f; /* largest magnitude, negative: iscale = 1 */
+    struct cl_k_block_q8_k q;
+    assert_ok(cl_k_act_quantize(CL_GGML_Q8_K, x, &q, 256));
+    assert_true(q.d == 1.0f);
+    for (int i = 0; i < 256; i++)
+        assert_int_equal(q.qs[i], (int)x[i]);
+    for (int g = 0; g < 16; g++) {
+        int s = 0;
+        for (int k = 0; k < 16; k++)
+            s += (int)x[16 * g + k];
+        assert_int_equal(q.bsums[g], s);
+    }
+    /* the max value positive: -127/max makes qs negative then capped at 127 */
+    x[100] = 127.0f;
+    assert_ok(cl_k_quantize_row(CL_GGML_Q8_K, x, &q, 256));
+    assert_true(q.d == -1.0f);
+    assert_int_equal(q.qs[100], -127);
+    assert_int_equal(q.qs[0], 8);
+}
+
+/* ------------------------------------------------------------ round trips */
+
+struct t_bound {
+    uint32_t type;
+    double max_rel_rmse;
+};
+
+static void test_round_trip(void **state)
+{
+    (void)state;
+    static const struct t_bound b[] = {
+        {CL_GGML_F16, 0.0005},  {CL_GGML_BF16, 0.004}, {CL_GGML_Q8_0, 0.006}, {CL_GGML_Q8_1, 0.006},
+        {CL_GGML_Q4_0, 0.12},   {CL_GGML_Q4_1, 0.10},  {CL_GGML_Q5_0, 0.06},  {CL_GGML_Q5_1, 0.05},
+        {CL_GGML_Q4_K, 0.10},   {CL_GGML_Q5_K, 0.05},  {CL_GGML_Q6_K, 0.025}, {CL_GGML_Q8_K, 0.01},
+        {CL_GGML_F32, 0.0},
+    };
+    enum { N = 4096 };
+    float *x = malloc(N * sizeof(float)), *y = malloc(N * sizeof(float));
+    t_fill(x, N, 0.02f);
+    for (size_t t = 0; t < sizeof(b) / sizeof(b[0]); t++) {
+        void *q = t_quant(b[t].type, x, N);
+        assert_ok(cl_k_dequantize_row(b[t].type, q, y, N));
+        double se = 0, sx = 0;
+        for (int i = 0; i < N; i++) {
+            se += (double)(x[i] - y[i]) * (x[i] - y[i]);
+            sx += (double)x[i] * x[i];
+        }
+        double rel = sqrt(se / sx);
+        if (rel > b[t].max_rel_rmse)
+            fail_msg("%s relative rmse %.5f > %.5f", cl_ggml_type_info(b[t].type)->name, rel, b[t].max_rel_rmse);
+        /* quantizing is deterministic */
+        void *q2 = t_quant(b[t].type, x, N);
+        assert_memory_equal(q, q2, cl_k_row_bytes(b[t].type, N));
+        free(q);
+        free(q2);
+    }
+    free(x);
+    free(y);
+}
+
+/* Zero blocks, tiny and large values: no NaN, zeros stay zero. */
+static void test_edges(void **state)
+{
+    (void)state;
+    enum { N = 512 };
+    float x[N], y[N];
+    static const uint32_t types[] = {CL_GGML_Q4_0, CL_GGML_Q4_1, CL_GGML_Q5_0, CL_GGML_Q5_1, CL_GGML_Q8_0,
+                                     CL_GGML_Q8_1, CL_GGML_Q4_K, CL_GGML_Q5_K, CL_GGML_Q6_K, CL_GGML_Q8_K};
+    for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+        memset(x, 0, sizeof(x));
+        void *q = t_quant(types[t], x, N);
+        assert_ok(cl_k_dequantize_row(types[t], q, y, N));
+        for (int i = 0; i < N; i++)
+            assert_true(y[i] == 0.0f);
+        free(q);
+        /* one zero super-block next to a block with huge and tiny values */
+        for (int i = 0; i < N; i++)
+            x[i] = i < 256 ? 0.0f : (i % 3 ? 1e-30f : -5e3f * (float)(i % 7));
+        x[300] = 6e4f;
+        q = t_quant(types[t], x, N);
+        assert_ok(cl_k_dequantize_row(types[t], q, y, N));
+        for (int i = 0; i < N; i++) {
+            assert_false(isnan(y[i]));
+            if (i < 256)
+                assert_true(y[i] == 0.0f);
+        }
+        /* the outlier survives within a few steps of its block's scale */
+        assert_true(fabsf(y[300] - 6e4f) < 6e4f * 0.15f);
+        free(q);
+    }
+    for (size_t i = 0; i < T_NW; i++) {
+        memset(x, 0, sizeof(x));
+        t_fill(y, N, 1.0f);
+        void *w = t_quant(t_wtypes[i], x, N);
+        void *a = t_act(t_wtypes[i], y, N);
+        assert_true(cl_k_vec_dot(t_wtypes[i], w, a, N) == 0.0f);
+        free(w);
+        free(a);
+    }
+}
+
+/* vec_dot equals dequantize-then-dot up to float rounding. */
+static void test_vec_dot_vs_dequant(void **state)
+{
+    (void)state;
+    static const size_t ns[] = {256, 512, 2048};
+    for (size_t k = 0; k < sizeof(ns) / sizeof(ns[0]); k++) {
+        size_t n = ns[k];
+        float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+        float *dx = malloc(n * sizeof(float)), *dy = malloc(n * sizeof(float));
+        for (size_t i = 0; i < T_NW; i++) {
+            uint32_t wt = t_wtypes[i];
+            t_fill(x, n, 0.05f);
+            t_fill(y, n, 1.5f);
+            void *w = t_quant(wt, x, n);
+            void *a = t_act(wt, y, n);
+            assert_ok(cl_k_dequantize_row(wt, w, dx, n));
+            assert_ok(cl_k_dequantize_row(cl_k_vec_dot_type(wt), a, dy, n));
+            double want = 0, mag = 0;
+            for (size_t j = 0; j < n; j++) {
+                want += (double)dx[j] * dy[j];
+                mag += fabs((double)dx[j] * dy[j]);
+            }
+            double slack = 0; /* Q8_1 carries d*sum(q) rounded to fp16 */
+            if (cl_k_vec_dot_type(wt) == CL_GGML_Q8_1) {
+                const struct cl_k_block_q8_1 *ab = a;
+                for (size_t b = 0; b < n / 32; b++) {
+                    uint16_t m16 = wt == CL_GGML_Q4_1 ? ((const struct cl_k_block_q4_1 *)w)[b].m
+                                                      : ((const struct cl_k_block_q5_1 *)w)[b].m;
+                    slack += fabs(cl_k_fp16_to_fp32(m16) * cl_k_fp16_to_fp32(ab[b].s)) / 1024.0;
+                }
+            }
+            cl_cpu_set_level(CL_CPU_SCALAR);
+            float got = cl_k_vec_dot(wt, w, a, n);
+            cl_cpu_set_level(CL_CPU_NONE);
+            if (fabs(got - want) > 2e-5 * mag + slack + 1e-6)
+                fail_msg("%s n=%zu: vec_dot %.7g vs dequantized %.7g (mag %.3g)", cl_ggml_type_info(wt)->name, n,
+                         got, want, mag);
+            free(w);
+            free(a);
+        }
+        free(x);
+        free(y);
+        free(dx);
+        free(dy);
+    }
+}
+
+/* Quantized dot is close to the float dot (end-to-end sanity). */
+static void test_vec_dot_vs_float(void **state)
+{
+    (void)state;
+    enum { N = 4096 };
+    float *x = malloc(N * sizeof(float)), *y = malloc(N * sizeof(float));
+    t_fill(x, N, 0.05f);
+    t_fill(y, N, 1.0f);
+    double want = 0, mag = 0;
+    for (int j = 0; j < N; j++) {
+        want += (double)x[j] * y[j];
+        mag += fabs((double)x[j] * y[j]);
+    }
+    for (size_t i = 0; i < T_NW; i++) {
+        void *w = t_quant(t_wtypes[i], x, N);
+        void *a = t_act(t_wtypes[i], y, N);
+        float got = cl_k_vec_dot(t_wtypes[i], w, a, N);
+        if (fabs(got - want) > 0.05 * mag)
+            fail_msg("%s: %.6g vs %.6g", cl_ggml_type_info(t_wtypes[i])->name, got, want);
+        free(w);
+        free(a);
+    }
+    free(x);
+    free(y);
+}
+
+/* ------------------------------------------------------------ matmul */
+
+static void t_matmul_check(uint32_t wt, size_t n, size_t rows, size_t cols, enum cl_cpu_level lvl)
+{
+    size_t rb = cl_k_row_bytes(wt, n), ws = rb + 16;
+    uint32_t at = cl_k_vec_dot_type(wt);
+    size_t ab = cl_k_row_bytes(at, n), as = ab + 8;
+    char *W = calloc(rows, ws), *A = calloc(cols, as);
+    float *x = malloc(n * sizeof(float));
+    for (size_t r = 0; r < rows; r++) {
+        t_fill(x, n, 0.1f);
+        assert_ok(cl_k_quantize_row(wt, x, W + r * ws, n));
+    }
+    for (size_t c = 0; c < cols; c++) {
+        t_fill(x, n, 1.0f);
+        assert_ok(cl_k_act_quantize(at, x, A + c * as, n));
+    }
+    size_t os = rows + 3;
+    float *out = malloc(cols * os * sizeof(float));
+    for (size_t i = 0; i < cols * os; i++)
+        out[i] = -12345.0f;
+    cl_cpu_set_level(lvl);
+    size_t mid = rows / 3;
+    assert_ok(cl_k_matmul_rows(wt, W, ws, 0, mid, A, as, cols, n, out, os));
+    assert_ok(cl_k_matmul_rows(wt, W, ws, mid, rows, A, as, cols, n, out, os));
+    cl_cpu_set_level(CL_CPU_SCALAR);
+    for (size_t c = 0; c < cols; c++) {
+        for (size_t r = 0; r < rows; r++) {
+            float want = cl_k_vec_dot(wt, W + r * ws, A + c * as, n);
+            float got = out[c * os + r];
+            if (!(fabsf(got - want) <= 1e-4f * (1.0f + fabsf(want))))
+                fail_msg("%s %s n=%zu r=%zu c=%zu: %.7g vs %.7g", cl_ggml_type_info(wt)->name,
+                         cl_cpu_level_name(lvl), n, r, c, got, want);
+        }
+        for (size_t r = rows; r < os; r++)
+            assert_true(out[c * os + r] == -12345.0f); /* padding untouched */
+    }
+    cl_cpu_set_level(CL_CPU_NONE);
+    free(W);
+    free(A);
+    free(x);
+    free(out);
+}
+
+static void test_matmul(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < T_NW; i++) {
+        t_matmul_check(t_wtypes[i], 512, 13, 1, CL_CPU_SCALAR);
+        t_matmul_check(t_wtypes[i], 256, 9, 7, CL_CPU_SCALAR);
+    }
+    float out[4];
+    uint8_t w[64] = {0}, a[64] = {0};
+    assert_err(cl_k_matmul_rows(CL_GGML_Q8_0, w, 34, 0, 1, a, 34, 1, 33, out, 1), CL_E_INFER_K_LENGTH);
+    assert_err(cl_k_matmul_rows(CL_GGML_Q2_K, w, 84, 0, 1, a, 292, 1, 256, out, 1), CL_E_INFER_K_TYPE);
+    assert_err(cl_k_matmul_rows(CL_GGML_Q8_0, w, 33, 0, 1, a, 34, 1, 32, out, 1), CL_E_INFER_K_ARG);
+    assert_err(cl_k_matmul_rows(CL_GGML_Q8_0, w, 34, 1, 0, a, 34, 1, 32, out, 1), CL_E_INFER_K_ARG);
+    assert_err(cl_k_matmul_rows(CL_GGML_Q8_0, w, 34, 0, 1, a, 30, 2, 32, out, 2), CL_E_INFER_K_ARG);
+    assert_err(cl_k_matmul_rows(CL_GGML_Q8_0, w, 34, 0, 2, a, 34, 2, 32, out, 1), CL_E_INFER_K_ARG);
+    assert_err(cl_k_matmul_rows(CL_GGML_Q8_0, NULL, 34, 0, 1, a, 34, 1, 32, out, 1), CL_E_INFER_K_ARG);
+    assert_ok(cl_k_matmul_rows(CL_GGML_Q8_0, w, 34, 1, 1, a, 34, 1, 32, out, 1)); /* empty range */
+    assert_ok(cl_k_matmul_rows(CL_GGML_Q8_0, w, 34, 0, 1, a, 34, 1, 32, out, 1));
+    assert_true(out[0] == 0.0f);
+}
+
+/* ------------------------------------------------------------ SIMD vs scalar */
+
+static void test_simd_vs_scalar(void **state)
+{
+    (void)state;
+    enum cl_cpu_level top = cl_cpu_level();
+    if (top < CL_CPU_AVX2)
+        skip();
+    static const size_t ns[] = {256, 512, 768, 1024, 4096};
+    for (enum cl_cpu_level lvl = CL_CPU_AVX2; lvl <= top; lvl++) {
+        for (size_t k = 0; k < sizeof(ns) / sizeof(ns[0]); k++) {
+            size_t n = ns[k];
+            float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+            for (size_t i = 0; i < T_NW; i++) {
+                uint32_t wt = t_wtypes[i];
+                for (int rep = 0; rep < 3; rep++) {
+                    t_fill(x, n, rep == 2 ? 30.0f : 0.05f);
+                    t_fill(y, n, rep == 1 ? 1e-3f : 2.0f);
+                    void *w = t_quant(wt, x, n);
+                    uint32_t at = cl_k_vec_dot_type(wt);
+                    size_t ab = cl_k_row_bytes(at, n);
+                    void *a1 = malloc(ab), *a2 = malloc(ab);
+                    cl_cpu_set_level(CL_CPU_SCALAR);
+                    assert_ok(cl_k_act_quantize(at, y, a1, n));
+                    float want = cl_k_vec_dot(wt, w, a1, n);
+                    cl_cpu_set_level(lvl);
+                    assert_ok(cl_k_act_quantize(at, y, a2, n));
+                    assert_memory_equal(a1, a2, ab); /* activation quantization is bit-exact */
+                    float got = cl_k_vec_dot(wt, w, a2, n);
+                    cl_cpu_set_level(CL_CPU_NONE);
+                    /* tolerance from the magnitude of the terms */
+                    float *dx = malloc(n * sizeof(float)), *dy = malloc(n * sizeof(float));
+                    assert_ok(cl_k_dequantize_row(wt, w, dx, n));
+                    assert_ok(cl_k_dequantize_row(at, a1, dy, n));
+                    double mag = 0;
+                    for (size_t j = 0; j < n; j++)
+                        mag += fabs((double)dx[j] * dy[j]);
+                    if (!(fabs(got - want) <= 3e-6 * mag + 1e-30))
+                        fail_msg("%s %s n=%zu rep %d: %.9g vs scalar %.9g (mag %.3g)", cl_ggml_type_info(wt)->name,
+                                 cl_cpu_level_name(lvl), n, rep, got, want, mag);
+                    free(dx);
+                    free(dy);
+                    free(w);
+                    free(a1);
+                    free(a2);
+                }
+            }
+            free(x);
+            free(y);
+        }
+        for (size_t i = 0; i < T_NW; i++) {
+            t_matmul_check(t_wtypes[i], 512, 21, 1, lvl);
+            t_matmul_check(t_wtypes[i], 256, 11, 9, lvl);
+            t_matmul_check(t_wtypes[i], 1024, 5, 4, lvl);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ float helpers */
+
+static void test_f32_helpers(void **state)
+{
+    (void)state;
+    float a[37], b[37], c[37];
+    for (int i = 0; i < 37; i++) {
+        a[i] = (float)i * 0.25f - 3.0f;
+        b[i] = (float)(i % 5) - 2.0f;
+    }
+    double want = 0;
+    for (int i = 0; i < 37; i++)
+        want += (double)a[i] * b[i];
+    assert_true(fabs(cl_k_dot_f32(a, b, 37) - want) < 1e-4);
+    assert_true(cl_k_dot_f32(a, b, 0) == 0.0f);
+
+    memcpy(c, a, sizeof(c));
+    cl_k_axpy_f32(c, 2.0f, b, 37);
+    for (int i = 0; i < 37; i++)
+        assert_true(c[i] == a[i] + 2.0f * b[i]);
+    cl_k_scale_f32(c, 0.5f, 37);
+    cl_k_add_f32(c, a, 37);
+    cl_k_mul_f32(c, b, 37);
+    for (int i = 0; i < 37; i++)
+        assert_true(fabsf(c[i] - ((a[i] + 2.0f * b[i]) * 0.5f + a[i]) * b[i]) < 1e-5f);
+
+    float s[5] = {1.0f, 2.0f, 3.0f, 4.0f, -1e30f};
+    float mx = cl_k_softmax_f32(s, 5);
+    assert_true(mx == 4.0f);
+    double tot = 0;
+    for (int i = 0; i < 5; i++)
+        tot += s[i];
+    assert_true(fabs(tot - 1.0) < 1e-6);
+    assert_true(fabsf(s[3] - 0.6439142598879722f) < 1e-6f);
+    assert_true(s[4] == 0.0f);
+    assert_true(cl_k_softmax_f32(s, 0) == -INFINITY);
+
+    float r[4] = {1.0f, -2.0f, 3.0f, -4.0f}, w[4] = {1.0f, 2.0f, 0.5f, 1.0f}, o[4];
+    cl_k_rmsnorm_f32(o, r, NULL, 4, 0.0f);
+    float inv = 1.0f / sqrtf(7.5f);
+    for (int i = 0; i < 4; i++)
+        assert_true(fabsf(o[i] - r[i] * inv) < 1e-6f);
+    cl_k_rmsnorm_f32(r, r, w, 4, 1e-5f); /* in place with weights */
+    inv = 1.0f / sqrtf(7.5f + 1e-5f);
+    assert_true(fabsf(r[1] - (-2.0f * inv * 2.0f)) < 1e-6f);
+
+    float g[6] = {-20.0f, -1.0f, 0.0f, 1.0f, 3.0f, 12.0f}, ge[6], gg[6], si[6];
+    cl_k_gelu_f32(ge, g, 6);
+    cl_k_gelu_ggml_f32(gg, g, 6);
+    cl_k_silu_f32(si, g, 6);
+    assert_true(fabsf(ge[3] - 0.8411920f) < 1e-6f);
+    assert_true(fabsf(ge[1] + 0.1588080f) < 1e-6f);
+    assert_true(ge[2] == 0.0f && gg[2] == 0.0f);
+    assert_true(gg[0] == 0.0f && gg[5] == 12.0f);
+    for (int i = 0; i < 6; i++)
+        assert_true(fabsf(gg[i] - ge[i]) <= 2e-3f * (1.0f + fabsf(ge[i])));
+    /* ggml table semantics: the result is an fp16 value */
+    assert_true(cl_k_fp16_to_fp32(cl_k_fp32_to_fp16(gg[3])) == gg[3]);
+    assert_true(fabsf(si[3] - 0.7310586f) < 1e-6f);
+    assert_true(si[2] == 0.0f);
+    assert_true(fabsf(si[0]) < 1e-7f);
+
+    float u[6] = {1, 2, 3, 4, 5, 6}, y[6];
+    cl_k_swiglu_f32(y, g, u, 6);
+    for (int i = 0; i < 6; i++)
+        assert_true(fabsf(y[i] - si[i] * u[i]) < 1e-5f);
+    cl_k_geglu_ggml_f32(y, g, u, 6);
+    for (int i = 0; i < 6; i++)
+        assert_true(y[i] == gg[i] * u[i]);
+    cl_k_geglu_f32(y, g, u, 6);
+    for (int i = 0; i < 6; i++)
+        assert_true(fabsf(y[i] - ge[i] * u[i]) < 1e-5f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fp16_known),
+        cmocka_unit_test(test_fp16_vs_f16c),
+        cmocka_unit_test(test_bf16),
+        cmocka_unit_test(test_types),
+        cmocka_unit_test(test_known_q4_0_q8_0),
+        cmocka_unit_test(test_known_q8_k),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_edges),
+        cmocka_unit_test(test_vec_dot_vs_dequant),
+        cmocka_unit_test(test_vec_dot_vs_float),
+        cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_simd_vs_scalar),
+        cmocka_unit_test(test_f32_helpers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
