@@ -411,6 +411,156 @@ static void test_gguf_open_file_errors(void **state)
     assert_null(g);
 }
 
+
+static void test_gguf_writer_roundtrip(void **state)
+{
+    (void)state;
+    for (int pass = 0; pass < 2; pass++) {
+        uint32_t align = pass ? 64 : 0;
+        cl_gguf_writer *w = NULL;
+        assert_ok(cl_gguf_writer_new(align, &w));
+        assert_ok(cl_gguf_writer_add_str(w, "general.architecture", "llama"));
+        assert_ok(cl_gguf_writer_add_u8(w, "t.u8", 200));
+        assert_ok(cl_gguf_writer_add_i8(w, "t.i8", -5));
+        assert_ok(cl_gguf_writer_add_u16(w, "t.u16", 60000));
+        assert_ok(cl_gguf_writer_add_i16(w, "t.i16", -30000));
+        assert_ok(cl_gguf_writer_add_u32(w, "t.u32", 4000000000u));
+        assert_ok(cl_gguf_writer_add_i32(w, "t.i32", -7));
+        assert_ok(cl_gguf_writer_add_u64(w, "t.u64", 1ull << 40));
+        assert_ok(cl_gguf_writer_add_i64(w, "t.i64", -(1ll << 40)));
+        assert_ok(cl_gguf_writer_add_f32(w, "t.f32", 0.25f));
+        assert_ok(cl_gguf_writer_add_f64(w, "t.f64", 0.125));
+        assert_ok(cl_gguf_writer_add_bool(w, "t.bool", true));
+        assert_ok(cl_gguf_writer_add_strn(w, "t.bin", "a\0b", 3));
+        const char *toks[] = {"<unk>", "\xe2\x96\x81the", ""};
+        assert_ok(cl_gguf_writer_add_arr_str(w, "t.toks", toks, 3));
+        float sc[3] = {0.0f, -1.5f, 2.0f};
+        assert_ok(cl_gguf_writer_add_arr(w, "t.scores", CL_GGUF_FLOAT32, sc, 3));
+        int32_t ty[3] = {2, 1, 6};
+        assert_ok(cl_gguf_writer_add_arr(w, "t.types", CL_GGUF_INT32, ty, 3));
+        assert_ok(cl_gguf_writer_add_arr(w, "t.empty", CL_GGUF_UINT8, NULL, 0));
+        /* misuse */
+        assert_err(cl_gguf_writer_add_u32(w, "t.u32", 1), CL_E_INFER_GGUF_BAD_KEY);
+        assert_err(cl_gguf_writer_add_u32(w, "", 1), CL_E_INFER_GGUF_BAD_KEY);
+        assert_err(cl_gguf_writer_add_u32(w, "bad\nkey", 1), CL_E_INFER_GGUF_BAD_KEY);
+        assert_err(cl_gguf_writer_add_arr(w, "t.nested", CL_GGUF_ARRAY, ty, 1), CL_E_INFER_GGUF_BAD_TYPE);
+        uint8_t badbool = 3;
+        assert_err(cl_gguf_writer_add_arr(w, "t.bb", CL_GGUF_BOOL, &badbool, 1), CL_E_INFER_GGUF_BAD_VALUE);
+
+        float a[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+        int64_t ne_a[2] = {4, 2};
+        assert_ok(cl_gguf_writer_add_tensor(w, "a.weight", CL_GGML_F32, 2, ne_a, a, sizeof(a)));
+        uint8_t q[34 * 2];
+        for (size_t i = 0; i < sizeof(q); i++)
+            q[i] = (uint8_t)i;
+        int64_t ne_q[2] = {32, 2};
+        assert_ok(cl_gguf_writer_add_tensor(w, "q.weight", CL_GGML_Q8_0, 2, ne_q, q, sizeof(q)));
+        void *k = NULL;
+        int64_t ne_k[1] = {256};
+        assert_ok(cl_gguf_writer_add_tensor_alloc(w, "k.weight", CL_GGML_Q4_K, 1, ne_k, &k));
+        memset(k, 0x5a, 144);
+        assert_err(cl_gguf_writer_add_tensor(w, "a.weight", CL_GGML_F32, 2, ne_a, a, sizeof(a)), CL_E_INFER_GGUF_BAD_NAME);
+        assert_err(cl_gguf_writer_add_tensor(w, "b", CL_GGML_F32, 2, ne_a, a, 4), CL_E_INFER_GGUF_WRITER);
+        assert_err(cl_gguf_writer_add_tensor(w, "c", CL_GGML_Q8_0, 1, ne_a, a, 34), CL_E_INFER_GGUF_BAD_DIMS);
+        assert_err(cl_gguf_writer_add_tensor(w, "d", 5, 1, ne_a, a, 16), CL_E_INFER_GGUF_TENSOR_TYPE);
+        assert_err(cl_gguf_writer_add_tensor(w, "0123456789012345678901234567890123456789012345678901234567890123",
+                                             CL_GGML_F32, 2, ne_a, a, sizeof(a)), CL_E_INFER_GGUF_BAD_NAME);
+
+        uint8_t *img = NULL;
+        size_t len = 0;
+        assert_ok(cl_gguf_writer_write_memory(w, &img, &len));
+        char path[] = "/tmp/cl_gguf_w_XXXXXX";
+        int fd = mkstemp(path);
+        assert_true(fd >= 0);
+        close(fd);
+        assert_ok(cl_gguf_writer_write_file(w, path));
+        cl_gguf_writer_free(w);
+
+        /* the file equals the memory image */
+        struct cl_buf fb;
+        cl_buf_init(&fb, 1 << 20, CL_BUF_NONE);
+        assert_ok(cl_file_read(path, 1 << 20, &fb));
+        assert_int_equal(fb.len, len);
+        assert_memory_equal(fb.data, img, len);
+        cl_buf_free(&fb);
+
+        cl_gguf *g = NULL;
+        assert_ok(cl_gguf_open_file(path, &g));
+        unlink(path);
+        assert_int_equal(cl_gguf_version(g), 3);
+        assert_int_equal(cl_gguf_alignment(g), pass ? 64 : 32);
+        assert_int_equal(cl_gguf_n_kv(g), pass ? 18 : 17);
+        assert_int_equal(len % (pass ? 64 : 32), 0);
+        int64_t iv;
+        uint32_t u;
+        float f;
+        bool bv;
+        struct cl_gguf_str s;
+        assert_ok(cl_gguf_get_int(g, "t.u8", &iv)); assert_int_equal(iv, 200);
+        assert_ok(cl_gguf_get_int(g, "t.i8", &iv)); assert_int_equal(iv, -5);
+        assert_ok(cl_gguf_get_int(g, "t.u16", &iv)); assert_int_equal(iv, 60000);
+        assert_ok(cl_gguf_get_int(g, "t.i16", &iv)); assert_int_equal(iv, -30000);
+        assert_ok(cl_gguf_get_u32(g, "t.u32", &u)); assert_int_equal(u, 4000000000u);
+        assert_ok(cl_gguf_get_int(g, "t.i32", &iv)); assert_int_equal(iv, -7);
+        assert_ok(cl_gguf_get_int(g, "t.u64", &iv)); assert_int_equal(iv, 1ll << 40);
+        assert_ok(cl_gguf_get_int(g, "t.i64", &iv)); assert_int_equal(iv, -(1ll << 40));
+        assert_err(cl_gguf_get_uint32_any(g, "t.i64", &u), CL_E_INFER_GGUF_BAD_VALUE);
+        assert_ok(cl_gguf_get_f32(g, "t.f32", &f)); assert_true(f == 0.25f);
+        assert_ok(cl_gguf_get_float(g, "t.f64", &f)); assert_true(f == 0.125f);
+        assert_ok(cl_gguf_get_bool(g, "t.bool", &bv)); assert_true(bv);
+        assert_ok(cl_gguf_get_str(g, "t.bin", &s));
+        assert_int_equal(s.len, 3);
+        assert_memory_equal(s.p, "a\0b", 3);
+        struct cl_gguf_str *ts = NULL;
+        size_t n;
+        assert_ok(cl_gguf_get_arr_str(g, "t.toks", &ts, &n));
+        assert_int_equal(n, 3);
+        assert_int_equal(ts[1].len, 6);
+        assert_memory_equal(ts[1].p, "\xe2\x96\x81the", 6);
+        free(ts);
+        float *fs = NULL;
+        assert_ok(cl_gguf_get_arr_f32(g, "t.scores", &fs, &n));
+        assert_true(fs[1] == -1.5f);
+        free(fs);
+        int32_t *is = NULL;
+        assert_ok(cl_gguf_get_arr_i32(g, "t.types", &is, &n));
+        assert_int_equal(is[2], 6);
+        free(is);
+        const struct cl_gguf_kv *kv = NULL;
+        assert_ok(cl_gguf_get_arr(g, "t.empty", CL_GGUF_UINT8, &kv));
+        assert_int_equal(kv->n, 0);
+        assert_int_equal(cl_gguf_n_tensors(g), 3);
+        const struct cl_gguf_tensor *t = cl_gguf_find_tensor(g, "a.weight");
+        assert_non_null(t);
+        assert_memory_equal(t->data, a, sizeof(a));
+        t = cl_gguf_find_tensor(g, "q.weight");
+        assert_int_equal(t->ne[1], 2);
+        assert_memory_equal(t->data, q, sizeof(q));
+        assert_int_equal(t->offset, pass ? 64 : 32);
+        t = cl_gguf_find_tensor(g, "k.weight");
+        assert_int_equal(t->type, CL_GGML_Q4_K);
+        assert_int_equal(t->nbytes, 144);
+        assert_int_equal(((const uint8_t *)t->data)[143], 0x5a);
+        assert_int_equal(((uintptr_t)t->data - (uintptr_t)cl_gguf_buffer(g, NULL)) % (pass ? 64 : 32), 0);
+        cl_gguf_free(g);
+        free(img);
+    }
+    cl_gguf_writer *w = NULL;
+    assert_err(cl_gguf_writer_new(48, &w), CL_E_INFER_GGUF_ALIGN);
+    /* An empty writer still produces a valid file. */
+    assert_ok(cl_gguf_writer_new(0, &w));
+    uint8_t *img;
+    size_t len;
+    assert_ok(cl_gguf_writer_write_memory(w, &img, &len));
+    assert_int_equal(len, 32); /* 24-byte header padded */
+    cl_gguf *g = NULL;
+    assert_ok(cl_gguf_open_memory(img, len, &g));
+    cl_gguf_free(g);
+    free(img);
+    assert_err(cl_gguf_writer_write_file(w, "/nonexistent-dir/x.gguf"), CL_E_CORE_NOT_FOUND);
+    cl_gguf_writer_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -419,6 +569,7 @@ int main(void)
         cmocka_unit_test(test_gguf_reference_models),
         cmocka_unit_test(test_gguf_vocab_files),
         cmocka_unit_test(test_gguf_open_file_errors),
+        cmocka_unit_test(test_gguf_writer_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
