@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "cloister/gguf.h"
 #include "cloister/infer/model.h"
+#include "cloister/infer/model_mk.h"
 #include "cloister/log.h"
 
 #define CL_INFER_MAX_TOKENS 65536u
@@ -350,5 +351,80 @@ int cl_cmd_bench(int argc, char **argv)
     else
         printf("pp%llu: %.2f tokens/s   tg%llu: %.2f tokens/s   (%llu threads)\n", (unsigned long long)np, pp_tps,
                (unsigned long long)ng, tg_tps, (unsigned long long)threads);
+    return CL_EXIT_OK;
+}
+
+/* ---- mkmodel --------------------------------------------------------- */
+
+static void cl_infer_mkmodel_help(FILE *f)
+{
+    fprintf(f, "usage: cloister mkmodel --arch llama|gemma3 --shape SPEC --type TYPE -o FILE.gguf\n"
+               "                        [--vocab VOCAB.gguf] [--seed N] [-t THREADS]\n\n"
+               "Writes a GGUF v3 model with random weights at any shape, for benchmarks.\n"
+               "SPEC: tiny, gemma3-1b or llama-1b (the shapes of perf.md), optionally followed\n"
+               "by ,key=value overrides (embd layers heads kv hd ff vocab ctx swa pattern\n"
+               "rope_base rope_local rope_scale), e.g. gemma3-1b,layers=4.\n"
+               "TYPE: f32, f16, q8_0, q4_0, q4_k (the Q4_K_M mix) or q6_k, with the tensor\n"
+               "choices and fallbacks llama-quantize makes.\n"
+               "--vocab copies the tokenizer from a GGUF file (its size must match the vocab);\n"
+               "otherwise a small byte-level SPM vocabulary is generated.\n");
+}
+
+int cl_cmd_mkmodel(int argc, char **argv)
+{
+    const char *cmd = "mkmodel", *arch_s = NULL, *shape_s = NULL, *type_s = NULL, *out = NULL, *vocab = NULL;
+    uint64_t seed = 1, threads = 2;
+    for (int i = 1; i < argc; i++) {
+        if (cl_cli_is_help(argv[i])) {
+            cl_infer_mkmodel_help(stdout);
+            return CL_EXIT_OK;
+        } else if (!strcmp(argv[i], "--arch") && i + 1 < argc) {
+            arch_s = argv[++i];
+        } else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
+            shape_s = argv[++i];
+        } else if (!strcmp(argv[i], "--type") && i + 1 < argc) {
+            type_s = argv[++i];
+        } else if (!strcmp(argv[i], "-o") && i + 1 < argc) {
+            out = argv[++i];
+        } else if (!strcmp(argv[i], "--vocab") && i + 1 < argc) {
+            vocab = argv[++i];
+        } else if (!strcmp(argv[i], "--seed")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 0, UINT64_MAX, &seed))
+                return cl_cli_usage_error(cmd, "--seed needs a number");
+        } else if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_POOL_MAX_THREADS, &threads))
+                return cl_cli_usage_error(cmd, "-t needs a thread count in 1..%u", CL_POOL_MAX_THREADS);
+        } else {
+            return cl_cli_usage_error(cmd, "unknown or incomplete argument '%s'", argv[i]);
+        }
+    }
+    if (!arch_s || !shape_s || !type_s || !out)
+        return cl_cli_usage_error(cmd, "--arch, --shape, --type and -o are required");
+    enum cl_model_arch arch = !strcmp(arch_s, "llama") ? CL_MODEL_ARCH_LLAMA
+                              : !strcmp(arch_s, "gemma3") ? CL_MODEL_ARCH_GEMMA3
+                                                          : CL_MODEL_ARCH_NONE;
+    if (arch == CL_MODEL_ARCH_NONE)
+        return cl_cli_usage_error(cmd, "--arch must be llama or gemma3");
+    struct cl_model_mk_opts o = {.seed = seed, .threads = (unsigned)threads};
+    o.type = cl_model_mk_type_parse(type_s);
+    if (o.type == CL_MODEL_MK_NONE)
+        return cl_cli_usage_error(cmd, "--type must be f32, f16, q8_0, q4_0, q4_k or q6_k");
+    cl_err rc = cl_model_shape_parse(arch, shape_s, &o.shape);
+    if (rc != CL_OK) {
+        char b[256];
+        return cl_cli_usage_error(cmd, "--shape: %s", cl_err_format(rc, b, sizeof(b)));
+    }
+    cl_gguf *vg = NULL;
+    cl_gguf_writer *w = NULL;
+    if (vocab && (rc = cl_gguf_open_file(vocab, &vg)) != CL_OK)
+        return cl_cli_fail(cmd, "reading vocabulary file", rc);
+    o.vocab = vg;
+    rc = cl_model_mk(&o, &w);
+    if (rc == CL_OK)
+        rc = cl_gguf_writer_write_file(w, out);
+    cl_gguf_writer_free(w);
+    cl_gguf_free(vg);
+    if (rc != CL_OK)
+        return cl_cli_fail(cmd, "writing model", rc);
     return CL_EXIT_OK;
 }

@@ -10,7 +10,10 @@
 #include "cloister/infer/pool.h"
 #include "cloister/log.h"
 
-#define CL_POOL_SPIN 20000
+/* Short busy-wait, then yield (the machine may have fewer free cores than
+ * threads, and a spinning thread would hold the core its peer needs). */
+#define CL_POOL_SPIN 4000
+#define CL_POOL_PAUSE 256
 
 struct cl_pool_worker {
     struct cl_pool *pool;
@@ -33,8 +36,12 @@ struct cl_pool {
     void *ctx;
 };
 
-static inline void cl_pool_relax(void)
+static inline void cl_pool_relax(int i)
 {
+    if (i >= CL_POOL_PAUSE) {
+        sched_yield();
+        return;
+    }
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
@@ -48,7 +55,7 @@ static void *cl_pool_main(void *arg)
     for (;;) {
         unsigned g = atomic_load(&p->gen);
         for (int i = 0; g == seen && i < CL_POOL_SPIN && !atomic_load(&p->stop); i++) {
-            cl_pool_relax();
+            cl_pool_relax(i);
             g = atomic_load(&p->gen);
         }
         if (g == seen) {
@@ -137,7 +144,7 @@ void cl_pool_run(struct cl_pool *p, cl_pool_fn fn, void *ctx)
     pthread_mutex_unlock(&p->mu);
     fn(ctx, 0, p->n);
     for (int i = 0; atomic_load(&p->pending) != 0 && i < CL_POOL_SPIN; i++)
-        cl_pool_relax();
+        cl_pool_relax(i);
     if (atomic_load(&p->pending) != 0) {
         pthread_mutex_lock(&p->mu);
         while (atomic_load(&p->pending) != 0)

@@ -9,6 +9,7 @@
 
 #include "cloister/gguf.h"
 #include "cloister/infer/model.h"
+#include "cloister/infer/model_mk.h"
 
 #define N_PROMPTS 4
 static const char *const cl_t_prompts[N_PROMPTS] = {"P1", "P2", "P3", "P4"};
@@ -303,6 +304,116 @@ static void test_concurrent(void **state)
     cl_t_close(&tm);
 }
 
+/* Builds a random model in memory and loads it; returns the load result. */
+static cl_err cl_t_mk_load(enum cl_model_arch arch, const char *shape, enum cl_model_mk_type type, const char *omit,
+                           uint32_t ff_key, uint8_t **buf, cl_gguf **g, struct cl_model **m)
+{
+    struct cl_model_mk_opts o = {.type = type, .seed = 7, .threads = 2, .omit = omit, .ff_key = ff_key};
+    cl_gguf_writer *w = NULL;
+    size_t len = 0;
+    assert_ok(cl_model_shape_parse(arch, shape, &o.shape));
+    assert_ok(cl_model_mk(&o, &w));
+    assert_ok(cl_gguf_writer_write_memory(w, buf, &len));
+    cl_gguf_writer_free(w);
+    assert_ok(cl_gguf_open_memory(*buf, len, g));
+    return cl_model_load(*g, m);
+}
+
+static void test_mkmodel_types(void **state)
+{
+    (void)state;
+    static const enum cl_model_mk_type types[] = {CL_MODEL_MK_F32, CL_MODEL_MK_F16, CL_MODEL_MK_Q8_0,
+                                                  CL_MODEL_MK_Q4_0, CL_MODEL_MK_Q4_K, CL_MODEL_MK_Q6_K};
+    for (int a = 0; a < 2; a++) {
+        enum cl_model_arch arch = a ? CL_MODEL_ARCH_GEMMA3 : CL_MODEL_ARCH_LLAMA;
+        for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+            uint8_t *buf = NULL;
+            cl_gguf *g = NULL;
+            struct cl_model *m = NULL;
+            /* widths 256/512 so K-quants apply; vocab 300 keeps it small */
+            assert_ok(cl_t_mk_load(arch, "tiny,embd=256,ff=512,hd=64,vocab=300,layers=3", types[i], NULL, 0, &buf, &g,
+                                   &m));
+            const struct cl_model_hparams *hp = cl_model_hparams(m);
+            assert_int_equal(hp->n_embd, 256);
+            assert_int_equal(hp->n_layer, 3);
+            assert_int_equal(hp->n_vocab, 300);
+            assert_int_equal(hp->tied_output, arch == CL_MODEL_ARCH_GEMMA3);
+            struct cl_model_seq *s = NULL;
+            float *logits = malloc(300 * sizeof(float));
+            int32_t toks[3] = {1, 100, 200};
+            assert_ok(cl_model_seq_new(m, 8, NULL, &s));
+            assert_ok(cl_model_seq_eval(s, toks, 3, logits, false));
+            for (size_t k = 0; k < 300; k++)
+                assert_true(isfinite(logits[k]));
+            cl_model_seq_free(s);
+            free(logits);
+            cl_model_free(m);
+            cl_gguf_free(g);
+            free(buf);
+        }
+    }
+}
+
+static void test_load_errors(void **state)
+{
+    (void)state;
+    struct {
+        enum cl_model_arch arch;
+        const char *omit;
+        uint32_t ff;
+        cl_err want;
+    } cases[] = {
+        {CL_MODEL_ARCH_LLAMA, "blk.1.ffn_up.weight", 0, CL_E_INFER_MODEL_TENSOR},
+        {CL_MODEL_ARCH_LLAMA, "output_norm.weight", 0, CL_E_INFER_MODEL_TENSOR},
+        {CL_MODEL_ARCH_LLAMA, "llama.embedding_length", 0, CL_E_INFER_MODEL_KEY},
+        {CL_MODEL_ARCH_LLAMA, "llama.attention.layer_norm_rms_epsilon", 0, CL_E_INFER_MODEL_KEY},
+        {CL_MODEL_ARCH_LLAMA, NULL, 96, CL_E_INFER_MODEL_SHAPE},
+        {CL_MODEL_ARCH_GEMMA3, "blk.0.attn_k_norm.weight", 0, CL_E_INFER_MODEL_TENSOR},
+        {CL_MODEL_ARCH_GEMMA3, "blk.1.post_ffw_norm.weight", 0, CL_E_INFER_MODEL_TENSOR},
+        {CL_MODEL_ARCH_GEMMA3, "gemma3.attention.sliding_window", 0, CL_E_INFER_MODEL_KEY},
+        {CL_MODEL_ARCH_GEMMA3, "gemma3.block_count", 0, CL_E_INFER_MODEL_KEY},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint8_t *buf = NULL;
+        cl_gguf *g = NULL;
+        struct cl_model *m = NULL;
+        cl_err rc = cl_t_mk_load(cases[i].arch, "tiny,vocab=300", CL_MODEL_MK_Q8_0, cases[i].omit, cases[i].ff, &buf,
+                                 &g, &m);
+        if (rc != cases[i].want)
+            fail_msg("case %zu: %s, expected %s", i, cl_err_name(rc) ? cl_err_name(rc) : "OK", cl_err_name(cases[i].want));
+        assert_null(m);
+        assert_true(strlen(cl_err_detail()) > 0);
+        cl_gguf_free(g);
+        free(buf);
+    }
+    /* the sliding-window pattern defaults to 6 when absent */
+    uint8_t *buf = NULL;
+    cl_gguf *g = NULL;
+    struct cl_model *m = NULL;
+    assert_ok(cl_t_mk_load(CL_MODEL_ARCH_GEMMA3, "tiny,vocab=300,layers=7", CL_MODEL_MK_Q8_0,
+                           "gemma3.attention.sliding_window_pattern", 0, &buf, &g, &m));
+    assert_int_equal(cl_model_hparams(m)->swa_pattern, 6);
+    for (uint32_t il = 0; il < 7; il++)
+        assert_int_equal(cl_model_layer_is_swa(m, il), il != 5);
+    cl_model_free(m);
+    cl_gguf_free(g);
+    free(buf);
+    /* shapes and types */
+    struct cl_model_shape sh;
+    assert_err(cl_model_shape_parse(CL_MODEL_ARCH_LLAMA, "huge", &sh), CL_E_CORE_INVALID_ARG);
+    assert_err(cl_model_shape_parse(CL_MODEL_ARCH_LLAMA, "tiny,bogus=1", &sh), CL_E_CORE_INVALID_ARG);
+    assert_err(cl_model_shape_parse(CL_MODEL_ARCH_LLAMA, "tiny,heads=3", &sh), CL_E_INFER_MODEL_HPARAMS);
+    assert_err(cl_model_shape_parse(CL_MODEL_ARCH_LLAMA, "tiny,layers=1.5", &sh), CL_E_CORE_INVALID_ARG);
+    assert_ok(cl_model_shape_parse(CL_MODEL_ARCH_GEMMA3, "gemma3-1b", &sh));
+    assert_int_equal(sh.n_embd, 1152);
+    assert_int_equal(sh.swa_pattern, 6);
+    assert_ok(cl_model_shape_parse(CL_MODEL_ARCH_LLAMA, "llama-1b,layers=2", &sh));
+    assert_int_equal(sh.n_head_kv, 8);
+    assert_int_equal(sh.n_layer, 2);
+    assert_int_equal(cl_model_mk_type_parse("q4_k_m"), CL_MODEL_MK_Q4_K);
+    assert_int_equal(cl_model_mk_type_parse("q3_k"), CL_MODEL_MK_NONE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -315,6 +426,8 @@ int main(void)
         cmocka_unit_test(test_gemma3_q8_0),
         cmocka_unit_test(test_gemma3_q4_0),
         cmocka_unit_test(test_interleaved),
+        cmocka_unit_test(test_mkmodel_types),
+        cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_concurrent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
