@@ -1,0 +1,96 @@
+/* Single-thread matvec throughput of the inference kernels: GB/s of weight
+ * bytes per type and SIMD path, plus a prompt-style matmul (many columns). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cloister/cpu.h"
+#include "cloister/infer/kernels.h"
+
+static double bk_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t bk_rng = 88172645463325252ull;
+
+static float bk_rand(void)
+{
+    bk_rng ^= bk_rng << 13;
+    bk_rng ^= bk_rng >> 7;
+    bk_rng ^= bk_rng << 17;
+    return (float)((bk_rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+int main(int argc, char **argv)
+{
+    /* a 2048 x 5632 matrix (llama-1b FFN shape): 11.5M weights, far above cache */
+    size_t n = 2048, rows = 5632, cols_pp = 64;
+    double min_s = argc > 1 ? atof(argv[1]) : 0.5;
+    static const uint32_t types[] = {CL_GGML_Q4_0, CL_GGML_Q8_0, CL_GGML_Q5_0, CL_GGML_Q4_K, CL_GGML_Q5_K,
+                                     CL_GGML_Q6_K, CL_GGML_F16,  CL_GGML_F32,  CL_GGML_Q4_1, CL_GGML_Q5_1,
+                                     CL_GGML_BF16};
+    float *x = malloc(n * sizeof(float));
+    float *out = malloc(rows * cols_pp * sizeof(float));
+    printf("| type | path | matvec GB/s | matvec ms | pp%zu GB/s-equiv | pp%zu Mcols·rows/s |\n", cols_pp, cols_pp);
+    printf("|---|---|---:|---:|---:|---:|\n");
+    for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+        uint32_t wt = types[t], at = cl_k_vec_dot_type(wt);
+        size_t rb = cl_k_row_bytes(wt, n), ab = cl_k_row_bytes(at, n);
+        unsigned char *W = malloc(rb * rows), *A = malloc(ab * cols_pp);
+        for (size_t r = 0; r < rows; r++) {
+            for (size_t i = 0; i < n; i++)
+                x[i] = bk_rand() * 0.05f;
+            if (cl_k_quantize_row(wt, x, W + r * rb, n) != CL_OK)
+                return 1;
+        }
+        for (size_t c = 0; c < cols_pp; c++) {
+            for (size_t i = 0; i < n; i++)
+                x[i] = bk_rand();
+            if (cl_k_act_quantize(at, x, A + c * ab, n) != CL_OK)
+                return 1;
+        }
+        for (enum cl_cpu_level lvl = CL_CPU_SCALAR; lvl < CL_CPU_COUNT; lvl++) {
+            cl_cpu_set_level(lvl);
+            if (cl_cpu_level() != lvl)
+                continue;
+            const char *path = cl_k_path_name(wt);
+            if (lvl > CL_CPU_SCALAR && !strcmp(path, "scalar"))
+                continue;
+            /* matvec: repeat until min_s elapsed */
+            int it = 0;
+            double t0 = bk_now(), el;
+            do {
+                if (cl_k_matmul_rows(wt, W, rb, 0, rows, A, ab, 1, n, out, rows) != CL_OK)
+                    return 1;
+                it++;
+                el = bk_now() - t0;
+            } while (el < min_s && !(lvl == CL_CPU_SCALAR && it >= 2));
+            double mv = el / it;
+            /* prompt-style: 64 columns at once */
+            int it2 = 0;
+            t0 = bk_now();
+            do {
+                if (cl_k_matmul_rows(wt, W, rb, 0, lvl == CL_CPU_SCALAR ? rows / 16 : rows, A, ab, cols_pp, n, out,
+                                     rows) != CL_OK)
+                    return 1;
+                it2++;
+                el = bk_now() - t0;
+            } while (el < min_s && lvl != CL_CPU_SCALAR);
+            double pp = el / it2 / (lvl == CL_CPU_SCALAR ? 1.0 / 16 : 1.0);
+            printf("| %s | %s | %.2f | %.3f | %.2f | %.1f |\n", cl_ggml_type_info(wt)->name, path,
+                   (double)(rb * rows) / mv / 1e9, mv * 1e3, (double)(rb * rows) * (double)cols_pp / pp / 1e9,
+                   (double)rows * (double)cols_pp / pp / 1e6);
+            fflush(stdout);
+        }
+        cl_cpu_set_level(CL_CPU_NONE);
+        free(W);
+        free(A);
+    }
+    free(x);
+    free(out);
+    return 0;
+}
