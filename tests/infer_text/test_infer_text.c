@@ -8,6 +8,9 @@
 
 #include "cloister/file.h"
 #include "cloister/gguf.h"
+#include "cloister/tokenizer.h"
+
+#include <jansson.h>
 
 /* ---- a tiny little-endian byte builder for hand-made GGUF files ---- */
 
@@ -561,6 +564,426 @@ static void test_gguf_writer_roundtrip(void **state)
     cl_gguf_writer_free(w);
 }
 
+
+/* ---- tokenizer ---- */
+
+static uint8_t *read_all(const char *path, size_t *len)
+{
+    struct cl_buf b;
+    cl_buf_init(&b, 64u << 20, CL_BUF_NONE);
+    assert_ok(cl_file_read(path, 64u << 20, &b));
+    assert_ok(cl_buf_append_u8(&b, 0));
+    *len = b.len - 1;
+    return b.data;
+}
+
+static cl_tokenizer *open_tok(const char *path, cl_gguf **g)
+{
+    cl_tokenizer *t = NULL;
+    assert_ok(cl_gguf_open_file(path, g));
+    assert_ok(cl_tokenizer_new(*g, &t));
+    return t;
+}
+
+static size_t tok_vec(const cl_tokenizer *t, const char *s, size_t len, unsigned flags, int32_t *out, size_t cap)
+{
+    size_t n = 0;
+    assert_ok(cl_tokenize(t, s, len, flags, out, cap, &n));
+    return n;
+}
+
+static bool utf8_valid(const uint8_t *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        uint8_t c = s[i];
+        size_t l = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (!l || i + l > n)
+            return false;
+        for (size_t j = 1; j < l; j++)
+            if ((s[i + j] & 0xc0) != 0x80)
+                return false;
+        i += l;
+    }
+    return true;
+}
+
+/* llama.cpp test-tokenizer-0 format: strings separated by
+ * "\n__ggml_vocab_test__\n"; one line of ids per string. Returns cases passed. */
+static unsigned run_vocab_test(const char *gguf_path, const char *inp_path, const char *out_path)
+{
+    cl_gguf *g = NULL;
+    cl_tokenizer *t = open_tok(gguf_path, &g);
+    size_t il, ol;
+    char *inp = (char *)read_all(inp_path, &il);
+    char *exp = (char *)read_all(out_path, &ol);
+    static const char sep[] = "\n__ggml_vocab_test__\n";
+    char *ip = inp, *op = exp;
+    unsigned cases = 0;
+    int32_t ids[4096];
+    while (ip < inp + il) {
+        char *e = strstr(ip, sep);
+        assert_non_null(e);
+        size_t len = (size_t)(e - ip);
+        char *eol = strchr(op, '\n');
+        assert_non_null(eol);
+        *eol = 0;
+        int32_t want[4096];
+        size_t nw = 0;
+        for (char *q = op; *q;) {
+            char *end;
+            long v = strtol(q, &end, 10);
+            if (end == q)
+                break;
+            want[nw++] = (int32_t)v;
+            q = end;
+        }
+        size_t n = tok_vec(t, ip, len, CL_TOK_NONE, ids, 4096);
+        if (n != nw || memcmp(ids, want, n * sizeof(int32_t)))
+            fail_msg("%s: case %u (%zu bytes) differs: got %zu tokens, want %zu", inp_path, cases, len, n, nw);
+        /* detokenize(tokenize(x)) == x for valid UTF-8 */
+        if (utf8_valid((const uint8_t *)ip, len)) {
+            struct cl_buf d;
+            cl_buf_init(&d, 1 << 20, CL_BUF_NONE);
+            assert_ok(cl_detokenize(t, ids, n, CL_TOK_NONE, &d));
+            if (d.len != len || (len && memcmp(d.data, ip, len)))
+                fail_msg("%s: case %u does not round-trip", inp_path, cases);
+            cl_buf_free(&d);
+        }
+        cases++;
+        ip = e + strlen(sep);
+        op = eol + 1;
+    }
+    assert_true(op >= exp + ol);
+    free(inp);
+    free(exp);
+    cl_tokenizer_free(t);
+    cl_gguf_free(g);
+    return cases;
+}
+
+static void test_tok_vocab_files(void **state)
+{
+    (void)state;
+    char g[1024], i[1100], o[1100];
+    unsigned total = 0;
+    const char *vocabs[] = {"ggml-vocab-llama-spm.gguf", "ggml-vocab-phi-3.gguf"};
+    for (size_t k = 0; k < 2; k++) {
+        char rel[256];
+        snprintf(rel, sizeof(rel), "gguf/vocab/%s", vocabs[k]);
+        CL_TESTDATA(rel, g);
+        snprintf(i, sizeof(i), "%s.inp", g);
+        snprintf(o, sizeof(o), "%s.out", g);
+        unsigned n = run_vocab_test(g, i, o);
+        print_message("%s: %u/%u cases passed\n", vocabs[k], n, n);
+        assert_int_equal(n, 46);
+        total += n;
+    }
+    /* The tiny llama-2 model carries the same vocabulary. */
+    CL_TESTDATA("gguf/models/llama-2-tiny-random.gguf", g);
+    CL_TESTDATA("gguf/vocab/ggml-vocab-llama-spm.gguf.inp", i);
+    CL_TESTDATA("gguf/vocab/ggml-vocab-llama-spm.gguf.out", o);
+    total += run_vocab_test(g, i, o);
+    print_message("vocab test cases passed: %u\n", total);
+    /* Byte-level BPE and WordPiece vocabularies are refused clearly. */
+    const char *other[] = {"gguf/vocab/ggml-vocab-gpt-2.gguf", "gguf/vocab/ggml-vocab-bert-bge.gguf"};
+    for (size_t k = 0; k < 2; k++) {
+        CL_TESTDATA(other[k], g);
+        cl_gguf *gg = NULL;
+        cl_tokenizer *t = NULL;
+        assert_ok(cl_gguf_open_file(g, &gg));
+        assert_err(cl_tokenizer_new(gg, &t), CL_E_INFER_TOK_MODEL);
+        cl_gguf_free(gg);
+    }
+}
+
+static size_t json_ids(json_t *arr, int32_t *out, size_t cap)
+{
+    assert_true(json_is_array(arr));
+    size_t n = json_array_size(arr);
+    assert_true(n <= cap);
+    for (size_t i = 0; i < n; i++)
+        out[i] = (int32_t)json_integer_value(json_array_get(arr, i));
+    return n;
+}
+
+static void test_tok_reference_prompts(void **state)
+{
+    (void)state;
+    char root[1024];
+    CL_REFERENCE("tiny", root);
+    const char *models[] = {"tiny-llama-f32", "tiny-llama-q8_0", "tiny-llama-q4_0",
+                            "tiny-gemma3-f32", "tiny-gemma3-q8_0", "tiny-gemma3-q4_0"};
+    unsigned checked = 0;
+    for (size_t m = 0; m < 6; m++) {
+        char path[1200];
+        snprintf(path, sizeof(path), "%s/../models/%s.gguf", root, models[m]);
+        cl_gguf *g = NULL;
+        cl_tokenizer *t = open_tok(path, &g);
+        assert_int_equal(cl_tokenizer_add_space_prefix(t), strstr(models[m], "llama") != NULL);
+        for (int variant = 0; variant < 2; variant++) {
+            for (int p = 1; p <= 4; p++) {
+                snprintf(path, sizeof(path), "%s/%s/P%d%s.json", root, models[m], p, variant ? ".f32kv" : "");
+                json_error_t jerr;
+                json_t *j = json_load_file(path, 0, &jerr);
+                if (!j)
+                    fail_msg("%s: %s", path, jerr.text);
+                const char *prompt = json_string_value(json_object_get(j, "prompt"));
+                assert_non_null(prompt);
+                int32_t want[512], got[512];
+                size_t nw = json_ids(json_object_get(j, "prompt_tokens"), want, 512);
+                size_t n = tok_vec(t, prompt, strlen(prompt), CL_TOK_ADD_SPECIAL, got, 512);
+                if (n != nw || memcmp(got, want, n * sizeof(int32_t)))
+                    fail_msg("%s: prompt tokens differ (%zu vs %zu)", path, n, nw);
+                /* generated text = detokenize(generated, remove_special=false, unparse_special=false) */
+                size_t ng = json_ids(json_object_get(j, "generated_tokens"), got, 512);
+                struct cl_buf d;
+                cl_buf_init(&d, 1 << 20, CL_BUF_NONE);
+                assert_ok(cl_detokenize(t, got, ng, CL_TOK_NONE, &d));
+                const char *hex = json_string_value(json_object_get(j, "generated_text_hex"));
+                size_t hl;
+                uint8_t *want_text = cl_test_unhex(hex, &hl);
+                if (hl != d.len || (hl && memcmp(want_text, d.data, hl)))
+                    fail_msg("%s: generated text differs", path);
+                free(want_text);
+                cl_buf_free(&d);
+                json_decref(j);
+                checked++;
+            }
+        }
+        if (strstr(models[m], "gemma3")) {
+            /* Image prompts: text chunks tokenized with parse_special, BOS in front. */
+            const char *imgs[] = {"IMG-00000001_000", "IMG-00027426_000"};
+            for (size_t k = 0; k < 2; k++) {
+                snprintf(path, sizeof(path), "%s/%s/%s.json", root, models[m], imgs[k]);
+                json_error_t jerr;
+                json_t *j = json_load_file(path, 0, &jerr);
+                if (!j)
+                    fail_msg("%s: %s", path, jerr.text);
+                const char *fp = json_string_value(json_object_get(j, "formatted_prompt"));
+                const char *marker = json_string_value(json_object_get(j, "media_marker"));
+                const char *at = strstr(fp, marker);
+                assert_non_null(at);
+                int32_t want[512], got[512];
+                size_t nw = json_ids(json_object_get(j, "prompt_tokens"), want, 512);
+                size_t n = 0;
+                unsigned ps = CL_TOK_PARSE_SPECIAL;
+                got[n++] = cl_tokenizer_bos(t);
+                n += tok_vec(t, fp, (size_t)(at - fp), ps, got + n, 512 - n);
+                n += tok_vec(t, "<start_of_image>", 16, ps, got + n, 512 - n);
+                for (int e = 0; e < 16; e++)
+                    got[n++] = -1;
+                n += tok_vec(t, "<end_of_image>", 14, ps, got + n, 512 - n);
+                const char *rest = at + strlen(marker);
+                n += tok_vec(t, rest, strlen(rest), ps, got + n, 512 - n);
+                if (n != nw || memcmp(got, want, n * sizeof(int32_t)))
+                    fail_msg("%s: image prompt tokens differ (%zu vs %zu)", path, n, nw);
+                json_decref(j);
+                checked++;
+            }
+        }
+        cl_tokenizer_free(t);
+        cl_gguf_free(g);
+    }
+    print_message("reference prompt files checked: %u\n", checked);
+    assert_int_equal(checked, 6 * 8 + 3 * 2);
+}
+
+
+/* A hand-made SPM vocabulary: <unk> <s> </s>, 256 byte tokens, then a few pieces. */
+enum { V_SP = 259, V_A, V_B, V_AB, V_SPA, V_BA, V_CTL, V_USER, V_C, V_UNUSED, V_EOT, V_N };
+
+static uint8_t *mini_vocab(const char *model, bool space_prefix, bool add_eos, size_t n_scores, size_t *len)
+{
+    static char names[256][8];
+    const char *toks[V_N];
+    float scores[V_N];
+    int32_t types[V_N];
+    toks[0] = "<unk>"; types[0] = CL_TOK_TYPE_UNKNOWN;
+    toks[1] = "<s>"; types[1] = CL_TOK_TYPE_CONTROL;
+    toks[2] = "</s>"; types[2] = CL_TOK_TYPE_CONTROL;
+    for (int b = 0; b < 256; b++) {
+        snprintf(names[b], sizeof(names[b]), "<0x%02X>", b);
+        toks[3 + b] = names[b];
+        types[3 + b] = CL_TOK_TYPE_BYTE;
+    }
+    const struct { const char *t; float s; int32_t ty; } rest[] = {
+        {"\xe2\x96\x81", -1.0f, 1}, {"a", -2.0f, 1}, {"b", -2.0f, 1}, {"ab", -0.5f, 1}, {"\xe2\x96\x81" "a", -0.6f, 1},
+        {"ba", -0.5f, 1}, {"<ctl>", 0, 3}, {"<user>", 0, 4}, {"c", -3.0f, 1}, {"unused", 0, 5}, {"<end_of_turn>", 0, 1},
+    };
+    for (int i = 0; i < V_N; i++)
+        scores[i] = 0.0f;
+    for (size_t i = 0; i < sizeof(rest) / sizeof(rest[0]); i++) {
+        toks[V_SP + i] = rest[i].t;
+        scores[V_SP + i] = rest[i].s;
+        types[V_SP + i] = rest[i].ty;
+    }
+    cl_gguf_writer *w = NULL;
+    assert_ok(cl_gguf_writer_new(0, &w));
+    assert_ok(cl_gguf_writer_add_str(w, "general.architecture", "llama"));
+    assert_ok(cl_gguf_writer_add_str(w, "tokenizer.ggml.model", model));
+    assert_ok(cl_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", toks, V_N));
+    assert_ok(cl_gguf_writer_add_arr(w, "tokenizer.ggml.scores", CL_GGUF_FLOAT32, scores, n_scores));
+    assert_ok(cl_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", CL_GGUF_INT32, types, V_N));
+    assert_ok(cl_gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", 1));
+    assert_ok(cl_gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", 2));
+    assert_ok(cl_gguf_writer_add_u32(w, "tokenizer.ggml.padding_token_id", 999999)); /* out of range: ignored */
+    assert_ok(cl_gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", space_prefix));
+    assert_ok(cl_gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", add_eos));
+    uint8_t *img;
+    assert_ok(cl_gguf_writer_write_memory(w, &img, len));
+    cl_gguf_writer_free(w);
+    return img;
+}
+
+static void expect_ids(const cl_tokenizer *t, const char *s, unsigned flags, const int32_t *want, size_t nw)
+{
+    int32_t got[64];
+    size_t n = tok_vec(t, s, strlen(s), flags, got, 64);
+    if (n != nw || memcmp(got, want, n * sizeof(int32_t))) {
+        char b[512] = "";
+        for (size_t i = 0; i < n; i++)
+            snprintf(b + strlen(b), sizeof(b) - strlen(b), " %d", got[i]);
+        fail_msg("tokenize(\"%s\", %u) gave%s", s, flags, b);
+    }
+}
+#define EXPECT_IDS(t, s, f, ...) do { const int32_t w_[] = {__VA_ARGS__}; expect_ids((t), (s), (f), w_, sizeof(w_) / sizeof(w_[0])); } while (0)
+
+static const char *piece(const cl_tokenizer *t, int32_t id, unsigned flags, unsigned lstrip, char *buf)
+{
+    struct cl_buf b;
+    cl_buf_init(&b, 256, CL_BUF_NONE);
+    assert_ok(cl_tokenizer_piece(t, id, flags, lstrip, &b));
+    memcpy(buf, b.data ? (const char *)b.data : "", b.len);
+    buf[b.len] = 0;
+    cl_buf_free(&b);
+    return buf;
+}
+
+static void test_tok_mini(void **state)
+{
+    (void)state;
+    size_t len;
+    uint8_t *img = mini_vocab("llama", true, false, V_N, &len);
+    cl_gguf *g = NULL;
+    cl_tokenizer *t = NULL;
+    assert_ok(cl_gguf_open_memory(img, len, &g));
+    assert_ok(cl_tokenizer_new(g, &t));
+    assert_int_equal(cl_tokenizer_n_vocab(t), V_N);
+    assert_int_equal(cl_tokenizer_pad(t), CL_TOK_NULL);
+    assert_true(cl_tokenizer_is_eog(t, 2));
+    assert_true(cl_tokenizer_is_eog(t, V_EOT));
+    assert_false(cl_tokenizer_is_eog(t, V_A));
+    assert_int_equal(cl_tokenizer_type(t, V_EOT), CL_TOK_TYPE_CONTROL); /* forced, as llama.cpp */
+    assert_int_equal(cl_tokenizer_find(t, "ab", 2), V_AB);
+    assert_int_equal(cl_tokenizer_find(t, "zz", 2), CL_TOK_NULL);
+    /* equal scores: the leftmost pair merges first ("ab" before "ba") */
+    EXPECT_IDS(t, "aba", CL_TOK_NONE, V_SP, V_AB, V_A);
+    EXPECT_IDS(t, " aba", CL_TOK_NONE, V_SP, V_SP, V_AB, V_A);
+    EXPECT_IDS(t, "ac", CL_TOK_NONE, V_SPA, V_C);
+    EXPECT_IDS(t, "ba", CL_TOK_NONE, V_SP, V_BA);
+    EXPECT_IDS(t, "aba", CL_TOK_ADD_SPECIAL, 1, V_SP, V_AB, V_A);
+    /* byte fallback for a character missing from the vocabulary */
+    EXPECT_IDS(t, "\xc3\xa9", CL_TOK_NONE, V_SP, 3 + 0xc3, 3 + 0xa9);
+    /* a bad lead byte swallows the next byte as one "character" (llama.cpp does the same): all bytes */
+    EXPECT_IDS(t, "\xff" "a", CL_TOK_NONE, V_SP, 3 + 0xff, 3 + (int)'a');
+    /* control tokens only with PARSE_SPECIAL; a space prefix follows a special token */
+    EXPECT_IDS(t, "a<ctl>a", CL_TOK_PARSE_SPECIAL, V_SPA, V_CTL, V_SPA);
+    EXPECT_IDS(t, "<s><s>", CL_TOK_PARSE_SPECIAL, 1, 1);
+    int32_t got[64];
+    size_t n = tok_vec(t, "a<ctl>a", 7, CL_TOK_NONE, got, 64);
+    for (size_t i = 0; i < n; i++)
+        assert_int_not_equal(got[i], V_CTL);
+    /* user-defined tokens are matched either way */
+    EXPECT_IDS(t, "<user>", CL_TOK_NONE, V_USER);
+    assert_int_equal(tok_vec(t, "", 0, CL_TOK_NONE, got, 64), 0);
+    EXPECT_IDS(t, "", CL_TOK_ADD_SPECIAL, 1);
+    /* output too small: the needed count comes back */
+    assert_err(cl_tokenize(t, "abab", 4, CL_TOK_NONE, got, 1, &n), CL_E_INFER_TOK_SPACE);
+    assert_int_equal(n, 3);
+    assert_int_equal(got[0], V_SP);
+    /* pieces */
+    char pb[64];
+    assert_string_equal(piece(t, 1, CL_TOK_NONE, 0, pb), "");
+    assert_string_equal(piece(t, 1, CL_TOK_UNPARSE_SPECIAL, 0, pb), "<s>");
+    assert_string_equal(piece(t, V_SPA, CL_TOK_NONE, 0, pb), " a");
+    assert_string_equal(piece(t, V_SPA, CL_TOK_NONE, 1, pb), "a");
+    assert_string_equal(piece(t, 3 + 'A', CL_TOK_NONE, 0, pb), "A");
+    assert_string_equal(piece(t, V_USER, CL_TOK_NONE, 0, pb), "<user>");
+    assert_string_equal(piece(t, V_UNUSED, CL_TOK_NONE, 0, pb), "");
+    assert_string_equal(piece(t, 0, CL_TOK_UNPARSE_SPECIAL, 0, pb), "<unk>");
+    struct cl_buf d;
+    cl_buf_init(&d, 256, CL_BUF_NONE);
+    assert_err(cl_tokenizer_piece(t, V_N, CL_TOK_NONE, 0, &d), CL_E_INFER_TOK_ID);
+    assert_err(cl_tokenizer_piece(t, -1, CL_TOK_NONE, 0, &d), CL_E_INFER_TOK_ID);
+    /* detokenize: the prefix space of the first token goes; after a removed BOS it stays */
+    const int32_t seq[] = {V_SPA, V_SPA, V_B};
+    assert_ok(cl_detokenize(t, seq, 3, CL_TOK_NONE, &d));
+    assert_int_equal(d.len, 4);
+    assert_memory_equal(d.data, "a ab", 4);
+    cl_buf_reset(&d);
+    const int32_t seq2[] = {1, V_SPA, 2};
+    assert_ok(cl_detokenize(t, seq2, 3, CL_TOK_REMOVE_SPECIAL, &d));
+    assert_int_equal(d.len, 2);
+    assert_memory_equal(d.data, " a", 2);
+    cl_buf_reset(&d);
+    assert_ok(cl_detokenize(t, seq2, 3, CL_TOK_UNPARSE_SPECIAL, &d));
+    assert_int_equal(d.len, 9);
+    assert_memory_equal(d.data, "<s> a</s>", 9);
+    const int32_t bad[] = {V_A, 70000};
+    assert_err(cl_detokenize(t, bad, 2, CL_TOK_NONE, &d), CL_E_INFER_TOK_ID);
+    cl_buf_free(&d);
+    cl_tokenizer_free(t);
+    cl_gguf_free(g);
+    free(img);
+}
+
+static void test_tok_mini_variants(void **state)
+{
+    (void)state;
+    size_t len;
+    cl_gguf *g = NULL;
+    cl_tokenizer *t = NULL;
+    /* no space prefix, EOS added */
+    uint8_t *img = mini_vocab("llama", false, true, V_N, &len);
+    assert_ok(cl_gguf_open_memory(img, len, &g));
+    assert_ok(cl_tokenizer_new(g, &t));
+    assert_false(cl_tokenizer_add_space_prefix(t));
+    EXPECT_IDS(t, "aba", CL_TOK_NONE, V_AB, V_A);
+    EXPECT_IDS(t, "aba", CL_TOK_ADD_SPECIAL, 1, V_AB, V_A, 2);
+    EXPECT_IDS(t, "a<ctl>a", CL_TOK_PARSE_SPECIAL, V_A, V_CTL, V_A);
+    struct cl_buf d;
+    cl_buf_init(&d, 256, CL_BUF_NONE);
+    const int32_t seq[] = {V_SPA, V_B};
+    assert_ok(cl_detokenize(t, seq, 2, CL_TOK_NONE, &d));
+    assert_int_equal(d.len, 3); /* leading space kept without a space prefix */
+    cl_buf_free(&d);
+    cl_tokenizer_free(t);
+    cl_gguf_free(g);
+    free(img);
+    /* broken vocabularies */
+    img = mini_vocab("gpt2", true, false, V_N, &len);
+    assert_ok(cl_gguf_open_memory(img, len, &g));
+    assert_err(cl_tokenizer_new(g, &t), CL_E_INFER_TOK_MODEL);
+    cl_gguf_free(g);
+    free(img);
+    img = mini_vocab("llama", true, false, V_N - 1, &len);
+    t = NULL;
+    assert_ok(cl_gguf_open_memory(img, len, &g));
+    assert_err(cl_tokenizer_new(g, &t), CL_E_INFER_TOK_VOCAB);
+    assert_null(t);
+    cl_gguf_free(g);
+    free(img);
+    cl_gguf_writer *w = NULL;
+    assert_ok(cl_gguf_writer_new(0, &w));
+    assert_ok(cl_gguf_writer_add_str(w, "tokenizer.ggml.model", "llama"));
+    assert_ok(cl_gguf_writer_write_memory(w, &img, &len));
+    cl_gguf_writer_free(w);
+    assert_ok(cl_gguf_open_memory(img, len, &g));
+    assert_err(cl_tokenizer_new(g, &t), CL_E_INFER_GGUF_KEY_MISSING);
+    cl_gguf_free(g);
+    free(img);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -570,6 +993,10 @@ int main(void)
         cmocka_unit_test(test_gguf_vocab_files),
         cmocka_unit_test(test_gguf_open_file_errors),
         cmocka_unit_test(test_gguf_writer_roundtrip),
+        cmocka_unit_test(test_tok_vocab_files),
+        cmocka_unit_test(test_tok_reference_prompts),
+        cmocka_unit_test(test_tok_mini),
+        cmocka_unit_test(test_tok_mini_variants),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
