@@ -9,6 +9,8 @@
 #include "cloister/infer/model.h"
 #include "cloister/infer/model_mk.h"
 #include "cloister/log.h"
+#include "cloister/secmem.h"
+#include "cloister/tokenizer.h"
 
 #define CL_INFER_MAX_TOKENS 65536u
 
@@ -427,4 +429,240 @@ int cl_cmd_mkmodel(int argc, char **argv)
     if (rc != CL_OK)
         return cl_cli_fail(cmd, "writing model", rc);
     return CL_EXIT_OK;
+}
+
+/* ---- run ------------------------------------------------------------- */
+
+static void cl_infer_run_help(FILE *f)
+{
+    fprintf(f, "usage: cloister run MODEL.gguf -p TEXT [-n N] [--temp T] [--seed S] [--chat]\n"
+               "                    [-t THREADS] [-c CTX] [--ignore-eos] [--json]\n\n"
+               "Generates up to N tokens (default 64) after the prompt. The prompt is tokenized\n"
+               "as plain text: BOS as the model's metadata says, special-token texts not\n"
+               "parsed. --chat wraps it in the model's chat template (a user turn, special\n"
+               "tokens parsed). --temp 0 (the default) is greedy decoding; T > 0 samples\n"
+               "from softmax(logits/T) with seed S. Generation stops at an end-of-generation\n"
+               "token unless --ignore-eos. --json prints\n"
+               "{\"prompt_tokens\":[...],\"tokens\":[...],\"text\":\"...\"}; otherwise the text streams.\n");
+}
+
+struct cl_infer_temp {
+    float temp;
+    uint64_t state;
+};
+
+/* Minimal temperature sampler (softmax(logits/T), inverse CDF) with a
+ * seeded xorshift generator. */
+static int32_t cl_infer_sample_temp(void *ctx, float *logits, size_t n)
+{
+    struct cl_infer_temp *st = ctx;
+    int32_t best = cl_model_argmax(logits, n);
+    if (st->temp <= 0.0f)
+        return best;
+    double mx = logits[best], sum = 0.0;
+    for (size_t i = 0; i < n; i++)
+        sum += exp(((double)logits[i] - mx) / st->temp);
+    double u = (double)(cl_infer_xorshift(&st->state) & 0xffffffu) / 16777216.0 * sum, acc = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        acc += exp(((double)logits[i] - mx) / st->temp);
+        if (acc > u)
+            return (int32_t)i;
+    }
+    return best;
+}
+
+static bool cl_infer_stream(void *ctx, int32_t token, const char *piece, size_t len)
+{
+    (void)ctx;
+    (void)token;
+    fwrite(piece, 1, len, stdout);
+    fflush(stdout);
+    return true;
+}
+
+/* JSON string body: escapes, and invalid UTF-8 bytes as U+FFFD. */
+static void cl_infer_json_str(FILE *f, const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p[i];
+        size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+        bool ok = len > 0 && i + len <= n;
+        for (size_t k = 1; ok && k < len; k++)
+            ok = (p[i + k] & 0xc0) == 0x80;
+        if (ok && len > 1) {
+            uint32_t cp = len == 2 ? (c & 0x1fu) : len == 3 ? (c & 0x0fu) : (c & 0x07u);
+            for (size_t k = 1; k < len; k++)
+                cp = (cp << 6) | (p[i + k] & 0x3fu);
+            ok = (len == 2 && cp >= 0x80) || (len == 3 && cp >= 0x800 && (cp < 0xd800 || cp > 0xdfff)) ||
+                 (len == 4 && cp >= 0x10000 && cp <= 0x10ffff);
+        }
+        if (!ok) {
+            fputs("\\ufffd", f);
+            i++;
+            continue;
+        }
+        if (len > 1)
+            fwrite(p + i, 1, len, f);
+        else if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c == '\n')
+            fputs("\\n", f);
+        else if (c == '\t')
+            fputs("\\t", f);
+        else if (c == '\r')
+            fputs("\\r", f);
+        else if (c < 0x20 || c == 0x7f)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+        i += len;
+    }
+}
+
+static void cl_infer_json_ids(FILE *f, const int32_t *ids, size_t n)
+{
+    fputc('[', f);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%s%d", i ? "," : "", ids[i]);
+    fputc(']', f);
+}
+
+/* The prompt as one user turn in the model's chat template. */
+static cl_err cl_infer_chat_format(const cl_gguf *g, const char *prompt, size_t len, struct cl_buf *out)
+{
+    (void)g;
+    (void)prompt;
+    (void)len;
+    (void)out;
+    return cl_err_fail(CL_E_CORE_UNSUPPORTED, "chat templates are not available in this build");
+}
+
+int cl_cmd_run(int argc, char **argv)
+{
+    const char *cmd = "run", *model = NULL, *prompt = NULL;
+    uint64_t n_gen = 64, seed = 0, threads = 2, n_ctx = 0;
+    double temp = 0.0;
+    bool json = false, chat = false, ignore_eos = false;
+    for (int i = 1; i < argc; i++) {
+        if (cl_cli_is_help(argv[i])) {
+            cl_infer_run_help(stdout);
+            return CL_EXIT_OK;
+        } else if ((!strcmp(argv[i], "-p") || !strcmp(argv[i], "--prompt")) && i + 1 < argc) {
+            prompt = argv[++i];
+        } else if (!strcmp(argv[i], "-n")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_MODEL_MAX_CTX, &n_gen))
+                return cl_cli_usage_error(cmd, "-n needs a token count in 1..%u", CL_MODEL_MAX_CTX);
+        } else if (!strcmp(argv[i], "-c")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_MODEL_MAX_CTX, &n_ctx))
+                return cl_cli_usage_error(cmd, "-c needs a context size in 1..%u", CL_MODEL_MAX_CTX);
+        } else if (!strcmp(argv[i], "--seed")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 0, UINT64_MAX, &seed))
+                return cl_cli_usage_error(cmd, "--seed needs a number");
+        } else if (!strcmp(argv[i], "--temp") && i + 1 < argc) {
+            char *end;
+            temp = strtod(argv[++i], &end);
+            if (*end || !(temp >= 0.0 && temp <= 100.0))
+                return cl_cli_usage_error(cmd, "--temp needs a number in 0..100");
+        } else if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_POOL_MAX_THREADS, &threads))
+                return cl_cli_usage_error(cmd, "-t needs a thread count in 1..%u", CL_POOL_MAX_THREADS);
+        } else if (!strcmp(argv[i], "--chat")) {
+            chat = true;
+        } else if (!strcmp(argv[i], "--ignore-eos")) {
+            ignore_eos = true;
+        } else if (!strcmp(argv[i], "--json")) {
+            json = true;
+        } else if (argv[i][0] == '-') {
+            return cl_cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[i]);
+        } else if (!model) {
+            model = argv[i];
+        } else {
+            return cl_cli_usage_error(cmd, "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!model)
+        return cl_cli_usage_error(cmd, "missing MODEL.gguf");
+    if (!prompt)
+        return cl_cli_usage_error(cmd, "missing -p TEXT");
+    struct cl_infer_ctx c;
+    int ex = cl_infer_open(cmd, model, (unsigned)threads, &c);
+    if (ex != CL_EXIT_OK)
+        return ex;
+    cl_tokenizer *tok = NULL;
+    struct cl_model_session *s = NULL;
+    struct cl_buf text, formatted;
+    int32_t *ptoks = NULL, *gen = NULL;
+    size_t n_prompt = 0, n_out = 0;
+    const char *what = "loading tokenizer";
+    cl_buf_init(&text, (size_t)1 << 26, CL_BUF_SECURE);
+    cl_buf_init(&formatted, (size_t)1 << 26, CL_BUF_SECURE);
+    cl_err rc = cl_tokenizer_new(c.g, &tok);
+    const char *ptext = prompt;
+    size_t plen = strlen(prompt);
+    unsigned tflags = CL_TOK_ADD_SPECIAL;
+    if (rc == CL_OK && chat) {
+        what = "formatting chat prompt";
+        rc = cl_infer_chat_format(c.g, prompt, plen, &formatted);
+        if (rc == CL_OK) {
+            ptext = (const char *)formatted.data;
+            plen = formatted.len;
+            tflags |= CL_TOK_PARSE_SPECIAL;
+        }
+    }
+    if (rc == CL_OK) {
+        what = "tokenizing prompt";
+        size_t cap = plen + 2;
+        ptoks = malloc(cap * sizeof(*ptoks));
+        rc = ptoks ? cl_tokenize(tok, ptext, plen, tflags, ptoks, cap, &n_prompt) : CL_E_CORE_NOMEM;
+        if (rc == CL_OK && n_prompt == 0)
+            rc = cl_err_fail(CL_E_CORE_INVALID_ARG, "the prompt produced no tokens");
+    }
+    if (rc == CL_OK) {
+        what = "creating session";
+        uint64_t need = n_prompt + n_gen;
+        if (n_ctx == 0)
+            n_ctx = need < CL_MODEL_MAX_CTX ? need : CL_MODEL_MAX_CTX;
+        gen = calloc(n_gen, sizeof(*gen));
+        rc = gen ? cl_model_session_new(c.m, tok, (uint32_t)n_ctx, c.pool, &s) : CL_E_CORE_NOMEM;
+    }
+    if (rc == CL_OK) {
+        what = "evaluating prompt";
+        rc = cl_model_session_feed(s, ptoks, n_prompt);
+    }
+    if (rc == CL_OK) {
+        what = "generating";
+        struct cl_infer_temp st = {(float)temp, seed * 0x9e3779b97f4a7c15ull + 0x2545f4914f6cdd1dull};
+        struct cl_model_gen g = {.max_tokens = (uint32_t)n_gen, .stop_at_eog = !ignore_eos,
+                                 .sample = cl_infer_sample_temp, .sample_ctx = &st,
+                                 .on_token = json ? NULL : cl_infer_stream};
+        rc = cl_model_session_generate(s, &g, gen, n_gen, &n_out);
+    }
+    if (rc == CL_OK && json) {
+        what = "detokenizing";
+        rc = cl_detokenize(tok, gen, n_out, CL_TOK_NONE, &text);
+        if (rc == CL_OK) {
+            printf("{\"prompt_tokens\":");
+            cl_infer_json_ids(stdout, ptoks, n_prompt);
+            printf(",\"tokens\":");
+            cl_infer_json_ids(stdout, gen, n_out);
+            printf(",\"text\":\"");
+            cl_infer_json_str(stdout, text.data, text.len);
+            printf("\"}\n");
+        }
+    } else if (rc == CL_OK) {
+        printf("\n");
+    }
+    if (ptoks)
+        cl_wipe(ptoks, n_prompt * sizeof(*ptoks));
+    free(ptoks);
+    free(gen);
+    cl_buf_free(&text);
+    cl_buf_free(&formatted);
+    cl_model_session_free(s);
+    cl_tokenizer_free(tok);
+    cl_infer_close(&c);
+    if (rc != CL_OK)
+        return cl_cli_fail(cmd, what, rc);
+    return fflush(stdout) == 0 ? CL_EXIT_OK : CL_EXIT_FAIL;
 }

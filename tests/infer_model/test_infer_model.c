@@ -6,6 +6,8 @@
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cloister/gguf.h"
 #include "cloister/infer/model.h"
@@ -414,6 +416,161 @@ static void test_load_errors(void **state)
     assert_int_equal(cl_model_mk_type_parse("q3_k"), CL_MODEL_MK_NONE);
 }
 
+/* Runs argv (argv[0] a path) and returns its stdout (malloc'd) and exit code. */
+static char *cl_t_exec(char *const *argv, int *status)
+{
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        close(fd[0]);
+        close(fd[1]);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(fd[1]);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    ssize_t k;
+    while ((k = read(fd[0], buf + len, cap - len - 1)) > 0) {
+        len += (size_t)k;
+        if (cap - len < 1024)
+            buf = realloc(buf, cap *= 2);
+    }
+    buf[len] = 0;
+    close(fd[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return buf;
+}
+
+static void cl_t_cli(char *path, size_t len)
+{
+    const char *b = getenv("CLOISTER_BUILD_DIR");
+    if (!b) {
+        print_message("skipped: CLOISTER_BUILD_DIR is not set\n");
+        skip();
+    }
+    snprintf(path, len, "%s/src/cli/cloister", b);
+}
+
+static void cl_t_expect_ids(json_t *got, json_t *want, const char *what)
+{
+    assert_true(json_is_array(got) && json_is_array(want));
+    if (!json_equal(got, want)) {
+        char *g = json_dumps(got, JSON_COMPACT), *w = json_dumps(want, JSON_COMPACT);
+        fail_msg("%s: got %s, want %s", what, g, w);
+    }
+}
+
+/* `cloister run --json` (greedy) reproduces llama.cpp's prompt tokens and 24
+ * tokens for every tiny model and text prompt. */
+static void test_cli_run(void **state)
+{
+    (void)state;
+    static const char *const models[] = {"tiny-llama-f32",  "tiny-llama-q8_0",  "tiny-llama-q4_0",
+                                         "tiny-gemma3-f32", "tiny-gemma3-q8_0", "tiny-gemma3-q4_0"};
+    char cli[1024], prompts[1024], mpath[1024];
+    cl_t_cli(cli, sizeof(cli));
+    CL_REFERENCE("prompts.json", prompts);
+    json_t *pj = json_load_file(prompts, 0, NULL);
+    assert_non_null(pj);
+    size_t runs = 0;
+    for (size_t mi = 0; mi < 6; mi++) {
+        char rel[256];
+        snprintf(rel, sizeof(rel), "models/%s.gguf", models[mi]);
+        CL_REFERENCE(rel, mpath);
+        for (size_t pi = 0; pi < N_PROMPTS; pi++) {
+            struct cl_t_ref r;
+            cl_t_ref_load(models[mi], cl_t_prompts[pi], &r);
+            const char *text = json_string_value(json_object_get(pj, cl_t_prompts[pi]));
+            assert_non_null(text);
+            char *argv[] = {cli, "run", mpath, "-p", (char *)text, "-n", "24", "--temp", "0", "--json", NULL};
+            int st;
+            char *out = cl_t_exec(argv, &st);
+            assert_int_equal(st, 0);
+            json_t *res = json_loads(out, 0, NULL);
+            if (!res)
+                fail_msg("%s %s: output is not JSON", models[mi], cl_t_prompts[pi]);
+            cl_t_expect_ids(json_object_get(res, "prompt_tokens"), json_object_get(r.root, "prompt_tokens"),
+                            "prompt tokens");
+            cl_t_expect_ids(json_object_get(res, "tokens"), json_object_get(r.root, "generated_tokens"), "tokens");
+            const char *want = json_string_value(json_object_get(r.root, "generated_text"));
+            const char *got = json_string_value(json_object_get(res, "text"));
+            assert_non_null(got);
+            assert_string_equal(got, want);
+            json_decref(res);
+            free(out);
+            cl_t_ref_free(&r);
+            runs++;
+        }
+    }
+    print_message("cloister run: %zu model/prompt pairs reproduce llama.cpp's tokens and text\n", runs);
+    json_decref(pj);
+}
+
+/* `cloister logits --json` prints llama.cpp's teacher-forced logits. */
+static void test_cli_logits(void **state)
+{
+    (void)state;
+    char cli[1024], mpath[1024];
+    cl_t_cli(cli, sizeof(cli));
+    CL_REFERENCE("models/tiny-gemma3-f32.gguf", mpath);
+    struct cl_t_ref r;
+    cl_t_ref_load("tiny-gemma3-f32", "P3", &r);
+    char toks[4096] = "", from[16];
+    size_t off = 0;
+    for (size_t i = 0; i < r.n_prompt + r.n_gen; i++)
+        off += (size_t)snprintf(toks + off, sizeof(toks) - off, "%s%d", i ? "," : "",
+                                i < r.n_prompt ? r.prompt[i] : r.gen[i - r.n_prompt]);
+    snprintf(from, sizeof(from), "%zu", r.n_prompt - 1);
+    char *argv[] = {cli, "logits", mpath, "--tokens", toks, "--from", from, "--json", NULL};
+    int st;
+    char *out = cl_t_exec(argv, &st);
+    assert_int_equal(st, 0);
+    json_t *steps = json_object_get(r.root, "steps");
+    char *line = out;
+    double max_err = 0;
+    for (size_t i = 0; i < json_array_size(steps); i++) {
+        char *nl = strchr(line, '\n');
+        assert_non_null(nl);
+        *nl = 0;
+        json_t *got = json_loads(line, 0, NULL);
+        assert_non_null(got);
+        json_t *want = json_array_get(steps, i);
+        assert_int_equal(json_integer_value(json_object_get(got, "pos")), json_integer_value(json_object_get(want, "pos")));
+        json_t *gt = json_object_get(got, "top"), *wt = json_object_get(want, "top");
+        assert_int_equal(json_array_size(gt), 20);
+        for (size_t k = 0; k < 20; k++) {
+            json_t *gp = json_array_get(gt, k), *wp = json_array_get(wt, k);
+            assert_int_equal(json_integer_value(json_array_get(gp, 0)), json_integer_value(json_array_get(wp, 0)));
+            double d = fabs(json_number_value(json_array_get(gp, 1)) - json_number_value(json_array_get(wp, 1)));
+            max_err = d > max_err ? d : max_err;
+        }
+        assert_true(fabs(json_number_value(json_object_get(got, "logsumexp")) -
+                         json_number_value(json_object_get(want, "logsumexp"))) < 2e-3);
+        json_decref(got);
+        line = nl + 1;
+    }
+    assert_true(max_err < 2e-3);
+    assert_string_equal(line, "");
+    /* usage errors exit 2 */
+    char *bad[] = {cli, "logits", mpath, "--tokens", "1,x", NULL};
+    free(cl_t_exec(bad, &st));
+    assert_int_equal(st, 2);
+    char *bad2[] = {cli, "run", mpath, NULL};
+    free(cl_t_exec(bad2, &st));
+    assert_int_equal(st, 2);
+    char *bad3[] = {cli, "bench", "/nonexistent.gguf", NULL};
+    free(cl_t_exec(bad3, &st));
+    assert_int_equal(st, 1);
+    free(out);
+    cl_t_ref_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -428,6 +585,8 @@ int main(void)
         cmocka_unit_test(test_interleaved),
         cmocka_unit_test(test_mkmodel_types),
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_cli_run),
+        cmocka_unit_test(test_cli_logits),
         cmocka_unit_test(test_concurrent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
