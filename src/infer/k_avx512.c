@@ -1,10 +1,496 @@
-/* AVX-512 F/BW/VL (+VNNI) kernels. */
+/* AVX-512 F/BW/VL + VNNI kernels (used only when the CPU reports VNNI; plain
+ * AVX-512 machines use the AVX2 kernels). Two 32-element blocks or two
+ * K-quant sub-blocks fill one 512-bit register. Integer block sums are exact,
+ * as in the scalar and AVX2 paths.
+ *
+ * Weights are made unsigned (q + offset) so vpdpbusd (unsigned x signed) can
+ * do the multiply-add in one instruction; the offset times the activation sum
+ * (one more vpdpbusd) is subtracted per block. */
+#include <immintrin.h>
+#include <stdlib.h>
+
 #include "k_internal.h"
+
+#define CL_K_T __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define CL_K_TI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"), always_inline)) static inline
+#define CL_K_TILE 4
+
+CL_K_TI float cl_k5_h2f(const void *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+CL_K_TI __m512i cl_k5_join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+
+CL_K_TI __m512 cl_k5_join_ps(float lo, float hi)
+{
+    return _mm512_castsi512_ps(cl_k5_join(_mm256_castps_si256(_mm256_set1_ps(lo)), _mm256_castps_si256(_mm256_set1_ps(hi))));
+}
+
+/* 16 nibble bytes -> 32 bytes (low nibbles, then high nibbles), unsigned. */
+CL_K_TI __m256i cl_k5_nibbles(const uint8_t *p)
+{
+    const __m128i t = _mm_loadu_si128((const __m128i *)p);
+    const __m128i m = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(t, 4), m), _mm_and_si128(t, m));
+}
+
+CL_K_TI __m256i cl_k5_bits_to_bytes(uint32_t bits)
+{
+    const __mmask32 k = (__mmask32)bits;
+    return _mm256_maskz_set1_epi8(k, 0x10);
+}
+
+/* ---------------------------------------------------- Q8_0-activation family */
+
+/* Unsigned weights u = q + offset for two consecutive blocks (64 values). */
+CL_K_TI __m512i cl_k5_u2_q8_0(const uint8_t *b, size_t bb)
+{
+    const __m512i v = cl_k5_join(_mm256_loadu_si256((const __m256i *)(b + 2)),
+                                 _mm256_loadu_si256((const __m256i *)(b + bb + 2)));
+    return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+}
+
+/* two blocks' 16 nibble bytes -> [lo0 hi0 lo1 hi1] (128-bit lanes) */
+CL_K_TI __m512i cl_k5_nib2(const uint8_t *p0, const uint8_t *p1)
+{
+    const __m256i t = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)p0)),
+                                              _mm_loadu_si128((const __m128i *)p1), 1);
+    const __m512i x = _mm512_and_si512(cl_k5_join(t, _mm256_srli_epi16(t, 4)), _mm512_set1_epi8(0x0F));
+    return _mm512_shuffle_i64x2(x, x, 0xD8);
+}
+
+CL_K_TI __m512i cl_k5_u2_q4_0(const uint8_t *b, size_t bb) { return cl_k5_nib2(b + 2, b + bb + 2); }
+
+CL_K_TI __m512i cl_k5_u2_q5_0(const uint8_t *b, size_t bb)
+{
+    uint32_t h0, h1;
+    memcpy(&h0, b + 2, 4);
+    memcpy(&h1, b + bb + 2, 4);
+    const __mmask64 k = (__mmask64)h0 | ((__mmask64)h1 << 32);
+    return _mm512_or_si512(cl_k5_nib2(b + 6, b + bb + 6), _mm512_maskz_set1_epi8(k, 0x10));
+}
+
+CL_K_TI __m256i cl_k5_u_q8_0(const uint8_t *b)
+{
+    return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 2)), _mm256_set1_epi8((char)0x80));
+}
+CL_K_TI __m256i cl_k5_u_q4_0(const uint8_t *b) { return cl_k5_nibbles(b + 2); }
+CL_K_TI __m256i cl_k5_u_q5_0(const uint8_t *b)
+{
+    uint32_t qh;
+    memcpy(&qh, b + 2, 4);
+    return _mm256_or_si256(cl_k5_nibbles(b + 6), cl_k5_bits_to_bytes(qh));
+}
+
+typedef __m256i (*cl_k5_u_fn)(const uint8_t *b);
+typedef __m512i (*cl_k5_u2_fn)(const uint8_t *b, size_t bb);
+
+#define CL_K5_QB sizeof(struct cl_k_block_q8_0)
+
+CL_K_TI uint32_t cl_k5_ld16(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return h;
+}
+
+/* Activations prepared once per call for a pair of Q8_0 blocks: the 64 quants
+ * contiguous, -offset*sum(q) of each block in lanes 0 and 8 (the starting
+ * accumulator of vpdpbusd, which removes the weight offset), and each block's
+ * scale replicated over its 8 lanes. */
+struct cl_k5_pair {
+    int8_t y[64];
+    int32_t corr[16];
+    float dy[16];
+};
+
+#define CL_K5_PREP_BYTES (192u * 1024u)
+
+static void cl_k5_prep(const uint8_t *a, size_t nb, int off, struct cl_k5_pair *pp)
+{
+    for (size_t b = 0; b < nb; b++) {
+        struct cl_k5_pair *p = &pp[b / 2];
+        const int h = (int)(b & 1);
+        const uint8_t *blk = a + b * CL_K5_QB;
+        memcpy(p->y + 32 * h, blk + 2, 32);
+        int sum = 0;
+        for (int j = 0; j < 32; j++)
+            sum += (int8_t)blk[2 + j];
+        uint16_t d16;
+        memcpy(&d16, blk, 2);
+        const float d = cl_k_fp16_to_fp32(d16);
+        for (int j = 0; j < 8; j++) {
+            p->corr[8 * h + j] = j == 0 ? -off * sum : 0;
+            p->dy[8 * h + j] = d;
+        }
+    }
+    if (nb & 1) { /* odd count: neutral second half */
+        struct cl_k5_pair *p = &pp[nb / 2];
+        memset(p->y + 32, 0, 32);
+        memset(p->corr + 8, 0, 32);
+        memset(p->dy + 8, 0, 32);
+    }
+}
+
+CL_K_TI void cl_k5_q8act_tile(const uint8_t *x, size_t bb, cl_k5_u_fn unpack, cl_k5_u2_fn unpack2,
+                              const struct cl_k5_pair *const *pc, int M, size_t nb, float *res)
+{
+    const __m512i sel = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m512 acc[CL_K_TILE];
+    for (int j = 0; j < M; j++)
+        acc[j] = _mm512_setzero_ps();
+    size_t b = 0;
+    for (; b + 2 <= nb; b += 2, x += 2 * bb) {
+        const __m512i u = unpack2(x, bb);
+        const __m128 dw2 = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(cl_k5_ld16(x) | (cl_k5_ld16(x + bb) << 16))));
+        const __m512 dw = _mm512_permutexvar_ps(sel, _mm512_castps128_ps512(dw2));
+        for (int j = 0; j < M; j++) {
+            const struct cl_k5_pair *p = pc[j] + b / 2;
+            const __m512i q = _mm512_dpbusd_epi32(_mm512_loadu_si512((const void *)p->corr), u,
+                                                  _mm512_loadu_si512((const void *)p->y));
+            const __m512 d = _mm512_mul_ps(dw, _mm512_loadu_ps(p->dy));
+            acc[j] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(q), acc[j]);
+        }
+    }
+    if (b < nb) { /* odd last block: low halves only */
+        const __m256i u = unpack(x);
+        const __m256 dw = _mm256_set1_ps(cl_k5_h2f(x));
+        for (int j = 0; j < M; j++) {
+            const struct cl_k5_pair *p = pc[j] + b / 2;
+            const __m256i q = _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)p->corr), u,
+                                                  _mm256_loadu_si256((const __m256i *)p->y));
+            const __m256 d = _mm256_mul_ps(dw, _mm256_loadu_ps(p->dy));
+            const __m256 t = _mm256_mul_ps(d, _mm256_cvtepi32_ps(q));
+            acc[j] = _mm512_add_ps(acc[j], _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_setzero_si512(),
+                                                                                   _mm256_castps_si256(t), 0)));
+        }
+    }
+    for (int j = 0; j < M; j++)
+        res[j] = _mm512_reduce_add_ps(acc[j]);
+}
+
+/* Columns are prepared in groups that fit a stack buffer; within a group
+ * every weight row is read once per 4 columns. */
+CL_K_TI void cl_k5_q8act_mm(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as, size_t nc,
+                            size_t n, float *out, size_t os, size_t bb, cl_k5_u_fn unpack, cl_k5_u2_fn unpack2, int off)
+{
+    const size_t nb = n / CL_K_QK, np = (nb + 1) / 2;
+    const size_t col_bytes = np * sizeof(struct cl_k5_pair);
+    _Alignas(64) uint8_t stackbuf[CL_K5_PREP_BYTES];
+    struct cl_k5_pair *buf = (struct cl_k5_pair *)stackbuf;
+    size_t group = CL_K5_PREP_BYTES / col_bytes;
+    void *heap = NULL;
+    if (group == 0) { /* rows over 64K elements: one column at a time from the heap */
+        heap = aligned_alloc(64, (col_bytes + 63) / 64 * 64);
+        if (!heap)
+            abort();
+        buf = heap;
+        group = 1;
+    }
+    for (size_t c0 = 0; c0 < nc; c0 += group) {
+        const size_t gc = nc - c0 < group ? nc - c0 : group;
+        for (size_t j = 0; j < gc; j++)
+            cl_k5_prep((const uint8_t *)a + (c0 + j) * as, nb, off, buf + j * np);
+        for (size_t r = r0; r < r1; r++) {
+            const uint8_t *x = (const uint8_t *)w + r * ws;
+            size_t c = 0;
+            for (; c + CL_K_TILE <= gc; c += CL_K_TILE) {
+                const struct cl_k5_pair *pc[CL_K_TILE];
+                float res[CL_K_TILE];
+                for (int j = 0; j < CL_K_TILE; j++)
+                    pc[j] = buf + (c + (size_t)j) * np;
+                cl_k5_q8act_tile(x, bb, unpack, unpack2, pc, CL_K_TILE, nb, res);
+                for (int j = 0; j < CL_K_TILE; j++)
+                    out[(c0 + c + (size_t)j) * os + r] = res[j];
+            }
+            for (; c < gc; c++) {
+                const struct cl_k5_pair *pc[1] = {buf + c * np};
+                cl_k5_q8act_tile(x, bb, unpack, unpack2, pc, 1, nb, &out[(c0 + c) * os + r]);
+            }
+        }
+    }
+    free(heap);
+}
+
+#define CL_K5_Q8ACT(NAME, BT, OFF)                                                                                     \
+    CL_K_T static void cl_k5_mm_##NAME(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as,      \
+                                       size_t nc, size_t n, float *out, size_t os)                                     \
+    {                                                                                                                  \
+        cl_k5_q8act_mm(w, ws, r0, r1, a, as, nc, n, out, os, sizeof(BT), cl_k5_u_##NAME, cl_k5_u2_##NAME, OFF);       \
+    }                                                                                                                  \
+    CL_K_T static float cl_k5_dot_##NAME(const void *w, const void *a, size_t n)                                       \
+    {                                                                                                                  \
+        float r;                                                                                                       \
+        cl_k5_mm_##NAME(w, 0, 0, 1, a, 0, 1, n, &r, 1);                                                                \
+        return r;                                                                                                      \
+    }
+
+CL_K5_Q8ACT(q8_0, struct cl_k_block_q8_0, 0x80)
+CL_K5_Q8ACT(q4_0, struct cl_k_block_q4_0, 8)
+CL_K5_Q8ACT(q5_0, struct cl_k_block_q5_0, 16)
+
+/* ---------------------------------------------------- K-quants */
+
+/* Q4_K/Q5_K: 4 vectors of 64 unsigned values (sub-blocks 2k, 2k+1) with the
+ * matching int16 scale vectors. */
+struct cl_k5_k4 {
+    __m512i q[4];
+    __m512i sc[4];
+    __m512i m16; /* min of sub-block s at int16 lanes 2s, 2s+1 (lanes 16.. zero) */
+    float d, dmin;
+};
+
+CL_K_TI void cl_k5_k4_scales(const uint8_t *scales, struct cl_k5_k4 *u)
+{
+    uint8_t sm[16];
+    cl_k_scales_mins_k4(scales, sm);
+    const __m128i v = _mm_loadu_si128((const __m128i *)sm);
+    /* scales as int16 in lanes 0..7, then pick sub-blocks 2k / 2k+1 per half */
+    const __m512i s16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(v));
+    for (int k = 0; k < 4; k++) {
+        const __m512i idx = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)(2 * k))),
+                                               _mm256_set1_epi16((short)(2 * k + 1)), 1);
+        u->sc[k] = _mm512_permutexvar_epi16(idx, s16);
+    }
+    /* mins duplicated per pair of 16-element bsums */
+    const __m128i mdup = _mm_unpackhi_epi8(v, v);
+    u->m16 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_cvtepu8_epi16(mdup), 0);
+}
+
+CL_K_TI void cl_k5_unpack_q4_k(const struct cl_k_block_q4_k *x, struct cl_k5_k4 *u)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int k = 0; k < 4; k++) {
+        const __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * k));
+        u->q[k] = _mm512_and_si512(cl_k5_join(raw, _mm256_srli_epi16(raw, 4)), m4);
+    }
+    cl_k5_k4_scales(x->scales, u);
+    u->d = cl_k5_h2f(&x->d);
+    u->dmin = cl_k5_h2f(&x->dmin);
+}
+
+CL_K_TI void cl_k5_unpack_q5_k(const struct cl_k_block_q5_k *x, struct cl_k5_k4 *u)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m256i hb = _mm256_loadu_si256((const __m256i *)x->qh);
+    for (int k = 0; k < 4; k++) {
+        const __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * k));
+        const __m256i h0 = _mm256_maskz_set1_epi8(_mm256_test_epi8_mask(hb, _mm256_set1_epi8((char)(1 << (2 * k)))), 0x10);
+        const __m256i h1 =
+            _mm256_maskz_set1_epi8(_mm256_test_epi8_mask(hb, _mm256_set1_epi8((char)(1 << (2 * k + 1)))), 0x10);
+        u->q[k] = _mm512_or_si512(_mm512_and_si512(cl_k5_join(raw, _mm256_srli_epi16(raw, 4)), m4), cl_k5_join(h0, h1));
+    }
+    cl_k5_k4_scales(x->scales, u);
+    u->d = cl_k5_h2f(&x->d);
+    u->dmin = cl_k5_h2f(&x->dmin);
+}
+
+CL_K_TI void cl_k5_k4_block(const struct cl_k5_k4 *u, const struct cl_k_block_q8_k *y, __m512 *acc, __m512 *macc)
+{
+    __m512i isum = _mm512_setzero_si512();
+    for (int k = 0; k < 4; k++) {
+        const __m512i p = _mm512_maddubs_epi16(u->q[k], _mm512_loadu_si512((const void *)(y->qs + 64 * k)));
+        isum = _mm512_dpwssd_epi32(isum, p, u->sc[k]);
+    }
+    /* mins: sum_s m_s * (bsums[2s] + bsums[2s+1]) in lanes 0..7 */
+    const __m512i ms = _mm512_madd_epi16(_mm512_maskz_loadu_epi16(0xFFFF, y->bsums), u->m16);
+    *acc = _mm512_fmadd_ps(_mm512_set1_ps(u->d * y->d), _mm512_cvtepi32_ps(isum), *acc);
+    *macc = _mm512_fmadd_ps(_mm512_set1_ps(u->dmin * y->d), _mm512_cvtepi32_ps(ms), *macc);
+}
+
+/* Q6_K: 4 vectors of 64 values in 0..63 (elements 64k..64k+63) and their
+ * int16 scales (4 groups of 16 per vector). */
+struct cl_k5_q6 {
+    __m512i q[4];
+    __m512i sc[4];
+    __m512i nsc32; /* -32 * scale of group g at int16 lane g (lanes 16.. zero) */
+    float d;
+};
+
+CL_K_TI void cl_k5_unpack_q6_k(const struct cl_k_block_q6_k *x, struct cl_k5_q6 *u)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+    for (int h = 0; h < 2; h++) {
+        const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
+        const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
+        const __m256i hh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+        const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(hh, m2), 4);
+        const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 2), m2), 4);
+        const __m256i h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 4), m2), 4);
+        const __m256i h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 6), m2), 4);
+        const __m256i q0 = _mm256_or_si256(_mm256_and_si256(l0, m4), h0);
+        const __m256i q1 = _mm256_or_si256(_mm256_and_si256(l1, m4), h1);
+        const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), h2);
+        const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), h3);
+        u->q[2 * h] = cl_k5_join(q0, q1);
+        u->q[2 * h + 1] = cl_k5_join(q2, q3);
+    }
+    /* scale of 16-element group g, replicated over its 8 int16 products */
+    const __m512i s16 =
+        _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales)), 0);
+    for (int k = 0; k < 4; k++) {
+        const long long g = 4 * k, r = 0x0001000100010001ll;
+        const __m512i idx = _mm512_set_epi64((g + 3) * r, (g + 3) * r, (g + 2) * r, (g + 2) * r, (g + 1) * r,
+                                             (g + 1) * r, g * r, g * r);
+        u->sc[k] = _mm512_permutexvar_epi16(idx, s16);
+    }
+    u->nsc32 = _mm512_mullo_epi16(s16, _mm512_set1_epi16(-32));
+    u->d = cl_k5_h2f(&x->d);
+}
+
+CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8_k *y, __m512 *acc)
+{
+    /* values are q-32: start from -32 * sum_g sc_g * bsum_g */
+    __m512i isum = _mm512_madd_epi16(_mm512_maskz_loadu_epi16(0xFFFF, y->bsums), u->nsc32);
+    for (int k = 0; k < 4; k++) {
+        const __m512i p = _mm512_maddubs_epi16(u->q[k], _mm512_loadu_si512((const void *)(y->qs + 64 * k)));
+        isum = _mm512_dpwssd_epi32(isum, p, u->sc[k]);
+    }
+    *acc = _mm512_fmadd_ps(_mm512_set1_ps(u->d * y->d), _mm512_cvtepi32_ps(isum), *acc);
+}
+
+#define CL_K5_KQ(NAME, BT, UT, UNPACK, BLOCK)                                                                         \
+    CL_K_TI void cl_k5_tile_##NAME(const BT *x, const uint8_t *const *yc, int M, size_t nb, float *res)             \
+    {                                                                                                                  \
+        __m512 acc[CL_K_TILE], macc[CL_K_TILE];                                                                        \
+        for (int j = 0; j < M; j++)                                                                                    \
+            acc[j] = macc[j] = _mm512_setzero_ps();                                                                    \
+        for (size_t b = 0; b < nb; b++) {                                                                              \
+            UT u;                                                                                                      \
+            UNPACK(&x[b], &u);                                                                                         \
+            for (int j = 0; j < M; j++) {                                                                              \
+                const struct cl_k_block_q8_k *y = (const struct cl_k_block_q8_k *)yc[j] + b;                          \
+                BLOCK;                                                                                                 \
+            }                                                                                                          \
+        }                                                                                                              \
+        for (int j = 0; j < M; j++)                                                                                    \
+            res[j] = _mm512_reduce_add_ps(acc[j]) - _mm512_reduce_add_ps(macc[j]);                                     \
+    }                                                                                                                  \
+    CL_K_T static float cl_k5_dot_##NAME(const void *w, const void *a, size_t n)                                       \
+    {                                                                                                                  \
+        const uint8_t *yc[1] = {a};                                                                                    \
+        float r;                                                                                                       \
+        cl_k5_tile_##NAME(w, yc, 1, n / CL_K_QK_K, &r);                                                               \
+        return r;                                                                                                      \
+    }                                                                                                                  \
+    CL_K_T static void cl_k5_mm_##NAME(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as,      \
+                                       size_t nc, size_t n, float *out, size_t os)                                     \
+    {                                                                                                                  \
+        const size_t nb = n / CL_K_QK_K;                                                                               \
+        for (size_t r = r0; r < r1; r++) {                                                                             \
+            const BT *x = (const BT *)((const uint8_t *)w + r * ws);                                                   \
+            size_t c = 0;                                                                                              \
+            for (; c + CL_K_TILE <= nc; c += CL_K_TILE) {                                                              \
+                const uint8_t *yc[CL_K_TILE];                                                                          \
+                float res[CL_K_TILE];                                                                                  \
+                for (int j = 0; j < CL_K_TILE; j++)                                                                    \
+                    yc[j] = (const uint8_t *)a + (c + (size_t)j) * as;                                                 \
+                cl_k5_tile_##NAME(x, yc, CL_K_TILE, nb, res);                                                          \
+                for (int j = 0; j < CL_K_TILE; j++)                                                                    \
+                    out[(c + (size_t)j) * os + r] = res[j];                                                            \
+            }                                                                                                          \
+            for (; c < nc; c++) {                                                                                      \
+                const uint8_t *yc[1] = {(const uint8_t *)a + c * as};                                                  \
+                cl_k5_tile_##NAME(x, yc, 1, nb, &out[c * os + r]);                                                     \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+
+CL_K5_KQ(q4_k, struct cl_k_block_q4_k, struct cl_k5_k4, cl_k5_unpack_q4_k, cl_k5_k4_block(&u, y, &acc[j], &macc[j]))
+CL_K5_KQ(q5_k, struct cl_k_block_q5_k, struct cl_k5_k4, cl_k5_unpack_q5_k, cl_k5_k4_block(&u, y, &acc[j], &macc[j]))
+CL_K5_KQ(q6_k, struct cl_k_block_q6_k, struct cl_k5_q6, cl_k5_unpack_q6_k, cl_k5_q6_block(&u, y, &acc[j]))
+
+/* ---------------------------------------------------- F32 / F16 */
+
+CL_K_TI __m512 cl_k5_ld_f32(const void *p, size_t i) { return _mm512_loadu_ps((const float *)p + i); }
+CL_K_TI __m512 cl_k5_ld_f16(const void *p, size_t i)
+{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
+}
+CL_K_TI float cl_k5_s_f32(const void *p, size_t i) { return ((const float *)p)[i]; }
+CL_K_TI float cl_k5_s_f16(const void *p, size_t i) { return _cvtsh_ss(((const uint16_t *)p)[i]); }
+
+typedef __m512 (*cl_k5_ld_fn)(const void *p, size_t i);
+typedef float (*cl_k5_s_fn)(const void *p, size_t i);
+
+CL_K_TI void cl_k5_float_tile(const void *x, cl_k5_ld_fn ld, cl_k5_s_fn sc, const void *const *yc, int M, size_t n,
+                              float *res)
+{
+    __m512 acc0[CL_K_TILE], acc1[CL_K_TILE];
+    for (int j = 0; j < M; j++)
+        acc0[j] = acc1[j] = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m512 w0 = ld(x, i), w1 = ld(x, i + 16);
+        for (int j = 0; j < M; j++) {
+            acc0[j] = _mm512_fmadd_ps(w0, ld(yc[j], i), acc0[j]);
+            acc1[j] = _mm512_fmadd_ps(w1, ld(yc[j], i + 16), acc1[j]);
+        }
+    }
+    for (; i + 16 <= n; i += 16) {
+        const __m512 w0 = ld(x, i);
+        for (int j = 0; j < M; j++)
+            acc0[j] = _mm512_fmadd_ps(w0, ld(yc[j], i), acc0[j]);
+    }
+    for (int j = 0; j < M; j++) {
+        float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0[j], acc1[j]));
+        for (size_t k = i; k < n; k++)
+            s += sc(x, k) * sc(yc[j], k);
+        res[j] = s;
+    }
+}
+
+#define CL_K5_FLOAT(NAME)                                                                                              \
+    CL_K_T static float cl_k5_dot_##NAME(const void *w, const void *a, size_t n)                                       \
+    {                                                                                                                  \
+        const void *yc[1] = {a};                                                                                       \
+        float r;                                                                                                       \
+        cl_k5_float_tile(w, cl_k5_ld_##NAME, cl_k5_s_##NAME, yc, 1, n, &r);                                           \
+        return r;                                                                                                      \
+    }                                                                                                                  \
+    CL_K_T static void cl_k5_mm_##NAME(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as,      \
+                                       size_t nc, size_t n, float *out, size_t os)                                     \
+    {                                                                                                                  \
+        for (size_t r = r0; r < r1; r++) {                                                                             \
+            const uint8_t *x = (const uint8_t *)w + r * ws;                                                            \
+            size_t c = 0;                                                                                              \
+            for (; c + CL_K_TILE <= nc; c += CL_K_TILE) {                                                              \
+                const void *yc[CL_K_TILE];                                                                             \
+                float res[CL_K_TILE];                                                                                  \
+                for (int j = 0; j < CL_K_TILE; j++)                                                                    \
+                    yc[j] = (const uint8_t *)a + (c + (size_t)j) * as;                                                 \
+                cl_k5_float_tile(x, cl_k5_ld_##NAME, cl_k5_s_##NAME, yc, CL_K_TILE, n, res);                          \
+                for (int j = 0; j < CL_K_TILE; j++)                                                                    \
+                    out[(c + (size_t)j) * os + r] = res[j];                                                            \
+            }                                                                                                          \
+            for (; c < nc; c++) {                                                                                      \
+                const void *yc[1] = {(const uint8_t *)a + c * as};                                                     \
+                cl_k5_float_tile(x, cl_k5_ld_##NAME, cl_k5_s_##NAME, yc, 1, n, &out[c * os + r]);                     \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+
+CL_K5_FLOAT(f32)
+CL_K5_FLOAT(f16)
 
 bool cl_k_avx512_impl(uint32_t wtype, bool vnni, struct cl_k_impl *impl)
 {
-    (void)wtype;
-    (void)vnni;
-    (void)impl;
-    return false;
+    if (!vnni)
+        return false;
+    switch (wtype) {
+    case CL_GGML_Q8_0: impl->dot = cl_k5_dot_q8_0; impl->mm = cl_k5_mm_q8_0; break;
+    case CL_GGML_Q4_0: impl->dot = cl_k5_dot_q4_0; impl->mm = cl_k5_mm_q4_0; break;
+    case CL_GGML_Q5_0: impl->dot = cl_k5_dot_q5_0; impl->mm = cl_k5_mm_q5_0; break;
+    case CL_GGML_Q4_K: impl->dot = cl_k5_dot_q4_k; impl->mm = cl_k5_mm_q4_k; break;
+    case CL_GGML_Q5_K: impl->dot = cl_k5_dot_q5_k; impl->mm = cl_k5_mm_q5_k; break;
+    case CL_GGML_Q6_K: impl->dot = cl_k5_dot_q6_k; impl->mm = cl_k5_mm_q6_k; break;
+    case CL_GGML_F32: impl->dot = cl_k5_dot_f32; impl->mm = cl_k5_mm_f32; break;
+    case CL_GGML_F16: impl->dot = cl_k5_dot_f16; impl->mm = cl_k5_mm_f16; break;
+    default: return false;
+    }
+    impl->name = "avx512vnni";
+    return true;
 }
