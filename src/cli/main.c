@@ -9,6 +9,7 @@ static const struct cl_cli_cmd cl_commands[] = {
     {"seal", "encrypt a GGUF model into a sealed model file", cl_cmd_seal},
     {"unseal", "verify and decrypt a sealed model file", cl_cmd_unseal},
     {"inspect", "show a sealed model's header (never secrets)", cl_cmd_inspect},
+    {"tokenize", "show how a GGUF model's tokenizer splits a text", cl_cmd_tokenize},
     {"run", "generate text with a GGUF model", cl_cmd_run},
     {"logits", "print teacher-forced top logits of a GGUF model", cl_cmd_logits},
     {"bench", "measure prompt and generation speed of a GGUF model", cl_cmd_bench},

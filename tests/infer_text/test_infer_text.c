@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include "cloister/file.h"
+#include "cloister/chat.h"
 #include "cloister/gguf.h"
+#include "cloister/sample.h"
 #include "cloister/tokenizer.h"
 
 #include <jansson.h>
@@ -984,6 +986,568 @@ static void test_tok_mini_variants(void **state)
     free(img);
 }
 
+
+/* ---- chat templates ---- */
+
+static const char *chat_str(enum cl_chat_template t, const struct cl_chat_msg *m, size_t n, bool gen, struct cl_buf *b)
+{
+    cl_buf_reset(b);
+    assert_ok(cl_chat_render(t, m, n, gen, b));
+    assert_ok(cl_buf_append_u8(b, 0));
+    b->len--;
+    return (const char *)b->data;
+}
+
+#define MSG(r, c) {(r), (c), sizeof(c) - 1}
+
+static void test_chat_render(void **state)
+{
+    (void)state;
+    const struct cl_chat_msg conv[] = {
+        MSG("system", "You are a helpful assistant"), MSG("user", "Hello"), MSG("assistant", "Hi there"),
+        MSG("user", "Who are you"), MSG("assistant", "   I am an assistant   "), MSG("user", "Another question"),
+    };
+    struct cl_buf b;
+    cl_buf_init(&b, 1 << 16, CL_BUF_SECURE);
+    assert_string_equal(chat_str(CL_CHAT_GEMMA, conv, 6, true, &b),
+        "<start_of_turn>user\nYou are a helpful assistant\n\nHello<end_of_turn>\n"
+        "<start_of_turn>model\nHi there<end_of_turn>\n<start_of_turn>user\nWho are you<end_of_turn>\n"
+        "<start_of_turn>model\nI am an assistant<end_of_turn>\n<start_of_turn>user\nAnother question<end_of_turn>\n"
+        "<start_of_turn>model\n");
+    assert_string_equal(chat_str(CL_CHAT_CHATML, conv, 6, true, &b),
+        "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
+        "<|im_start|>assistant\nHi there<|im_end|>\n<|im_start|>user\nWho are you<|im_end|>\n"
+        "<|im_start|>assistant\n   I am an assistant   <|im_end|>\n<|im_start|>user\nAnother question<|im_end|>\n"
+        "<|im_start|>assistant\n");
+    assert_string_equal(chat_str(CL_CHAT_CHATML, conv + 1, 1, false, &b), "<|im_start|>user\nHello<|im_end|>\n");
+    assert_string_equal(chat_str(CL_CHAT_LLAMA2_SYS, conv, 6, true, &b),
+        "[INST] <<SYS>>\nYou are a helpful assistant\n<</SYS>>\n\nHello [/INST]Hi there</s>[INST] Who are you [/INST]"
+        "   I am an assistant   </s>[INST] Another question [/INST]");
+    assert_string_equal(chat_str(CL_CHAT_LLAMA2_SYS_STRIP, conv, 6, true, &b),
+        "[INST] <<SYS>>\nYou are a helpful assistant\n<</SYS>>\n\nHello [/INST]Hi there</s>[INST] Who are you [/INST]"
+        "I am an assistant</s>[INST] Another question [/INST]");
+    assert_string_equal(chat_str(CL_CHAT_LLAMA2_SYS_BOS, conv, 6, true, &b),
+        "[INST] <<SYS>>\nYou are a helpful assistant\n<</SYS>>\n\nHello [/INST]Hi there</s><s>[INST] Who are you [/INST]"
+        "   I am an assistant   </s><s>[INST] Another question [/INST]");
+    assert_string_equal(chat_str(CL_CHAT_LLAMA2, conv, 6, true, &b),
+        "[INST] You are a helpful assistant\nHello [/INST]Hi there</s>[INST] Who are you [/INST]"
+        "   I am an assistant   </s>[INST] Another question [/INST]");
+    /* Gemma: several system messages join; a system message after a model turn goes to the next user turn */
+    const struct cl_chat_msg g2[] = {MSG("system", " A "), MSG("system", "B\n"), MSG("user", " hi "),
+                                     MSG("assistant", "yo"), MSG("system", "C"), MSG("user", "q")};
+    assert_string_equal(chat_str(CL_CHAT_GEMMA, g2, 6, false, &b),
+        "<start_of_turn>user\nAB\n\nhi<end_of_turn>\n<start_of_turn>model\nyo<end_of_turn>\n"
+        "<start_of_turn>user\nC\n\nq<end_of_turn>\n");
+    assert_string_equal(chat_str(CL_CHAT_GEMMA, NULL, 0, true, &b), "<start_of_turn>model\n");
+    /* errors leave the buffer as it was */
+    cl_buf_reset(&b);
+    assert_ok(cl_buf_append_str(&b, "keep"));
+    assert_err(cl_chat_render(CL_CHAT_NONE, conv, 6, true, &b), CL_E_INFER_CHAT_UNKNOWN);
+    const struct cl_chat_msg bad[] = {{NULL, "x", 1}};
+    assert_err(cl_chat_render(CL_CHAT_CHATML, bad, 1, true, &b), CL_E_CORE_INVALID_ARG);
+    struct cl_buf small;
+    cl_buf_init(&small, 20, CL_BUF_NONE);
+    assert_err(cl_chat_render(CL_CHAT_CHATML, conv, 6, true, &small), CL_E_CORE_LIMIT);
+    assert_int_equal(small.len, 0);
+    cl_buf_free(&small);
+    assert_int_equal(b.len, 4);
+    cl_buf_free(&b);
+}
+
+static void test_chat_detect(void **state)
+{
+    (void)state;
+    static const char gemma3[] =
+        "{{ bos_token }}\n{%- if messages[0]['role'] == 'system' -%}\n    {%- if messages[0]['content'] is string -%}\n"
+        "        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}\n    {%- endif -%}\n"
+        "    {%- set loop_messages = messages[1:] -%}\n{%- else -%}\n    {%- set first_user_prefix = \"\" -%}\n"
+        "    {%- set loop_messages = messages -%}\n{%- endif -%}\n{%- for message in loop_messages -%}\n"
+        "    {%- if (message['role'] == 'assistant') -%}\n        {%- set role = \"model\" -%}\n    {%- else -%}\n"
+        "        {%- set role = message['role'] -%}\n    {%- endif -%}\n"
+        "    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}\n"
+        "    {{ message['content'] | trim }}\n    {{ '<end_of_turn>\n' }}\n{%- endfor -%}\n"
+        "{%- if add_generation_prompt -%}\n    {{'<start_of_turn>model\n'}}\n{%- endif -%}\n";
+    static const char llama2_chat[] =
+        "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = "
+        "messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}"
+        "{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ "
+        "raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if "
+        "loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
+        "'\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if "
+        "message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] "
+        "== 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
+    static const char llama2_sys[] =
+        "{% for message in messages %}{% if message['role'] == 'system' %}{{ '<<SYS>>\\n' + message['content'] + "
+        "'\\n<</SYS>>\\n\\n' }}{% elif message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+        "{% else %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}";
+    static const char chatml[] =
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+        "You are a helpful assistant<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
+        "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n'"
+        " }}{% endif %}";
+    static const char phi4[] = "{% for m in messages %}{{'<|im_start|>' + m['role'] + '<|im_sep|>' + m['content']}}{% endfor %}";
+    static const char mistral[] = "{%- for m in messages %}[INST][SYSTEM_PROMPT]{%- endfor %}";
+    static const char zephyr[] = "{% for m in messages %}<|user|>\n{{ m['content'] }}</s>\n<|assistant|>{% endfor %}";
+    assert_int_equal(cl_chat_detect(gemma3, strlen(gemma3)), CL_CHAT_GEMMA);
+    assert_int_equal(cl_chat_detect(llama2_chat, strlen(llama2_chat)), CL_CHAT_LLAMA2_SYS_STRIP);
+    assert_int_equal(cl_chat_detect(llama2_sys, strlen(llama2_sys)), CL_CHAT_LLAMA2_SYS);
+    assert_int_equal(cl_chat_detect("[INST] {{ x }} [/INST]", 22), CL_CHAT_LLAMA2);
+    assert_int_equal(cl_chat_detect("{{ bos_token + '[INST] ' }}<<SYS>>", 34), CL_CHAT_LLAMA2_SYS_BOS);
+    assert_int_equal(cl_chat_detect(chatml, strlen(chatml)), CL_CHAT_CHATML);
+    assert_int_equal(cl_chat_detect(phi4, strlen(phi4)), CL_CHAT_NONE);
+    assert_int_equal(cl_chat_detect(mistral, strlen(mistral)), CL_CHAT_NONE);
+    assert_int_equal(cl_chat_detect(zephyr, strlen(zephyr)), CL_CHAT_NONE);
+    assert_int_equal(cl_chat_detect("", 0), CL_CHAT_NONE);
+    assert_int_equal(cl_chat_detect("gemma", 5), CL_CHAT_GEMMA);
+    assert_int_equal(cl_chat_detect("chatml", 6), CL_CHAT_CHATML);
+    enum cl_chat_template t = CL_CHAT_NONE;
+    assert_ok(cl_chat_from_name("llama2-sys", &t));
+    assert_int_equal(t, CL_CHAT_LLAMA2_SYS);
+    assert_string_equal(cl_chat_name(t), "llama2-sys");
+    assert_err(cl_chat_from_name("vicuna", &t), CL_E_INFER_CHAT_UNKNOWN);
+    /* from a model: detected, overridden, or missing */
+    cl_gguf_writer *w = NULL;
+    assert_ok(cl_gguf_writer_new(0, &w));
+    assert_ok(cl_gguf_writer_add_str(w, "tokenizer.chat_template", gemma3));
+    uint8_t *img;
+    size_t len;
+    assert_ok(cl_gguf_writer_write_memory(w, &img, &len));
+    cl_gguf_writer_free(w);
+    cl_gguf *g = NULL;
+    assert_ok(cl_gguf_open_memory(img, len, &g));
+    assert_ok(cl_chat_for_model(g, NULL, &t));
+    assert_int_equal(t, CL_CHAT_GEMMA);
+    assert_ok(cl_chat_for_model(g, "chatml", &t));
+    assert_int_equal(t, CL_CHAT_CHATML);
+    assert_err(cl_chat_for_model(g, "nope", &t), CL_E_INFER_CHAT_UNKNOWN);
+    cl_gguf_free(g);
+    free(img);
+    char p[1024];
+    CL_TESTDATA("gguf/vocab/ggml-vocab-llama-spm.gguf", p);
+    assert_ok(cl_gguf_open_file(p, &g));
+    assert_err(cl_chat_for_model(g, NULL, &t), CL_E_INFER_CHAT_UNKNOWN); /* no template in this file */
+    cl_gguf_free(g);
+    CL_TESTDATA("gguf/vocab/ggml-vocab-phi-3.gguf", p);
+    assert_ok(cl_gguf_open_file(p, &g));
+    assert_err(cl_chat_for_model(g, NULL, &t), CL_E_INFER_CHAT_UNKNOWN); /* phi-3: not supported */
+    cl_gguf_free(g);
+}
+
+/* The reference image prompts were formatted with llama.cpp's "gemma" template. */
+static void test_chat_reference_image_prompt(void **state)
+{
+    (void)state;
+    char path[1024];
+    CL_REFERENCE("tiny/tiny-gemma3-f32/IMG-00000001_000.json", path);
+    json_error_t jerr;
+    json_t *j = json_load_file(path, 0, &jerr);
+    assert_non_null(j);
+    const char *marker = json_string_value(json_object_get(j, "media_marker"));
+    const char *prompt = json_string_value(json_object_get(j, "prompt"));
+    char content[256];
+    snprintf(content, sizeof(content), "%s%s", marker, prompt);
+    struct cl_chat_msg m = {"user", content, strlen(content)};
+    struct cl_buf b;
+    cl_buf_init(&b, 4096, CL_BUF_NONE);
+    assert_string_equal(chat_str(CL_CHAT_GEMMA, &m, 1, true, &b),
+                        json_string_value(json_object_get(j, "formatted_prompt")));
+    cl_buf_free(&b);
+    json_decref(j);
+}
+
+
+/* ---- sampling ---- */
+
+static cl_sampler *mk_sampler(float temp, int32_t k, float top_p, float min_p, uint64_t seed, uint32_t nv)
+{
+    struct cl_sample_params p;
+    cl_sample_params_default(&p, seed);
+    p.temperature = temp;
+    p.top_k = k;
+    p.top_p = top_p;
+    p.min_p = min_p;
+    cl_sampler *s = NULL;
+    assert_ok(cl_sampler_new(&p, nv, &s));
+    return s;
+}
+
+/* Frequencies of each id over n draws. */
+static void histogram(cl_sampler *s, const float *logits, uint32_t nv, unsigned n, unsigned *h)
+{
+    memset(h, 0, nv * sizeof(*h));
+    for (unsigned i = 0; i < n; i++) {
+        int32_t id;
+        assert_ok(cl_sampler_sample(s, logits, &id));
+        assert_true(id >= 0 && (uint32_t)id < nv);
+        h[id]++;
+    }
+}
+
+static void test_sample_greedy_and_ties(void **state)
+{
+    (void)state;
+    const float l[5] = {1.0f, 3.0f, 3.0f, 2.0f, -1.0f};
+    assert_int_equal(cl_sample_greedy(l, 5), 1);
+    const float nanl[3] = {NAN, -5.0f, NAN};
+    assert_int_equal(cl_sample_greedy(nanl, 3), 1);
+    cl_sampler *s = mk_sampler(0.0f, 40, 0.95f, 0.05f, 1, 5);
+    int32_t id;
+    for (int i = 0; i < 10; i++) {
+        assert_ok(cl_sampler_sample(s, l, &id));
+        assert_int_equal(id, 1);
+    }
+    cl_sampler_free(s);
+}
+
+static void test_sample_determinism(void **state)
+{
+    (void)state;
+    enum { NV = 1000 };
+    float *l = malloc(NV * sizeof(float));
+    for (int i = 0; i < NV; i++)
+        l[i] = sinf((float)i * 0.37f) * 3.0f;
+    int32_t a[200], b[200], c[200];
+    for (int run = 0; run < 3; run++) {
+        cl_sampler *s = mk_sampler(1.0f, 0, 1.0f, 0.0f, run == 2 ? 43 : 42, NV);
+        int32_t *dst = run == 0 ? a : run == 1 ? b : c;
+        for (int i = 0; i < 200; i++)
+            assert_ok(cl_sampler_sample(s, l, &dst[i]));
+        if (run == 0) {
+            /* reset gives the same stream again */
+            cl_sampler_reset(s, 42);
+            int32_t x;
+            assert_ok(cl_sampler_sample(s, l, &x));
+            assert_int_equal(x, a[0]);
+        }
+        cl_sampler_free(s);
+    }
+    assert_memory_equal(a, b, sizeof(a));
+    assert_memory_not_equal(a, c, sizeof(a));
+    /* the raw stream is a fixed function of the seed */
+    cl_sampler *s = mk_sampler(1.0f, 0, 1.0f, 0.0f, 0, 4);
+    uint64_t r1 = cl_sampler_rand_u64(s);
+    cl_sampler_reset(s, 0);
+    assert_true(cl_sampler_rand_u64(s) == r1);
+    for (int i = 0; i < 1000; i++) {
+        double u = cl_sampler_rand_unit(s);
+        assert_true(u >= 0.0 && u < 1.0);
+    }
+    cl_sampler_free(s);
+    free(l);
+}
+
+static void test_sample_distribution_and_filters(void **state)
+{
+    (void)state;
+    const float l[4] = {logf(0.5f), logf(0.3f), logf(0.15f), logf(0.05f)};
+    unsigned h[4];
+    enum { N = 20000 };
+    /* plain softmax at temperature 1 */
+    cl_sampler *s = mk_sampler(1.0f, 0, 1.0f, 0.0f, 7, 4);
+    histogram(s, l, 4, N, h);
+    assert_true(fabs(h[0] / (double)N - 0.5) < 0.02);
+    assert_true(fabs(h[1] / (double)N - 0.3) < 0.02);
+    assert_true(fabs(h[2] / (double)N - 0.15) < 0.02);
+    assert_true(fabs(h[3] / (double)N - 0.05) < 0.01);
+    cl_sampler_free(s);
+    /* top-k 2: only the two best, renormalised 5:3 */
+    s = mk_sampler(1.0f, 2, 1.0f, 0.0f, 7, 4);
+    histogram(s, l, 4, N, h);
+    assert_int_equal(h[2] + h[3], 0);
+    assert_true(fabs(h[0] / (double)N - 0.625) < 0.02);
+    cl_sampler_free(s);
+    /* top-k 1 is greedy */
+    s = mk_sampler(1.0f, 1, 1.0f, 0.0f, 7, 4);
+    histogram(s, l, 4, 1000, h);
+    assert_int_equal(h[0], 1000);
+    cl_sampler_free(s);
+    /* top-p 0.5: the first token alone reaches 0.5; 0.7 keeps two; 0.9 keeps three */
+    s = mk_sampler(1.0f, 0, 0.5f, 0.0f, 7, 4);
+    histogram(s, l, 4, 1000, h);
+    assert_int_equal(h[0], 1000);
+    cl_sampler_free(s);
+    s = mk_sampler(1.0f, 0, 0.7f, 0.0f, 7, 4);
+    histogram(s, l, 4, N, h);
+    assert_int_equal(h[2] + h[3], 0);
+    assert_true(h[1] > 0);
+    cl_sampler_free(s);
+    s = mk_sampler(1.0f, 0, 0.9f, 0.0f, 7, 4);
+    histogram(s, l, 4, N, h);
+    assert_int_equal(h[3], 0);
+    assert_true(h[2] > 0);
+    cl_sampler_free(s);
+    /* min-p 0.5: keep p >= 0.25 (tokens 0 and 1); 0.2 keeps p >= 0.1 */
+    s = mk_sampler(1.0f, 0, 1.0f, 0.5f, 7, 4);
+    histogram(s, l, 4, N, h);
+    assert_int_equal(h[2] + h[3], 0);
+    assert_true(h[1] > 0);
+    cl_sampler_free(s);
+    s = mk_sampler(1.0f, 0, 1.0f, 0.2f, 7, 4);
+    histogram(s, l, 4, N, h);
+    assert_int_equal(h[3], 0);
+    assert_true(h[2] > 0);
+    cl_sampler_free(s);
+    /* temperature: low sharpens towards the best, high flattens */
+    s = mk_sampler(0.05f, 0, 1.0f, 0.0f, 7, 4);
+    histogram(s, l, 4, 1000, h);
+    assert_true(h[0] > 995);
+    cl_sampler_free(s);
+    s = mk_sampler(100.0f, 0, 1.0f, 0.0f, 7, 4);
+    histogram(s, l, 4, N, h);
+    for (int i = 0; i < 4; i++)
+        assert_true(fabs(h[i] / (double)N - 0.25) < 0.03);
+    cl_sampler_free(s);
+    /* -inf logits are never drawn */
+    const float li[3] = {-INFINITY, 0.0f, -INFINITY};
+    s = mk_sampler(1.0f, 0, 1.0f, 0.0f, 7, 3);
+    histogram(s, li, 3, 500, h);
+    assert_int_equal(h[1], 500);
+    cl_sampler_free(s);
+    /* bad parameters */
+    struct cl_sample_params p;
+    cl_sample_params_default(&p, 1);
+    p.repeat_last_n = -1;
+    assert_err(cl_sampler_new(&p, 4, &s), CL_E_CORE_INVALID_ARG);
+    cl_sample_params_default(&p, 1);
+    p.temperature = NAN;
+    assert_err(cl_sampler_new(&p, 4, &s), CL_E_CORE_INVALID_ARG);
+    cl_sample_params_default(&p, 1);
+    assert_err(cl_sampler_new(&p, 0, &s), CL_E_CORE_INVALID_ARG);
+}
+
+static void test_sample_repetition_penalty(void **state)
+{
+    (void)state;
+    struct cl_sample_params p;
+    cl_sample_params_default(&p, 1);
+    p.temperature = 0.0f;
+    p.repeat_penalty = 2.0f;
+    p.repeat_last_n = 2;
+    cl_sampler *s = NULL;
+    assert_ok(cl_sampler_new(&p, 4, &s));
+    const float l[4] = {2.0f, 1.9f, -1.0f, -0.6f};
+    int32_t id;
+    assert_ok(cl_sampler_sample(s, l, &id));
+    assert_int_equal(id, 0);
+    cl_sampler_accept(s, 0); /* 2.0 -> 1.0: token 1 wins */
+    assert_ok(cl_sampler_sample(s, l, &id));
+    assert_int_equal(id, 1);
+    cl_sampler_accept(s, 1); /* both penalised: 1.0 vs 0.95 */
+    assert_ok(cl_sampler_sample(s, l, &id));
+    assert_int_equal(id, 0);
+    cl_sampler_accept(s, 3);
+    cl_sampler_accept(s, 3); /* window of 2: only token 3 now, multiplied: -1.2 */
+    assert_ok(cl_sampler_sample(s, l, &id));
+    assert_int_equal(id, 0);
+    const float neg[4] = {-1.0f, -0.6f, -5.0f, -5.0f};
+    cl_sampler_accept(s, 1);
+    cl_sampler_accept(s, 1); /* -0.6 * 2 = -1.2 < -1.0 */
+    assert_ok(cl_sampler_sample(s, neg, &id));
+    assert_int_equal(id, 0);
+    /* the logits passed in are never modified */
+    assert_true(neg[1] == -0.6f && l[0] == 2.0f);
+    cl_sampler_free(s);
+    /* frequency and presence penalties */
+    cl_sample_params_default(&p, 1);
+    p.temperature = 0.0f;
+    p.freq_penalty = 0.5f;
+    p.presence_penalty = 0.25f;
+    assert_ok(cl_sampler_new(&p, 4, &s));
+    cl_sampler_accept(s, 0);
+    cl_sampler_accept(s, 0); /* 2.0 - 2*0.5 - 0.25 = 0.75 */
+    const float l2[4] = {2.0f, 0.8f, 0.7f, 0.0f};
+    assert_ok(cl_sampler_sample(s, l2, &id));
+    assert_int_equal(id, 1);
+    cl_sampler_free(s);
+}
+
+/* ---- generation control ---- */
+
+struct stream_log {
+    char text[256];
+    size_t len;
+    unsigned calls;
+    unsigned stop_after;
+    int32_t last_token;
+};
+
+static int stream_cb(void *user, int32_t token, const char *text, size_t len)
+{
+    struct stream_log *l = user;
+    assert_true(l->len + len < sizeof(l->text));
+    memcpy(l->text + l->len, text, len);
+    l->len += len;
+    l->text[l->len] = 0;
+    l->calls++;
+    l->last_token = token;
+    return l->stop_after && l->calls >= l->stop_after;
+}
+
+static void push_all(cl_gen *g, const char *const *pieces, size_t n, size_t *pushed)
+{
+    bool done = false;
+    size_t i = 0;
+    for (; i < n && !done; i++)
+        assert_ok(cl_gen_push_text(g, (int32_t)i, false, pieces[i], strlen(pieces[i]), &done));
+    *pushed = i;
+}
+
+static void test_gen_stop_strings(void **state)
+{
+    (void)state;
+    const char *stops[] = {"STOP", "\n\n"};
+    struct stream_log log = {0};
+    struct cl_gen_opts o = {.stop = stops, .n_stop = 2, .cb = stream_cb, .user = &log};
+    cl_gen *g = NULL;
+    assert_ok(cl_gen_new(NULL, &o, &g));
+    /* the stop string spans three tokens; text before it is kept */
+    const char *p1[] = {"Hel", "lo S", "T", "OP and more", "never"};
+    size_t pushed;
+    push_all(g, p1, 5, &pushed);
+    assert_int_equal(pushed, 4);
+    assert_int_equal(cl_gen_reason(g), CL_GEN_STOP_STRING);
+    size_t len;
+    const char *txt = cl_gen_text(g, &len);
+    assert_int_equal(len, 6);
+    assert_memory_equal(txt, "Hello ", 6);
+    assert_string_equal(log.text, "Hello "); /* the callback never saw "S" or "ST" */
+    assert_int_equal(log.calls, 4);
+    bool done;
+    assert_err(cl_gen_push_text(g, 9, false, "x", 1, &done), CL_E_CORE_STATE);
+    cl_gen_free(g);
+
+    /* a false start ("ST" then "x") is released once it cannot be a stop */
+    memset(&log, 0, sizeof(log));
+    assert_ok(cl_gen_new(NULL, &o, &g));
+    const char *p2[] = {"a\n", "ST", "x\n", "\nrest"};
+    push_all(g, p2, 4, &pushed);
+    assert_int_equal(pushed, 4);
+    assert_int_equal(cl_gen_reason(g), CL_GEN_STOP_STRING);
+    txt = cl_gen_text(g, &len);
+    assert_int_equal(len, 5);
+    assert_memory_equal(txt, "a\nSTx", 5);
+    assert_string_equal(log.text, "a\nSTx");
+    cl_gen_free(g);
+
+    /* a stop string inside one token */
+    memset(&log, 0, sizeof(log));
+    assert_ok(cl_gen_new(NULL, &o, &g));
+    const char *p3[] = {"abSTOPcd"};
+    push_all(g, p3, 1, &pushed);
+    assert_int_equal(cl_gen_reason(g), CL_GEN_STOP_STRING);
+    assert_string_equal(log.text, "ab");
+    cl_gen_free(g);
+}
+
+static void test_gen_limits_and_utf8(void **state)
+{
+    (void)state;
+    struct stream_log log = {0};
+    struct cl_gen_opts o = {.max_tokens = 3, .cb = stream_cb, .user = &log};
+    cl_gen *g = NULL;
+    assert_ok(cl_gen_new(NULL, &o, &g));
+    /* a UTF-8 character split over tokens is released whole */
+    const char *p[] = {"caf", "\xc3", "\xa9", "never"};
+    size_t pushed;
+    push_all(g, p, 4, &pushed);
+    assert_int_equal(pushed, 3);
+    assert_int_equal(cl_gen_reason(g), CL_GEN_STOP_MAX_TOKENS);
+    assert_int_equal(cl_gen_n_tokens(g), 3);
+    assert_string_equal(log.text, "caf\xc3\xa9");
+    assert_int_equal(log.calls, 3);
+    cl_gen_free(g);
+
+    /* EOG stops without adding text; held text is flushed */
+    memset(&log, 0, sizeof(log));
+    const char *stops[] = {"ab"};
+    struct cl_gen_opts o2 = {.stop = stops, .n_stop = 1, .stop_on_eog = true, .cb = stream_cb, .user = &log};
+    assert_ok(cl_gen_new(NULL, &o2, &g));
+    bool done = false;
+    assert_ok(cl_gen_push_text(g, 5, false, "xa", 2, &done));
+    assert_false(done);
+    assert_string_equal(log.text, "x");
+    assert_ok(cl_gen_push_text(g, 2, true, "", 0, &done));
+    assert_true(done);
+    assert_int_equal(cl_gen_reason(g), CL_GEN_STOP_EOG);
+    assert_string_equal(log.text, "xa");
+    cl_gen_free(g);
+
+    /* the callback can stop generation; finish flushes */
+    memset(&log, 0, sizeof(log));
+    log.stop_after = 2;
+    struct cl_gen_opts o3 = {.stop = stops, .n_stop = 1, .cb = stream_cb, .user = &log};
+    assert_ok(cl_gen_new(NULL, &o3, &g));
+    const char *p4[] = {"1", "2a", "3"};
+    push_all(g, p4, 3, &pushed);
+    assert_int_equal(pushed, 2);
+    assert_int_equal(cl_gen_reason(g), CL_GEN_STOP_CALLBACK);
+    assert_string_equal(log.text, "12a");
+    assert_ok(cl_gen_finish(g));
+    assert_int_equal(log.calls, 3);
+    cl_gen_free(g);
+
+    /* bad options */
+    const char *empty[] = {""};
+    struct cl_gen_opts bad = {.stop = empty, .n_stop = 1};
+    assert_err(cl_gen_new(NULL, &bad, &g), CL_E_CORE_INVALID_ARG);
+    struct cl_gen_opts bad2 = {.stop = NULL, .n_stop = 1};
+    assert_err(cl_gen_new(NULL, &bad2, &g), CL_E_CORE_INVALID_ARG);
+    struct cl_gen_opts ok = {0};
+    assert_ok(cl_gen_new(NULL, &ok, &g));
+    assert_err(cl_gen_push(g, 1, &done), CL_E_CORE_INVALID_ARG); /* no tokenizer */
+    cl_gen_free(g);
+}
+
+/* With a real vocabulary: pieces, first-token space removal and EOG, and
+ * the reference generated text. */
+static void test_gen_with_tokenizer(void **state)
+{
+    (void)state;
+    char path[1024];
+    CL_REFERENCE("tiny/tiny-llama-f32/P1.f32kv.json", path);
+    json_error_t jerr;
+    json_t *j = json_load_file(path, 0, &jerr);
+    assert_non_null(j);
+    CL_REFERENCE("models/tiny-llama-f32.gguf", path);
+    cl_gguf *g = NULL;
+    cl_tokenizer *t = open_tok(path, &g);
+    int32_t ids[64];
+    size_t n = json_ids(json_object_get(j, "generated_tokens"), ids, 64);
+    struct stream_log log = {0};
+    struct cl_gen_opts o = {.cb = stream_cb, .user = &log};
+    cl_gen *gen = NULL;
+    assert_ok(cl_gen_new(t, &o, &gen));
+    bool done = false;
+    for (size_t i = 0; i < n && !done; i++)
+        assert_ok(cl_gen_push(gen, ids[i], &done));
+    assert_ok(cl_gen_finish(gen));
+    size_t hl, len;
+    uint8_t *want = cl_test_unhex(json_string_value(json_object_get(j, "generated_text_hex")), &hl);
+    const char *txt = cl_gen_text(gen, &len);
+    assert_int_equal(len, hl);
+    assert_memory_equal(txt, want, hl);
+    assert_int_equal(log.len, hl);
+    assert_memory_equal(log.text, want, hl);
+    free(want);
+    cl_gen_free(gen);
+    /* EOS stops when asked */
+    struct cl_gen_opts o2 = {.stop_on_eog = true};
+    assert_ok(cl_gen_new(t, &o2, &gen));
+    int32_t hello[] = {15043, 2, 3186};
+    done = false;
+    size_t i = 0;
+    for (; i < 3 && !done; i++)
+        assert_ok(cl_gen_push(gen, hello[i], &done));
+    assert_int_equal(i, 2);
+    txt = cl_gen_text(gen, &len);
+    assert_int_equal(len, 5);
+    assert_memory_equal(txt, "Hello", 5);
+    cl_gen_free(gen);
+    cl_tokenizer_free(t);
+    cl_gguf_free(g);
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -997,6 +1561,16 @@ int main(void)
         cmocka_unit_test(test_tok_reference_prompts),
         cmocka_unit_test(test_tok_mini),
         cmocka_unit_test(test_tok_mini_variants),
+        cmocka_unit_test(test_chat_render),
+        cmocka_unit_test(test_chat_detect),
+        cmocka_unit_test(test_chat_reference_image_prompt),
+        cmocka_unit_test(test_sample_greedy_and_ties),
+        cmocka_unit_test(test_sample_determinism),
+        cmocka_unit_test(test_sample_distribution_and_filters),
+        cmocka_unit_test(test_sample_repetition_penalty),
+        cmocka_unit_test(test_gen_stop_strings),
+        cmocka_unit_test(test_gen_limits_and_utf8),
+        cmocka_unit_test(test_gen_with_tokenizer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
