@@ -42,5 +42,6 @@ int cl_cmd_keygen(int argc, char **argv);
 int cl_cmd_seal(int argc, char **argv);
 int cl_cmd_unseal(int argc, char **argv);
 int cl_cmd_inspect(int argc, char **argv);
+int cl_cmd_kms(int argc, char **argv);
 
 #endif
