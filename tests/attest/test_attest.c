@@ -1,0 +1,591 @@
+#include "testutil.h"
+
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cloister/attest.h"
+#include "cloister/file.h"
+
+static const char *const real_docs[] = {
+    "nitro/docs/blocky_2024-09-07_prod_1024B-fields.b64",
+    "nitro/docs/blocky_2024-09-07_debug_1024B-fields.b64",
+    "nitro/docs/blocky_2023-07-10_prod_rsa-pubkey.b64",
+    "nitro/docs/evervault_2022-10-12_debug.cbor",
+    "nitro/docs/evervault_2023-09-18_debug.b64",
+};
+static const bool real_debug[] = {false, true, false, true, true};
+#define PROD_DOC 0
+
+static struct cl_buf load_raw(const char *rel)
+{
+    char path[512];
+    struct cl_buf file, raw;
+    cl_buf_init(&file, 1 << 20, CL_BUF_NONE);
+    cl_buf_init(&raw, 1 << 20, CL_BUF_NONE);
+    if (!cl_test_path("CLOISTER_TESTDATA", rel, path, sizeof(path)))
+        return raw;
+    assert_ok(cl_file_read(path, 1 << 20, &file));
+    assert_ok(cl_attest_decode_input(file.data, file.len, &raw));
+    cl_buf_free(&file);
+    return raw;
+}
+
+static struct cl_buf aws_root(void)
+{
+    char path[512];
+    struct cl_buf b;
+    cl_buf_init(&b, 1 << 16, CL_BUF_NONE);
+    if (!cl_test_path("CLOISTER_TESTDATA", "nitro/root/AWS_NitroEnclaves_Root-G1.pem", path, sizeof(path)))
+        return b;
+    struct cl_buf pem;
+    cl_buf_init(&pem, 1 << 16, CL_BUF_NONE);
+    assert_ok(cl_file_read(path, 1 << 16, &pem));
+    assert_ok(cl_attest_cert_to_der(pem.data, pem.len, &b));
+    cl_buf_free(&pem);
+    return b;
+}
+
+/* [max notBefore, min notAfter] over the chain, in seconds. */
+static void doc_window(const struct cl_attest_doc *d, int64_t *lo, int64_t *hi)
+{
+    *lo = INT64_MIN;
+    *hi = INT64_MAX;
+    for (size_t i = 0; i <= d->ncabundle; i++) {
+        const struct cl_attest_span *s = i < d->ncabundle ? &d->cabundle[i] : &d->certificate;
+        int64_t nb, na;
+        assert_ok(cl_attest_cert_validity(s->p, s->len, &nb, &na));
+        if (nb > *lo)
+            *lo = nb;
+        if (na < *hi)
+            *hi = na;
+    }
+}
+
+static struct cl_attest_policy base_policy(const struct cl_buf *root, const struct cl_attest_doc *d)
+{
+    int64_t lo, hi;
+    doc_window(d, &lo, &hi);
+    struct cl_attest_policy p = {.root_der = root->data, .root_len = root->len, .allow_any_pcr = true,
+                                 .allow_debug = true};
+    p.at_ms = (lo + (hi - lo) / 2) * 1000;
+    return p;
+}
+
+static void check(cl_err got, cl_err want, const char *what)
+{
+    if (got != want)
+        fail_msg("%s: got %s (%s), expected %s", what, cl_err_name(got) ? cl_err_name(got) : "OK", cl_err_detail(),
+                 cl_err_name(want) ? cl_err_name(want) : "OK");
+}
+
+static void test_real_docs(void **state)
+{
+    (void)state;
+    struct cl_buf root = aws_root();
+    if (!root.len)
+        skip();
+    for (size_t i = 0; i < sizeof(real_docs) / sizeof(real_docs[0]); i++) {
+        struct cl_buf raw = load_raw(real_docs[i]);
+        struct cl_attest_doc d;
+        assert_ok(cl_attest_parse(raw.data, raw.len, &d));
+        assert_int_equal(cl_attest_is_debug(&d), real_debug[i]);
+        assert_int_equal(d.ncabundle, 4);
+        struct cl_attest_policy p = base_policy(&root, &d);
+        check(cl_attest_verify(&d, &p), CL_OK, real_docs[i]);
+        int64_t lo, hi;
+        doc_window(&d, &lo, &hi);
+        p.at_ms = lo * 1000 + 1000;
+        check(cl_attest_verify(&d, &p), CL_OK, "start of window");
+        p.at_ms = hi * 1000 - 1000;
+        check(cl_attest_verify(&d, &p), CL_OK, "end of window");
+        p.at_ms = (hi + 1) * 1000;
+        check(cl_attest_verify(&d, &p), CL_E_ATTEST_CERT_EXPIRED, "after window");
+        p.at_ms = (lo - 1) * 1000;
+        check(cl_attest_verify(&d, &p), CL_E_ATTEST_CERT_NOT_YET_VALID, "before window");
+        p = base_policy(&root, &d);
+        p.allow_debug = false;
+        check(cl_attest_verify(&d, &p), real_debug[i] ? CL_E_ATTEST_DEBUG : CL_OK, "debug policy");
+        /* Now (2026+) is outside every real document's window. */
+        p.at_ms = 0;
+        check(cl_attest_verify(&d, &p), CL_E_ATTEST_CERT_EXPIRED, "now");
+        cl_attest_doc_free(&d);
+        cl_buf_free(&raw);
+    }
+    cl_buf_free(&root);
+}
+
+static void test_fields(void **state)
+{
+    (void)state;
+    struct cl_buf raw = load_raw("nitro/docs/evervault_2022-10-12_debug.cbor");
+    if (!raw.len)
+        skip();
+    struct cl_attest_doc d;
+    assert_ok(cl_attest_parse(raw.data, raw.len, &d));
+    assert_int_equal(d.public_key.len, 19);
+    assert_memory_equal(d.public_key.p, "my super secret key", 19);
+    assert_int_equal(d.user_data.len, 13);
+    assert_int_equal(d.nonce.len, 0); /* null */
+    assert_int_equal(d.timestamp_ms, 1665582606081ull);
+    assert_true(d.pcr_present & (1u << 3));
+    cl_attest_doc_free(&d);
+    cl_buf_free(&raw);
+    raw = load_raw("nitro/docs/blocky_2023-07-10_prod_rsa-pubkey.b64");
+    assert_ok(cl_attest_parse(raw.data, raw.len, &d));
+    assert_int_equal(d.public_key.len, 426);
+    assert_int_equal(d.user_data.len, 0);
+    assert_int_equal(d.npcrs, 16);
+    cl_attest_doc_free(&d);
+    cl_buf_free(&raw);
+}
+
+/* Re-encodes a parsed document's payload with changes, keeping its
+ * original signature (which then no longer covers it). */
+static struct cl_buf rebuild(const struct cl_attest_doc *d, const struct cl_attest_span *cert,
+                             const struct cl_attest_span *bundle, size_t nbundle)
+{
+    uint8_t pcr[CL_ATTEST_MAX_PCRS][CL_ATTEST_PCR_LEN] = {{0}};
+    for (unsigned i = 0; i < CL_ATTEST_MAX_PCRS; i++)
+        if (d->pcr_present & (1u << i))
+            memcpy(pcr[i], d->pcr[i].p, CL_ATTEST_PCR_LEN);
+    char module_id[CL_ATTEST_MAX_MODULE_ID + 1];
+    memcpy(module_id, d->module_id.p, d->module_id.len);
+    module_id[d->module_id.len] = 0;
+    struct cl_attest_fields f = {.module_id = module_id,
+                                 .timestamp_ms = d->timestamp_ms,
+                                 .pcr_present = d->pcr_present,
+                                 .pcr = (const uint8_t(*)[CL_ATTEST_PCR_LEN])pcr,
+                                 .certificate = cert ? *cert : d->certificate,
+                                 .cabundle = bundle ? bundle : d->cabundle,
+                                 .ncabundle = bundle ? nbundle : d->ncabundle,
+                                 .public_key = d->public_key,
+                                 .user_data = d->user_data,
+                                 .nonce = d->nonce};
+    struct cl_buf payload, out;
+    cl_buf_init(&payload, CL_ATTEST_MAX_PAYLOAD, CL_BUF_NONE);
+    cl_buf_init(&out, CL_ATTEST_MAX_DOC, CL_BUF_NONE);
+    assert_ok(cl_attest_encode_payload(&f, &payload));
+    assert_ok(cl_cbor_put_array(&out, 4));
+    assert_ok(cl_cbor_put_bytes(&out, "\xa1\x01\x38\x22", 4));
+    assert_ok(cl_cbor_put_map(&out, 0));
+    assert_ok(cl_cbor_put_bytes(&out, payload.data, payload.len));
+    assert_ok(cl_cbor_put_bytes(&out, d->cose.sig, d->cose.sig_len));
+    cl_buf_free(&payload);
+    return out;
+}
+
+static cl_err verify_buf(const struct cl_buf *b, const struct cl_attest_policy *p)
+{
+    return cl_attest_verify_bytes(b->data, b->len, p);
+}
+
+static void test_tamper(void **state)
+{
+    (void)state;
+    struct cl_buf root = aws_root();
+    if (!root.len)
+        skip();
+    struct cl_buf raw = load_raw(real_docs[PROD_DOC]);
+    struct cl_attest_doc d;
+    assert_ok(cl_attest_parse(raw.data, raw.len, &d));
+    struct cl_attest_policy p = base_policy(&root, &d);
+    check(verify_buf(&raw, &p), CL_OK, "untouched");
+
+    /* A flipped byte in the payload (inside module_id: still well-formed). */
+    size_t off = (size_t)(d.module_id.p - d.raw);
+    raw.data[off] ^= 0x01;
+    check(verify_buf(&raw, &p), CL_E_ATTEST_SIGNATURE, "payload byte");
+    raw.data[off] ^= 0x01;
+    /* ... and in the signature. */
+    off = (size_t)(d.cose.sig - d.raw) + 10;
+    raw.data[off] ^= 0x01;
+    check(verify_buf(&raw, &p), CL_E_ATTEST_SIGNATURE, "signature byte");
+    raw.data[off] ^= 0x01;
+    /* ... in each cabundle certificate's signature, and the leaf's. */
+    for (size_t i = 0; i <= d.ncabundle; i++) {
+        const struct cl_attest_span *s = i < d.ncabundle ? &d.cabundle[i] : &d.certificate;
+        off = (size_t)(s->p - d.raw) + s->len - 2;
+        raw.data[off] ^= 0x01;
+        char what[64];
+        snprintf(what, sizeof(what), "certificate %zu", i);
+        check(verify_buf(&raw, &p), i == 0 ? CL_E_ATTEST_ROOT_MISMATCH : CL_E_ATTEST_CHAIN_SIGNATURE, what);
+        raw.data[off] ^= 0x01;
+    }
+    check(verify_buf(&raw, &p), CL_OK, "restored");
+
+    /* Re-encoding alone changes the signed bytes. */
+    struct cl_buf b = rebuild(&d, NULL, NULL, 0);
+    check(verify_buf(&b, &p), CL_E_ATTEST_SIGNATURE, "re-encoded payload");
+    cl_buf_free(&b);
+
+    /* The leaf swapped for another genuine leaf of the same instance: the
+     * chain holds, but that leaf did not sign the document. */
+    struct cl_buf raw2 = load_raw(real_docs[1]);
+    struct cl_attest_doc d2;
+    assert_ok(cl_attest_parse(raw2.data, raw2.len, &d2));
+    b = rebuild(&d, &d2.certificate, NULL, 0);
+    check(verify_buf(&b, &p), CL_E_ATTEST_SIGNATURE, "leaf swapped, same issuer");
+    cl_buf_free(&b);
+    /* ... and for a leaf from another instance: not issued by cabundle[3]. */
+    struct cl_buf raw3 = load_raw(real_docs[2]);
+    struct cl_attest_doc d3;
+    assert_ok(cl_attest_parse(raw3.data, raw3.len, &d3));
+    b = rebuild(&d, &d3.certificate, NULL, 0);
+    check(verify_buf(&b, &p), CL_E_ATTEST_CHAIN_ISSUER, "leaf swapped, other issuer");
+    cl_buf_free(&b);
+    cl_attest_doc_free(&d3);
+    cl_buf_free(&raw3);
+    /* A certificate removed from the middle of the chain. */
+    struct cl_attest_span bundle[CL_ATTEST_MAX_CABUNDLE];
+    bundle[0] = d.cabundle[0];
+    bundle[1] = d.cabundle[1];
+    bundle[2] = d.cabundle[3];
+    b = rebuild(&d, NULL, bundle, 3);
+    check(verify_buf(&b, &p), CL_E_ATTEST_CHAIN_ISSUER, "certificate removed");
+    cl_buf_free(&b);
+    /* The issuer of the leaf removed. */
+    b = rebuild(&d, NULL, d.cabundle, 3);
+    check(verify_buf(&b, &p), CL_E_ATTEST_CHAIN_ISSUER, "leaf issuer removed");
+    cl_buf_free(&b);
+    /* Reordered. */
+    bundle[0] = d.cabundle[0];
+    bundle[1] = d.cabundle[2];
+    bundle[2] = d.cabundle[1];
+    bundle[3] = d.cabundle[3];
+    b = rebuild(&d, NULL, bundle, 4);
+    check(verify_buf(&b, &p), CL_E_ATTEST_CHAIN_ISSUER, "cabundle reordered");
+    cl_buf_free(&b);
+    /* Root dropped: cabundle[0] is then the regional CA. */
+    b = rebuild(&d, NULL, d.cabundle + 1, 3);
+    check(verify_buf(&b, &p), CL_E_ATTEST_ROOT_MISMATCH, "root dropped");
+    cl_buf_free(&b);
+
+    /* Another pinned root. */
+    cl_attest_signer *sim = NULL;
+    assert_ok(cl_attest_signer_ephemeral(&sim));
+    struct cl_buf simroot;
+    cl_buf_init(&simroot, 1 << 16, CL_BUF_NONE);
+    assert_ok(cl_attest_signer_root_der(sim, &simroot));
+    struct cl_attest_policy p2 = p;
+    p2.root_der = simroot.data;
+    p2.root_len = simroot.len;
+    check(verify_buf(&raw, &p2), CL_E_ATTEST_ROOT_MISMATCH, "another root");
+    p2.root_der = NULL;
+    p2.root_len = 0;
+    check(verify_buf(&raw, &p2), CL_E_ATTEST_NO_ROOT, "no root");
+
+    /* PCR policy. */
+    struct cl_attest_pcr_expect want[2];
+    want[0].index = 0;
+    memcpy(want[0].value, d.pcr[0].p, CL_ATTEST_PCR_LEN);
+    want[1].index = 4;
+    memcpy(want[1].value, d.pcr[4].p, CL_ATTEST_PCR_LEN);
+    p2 = p;
+    p2.allow_any_pcr = false;
+    check(verify_buf(&raw, &p2), CL_E_ATTEST_NO_PCR_POLICY, "empty PCR list");
+    p2.pcrs = want;
+    p2.npcrs = 2;
+    check(verify_buf(&raw, &p2), CL_OK, "right PCRs");
+    want[1].value[47] ^= 1;
+    check(verify_buf(&raw, &p2), CL_E_ATTEST_PCR_MISMATCH, "wrong PCR4");
+    want[1].value[47] ^= 1;
+    want[1].index = 20;
+    check(verify_buf(&raw, &p2), CL_E_ATTEST_PCR_MISSING, "missing PCR20");
+
+    /* Optional fields. */
+    uint8_t ones[1024], pk[1024];
+    memset(ones, 1, sizeof(ones));
+    memset(pk, 1, sizeof(pk));
+    p2 = p;
+    p2.check_public_key = p2.check_user_data = p2.check_nonce = true;
+    p2.public_key = (struct cl_attest_span){pk, 1024};
+    p2.user_data = (struct cl_attest_span){ones, 1024};
+    p2.nonce = (struct cl_attest_span){ones, 1024};
+    check(verify_buf(&raw, &p2), CL_OK, "1024-byte fields as expected");
+    p2.nonce.len = 1023;
+    check(verify_buf(&raw, &p2), CL_E_ATTEST_NONCE, "nonce one byte short");
+    p2.nonce.len = 1024;
+    pk[100] = 2;
+    check(verify_buf(&raw, &p2), CL_E_ATTEST_PUBLIC_KEY, "public_key one byte off");
+    pk[100] = 1;
+
+    cl_buf_free(&simroot);
+    cl_attest_signer_free(sim);
+    cl_attest_doc_free(&d2);
+    cl_buf_free(&raw2);
+    cl_attest_doc_free(&d);
+    cl_buf_free(&raw);
+    cl_buf_free(&root);
+}
+
+static void test_nonce_freshness(void **state)
+{
+    (void)state;
+    struct cl_buf root = aws_root();
+    if (!root.len)
+        skip();
+    struct cl_buf raw = load_raw("nitro/docs/evervault_2023-09-18_debug.b64");
+    struct cl_attest_doc d;
+    assert_ok(cl_attest_parse(raw.data, raw.len, &d));
+    assert_int_equal(d.nonce.len, 256);
+    assert_int_equal(d.user_data.len, 91);
+    struct cl_attest_policy p = base_policy(&root, &d);
+    p.check_nonce = true;
+    p.nonce = d.nonce;
+    check(cl_attest_verify(&d, &p), CL_OK, "right nonce");
+    uint8_t wrong[256];
+    memcpy(wrong, d.nonce.p, 256);
+    wrong[0] ^= 1;
+    p.nonce.p = wrong;
+    check(cl_attest_verify(&d, &p), CL_E_ATTEST_NONCE, "wrong nonce");
+    p.nonce.len = 255;
+    check(cl_attest_verify(&d, &p), CL_E_ATTEST_NONCE, "short nonce");
+    p.check_nonce = false;
+    p.check_user_data = true;
+    p.user_data = d.user_data;
+    check(cl_attest_verify(&d, &p), CL_OK, "right user_data");
+    p.user_data.len--;
+    check(cl_attest_verify(&d, &p), CL_E_ATTEST_USER_DATA, "wrong user_data");
+    p.check_user_data = false;
+    p.check_public_key = true;
+    p.public_key = (struct cl_attest_span){NULL, 0};
+    check(cl_attest_verify(&d, &p), CL_OK, "public_key null matches none");
+    p.public_key = (struct cl_attest_span){wrong, 10};
+    check(cl_attest_verify(&d, &p), CL_E_ATTEST_PUBLIC_KEY, "public_key expected but null");
+    p.check_public_key = false;
+
+    /* Freshness: the document is ~3 h old at the end of its window. */
+    int64_t lo, hi;
+    doc_window(&d, &lo, &hi);
+    p.max_age_ms = 60 * 1000;
+    p.at_ms = (int64_t)d.timestamp_ms + 10 * 1000;
+    check(cl_attest_verify(&d, &p), CL_OK, "fresh");
+    p.at_ms = hi * 1000 - 1000;
+    check(cl_attest_verify(&d, &p), CL_E_ATTEST_STALE, "stale");
+    cl_attest_doc_free(&d);
+    cl_buf_free(&raw);
+    cl_buf_free(&root);
+}
+
+static void test_selfsigned(void **state)
+{
+    (void)state;
+    struct cl_buf root = aws_root();
+    if (!root.len)
+        skip();
+    struct cl_buf raw = load_raw("nitro/bad/blocky_selfsigned_attestation.b64");
+    struct cl_attest_policy p = {.root_der = root.data, .root_len = root.len, .allow_any_pcr = true,
+                                 .allow_debug = true, .at_ms = 1713379906000LL};
+    /* Unprotected header null: not a COSE_Sign1 by RFC 9052. */
+    check(verify_buf(&raw, &p), CL_E_COSE_BAD_HEADER, "self-signed as is");
+    /* With the header fixed, cabundle null: no chain to any root. */
+    assert_int_equal(raw.data[6], 0xf6);
+    raw.data[6] = 0xa0;
+    check(verify_buf(&raw, &p), CL_E_ATTEST_CABUNDLE, "self-signed, header fixed");
+    cl_buf_free(&raw);
+    cl_buf_free(&root);
+}
+
+static void test_malformed(void **state)
+{
+    (void)state;
+    struct cl_attest_doc d;
+    size_t n;
+    uint8_t *m = cl_test_unhex("8444a1013822a0404100", &n);
+    assert_err(cl_attest_parse(m, n, &d), CL_E_CBOR_TRUNCATED); /* empty payload is not CBOR */
+    free(m);
+    m = cl_test_unhex("8444a1013822a0410141", &n);
+    assert_err(cl_attest_parse(m, n, &d), CL_E_CBOR_TRUNCATED);
+    free(m);
+    m = cl_test_unhex("8444a1013822a041a04100", &n);
+    assert_err(cl_attest_parse(m, n, &d), CL_E_ATTEST_FIELD);
+    free(m);
+    m = cl_test_unhex("8444a1013822a04101" "4100", &n);
+    assert_err(cl_attest_parse(m, n, &d), CL_E_ATTEST_MALFORMED);
+    free(m);
+    uint8_t *big = calloc(1, CL_ATTEST_MAX_DOC + 1);
+    assert_err(cl_attest_parse(big, CL_ATTEST_MAX_DOC + 1, &d), CL_E_ATTEST_TOO_LARGE);
+    free(big);
+    struct cl_buf raw;
+    cl_buf_init(&raw, 100, CL_BUF_NONE);
+    assert_err(cl_attest_decode_input((const uint8_t *)" !!! ", 5, &raw), CL_E_ATTEST_MALFORMED);
+    assert_err(cl_attest_decode_input((const uint8_t *)"  ", 2, &raw), CL_E_ATTEST_MALFORMED);
+    cl_buf_free(&raw);
+}
+
+/* ---- simulated signer ---- */
+
+static struct cl_attest_policy sim_policy(const struct cl_buf *root)
+{
+    struct cl_attest_policy p = {.root_der = root->data, .root_len = root->len, .allow_any_pcr = true};
+    return p;
+}
+
+static void test_sim_sign(void **state)
+{
+    (void)state;
+    cl_attest_signer *s = NULL;
+    assert_ok(cl_attest_signer_ephemeral(&s));
+    struct cl_buf root, doc;
+    cl_buf_init(&root, 1 << 16, CL_BUF_NONE);
+    cl_buf_init(&doc, CL_ATTEST_MAX_DOC, CL_BUF_NONE);
+    assert_ok(cl_attest_signer_root_der(s, &root));
+    /* Default PCRs are zero: a debug document. */
+    assert_ok(cl_attest_signer_sign(s, NULL, 0, NULL, 0, NULL, 0, &doc));
+    struct cl_attest_policy p = sim_policy(&root);
+    check(verify_buf(&doc, &p), CL_E_ATTEST_DEBUG, "sim debug");
+    p.allow_debug = true;
+    check(verify_buf(&doc, &p), CL_OK, "sim debug allowed");
+
+    uint8_t pcr[CL_ATTEST_MAX_PCRS][CL_ATTEST_PCR_LEN];
+    for (unsigned i = 0; i < CL_ATTEST_MAX_PCRS; i++)
+        memset(pcr[i], (int)i + 1, CL_ATTEST_PCR_LEN);
+    cl_attest_signer_set_pcrs(s, 0xffffffffu, pcr);
+    uint8_t pk[91], ud[512], nonce[32];
+    memset(pk, 0x11, sizeof(pk));
+    memset(ud, 0x22, sizeof(ud));
+    memset(nonce, 0x33, sizeof(nonce));
+    cl_buf_reset(&doc);
+    doc.len = 0;
+    assert_ok(cl_attest_signer_sign(s, pk, sizeof(pk), ud, sizeof(ud), nonce, sizeof(nonce), &doc));
+    struct cl_attest_doc d;
+    assert_ok(cl_attest_parse(doc.data, doc.len, &d));
+    assert_int_equal(d.npcrs, 32);
+    assert_int_equal(d.ncabundle, 2);
+    cl_attest_doc_free(&d);
+    p = sim_policy(&root);
+    struct cl_attest_pcr_expect want[3] = {{.index = 0}, {.index = 8}, {.index = 31}};
+    for (int i = 0; i < 3; i++)
+        memcpy(want[i].value, pcr[want[i].index], CL_ATTEST_PCR_LEN);
+    p.pcrs = want;
+    p.npcrs = 3;
+    p.allow_any_pcr = false;
+    p.check_nonce = true;
+    p.nonce = (struct cl_attest_span){nonce, sizeof(nonce)};
+    p.check_public_key = true;
+    p.public_key = (struct cl_attest_span){pk, sizeof(pk)};
+    p.check_user_data = true;
+    p.user_data = (struct cl_attest_span){ud, sizeof(ud)};
+    p.max_age_ms = 5000;
+    check(verify_buf(&doc, &p), CL_OK, "sim full policy");
+    /* Fails with the AWS root. */
+    struct cl_buf aws = aws_root();
+    if (aws.len) {
+        struct cl_attest_policy pa = p;
+        pa.root_der = aws.data;
+        pa.root_len = aws.len;
+        check(verify_buf(&doc, &pa), CL_E_ATTEST_ROOT_MISMATCH, "sim doc, AWS root");
+    }
+    cl_buf_free(&aws);
+    /* Freshness both ways. */
+    cl_buf_reset(&doc);
+    doc.len = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000;
+    assert_ok(cl_attest_signer_sign_at(s, now - 3600 * 1000, pk, sizeof(pk), ud, sizeof(ud), nonce, sizeof(nonce), &doc));
+    check(verify_buf(&doc, &p), CL_E_ATTEST_STALE, "sim stale");
+    cl_buf_reset(&doc);
+    doc.len = 0;
+    assert_ok(cl_attest_signer_sign_at(s, now + 600 * 1000, pk, sizeof(pk), ud, sizeof(ud), nonce, sizeof(nonce), &doc));
+    check(verify_buf(&doc, &p), CL_E_ATTEST_FUTURE, "sim future");
+    /* Limits enforced on encoding too. */
+    uint8_t too_big[513] = {0};
+    assert_err(cl_attest_signer_sign(s, NULL, 0, too_big, sizeof(too_big), NULL, 0, &doc), CL_E_ATTEST_FIELD_LIMIT);
+    assert_err(cl_attest_signer_sign(s, NULL, 0, NULL, 0, too_big, sizeof(too_big), &doc), CL_E_ATTEST_FIELD_LIMIT);
+    /* The leaf is only valid for hours. */
+    cl_buf_reset(&doc);
+    doc.len = 0;
+    assert_ok(cl_attest_signer_sign(s, NULL, 0, NULL, 0, NULL, 0, &doc));
+    p = sim_policy(&root);
+    p.at_ms = (int64_t)now + 4 * 3600 * 1000;
+    check(verify_buf(&doc, &p), CL_E_ATTEST_CERT_EXPIRED, "sim leaf after 4 h");
+    cl_buf_free(&doc);
+    cl_buf_free(&root);
+    cl_attest_signer_free(s);
+}
+
+static void test_sim_dir(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/cl-attest-test-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char sub[128];
+    snprintf(sub, sizeof(sub), "%s/sim", dir);
+    assert_ok(cl_attest_sim_init(sub));
+    assert_err(cl_attest_sim_init(sub), CL_E_CORE_EXISTS);
+    struct stat st;
+    char path[256];
+    snprintf(path, sizeof(path), "%s/root.key", sub);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    snprintf(path, sizeof(path), "%s/intermediate.key", sub);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(stat(sub, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    cl_attest_signer *a = NULL, *b = NULL;
+    assert_ok(cl_attest_signer_load(sub, &a));
+    assert_ok(cl_attest_signer_load(sub, &b));
+    struct cl_buf ra, rb, pem, doc;
+    cl_buf_init(&ra, 1 << 16, CL_BUF_NONE);
+    cl_buf_init(&rb, 1 << 16, CL_BUF_NONE);
+    cl_buf_init(&pem, 1 << 16, CL_BUF_NONE);
+    cl_buf_init(&doc, CL_ATTEST_MAX_DOC, CL_BUF_NONE);
+    assert_ok(cl_attest_signer_root_der(a, &ra));
+    assert_ok(cl_attest_signer_root_der(b, &rb));
+    assert_int_equal(ra.len, rb.len);
+    assert_memory_equal(ra.data, rb.data, ra.len);
+    /* root.pem is the same certificate. */
+    snprintf(path, sizeof(path), "%s/root.pem", sub);
+    assert_ok(cl_file_read(path, 1 << 16, &pem));
+    cl_buf_reset(&rb);
+    rb.len = 0;
+    assert_ok(cl_attest_cert_to_der(pem.data, pem.len, &rb));
+    assert_memory_equal(ra.data, rb.data, ra.len);
+    /* Fresh leaf per boot: two signers, two leaves, both verify. */
+    struct cl_attest_policy p = {.root_der = ra.data, .root_len = ra.len, .allow_any_pcr = true, .allow_debug = true};
+    assert_ok(cl_attest_signer_sign(a, NULL, 0, NULL, 0, NULL, 0, &doc));
+    struct cl_attest_doc da, db;
+    assert_ok(cl_attest_parse(doc.data, doc.len, &da));
+    check(cl_attest_verify(&da, &p), CL_OK, "boot a");
+    cl_buf_reset(&doc);
+    doc.len = 0;
+    assert_ok(cl_attest_signer_sign(b, NULL, 0, NULL, 0, NULL, 0, &doc));
+    assert_ok(cl_attest_parse(doc.data, doc.len, &db));
+    check(cl_attest_verify(&db, &p), CL_OK, "boot b");
+    assert_true(da.certificate.len != db.certificate.len ||
+                memcmp(da.certificate.p, db.certificate.p, da.certificate.len) != 0);
+    cl_attest_doc_free(&da);
+    cl_attest_doc_free(&db);
+    /* A key readable by others is refused. */
+    snprintf(path, sizeof(path), "%s/intermediate.key", sub);
+    assert_int_equal(chmod(path, 0644), 0);
+    cl_attest_signer *c = NULL;
+    assert_err(cl_attest_signer_load(sub, &c), CL_E_CORE_INSECURE_FILE);
+    const char *files[] = {"root.pem", "root.key", "intermediate.pem", "intermediate.key"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(path, sizeof(path), "%s/%s", sub, files[i]);
+        unlink(path);
+    }
+    rmdir(sub);
+    rmdir(dir);
+    cl_buf_free(&ra);
+    cl_buf_free(&rb);
+    cl_buf_free(&pem);
+    cl_buf_free(&doc);
+    cl_attest_signer_free(a);
+    cl_attest_signer_free(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_real_docs),     cmocka_unit_test(test_fields),
+        cmocka_unit_test(test_tamper),        cmocka_unit_test(test_nonce_freshness),
+        cmocka_unit_test(test_selfsigned),    cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_sim_sign),      cmocka_unit_test(test_sim_dir),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
