@@ -249,6 +249,12 @@ static cl_err cl_kms_authorize(struct cl_kms_req *q, const struct cl_kms_key_met
         .n_enc_ctx = ctx ? ctx->n : 0,
         .recipient = q->has_att ? &q->att.r : NULL,
     };
+    /* kms:CallerAccount is the caller's account, from its ARN. */
+    char acct[16] = "";
+    if (q->principal && !strncmp(q->principal, "arn:aws:iam::", 13) && strlen(q->principal) > 25 &&
+        q->principal[25] == ':' && strspn(q->principal + 13, "0123456789") == 12)
+        memcpy(acct, q->principal + 13, 12);
+    pc.caller_account = acct[0] ? acct : NULL;
     CL_GUARD(cl_policy_evaluate(p, &pc, &d));
     q->decided = true;
     snprintf(q->audit.decision, sizeof(q->audit.decision), "%s", d.effect == CL_POLICY_ALLOW ? "allow" : "deny");
