@@ -328,7 +328,7 @@ static cl_err cl_kms_recipient(struct cl_kms_req *q)
     }
     CL_ENSURE_D(q->att.public_key_len > 0, CL_E_KMS_RECIPIENT, "attestation document has no public_key");
     q->has_att = true;
-    snprintf(q->audit.module_id, sizeof(q->audit.module_id), "%s", q->att.module_id);
+    snprintf(q->audit.module_id, sizeof(q->audit.module_id), "%.95s", q->att.module_id);
     char h[3][2 * CL_POLICY_PCR_LEN + 1];
     for (int i = 0; i < 3; i++)
         cl_hex_encode(q->att.r.pcrs[i], CL_POLICY_PCR_LEN, h[i]);
