@@ -260,8 +260,8 @@ static cl_err cl_kms_commit(struct cl_kms_store *s) { return cl_kms_exec(s->db, 
 static void cl_kms_rollback(struct cl_kms_store *s) { (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); }
 
 #define CL_KMS_DEFAULT_POLICY_FMT \
-    "{\"Version\":\"2012-10-17\",\"Id\":\"key-default-1\",\"Statement\":[{\"Sid\":\"Enable IAM User "
-    "Permissions\",\"Effect\":\"Allow\",\"Principal\":{\"AWS\":\"arn:aws:iam::%s:root\"},\"Action\":\"kms:*\","
+    "{\"Version\":\"2012-10-17\",\"Id\":\"key-default-1\",\"Statement\":[{\"Sid\":\"Enable IAM User " \
+    "Permissions\",\"Effect\":\"Allow\",\"Principal\":{\"AWS\":\"arn:aws:iam::%s:root\"},\"Action\":\"kms:*\"," \
     "\"Resource\":\"*\"}]}"
 
 static void cl_kms_uuid(const uint8_t r[16], char out[CL_KMS_KEY_ID_LEN + 1])
