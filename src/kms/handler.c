@@ -921,7 +921,23 @@ void cl_kms_handle_http(const struct cl_kms_server_config *cfg, const struct cl_
         cl_kms_finish(&q, resp, 400, "IncompleteSignatureException", msg);
         goto done;
     }
-    snprintf(q.audit.principal, sizeof(q.audit.principal), "unauthenticated:%s", a.access_key);
+    snprintf(q.audit.principal, sizeof(q.audit.principal), "unauthenticated:%.100s", a.access_key);
+    /* The operation must be covered by the signature, or a captured
+     * GenerateDataKeyWithoutPlaintext could be replayed as GenerateDataKey. */
+    {
+        bool signed_target = false;
+        const char *p = a.signed_headers;
+        while (*p) {
+            size_t l = strcspn(p, ";");
+            if (l == 12 && !strncmp(p, "x-amz-target", 12))
+                signed_target = true;
+            p += l + (p[l] == ';');
+        }
+        if (!signed_target) {
+            cl_kms_finish(&q, resp, 400, "IncompleteSignatureException", "X-Amz-Target must be a signed header");
+            goto done;
+        }
+    }
     if (cl_kms_user_lookup(q.st, a.access_key, secret, arn) != CL_OK) {
         cl_kms_finish(&q, resp, 400, "UnrecognizedClientException", "The security token included in the request is "
                                                                    "invalid.");

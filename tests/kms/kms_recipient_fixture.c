@@ -46,11 +46,17 @@ int main(int argc, char **argv)
     if ((rc = cl_file_write_atomic(path, root.data, root.len, 0644, 1)))
         goto fail;
     printf("ok\n");
+fail:
+    if (rc) {
+        char buf[400];
+        fprintf(stderr, "fixture: %s\n", cl_err_format(rc, buf, sizeof(buf)));
+    }
     cl_attest_signer_free(s);
     cl_pkey_free(k);
-    return 0;
-fail:;
-    char buf[400];
-    fprintf(stderr, "fixture: %s\n", cl_err_format(rc, buf, sizeof(buf)));
-    return 1;
+    cl_buf_free(&pub);
+    cl_buf_free(&priv);
+    cl_buf_free(&doc);
+    cl_buf_free(&b64);
+    cl_buf_free(&root);
+    return rc ? 1 : 0;
 }
