@@ -48,5 +48,6 @@ int cl_cmd_run(int argc, char **argv);
 int cl_cmd_logits(int argc, char **argv);
 int cl_cmd_bench(int argc, char **argv);
 int cl_cmd_mkmodel(int argc, char **argv);
+int cl_cmd_kms(int argc, char **argv);
 
 #endif

@@ -15,6 +15,7 @@ static const struct cl_cli_cmd cl_commands[] = {
     {"logits", "print teacher-forced top logits of a GGUF model", cl_cmd_logits},
     {"bench", "measure prompt and generation speed of a GGUF model", cl_cmd_bench},
     {"mkmodel", "write a random-weight llama/gemma3 GGUF at any shape", cl_cmd_mkmodel},
+    {"kms", "cloister-kms audit log and sealed-model key policies", cl_cmd_kms},
 };
 
 static void cl_main_help(FILE *f)
