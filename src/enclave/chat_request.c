@@ -52,7 +52,7 @@ static bool cl_msg_content(json_t *c, const char **s, size_t *n, const char **wh
     return false;
 }
 
-static cl_err cl_chat_stop(json_t *stop, struct cl_gen_params *p, const char **why)
+static cl_err cl_chat_stop(json_t *stop, struct cl_chat_params *p, const char **why)
 {
     json_t *one[1] = {stop};
     size_t n = 0;
@@ -64,11 +64,11 @@ static cl_err cl_chat_stop(json_t *stop, struct cl_gen_params *p, const char **w
         n = json_array_size(stop);
     else
         goto bad;
-    if (n > CL_GEN_MAX_STOP)
+    if (n > CL_CHAT_MAX_STOP)
         goto bad;
     for (size_t i = 0; i < n; i++) {
         json_t *s = json_is_string(stop) ? one[0] : json_array_get(stop, i);
-        if (!json_is_string(s) || json_string_length(s) == 0 || json_string_length(s) > CL_GEN_MAX_STOP_LEN)
+        if (!json_is_string(s) || json_string_length(s) == 0 || json_string_length(s) > CL_CHAT_MAX_STOP_LEN)
             goto bad;
         memcpy(p->stop[i], json_string_value(s), json_string_length(s) + 1);
     }
@@ -80,7 +80,7 @@ bad:
 }
 
 cl_err cl_chat_request_parse(const uint8_t *body, size_t n, const struct cl_enclave_limits *l, json_t **root,
-                             struct cl_gen_msg *msgs, struct cl_gen_params *p, const char **why)
+                             struct cl_chat_msg *msgs, struct cl_chat_params *p, const char **why)
 {
     cl_err rc = CL_OK;
     json_error_t jerr;

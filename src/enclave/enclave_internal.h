@@ -14,7 +14,7 @@ CL_MUST_CHECK cl_err cl_utf8_take(const uint8_t *p, size_t n, bool final, struct
  * message for the client (never an echo of the input). msgs point into
  * `root`, which the caller keeps alive and releases with json_decref. */
 CL_MUST_CHECK cl_err cl_chat_request_parse(const uint8_t *body, size_t n, const struct cl_enclave_limits *l,
-                                           json_t **root, struct cl_gen_msg *msgs, struct cl_gen_params *p,
+                                           json_t **root, struct cl_chat_msg *msgs, struct cl_chat_params *p,
                                            const char **why);
 
 /* Wipes and frees a string from json_dumps (jansson's allocator). */
