@@ -447,3 +447,55 @@ bool cl_k_avx2_impl(uint32_t wtype, struct cl_k_impl *impl)
     impl->name = "avx2";
     return true;
 }
+
+/* ---------------------------------------------------- float helpers */
+
+CL_K_T void cl_k_axpy_f32_avx2(float *y, float a, const float *x, size_t n)
+{
+    const __m256 av = _mm256_set1_ps(a);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * x[i];
+}
+
+CL_K_T void cl_k_axpy_f16_avx2(float *y, float a, const uint16_t *x, size_t n)
+{
+    const __m256 av = _mm256_set1_ps(a);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, xv, _mm256_loadu_ps(y + i)));
+    }
+    for (; i < n; i++)
+        y[i] += a * _cvtsh_ss(x[i]);
+}
+
+CL_K_T void cl_k_scale_f32_avx2(float *y, float s, size_t n)
+{
+    const __m256 sv = _mm256_set1_ps(s);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(sv, _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] *= s;
+}
+
+CL_K_T void cl_k_add_f32_avx2(float *y, const float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
+    for (; i < n; i++)
+        y[i] += x[i];
+}
+
+CL_K_T void cl_k_mul_f32_avx2(float *y, const float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
+    for (; i < n; i++)
+        y[i] *= x[i];
+}
