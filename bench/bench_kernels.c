@@ -30,7 +30,7 @@ int main(int argc, char **argv)
 {
     /* a 2048 x 5632 matrix (llama-1b FFN shape): 11.5M weights, far above cache */
     size_t n = 2048, rows = 5632, cols_pp = 64;
-    double min_s = argc > 1 ? atof(argv[1]) : 1.0;
+    double min_s = argc > 1 ? atof(argv[1]) : 0.3;
     /* MiB of weight copies for the DRAM column (0 disables); above the L3 size */
     size_t dram_mb = argc > 2 ? (size_t)atol(argv[2]) : 384;
     static const uint32_t types[] = {CL_GGML_Q4_0, CL_GGML_Q8_0, CL_GGML_Q5_0, CL_GGML_Q4_K, CL_GGML_Q5_K,
