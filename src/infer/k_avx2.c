@@ -305,7 +305,13 @@ CL_K_TI __m256 cl_k2_ld_f16(const void *p, size_t i)
 {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
 }
+CL_K_TI __m256 cl_k2_ld_bf16(const void *p, size_t i)
+{
+    const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
 CL_K_TI float cl_k2_s_f32(const void *p, size_t i) { return ((const float *)p)[i]; }
+CL_K_TI float cl_k2_s_bf16(const void *p, size_t i) { return cl_k_bf16_to_fp32(((const uint16_t *)p)[i]); }
 CL_K_TI float cl_k2_s_f16(const void *p, size_t i) { return _cvtsh_ss(((const uint16_t *)p)[i]); }
 
 typedef __m256 (*cl_k2_ld_fn)(const void *p, size_t i);
@@ -371,6 +377,7 @@ CL_K_TI void cl_k2_float_tile(const void *x, cl_k2_ld_fn ld, cl_k2_s_fn sc, cons
 
 CL_K2_FLOAT(f32, 4)
 CL_K2_FLOAT(f16, 2)
+CL_K2_FLOAT(bf16, 2)
 
 /* ---------------------------------------------------- activation quantizers */
 
@@ -442,6 +449,7 @@ bool cl_k_avx2_impl(uint32_t wtype, struct cl_k_impl *impl)
     case CL_GGML_Q6_K: impl->dot = cl_k2_dot_q6_k; impl->mm = cl_k2_mm_q6_k; break;
     case CL_GGML_F32: impl->dot = cl_k2_dot_f32; impl->mm = cl_k2_mm_f32; break;
     case CL_GGML_F16: impl->dot = cl_k2_dot_f16; impl->mm = cl_k2_mm_f16; break;
+    case CL_GGML_BF16: impl->dot = cl_k2_dot_bf16; impl->mm = cl_k2_mm_bf16; break;
     default: return false;
     }
     impl->name = "avx2";

@@ -535,7 +535,7 @@ static void test_simd_vs_scalar(void **state)
     cl_cpu_set_level(CL_CPU_AVX2);
     assert_string_equal(cl_k_path_name(CL_GGML_Q4_0), "avx2");
     assert_string_equal(cl_k_path_name(CL_GGML_Q6_K), "avx2");
-    assert_string_equal(cl_k_path_name(CL_GGML_BF16), "scalar"); /* no SIMD kernel: falls back */
+    assert_string_equal(cl_k_path_name(CL_GGML_Q4_1), "scalar"); /* no SIMD kernel: falls back */
     cl_cpu_set_level(CL_CPU_NONE);
     for (enum cl_cpu_level lvl = CL_CPU_AVX2; lvl <= top; lvl++) {
         for (size_t k = 0; k < sizeof(ns) / sizeof(ns[0]); k++) {
