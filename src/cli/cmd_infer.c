@@ -641,6 +641,8 @@ int cl_cmd_run(int argc, char **argv)
     if (ptoks)
         cl_wipe(ptoks, n_prompt * sizeof(*ptoks));
     free(ptoks);
+    if (gen)
+        cl_wipe(gen, n_gen * sizeof(*gen));
     free(gen);
     cl_buf_free(&text);
     cl_buf_free(&formatted);

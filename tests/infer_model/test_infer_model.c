@@ -573,6 +573,46 @@ static void test_cli_logits(void **state)
     cl_t_ref_free(&r);
 }
 
+/* Llama 3 style rope_freqs.weight: factors of 1 change nothing, others do. */
+static void test_rope_freqs(void **state)
+{
+    (void)state;
+    float ref[300], got[300];
+    int32_t toks[4] = {1, 20, 30, 40};
+    for (int variant = 0; variant < 3; variant++) {
+        struct cl_model_mk_opts o = {.type = CL_MODEL_MK_F32, .seed = 3, .threads = 1};
+        cl_gguf_writer *w = NULL;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        cl_gguf *g = NULL;
+        struct cl_model *m = NULL;
+        struct cl_model_seq *s = NULL;
+        assert_ok(cl_model_shape_parse(CL_MODEL_ARCH_LLAMA, "tiny,vocab=300", &o.shape));
+        assert_ok(cl_model_mk(&o, &w));
+        if (variant > 0) {
+            float ff[8];
+            int64_t ne[1] = {8};
+            for (int i = 0; i < 8; i++)
+                ff[i] = variant == 1 ? 1.0f : 1.0f + (float)i;
+            assert_ok(cl_gguf_writer_add_tensor(w, "rope_freqs.weight", CL_GGML_F32, 1, ne, ff, sizeof(ff)));
+        }
+        assert_ok(cl_gguf_writer_write_memory(w, &buf, &len));
+        assert_ok(cl_gguf_open_memory(buf, len, &g));
+        assert_ok(cl_model_load(g, &m));
+        assert_ok(cl_model_seq_new(m, 8, NULL, &s));
+        assert_ok(cl_model_seq_eval(s, toks, 4, variant ? got : ref, false));
+        if (variant == 1)
+            assert_memory_equal(ref, got, sizeof(ref));
+        if (variant == 2)
+            assert_true(memcmp(ref, got, sizeof(ref)) != 0);
+        cl_model_seq_free(s);
+        cl_model_free(m);
+        cl_gguf_free(g);
+        free(buf);
+        cl_gguf_writer_free(w);
+    }
+}
+
 struct cl_t_stream {
     int32_t ids[64];
     size_t n;
@@ -687,6 +727,7 @@ int main(void)
         cmocka_unit_test(test_interleaved),
         cmocka_unit_test(test_mkmodel_types),
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_rope_freqs),
         cmocka_unit_test(test_session_memory),
         cmocka_unit_test(test_cli_run),
         cmocka_unit_test(test_cli_logits),
