@@ -33,7 +33,7 @@ struct cl_kms_req {
 void cl_kms_response_init(struct cl_kms_response *r)
 {
     memset(r, 0, sizeof(*r));
-    cl_buf_init(&r->body, 1 << 20, CL_BUF_NONE);
+    cl_buf_init(&r->body, 1 << 20, CL_BUF_SECURE);
 }
 
 void cl_kms_response_free(struct cl_kms_response *r)
@@ -847,8 +847,18 @@ static void cl_kms_req_init(struct cl_kms_req *q, const struct cl_kms_server_con
     cl_kms_new_request_id(resp->request_id);
 }
 
+/* jansson frees strings without wiping: clear key-bearing fields first. */
+static void cl_kms_wipe_field(json_t *o, const char *name)
+{
+    json_t *v = o ? json_object_get(o, name) : NULL;
+    if (json_is_string(v))
+        cl_wipe((void *)json_string_value(v), json_string_length(v));
+}
+
 static void cl_kms_req_done(struct cl_kms_req *q)
 {
+    cl_kms_wipe_field(q->in, "Plaintext");
+    cl_kms_wipe_field(q->out, "Plaintext");
     json_decref(q->in);
     json_decref(q->out);
     cl_wipe(&q->att, sizeof(q->att));
