@@ -805,6 +805,12 @@ static void cl_kms_run_op(struct cl_kms_req *q, const char *op, const uint8_t *b
         cl_kms_finish(q, resp, 400, "UnknownOperationException", "The operation is not supported by this service");
         return;
     }
+    /* Keys whose deletion window has passed are gone before anything runs. */
+    size_t purged;
+    if (cl_kms_key_purge_expired(q->st, q->now_ms / 1000, &purged) != CL_OK) {
+        cl_kms_finish(q, resp, 500, "KMSInternalException", "key deletion sweep failed");
+        return;
+    }
     q->in = json_loadb((const char *)(n ? (const void *)body : "{}"), n ? n : 2,
                        JSON_REJECT_DUPLICATES, &jerr);
     if (!q->in || !json_is_object(q->in)) {
