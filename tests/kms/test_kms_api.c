@@ -154,6 +154,24 @@ static void test_basic_ops(void **state)
     t_expect(OWNER, "CreateKey", "{\"KeySpec\":\"RSA_2048\"}", "ValidationException");
     snprintf(body, sizeof(body), "{\"AliasName\":\"alias/aws/x\",\"TargetKeyId\":\"%s\"}", kid);
     t_expect(OWNER, "CreateAlias", body, "InvalidAliasNameException");
+    /* alias paging */
+    for (int i = 0; i < 3; i++) {
+        snprintf(body, sizeof(body), "{\"AliasName\":\"alias/page-%d\",\"TargetKeyId\":\"%s\"}", i, kid);
+        json_decref(t_ok(OWNER, "CreateAlias", body));
+    }
+    snprintf(body, sizeof(body), "{\"KeyId\":\"%s\",\"Limit\":2}", kid);
+    json_t *la = t_ok(OWNER, "ListAliases", body);
+    assert_int_equal(json_array_size(json_object_get(la, "Aliases")), 2);
+    assert_true(json_is_true(json_object_get(la, "Truncated")));
+    snprintf(body, sizeof(body), "{\"KeyId\":\"%s\",\"Limit\":2,\"Marker\":\"%s\"}", kid,
+             json_string_value(json_object_get(la, "NextMarker")));
+    json_decref(la);
+    la = t_ok(OWNER, "ListAliases", body);
+    assert_int_equal(json_array_size(json_object_get(la, "Aliases")), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(la, "Aliases"), 0),
+                                                          "AliasName")), "alias/page-2");
+    assert_true(json_is_false(json_object_get(la, "Truncated")));
+    json_decref(la);
     /* deletion lifecycle */
     snprintf(body, sizeof(body), "{\"KeyId\":\"%s\",\"PendingWindowInDays\":6}", kid);
     t_expect(OWNER, "ScheduleKeyDeletion", body, "ValidationException");
