@@ -99,6 +99,7 @@ cl_err cl_trust_parse(const uint8_t *p, size_t n, struct cl_trust *out)
     t.max_age_seconds = CL_TRUST_MAX_AGE_DEFAULT;
     json_error_t jerr;
     json_t *root = NULL;
+    cl_client_json_secure();
     CL_ENSURE_D(n <= CL_TRUST_MAX_FILE, CL_E_NET_CLIENT_TRUST, "file over %d bytes", CL_TRUST_MAX_FILE);
     root = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES, &jerr);
     CL_ENSURE_D(root, CL_E_NET_CLIENT_TRUST, "not valid JSON (line %d, column %d)", jerr.line, jerr.column);
@@ -175,8 +176,9 @@ cl_err cl_trust_encode(const struct cl_trust *t, struct cl_buf *out)
     struct cl_buf pem;
     cl_buf_init(&pem, 4 * CL_ATTEST_MAX_CERT, CL_BUF_NONE);
     json_t *root = NULL, *pcrs = NULL;
-    char *text = NULL;
+    uint8_t *text = NULL;
     char hex[2 * CL_ATTEST_PCR_LEN + 1];
+    cl_client_json_secure();
     CL_ENSURE_D(t->root_der && t->root_len, CL_E_NET_CLIENT_TRUST, "root_pem: missing");
     CL_GUARD(cl_client_pem_cert(t->root_der, t->root_len, &pem));
     root = json_object();
@@ -198,12 +200,14 @@ cl_err cl_trust_encode(const struct cl_trust *t, struct cl_buf *out)
     CL_ENSURE(!json_object_set_new(root, "max_age_seconds", json_integer((json_int_t)t->max_age_seconds)),
               CL_E_CORE_NOMEM);
     CL_ENSURE(!json_object_set_new(root, "allow_debug", json_boolean(t->allow_debug)), CL_E_CORE_NOMEM);
-    text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    CL_ENSURE(text, CL_E_CORE_NOMEM);
-    CL_GUARD(cl_buf_append_str(out, text));
+    /* json_dumpb, not json_dumps: the latter's string comes from jansson's
+     * allocator (ours, with a header) and cannot be free()d. */
+    size_t need = json_dumpb(root, NULL, 0, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    CL_ENSURE(need, CL_E_CORE_NOMEM);
+    CL_GUARD(cl_buf_extend(out, need, &text));
+    CL_ENSURE(json_dumpb(root, (char *)text, need, JSON_INDENT(2) | JSON_PRESERVE_ORDER) == need, CL_E_CORE_NOMEM);
     CL_GUARD(cl_buf_append_u8(out, '\n'));
 out:
-    free(text);
     json_decref(pcrs);
     json_decref(root);
     cl_buf_free(&pem);
