@@ -122,8 +122,6 @@ CL_MUST_CHECK cl_err cl_kms_audit_list(struct cl_kms_store *s, cl_kms_audit_cb c
 /* PRAGMA integrity_check; CL_OK only for "ok". */
 CL_MUST_CHECK cl_err cl_kms_store_check(struct cl_kms_store *s);
 
-#endif
-
 /* ---- Recipient attestation (narrow interface to the attestation verifier) ---- */
 #define CL_KMS_MAX_RECIPIENT_PK 1024
 struct cl_kms_attestation {
@@ -179,3 +177,5 @@ uint16_t cl_kms_server_port(const struct cl_kms_server *s);
 void cl_kms_server_stop(struct cl_kms_server *s);
 
 #define CL_KMS_MAX_REQUEST_BODY (256 * 1024)
+
+#endif

@@ -43,5 +43,11 @@ int cl_cmd_seal(int argc, char **argv);
 int cl_cmd_unseal(int argc, char **argv);
 int cl_cmd_inspect(int argc, char **argv);
 int cl_cmd_attest(int argc, char **argv);
+int cl_cmd_tokenize(int argc, char **argv);
+int cl_cmd_run(int argc, char **argv);
+int cl_cmd_logits(int argc, char **argv);
+int cl_cmd_bench(int argc, char **argv);
+int cl_cmd_mkmodel(int argc, char **argv);
+int cl_cmd_kms(int argc, char **argv);
 
 #endif

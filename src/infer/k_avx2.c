@@ -153,8 +153,10 @@ CL_K_TI void cl_k2_unpack_q4_k(const struct cl_k_block_q4_k *x, struct cl_k2_k4 
         u->q[2 * k] = _mm256_and_si256(raw, m4);
         u->q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
     }
-    for (int j = 0; j < 8; j++)
-        cl_k_scale_min_k4(j, x->scales, &u->sc[j], &u->m[j]);
+    uint8_t sm[16];
+    cl_k_scales_mins_k4(x->scales, sm);
+    memcpy(u->sc, sm, 8);
+    memcpy(u->m, sm + 8, 8);
     u->d = cl_k2_h2f(&x->d);
     u->dmin = cl_k2_h2f(&x->dmin);
 }
@@ -171,8 +173,10 @@ CL_K_TI void cl_k2_unpack_q5_k(const struct cl_k_block_q5_k *x, struct cl_k2_k4 
         u->q[2 * k] = _mm256_or_si256(_mm256_and_si256(raw, m4), h0);
         u->q[2 * k + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), h1);
     }
-    for (int j = 0; j < 8; j++)
-        cl_k_scale_min_k4(j, x->scales, &u->sc[j], &u->m[j]);
+    uint8_t sm[16];
+    cl_k_scales_mins_k4(x->scales, sm);
+    memcpy(u->sc, sm, 8);
+    memcpy(u->m, sm + 8, 8);
     u->d = cl_k2_h2f(&x->d);
     u->dmin = cl_k2_h2f(&x->dmin);
 }

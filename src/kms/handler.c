@@ -249,6 +249,12 @@ static cl_err cl_kms_authorize(struct cl_kms_req *q, const struct cl_kms_key_met
         .n_enc_ctx = ctx ? ctx->n : 0,
         .recipient = q->has_att ? &q->att.r : NULL,
     };
+    /* kms:CallerAccount is the caller's account, from its ARN. */
+    char acct[16] = "";
+    if (q->principal && !strncmp(q->principal, "arn:aws:iam::", 13) && strlen(q->principal) > 25 &&
+        q->principal[25] == ':' && strspn(q->principal + 13, "0123456789") == 12)
+        memcpy(acct, q->principal + 13, 12);
+    pc.caller_account = acct[0] ? acct : NULL;
     CL_GUARD(cl_policy_evaluate(p, &pc, &d));
     q->decided = true;
     snprintf(q->audit.decision, sizeof(q->audit.decision), "%s", d.effect == CL_POLICY_ALLOW ? "allow" : "deny");
@@ -322,7 +328,7 @@ static cl_err cl_kms_recipient(struct cl_kms_req *q)
     }
     CL_ENSURE_D(q->att.public_key_len > 0, CL_E_KMS_RECIPIENT, "attestation document has no public_key");
     q->has_att = true;
-    snprintf(q->audit.module_id, sizeof(q->audit.module_id), "%s", q->att.module_id);
+    snprintf(q->audit.module_id, sizeof(q->audit.module_id), "%.95s", q->att.module_id);
     char h[3][2 * CL_POLICY_PCR_LEN + 1];
     for (int i = 0; i < 3; i++)
         cl_hex_encode(q->att.r.pcrs[i], CL_POLICY_PCR_LEN, h[i]);
@@ -915,7 +921,23 @@ void cl_kms_handle_http(const struct cl_kms_server_config *cfg, const struct cl_
         cl_kms_finish(&q, resp, 400, "IncompleteSignatureException", msg);
         goto done;
     }
-    snprintf(q.audit.principal, sizeof(q.audit.principal), "unauthenticated:%s", a.access_key);
+    snprintf(q.audit.principal, sizeof(q.audit.principal), "unauthenticated:%.100s", a.access_key);
+    /* The operation must be covered by the signature, or a captured
+     * GenerateDataKeyWithoutPlaintext could be replayed as GenerateDataKey. */
+    {
+        bool signed_target = false;
+        const char *p = a.signed_headers;
+        while (*p) {
+            size_t l = strcspn(p, ";");
+            if (l == 12 && !strncmp(p, "x-amz-target", 12))
+                signed_target = true;
+            p += l + (p[l] == ';');
+        }
+        if (!signed_target) {
+            cl_kms_finish(&q, resp, 400, "IncompleteSignatureException", "X-Amz-Target must be a signed header");
+            goto done;
+        }
+    }
     if (cl_kms_user_lookup(q.st, a.access_key, secret, arn) != CL_OK) {
         cl_kms_finish(&q, resp, 400, "UnrecognizedClientException", "The security token included in the request is "
                                                                    "invalid.");

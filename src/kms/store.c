@@ -259,10 +259,10 @@ static cl_err cl_kms_begin(struct cl_kms_store *s) { return cl_kms_exec(s->db, "
 static cl_err cl_kms_commit(struct cl_kms_store *s) { return cl_kms_exec(s->db, "COMMIT", "commit"); }
 static void cl_kms_rollback(struct cl_kms_store *s) { (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); }
 
-static const char *const cl_kms_default_policy_fmt =
-    "{\"Version\":\"2012-10-17\",\"Id\":\"key-default-1\",\"Statement\":[{\"Sid\":\"Enable IAM User "
-    "Permissions\",\"Effect\":\"Allow\",\"Principal\":{\"AWS\":\"arn:aws:iam::%s:root\"},\"Action\":\"kms:*\","
-    "\"Resource\":\"*\"}]}";
+#define CL_KMS_DEFAULT_POLICY_FMT \
+    "{\"Version\":\"2012-10-17\",\"Id\":\"key-default-1\",\"Statement\":[{\"Sid\":\"Enable IAM User " \
+    "Permissions\",\"Effect\":\"Allow\",\"Principal\":{\"AWS\":\"arn:aws:iam::%s:root\"},\"Action\":\"kms:*\"," \
+    "\"Resource\":\"*\"}]}"
 
 static void cl_kms_uuid(const uint8_t r[16], char out[CL_KMS_KEY_ID_LEN + 1])
 {
@@ -317,7 +317,7 @@ cl_err cl_kms_key_create(struct cl_kms_store *s, const char *description, const 
         description = "";
     CL_ENSURE_D(strlen(description) <= CL_KMS_MAX_DESCRIPTION, CL_E_KMS_VALIDATION, "Description length");
     if (!policy) {
-        snprintf(defpol, sizeof(defpol), cl_kms_default_policy_fmt, s->account);
+        snprintf(defpol, sizeof(defpol), CL_KMS_DEFAULT_POLICY_FMT, s->account);
         policy = defpol;
     }
     CL_GUARD(cl_policy_parse(policy, strlen(policy), &pp));
