@@ -375,7 +375,7 @@ cl_err cl_client_attest(cl_client *c)
            CL_LOG_COUNT("attestations", att.count));
 out:
     if (rc != CL_OK)
-        CL_LOG(CL_LOG_WARN, "client_attestation_refused", CL_LOG_ERR(rc));
+        CL_LOG(CL_LOG_INFO, "client_attestation_refused", CL_LOG_ERR(rc));
     cl_attest_doc_free(&doc);
     cl_client_xfer_free(&x);
     return rc;

@@ -349,9 +349,16 @@ static int setup(void **state)
     snprintf(F.dir, sizeof(F.dir), "/tmp/cl-test-client-XXXXXX");
     if (!mkdtemp(F.dir))
         return -1;
-    char sim[128];
+    char sim[256];
     snprintf(sim, sizeof(sim), "%s/sim", F.dir);
-    if (cl_attest_sim_init(sim) != CL_OK || cl_attest_signer_load(sim, &F.signer) != CL_OK ||
+    /* Serve mode: fakes started by one script share a root. */
+    const char *shared = getenv("CL_FAKE_SIM_DIR");
+    struct stat st;
+    if (shared)
+        snprintf(sim, sizeof(sim), "%s", shared);
+    if ((!shared || stat(sim, &st) != 0) && cl_attest_sim_init(sim) != CL_OK)
+        return -1;
+    if (cl_attest_signer_load(sim, &F.signer) != CL_OK ||
         cl_attest_signer_ephemeral(&F.other) != CL_OK)
         return -1;
     for (int i = 0; i < 3; i++)
@@ -890,8 +897,57 @@ static void test_parse_answers(void **state)
     cl_chat_result_free(&r);
 }
 
-int main(void)
+/* `test_client serve DIR`: runs the fake gateway for the CLI test
+ * (test_client_cli.sh) until killed. Writes DIR/url, DIR/root.pem and
+ * DIR/nitro.json (the PCRs in nitro-cli's format). CL_FAKE_MODE selects a
+ * misbehaviour, CL_FAKE_MODEL the attested model digest (hex). */
+static int serve(const char *dir)
 {
+    if (setup(NULL) != 0)
+        return 1;
+    const char *m = getenv("CL_FAKE_MODEL");
+    if (m && cl_hex_decode_fixed(m, strlen(m), F.model, 32) != CL_OK)
+        return 1;
+    const char *mode = getenv("CL_FAKE_MODE");
+    if (mode)
+        atomic_store(&F.mode, atoi(mode));
+    struct cl_buf der, pem;
+    cl_buf_init(&der, 8192, CL_BUF_NONE);
+    cl_buf_init(&pem, 16384, CL_BUF_NONE);
+    char path[512], h[3][97], js[1024];
+    if (cl_attest_signer_root_der(F.signer, &der) != CL_OK || cl_b64_encode(der.data, der.len, CL_B64_STD, &pem))
+        return 1;
+    FILE *f;
+    snprintf(path, sizeof(path), "%s/root.pem", dir);
+    if (!(f = fopen(path, "w")))
+        return 1;
+    fprintf(f, "-----BEGIN CERTIFICATE-----\n");
+    for (size_t o = 0; o < pem.len; o += 64)
+        fprintf(f, "%.*s\n", (int)(pem.len - o < 64 ? pem.len - o : 64), (const char *)pem.data + o);
+    fprintf(f, "-----END CERTIFICATE-----\n");
+    fclose(f);
+    for (int i = 0; i < 3; i++)
+        cl_hex_encode(F.pcr[i], 48, h[i]);
+    snprintf(js, sizeof(js),
+             "{\"Measurements\": {\"HashAlgorithm\": \"Sha384 { ... }\", \"PCR0\": \"%s\", \"PCR1\": \"%s\", "
+             "\"PCR2\": \"%s\"}}\n", h[0], h[1], h[2]);
+    snprintf(path, sizeof(path), "%s/nitro.json", dir);
+    if (cl_file_write_atomic(path, js, strlen(js), 0644, 0) != CL_OK)
+        return 1;
+    /* The URL last: its presence tells the script everything is ready. */
+    snprintf(path, sizeof(path), "%s/url", dir);
+    if (cl_file_write_atomic(path, F.url, strlen(F.url), 0644, 0) != CL_OK)
+        return 1;
+    cl_buf_free(&der);
+    cl_buf_free(&pem);
+    for (;;)
+        pause();
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && !strcmp(argv[1], "serve"))
+        return serve(argv[2]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trust),          cmocka_unit_test(test_user_data),
         cmocka_unit_test(test_request_json),   cmocka_unit_test(test_parse_answers),
