@@ -42,6 +42,15 @@ struct cl_chat_params {
     size_t n_stop;
     char stop[CL_CHAT_MAX_STOP][CL_CHAT_MAX_STOP_LEN + 1];
     bool stream;
+    unsigned set; /* which optional sampling fields the request gave (CL_CHAT_SET_*) */
+};
+
+enum cl_chat_set {
+    CL_CHAT_SET_NONE = 0,
+    CL_CHAT_SET_TOP_P = 1 << 0,
+    CL_CHAT_SET_TOP_K = 1 << 1,
+    CL_CHAT_SET_MIN_P = 1 << 2,
+    CL_CHAT_SET_REPEAT = 1 << 3,
 };
 
 struct cl_chat_result {

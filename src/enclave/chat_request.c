@@ -136,10 +136,10 @@ cl_err cl_chat_request_parse(const uint8_t *body, size_t n, const struct cl_encl
         field;                                                                                 \
     }
     CL_OPT_NUM("temperature", 0, 2, p->temperature = (float)d, "temperature must be from 0 to 2");
-    CL_OPT_NUM("top_p", 0, 1, p->top_p = (float)d, "top_p must be from 0 to 1");
-    CL_OPT_NUM("top_k", 0, 1 << 20, p->top_k = (int32_t)d, "top_k must be a non-negative integer");
-    CL_OPT_NUM("min_p", 0, 1, p->min_p = (float)d, "min_p must be from 0 to 1");
-    CL_OPT_NUM("repeat_penalty", 0.01, 10, p->repeat_penalty = (float)d, "repeat_penalty must be from 0.01 to 10");
+    CL_OPT_NUM("top_p", 0, 1, (p->top_p = (float)d, p->set |= CL_CHAT_SET_TOP_P), "top_p must be from 0 to 1");
+    CL_OPT_NUM("top_k", 0, 1 << 20, (p->top_k = (int32_t)d, p->set |= CL_CHAT_SET_TOP_K), "top_k must be a non-negative integer");
+    CL_OPT_NUM("min_p", 0, 1, (p->min_p = (float)d, p->set |= CL_CHAT_SET_MIN_P), "min_p must be from 0 to 1");
+    CL_OPT_NUM("repeat_penalty", 0.01, 10, (p->repeat_penalty = (float)d, p->set |= CL_CHAT_SET_REPEAT), "repeat_penalty must be from 0.01 to 10");
     CL_OPT_NUM("seed", -9.2e18, 9.2e18, (p->seed = (uint64_t)(int64_t)d, p->has_seed = true),
                "seed must be an integer");
 #undef CL_OPT_NUM

@@ -68,40 +68,9 @@ void cl_engine_free(struct cl_engine *e)
 const char *cl_engine_name(const struct cl_engine *e) { return e->name; }
 
 struct cl_engine_run {
-    cl_sampler *sampler;
-    cl_gen *gen;
     cl_chat_piece_fn piece;
     void *piece_ctx;
-    bool stopped;
-    cl_err rc;
 };
-
-static int32_t cl_engine_sample(void *ctx, float *logits, size_t n_vocab)
-{
-    struct cl_engine_run *r = ctx;
-    int32_t t = 0;
-    (void)n_vocab;
-    cl_err rc = cl_sampler_sample(r->sampler, logits, &t);
-    if (rc != CL_OK)
-        r->rc = rc;
-    return t;
-}
-
-/* cl_model_session_generate hands each token here; cl_gen applies the stop
- * strings and end-of-generation, and streams the text it releases. */
-static bool cl_engine_on_token(void *ctx, int32_t token, const char *piece, size_t len)
-{
-    struct cl_engine_run *r = ctx;
-    bool done = false;
-    (void)piece;
-    (void)len;
-    if (r->rc != CL_OK)
-        return false;
-    r->rc = cl_gen_push(r->gen, token, &done);
-    if (done)
-        r->stopped = true;
-    return r->rc == CL_OK && !done;
-}
 
 static int cl_engine_stream(void *user, int32_t token, const char *text, size_t len)
 {
@@ -145,33 +114,32 @@ cl_err cl_engine_generate(void *self, const struct cl_chat_params *p, cl_chat_pi
     CL_GUARD(cl_engine_prompt(e, p, &toks, &n));
     CL_GUARD(cl_model_session_new(e->m, e->tok, (uint32_t)(n + p->max_tokens), e->pool, &s));
     CL_GUARD(cl_model_session_feed(s, toks, n));
-    struct cl_sample_params sp = {.temperature = p->temperature, .top_k = p->top_k, .top_p = p->top_p,
-                                  .min_p = p->min_p, .repeat_penalty = p->repeat_penalty,
-                                  .repeat_last_n = p->repeat_penalty != 1.0f ? 64 : 0,
-                                  .seed = p->has_seed ? p->seed : 0};
+    /* Same defaults as `cloister run`, overridden only by what the request
+     * gave, so the same seed and settings give the same answer. */
+    uint64_t seed = p->seed;
     if (!p->has_seed)
-        CL_GUARD(cl_random_bytes(&sp.seed, sizeof(sp.seed)));
-    CL_GUARD(cl_sampler_new(&sp, (uint32_t)cl_model_hparams(e->m)->n_vocab, &r.sampler));
+        CL_GUARD(cl_random_bytes(&seed, sizeof(seed)));
+    struct cl_model_gen mg = {.max_tokens = p->max_tokens, .stop_at_eog = true, .stop = stops, .n_stop = p->n_stop,
+                              .on_token = cl_engine_stream, .user = &r};
+    cl_sample_params_default(&mg.sample, seed);
+    mg.sample.temperature = p->temperature;
+    if (p->set & CL_CHAT_SET_TOP_P)
+        mg.sample.top_p = p->top_p;
+    if (p->set & CL_CHAT_SET_TOP_K)
+        mg.sample.top_k = p->top_k;
+    if (p->set & CL_CHAT_SET_MIN_P)
+        mg.sample.min_p = p->min_p;
+    if (p->set & CL_CHAT_SET_REPEAT)
+        mg.sample.repeat_penalty = p->repeat_penalty;
     for (size_t i = 0; i < p->n_stop; i++)
         stops[i] = p->stop[i];
-    struct cl_gen_opts go = {.max_tokens = p->max_tokens, .stop = stops, .n_stop = p->n_stop, .stop_on_eog = true,
-                             .cb = cl_engine_stream, .user = &r};
-    CL_GUARD(cl_gen_new(e->tok, &go, &r.gen));
-    struct cl_model_gen mg = {.max_tokens = p->max_tokens, .stop_at_eog = false, .sample = cl_engine_sample,
-                              .sample_ctx = &r, .on_token = cl_engine_on_token, .token_ctx = &r};
-    rc = cl_model_session_generate(s, &mg, NULL, 0, &n_out);
-    if (rc == CL_OK)
-        rc = r.rc;
-    CL_GUARD(rc);
-    CL_GUARD(cl_gen_finish(r.gen));
+    enum cl_gen_stop why = CL_GEN_STOP_NONE;
+    CL_GUARD(cl_model_session_generate(s, &mg, NULL, 0, &n_out, &why));
     res->prompt_tokens = (uint32_t)n;
-    res->completion_tokens = cl_gen_n_tokens(r.gen);
-    res->finish = cl_gen_reason(r.gen) == CL_GEN_STOP_MAX_TOKENS || !r.stopped ? CL_CHAT_FINISH_LENGTH
-                                                                               : CL_CHAT_FINISH_STOP;
+    res->completion_tokens = (uint32_t)n_out;
+    res->finish = why == CL_GEN_STOP_MAX_TOKENS ? CL_CHAT_FINISH_LENGTH : CL_CHAT_FINISH_STOP;
 out:
     pthread_mutex_unlock(&e->mu);
-    cl_gen_free(r.gen);
-    cl_sampler_free(r.sampler);
     cl_model_session_free(s);
     if (toks)
         cl_wipe(toks, n * sizeof(*toks));

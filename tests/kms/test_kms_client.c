@@ -157,7 +157,7 @@ static void t_doc(cl_attest_signer *s, cl_pkey *rsa, uint8_t pcr_byte, bool debu
 static void test_policy_matrix_http(void **state)
 {
     (void)state;
-    struct cl_kms_endpoint ep = {t_url, "eu-west-1", NULL};
+    struct cl_kms_endpoint ep = {.url = t_url, .region = "eu-west-1"};
     json_t *o = NULL;
     assert_ok(cl_kms_client_call(&ep, &t_cred, "CreateKey", "{}", (struct json_t **)&o));
     char kid[64], body[8192], pcr[97];
