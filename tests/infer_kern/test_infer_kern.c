@@ -294,6 +294,21 @@ static void test_known_q8_k(void **state)
             s += (int)x[16 * g + k];
         assert_int_equal(q.bsums[g], s);
     }
+    /* a tie in magnitude: the first one sets the sign, on every path */
+    x[200] = 127.0f;
+    struct cl_k_block_q8_k q2;
+    const enum cl_cpu_level top = cl_cpu_level();
+    int levels = 0;
+    for (enum cl_cpu_level l = CL_CPU_SCALAR; l <= top; l++, levels++) {
+        cl_cpu_set_level(l);
+        assert_ok(cl_k_act_quantize(CL_GGML_Q8_K, x, &q2, 256));
+        assert_true(q2.d == 1.0f);
+        assert_int_equal(q2.qs[200], 127);
+        assert_memory_equal(q2.qs, q.qs, 200);
+    }
+    assert_int_equal(levels, top);
+    cl_cpu_set_level(CL_CPU_NONE);
+    x[200] = (float)(200 % 17) - 8.0f;
     /* the max value positive: -127/max makes qs negative then capped at 127 */
     x[100] = 127.0f;
     assert_ok(cl_k_quantize_row(CL_GGML_Q8_K, x, &q, 256));
