@@ -5,7 +5,6 @@
  * for up to 4 activation columns, so prompt processing reads the weights
  * once per 4 tokens from cache rather than once per token. */
 #include <immintrin.h>
-#include <stdlib.h>
 
 #include "k_internal.h"
 
@@ -105,21 +104,19 @@ CL_K_TI void cl_k2_q8act_tile(const uint8_t *x, size_t bb, cl_k2_unpack_fn unpac
 
 #define CL_K2_DY_MAX 16384 /* floats of prepared activation scales on the stack */
 
+CL_K_TI void cl_k2_put(float *dst, float v, bool add) { *dst = add ? *dst + v : v; }
+
+/* Rows longer than this are done in chunks of the K dimension (results
+ * added), so one column's scales always fit the stack buffer. */
+#define CL_K2_KCHUNK (CL_K2_DY_MAX * CL_K_QK)
+
 CL_K_TI void cl_k2_q8act_mm(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as, size_t nc,
-                            size_t n, float *out, size_t os, size_t bb, cl_k2_unpack_fn unpack)
+                            size_t n, float *out, size_t os, size_t bb, cl_k2_unpack_fn unpack, bool add)
 {
     const size_t nb = n / CL_K_QK;
     float stackbuf[CL_K2_DY_MAX];
     float *dyb = stackbuf;
-    size_t group = CL_K2_DY_MAX / nb;
-    float *heap = NULL;
-    if (group == 0) {
-        heap = malloc(nb * sizeof(float));
-        if (!heap)
-            abort();
-        dyb = heap;
-        group = 1;
-    }
+    const size_t group = CL_K2_DY_MAX / nb; /* >= 1: n <= CL_K2_KCHUNK */
     for (size_t c0 = 0; c0 < nc; c0 += group) {
         const size_t gc = nc - c0 < group ? nc - c0 : group;
         for (size_t j = 0; j < gc; j++) {
@@ -140,23 +137,29 @@ CL_K_TI void cl_k2_q8act_mm(const void *w, size_t ws, size_t r0, size_t r1, cons
                 }
                 cl_k2_q8act_tile(x, bb, unpack, yc, dyf, CL_K_TILE, nb, res);
                 for (int j = 0; j < CL_K_TILE; j++)
-                    out[(c0 + c + (size_t)j) * os + r] = res[j];
+                    cl_k2_put(&out[(c0 + c + (size_t)j) * os + r], res[j], add);
             }
             for (; c < gc; c++) {
                 const uint8_t *yc[1] = {(const uint8_t *)a + (c0 + c) * as};
                 const float *dyf[1] = {dyb + c * nb};
-                cl_k2_q8act_tile(x, bb, unpack, yc, dyf, 1, nb, &out[(c0 + c) * os + r]);
+                float res;
+                cl_k2_q8act_tile(x, bb, unpack, yc, dyf, 1, nb, &res);
+                cl_k2_put(&out[(c0 + c) * os + r], res, add);
             }
         }
     }
-    free(heap);
 }
 
 #define CL_K2_Q8ACT(NAME, BT)                                                                                         \
     CL_K_T static void cl_k2_mm_##NAME(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as,      \
                                        size_t nc, size_t n, float *out, size_t os)                                     \
     {                                                                                                                  \
-        cl_k2_q8act_mm(w, ws, r0, r1, a, as, nc, n, out, os, sizeof(BT), cl_k2_unpack_##NAME);                        \
+        for (size_t k0 = 0; k0 < n; k0 += CL_K2_KCHUNK) {                                                              \
+            const size_t kn = n - k0 < CL_K2_KCHUNK ? n - k0 : CL_K2_KCHUNK, kb = k0 / CL_K_QK;                        \
+            cl_k2_q8act_mm((const uint8_t *)w + kb * sizeof(BT), ws, r0, r1,                                           \
+                           (const uint8_t *)a + kb * sizeof(struct cl_k_block_q8_0), as, nc, kn, out, os, sizeof(BT),  \
+                           cl_k2_unpack_##NAME, k0 > 0);                                                               \
+        }                                                                                                              \
     }                                                                                                                  \
     CL_K_T static float cl_k2_dot_##NAME(const void *w, const void *a, size_t n)                                       \
     {                                                                                                                  \

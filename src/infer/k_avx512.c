@@ -7,7 +7,6 @@
  * do the multiply-add in one instruction; the offset times the activation sum
  * (one more vpdpbusd) is subtracted per block. */
 #include <immintrin.h>
-#include <stdlib.h>
 
 #include "k_internal.h"
 
@@ -220,24 +219,23 @@ CL_K_TI void cl_k5_q8act_tile2(const uint8_t *x0, const uint8_t *x1, size_t bb, 
     }
 }
 
+CL_K_TI void cl_k5_put(float *dst, float v, bool add) { *dst = add ? *dst + v : v; }
+
+/* Rows longer than this are done in chunks of the K dimension (results added),
+ * so one prepared column always fits the stack buffer. */
+#define CL_K5_KCHUNK 32768
+
 /* Columns are prepared in groups that fit a stack buffer; within a group
  * every weight row is read once per 4 columns. */
 CL_K_TI void cl_k5_q8act_mm(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as, size_t nc,
-                            size_t n, float *out, size_t os, size_t bb, cl_k5_u_fn unpack, cl_k5_u2_fn unpack2, int off)
+                            size_t n, float *out, size_t os, size_t bb, cl_k5_u_fn unpack, cl_k5_u2_fn unpack2, int off,
+                            bool add)
 {
     const size_t nb = n / CL_K_QK, np = (nb + 1) / 2;
     const size_t col_bytes = np * sizeof(struct cl_k5_pair);
     _Alignas(64) uint8_t stackbuf[CL_K5_PREP_BYTES];
     struct cl_k5_pair *buf = (struct cl_k5_pair *)stackbuf;
-    size_t group = CL_K5_PREP_BYTES / col_bytes;
-    void *heap = NULL;
-    if (group == 0) { /* rows over 64K elements: one column at a time from the heap */
-        heap = aligned_alloc(64, (col_bytes + 63) / 64 * 64);
-        if (!heap)
-            abort();
-        buf = heap;
-        group = 1;
-    }
+    const size_t group = CL_K5_PREP_BYTES / col_bytes; /* >= 1: n <= CL_K5_KCHUNK */
     for (size_t c0 = 0; c0 < nc; c0 += group) {
         const size_t gc = nc - c0 < group ? nc - c0 : group;
         for (size_t j = 0; j < gc; j++)
@@ -254,14 +252,16 @@ CL_K_TI void cl_k5_q8act_mm(const void *w, size_t ws, size_t r0, size_t r1, cons
                         pc[j] = buf + (c + (size_t)j) * np;
                     cl_k5_q8act_tile2(x0, x1, bb, unpack, unpack2, pc, CL_K_TILE, nb, res0, res1);
                     for (int j = 0; j < CL_K_TILE; j++) {
-                        out[(c0 + c + (size_t)j) * os + r] = res0[j];
-                        out[(c0 + c + (size_t)j) * os + r + 1] = res1[j];
+                        cl_k5_put(&out[(c0 + c + (size_t)j) * os + r], res0[j], add);
+                        cl_k5_put(&out[(c0 + c + (size_t)j) * os + r + 1], res1[j], add);
                     }
                 }
                 for (; c < gc; c++) {
                     const struct cl_k5_pair *pc[1] = {buf + c * np};
-                    cl_k5_q8act_tile2(x0, x1, bb, unpack, unpack2, pc, 1, nb, &out[(c0 + c) * os + r],
-                                      &out[(c0 + c) * os + r + 1]);
+                    float res0, res1;
+                    cl_k5_q8act_tile2(x0, x1, bb, unpack, unpack2, pc, 1, nb, &res0, &res1);
+                    cl_k5_put(&out[(c0 + c) * os + r], res0, add);
+                    cl_k5_put(&out[(c0 + c) * os + r + 1], res1, add);
                 }
             }
         }
@@ -275,22 +275,27 @@ CL_K_TI void cl_k5_q8act_mm(const void *w, size_t ws, size_t r0, size_t r1, cons
                     pc[j] = buf + (c + (size_t)j) * np;
                 cl_k5_q8act_tile(x, bb, unpack, unpack2, pc, CL_K_TILE, nb, res);
                 for (int j = 0; j < CL_K_TILE; j++)
-                    out[(c0 + c + (size_t)j) * os + r] = res[j];
+                    cl_k5_put(&out[(c0 + c + (size_t)j) * os + r], res[j], add);
             }
             for (; c < gc; c++) {
                 const struct cl_k5_pair *pc[1] = {buf + c * np};
-                cl_k5_q8act_tile(x, bb, unpack, unpack2, pc, 1, nb, &out[(c0 + c) * os + r]);
+                float res;
+                cl_k5_q8act_tile(x, bb, unpack, unpack2, pc, 1, nb, &res);
+                cl_k5_put(&out[(c0 + c) * os + r], res, add);
             }
         }
     }
-    free(heap);
 }
 
 #define CL_K5_Q8ACT(NAME, BT, OFF)                                                                                     \
     CL_K_T static void cl_k5_mm_##NAME(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as,      \
                                        size_t nc, size_t n, float *out, size_t os)                                     \
     {                                                                                                                  \
-        cl_k5_q8act_mm(w, ws, r0, r1, a, as, nc, n, out, os, sizeof(BT), cl_k5_u_##NAME, cl_k5_u2_##NAME, OFF);       \
+        for (size_t k0 = 0; k0 < n; k0 += CL_K5_KCHUNK) {                                                              \
+            const size_t kn = n - k0 < CL_K5_KCHUNK ? n - k0 : CL_K5_KCHUNK, kb = k0 / CL_K_QK;                        \
+            cl_k5_q8act_mm((const uint8_t *)w + kb * sizeof(BT), ws, r0, r1, (const uint8_t *)a + kb * CL_K5_QB, as,  \
+                           nc, kn, out, os, sizeof(BT), cl_k5_u_##NAME, cl_k5_u2_##NAME, OFF, k0 > 0);                 \
+        }                                                                                                              \
     }                                                                                                                  \
     CL_K_T static float cl_k5_dot_##NAME(const void *w, const void *a, size_t n)                                       \
     {                                                                                                                  \

@@ -605,8 +605,9 @@ static void test_simd_vs_scalar(void **state)
                 t_matmul_check(t_wtypes[i], 32, 4, 1, lvl);
             }
         }
-        /* rows longer than the prepared-activation buffer take the heap path */
+        /* rows longer than the prepared-activation buffers are done in K chunks */
         t_matmul_check(CL_GGML_Q4_0, 70016, 2, 2, lvl);
+        t_matmul_check(CL_GGML_Q5_0, 524288 + 96, 2, 5, lvl);
     }
 }
 
