@@ -382,7 +382,7 @@ CL_K_TI void cl_k2_float_tile(const void *x, cl_k2_ld_fn ld, cl_k2_s_fn sc, cons
     }
 }
 
-#define CL_K2_FLOAT(NAME, ES)                                                                                          \
+#define CL_K2_FLOAT(NAME)                                                                                              \
     CL_K_T static float cl_k2_dot_##NAME(const void *w, const void *a, size_t n)                                       \
     {                                                                                                                  \
         const void *yc[1] = {a};                                                                                       \
@@ -412,9 +412,9 @@ CL_K_TI void cl_k2_float_tile(const void *x, cl_k2_ld_fn ld, cl_k2_s_fn sc, cons
         }                                                                                                              \
     }
 
-CL_K2_FLOAT(f32, 4)
-CL_K2_FLOAT(f16, 2)
-CL_K2_FLOAT(bf16, 2)
+CL_K2_FLOAT(f32)
+CL_K2_FLOAT(f16)
+CL_K2_FLOAT(bf16)
 
 /* ---------------------------------------------------- activation quantizers */
 
