@@ -35,10 +35,13 @@ struct cl_cand {
     float logit;
 };
 
+#define CL_SAMPLE_NUCLEUS_TRY 1024
+
 struct cl_sampler {
     struct cl_sample_params p;
     uint32_t n_vocab;
     struct cl_cand *cand;
+    struct cl_cand *nucleus; /* scratch for the top-p preselection */
     int32_t *hist;   /* ring of the last repeat_last_n accepted tokens */
     size_t hist_n, hist_pos;
     int32_t *scratch;
@@ -98,9 +101,10 @@ cl_err cl_sampler_new(const struct cl_sample_params *p, uint32_t n_vocab, cl_sam
     s->p = *p;
     s->n_vocab = n_vocab;
     s->cand = malloc(n_vocab * sizeof(*s->cand));
+    s->nucleus = malloc(n_vocab * sizeof(*s->nucleus));
     s->hist = malloc(((size_t)p->repeat_last_n + 1) * sizeof(*s->hist));
     s->scratch = malloc(((size_t)p->repeat_last_n + 1) * sizeof(*s->scratch));
-    CL_ENSURE(s->cand && s->hist && s->scratch, CL_E_CORE_NOMEM);
+    CL_ENSURE(s->cand && s->nucleus && s->hist && s->scratch, CL_E_CORE_NOMEM);
     cl_sampler_reset(s, p->seed);
     *out = s;
     s = NULL;
@@ -116,6 +120,10 @@ void cl_sampler_free(cl_sampler *s)
     if (s->cand) {
         cl_wipe(s->cand, s->n_vocab * sizeof(*s->cand));
         free(s->cand);
+    }
+    if (s->nucleus) {
+        cl_wipe(s->nucleus, s->n_vocab * sizeof(*s->nucleus));
+        free(s->nucleus);
     }
     if (s->hist) {
         cl_wipe(s->hist, ((size_t)s->p.repeat_last_n + 1) * sizeof(*s->hist));
@@ -244,16 +252,34 @@ cl_err cl_sampler_sample(cl_sampler *s, const float *logits, int32_t *out)
         sorted = true;
     }
     if (p->top_p < 1.0f) {
-        if (!sorted) {
-            qsort(c, n, sizeof(*c), cl_cand_cmp);
-            sorted = true;
-        }
+        float top = -INFINITY;
+        for (size_t i = 0; i < n; i++)
+            if (c[i].logit > top)
+                top = c[i].logit;
         double sum = 0;
         for (size_t i = 0; i < n; i++)
-            sum += exp((double)c[i].logit - (double)c[0].logit);
+            sum += exp((double)c[i].logit - (double)top);
+        if (!sorted) {
+            /* The nucleus is usually small: select the best few first and
+             * sort the whole vocabulary only if they do not reach top_p.
+             * Both paths see the same order, so the result is the same. */
+            size_t k = n < CL_SAMPLE_NUCLEUS_TRY ? n : CL_SAMPLE_NUCLEUS_TRY;
+            memcpy(s->nucleus, c, n * sizeof(*c));
+            cl_sampler_top_k(s->nucleus, n, k);
+            double cum = 0;
+            for (size_t i = 0; i < k; i++)
+                cum += exp((double)s->nucleus[i].logit - (double)top) / sum;
+            if (cum >= p->top_p || k == n) {
+                memcpy(c, s->nucleus, k * sizeof(*c));
+                n = k;
+            } else {
+                qsort(c, n, sizeof(*c), cl_cand_cmp);
+            }
+            sorted = true;
+        }
         double cum = 0;
         for (size_t i = 0; i < n; i++) {
-            cum += exp((double)c[i].logit - (double)c[0].logit) / sum;
+            cum += exp((double)c[i].logit - (double)top) / sum;
             if (cum >= p->top_p) {
                 n = i + 1;
                 break;

@@ -138,12 +138,11 @@ static cl_err cl_tok_opt_bool(const cl_gguf *g, const char *key, bool *v)
     return cl_gguf_find_kv(g, key) ? cl_gguf_get_bool(g, key, v) : CL_OK;
 }
 
-static const cl_tokenizer *cl_tok_sort_ctx;
-
-static int cl_tok_special_cmp(const void *a, const void *b)
+static int cl_tok_special_cmp(const void *a, const void *b, void *ctx)
 {
+    const cl_tokenizer *t = ctx;
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    size_t lx = cl_tok_sort_ctx->text[x].len, ly = cl_tok_sort_ctx->text[y].len;
+    size_t lx = t->text[x].len, ly = t->text[y].len;
     if (lx != ly)
         return lx > ly ? -1 : 1;
     return x < y ? -1 : x > y;
@@ -271,9 +270,7 @@ cl_err cl_tokenizer_new(const cl_gguf *g, cl_tokenizer **out)
              t->type[i] == CL_TOK_TYPE_UNKNOWN) && t->text[i].len > 0)
             t->special[t->n_special++] = (int32_t)i;
     /* llama.cpp sorts by length only (unstable); ties go by id here. */
-    cl_tok_sort_ctx = t;
-    qsort(t->special, t->n_special, sizeof(*t->special), cl_tok_special_cmp);
-    cl_tok_sort_ctx = NULL;
+    qsort_r(t->special, t->n_special, sizeof(*t->special), cl_tok_special_cmp, t);
 
     /* Phi-3 strips whitespace after its special tokens (llama.cpp keys this
      * off the model name). */

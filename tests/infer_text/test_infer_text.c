@@ -4,9 +4,11 @@
 
 #include <dirent.h>
 #include <math.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cloister/file.h"
+#include "cloister/secmem.h"
 #include "cloister/chat.h"
 #include "cloister/gguf.h"
 #include "cloister/sample.h"
@@ -566,6 +568,109 @@ static void test_gguf_writer_roundtrip(void **state)
     cl_gguf_writer_free(w);
 }
 
+
+
+/* Rewriting each reference model (written by llama.cpp's gguf-py) with the
+ * writer reproduces the file byte for byte: the writer is exact to the spec. */
+static void test_gguf_writer_reproduces_reference(void **state)
+{
+    (void)state;
+    char dir[1024];
+    CL_REFERENCE("models", dir);
+    const char *names[] = {"tiny-llama-f32.gguf", "tiny-llama-q4_0.gguf", "tiny-gemma3-q8_0.gguf",
+                           "mmproj-tiny-gemma3-f32.gguf"};
+    for (size_t k = 0; k < 4; k++) {
+        char path[1200];
+        snprintf(path, sizeof(path), "%s/%s", dir, names[k]);
+        cl_gguf *g = NULL;
+        assert_ok(cl_gguf_open_file(path, &g));
+        cl_gguf_writer *w = NULL;
+        assert_ok(cl_gguf_writer_new(cl_gguf_alignment(g), &w));
+        for (size_t i = 0; i < cl_gguf_n_kv(g); i++)
+            assert_ok(cl_gguf_writer_add_kv(w, cl_gguf_kv_at(g, i)));
+        for (size_t i = 0; i < cl_gguf_n_tensors(g); i++) {
+            const struct cl_gguf_tensor *t = cl_gguf_tensor_at(g, i);
+            assert_ok(cl_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->nbytes));
+        }
+        uint8_t *img;
+        size_t len, flen;
+        assert_ok(cl_gguf_writer_write_memory(w, &img, &len));
+        const uint8_t *orig = cl_gguf_buffer(g, &flen);
+        if (len != flen || memcmp(img, orig, len)) {
+            size_t d = 0;
+            while (d < len && d < flen && img[d] == orig[d])
+                d++;
+            fail_msg("%s: rewrite differs at byte %zu (sizes %zu vs %zu)", names[k], d, len, flen);
+        }
+        free(img);
+        cl_gguf_writer_free(w);
+        cl_gguf_free(g);
+    }
+}
+
+
+/* A model in secure memory (as the enclave holds a decrypted one) is used in place. */
+static void test_gguf_secure_memory(void **state)
+{
+    (void)state;
+    char path[1024];
+    CL_REFERENCE("models/tiny-gemma3-q4_0.gguf", path);
+    struct cl_buf f;
+    cl_buf_init(&f, 64u << 20, CL_BUF_NONE);
+    assert_ok(cl_file_read(path, 64u << 20, &f));
+    void *sec = NULL;
+    assert_ok(cl_secmem_alloc(f.len, &sec));
+    memcpy(sec, f.data, f.len);
+    cl_gguf *g = NULL;
+    assert_ok(cl_gguf_open_memory(sec, f.len, &g));
+    const struct cl_gguf_tensor *t = cl_gguf_find_tensor(g, "token_embd.weight");
+    assert_non_null(t);
+    assert_int_equal(t->type, CL_GGML_Q4_0);
+    assert_true((const uint8_t *)t->data > (const uint8_t *)sec &&
+                (const uint8_t *)t->data + t->nbytes <= (const uint8_t *)sec + f.len);
+    assert_int_equal(((uintptr_t)t->data) % 32, 0);
+    cl_tokenizer *tk = NULL;
+    assert_ok(cl_tokenizer_new(g, &tk));
+    struct cl_gguf_str s;
+    assert_true(cl_tokenizer_text(tk, 450, &s));
+    assert_true(s.p > (const char *)sec && s.p < (const char *)sec + f.len); /* views, not copies */
+    cl_tokenizer_free(tk);
+    cl_gguf_free(g);
+    cl_secmem_free(sec);
+    cl_buf_free(&f);
+}
+
+/* The `cloister tokenize` command end to end. */
+static void test_cli_tokenize(void **state)
+{
+    (void)state;
+    const char *bd = getenv("CLOISTER_BUILD_DIR");
+    char model[1024], cmd[4096], out[4096];
+    if (!bd) {
+        print_message("skipped: CLOISTER_BUILD_DIR is not set\n");
+        skip();
+    }
+    CL_REFERENCE("models/tiny-llama-f32.gguf", model);
+    snprintf(cmd, sizeof(cmd), "'%s/src/cli/cloister' tokenize '%s' -p 'The patient presents with' --json", bd, model);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = 0;
+    assert_int_equal(pclose(p), 0);
+    assert_string_equal(out, "{\"n_tokens\":5,\"tokens\":[1,450,16500,22981,411]}\n");
+    snprintf(cmd, sizeof(cmd), "printf '<s>a' | '%s/src/cli/cloister' tokenize '%s' -f - --special --no-add-special",
+             bd, model);
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = 0;
+    assert_int_equal(pclose(p), 0);
+    assert_string_equal(out, "     1 '<s>'\n   263 ' a'\n");
+    snprintf(cmd, sizeof(cmd), "'%s/src/cli/cloister' tokenize '%s' 2>/dev/null", bd, model);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 2);
+    snprintf(cmd, sizeof(cmd), "'%s/src/cli/cloister' tokenize /nonexistent.gguf -p x 2>/dev/null", bd);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 1);
+}
 
 /* ---- tokenizer ---- */
 
@@ -1315,6 +1420,53 @@ static void test_sample_distribution_and_filters(void **state)
     assert_err(cl_sampler_new(&p, 0, &s), CL_E_CORE_INVALID_ARG);
 }
 
+
+static int desc_float_cmp(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x > y ? -1 : x < y;
+}
+
+/* top-p over a large vocabulary, both when the nucleus is small (preselection)
+ * and when it is large (full sort): every draw lies in the exact nucleus. */
+static void test_sample_top_p_large_vocab(void **state)
+{
+    (void)state;
+    enum { NV = 6000 };
+    float *l = malloc(NV * sizeof(float)), *sorted = malloc(NV * sizeof(float));
+    for (int shape = 0; shape < 2; shape++) {
+        for (int i = 0; i < NV; i++)
+            l[i] = shape ? sinf((float)i * 1.3f) * 0.5f : sinf((float)i * 1.3f) * 12.0f;
+        memcpy(sorted, l, NV * sizeof(float));
+        qsort(sorted, NV, sizeof(float), desc_float_cmp);
+        double sum = 0, cum = 0;
+        for (int i = 0; i < NV; i++)
+            sum += exp((double)sorted[i] - sorted[0]);
+        float cutoff = sorted[0];
+        int nucleus = 0;
+        for (int i = 0; i < NV; i++) {
+            cum += exp((double)sorted[i] - sorted[0]) / sum;
+            cutoff = sorted[i];
+            nucleus = i + 1;
+            if (cum >= 0.9)
+                break;
+        }
+        if (shape)
+            assert_true(nucleus > 1024);
+        else
+            assert_true(nucleus < 1024);
+        cl_sampler *s = mk_sampler(1.0f, 0, 0.9f, 0.0f, 3, NV);
+        for (int k = 0; k < 300; k++) {
+            int32_t id;
+            assert_ok(cl_sampler_sample(s, l, &id));
+            assert_true(l[id] >= cutoff);
+        }
+        cl_sampler_free(s);
+    }
+    free(l);
+    free(sorted);
+}
+
 static void test_sample_repetition_penalty(void **state)
 {
     (void)state;
@@ -1557,6 +1709,9 @@ int main(void)
         cmocka_unit_test(test_gguf_vocab_files),
         cmocka_unit_test(test_gguf_open_file_errors),
         cmocka_unit_test(test_gguf_writer_roundtrip),
+        cmocka_unit_test(test_gguf_writer_reproduces_reference),
+        cmocka_unit_test(test_gguf_secure_memory),
+        cmocka_unit_test(test_cli_tokenize),
         cmocka_unit_test(test_tok_vocab_files),
         cmocka_unit_test(test_tok_reference_prompts),
         cmocka_unit_test(test_tok_mini),
@@ -1567,6 +1722,7 @@ int main(void)
         cmocka_unit_test(test_sample_greedy_and_ties),
         cmocka_unit_test(test_sample_determinism),
         cmocka_unit_test(test_sample_distribution_and_filters),
+        cmocka_unit_test(test_sample_top_p_large_vocab),
         cmocka_unit_test(test_sample_repetition_penalty),
         cmocka_unit_test(test_gen_stop_strings),
         cmocka_unit_test(test_gen_limits_and_utf8),
