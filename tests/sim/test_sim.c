@@ -118,7 +118,7 @@ struct run_result {
     char nsm_response[2 * 0x3000 + 1];
     char describe_pcr0[512];
     int status;
-    bool ptrace_blocked, mem_blocked, vsock_ok;
+    bool ptrace_blocked, ptrace_control_ok, mem_blocked, vsock_ok;
 };
 
 static const char *get(const struct run_result *r, const char *key)
@@ -184,6 +184,13 @@ static void run_enclave(const char *image, const char *simdir, bool debug, const
         res->ptrace_blocked = pr != 0 && (errno == EPERM || errno == EACCES);
         if (pr == 0)
             ptrace(PTRACE_DETACH, enc, NULL, NULL);
+        /* Control: the same user may trace its ordinary processes, such as
+         * cloister-sim itself, so the refusal above is the sandbox's doing. */
+        if (ptrace(PTRACE_ATTACH, sim, NULL, NULL) == 0) {
+            int wst;
+            res->ptrace_control_ok = waitpid(sim, &wst, 0) == sim && WIFSTOPPED(wst);
+            ptrace(PTRACE_DETACH, sim, NULL, NULL);
+        }
         char mp[64];
         snprintf(mp, sizeof(mp), "/proc/%d/mem", (int)enc);
         int mfd = open(mp, O_RDONLY);
@@ -272,6 +279,7 @@ static void test_run(void **state)
     assert_string_equal(get(r, "vsock"), "ok");
     assert_true(r->vsock_ok);
     assert_true(r->ptrace_blocked);
+    assert_true(r->ptrace_control_ok);
     assert_true(r->mem_blocked);
 
     /* The document verifies with the sim root, with the image's PCRs. */
