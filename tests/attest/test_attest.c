@@ -494,6 +494,19 @@ static void test_sim_sign(void **state)
     uint8_t too_big[513] = {0};
     assert_err(cl_attest_signer_sign(s, NULL, 0, too_big, sizeof(too_big), NULL, 0, &doc), CL_E_ATTEST_FIELD_LIMIT);
     assert_err(cl_attest_signer_sign(s, NULL, 0, NULL, 0, too_big, sizeof(too_big), &doc), CL_E_ATTEST_FIELD_LIMIT);
+    /* A fresh leaf is not renewed. */
+    struct cl_attest_doc before, after;
+    assert_ok(cl_attest_parse(doc.data, doc.len, &before));
+    assert_ok(cl_attest_signer_refresh(s));
+    struct cl_buf doc2;
+    cl_buf_init(&doc2, CL_ATTEST_MAX_DOC, CL_BUF_NONE);
+    assert_ok(cl_attest_signer_sign(s, NULL, 0, NULL, 0, NULL, 0, &doc2));
+    assert_ok(cl_attest_parse(doc2.data, doc2.len, &after));
+    assert_int_equal(before.certificate.len, after.certificate.len);
+    assert_memory_equal(before.certificate.p, after.certificate.p, before.certificate.len);
+    cl_attest_doc_free(&before);
+    cl_attest_doc_free(&after);
+    cl_buf_free(&doc2);
     /* The leaf is only valid for hours. */
     cl_buf_reset(&doc);
     doc.len = 0;
