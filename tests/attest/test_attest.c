@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "cloister/attest.h"
 #include "cloister/file.h"
@@ -599,6 +601,122 @@ static void test_field_checks(void **state)
     assert_err(parse_crafted(&k), CL_E_ATTEST_FIELD_LIMIT);
 }
 
+/* ---- X.509 checks on chains built here ---- */
+
+static X509 *mk_cert(const char *cn, cl_pkey *key, X509 *issuer, cl_pkey *issuer_key, const char *bc, const char *ku,
+                     bool unknown_critical)
+{
+    X509 *x = X509_new();
+    X509_NAME *name = X509_NAME_new();
+    assert_true(x && name);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    X509_set_subject_name(x, name);
+    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, cl_pkey_evp(key));
+    X509V3_CTX ctx;
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, issuer ? issuer : x, x, NULL, NULL, 0);
+    const struct { int nid; const char *v; } ext[] = {{NID_basic_constraints, bc}, {NID_key_usage, ku},
+                                                      {NID_subject_key_identifier, "hash"},
+                                                      {NID_authority_key_identifier, "keyid:always"}};
+    for (size_t i = 0; i < 4; i++) {
+        if (!ext[i].v)
+            continue;
+        X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &ctx, ext[i].nid, ext[i].v);
+        assert_non_null(e);
+        X509_add_ext(x, e, -1);
+        X509_EXTENSION_free(e);
+    }
+    if (unknown_critical) {
+        ASN1_OBJECT *obj = OBJ_txt2obj("1.3.6.1.4.1.99999.1", 1);
+        ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
+        ASN1_OCTET_STRING_set(os, (const unsigned char *)"\x05\x00", 2);
+        X509_EXTENSION *e = X509_EXTENSION_create_by_OBJ(NULL, obj, 1, os);
+        X509_add_ext(x, e, -1);
+        X509_EXTENSION_free(e);
+        ASN1_OCTET_STRING_free(os);
+        ASN1_OBJECT_free(obj);
+    }
+    assert_true(X509_sign(x, cl_pkey_evp(issuer_key), EVP_sha384()) > 0);
+    X509_NAME_free(name);
+    return x;
+}
+
+static struct cl_attest_span der_of(X509 *x, uint8_t **store)
+{
+    int n = i2d_X509(x, store);
+    assert_true(n > 0);
+    return (struct cl_attest_span){*store, (size_t)n};
+}
+
+struct chain_case {
+    const char *what;
+    const char *root_bc, *root_ku, *inter_bc, *inter_ku, *leaf_bc, *leaf_ku;
+    bool inter_critical;
+    cl_err want;
+};
+
+static void test_chain_checks(void **state)
+{
+    (void)state;
+    const char *ca = "critical,CA:TRUE", *ca_ku = "critical,keyCertSign", *ee = "critical,CA:FALSE",
+               *ee_ku = "critical,digitalSignature";
+    const struct chain_case cases[] = {
+        {"good", ca, ca_ku, ca, ca_ku, ee, ee_ku, false, CL_OK},
+        {"good, no leaf extensions", ca, ca_ku, ca, ca_ku, NULL, NULL, false, CL_OK},
+        {"intermediate not a CA", ca, ca_ku, ee, ca_ku, ee, ee_ku, false, CL_E_ATTEST_CERT_NOT_CA},
+        {"intermediate without basicConstraints", ca, ca_ku, NULL, ca_ku, ee, ee_ku, false, CL_E_ATTEST_CERT_NOT_CA},
+        {"intermediate without keyCertSign", ca, ca_ku, ca, "critical,digitalSignature", ee, ee_ku, false,
+         CL_E_ATTEST_CERT_KEY_USAGE},
+        {"intermediate without keyUsage", ca, ca_ku, ca, NULL, ee, ee_ku, false, CL_E_ATTEST_CERT_KEY_USAGE},
+        {"root pathlen 0 above an intermediate", "critical,CA:TRUE,pathlen:0", ca_ku, ca, ca_ku, ee, ee_ku, false,
+         CL_E_ATTEST_CERT_PATHLEN},
+        {"leaf is a CA", ca, ca_ku, ca, ca_ku, ca, ee_ku, false, CL_E_ATTEST_CERT_NOT_CA},
+        {"leaf without digitalSignature", ca, ca_ku, ca, ca_ku, ee, "critical,keyCertSign", false,
+         CL_E_ATTEST_CERT_KEY_USAGE},
+        {"unknown critical extension", ca, ca_ku, ca, ca_ku, ee, ee_ku, true, CL_E_ATTEST_CERT_CRITICAL_EXT},
+    };
+    cl_pkey *rk = NULL, *ik = NULL, *lk = NULL;
+    assert_ok(cl_pkey_generate(CL_PKEY_P384, &rk));
+    assert_ok(cl_pkey_generate(CL_PKEY_P384, &ik));
+    assert_ok(cl_pkey_generate(CL_PKEY_P384, &lk));
+    uint8_t pcr[CL_ATTEST_MAX_PCRS][CL_ATTEST_PCR_LEN];
+    memset(pcr, 7, sizeof(pcr));
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct chain_case *c = &cases[i];
+        X509 *root = mk_cert("root", rk, NULL, rk, c->root_bc, c->root_ku, false);
+        X509 *inter = mk_cert("inter", ik, root, rk, c->inter_bc, c->inter_ku, c->inter_critical);
+        X509 *leaf = mk_cert("leaf", lk, inter, ik, c->leaf_bc, c->leaf_ku, false);
+        uint8_t *d0 = NULL, *d1 = NULL, *d2 = NULL;
+        struct cl_attest_span bundle[2] = {der_of(root, &d0), der_of(inter, &d1)};
+        struct cl_attest_fields f = {.module_id = "i-chain", .timestamp_ms = (uint64_t)time(NULL) * 1000,
+                                     .pcr_present = 0xffff, .pcr = (const uint8_t(*)[CL_ATTEST_PCR_LEN])pcr,
+                                     .certificate = der_of(leaf, &d2), .cabundle = bundle, .ncabundle = 2};
+        struct cl_buf payload, doc;
+        cl_buf_init(&payload, CL_ATTEST_MAX_PAYLOAD, CL_BUF_NONE);
+        cl_buf_init(&doc, CL_ATTEST_MAX_DOC, CL_BUF_NONE);
+        assert_ok(cl_attest_encode_payload(&f, &payload));
+        assert_ok(cl_cose_sign1_sign_es384(lk, payload.data, payload.len, false, &doc));
+        struct cl_attest_policy p = {.root_der = bundle[0].p, .root_len = bundle[0].len, .allow_any_pcr = true};
+        check(verify_buf(&doc, &p), c->want, c->what);
+        cl_buf_free(&payload);
+        cl_buf_free(&doc);
+        OPENSSL_free(d0);
+        OPENSSL_free(d1);
+        OPENSSL_free(d2);
+        X509_free(root);
+        X509_free(inter);
+        X509_free(leaf);
+    }
+    cl_pkey_free(rk);
+    cl_pkey_free(ik);
+    cl_pkey_free(lk);
+}
+
 /* ---- simulated signer ---- */
 
 static struct cl_attest_policy sim_policy(const struct cl_buf *root)
@@ -782,6 +900,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_real_docs),     cmocka_unit_test(test_fields),
         cmocka_unit_test(test_upstream_json), cmocka_unit_test(test_field_checks),
+        cmocka_unit_test(test_chain_checks),
         cmocka_unit_test(test_tamper),        cmocka_unit_test(test_nonce_freshness),
         cmocka_unit_test(test_selfsigned),    cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_sim_sign),      cmocka_unit_test(test_sim_dir),
