@@ -64,4 +64,11 @@ CL_MUST_CHECK cl_err cl_kms_decrypt_for_recipient(const struct cl_kms_endpoint *
                                                   const uint8_t *attestation_doc, size_t doc_len,
                                                   const cl_pkey *rsa_priv, struct cl_buf *plaintext);
 
+/* Any operation: op ("DescribeKey") with a JSON body; *out is the parsed
+ * JSON response (a jansson json_t, caller json_decref). Non-200 responses
+ * fail with CL_E_NET_HTTP_STATUS naming the KMS exception. */
+struct json_t;
+CL_MUST_CHECK cl_err cl_kms_client_call(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred,
+                                        const char *op, const char *body, struct json_t **out);
+
 #endif

@@ -86,7 +86,7 @@ cl_err cl_kms_recipient_unwrap(const cl_pkey *rsa_priv, const uint8_t *cms_der, 
     CMS_ContentInfo *cms = NULL;
     BIO *outb = NULL;
     const unsigned char *p = cms_der;
-    CL_ENSURE_D(rsa_priv && cl_pkey_type(rsa_priv) == CL_PKEY_RSA && cl_pkey_is_private(rsa_priv),
+    CL_ENSURE_D(rsa_priv && cl_pkey_type(rsa_priv) == CL_PKEY_RSA,
                 CL_E_CORE_INVALID_ARG, "unwrap needs an RSA private key");
     CL_ENSURE_D(n > 0 && n <= CL_KMS_CMS_MAX, CL_E_KMS_CMS, "CiphertextForRecipient length %zu", n);
     cms = d2i_CMS_ContentInfo(NULL, &p, (long)n);

@@ -43,5 +43,6 @@ int cl_cmd_seal(int argc, char **argv);
 int cl_cmd_unseal(int argc, char **argv);
 int cl_cmd_inspect(int argc, char **argv);
 int cl_cmd_attest(int argc, char **argv);
+int cl_cmd_kms(int argc, char **argv);
 
 #endif

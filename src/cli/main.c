@@ -10,6 +10,7 @@ static const struct cl_cli_cmd cl_commands[] = {
     {"unseal", "verify and decrypt a sealed model file", cl_cmd_unseal},
     {"inspect", "show a sealed model's header (never secrets)", cl_cmd_inspect},
     {"attest", "show or verify a Nitro attestation document", cl_cmd_attest},
+    {"kms", "cloister-kms audit log and sealed-model key policies", cl_cmd_kms},
 };
 
 static void cl_main_help(FILE *f)

@@ -259,10 +259,10 @@ static cl_err cl_kms_begin(struct cl_kms_store *s) { return cl_kms_exec(s->db, "
 static cl_err cl_kms_commit(struct cl_kms_store *s) { return cl_kms_exec(s->db, "COMMIT", "commit"); }
 static void cl_kms_rollback(struct cl_kms_store *s) { (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); }
 
-static const char *const cl_kms_default_policy_fmt =
-    "{\"Version\":\"2012-10-17\",\"Id\":\"key-default-1\",\"Statement\":[{\"Sid\":\"Enable IAM User "
-    "Permissions\",\"Effect\":\"Allow\",\"Principal\":{\"AWS\":\"arn:aws:iam::%s:root\"},\"Action\":\"kms:*\","
-    "\"Resource\":\"*\"}]}";
+#define CL_KMS_DEFAULT_POLICY_FMT \
+    "{\"Version\":\"2012-10-17\",\"Id\":\"key-default-1\",\"Statement\":[{\"Sid\":\"Enable IAM User " \
+    "Permissions\",\"Effect\":\"Allow\",\"Principal\":{\"AWS\":\"arn:aws:iam::%s:root\"},\"Action\":\"kms:*\"," \
+    "\"Resource\":\"*\"}]}"
 
 static void cl_kms_uuid(const uint8_t r[16], char out[CL_KMS_KEY_ID_LEN + 1])
 {
@@ -317,7 +317,7 @@ cl_err cl_kms_key_create(struct cl_kms_store *s, const char *description, const 
         description = "";
     CL_ENSURE_D(strlen(description) <= CL_KMS_MAX_DESCRIPTION, CL_E_KMS_VALIDATION, "Description length");
     if (!policy) {
-        snprintf(defpol, sizeof(defpol), cl_kms_default_policy_fmt, s->account);
+        snprintf(defpol, sizeof(defpol), CL_KMS_DEFAULT_POLICY_FMT, s->account);
         policy = defpol;
     }
     CL_GUARD(cl_policy_parse(policy, strlen(policy), &pp));
@@ -413,6 +413,50 @@ cl_err cl_kms_key_set_state(struct cl_kms_store *s, const char *key_id, enum cl_
     CL_ENSURE_D(sqlite3_step(st) == SQLITE_DONE, CL_E_KMS_STORE, "state update");
     CL_ENSURE_D(sqlite3_changes(s->db) == 1, CL_E_KMS_NOT_FOUND, "key not found");
 out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+cl_err cl_kms_key_purge_expired(struct cl_kms_store *s, int64_t now, size_t *purged)
+{
+    cl_err rc = CL_OK;
+    bool in_tx = false;
+    sqlite3_stmt *st = NULL;
+    *purged = 0;
+    /* Cheap read first: most calls find nothing and write nothing. */
+    if (sqlite3_prepare_v2(s->db, "SELECT count(*) FROM keys WHERE state=? AND deletion_date<=?", -1, &st, NULL) !=
+        SQLITE_OK)
+        return cl_kms_db_fail(s->db, "purge count prepare");
+    sqlite3_bind_int(st, 1, CL_KMS_STATE_PENDING_DELETION);
+    sqlite3_bind_int64(st, 2, now);
+    CL_ENSURE_D(sqlite3_step(st) == SQLITE_ROW, CL_E_KMS_STORE, "purge count");
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    st = NULL;
+    if (n == 0)
+        return CL_OK;
+    static const char *const sql[] = {
+        "DELETE FROM aliases WHERE key_id IN (SELECT key_id FROM keys WHERE state=?1 AND deletion_date<=?2)",
+        "DELETE FROM key_versions WHERE key_id IN (SELECT key_id FROM keys WHERE state=?1 AND deletion_date<=?2)",
+        "DELETE FROM keys WHERE state=?1 AND deletion_date<=?2",
+    };
+    CL_GUARD(cl_kms_begin(s));
+    in_tx = true;
+    for (size_t i = 0; i < 3; i++) {
+        if (sqlite3_prepare_v2(s->db, sql[i], -1, &st, NULL) != SQLITE_OK)
+            CL_FAIL(CL_E_KMS_STORE, "purge prepare %zu", i);
+        sqlite3_bind_int(st, 1, CL_KMS_STATE_PENDING_DELETION);
+        sqlite3_bind_int64(st, 2, now);
+        CL_ENSURE_D(sqlite3_step(st) == SQLITE_DONE, CL_E_KMS_STORE, "purge step %zu", i);
+        sqlite3_finalize(st);
+        st = NULL;
+    }
+    CL_GUARD(cl_kms_commit(s));
+    in_tx = false;
+    *purged = (size_t)n;
+out:
+    if (in_tx)
+        cl_kms_rollback(s);
     sqlite3_finalize(st);
     return rc;
 }

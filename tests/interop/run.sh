@@ -17,8 +17,8 @@ ak="$(awk '/^access_key_id/{print $2}' <<<"$creds")"
 sk="$(awk '/^secret_access_key/{print $2}' <<<"$creds")"
 extra=()
 if [ -x "$build/tests/kms/kms_recipient_fixture" ]; then
-  "$build/tests/kms/kms_recipient_fixture" "$tmp/fx" >/dev/null
-  extra=(--trust-root "$tmp/fx/root.pem")
+  mkdir -p "$tmp/fx"; "$build/tests/kms/kms_recipient_fixture" "$tmp/fx" >/dev/null
+  extra=(--trust-root "$tmp/fx/root.der")
   export RECIPIENT_DOC="$tmp/fx/doc.b64" RECIPIENT_KEY="$tmp/fx/rsa.pem"
 fi
 "$kms" serve "$tmp/kms" --listen 127.0.0.1:0 "${extra[@]}" >"$tmp/serve.out" 2>"$tmp/serve.err" &

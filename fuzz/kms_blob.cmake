@@ -1,0 +1,1 @@
+cl_fuzz_target(kms_blob fuzz_kms_blob.c cl_kms)

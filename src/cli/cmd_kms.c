@@ -1,0 +1,206 @@
+/* cloister kms: audit listing and sealed-model key policy generation. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+#include "cloister/encode.h"
+#include "cloister/kms.h"
+#include "cloister/policy.h"
+
+static void cl_kms_cli_help(FILE *f)
+{
+    fprintf(f,
+            "usage: cloister kms audit [--dir DIR] [--json]\n"
+            "       cloister kms policy --pcr0 HEX [--pcr1 HEX] [--pcr2 HEX] [--pcr8 HEX]\n"
+            "                           --model-digest HEX --principal ARN [--admin ARN]\n\n"
+            "audit   lists cloister-kms's audit rows (time, principal, operation, key,\n"
+            "        decision and deciding statement, attestation module and PCRs, request id).\n"
+            "        DIR defaults to $CLOISTER_KMS_DIR.\n"
+            "policy  prints a least-privilege key policy for a sealed model: Decrypt is allowed\n"
+            "        to PRINCIPAL only with a Recipient attestation whose PCRs match and with the\n"
+            "        encryption context cloister:model-sha256 = the model digest; an explicit Deny\n"
+            "        refuses any Decrypt whose attestation does not match, so no other statement\n"
+            "        can release the key. --admin (default: the principal's account root) may\n"
+            "        manage the key and seal (GenerateDataKey) with the same context.\n"
+            "        PCR values are 48-byte SHA-384 (96 hex); the digest is SHA-256 (64 hex).\n");
+}
+
+struct cl_kms_audit_print {
+    bool json;
+};
+
+static void cl_kms_cli_audit_row(void *arg, int64_t seq, const struct cl_kms_audit_row *r)
+{
+    const struct cl_kms_audit_print *p = arg;
+    if (p->json) {
+        json_t *o = json_pack("{s:I,s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "seq", (json_int_t)seq, "time_ms",
+                              (json_int_t)r->time_ms, "request_id", r->request_id, "principal", r->principal,
+                              "operation", r->operation, "key_id", r->key_id, "decision", r->decision, "statement",
+                              r->statement, "error", r->error, "module_id", r->module_id, "pcrs", r->pcrs);
+        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        if (s)
+            printf("%s\n", s);
+        free(s);
+        json_decref(o);
+        return;
+    }
+    printf("%-6lld %-13lld %-28s %-40s %-36s %-5s %-20s %s%s%s\n", (long long)seq, (long long)r->time_ms,
+           r->operation, r->principal, r->key_id[0] ? r->key_id : "-", r->decision,
+           r->statement[0] ? r->statement : "-", r->error, r->module_id[0] ? " module=" : "", r->module_id);
+}
+
+static int cl_kms_cli_audit(int argc, char **argv)
+{
+    const char *dir = getenv("CLOISTER_KMS_DIR");
+    struct cl_kms_audit_print p = {false};
+    for (int i = 2; i < argc; i++) {
+        if (cl_cli_is_help(argv[i])) {
+            cl_kms_cli_help(stdout);
+            return CL_EXIT_OK;
+        } else if (!strcmp(argv[i], "--json")) {
+            p.json = true;
+        } else if (!strcmp(argv[i], "--dir") && i + 1 < argc) {
+            dir = argv[++i];
+        } else {
+            return cl_cli_usage_error("kms", "audit: unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!dir)
+        return cl_cli_usage_error("kms", "audit: --dir DIR (or $CLOISTER_KMS_DIR) is required");
+    struct cl_kms_store *st = NULL;
+    cl_err rc = cl_kms_store_open(dir, &st);
+    if (rc)
+        return cl_cli_fail("kms", "open key store", rc);
+    if (!p.json)
+        printf("%-6s %-13s %-28s %-40s %-36s %-5s %-20s %s\n", "seq", "time_ms", "operation", "principal", "key",
+               "dec", "statement", "error");
+    rc = cl_kms_audit_list(st, cl_kms_cli_audit_row, &p);
+    cl_kms_store_close(st);
+    if (rc)
+        return cl_cli_fail("kms", "read audit", rc);
+    return CL_EXIT_OK;
+}
+
+static bool cl_kms_cli_hex_ok(const char *s, size_t bytes)
+{
+    if (strlen(s) != 2 * bytes)
+        return false;
+    for (size_t i = 0; i < 2 * bytes; i++)
+        if (!strchr("0123456789abcdefABCDEF", s[i]))
+            return false;
+    return true;
+}
+
+static int cl_kms_cli_policy(int argc, char **argv)
+{
+    const char *pcr[CL_POLICY_PCR_COUNT] = {0};
+    const char *digest = NULL, *principal = NULL, *admin = NULL;
+    for (int i = 2; i < argc; i++) {
+        unsigned idx;
+        char tail;
+        if (cl_cli_is_help(argv[i])) {
+            cl_kms_cli_help(stdout);
+            return CL_EXIT_OK;
+        } else if (sscanf(argv[i], "--pcr%u%c", &idx, &tail) == 1 && i + 1 < argc) {
+            if (idx >= CL_POLICY_PCR_COUNT)
+                return cl_cli_usage_error("kms", "policy: PCR index %u is not 0..31", idx);
+            if (!cl_kms_cli_hex_ok(argv[i + 1], CL_POLICY_PCR_LEN))
+                return cl_cli_usage_error("kms", "policy: --pcr%u must be 96 hex digits (SHA-384)", idx);
+            pcr[idx] = argv[++i];
+        } else if (!strcmp(argv[i], "--model-digest") && i + 1 < argc) {
+            digest = argv[++i];
+            if (!cl_kms_cli_hex_ok(digest, 32))
+                return cl_cli_usage_error("kms", "policy: --model-digest must be 64 hex digits (SHA-256)");
+        } else if (!strcmp(argv[i], "--principal") && i + 1 < argc) {
+            principal = argv[++i];
+        } else if (!strcmp(argv[i], "--admin") && i + 1 < argc) {
+            admin = argv[++i];
+        } else {
+            return cl_cli_usage_error("kms", "policy: unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!pcr[0])
+        return cl_cli_usage_error("kms", "policy: --pcr0 is required");
+    if (!digest)
+        return cl_cli_usage_error("kms", "policy: --model-digest is required");
+    if (!principal || strncmp(principal, "arn:aws:iam::", 13) || strlen(principal) > 512)
+        return cl_cli_usage_error("kms", "policy: --principal must be an IAM ARN (arn:aws:iam::ACCOUNT:...)");
+    char root[64];
+    if (!admin) {
+        const char *acct = principal + 13;
+        const char *colon = strchr(acct, ':');
+        if (!colon || colon - acct != 12)
+            return cl_cli_usage_error("kms", "policy: --principal has no 12-digit account; give --admin");
+        snprintf(root, sizeof(root), "arn:aws:iam::%.12s:root", acct);
+        admin = root;
+    }
+    char lower_digest[65];
+    for (size_t i = 0; i < 64; i++)
+        lower_digest[i] = (char)(digest[i] | 0x20);
+    lower_digest[64] = 0;
+
+    json_t *stmts = json_array();
+    json_array_append_new(
+        stmts, json_pack("{s:s,s:s,s:{s:s},s:[s,s,s,s,s,s,s,s,s],s:s}", "Sid", "KeyAdministration", "Effect", "Allow",
+                         "Principal", "AWS", admin, "Action", "kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy",
+                         "kms:EnableKey", "kms:DisableKey", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion",
+                         "kms:CreateAlias", "kms:DeleteAlias", "Resource", "*"));
+    json_array_append_new(stmts, json_pack("{s:s,s:s,s:{s:s},s:s,s:s,s:{s:{s:s}}}", "Sid", "SealModel", "Effect",
+                                           "Allow", "Principal", "AWS", admin, "Action", "kms:GenerateDataKey",
+                                           "Resource", "*", "Condition", "StringEquals",
+                                           "kms:EncryptionContext:cloister:model-sha256", lower_digest));
+    json_t *pcr_cond = json_object();
+    for (unsigned i = 0; i < CL_POLICY_PCR_COUNT; i++)
+        if (pcr[i]) {
+            char k[64];
+            snprintf(k, sizeof(k), "kms:RecipientAttestation:PCR%u", i);
+            json_object_set_new(pcr_cond, k, json_string(pcr[i]));
+        }
+    json_array_append_new(stmts,
+                          json_pack("{s:s,s:s,s:{s:s},s:s,s:s,s:{s:O,s:{s:s}}}", "Sid", "ReleaseToAttestedEnclave",
+                                    "Effect", "Allow", "Principal", "AWS", principal, "Action", "kms:Decrypt",
+                                    "Resource", "*", "Condition", "StringEqualsIgnoreCase", pcr_cond, "StringEquals",
+                                    "kms:EncryptionContext:cloister:model-sha256", lower_digest));
+    /* One Deny per PCR: a Decrypt whose attestation lacks or differs in
+     * any pinned PCR is refused whatever else the policy says. */
+    for (unsigned i = 0; i < CL_POLICY_PCR_COUNT; i++)
+        if (pcr[i]) {
+            char sid[64], k[64];
+            snprintf(sid, sizeof(sid), "DenyDecryptUnlessAttestedPCR%u", i);
+            snprintf(k, sizeof(k), "kms:RecipientAttestation:PCR%u", i);
+            json_array_append_new(stmts, json_pack("{s:s,s:s,s:s,s:s,s:s,s:{s:{s:s}}}", "Sid", sid, "Effect", "Deny",
+                                                   "Principal", "*", "Action", "kms:Decrypt", "Resource", "*",
+                                                   "Condition", "StringNotEqualsIgnoreCase", k, pcr[i]));
+        }
+    json_decref(pcr_cond);
+    json_t *doc = json_pack("{s:s,s:o}", "Version", "2012-10-17", "Statement", stmts);
+    char *s = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+    /* Self-check: what we print must parse as a key policy. */
+    struct cl_policy *pp = NULL;
+    cl_err rc = s ? cl_policy_parse(s, strlen(s), &pp) : CL_E_CORE_NOMEM;
+    cl_policy_free(pp);
+    if (rc) {
+        free(s);
+        return cl_cli_fail("kms", "policy self-check", rc);
+    }
+    printf("%s\n", s);
+    free(s);
+    return CL_EXIT_OK;
+}
+
+int cl_cmd_kms(int argc, char **argv)
+{
+    if (argc < 2 || cl_cli_is_help(argv[1])) {
+        cl_kms_cli_help(argc < 2 ? stderr : stdout);
+        return argc < 2 ? CL_EXIT_USAGE : CL_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "audit"))
+        return cl_kms_cli_audit(argc, argv);
+    if (!strcmp(argv[1], "policy"))
+        return cl_kms_cli_policy(argc, argv);
+    return cl_cli_usage_error("kms", "unknown subcommand '%s' (audit or policy)", argv[1]);
+}
