@@ -18,6 +18,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (void)cl_bhttp_encode(&m, &b);
         cl_buf_free(&b);
     }
+    /* the incremental reader, fed in two pieces */
+    struct cl_bhttp_reader r;
+    cl_buf_init(&b, 1 << 22, CL_BUF_NONE);
+    cl_bhttp_reader_init(&r, 1 << 20);
+    if (cl_bhttp_reader_feed(&r, data, size / 2, &b) == CL_OK)
+        (void)cl_bhttp_reader_feed(&r, data + size / 2, size - size / 2, &b);
+    cl_bhttp_reader_free(&r);
+    cl_buf_free(&b);
     (void)cl_ohttp_keys_parse(data, size, &kc);
     (void)cl_ohttp_keyconfig_parse(data, size, &kc);
     return 0;

@@ -155,4 +155,30 @@ CL_MUST_CHECK cl_err cl_attest_signer_sign_at(const cl_attest_signer *s, uint64_
                                               size_t udlen, const uint8_t *nonce, size_t noncelen,
                                               struct cl_buf *out);
 
+/* ---- cloister-sim enclave images (docs/formats/enclave-image.md) ---- */
+
+#define CL_SIM_IMAGE_MAGIC "CLSIMG\0\1"
+#define CL_SIM_IMAGE_MAGIC_LEN 8
+#define CL_SIM_IMAGE_MAX_SECTION (64 * 1024)
+#define CL_SIM_IMAGE_MAX_APP ((uint64_t)256 << 20)
+#define CL_SIM_IMAGE_MAX (CL_SIM_IMAGE_MAX_APP + 2 * CL_SIM_IMAGE_MAX_SECTION + 64)
+
+struct cl_sim_image {
+    struct cl_attest_span config; /* "key=value\n" lines */
+    struct cl_attest_span kernel; /* the sandbox profile the image was built for */
+    struct cl_attest_span app;    /* ELF shared object exporting cloister_enclave_main */
+    char name[64];
+    uint64_t memory_mib;          /* 0 = not set */
+    uint64_t cpus;                /* 0 = not set */
+};
+
+/* Parses an image held in memory (the spans point into it). */
+CL_MUST_CHECK cl_err cl_sim_image_parse(const uint8_t *p, size_t n, struct cl_sim_image *out);
+/* Builds an image: config from name/memory/cpus, the given kernel profile and app. */
+CL_MUST_CHECK cl_err cl_sim_image_build(const char *name, uint64_t memory_mib, uint64_t cpus, const char *kernel,
+                                        const uint8_t *app, size_t applen, struct cl_buf *out);
+/* Nitro-style measurements: PCRn = SHA-384(48 zero bytes || SHA-384(data)),
+ * data = the whole image for PCR0, the kernel section for PCR1, the app for PCR2. */
+CL_MUST_CHECK cl_err cl_sim_image_measure(const uint8_t *p, size_t n, uint8_t pcr[3][CL_ATTEST_PCR_LEN]);
+
 #endif

@@ -157,6 +157,9 @@ CL_MUST_CHECK cl_err cl_gguf_writer_add_strn(cl_gguf_writer *w, const char *key,
 CL_MUST_CHECK cl_err cl_gguf_writer_add_arr(cl_gguf_writer *w, const char *key, enum cl_gguf_type elem,
                                             const void *elems, size_t n);
 CL_MUST_CHECK cl_err cl_gguf_writer_add_arr_str(cl_gguf_writer *w, const char *key, const char *const *strs, size_t n);
+/* Copies a KV read by cl_gguf (any type, arrays included) under its key,
+ * for rewriting or converting a model's metadata. */
+CL_MUST_CHECK cl_err cl_gguf_writer_add_kv(cl_gguf_writer *w, const struct cl_gguf_kv *kv);
 /* Tensor with raw bytes in the type's on-disk layout (copied); ne[0..n_dims). */
 CL_MUST_CHECK cl_err cl_gguf_writer_add_tensor(cl_gguf_writer *w, const char *name, enum cl_ggml_type type,
                                                uint32_t n_dims, const int64_t *ne, const void *data, size_t nbytes);

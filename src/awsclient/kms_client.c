@@ -248,6 +248,10 @@ static cl_err cl_kms_call(const struct cl_kms_endpoint *ep, const struct cl_aws_
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     if (ep->ca_file)
         curl_easy_setopt(c, CURLOPT_CAINFO, ep->ca_file);
+    if (ep->unix_socket && ep->unix_socket[0] == '@')
+        curl_easy_setopt(c, CURLOPT_ABSTRACT_UNIX_SOCKET, ep->unix_socket + 1);
+    else if (ep->unix_socket)
+        curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, ep->unix_socket);
     CURLcode cc = curl_easy_perform(c);
     CL_ENSURE_D(cc == CURLE_OK, CL_E_NET_HTTP, "%s: %s", op, curl_easy_strerror(cc));
     long status = 0;

@@ -10,7 +10,15 @@ static const struct cl_cli_cmd cl_commands[] = {
     {"unseal", "verify and decrypt a sealed model file", cl_cmd_unseal},
     {"inspect", "show a sealed model's header (never secrets)", cl_cmd_inspect},
     {"attest", "show or verify a Nitro attestation document", cl_cmd_attest},
+    {"tokenize", "show how a GGUF model's tokenizer splits a text", cl_cmd_tokenize},
+    {"run", "generate text with a GGUF model", cl_cmd_run},
+    {"logits", "print teacher-forced top logits of a GGUF model", cl_cmd_logits},
+    {"bench", "measure prompt and generation speed of a GGUF model", cl_cmd_bench},
+    {"mkmodel", "write a random-weight llama/gemma3 GGUF at any shape", cl_cmd_mkmodel},
     {"kms", "cloister-kms audit log and sealed-model key policies", cl_cmd_kms},
+    {"measure", "write TRUST.json (root, PCRs, model digest) for ask/chat", cl_cmd_measure},
+    {"ask", "ask an attested enclave one question (OHTTP, verified first)", cl_cmd_ask},
+    {"chat", "interactive chat with an attested enclave, streamed", cl_cmd_chat},
 };
 
 static void cl_main_help(FILE *f)

@@ -240,6 +240,37 @@ cl_err cl_gguf_writer_add_arr_str(cl_gguf_writer *w, const char *key, const char
     return e == CL_OK ? CL_OK : cl_gguf_w_undo(w, mark, e);
 }
 
+cl_err cl_gguf_writer_add_kv(cl_gguf_writer *w, const struct cl_gguf_kv *kv)
+{
+    if (!kv || (!kv->data && kv->nbytes))
+        return cl_err_fail(CL_E_CORE_INVALID_ARG, "kv to copy");
+    if ((unsigned)kv->type >= CL_GGUF_TYPE_COUNT)
+        return cl_err_fail(CL_E_INFER_GGUF_BAD_TYPE, "kv type %d", (int)kv->type);
+    /* general.alignment is owned by the writer (set at creation) */
+    if (w && !strcmp(kv->key, "general.alignment")) {
+        for (size_t i = 0; i < w->n_kv; i++)
+            if (!strcmp(w->keys[i], kv->key))
+                return CL_OK;
+    }
+    size_t mark = w ? w->kvs.len : 0;
+    cl_err e = cl_gguf_w_key(w, kv->key, kv->type);
+    if (e != CL_OK)
+        return e;
+    if (kv->type == CL_GGUF_STRING) {
+        e = cl_gguf_w_str(&w->kvs, (const char *)kv->data, kv->nbytes);
+    } else if (kv->type == CL_GGUF_ARRAY) {
+        /* kv->data holds the elements exactly as encoded in the source */
+        e = cl_gguf_w_le(&w->kvs, (uint32_t)kv->arr_type, 4);
+        if (e == CL_OK)
+            e = cl_gguf_w_le(&w->kvs, kv->n, 8);
+        if (e == CL_OK)
+            e = cl_buf_append(&w->kvs, kv->data, kv->nbytes);
+    } else {
+        e = cl_buf_append(&w->kvs, kv->data, kv->nbytes);
+    }
+    return e == CL_OK ? CL_OK : cl_gguf_w_undo(w, mark, e);
+}
+
 cl_err cl_gguf_writer_add_tensor_alloc(cl_gguf_writer *w, const char *name, enum cl_ggml_type type, uint32_t n_dims,
                                        const int64_t *ne, void **data)
 {

@@ -89,8 +89,6 @@ typedef __m256i (*cl_k5_u_fn)(const uint8_t *b);
 typedef __m512i (*cl_k5_u2_fn)(const uint8_t *b, size_t bb);
 
 #define CL_K5_QB sizeof(struct cl_k_block_q8_0)
-/* activation scales converted once per call, for up to this many blocks */
-#define CL_K5_DY_MAX 4096
 
 CL_K_TI uint32_t cl_k5_ld16(const uint8_t *p)
 {
@@ -99,11 +97,47 @@ CL_K_TI uint32_t cl_k5_ld16(const uint8_t *p)
     return h;
 }
 
-/* dyf[j]: float scales of column j's blocks (precomputed). */
-CL_K_TI void cl_k5_q8act_tile(const uint8_t *x, size_t bb, cl_k5_u_fn unpack, cl_k5_u2_fn unpack2, int off,
-                              const uint8_t *const *yc, const float *const *dyf, int M, size_t nb, float *res)
+/* Activations prepared once per call for a pair of Q8_0 blocks: the 64 quants
+ * contiguous, -offset*sum(q) of each block in lanes 0 and 8 (the starting
+ * accumulator of vpdpbusd, which removes the weight offset), and each block's
+ * scale replicated over its 8 lanes. */
+struct cl_k5_pair {
+    int8_t y[64];
+    int32_t corr[16];
+    float dy[16];
+};
+
+#define CL_K5_PREP_BYTES (192u * 1024u)
+
+static void cl_k5_prep(const uint8_t *a, size_t nb, int off, struct cl_k5_pair *pp)
 {
-    const __m512i o512 = _mm512_set1_epi8((char)off);
+    for (size_t b = 0; b < nb; b++) {
+        struct cl_k5_pair *p = &pp[b / 2];
+        const int h = (int)(b & 1);
+        const uint8_t *blk = a + b * CL_K5_QB;
+        memcpy(p->y + 32 * h, blk + 2, 32);
+        int sum = 0;
+        for (int j = 0; j < 32; j++)
+            sum += (int8_t)blk[2 + j];
+        uint16_t d16;
+        memcpy(&d16, blk, 2);
+        const float d = cl_k_fp16_to_fp32(d16);
+        for (int j = 0; j < 8; j++) {
+            p->corr[8 * h + j] = j == 0 ? -off * sum : 0;
+            p->dy[8 * h + j] = d;
+        }
+    }
+    if (nb & 1) { /* odd count: neutral second half */
+        struct cl_k5_pair *p = &pp[nb / 2];
+        memset(p->y + 32, 0, 32);
+        memset(p->corr + 8, 0, 32);
+        memset(p->dy + 8, 0, 32);
+    }
+}
+
+CL_K_TI void cl_k5_q8act_tile(const uint8_t *x, size_t bb, cl_k5_u_fn unpack, cl_k5_u2_fn unpack2,
+                              const struct cl_k5_pair *const *pc, int M, size_t nb, float *res)
+{
     const __m512i sel = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     __m512 acc[CL_K_TILE];
     for (int j = 0; j < M; j++)
@@ -111,94 +145,74 @@ CL_K_TI void cl_k5_q8act_tile(const uint8_t *x, size_t bb, cl_k5_u_fn unpack, cl
     size_t b = 0;
     for (; b + 2 <= nb; b += 2, x += 2 * bb) {
         const __m512i u = unpack2(x, bb);
-        const __m128 dw = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(cl_k5_ld16(x) | (cl_k5_ld16(x + bb) << 16))));
+        const __m128 dw2 = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(cl_k5_ld16(x) | (cl_k5_ld16(x + bb) << 16))));
+        const __m512 dw = _mm512_permutexvar_ps(sel, _mm512_castps128_ps512(dw2));
         for (int j = 0; j < M; j++) {
-            const uint8_t *y0 = yc[j] + b * CL_K5_QB;
-            const __m512i yv = cl_k5_join(_mm256_loadu_si256((const __m256i *)(y0 + 2)),
-                                          _mm256_loadu_si256((const __m256i *)(y0 + CL_K5_QB + 2)));
-            const __m512i p = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u, yv),
-                                               _mm512_dpbusd_epi32(_mm512_setzero_si512(), o512, yv));
-            const __m128 dy = _mm_castpd_ps(_mm_load_sd((const double *)(dyf[j] + b)));
-            const __m512 d = _mm512_permutexvar_ps(sel, _mm512_castps128_ps512(_mm_mul_ps(dw, dy)));
-            acc[j] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc[j]);
+            const struct cl_k5_pair *p = pc[j] + b / 2;
+            const __m512i q = _mm512_dpbusd_epi32(_mm512_loadu_si512((const void *)p->corr), u,
+                                                  _mm512_loadu_si512((const void *)p->y));
+            const __m512 d = _mm512_mul_ps(dw, _mm512_loadu_ps(p->dy));
+            acc[j] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(q), acc[j]);
         }
     }
-    float tail[CL_K_TILE] = {0};
-    if (b < nb) {
+    if (b < nb) { /* odd last block: low halves only */
         const __m256i u = unpack(x);
-        const __m256i o256 = _mm256_set1_epi8((char)off);
-        const float d0 = cl_k5_h2f(x);
+        const __m256 dw = _mm256_set1_ps(cl_k5_h2f(x));
         for (int j = 0; j < M; j++) {
-            const uint8_t *y0 = yc[j] + b * CL_K5_QB;
-            const __m256i yv = _mm256_loadu_si256((const __m256i *)(y0 + 2));
-            const __m256i p = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, yv),
-                                               _mm256_dpbusd_epi32(_mm256_setzero_si256(), o256, yv));
-            const __m256 pf = _mm256_mul_ps(_mm256_set1_ps(d0 * dyf[j][b]), _mm256_cvtepi32_ps(p));
-            __m128 s = _mm_add_ps(_mm256_castps256_ps128(pf), _mm256_extractf128_ps(pf, 1));
-            s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            s = _mm_add_ss(s, _mm_movehdup_ps(s));
-            tail[j] = _mm_cvtss_f32(s);
+            const struct cl_k5_pair *p = pc[j] + b / 2;
+            const __m256i q = _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)p->corr), u,
+                                                  _mm256_loadu_si256((const __m256i *)p->y));
+            const __m256 d = _mm256_mul_ps(dw, _mm256_loadu_ps(p->dy));
+            const __m256 t = _mm256_mul_ps(d, _mm256_cvtepi32_ps(q));
+            acc[j] = _mm512_add_ps(acc[j], _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_setzero_si512(),
+                                                                                   _mm256_castps_si256(t), 0)));
         }
     }
     for (int j = 0; j < M; j++)
-        res[j] = _mm512_reduce_add_ps(acc[j]) + tail[j];
+        res[j] = _mm512_reduce_add_ps(acc[j]);
 }
 
-/* Activation block scales of one Q8_0 column as floats. */
-CL_K_TI void cl_k5_dy(const uint8_t *y, size_t nb, float *dst)
-{
-    for (size_t b = 0; b < nb; b++)
-        dst[b] = cl_k5_h2f(y + b * CL_K5_QB);
-}
-
-/* Columns are handled in groups whose scales fit the stack buffer; within a
- * group every weight row is read once per 4 columns. */
+/* Columns are prepared in groups that fit a stack buffer; within a group
+ * every weight row is read once per 4 columns. */
 CL_K_TI void cl_k5_q8act_mm(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as, size_t nc,
                             size_t n, float *out, size_t os, size_t bb, cl_k5_u_fn unpack, cl_k5_u2_fn unpack2, int off)
 {
-    const size_t nb = n / CL_K_QK;
-    float dyb[CL_K5_DY_MAX];
-    size_t group = nb <= CL_K5_DY_MAX ? CL_K5_DY_MAX / nb : 0;
-    if (group == 0) { /* huge rows: convert per tile, in chunks of one column */
-        float *dy1 = malloc(nb * sizeof(float));
-        if (!dy1)
+    const size_t nb = n / CL_K_QK, np = (nb + 1) / 2;
+    const size_t col_bytes = np * sizeof(struct cl_k5_pair);
+    _Alignas(64) uint8_t stackbuf[CL_K5_PREP_BYTES];
+    struct cl_k5_pair *buf = (struct cl_k5_pair *)stackbuf;
+    size_t group = CL_K5_PREP_BYTES / col_bytes;
+    void *heap = NULL;
+    if (group == 0) { /* rows over 64K elements: one column at a time from the heap */
+        heap = aligned_alloc(64, (col_bytes + 63) / 64 * 64);
+        if (!heap)
             abort();
-        for (size_t c = 0; c < nc; c++) {
-            const uint8_t *yc[1] = {(const uint8_t *)a + c * as};
-            const float *dyf[1] = {dy1};
-            cl_k5_dy(yc[0], nb, dy1);
-            for (size_t r = r0; r < r1; r++)
-                cl_k5_q8act_tile((const uint8_t *)w + r * ws, bb, unpack, unpack2, off, yc, dyf, 1, nb, &out[c * os + r]);
-        }
-        free(dy1);
-        return;
+        buf = heap;
+        group = 1;
     }
     for (size_t c0 = 0; c0 < nc; c0 += group) {
         const size_t gc = nc - c0 < group ? nc - c0 : group;
         for (size_t j = 0; j < gc; j++)
-            cl_k5_dy((const uint8_t *)a + (c0 + j) * as, nb, dyb + j * nb);
+            cl_k5_prep((const uint8_t *)a + (c0 + j) * as, nb, off, buf + j * np);
         for (size_t r = r0; r < r1; r++) {
             const uint8_t *x = (const uint8_t *)w + r * ws;
             size_t c = 0;
             for (; c + CL_K_TILE <= gc; c += CL_K_TILE) {
-                const uint8_t *yc[CL_K_TILE];
-                const float *dyf[CL_K_TILE];
+                const struct cl_k5_pair *pc[CL_K_TILE];
                 float res[CL_K_TILE];
-                for (int j = 0; j < CL_K_TILE; j++) {
-                    yc[j] = (const uint8_t *)a + (c0 + c + (size_t)j) * as;
-                    dyf[j] = dyb + (c + (size_t)j) * nb;
-                }
-                cl_k5_q8act_tile(x, bb, unpack, unpack2, off, yc, dyf, CL_K_TILE, nb, res);
+                for (int j = 0; j < CL_K_TILE; j++)
+                    pc[j] = buf + (c + (size_t)j) * np;
+                cl_k5_q8act_tile(x, bb, unpack, unpack2, pc, CL_K_TILE, nb, res);
                 for (int j = 0; j < CL_K_TILE; j++)
                     out[(c0 + c + (size_t)j) * os + r] = res[j];
             }
             for (; c < gc; c++) {
-                const uint8_t *yc[1] = {(const uint8_t *)a + (c0 + c) * as};
-                const float *dyf[1] = {dyb + c * nb};
-                cl_k5_q8act_tile(x, bb, unpack, unpack2, off, yc, dyf, 1, nb, &out[(c0 + c) * os + r]);
+                const struct cl_k5_pair *pc[1] = {buf + c * np};
+                cl_k5_q8act_tile(x, bb, unpack, unpack2, pc, 1, nb, &out[(c0 + c) * os + r]);
             }
         }
     }
+    free(heap);
 }
 
 #define CL_K5_Q8ACT(NAME, BT, OFF)                                                                                     \
@@ -225,17 +239,25 @@ CL_K5_Q8ACT(q5_0, struct cl_k_block_q5_0, 16)
 struct cl_k5_k4 {
     __m512i q[4];
     __m512i sc[4];
-    uint8_t m[8];
+    __m512i m16; /* min of sub-block s at int16 lanes 2s, 2s+1 (lanes 16.. zero) */
     float d, dmin;
 };
 
 CL_K_TI void cl_k5_k4_scales(const uint8_t *scales, struct cl_k5_k4 *u)
 {
-    uint8_t sc[8];
-    for (int j = 0; j < 8; j++)
-        cl_k_scale_min_k4(j, scales, &sc[j], &u->m[j]);
-    for (int k = 0; k < 4; k++)
-        u->sc[k] = cl_k5_join(_mm256_set1_epi16(sc[2 * k]), _mm256_set1_epi16(sc[2 * k + 1]));
+    uint8_t sm[16];
+    cl_k_scales_mins_k4(scales, sm);
+    const __m128i v = _mm_loadu_si128((const __m128i *)sm);
+    /* scales as int16 in lanes 0..7, then pick sub-blocks 2k / 2k+1 per half */
+    const __m512i s16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(v));
+    for (int k = 0; k < 4; k++) {
+        const __m512i idx = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)(2 * k))),
+                                               _mm256_set1_epi16((short)(2 * k + 1)), 1);
+        u->sc[k] = _mm512_permutexvar_epi16(idx, s16);
+    }
+    /* mins duplicated per pair of 16-element bsums */
+    const __m128i mdup = _mm_unpackhi_epi8(v, v);
+    u->m16 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_cvtepu8_epi16(mdup), 0);
 }
 
 CL_K_TI void cl_k5_unpack_q4_k(const struct cl_k_block_q4_k *x, struct cl_k5_k4 *u)
@@ -266,18 +288,17 @@ CL_K_TI void cl_k5_unpack_q5_k(const struct cl_k_block_q5_k *x, struct cl_k5_k4 
     u->dmin = cl_k5_h2f(&x->dmin);
 }
 
-CL_K_TI void cl_k5_k4_block(const struct cl_k5_k4 *u, const struct cl_k_block_q8_k *y, __m512 *acc, float *macc)
+CL_K_TI void cl_k5_k4_block(const struct cl_k5_k4 *u, const struct cl_k_block_q8_k *y, __m512 *acc, __m512 *macc)
 {
     __m512i isum = _mm512_setzero_si512();
     for (int k = 0; k < 4; k++) {
         const __m512i p = _mm512_maddubs_epi16(u->q[k], _mm512_loadu_si512((const void *)(y->qs + 64 * k)));
         isum = _mm512_dpwssd_epi32(isum, p, u->sc[k]);
     }
-    int msum = 0;
-    for (int s = 0; s < 8; s++)
-        msum += u->m[s] * (y->bsums[2 * s] + y->bsums[2 * s + 1]);
+    /* mins: sum_s m_s * (bsums[2s] + bsums[2s+1]) in lanes 0..7 */
+    const __m512i ms = _mm512_madd_epi16(_mm512_maskz_loadu_epi16(0xFFFF, y->bsums), u->m16);
     *acc = _mm512_fmadd_ps(_mm512_set1_ps(u->d * y->d), _mm512_cvtepi32_ps(isum), *acc);
-    *macc += u->dmin * y->d * (float)msum;
+    *macc = _mm512_fmadd_ps(_mm512_set1_ps(u->dmin * y->d), _mm512_cvtepi32_ps(ms), *macc);
 }
 
 /* Q6_K: 4 vectors of 64 values in 0..63 (elements 64k..64k+63) and their
@@ -285,7 +306,7 @@ CL_K_TI void cl_k5_k4_block(const struct cl_k5_k4 *u, const struct cl_k_block_q8
 struct cl_k5_q6 {
     __m512i q[4];
     __m512i sc[4];
-    __m256i scales16;
+    __m512i nsc32; /* -32 * scale of group g at int16 lane g (lanes 16.. zero) */
     float d;
 };
 
@@ -316,31 +337,27 @@ CL_K_TI void cl_k5_unpack_q6_k(const struct cl_k_block_q6_k *x, struct cl_k5_q6 
                                              (g + 1) * r, g * r, g * r);
         u->sc[k] = _mm512_permutexvar_epi16(idx, s16);
     }
-    u->scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+    u->nsc32 = _mm512_mullo_epi16(s16, _mm512_set1_epi16(-32));
     u->d = cl_k5_h2f(&x->d);
 }
 
 CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8_k *y, __m512 *acc)
 {
-    __m512i isum = _mm512_setzero_si512();
+    /* values are q-32: start from -32 * sum_g sc_g * bsum_g */
+    __m512i isum = _mm512_madd_epi16(_mm512_maskz_loadu_epi16(0xFFFF, y->bsums), u->nsc32);
     for (int k = 0; k < 4; k++) {
         const __m512i p = _mm512_maddubs_epi16(u->q[k], _mm512_loadu_si512((const void *)(y->qs + 64 * k)));
         isum = _mm512_dpwssd_epi32(isum, p, u->sc[k]);
     }
-    const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u->scales16);
-    isum = _mm512_sub_epi32(isum, _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_slli_epi32(corr, 5), 0));
     *acc = _mm512_fmadd_ps(_mm512_set1_ps(u->d * y->d), _mm512_cvtepi32_ps(isum), *acc);
 }
 
 #define CL_K5_KQ(NAME, BT, UT, UNPACK, BLOCK)                                                                         \
     CL_K_TI void cl_k5_tile_##NAME(const BT *x, const uint8_t *const *yc, int M, size_t nb, float *res)             \
     {                                                                                                                  \
-        __m512 acc[CL_K_TILE];                                                                                         \
-        float macc[CL_K_TILE];                                                                                         \
-        for (int j = 0; j < M; j++) {                                                                                  \
-            acc[j] = _mm512_setzero_ps();                                                                              \
-            macc[j] = 0.0f;                                                                                            \
-        }                                                                                                              \
+        __m512 acc[CL_K_TILE], macc[CL_K_TILE];                                                                        \
+        for (int j = 0; j < M; j++)                                                                                    \
+            acc[j] = macc[j] = _mm512_setzero_ps();                                                                    \
         for (size_t b = 0; b < nb; b++) {                                                                              \
             UT u;                                                                                                      \
             UNPACK(&x[b], &u);                                                                                         \
@@ -350,7 +367,7 @@ CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8
             }                                                                                                          \
         }                                                                                                              \
         for (int j = 0; j < M; j++)                                                                                    \
-            res[j] = _mm512_reduce_add_ps(acc[j]) - macc[j];                                                           \
+            res[j] = _mm512_reduce_add_ps(acc[j]) - _mm512_reduce_add_ps(macc[j]);                                     \
     }                                                                                                                  \
     CL_K_T static float cl_k5_dot_##NAME(const void *w, const void *a, size_t n)                                       \
     {                                                                                                                  \
@@ -393,7 +410,13 @@ CL_K_TI __m512 cl_k5_ld_f16(const void *p, size_t i)
 {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
 }
+CL_K_TI __m512 cl_k5_ld_bf16(const void *p, size_t i)
+{
+    const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
 CL_K_TI float cl_k5_s_f32(const void *p, size_t i) { return ((const float *)p)[i]; }
+CL_K_TI float cl_k5_s_bf16(const void *p, size_t i) { return cl_k_bf16_to_fp32(((const uint16_t *)p)[i]); }
 CL_K_TI float cl_k5_s_f16(const void *p, size_t i) { return _cvtsh_ss(((const uint16_t *)p)[i]); }
 
 typedef __m512 (*cl_k5_ld_fn)(const void *p, size_t i);
@@ -458,6 +481,7 @@ CL_K_TI void cl_k5_float_tile(const void *x, cl_k5_ld_fn ld, cl_k5_s_fn sc, cons
 
 CL_K5_FLOAT(f32)
 CL_K5_FLOAT(f16)
+CL_K5_FLOAT(bf16)
 
 bool cl_k_avx512_impl(uint32_t wtype, bool vnni, struct cl_k_impl *impl)
 {
@@ -472,6 +496,7 @@ bool cl_k_avx512_impl(uint32_t wtype, bool vnni, struct cl_k_impl *impl)
     case CL_GGML_Q6_K: impl->dot = cl_k5_dot_q6_k; impl->mm = cl_k5_mm_q6_k; break;
     case CL_GGML_F32: impl->dot = cl_k5_dot_f32; impl->mm = cl_k5_mm_f32; break;
     case CL_GGML_F16: impl->dot = cl_k5_dot_f16; impl->mm = cl_k5_mm_f16; break;
+    case CL_GGML_BF16: impl->dot = cl_k5_dot_bf16; impl->mm = cl_k5_mm_bf16; break;
     default: return false;
     }
     impl->name = "avx512vnni";

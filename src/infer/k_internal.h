@@ -35,6 +35,13 @@ void cl_k_act_q8_0_avx2(const float *x, void *dst, size_t n);
 void cl_k_act_q8_1_avx2(const float *x, void *dst, size_t n);
 void cl_k_act_q8_k_scalar(const float *x, void *dst, size_t n);
 
+/* AVX2 float helpers (same results as scalar except FMA rounding in axpy). */
+void cl_k_axpy_f32_avx2(float *y, float a, const float *x, size_t n);
+void cl_k_axpy_f16_avx2(float *y, float a, const uint16_t *x, size_t n);
+void cl_k_scale_f32_avx2(float *y, float s, size_t n);
+void cl_k_add_f32_avx2(float *y, const float *x, size_t n);
+void cl_k_mul_f32_avx2(float *y, const float *x, size_t n);
+
 /* Q4_K/Q5_K 6-bit scale and min of sub-block j (0..7). */
 static inline void cl_k_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
 {
@@ -45,6 +52,21 @@ static inline void cl_k_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8
         *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
         *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
     }
+}
+
+/* All 8 scales (out[0..7]) and mins (out[8..15]) of a Q4_K/Q5_K block at once:
+ * the same values as cl_k_scale_min_k4 for j = 0..7. */
+static inline void cl_k_scales_mins_k4(const uint8_t *q, uint8_t out[16])
+{
+    uint32_t u[4];
+    memcpy(u, q, 12);
+    const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
+    u[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);
+    const uint32_t mins_lo = u[1] & m6;
+    u[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);
+    u[2] = mins_lo;
+    u[0] &= m6;
+    memcpy(out, u, 16);
 }
 
 /* Table-free fp16 decode used in inner loops. */

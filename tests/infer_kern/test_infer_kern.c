@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "cloister/cpu.h"
+#include "cloister/file.h"
 #include "cloister/infer/kernels.h"
 
 /* ------------------------------------------------------------ helpers */
@@ -528,13 +529,13 @@ static void test_simd_vs_scalar(void **state)
     enum cl_cpu_level top = cl_cpu_level();
     if (top < CL_CPU_AVX2)
         skip();
-    static const size_t ns[] = {256, 512, 768, 1024, 4096};
+    static const size_t ns[] = {7, 37, 1001, 32, 96, 256, 800, 512, 768, 1024, 4096};
     cl_cpu_set_level(CL_CPU_SCALAR);
     assert_string_equal(cl_k_path_name(CL_GGML_Q4_0), "scalar");
     cl_cpu_set_level(CL_CPU_AVX2);
     assert_string_equal(cl_k_path_name(CL_GGML_Q4_0), "avx2");
     assert_string_equal(cl_k_path_name(CL_GGML_Q6_K), "avx2");
-    assert_string_equal(cl_k_path_name(CL_GGML_BF16), "scalar"); /* no SIMD kernel: falls back */
+    assert_string_equal(cl_k_path_name(CL_GGML_Q4_1), "scalar"); /* no SIMD kernel: falls back */
     cl_cpu_set_level(CL_CPU_NONE);
     for (enum cl_cpu_level lvl = CL_CPU_AVX2; lvl <= top; lvl++) {
         for (size_t k = 0; k < sizeof(ns) / sizeof(ns[0]); k++) {
@@ -542,6 +543,8 @@ static void test_simd_vs_scalar(void **state)
             float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
             for (size_t i = 0; i < T_NW; i++) {
                 uint32_t wt = t_wtypes[i];
+                if (n % cl_ggml_type_info(wt)->block_elems)
+                    continue;
                 for (int rep = 0; rep < 3; rep++) {
                     t_fill(x, n, rep == 2 ? 30.0f : 0.05f);
                     t_fill(y, n, rep == 1 ? 1e-3f : 2.0f);
@@ -581,7 +584,14 @@ static void test_simd_vs_scalar(void **state)
             t_matmul_check(t_wtypes[i], 512, 21, 1, lvl);
             t_matmul_check(t_wtypes[i], 256, 11, 9, lvl);
             t_matmul_check(t_wtypes[i], 1024, 5, 4, lvl);
+            if (cl_ggml_type_info(t_wtypes[i])->block_elems == 32) { /* odd block counts */
+                t_matmul_check(t_wtypes[i], 96, 7, 6, lvl);
+                t_matmul_check(t_wtypes[i], 800, 3, 5, lvl);
+                t_matmul_check(t_wtypes[i], 32, 4, 1, lvl);
+            }
         }
+        /* rows longer than the prepared-activation buffer take the heap path */
+        t_matmul_check(CL_GGML_Q4_0, 70016, 2, 2, lvl);
     }
 }
 
@@ -657,6 +667,219 @@ static void test_f32_helpers(void **state)
     cl_k_geglu_f32(y, g, u, 6);
     for (int i = 0; i < 6; i++)
         assert_true(fabsf(y[i] - ge[i] * u[i]) < 1e-5f);
+
+    /* SIMD and scalar helpers agree (axpy may differ by FMA rounding) */
+    enum { N = 1001 };
+    float *xa = malloc(N * sizeof(float)), *xb = malloc(N * sizeof(float));
+    float *ya = malloc(N * sizeof(float)), *yb = malloc(N * sizeof(float));
+    uint16_t *h = malloc(N * sizeof(uint16_t));
+    t_fill(xa, N, 1.0f);
+    t_fill(xb, N, 1.0f);
+    cl_k_fp32_to_fp16_row(xb, h, N);
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t len = 0; len <= N; len += len < 40 ? 1 : 321) {
+            float *out[2];
+            for (int l = 0; l < 2; l++) {
+                cl_cpu_set_level(l == 0 ? CL_CPU_SCALAR : CL_CPU_NONE);
+                float *dst = l == 0 ? ya : yb;
+                memcpy(dst, xa, len * sizeof(float));
+                if (pass == 0) {
+                    cl_k_axpy_f32(dst, 0.75f, xb, len);
+                    cl_k_axpy_f16(dst, -0.5f, h, len);
+                    cl_k_scale_f32(dst, 1.5f, len);
+                } else {
+                    cl_k_add_f32(dst, xb, len);
+                    cl_k_mul_f32(dst, xb, len);
+                }
+                out[l] = dst;
+            }
+            cl_cpu_set_level(CL_CPU_NONE);
+            for (size_t i = 0; i < len; i++)
+                assert_true(fabsf(out[0][i] - out[1][i]) <= 1e-6f * (1.0f + fabsf(out[0][i])));
+            if (pass == 1)
+                assert_memory_equal(out[0], out[1], len * sizeof(float));
+        }
+    }
+    /* axpy_f16 matches the conversion it promises */
+    memset(ya, 0, N * sizeof(float));
+    cl_k_axpy_f16(ya, 2.0f, h, N);
+    for (int i = 0; i < N; i++)
+        assert_true(ya[i] == 2.0f * cl_k_fp16_to_fp32(h[i]));
+    free(xa);
+    free(xb);
+    free(ya);
+    free(yb);
+    free(h);
+}
+
+
+/* ------------------------------------------------------------ reference GGUF cross-check */
+
+/* Just enough GGUF walking (test only) to find tensors by name. */
+struct t_tensor {
+    char name[96];
+    uint32_t type;
+    uint64_t ne0, ne1;
+    const uint8_t *data;
+};
+
+struct t_gguf {
+    struct cl_buf file;
+    struct t_tensor *t;
+    size_t n;
+};
+
+static cl_err t_str(struct cl_cursor *c, const uint8_t **p, uint64_t *len)
+{
+    cl_err rc = cl_cursor_u64le(c, len);
+    if (rc != CL_OK)
+        return rc;
+    if (*len > cl_cursor_left(c))
+        return CL_E_CORE_TRUNCATED;
+    return cl_cursor_bytes(c, (size_t)*len, p);
+}
+
+static cl_err t_skip_val(struct cl_cursor *c, uint32_t type, uint32_t *u32out)
+{
+    static const uint8_t sz[13] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+    if (type > 12)
+        return CL_E_CORE_INVALID_ARG;
+    if (type == 8) {
+        const uint8_t *p;
+        uint64_t len;
+        return t_str(c, &p, &len);
+    }
+    if (type == 9) {
+        uint32_t et;
+        uint64_t cnt;
+        cl_err rc = cl_cursor_u32le(c, &et);
+        if (rc == CL_OK)
+            rc = cl_cursor_u64le(c, &cnt);
+        for (uint64_t i = 0; rc == CL_OK && i < cnt; i++)
+            rc = t_skip_val(c, et, NULL);
+        return rc;
+    }
+    if (type == 4 && u32out)
+        return cl_cursor_u32le(c, u32out);
+    return cl_cursor_skip(c, sz[type]);
+}
+
+static void t_gguf_load(const char *path, struct t_gguf *g)
+{
+    memset(g, 0, sizeof(*g));
+    cl_buf_init(&g->file, 64u << 20, CL_BUF_NONE);
+    assert_ok(cl_file_read(path, 64u << 20, &g->file));
+    struct cl_cursor c;
+    cl_cursor_init(&c, g->file.data, g->file.len);
+    uint32_t magic, version, align = 32;
+    uint64_t nt, nkv;
+    assert_ok(cl_cursor_u32le(&c, &magic));
+    assert_int_equal(magic, 0x46554747);
+    assert_ok(cl_cursor_u32le(&c, &version));
+    assert_ok(cl_cursor_u64le(&c, &nt));
+    assert_ok(cl_cursor_u64le(&c, &nkv));
+    assert_true(nt < 10000 && nkv < 10000);
+    for (uint64_t i = 0; i < nkv; i++) {
+        const uint8_t *k;
+        uint64_t klen;
+        uint32_t type, v = 0;
+        assert_ok(t_str(&c, &k, &klen));
+        assert_ok(cl_cursor_u32le(&c, &type));
+        assert_ok(t_skip_val(&c, type, &v));
+        if (klen == 17 && !memcmp(k, "general.alignment", 17))
+            align = v;
+    }
+    g->t = calloc((size_t)nt, sizeof(*g->t));
+    g->n = (size_t)nt;
+    uint64_t *off = calloc((size_t)nt, sizeof(uint64_t));
+    for (size_t i = 0; i < g->n; i++) {
+        const uint8_t *nm;
+        uint64_t nlen, dim;
+        uint32_t nd;
+        assert_ok(t_str(&c, &nm, &nlen));
+        assert_true(nlen < sizeof(g->t[i].name));
+        memcpy(g->t[i].name, nm, (size_t)nlen);
+        assert_ok(cl_cursor_u32le(&c, &nd));
+        assert_true(nd >= 1 && nd <= 4);
+        g->t[i].ne1 = 1;
+        for (uint32_t d = 0; d < nd; d++) {
+            assert_ok(cl_cursor_u64le(&c, &dim));
+            if (d == 0)
+                g->t[i].ne0 = dim;
+            else
+                g->t[i].ne1 *= dim;
+        }
+        assert_ok(cl_cursor_u32le(&c, &g->t[i].type));
+        assert_ok(cl_cursor_u64le(&c, &off[i]));
+    }
+    size_t base = (c.off + align - 1) / align * align;
+    for (size_t i = 0; i < g->n; i++) {
+        size_t bytes = cl_k_row_bytes(g->t[i].type, (size_t)g->t[i].ne0) * (size_t)g->t[i].ne1;
+        assert_true(bytes > 0 && base + off[i] + bytes <= g->file.len);
+        g->t[i].data = g->file.data + base + off[i];
+    }
+    free(off);
+}
+
+static void t_gguf_free(struct t_gguf *g)
+{
+    cl_buf_free(&g->file);
+    free(g->t);
+}
+
+static const struct t_tensor *t_find(const struct t_gguf *g, const char *name)
+{
+    for (size_t i = 0; i < g->n; i++)
+        if (!strcmp(g->t[i].name, name))
+            return &g->t[i];
+    return NULL;
+}
+
+/* The Q8_0/Q4_0 reference models were quantized from the F32 ones by
+ * gguf-py (same algorithm as ggml's _ref quantizers): our quantizer must
+ * reproduce every byte. Also checks that vec_dot on those real rows agrees
+ * across SIMD paths. */
+static void test_reference_quantization(void **state)
+{
+    (void)state;
+    static const char *models[] = {"tiny-llama", "tiny-gemma3"};
+    static const char *qnames[] = {"q8_0", "q4_0"};
+    static const uint32_t qtypes[] = {CL_GGML_Q8_0, CL_GGML_Q4_0};
+    char path[512], rel[128];
+    size_t checked = 0;
+    for (size_t m = 0; m < 2; m++) {
+        snprintf(rel, sizeof(rel), "models/%s-f32.gguf", models[m]);
+        CL_REFERENCE(rel, path);
+        struct t_gguf f32;
+        t_gguf_load(path, &f32);
+        for (size_t q = 0; q < 2; q++) {
+            snprintf(rel, sizeof(rel), "models/%s-%s.gguf", models[m], qnames[q]);
+            CL_REFERENCE(rel, path);
+            struct t_gguf qg;
+            t_gguf_load(path, &qg);
+            for (size_t i = 0; i < f32.n; i++) {
+                const struct t_tensor *src = &f32.t[i];
+                if (src->type != CL_GGML_F32 || src->ne1 == 1)
+                    continue;
+                const struct t_tensor *dst = t_find(&qg, src->name);
+                assert_non_null(dst);
+                assert_int_equal(dst->type, qtypes[q]);
+                size_t n = (size_t)src->ne0, rb = cl_k_row_bytes(qtypes[q], n);
+                uint8_t *row = malloc(rb);
+                for (uint64_t r = 0; r < src->ne1; r++) {
+                    assert_ok(cl_k_quantize_row(qtypes[q], (const float *)src->data + r * n, row, n));
+                    if (memcmp(row, dst->data + r * rb, rb))
+                        fail_msg("%s %s row %llu differs from the reference file", qnames[q], src->name,
+                                 (unsigned long long)r);
+                }
+                free(row);
+                checked++;
+            }
+            t_gguf_free(&qg);
+        }
+        t_gguf_free(&f32);
+    }
+    assert_true(checked >= 20);
 }
 
 int main(void)
@@ -675,6 +898,7 @@ int main(void)
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_simd_vs_scalar),
         cmocka_unit_test(test_f32_helpers),
+        cmocka_unit_test(test_reference_quantization),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

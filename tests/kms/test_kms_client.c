@@ -80,7 +80,7 @@ static int t_teardown(void **state)
 static void test_gdk_decrypt_recipient(void **state)
 {
     (void)state;
-    struct cl_kms_endpoint ep = {t_url, "eu-west-1", NULL};
+    struct cl_kms_endpoint ep = {.url = t_url, .region = "eu-west-1"};
     json_t *o = NULL;
     assert_ok(cl_kms_client_call(&ep, &t_cred, "CreateKey", "{}", (struct json_t **)&o));
     char key_id[64];
@@ -123,9 +123,9 @@ static void test_gdk_decrypt_recipient(void **state)
     cl_buf_reset(&pt);
     assert_err(cl_kms_decrypt_blob(&ep, &bad, NULL, blob.data, blob.len, ctx, 2, &pt), CL_E_NET_HTTP_STATUS);
     assert_non_null(strstr(cl_err_detail(), "InvalidSignatureException"));
-    struct cl_kms_endpoint bad_url = {"ftp://x", "eu-west-1", NULL};
+    struct cl_kms_endpoint bad_url = {.url = "ftp://x", .region = "eu-west-1"};
     assert_err(cl_kms_decrypt_blob(&bad_url, &t_cred, NULL, blob.data, blob.len, ctx, 2, &pt), CL_E_NET_URL);
-    struct cl_kms_endpoint closed = {"http://127.0.0.1:1", "eu-west-1", NULL};
+    struct cl_kms_endpoint closed = {.url = "http://127.0.0.1:1", .region = "eu-west-1"};
     assert_err(cl_kms_decrypt_blob(&closed, &t_cred, NULL, blob.data, blob.len, ctx, 2, &pt), CL_E_NET_HTTP);
     struct cl_buf notsecure;
     cl_buf_init(&notsecure, 64, CL_BUF_NONE);
@@ -157,7 +157,7 @@ static void t_doc(cl_attest_signer *s, cl_pkey *rsa, uint8_t pcr_byte, bool debu
 static void test_policy_matrix_http(void **state)
 {
     (void)state;
-    struct cl_kms_endpoint ep = {t_url, "eu-west-1", NULL};
+    struct cl_kms_endpoint ep = {.url = t_url, .region = "eu-west-1"};
     json_t *o = NULL;
     assert_ok(cl_kms_client_call(&ep, &t_cred, "CreateKey", "{}", (struct json_t **)&o));
     char kid[64], body[8192], pcr[97];

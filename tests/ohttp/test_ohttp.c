@@ -254,10 +254,75 @@ static void test_bhttp(void **state)
     cl_buf_free(&b);
 }
 
+static void feed_all(const struct cl_buf *msg, size_t step, struct cl_buf *content, struct cl_bhttp_reader *r)
+{
+    for (size_t off = 0; off < msg->len; off += step) {
+        size_t k = msg->len - off < step ? msg->len - off : step;
+        assert_ok(cl_bhttp_reader_feed(r, msg->data + off, k, content));
+    }
+}
+
+static void test_bhttp_stream(void **state)
+{
+    (void)state;
+    struct cl_buf msg, content;
+    cl_buf_init(&msg, 1 << 16, CL_BUF_NONE);
+    cl_buf_init(&content, 1 << 16, CL_BUF_NONE);
+    const struct cl_bhttp_field f[1] = {{"content-type", 12, "text/event-stream", 17}};
+    assert_ok(cl_bhttp_stream_head(200, f, 1, &msg));
+    const char *events[] = {"data: {\"a\":1}\n\n", "", "data: [DONE]\n\n"};
+    for (int i = 0; i < 3; i++)
+        assert_ok(cl_bhttp_stream_data(events[i], strlen(events[i]), &msg));
+    assert_ok(cl_bhttp_stream_end(&msg));
+    for (size_t step = 1; step <= msg.len; step += 3) {
+        struct cl_bhttp_reader r;
+        cl_bhttp_reader_init(&r, 1 << 16);
+        cl_buf_reset(&content);
+        feed_all(&msg, step, &content, &r);
+        assert_true(cl_bhttp_reader_done(&r));
+        assert_int_equal(r.status, 200);
+        assert_string_equal(cl_bhttp_reader_field(&r, "Content-Type"), "text/event-stream");
+        assert_null(cl_bhttp_reader_field(&r, "x-missing"));
+        assert_int_equal(content.len, strlen(events[0]) + strlen(events[2]));
+        cl_bhttp_reader_free(&r);
+    }
+    /* the reader also takes known-length responses, streaming their content */
+    struct cl_bhttp_msg known = {.is_response = 1, .status = 404, .n_fields = 1,
+                                 .fields = {{"content-type", 12, "application/json", 16}},
+                                 .content = (const uint8_t *)"{\"error\":{}}", .content_len = 12};
+    cl_buf_reset(&msg);
+    assert_ok(cl_bhttp_encode(&known, &msg));
+    for (size_t step = 1; step <= msg.len; step += 2) {
+        struct cl_bhttp_reader r;
+        cl_bhttp_reader_init(&r, 1 << 16);
+        cl_buf_reset(&content);
+        feed_all(&msg, step, &content, &r);
+        assert_true(cl_bhttp_reader_done(&r));
+        assert_int_equal(r.status, 404);
+        assert_string_equal(cl_bhttp_reader_field(&r, "content-type"), "application/json");
+        assert_int_equal(content.len, 12);
+        cl_bhttp_reader_free(&r);
+    }
+    /* a request, a 1xx status and a content over the cap are refused */
+    struct cl_bhttp_reader r;
+    const uint8_t req[1] = {0}, info[3] = {3, 0x40, 100};
+    cl_bhttp_reader_init(&r, 4);
+    assert_err(cl_bhttp_reader_feed(&r, req, 1, &content), CL_E_PROTO_BHTTP_MALFORMED);
+    cl_bhttp_reader_free(&r);
+    cl_bhttp_reader_init(&r, 4);
+    assert_err(cl_bhttp_reader_feed(&r, info, 3, &content), CL_E_PROTO_BHTTP_MALFORMED);
+    cl_bhttp_reader_free(&r);
+    cl_bhttp_reader_init(&r, 4);
+    assert_err(cl_bhttp_reader_feed(&r, msg.data, msg.len, &content), CL_E_PROTO_LIMIT);
+    cl_bhttp_reader_free(&r);
+    cl_buf_free(&msg);
+    cl_buf_free(&content);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_varint), cmocka_unit_test(test_keyconfig),
                                        cmocka_unit_test(test_round_trips), cmocka_unit_test(test_tamper),
-                                       cmocka_unit_test(test_bhttp)};
+                                       cmocka_unit_test(test_bhttp), cmocka_unit_test(test_bhttp_stream)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }

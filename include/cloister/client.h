@@ -1,0 +1,168 @@
+/* The consumer's side of Cloister (lib cl_client): what it trusts
+ * (TRUST.json, docs/formats/trust.md), attestation of the enclave before a
+ * single byte of the question leaves, and chat completions through OHTTP
+ * (docs/protocol.md sections 1-3), streamed or not.
+ *
+ * The client never sends anything to the OHTTP endpoint until a fresh
+ * attestation document, requested with its own random nonce, verified
+ * against the pinned root, the expected PCRs, the nonce, the freshness bound
+ * and the expected model digest. When the gateway refuses the key (HTTP 400
+ * or 401 to an encapsulated request), the client re-attests once and retries
+ * with the new key; an unchanged key is an error.
+ *
+ * Prompts and answers live in CL_BUF_SECURE buffers; jansson's allocations
+ * are routed through allocators that wipe on free. Nothing here logs
+ * payloads. */
+#ifndef CLOISTER_CLIENT_H
+#define CLOISTER_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cloister/attest.h"
+#include "cloister/buf.h"
+#include "cloister/ohttp.h"
+
+#define CL_CLIENT_NONCE_LEN 32
+#define CL_CLIENT_DIGEST_LEN 32
+#define CL_TRUST_MAX_FILE (64 * 1024)
+#define CL_TRUST_MAX_AGE_DEFAULT 300
+#define CL_TRUST_MAX_AGE_LIMIT 86400
+#define CL_CLIENT_MAX_AUDIT_KEY 1024
+#define CL_CLIENT_MAX_ANSWER ((size_t)16 << 20)
+#define CL_CLIENT_MAX_MESSAGES 1024
+
+/* ---- TRUST.json ---- */
+
+struct cl_trust {
+    uint8_t *root_der; /* pinned root certificate, DER (heap) */
+    size_t root_len;
+    uint32_t pcr_present; /* bit i: PCR i is pinned */
+    uint8_t pcr[CL_ATTEST_MAX_PCRS][CL_ATTEST_PCR_LEN];
+    uint8_t model_sha256[CL_CLIENT_DIGEST_LEN];
+    uint64_t max_age_seconds;
+    bool allow_debug;
+};
+
+/* Strict parse: a JSON object with exactly the documented keys (root_pem,
+ * pcrs with at least PCR0-2, model_sha256; optional max_age_seconds and
+ * allow_debug), no duplicates. Fails with CL_E_NET_CLIENT_TRUST and a detail
+ * naming the key. */
+CL_MUST_CHECK cl_err cl_trust_parse(const uint8_t *p, size_t n, struct cl_trust *out);
+CL_MUST_CHECK cl_err cl_trust_load(const char *path, struct cl_trust *out);
+/* Pretty-printed TRUST.json (root as PEM). */
+CL_MUST_CHECK cl_err cl_trust_encode(const struct cl_trust *t, struct cl_buf *out);
+void cl_trust_free(struct cl_trust *t);
+
+/* ---- attestation user_data (docs/protocol.md section 2) ---- */
+
+struct cl_client_user_data {
+    uint8_t model_sha256[CL_CLIENT_DIGEST_LEN];
+    uint8_t config_sha256[CL_CLIENT_DIGEST_LEN];
+    uint8_t audit_key[CL_CLIENT_MAX_AUDIT_KEY];
+    size_t audit_key_len;
+};
+
+/* Canonical CBOR map {"v": 1, "model_sha256", "config_sha256", "audit_key"}. */
+CL_MUST_CHECK cl_err cl_client_user_data_encode(const struct cl_client_user_data *u, struct cl_buf *out);
+/* Requires exactly those four keys, v = 1, 32-byte digests, a non-empty
+ * audit key, and the canonical encoding. CL_E_NET_CLIENT_USER_DATA. */
+CL_MUST_CHECK cl_err cl_client_user_data_parse(const uint8_t *p, size_t n, struct cl_client_user_data *out);
+
+/* ---- client ---- */
+
+/* What the last successful attestation established. */
+struct cl_client_attestation {
+    char module_id[CL_ATTEST_MAX_MODULE_ID + 1];
+    uint64_t timestamp_ms;
+    uint32_t pcr_present;
+    uint8_t pcr[CL_ATTEST_MAX_PCRS][CL_ATTEST_PCR_LEN];
+    bool debug;
+    struct cl_client_user_data user_data;
+    struct cl_ohttp_keyconfig key;
+    uint8_t nonce[CL_CLIENT_NONCE_LEN];
+    unsigned count; /* attestations verified by this client so far */
+};
+
+typedef struct cl_client cl_client;
+
+/* host_url: http(s)://host[:port][/prefix]. Copies trust. Sends nothing. */
+CL_MUST_CHECK cl_err cl_client_new(const char *host_url, const struct cl_trust *trust, cl_client **out);
+void cl_client_free(cl_client *c);
+/* Total time allowed per HTTP exchange (default 300 s; 0 = none). */
+void cl_client_set_timeout_ms(cl_client *c, uint64_t ms);
+/* Requests and verifies a fresh attestation (replacing the previous one
+ * only on success). Chat calls do this on their own when needed. */
+CL_MUST_CHECK cl_err cl_client_attest(cl_client *c);
+/* NULL until an attestation verified. */
+const struct cl_client_attestation *cl_client_attestation(const cl_client *c);
+
+struct cl_chat_msg {
+    const char *role; /* "system", "user" or "assistant" */
+    const char *content;
+    size_t content_len;
+};
+
+/* Unset fields are omitted from the request (the enclave's defaults apply). */
+struct cl_chat_params {
+    const char *model; /* NULL = "cloister" */
+    bool has_max_tokens, has_temperature, has_top_p, has_seed;
+    uint64_t max_tokens;
+    double temperature, top_p;
+    uint64_t seed;
+};
+
+struct cl_chat_result {
+    struct cl_buf content; /* the answer, CL_BUF_SECURE (cl_chat_result_free) */
+    char finish_reason[32];
+    uint64_t prompt_tokens, completion_tokens, total_tokens;
+    bool has_usage;
+    /* When the enclave answered with an error status: its status, and the
+     * error object's type and message (printable ASCII, truncated). */
+    uint16_t status;
+    char error_type[64];
+    char error_message[256];
+};
+
+void cl_chat_result_init(struct cl_chat_result *r);
+void cl_chat_result_free(struct cl_chat_result *r);
+
+/* Called for each streamed piece of the answer (not NUL-terminated); a
+ * non-OK return aborts the exchange with that code. */
+typedef cl_err (*cl_client_token_fn)(void *arg, const char *text, size_t n);
+
+/* One chat completion. With on_token set the answer is streamed (chunked
+ * OHTTP, server-sent events) and each piece is passed to on_token as it
+ * authenticates; res->content gets the whole answer either way. An error
+ * status from the enclave fails with CL_E_NET_CLIENT_ANSWER_STATUS and fills
+ * res->status/error_*. */
+CL_MUST_CHECK cl_err cl_client_chat(cl_client *c, const struct cl_chat_msg *msgs, size_t n,
+                                    const struct cl_chat_params *p, cl_client_token_fn on_token, void *arg,
+                                    struct cl_chat_result *res);
+
+/* ---- pieces exposed for tests and fuzzing ---- */
+
+/* OpenAI chat-completions request JSON into out (give a CL_BUF_SECURE buffer). */
+CL_MUST_CHECK cl_err cl_client_request_json(const struct cl_chat_msg *msgs, size_t n, const struct cl_chat_params *p,
+                                            bool stream, struct cl_buf *out);
+/* Parses a chat.completion (status 200) or error object body into res. */
+CL_MUST_CHECK cl_err cl_client_parse_completion(const uint8_t *p, size_t n, uint16_t status,
+                                                struct cl_chat_result *res);
+
+/* Incremental server-sent-events reader for chat.completion.chunk streams. */
+struct cl_client_sse {
+    struct cl_buf line; /* CL_BUF_SECURE: bytes of the current event */
+    bool done;          /* data: [DONE] seen */
+    cl_client_token_fn on_token;
+    void *arg;
+    struct cl_chat_result *res;
+};
+void cl_client_sse_init(struct cl_client_sse *s, cl_client_token_fn on_token, void *arg, struct cl_chat_result *res);
+/* Feeds content bytes; complete events are parsed and passed on. */
+CL_MUST_CHECK cl_err cl_client_sse_feed(struct cl_client_sse *s, const uint8_t *p, size_t n);
+/* Fails unless data: [DONE] arrived (and nothing after it but blank lines). */
+CL_MUST_CHECK cl_err cl_client_sse_finish(struct cl_client_sse *s);
+void cl_client_sse_free(struct cl_client_sse *s);
+
+#endif

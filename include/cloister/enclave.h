@@ -1,0 +1,95 @@
+/* The enclave's request gateway: OHTTP decapsulation, binary HTTP routing,
+ * OpenAI chat-completions parsing, generation through a pluggable generator,
+ * and the encrypted (optionally streamed) answer. Transport-agnostic: the
+ * caller moves bytes (vsock frames in cloister-enclave, memory in tests). */
+#ifndef CLOISTER_ENCLAVE_H
+#define CLOISTER_ENCLAVE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cloister/buf.h"
+#include "cloister/chat.h"
+#include "cloister/ohttp.h"
+
+struct cl_enclave_limits {
+    size_t max_request_bytes; /* decapsulated request */
+    uint32_t max_tokens;      /* per answer */
+    uint32_t max_prompt_tokens;
+    uint32_t max_messages;
+    uint32_t max_sessions;    /* concurrent exchanges */
+    uint32_t request_timeout_ms;
+};
+void cl_enclave_limits_default(struct cl_enclave_limits *l);
+
+enum cl_chat_finish { CL_CHAT_FINISH_NONE = 0, CL_CHAT_FINISH_STOP, CL_CHAT_FINISH_LENGTH, CL_CHAT_FINISH_COUNT };
+
+#define CL_CHAT_MAX_STOP 4
+#define CL_CHAT_MAX_STOP_LEN 64
+
+struct cl_chat_params {
+    const struct cl_chat_msg *msgs;
+    size_t n_msgs;
+    uint32_t max_tokens;
+    float temperature;
+    float top_p;
+    int32_t top_k;
+    float min_p;
+    float repeat_penalty;
+    uint64_t seed;
+    bool has_seed;
+    size_t n_stop;
+    char stop[CL_CHAT_MAX_STOP][CL_CHAT_MAX_STOP_LEN + 1];
+    bool stream;
+    unsigned set; /* which optional sampling fields the request gave (CL_CHAT_SET_*) */
+};
+
+enum cl_chat_set {
+    CL_CHAT_SET_NONE = 0,
+    CL_CHAT_SET_TOP_P = 1 << 0,
+    CL_CHAT_SET_TOP_K = 1 << 1,
+    CL_CHAT_SET_MIN_P = 1 << 2,
+    CL_CHAT_SET_REPEAT = 1 << 3,
+};
+
+struct cl_chat_result {
+    uint32_t prompt_tokens;
+    uint32_t completion_tokens;
+    enum cl_chat_finish finish;
+};
+
+/* Receives answer text as it is produced; return false to stop early. */
+typedef bool (*cl_chat_piece_fn)(void *ctx, const char *text, size_t len);
+
+struct cl_generator {
+    /* Renders the conversation, generates, calls piece() for each new piece
+     * of text (after stop-string handling). */
+    cl_err (*generate)(void *self, const struct cl_chat_params *p, cl_chat_piece_fn piece, void *piece_ctx,
+                       struct cl_chat_result *res);
+    void *self;
+    const char *model_name; /* reported in answers */
+};
+
+/* Output of one exchange: the encapsulated response (whole, or chunk by chunk). */
+enum cl_gw_out { CL_GW_OUT_NONE = 0, CL_GW_OUT_RESPONSE, CL_GW_OUT_CHUNK, CL_GW_OUT_COUNT };
+typedef cl_err (*cl_gw_emit_fn)(void *ctx, enum cl_gw_out kind, const uint8_t *p, size_t n);
+
+typedef struct cl_gateway cl_gateway;
+/* The gateway owns a fresh X25519 key (locked memory) and its OHTTP key
+ * configuration with the given key id. */
+CL_MUST_CHECK cl_err cl_gateway_new(const struct cl_enclave_limits *l, const struct cl_generator *gen,
+                                    uint8_t key_id, cl_gateway **out);
+void cl_gateway_free(cl_gateway *g);
+const struct cl_ohttp_keyconfig *cl_gateway_keyconfig(const cl_gateway *g);
+/* Handles one encapsulated request. Returns an error (and emits nothing)
+ * only when the request cannot be decapsulated or is a replay; every later
+ * failure becomes an encrypted HTTP error answer and CL_OK. */
+CL_MUST_CHECK cl_err cl_gateway_handle(cl_gateway *g, const uint8_t *enc_req, size_t n, bool chunked,
+                                       cl_gw_emit_fn emit, void *emit_ctx);
+
+/* Makes jansson allocate through a wiping allocator (request and answer JSON
+ * hold prompts and answers). Call once at start-up, before any JSON use. */
+void cl_enclave_json_secure(void);
+
+#endif

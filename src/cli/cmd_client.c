@@ -1,0 +1,706 @@
+/* `cloister measure`, `cloister ask`, `cloister chat`: the consumer's side.
+ * measure writes TRUST.json (docs/formats/trust.md); ask and chat verify a
+ * fresh attestation against it before the question leaves the machine. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "cloister/attest.h"
+#include "cloister/client.h"
+#include "cloister/encode.h"
+#include "cloister/file.h"
+#include "cloister/seal.h"
+#include "cloister/secmem.h"
+
+#define CL_CMDC_MAX_PCR_FILE (1 << 20)
+#define CL_CMDC_MAX_QUESTION ((size_t)1 << 20)
+#define CL_CMDC_MAX_LINE ((size_t)64 << 10)
+
+/* ---------------------------------------------------------------- measure */
+
+static void cl_measure_help(FILE *f)
+{
+    fprintf(f,
+            "usage: cloister measure (--sim-image IMAGE | --nitro-pcrs FILE.json | --pcr N=HEX...)\n"
+            "                        --root ROOT.pem (--model MODEL.sealed | --model-sha256 HEX)\n"
+            "                        -o TRUST.json [--max-age SECS] [--allow-debug] [--force]\n\n"
+            "Writes TRUST.json (docs/formats/trust.md): what `cloister ask` and `cloister chat` pin\n"
+            "before they send anything to an enclave.\n\n"
+            "  --sim-image IMAGE     PCR0-2 of a cloister-sim enclave image (as `cloister-sim measure`)\n"
+            "  --nitro-pcrs FILE     nitro-cli build-enclave/describe-eif JSON output:\n"
+            "                        {\"Measurements\": {\"HashAlgorithm\": \"Sha384 { ... }\", \"PCR0\": ..}}\n"
+            "  --pcr N=HEX           an expected PCR (0-31, 96 hex digits); repeatable; adds to the above\n"
+            "  --root ROOT.pem       attestation root certificate (cloister-sim root, or the AWS Nitro root)\n"
+            "  --model MODEL.sealed  the sealed model: its header's plaintext SHA-256 is pinned\n"
+            "  --model-sha256 HEX    the model digest given directly instead\n"
+            "  -o, --output FILE     where to write TRUST.json (refuses to overwrite without --force)\n"
+            "  --max-age SECS        attestation freshness window, 1-86400 (default 300)\n"
+            "  --allow-debug         accept debug-mode enclaves (PCR0-2 zero): never for real data\n\n"
+            "exit status: 0 written, 1 failure, 2 usage error.\n");
+}
+
+static bool cl_measure_parse_pcr(const char *arg, struct cl_trust *t)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg || eq - arg > 2)
+        return false;
+    char idx[3] = {0};
+    memcpy(idx, arg, (size_t)(eq - arg));
+    uint64_t i;
+    if (!cl_cli_parse_u64(idx, 0, CL_ATTEST_MAX_PCRS - 1, &i))
+        return false;
+    if (cl_hex_decode_fixed(eq + 1, strlen(eq + 1), t->pcr[i], CL_ATTEST_PCR_LEN) != CL_OK)
+        return false;
+    t->pcr_present |= 1u << i;
+    return true;
+}
+
+/* nitro-cli prints {"Measurements": {"HashAlgorithm": "Sha384 { ... }", "PCR0": hex, ...}};
+ * describe-eif adds other top-level keys, which are ignored. */
+static cl_err cl_measure_nitro(const char *path, struct cl_trust *t)
+{
+    cl_err rc = CL_OK;
+    struct cl_buf b;
+    json_t *root = NULL;
+    cl_buf_init(&b, CL_CMDC_MAX_PCR_FILE, CL_BUF_NONE);
+    CL_GUARD(cl_file_read(path, CL_CMDC_MAX_PCR_FILE, &b));
+    json_error_t jerr;
+    root = json_loadb(b.data ? (const char *)b.data : "", b.len, JSON_REJECT_DUPLICATES, &jerr);
+    CL_ENSURE_D(root && json_is_object(root), CL_E_CLI_USAGE, "%s: not a JSON object (line %d)", path, jerr.line);
+    json_t *m = json_object_get(root, "Measurements");
+    CL_ENSURE_D(json_is_object(m), CL_E_CLI_USAGE, "%s: no \"Measurements\" object", path);
+    const char *key;
+    json_t *val;
+    bool alg = false;
+    json_object_foreach(m, key, val) {
+        if (!strcmp(key, "HashAlgorithm")) {
+            CL_ENSURE_D(json_is_string(val) && !strncmp(json_string_value(val), "Sha384", 6), CL_E_CLI_USAGE,
+                        "%s: Measurements.HashAlgorithm is not Sha384", path);
+            alg = true;
+            continue;
+        }
+        uint64_t i;
+        CL_ENSURE_D(!strncmp(key, "PCR", 3) && cl_cli_parse_u64(key + 3, 0, CL_ATTEST_MAX_PCRS - 1, &i),
+                    CL_E_CLI_USAGE, "%s: unexpected key in Measurements", path);
+        CL_ENSURE_D(json_is_string(val) && cl_hex_decode_fixed(json_string_value(val), json_string_length(val),
+                                                               t->pcr[i], CL_ATTEST_PCR_LEN) == CL_OK,
+                    CL_E_CLI_USAGE, "%s: Measurements.PCR%u is not 96 hex digits", path, (unsigned)i);
+        t->pcr_present |= 1u << i;
+    }
+    CL_ENSURE_D(alg, CL_E_CLI_USAGE, "%s: Measurements.HashAlgorithm missing", path);
+out:
+    json_decref(root);
+    cl_buf_free(&b);
+    return rc;
+}
+
+static cl_err cl_measure_sim(const char *path, struct cl_trust *t)
+{
+    cl_err rc = CL_OK;
+    struct cl_buf img;
+    uint8_t pcr[3][CL_ATTEST_PCR_LEN];
+    cl_buf_init(&img, CL_SIM_IMAGE_MAX, CL_BUF_NONE);
+    CL_GUARD(cl_file_read(path, CL_SIM_IMAGE_MAX, &img));
+    CL_GUARD(cl_sim_image_measure(img.data ? img.data : (const uint8_t *)"", img.len, pcr));
+    for (unsigned i = 0; i < 3; i++) {
+        memcpy(t->pcr[i], pcr[i], CL_ATTEST_PCR_LEN);
+        t->pcr_present |= 1u << i;
+    }
+out:
+    cl_buf_free(&img);
+    return rc;
+}
+
+static cl_err cl_measure_model(const char *path, uint8_t digest[32])
+{
+    cl_err rc = CL_OK;
+    struct cl_buf raw;
+    struct cl_seal_header *h = NULL;
+    cl_buf_init(&raw, CL_SEAL_MAX_HEADER, CL_BUF_NONE);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        CL_GUARD(cl_err_from_errno(errno, "open sealed model"));
+    h = calloc(1, sizeof(*h));
+    CL_ENSURE(h, CL_E_CORE_NOMEM);
+    CL_GUARD(cl_seal_read_header(fd, &raw, h));
+    memcpy(digest, h->digest, 32);
+out:
+    if (fd >= 0)
+        close(fd);
+    free(h);
+    cl_buf_free(&raw);
+    return rc;
+}
+
+int cl_cmd_measure(int argc, char **argv)
+{
+    const char *cmd = "measure";
+    const char *sim = NULL, *nitro = NULL, *root = NULL, *model = NULL, *model_hex = NULL, *outp = NULL;
+    bool force = false;
+    struct cl_trust t;
+    memset(&t, 0, sizeof(t));
+    t.max_age_seconds = CL_TRUST_MAX_AGE_DEFAULT;
+    struct cl_trust extra;
+    memset(&extra, 0, sizeof(extra));
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (cl_cli_is_help(a)) {
+            cl_measure_help(stdout);
+            return CL_EXIT_OK;
+        } else if (!strcmp(a, "--allow-debug")) {
+            t.allow_debug = true;
+        } else if (!strcmp(a, "--force")) {
+            force = true;
+        } else if (!strcmp(a, "--sim-image") || !strcmp(a, "--nitro-pcrs") || !strcmp(a, "--root") ||
+                   !strcmp(a, "--model") || !strcmp(a, "--model-sha256") || !strcmp(a, "-o") ||
+                   !strcmp(a, "--output") || !strcmp(a, "--pcr") || !strcmp(a, "--max-age")) {
+            if (!v)
+                return cl_cli_usage_error(cmd, "%s needs a value", a);
+            i++;
+            if (!strcmp(a, "--sim-image"))
+                sim = v;
+            else if (!strcmp(a, "--nitro-pcrs"))
+                nitro = v;
+            else if (!strcmp(a, "--root"))
+                root = v;
+            else if (!strcmp(a, "--model"))
+                model = v;
+            else if (!strcmp(a, "--model-sha256"))
+                model_hex = v;
+            else if (!strcmp(a, "-o") || !strcmp(a, "--output"))
+                outp = v;
+            else if (!strcmp(a, "--pcr")) {
+                if (!cl_measure_parse_pcr(v, &extra))
+                    return cl_cli_usage_error(cmd, "--pcr expects N=HEX with N 0-31 and 96 hex digits");
+            } else if (!cl_cli_parse_u64(v, 1, CL_TRUST_MAX_AGE_LIMIT, &t.max_age_seconds)) {
+                return cl_cli_usage_error(cmd, "--max-age expects 1-%d seconds", CL_TRUST_MAX_AGE_LIMIT);
+            }
+        } else {
+            return cl_cli_usage_error(cmd, "unexpected argument '%s'", a);
+        }
+    }
+    if (sim && nitro)
+        return cl_cli_usage_error(cmd, "--sim-image and --nitro-pcrs are exclusive");
+    if (!sim && !nitro && !extra.pcr_present)
+        return cl_cli_usage_error(cmd, "one of --sim-image, --nitro-pcrs or --pcr is required");
+    if (!root)
+        return cl_cli_usage_error(cmd, "--root is required");
+    if (!!model == !!model_hex)
+        return cl_cli_usage_error(cmd, "exactly one of --model and --model-sha256 is required");
+    if (!outp)
+        return cl_cli_usage_error(cmd, "-o TRUST.json is required");
+    if (model_hex && cl_hex_decode_fixed(model_hex, strlen(model_hex), t.model_sha256, 32) != CL_OK)
+        return cl_cli_usage_error(cmd, "--model-sha256 expects 64 hex digits");
+
+    int ret = CL_EXIT_FAIL;
+    cl_err rc;
+    struct cl_buf rootb, der, out;
+    cl_buf_init(&rootb, 1 << 20, CL_BUF_NONE);
+    cl_buf_init(&der, CL_ATTEST_MAX_CERT, CL_BUF_NONE);
+    cl_buf_init(&out, CL_TRUST_MAX_FILE, CL_BUF_NONE);
+    if (sim && (rc = cl_measure_sim(sim, &t)) != CL_OK) {
+        ret = cl_cli_fail(cmd, sim, rc);
+        goto done;
+    }
+    if (nitro && (rc = cl_measure_nitro(nitro, &t)) != CL_OK) {
+        ret = cl_cli_fail(cmd, nitro, rc);
+        goto done;
+    }
+    for (unsigned i = 0; i < CL_ATTEST_MAX_PCRS; i++)
+        if (extra.pcr_present & (1u << i)) {
+            memcpy(t.pcr[i], extra.pcr[i], CL_ATTEST_PCR_LEN);
+            t.pcr_present |= 1u << i;
+        }
+    for (unsigned i = 0; i < 3; i++)
+        if (!(t.pcr_present & (1u << i))) {
+            fprintf(stderr, "cloister measure: PCR%u is not known (give --pcr %u=HEX)\n", i, i);
+            ret = CL_EXIT_USAGE;
+            goto done;
+        }
+    if ((rc = cl_file_read(root, 1 << 20, &rootb)) != CL_OK ||
+        (rc = cl_attest_cert_to_der(rootb.data ? rootb.data : (const uint8_t *)"", rootb.len, &der)) != CL_OK) {
+        ret = cl_cli_fail(cmd, root, rc);
+        goto done;
+    }
+    t.root_der = der.data;
+    t.root_len = der.len;
+    if (model && (rc = cl_measure_model(model, t.model_sha256)) != CL_OK) {
+        ret = cl_cli_fail(cmd, model, rc);
+        goto done;
+    }
+    if ((rc = cl_trust_encode(&t, &out)) != CL_OK ||
+        (rc = cl_file_write_atomic(outp, out.data, out.len, 0644, !force)) != CL_OK) {
+        ret = cl_cli_fail(cmd, outp, rc);
+        goto done;
+    }
+    char hex[2 * CL_ATTEST_PCR_LEN + 1];
+    fprintf(stderr, "cloister measure: wrote %s\n", outp);
+    for (unsigned i = 0; i < CL_ATTEST_MAX_PCRS; i++)
+        if (t.pcr_present & (1u << i)) {
+            cl_hex_encode(t.pcr[i], CL_ATTEST_PCR_LEN, hex);
+            fprintf(stderr, "  PCR%-2u  %s\n", i, hex);
+        }
+    cl_hex_encode(t.model_sha256, 32, hex);
+    fprintf(stderr, "  model  %s\n", hex);
+    ret = CL_EXIT_OK;
+done:
+    t.root_der = NULL;
+    cl_buf_free(&rootb);
+    cl_buf_free(&der);
+    cl_buf_free(&out);
+    return ret;
+}
+
+/* ------------------------------------------------------------ ask / chat */
+
+struct cl_askopt {
+    const char *host, *trust, *system, *question;
+    bool stream, json;
+    struct cl_chat_params p;
+    uint64_t timeout_s;
+};
+
+static void cl_ask_help(FILE *f, const char *cmd)
+{
+    bool ask = !strcmp(cmd, "ask");
+    if (ask)
+        fprintf(f, "usage: cloister ask --host URL --trust TRUST.json [--stream] [-n N] [--temp T] [--top-p P]\n"
+                   "                    [--seed S] [--system TEXT] [--json] [--timeout SECS] QUESTION|-\n\n"
+                   "Asks one question. QUESTION '-' (or none, with stdin not a terminal) reads it from\n"
+                   "stdin, which keeps it out of the process list.\n\n");
+    else
+        fprintf(f, "usage: cloister chat --host URL --trust TRUST.json [-n N] [--temp T] [--top-p P]\n"
+                   "                     [--seed S] [--system TEXT] [--timeout SECS]\n\n"
+                   "Interactive: one message per line on stdin, answers streamed as they are produced;\n"
+                   "the conversation is kept. '/quit' or end of input ends it.\n\n");
+    fprintf(f,
+            "Before anything is sent, the enclave's attestation is requested with a fresh random nonce and\n"
+            "verified against TRUST.json (see `cloister measure`): chain to the pinned root, signature,\n"
+            "PCRs, nonce, freshness, model digest. The question is then encrypted (Oblivious HTTP, HPKE\n"
+            "X25519/HKDF-SHA256/AES-256-GCM) to the attested key: the host sees only ciphertext. If the\n"
+            "enclave restarted with a new key, the client re-attests once.\n\n"
+            "  --host URL        the cloister-host endpoint, e.g. http://127.0.0.1:8080\n"
+            "  --trust FILE      TRUST.json\n"
+            "  -n, --max-tokens N  at most N tokens in the answer\n"
+            "  --temp T          sampling temperature (0 = greedy)\n"
+            "  --top-p P         nucleus sampling\n"
+            "  --seed S          sampling seed\n"
+            "  --system TEXT     system message\n"
+            "  --timeout SECS    limit for each HTTP exchange (default 300)\n");
+    if (ask)
+        fprintf(f, "  --stream          print the answer token by token as it arrives\n"
+                   "  --json            print {answer, finish_reason, usage, attestation} as JSON on stdout\n\n"
+                   "The answer goes to stdout; the verified measurements to stderr (or into --json).\n");
+    fprintf(f, "\nexit status: 0 answered, 1 failure (attestation refused, transport, enclave error), 2 usage.\n");
+}
+
+static bool cl_ask_parse_double(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Returns -1 to continue, else an exit code. */
+static int cl_ask_args(const char *cmd, int argc, char **argv, struct cl_askopt *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->timeout_s = 300;
+    bool ask = !strcmp(cmd, "ask");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (cl_cli_is_help(a)) {
+            cl_ask_help(stdout, cmd);
+            return CL_EXIT_OK;
+        } else if (ask && !strcmp(a, "--stream")) {
+            o->stream = true;
+        } else if (ask && !strcmp(a, "--json")) {
+            o->json = true;
+        } else if (!strcmp(a, "--host") || !strcmp(a, "--trust") || !strcmp(a, "--system") || !strcmp(a, "-n") ||
+                   !strcmp(a, "--max-tokens") || !strcmp(a, "--temp") || !strcmp(a, "--top-p") ||
+                   !strcmp(a, "--seed") || !strcmp(a, "--timeout")) {
+            if (!v)
+                return cl_cli_usage_error(cmd, "%s needs a value", a);
+            i++;
+            if (!strcmp(a, "--host")) {
+                o->host = v;
+            } else if (!strcmp(a, "--trust")) {
+                o->trust = v;
+            } else if (!strcmp(a, "--system")) {
+                o->system = v;
+            } else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) {
+                if (!cl_cli_parse_u64(v, 1, 1u << 20, &o->p.max_tokens))
+                    return cl_cli_usage_error(cmd, "%s expects a number of tokens 1-%u", a, 1u << 20);
+                o->p.has_max_tokens = true;
+            } else if (!strcmp(a, "--temp")) {
+                if (!cl_ask_parse_double(v, 0, 100, &o->p.temperature))
+                    return cl_cli_usage_error(cmd, "--temp expects a number 0-100");
+                o->p.has_temperature = true;
+            } else if (!strcmp(a, "--top-p")) {
+                if (!cl_ask_parse_double(v, 0, 1, &o->p.top_p))
+                    return cl_cli_usage_error(cmd, "--top-p expects a number 0-1");
+                o->p.has_top_p = true;
+            } else if (!strcmp(a, "--seed")) {
+                if (!cl_cli_parse_u64(v, 0, UINT64_MAX, &o->p.seed))
+                    return cl_cli_usage_error(cmd, "--seed expects a non-negative integer");
+                o->p.has_seed = true;
+            } else if (!cl_cli_parse_u64(v, 1, 86400, &o->timeout_s)) {
+                return cl_cli_usage_error(cmd, "--timeout expects 1-86400 seconds");
+            }
+        } else if (ask && (a[0] != '-' || !strcmp(a, "-")) && !o->question) {
+            o->question = a;
+        } else if (a[0] == '-') {
+            return cl_cli_usage_error(cmd, "unknown option '%s'", a);
+        } else {
+            return cl_cli_usage_error(cmd, "unexpected argument '%s'", a);
+        }
+    }
+    if (!o->host)
+        return cl_cli_usage_error(cmd, "--host URL is required");
+    if (!o->trust)
+        return cl_cli_usage_error(cmd, "--trust TRUST.json is required");
+    if (ask && !o->question) {
+        if (isatty(STDIN_FILENO))
+            return cl_cli_usage_error(cmd, "QUESTION is required (or '-' to read it from stdin)");
+        o->question = "-";
+    }
+    return -1;
+}
+
+static void cl_ask_time(uint64_t ms, char *buf, size_t len)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || !strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf(buf, len, "?");
+}
+
+static void cl_ask_print_attestation(FILE *f, const struct cl_client_attestation *a)
+{
+    char ts[64], hex[2 * CL_CLIENT_MAX_AUDIT_KEY + 1];
+    cl_ask_time(a->timestamp_ms, ts, sizeof(ts));
+    fprintf(f, "verified enclave %s, attested %s%s\n", a->module_id, ts, a->debug ? " (DEBUG MODE)" : "");
+    for (unsigned i = 0; i < CL_ATTEST_MAX_PCRS; i++)
+        if (a->pcr_present & (1u << i) && i < 3) {
+            cl_hex_encode(a->pcr[i], CL_ATTEST_PCR_LEN, hex);
+            fprintf(f, "  PCR%u    %s\n", i, hex);
+        }
+    cl_hex_encode(a->user_data.model_sha256, 32, hex);
+    fprintf(f, "  model   %s\n", hex);
+    cl_hex_encode(a->user_data.config_sha256, 32, hex);
+    fprintf(f, "  config  %s\n", hex);
+    fprintf(f, "  OHTTP key id %u (X25519)\n", (unsigned)a->key.key_id);
+}
+
+static json_t *cl_ask_attestation_json(const struct cl_client_attestation *a)
+{
+    char hex[2 * CL_CLIENT_MAX_AUDIT_KEY + 1], ts[64];
+    json_t *o = json_object(), *pcrs = json_object();
+    if (!o || !pcrs) {
+        json_decref(o);
+        json_decref(pcrs);
+        return NULL;
+    }
+    json_object_set_new(o, "module_id", json_string(a->module_id));
+    json_object_set_new(o, "timestamp", json_integer((json_int_t)a->timestamp_ms));
+    cl_ask_time(a->timestamp_ms, ts, sizeof(ts));
+    json_object_set_new(o, "time", json_string(ts));
+    json_object_set_new(o, "debug", json_boolean(a->debug));
+    for (unsigned i = 0; i < CL_ATTEST_MAX_PCRS; i++)
+        if (a->pcr_present & (1u << i)) {
+            char k[8];
+            snprintf(k, sizeof(k), "%u", i);
+            cl_hex_encode(a->pcr[i], CL_ATTEST_PCR_LEN, hex);
+            json_object_set_new(pcrs, k, json_string(hex));
+        }
+    json_object_set_new(o, "pcrs", pcrs);
+    cl_hex_encode(a->user_data.model_sha256, 32, hex);
+    json_object_set_new(o, "model_sha256", json_string(hex));
+    cl_hex_encode(a->user_data.config_sha256, 32, hex);
+    json_object_set_new(o, "config_sha256", json_string(hex));
+    cl_hex_encode(a->user_data.audit_key, a->user_data.audit_key_len, hex);
+    json_object_set_new(o, "audit_key", json_string(hex));
+    json_object_set_new(o, "ohttp_key_id", json_integer(a->key.key_id));
+    return o;
+}
+
+static int cl_ask_fail(const char *cmd, cl_err rc, const struct cl_chat_result *res)
+{
+    if (rc == CL_E_NET_CLIENT_ANSWER_STATUS && res->status) {
+        fprintf(stderr, "cloister %s: the enclave answered %u%s%s%s: %s\n", cmd, (unsigned)res->status,
+                res->error_type[0] ? " (" : "", res->error_type, res->error_type[0] ? ")" : "",
+                res->error_message[0] ? res->error_message : "(no message)");
+        return CL_EXIT_FAIL;
+    }
+    return cl_cli_fail(cmd, "request", rc);
+}
+
+static cl_err cl_ask_print_token(void *arg, const char *p, size_t n)
+{
+    (void)arg;
+    if (fwrite(p, 1, n, stdout) != n || fflush(stdout) != 0)
+        return cl_err_fail(CL_E_CORE_IO, "writing the answer to stdout");
+    return CL_OK;
+}
+
+static cl_err cl_ask_ignore_token(void *arg, const char *p, size_t n)
+{
+    (void)arg;
+    (void)p;
+    (void)n;
+    return CL_OK;
+}
+
+/* Reads the whole of stdin into secure memory. */
+static cl_err cl_ask_read_stdin(struct cl_buf *q)
+{
+    cl_err rc = CL_OK;
+    for (;;) {
+        uint8_t *p;
+        CL_ENSURE_D(q->len < CL_CMDC_MAX_QUESTION, CL_E_NET_CLIENT_LIMIT, "question over %zu bytes",
+                    CL_CMDC_MAX_QUESTION);
+        CL_GUARD(cl_buf_reserve(q, 4096));
+        p = q->data + q->len;
+        ssize_t r = read(STDIN_FILENO, p, 4096);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            CL_GUARD(cl_err_from_errno(errno, "read stdin"));
+        if (r == 0)
+            break;
+        q->len += (size_t)r;
+    }
+    while (q->len && (q->data[q->len - 1] == '\n' || q->data[q->len - 1] == '\r'))
+        q->len--;
+out:
+    return rc;
+}
+
+static cl_err cl_ask_open(const char *cmd, const struct cl_askopt *o, cl_client **c)
+{
+    struct cl_trust t;
+    cl_err rc = cl_trust_load(o->trust, &t);
+    if (rc != CL_OK) {
+        cl_cli_fail(cmd, o->trust, rc);
+        return rc;
+    }
+    rc = cl_client_new(o->host, &t, c);
+    cl_trust_free(&t);
+    if (rc != CL_OK) {
+        cl_cli_fail(cmd, o->host, rc);
+        return rc;
+    }
+    cl_client_set_timeout_ms(*c, o->timeout_s * 1000);
+    return CL_OK;
+}
+
+int cl_cmd_ask(int argc, char **argv)
+{
+    struct cl_askopt o;
+    int ret = cl_ask_args("ask", argc, argv, &o);
+    if (ret >= 0)
+        return ret;
+    ret = CL_EXIT_FAIL;
+    cl_client *c = NULL;
+    struct cl_buf q;
+    struct cl_chat_result res;
+    cl_buf_init(&q, CL_CMDC_MAX_QUESTION + 4096, CL_BUF_SECURE);
+    cl_chat_result_init(&res);
+    cl_err rc;
+    if (!strcmp(o.question, "-")) {
+        if ((rc = cl_ask_read_stdin(&q)) != CL_OK) {
+            ret = cl_cli_fail("ask", "stdin", rc);
+            goto done;
+        }
+    } else if ((rc = cl_buf_append_str(&q, o.question)) != CL_OK) {
+        ret = cl_cli_fail("ask", "question", rc);
+        goto done;
+    }
+    if (!q.len) {
+        ret = cl_cli_usage_error("ask", "the question is empty");
+        goto done;
+    }
+    if (cl_ask_open("ask", &o, &c) != CL_OK)
+        goto done;
+    struct cl_chat_msg msgs[2];
+    size_t n = 0;
+    if (o.system)
+        msgs[n++] = (struct cl_chat_msg){"system", o.system, strlen(o.system)};
+    msgs[n++] = (struct cl_chat_msg){"user", (const char *)q.data, q.len};
+    /* Attest first, so the measurements are shown even if the answer fails. */
+    if ((rc = cl_client_attest(c)) != CL_OK) {
+        ret = cl_cli_fail("ask", "attestation refused, nothing was sent", rc);
+        goto done;
+    }
+    if (!o.json)
+        cl_ask_print_attestation(stderr, cl_client_attestation(c));
+    cl_client_token_fn fn = o.stream ? (o.json ? cl_ask_ignore_token : cl_ask_print_token) : NULL;
+    rc = cl_client_chat(c, msgs, n, &o.p, fn, NULL, &res);
+    if (rc != CL_OK) {
+        if (o.stream && !o.json && res.content.len)
+            fputc('\n', stdout);
+        ret = cl_ask_fail("ask", rc, &res);
+        goto done;
+    }
+    if (o.json) {
+        json_t *j = json_object(), *u = json_object();
+        json_object_set_new(j, "answer", json_stringn((const char *)(res.content.data ? res.content.data
+                                                                                       : (const uint8_t *)""),
+                                                      res.content.len));
+        json_object_set_new(j, "finish_reason", json_string(res.finish_reason));
+        if (res.has_usage) {
+            json_object_set_new(u, "prompt_tokens", json_integer((json_int_t)res.prompt_tokens));
+            json_object_set_new(u, "completion_tokens", json_integer((json_int_t)res.completion_tokens));
+            json_object_set_new(u, "total_tokens", json_integer((json_int_t)res.total_tokens));
+        }
+        json_object_set_new(j, "usage", u);
+        json_object_set_new(j, "attestation", cl_ask_attestation_json(cl_client_attestation(c)));
+        json_dumpf(j, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        fputc('\n', stdout);
+        json_decref(j);
+    } else if (o.stream) {
+        fputc('\n', stdout);
+    } else {
+        fwrite(res.content.data ? res.content.data : (const uint8_t *)"", 1, res.content.len, stdout);
+        fputc('\n', stdout);
+    }
+    if (!o.json && res.has_usage)
+        fprintf(stderr, "(%llu prompt + %llu answer tokens, finish: %s)\n", (unsigned long long)res.prompt_tokens,
+                (unsigned long long)res.completion_tokens, res.finish_reason[0] ? res.finish_reason : "?");
+    if (fflush(stdout) != 0) {
+        fprintf(stderr, "cloister ask: writing stdout failed\n");
+        goto done;
+    }
+    ret = CL_EXIT_OK;
+done:
+    cl_chat_result_free(&res);
+    cl_buf_free(&q);
+    cl_client_free(c);
+    return ret;
+}
+
+/* One turn of the conversation kept by `chat`. */
+struct cl_chat_turn {
+    const char *role;
+    struct cl_buf text; /* CL_BUF_SECURE */
+};
+
+int cl_cmd_chat(int argc, char **argv)
+{
+    struct cl_askopt o;
+    int ret = cl_ask_args("chat", argc, argv, &o);
+    if (ret >= 0)
+        return ret;
+    ret = CL_EXIT_FAIL;
+    cl_client *c = NULL;
+    struct cl_chat_turn *turns = calloc(CL_CLIENT_MAX_MESSAGES, sizeof(*turns));
+    struct cl_chat_msg *msgs = calloc(CL_CLIENT_MAX_MESSAGES, sizeof(*msgs));
+    char *line = NULL;
+    size_t nt = 0;
+    bool tty = isatty(STDIN_FILENO);
+    struct cl_chat_result res;
+    cl_chat_result_init(&res);
+    cl_err rc;
+    if (!turns || !msgs) {
+        fprintf(stderr, "cloister chat: out of memory\n");
+        goto done;
+    }
+    if ((rc = cl_secmem_alloc(CL_CMDC_MAX_LINE, (void **)&line)) != CL_OK) {
+        ret = cl_cli_fail("chat", "line buffer", rc);
+        goto done;
+    }
+    if (cl_ask_open("chat", &o, &c) != CL_OK)
+        goto done;
+    if ((rc = cl_client_attest(c)) != CL_OK) {
+        ret = cl_cli_fail("chat", "attestation refused, nothing was sent", rc);
+        goto done;
+    }
+    cl_ask_print_attestation(stderr, cl_client_attestation(c));
+    if (o.system) {
+        turns[nt].role = "system";
+        cl_buf_init(&turns[nt].text, CL_CMDC_MAX_LINE, CL_BUF_SECURE);
+        if ((rc = cl_buf_append_str(&turns[nt].text, o.system)) != CL_OK) {
+            ret = cl_cli_fail("chat", "system", rc);
+            goto done;
+        }
+        nt++;
+    }
+    if (tty)
+        fprintf(stderr, "(type a message; /quit to leave)\n");
+    unsigned seen = cl_client_attestation(c)->count;
+    for (;;) {
+        if (tty)
+            fprintf(stderr, "> ");
+        if (!fgets(line, (int)CL_CMDC_MAX_LINE, stdin))
+            break;
+        size_t l = strlen(line);
+        if (l == CL_CMDC_MAX_LINE - 1 && line[l - 1] != '\n') {
+            fprintf(stderr, "cloister chat: line longer than %zu bytes\n", CL_CMDC_MAX_LINE - 2);
+            goto done;
+        }
+        while (l && (line[l - 1] == '\n' || line[l - 1] == '\r'))
+            l--;
+        line[l] = 0;
+        if (!l)
+            continue;
+        if (!strcmp(line, "/quit") || !strcmp(line, "/exit"))
+            break;
+        if (nt + 2 > CL_CLIENT_MAX_MESSAGES) {
+            fprintf(stderr, "cloister chat: conversation over %d messages\n", CL_CLIENT_MAX_MESSAGES);
+            goto done;
+        }
+        turns[nt].role = "user";
+        cl_buf_init(&turns[nt].text, CL_CMDC_MAX_LINE, CL_BUF_SECURE);
+        if ((rc = cl_buf_append(&turns[nt].text, line, l)) != CL_OK) {
+            ret = cl_cli_fail("chat", "message", rc);
+            goto done;
+        }
+        nt++;
+        for (size_t i = 0; i < nt; i++)
+            msgs[i] = (struct cl_chat_msg){turns[i].role, (const char *)turns[i].text.data, turns[i].text.len};
+        rc = cl_client_chat(c, msgs, nt, &o.p, cl_ask_print_token, NULL, &res);
+        fputc('\n', stdout);
+        fflush(stdout);
+        if (rc != CL_OK) {
+            ret = cl_ask_fail("chat", rc, &res);
+            goto done;
+        }
+        if (cl_client_attestation(c)->count != seen) {
+            seen = cl_client_attestation(c)->count;
+            fprintf(stderr, "(the enclave's key changed: re-attested)\n");
+            cl_ask_print_attestation(stderr, cl_client_attestation(c));
+        }
+        turns[nt].role = "assistant";
+        cl_buf_init(&turns[nt].text, CL_CLIENT_MAX_ANSWER, CL_BUF_SECURE);
+        if ((rc = cl_buf_append(&turns[nt].text, res.content.data ? res.content.data : (const uint8_t *)"",
+                                res.content.len)) != CL_OK) {
+            ret = cl_cli_fail("chat", "answer", rc);
+            goto done;
+        }
+        nt++;
+    }
+    ret = CL_EXIT_OK;
+done:
+    if (turns)
+        for (size_t i = 0; i < nt; i++)
+            cl_buf_free(&turns[i].text);
+    free(turns);
+    free(msgs);
+    cl_secmem_free(line);
+    cl_chat_result_free(&res);
+    cl_client_free(c);
+    return ret;
+}

@@ -1,0 +1,655 @@
+/* Inference commands: logits (teacher forcing), run, bench, mkmodel. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cloister/gguf.h"
+#include "cloister/infer/model.h"
+#include "cloister/infer/model_mk.h"
+#include "cloister/log.h"
+#include "cloister/secmem.h"
+#include "cloister/chat.h"
+#include "cloister/sample.h"
+#include "cloister/tokenizer.h"
+
+#define CL_INFER_MAX_TOKENS 65536u
+
+struct cl_infer_ctx {
+    cl_gguf *g;
+    struct cl_model *m;
+    struct cl_pool *pool;
+};
+
+static void cl_infer_close(struct cl_infer_ctx *c)
+{
+    cl_pool_free(c->pool);
+    cl_model_free(c->m);
+    cl_gguf_free(c->g);
+    memset(c, 0, sizeof(*c));
+}
+
+/* Opens path, loads the model and a pool; prints the failure itself. */
+static int cl_infer_open(const char *cmd, const char *path, unsigned threads, struct cl_infer_ctx *c)
+{
+    cl_err rc;
+    memset(c, 0, sizeof(*c));
+    if ((rc = cl_gguf_open_file(path, &c->g)) != CL_OK)
+        return cl_cli_fail(cmd, "reading model file", rc);
+    if ((rc = cl_model_load(c->g, &c->m)) != CL_OK) {
+        cl_infer_close(c);
+        return cl_cli_fail(cmd, "loading model", rc);
+    }
+    if ((rc = cl_pool_new(threads, &c->pool)) != CL_OK) {
+        cl_infer_close(c);
+        return cl_cli_fail(cmd, "starting threads", rc);
+    }
+    return CL_EXIT_OK;
+}
+
+/* "1,2,3" -> malloc'd ids; false on syntax error or an empty list. */
+static bool cl_infer_parse_tokens(const char *s, int32_t **out, size_t *n)
+{
+    size_t cap = 1;
+    for (const char *p = s; *p; p++)
+        cap += *p == ',';
+    if (cap > CL_INFER_MAX_TOKENS)
+        return false;
+    int32_t *t = calloc(cap, sizeof(*t));
+    if (!t)
+        return false;
+    size_t k = 0;
+    const char *p = s;
+    while (*p) {
+        char num[16];
+        size_t len = strcspn(p, ",");
+        uint64_t v;
+        if (len == 0 || len >= sizeof(num)) {
+            free(t);
+            return false;
+        }
+        memcpy(num, p, len);
+        num[len] = 0;
+        if (!cl_cli_parse_u64(num, 0, INT32_MAX, &v)) {
+            free(t);
+            return false;
+        }
+        t[k++] = (int32_t)v;
+        p += len;
+        if (*p == ',') {
+            p++;
+            if (!*p) {
+                free(t);
+                return false;
+            }
+        }
+    }
+    if (k == 0) {
+        free(t);
+        return false;
+    }
+    *out = t;
+    *n = k;
+    return true;
+}
+
+static bool cl_infer_u32_arg(int argc, char **argv, int *i, uint64_t min, uint64_t max, uint64_t *v)
+{
+    if (*i + 1 >= argc)
+        return false;
+    (*i)++;
+    return cl_cli_parse_u64(argv[*i], min, max, v);
+}
+
+/* ---- logits ---------------------------------------------------------- */
+
+static void cl_infer_logits_help(FILE *f)
+{
+    fprintf(f, "usage: cloister logits MODEL.gguf --tokens ID,ID,... [--top K] [--from POS] [-t THREADS] [--json]\n\n"
+               "Feeds the tokens (teacher forcing) and prints, for every position from POS on\n"
+               "(default 0), the K largest logits (default 20; descending, ties to the lower\n"
+               "id) and the log-sum-exp over the whole vocabulary. With --json each line is\n"
+               "{\"pos\":P,\"top\":[[id,logit],...],\"logsumexp\":X}.\n");
+}
+
+struct cl_infer_top {
+    int32_t id;
+    float v;
+};
+
+static bool cl_infer_top_before(const struct cl_infer_top *a, const struct cl_infer_top *b)
+{
+    return a->v > b->v || (a->v == b->v && a->id < b->id);
+}
+
+/* Top k (k small) by insertion; returns how many were kept. */
+static size_t cl_infer_topk(const float *l, size_t n, size_t k, struct cl_infer_top *top)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct cl_infer_top c = {(int32_t)i, l[i]};
+        if (m == k && !cl_infer_top_before(&c, &top[m - 1]))
+            continue;
+        size_t j = m < k ? m++ : m - 1;
+        while (j > 0 && cl_infer_top_before(&c, &top[j - 1])) {
+            top[j] = top[j - 1];
+            j--;
+        }
+        top[j] = c;
+    }
+    return m;
+}
+
+static double cl_infer_logsumexp(const float *l, size_t n)
+{
+    double mx = -INFINITY, s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        if (l[i] > mx)
+            mx = l[i];
+    for (size_t i = 0; i < n; i++)
+        s += exp((double)l[i] - mx);
+    return mx + log(s);
+}
+
+int cl_cmd_logits(int argc, char **argv)
+{
+    const char *cmd = "logits", *model = NULL, *tokstr = NULL;
+    uint64_t top_k = 20, from = 0, threads = 2;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (cl_cli_is_help(argv[i])) {
+            cl_infer_logits_help(stdout);
+            return CL_EXIT_OK;
+        } else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) {
+            tokstr = argv[++i];
+        } else if (!strcmp(argv[i], "--top")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 1, 1000, &top_k))
+                return cl_cli_usage_error(cmd, "--top needs a number in 1..1000");
+        } else if (!strcmp(argv[i], "--from")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 0, CL_INFER_MAX_TOKENS, &from))
+                return cl_cli_usage_error(cmd, "--from needs a position");
+        } else if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_POOL_MAX_THREADS, &threads))
+                return cl_cli_usage_error(cmd, "-t needs a thread count in 1..%u", CL_POOL_MAX_THREADS);
+        } else if (!strcmp(argv[i], "--json")) {
+            json = true;
+        } else if (argv[i][0] == '-') {
+            return cl_cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[i]);
+        } else if (!model) {
+            model = argv[i];
+        } else {
+            return cl_cli_usage_error(cmd, "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!model)
+        return cl_cli_usage_error(cmd, "missing MODEL.gguf");
+    if (!tokstr)
+        return cl_cli_usage_error(cmd, "missing --tokens");
+    int32_t *toks = NULL;
+    size_t n = 0;
+    if (!cl_infer_parse_tokens(tokstr, &toks, &n))
+        return cl_cli_usage_error(cmd, "--tokens must be comma-separated ids (at most %u)", CL_INFER_MAX_TOKENS);
+    if (from >= n) {
+        free(toks);
+        return cl_cli_usage_error(cmd, "--from %llu is not below the %zu tokens", (unsigned long long)from, n);
+    }
+    struct cl_infer_ctx c;
+    int ex = cl_infer_open(cmd, model, (unsigned)threads, &c);
+    if (ex != CL_EXIT_OK) {
+        free(toks);
+        return ex;
+    }
+    size_t V = cl_model_hparams(c.m)->n_vocab;
+    struct cl_model_seq *s = NULL;
+    float *logits = NULL;
+    struct cl_infer_top *top = calloc(top_k, sizeof(*top));
+    const size_t chunk = 32;
+    cl_err rc = cl_model_seq_new(c.m, (uint32_t)n, c.pool, &s);
+    if (rc == CL_OK && !(logits = malloc(chunk * V * sizeof(float))))
+        rc = CL_E_CORE_NOMEM;
+    if (rc == CL_OK && !top)
+        rc = CL_E_CORE_NOMEM;
+    if (rc == CL_OK && from > 0)
+        rc = cl_model_seq_eval(s, toks, from, NULL, false);
+    for (size_t p = from; rc == CL_OK && p < n; p += chunk) {
+        size_t k = n - p < chunk ? n - p : chunk;
+        rc = cl_model_seq_eval(s, toks + p, k, logits, true);
+        for (size_t j = 0; rc == CL_OK && j < k; j++) {
+            const float *l = logits + j * V;
+            size_t m = cl_infer_topk(l, V, top_k, top);
+            double lse = cl_infer_logsumexp(l, V);
+            if (json) {
+                printf("{\"pos\":%zu,\"top\":[", p + j);
+                for (size_t q = 0; q < m; q++)
+                    printf("%s[%d,%.9g]", q ? "," : "", top[q].id, (double)top[q].v);
+                printf("],\"logsumexp\":%.9g}\n", lse);
+            } else {
+                printf("pos %zu  logsumexp %.6f  top:", p + j, lse);
+                for (size_t q = 0; q < m; q++)
+                    printf(" %d:%.5f", top[q].id, (double)top[q].v);
+                printf("\n");
+            }
+        }
+    }
+    free(top);
+    free(logits);
+    cl_model_seq_free(s);
+    cl_infer_close(&c);
+    free(toks);
+    if (rc != CL_OK)
+        return cl_cli_fail(cmd, "evaluating tokens", rc);
+    return fflush(stdout) == 0 ? CL_EXIT_OK : CL_EXIT_FAIL;
+}
+
+/* ---- bench ----------------------------------------------------------- */
+
+static void cl_infer_bench_help(FILE *f)
+{
+    fprintf(f, "usage: cloister bench MODEL.gguf [-p N_PROMPT] [-n N_GEN] [-t THREADS] [-r REPS] [--json]\n\n"
+               "Measures prompt processing (N_PROMPT tokens in one batch, default 128) and\n"
+               "generation (N_GEN tokens one at a time, default 32) in tokens/s, like\n"
+               "llama-bench, averaged over REPS runs (default 3) after a warm-up. Tokens are\n"
+               "random ids. --json prints {\"pp_tps\":..,\"tg_tps\":..}.\n");
+}
+
+static uint32_t cl_infer_xorshift(uint64_t *st)
+{
+    *st ^= *st << 13;
+    *st ^= *st >> 7;
+    *st ^= *st << 17;
+    return (uint32_t)(*st >> 16);
+}
+
+static cl_err cl_infer_bench_once(struct cl_model_seq *s, const int32_t *toks, size_t np, size_t ng, float *logits,
+                                  double *pp_s, double *tg_s)
+{
+    cl_err rc = CL_OK;
+    if (np > 0) {
+        cl_model_seq_reset(s);
+        uint64_t t0 = cl_now_us();
+        CL_GUARD(cl_model_seq_eval(s, toks, np, logits, false));
+        *pp_s = (double)(cl_now_us() - t0) / 1e6;
+    }
+    if (ng > 0) {
+        cl_model_seq_reset(s);
+        uint64_t t0 = cl_now_us();
+        for (size_t i = 0; i < ng; i++)
+            CL_GUARD(cl_model_seq_eval(s, toks + i, 1, logits, false));
+        *tg_s = (double)(cl_now_us() - t0) / 1e6;
+    }
+out:
+    return rc;
+}
+
+int cl_cmd_bench(int argc, char **argv)
+{
+    const char *cmd = "bench", *model = NULL;
+    uint64_t np = 128, ng = 32, threads = 2, reps = 3;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (cl_cli_is_help(argv[i])) {
+            cl_infer_bench_help(stdout);
+            return CL_EXIT_OK;
+        } else if (!strcmp(argv[i], "-p")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 0, 8192, &np))
+                return cl_cli_usage_error(cmd, "-p needs a token count in 0..8192");
+        } else if (!strcmp(argv[i], "-n")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 0, 8192, &ng))
+                return cl_cli_usage_error(cmd, "-n needs a token count in 0..8192");
+        } else if (!strcmp(argv[i], "-r")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 1, 100, &reps))
+                return cl_cli_usage_error(cmd, "-r needs a repetition count in 1..100");
+        } else if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_POOL_MAX_THREADS, &threads))
+                return cl_cli_usage_error(cmd, "-t needs a thread count in 1..%u", CL_POOL_MAX_THREADS);
+        } else if (!strcmp(argv[i], "--json")) {
+            json = true;
+        } else if (argv[i][0] == '-') {
+            return cl_cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[i]);
+        } else if (!model) {
+            model = argv[i];
+        } else {
+            return cl_cli_usage_error(cmd, "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!model)
+        return cl_cli_usage_error(cmd, "missing MODEL.gguf");
+    if (np + ng == 0)
+        return cl_cli_usage_error(cmd, "nothing to measure (-p 0 -n 0)");
+    struct cl_infer_ctx c;
+    int ex = cl_infer_open(cmd, model, (unsigned)threads, &c);
+    if (ex != CL_EXIT_OK)
+        return ex;
+    const struct cl_model_hparams *hp = cl_model_hparams(c.m);
+    size_t nt = np > ng ? np : ng;
+    int32_t *toks = calloc(nt, sizeof(*toks));
+    float *logits = malloc((size_t)hp->n_vocab * sizeof(float));
+    struct cl_model_seq *s = NULL;
+    cl_err rc = toks && logits ? CL_OK : CL_E_CORE_NOMEM;
+    uint64_t st = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; toks && i < nt; i++)
+        toks[i] = (int32_t)(cl_infer_xorshift(&st) % hp->n_vocab);
+    if (rc == CL_OK)
+        rc = cl_model_seq_new(c.m, (uint32_t)(nt + 1), c.pool, &s);
+    double pp = 0, tg = 0, pp_sum = 0, tg_sum = 0;
+    /* warm-up: touches every weight page and wakes the threads */
+    if (rc == CL_OK)
+        rc = cl_infer_bench_once(s, toks, np ? (np < 8 ? np : 8) : 0, ng ? 1 : 0, logits, &pp, &tg);
+    for (uint64_t r = 0; rc == CL_OK && r < reps; r++) {
+        rc = cl_infer_bench_once(s, toks, np, ng, logits, &pp, &tg);
+        pp_sum += pp;
+        tg_sum += tg;
+    }
+    double pp_tps = np && pp_sum > 0 ? (double)(np * reps) / pp_sum : 0.0;
+    double tg_tps = ng && tg_sum > 0 ? (double)(ng * reps) / tg_sum : 0.0;
+    cl_model_seq_free(s);
+    free(logits);
+    free(toks);
+    cl_infer_close(&c);
+    if (rc != CL_OK)
+        return cl_cli_fail(cmd, "benchmark", rc);
+    if (json)
+        printf("{\"pp_tps\":%.2f,\"tg_tps\":%.2f,\"n_prompt\":%llu,\"n_gen\":%llu,\"threads\":%llu}\n", pp_tps, tg_tps,
+               (unsigned long long)np, (unsigned long long)ng, (unsigned long long)threads);
+    else
+        printf("pp%llu: %.2f tokens/s   tg%llu: %.2f tokens/s   (%llu threads)\n", (unsigned long long)np, pp_tps,
+               (unsigned long long)ng, tg_tps, (unsigned long long)threads);
+    return CL_EXIT_OK;
+}
+
+/* ---- mkmodel --------------------------------------------------------- */
+
+static void cl_infer_mkmodel_help(FILE *f)
+{
+    fprintf(f, "usage: cloister mkmodel --arch llama|gemma3 --shape SPEC --type TYPE -o FILE.gguf\n"
+               "                        [--vocab VOCAB.gguf] [--seed N] [-t THREADS]\n\n"
+               "Writes a GGUF v3 model with random weights at any shape, for benchmarks.\n"
+               "SPEC: tiny, gemma3-1b or llama-1b (the shapes of perf.md), optionally followed\n"
+               "by ,key=value overrides (embd layers heads kv hd ff vocab ctx swa pattern\n"
+               "rope_base rope_local rope_scale), e.g. gemma3-1b,layers=4.\n"
+               "TYPE: f32, f16, q8_0, q4_0, q4_k (the Q4_K_M mix) or q6_k, with the tensor\n"
+               "choices and fallbacks llama-quantize makes.\n"
+               "--vocab copies the tokenizer from a GGUF file (its size must match the vocab);\n"
+               "otherwise a small byte-level SPM vocabulary is generated.\n");
+}
+
+int cl_cmd_mkmodel(int argc, char **argv)
+{
+    const char *cmd = "mkmodel", *arch_s = NULL, *shape_s = NULL, *type_s = NULL, *out = NULL, *vocab = NULL;
+    uint64_t seed = 1, threads = 2;
+    for (int i = 1; i < argc; i++) {
+        if (cl_cli_is_help(argv[i])) {
+            cl_infer_mkmodel_help(stdout);
+            return CL_EXIT_OK;
+        } else if (!strcmp(argv[i], "--arch") && i + 1 < argc) {
+            arch_s = argv[++i];
+        } else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
+            shape_s = argv[++i];
+        } else if (!strcmp(argv[i], "--type") && i + 1 < argc) {
+            type_s = argv[++i];
+        } else if (!strcmp(argv[i], "-o") && i + 1 < argc) {
+            out = argv[++i];
+        } else if (!strcmp(argv[i], "--vocab") && i + 1 < argc) {
+            vocab = argv[++i];
+        } else if (!strcmp(argv[i], "--seed")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 0, UINT64_MAX, &seed))
+                return cl_cli_usage_error(cmd, "--seed needs a number");
+        } else if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_POOL_MAX_THREADS, &threads))
+                return cl_cli_usage_error(cmd, "-t needs a thread count in 1..%u", CL_POOL_MAX_THREADS);
+        } else {
+            return cl_cli_usage_error(cmd, "unknown or incomplete argument '%s'", argv[i]);
+        }
+    }
+    if (!arch_s || !shape_s || !type_s || !out)
+        return cl_cli_usage_error(cmd, "--arch, --shape, --type and -o are required");
+    enum cl_model_arch arch = !strcmp(arch_s, "llama") ? CL_MODEL_ARCH_LLAMA
+                              : !strcmp(arch_s, "gemma3") ? CL_MODEL_ARCH_GEMMA3
+                                                          : CL_MODEL_ARCH_NONE;
+    if (arch == CL_MODEL_ARCH_NONE)
+        return cl_cli_usage_error(cmd, "--arch must be llama or gemma3");
+    struct cl_model_mk_opts o = {.seed = seed, .threads = (unsigned)threads};
+    o.type = cl_model_mk_type_parse(type_s);
+    if (o.type == CL_MODEL_MK_NONE)
+        return cl_cli_usage_error(cmd, "--type must be f32, f16, q8_0, q4_0, q4_k or q6_k");
+    cl_err rc = cl_model_shape_parse(arch, shape_s, &o.shape);
+    if (rc != CL_OK) {
+        char b[256];
+        return cl_cli_usage_error(cmd, "--shape: %s", cl_err_format(rc, b, sizeof(b)));
+    }
+    cl_gguf *vg = NULL;
+    cl_gguf_writer *w = NULL;
+    if (vocab && (rc = cl_gguf_open_file(vocab, &vg)) != CL_OK)
+        return cl_cli_fail(cmd, "reading vocabulary file", rc);
+    o.vocab = vg;
+    rc = cl_model_mk(&o, &w);
+    if (rc == CL_OK)
+        rc = cl_gguf_writer_write_file(w, out);
+    cl_gguf_writer_free(w);
+    cl_gguf_free(vg);
+    if (rc != CL_OK)
+        return cl_cli_fail(cmd, "writing model", rc);
+    return CL_EXIT_OK;
+}
+
+/* ---- run ------------------------------------------------------------- */
+
+static void cl_infer_run_help(FILE *f)
+{
+    fprintf(f, "usage: cloister run MODEL.gguf -p TEXT [-n N] [--temp T] [--seed S] [--chat]\n"
+               "                    [--chat-template NAME] [-t THREADS] [-c CTX] [--ignore-eos] [--json]\n\n"
+               "Generates up to N tokens (default 64) after the prompt. The prompt is tokenized\n"
+               "as plain text: BOS as the model's metadata says, special-token texts not\n"
+               "parsed. --chat wraps it in the model's chat template (a user turn, special\n"
+               "tokens parsed); --chat-template gemma|llama2|chatml|... overrides the\n"
+               "template. --temp 0 (the default) is greedy decoding; T > 0 samples with\n"
+               "llama.cpp's defaults (top-k 40, top-p 0.95, min-p 0.05) and seed S (default\n"
+               "0). Generation stops at an end-of-generation\n"
+               "token unless --ignore-eos. --json prints\n"
+               "{\"prompt_tokens\":[...],\"tokens\":[...],\"text\":\"...\"}; otherwise the text streams.\n");
+}
+
+static int cl_infer_stream(void *user, int32_t token, const char *text, size_t len)
+{
+    (void)user;
+    (void)token;
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+    return 0;
+}
+
+/* JSON string body: escapes, and invalid UTF-8 bytes as U+FFFD. */
+static void cl_infer_json_str(FILE *f, const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p[i];
+        size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+        bool ok = len > 0 && i + len <= n;
+        for (size_t k = 1; ok && k < len; k++)
+            ok = (p[i + k] & 0xc0) == 0x80;
+        if (ok && len > 1) {
+            uint32_t cp = len == 2 ? (c & 0x1fu) : len == 3 ? (c & 0x0fu) : (c & 0x07u);
+            for (size_t k = 1; k < len; k++)
+                cp = (cp << 6) | (p[i + k] & 0x3fu);
+            ok = (len == 2 && cp >= 0x80) || (len == 3 && cp >= 0x800 && (cp < 0xd800 || cp > 0xdfff)) ||
+                 (len == 4 && cp >= 0x10000 && cp <= 0x10ffff);
+        }
+        if (!ok) {
+            fputs("\\ufffd", f);
+            i++;
+            continue;
+        }
+        if (len > 1)
+            fwrite(p + i, 1, len, f);
+        else if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c == '\n')
+            fputs("\\n", f);
+        else if (c == '\t')
+            fputs("\\t", f);
+        else if (c == '\r')
+            fputs("\\r", f);
+        else if (c < 0x20 || c == 0x7f)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+        i += len;
+    }
+}
+
+static void cl_infer_json_ids(FILE *f, const int32_t *ids, size_t n)
+{
+    fputc('[', f);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%s%d", i ? "," : "", ids[i]);
+    fputc(']', f);
+}
+
+/* The prompt as one user turn in the model's chat template (or the named one). */
+static cl_err cl_infer_chat_format(const cl_gguf *g, const char *name, const char *prompt, size_t len,
+                                   struct cl_buf *out)
+{
+    cl_err rc = CL_OK;
+    enum cl_chat_template t;
+    struct cl_chat_msg msg = {"user", prompt, len};
+    CL_GUARD(cl_chat_for_model(g, name, &t));
+    CL_GUARD(cl_chat_render(t, &msg, 1, true, out));
+out:
+    return rc;
+}
+
+int cl_cmd_run(int argc, char **argv)
+{
+    const char *cmd = "run", *model = NULL, *prompt = NULL, *tmpl = NULL;
+    uint64_t n_gen = 64, seed = 0, threads = 2, n_ctx = 0;
+    double temp = 0.0;
+    bool json = false, chat = false, ignore_eos = false;
+    for (int i = 1; i < argc; i++) {
+        if (cl_cli_is_help(argv[i])) {
+            cl_infer_run_help(stdout);
+            return CL_EXIT_OK;
+        } else if ((!strcmp(argv[i], "-p") || !strcmp(argv[i], "--prompt")) && i + 1 < argc) {
+            prompt = argv[++i];
+        } else if (!strcmp(argv[i], "-n")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_MODEL_MAX_CTX, &n_gen))
+                return cl_cli_usage_error(cmd, "-n needs a token count in 1..%u", CL_MODEL_MAX_CTX);
+        } else if (!strcmp(argv[i], "-c")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_MODEL_MAX_CTX, &n_ctx))
+                return cl_cli_usage_error(cmd, "-c needs a context size in 1..%u", CL_MODEL_MAX_CTX);
+        } else if (!strcmp(argv[i], "--seed")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 0, UINT64_MAX, &seed))
+                return cl_cli_usage_error(cmd, "--seed needs a number");
+        } else if (!strcmp(argv[i], "--temp") && i + 1 < argc) {
+            char *end;
+            temp = strtod(argv[++i], &end);
+            if (*end || !(temp >= 0.0 && temp <= 100.0))
+                return cl_cli_usage_error(cmd, "--temp needs a number in 0..100");
+        } else if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads")) {
+            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_POOL_MAX_THREADS, &threads))
+                return cl_cli_usage_error(cmd, "-t needs a thread count in 1..%u", CL_POOL_MAX_THREADS);
+        } else if (!strcmp(argv[i], "--chat")) {
+            chat = true;
+        } else if (!strcmp(argv[i], "--chat-template") && i + 1 < argc) {
+            chat = true;
+            tmpl = argv[++i];
+        } else if (!strcmp(argv[i], "--ignore-eos")) {
+            ignore_eos = true;
+        } else if (!strcmp(argv[i], "--json")) {
+            json = true;
+        } else if (argv[i][0] == '-') {
+            return cl_cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[i]);
+        } else if (!model) {
+            model = argv[i];
+        } else {
+            return cl_cli_usage_error(cmd, "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!model)
+        return cl_cli_usage_error(cmd, "missing MODEL.gguf");
+    if (!prompt)
+        return cl_cli_usage_error(cmd, "missing -p TEXT");
+    struct cl_infer_ctx c;
+    int ex = cl_infer_open(cmd, model, (unsigned)threads, &c);
+    if (ex != CL_EXIT_OK)
+        return ex;
+    cl_tokenizer *tok = NULL;
+    struct cl_model_session *s = NULL;
+    struct cl_buf text, formatted;
+    int32_t *ptoks = NULL, *gen = NULL;
+    size_t n_prompt = 0, n_out = 0;
+    const char *what = "loading tokenizer";
+    cl_buf_init(&text, (size_t)1 << 26, CL_BUF_SECURE);
+    cl_buf_init(&formatted, (size_t)1 << 26, CL_BUF_SECURE);
+    cl_err rc = cl_tokenizer_new(c.g, &tok);
+    const char *ptext = prompt;
+    size_t plen = strlen(prompt);
+    unsigned tflags = CL_TOK_ADD_SPECIAL;
+    if (rc == CL_OK && chat) {
+        what = "formatting chat prompt";
+        rc = cl_infer_chat_format(c.g, tmpl, prompt, plen, &formatted);
+        if (rc == CL_OK) {
+            ptext = (const char *)formatted.data;
+            plen = formatted.len;
+            tflags |= CL_TOK_PARSE_SPECIAL;
+        }
+    }
+    if (rc == CL_OK) {
+        what = "tokenizing prompt";
+        size_t cap = plen + 2;
+        ptoks = malloc(cap * sizeof(*ptoks));
+        rc = ptoks ? cl_tokenize(tok, ptext, plen, tflags, ptoks, cap, &n_prompt) : CL_E_CORE_NOMEM;
+        if (rc == CL_OK && n_prompt == 0)
+            rc = cl_err_fail(CL_E_CORE_INVALID_ARG, "the prompt produced no tokens");
+    }
+    if (rc == CL_OK) {
+        what = "creating session";
+        uint64_t need = n_prompt + n_gen;
+        if (n_ctx == 0)
+            n_ctx = need < CL_MODEL_MAX_CTX ? need : CL_MODEL_MAX_CTX;
+        gen = calloc(n_gen, sizeof(*gen));
+        rc = gen ? cl_model_session_new(c.m, tok, (uint32_t)n_ctx, c.pool, &s) : CL_E_CORE_NOMEM;
+    }
+    if (rc == CL_OK) {
+        what = "evaluating prompt";
+        rc = cl_model_session_feed(s, ptoks, n_prompt);
+    }
+    if (rc == CL_OK) {
+        what = "generating";
+        struct cl_model_gen g = {.max_tokens = (uint32_t)n_gen, .stop_at_eog = !ignore_eos,
+                                 .on_token = json ? NULL : cl_infer_stream};
+        cl_sample_params_default(&g.sample, seed);
+        g.sample.temperature = (float)temp;
+        rc = cl_model_session_generate(s, &g, gen, n_gen, &n_out, NULL);
+    }
+    if (rc == CL_OK && json) {
+        what = "detokenizing";
+        rc = cl_detokenize(tok, gen, n_out, CL_TOK_NONE, &text);
+        if (rc == CL_OK) {
+            printf("{\"prompt_tokens\":");
+            cl_infer_json_ids(stdout, ptoks, n_prompt);
+            printf(",\"tokens\":");
+            cl_infer_json_ids(stdout, gen, n_out);
+            printf(",\"text\":\"");
+            cl_infer_json_str(stdout, text.data, text.len);
+            printf("\"}\n");
+        }
+    } else if (rc == CL_OK) {
+        printf("\n");
+    }
+    if (ptoks)
+        cl_wipe(ptoks, n_prompt * sizeof(*ptoks));
+    free(ptoks);
+    if (gen)
+        cl_wipe(gen, n_gen * sizeof(*gen));
+    free(gen);
+    cl_buf_free(&text);
+    cl_buf_free(&formatted);
+    cl_model_session_free(s);
+    cl_tokenizer_free(tok);
+    cl_infer_close(&c);
+    if (rc != CL_OK)
+        return cl_cli_fail(cmd, what, rc);
+    return fflush(stdout) == 0 ? CL_EXIT_OK : CL_EXIT_FAIL;
+}

@@ -1,0 +1,348 @@
+/* One OHTTP exchange: decapsulate, refuse replays, route the binary HTTP
+ * request, generate, and encapsulate the answer (whole or streamed). */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cloister/bhttp.h"
+#include "cloister/encode.h"
+#include "cloister/log.h"
+#include "cloister/secmem.h"
+#include "enclave_internal.h"
+
+#define CL_GW_REPLAY_SLOTS 16384
+
+struct cl_gateway {
+    struct cl_enclave_limits lim;
+    struct cl_generator gen;
+    cl_pkey *sk;
+    struct cl_ohttp_keyconfig kc;
+    pthread_mutex_t mu;
+    uint8_t (*seen)[CL_HPKE_ENC_LEN]; /* ring of recently accepted encapsulated keys */
+    size_t seen_next, seen_count;
+    atomic_uint active;
+};
+
+cl_err cl_gateway_new(const struct cl_enclave_limits *l, const struct cl_generator *gen, uint8_t key_id,
+                      cl_gateway **out)
+{
+    cl_err rc = CL_OK;
+    cl_gateway *g = calloc(1, sizeof(*g));
+    CL_ENSURE(g, CL_E_CORE_NOMEM);
+    pthread_mutex_init(&g->mu, NULL);
+    g->lim = *l;
+    g->gen = *gen;
+    g->seen = calloc(CL_GW_REPLAY_SLOTS, CL_HPKE_ENC_LEN);
+    CL_ENSURE(g->seen, CL_E_CORE_NOMEM);
+    CL_GUARD(cl_pkey_generate(CL_PKEY_X25519, &g->sk));
+    CL_GUARD(cl_x25519_public_raw(g->sk, g->kc.pk));
+    g->kc.key_id = key_id;
+    g->kc.kem = CL_HPKE_KEM_X25519_SHA256;
+    const uint16_t aeads[3] = {CL_HPKE_AEAD_AES256GCM, CL_HPKE_AEAD_CHACHA20POLY1305, CL_HPKE_AEAD_AES128GCM};
+    for (int i = 0; i < 3; i++) {
+        g->kc.suites[i].kdf = CL_HPKE_KDF_SHA256;
+        g->kc.suites[i].aead = aeads[i];
+    }
+    g->kc.n_suites = 3;
+    *out = g;
+    g = NULL;
+out:
+    cl_gateway_free(g);
+    return rc;
+}
+
+void cl_gateway_free(cl_gateway *g)
+{
+    if (!g)
+        return;
+    cl_pkey_free(g->sk);
+    free(g->seen);
+    pthread_mutex_destroy(&g->mu);
+    free(g);
+}
+
+const struct cl_ohttp_keyconfig *cl_gateway_keyconfig(const cl_gateway *g) { return &g->kc; }
+
+/* Encapsulated keys are fresh per request, so a repeated one is a replay.
+ * The key pair lives only for this boot, so older boots' requests cannot
+ * be replayed at all; within a boot the last CL_GW_REPLAY_SLOTS are kept. */
+static bool cl_gw_seen_before(cl_gateway *g, const uint8_t enc[CL_HPKE_ENC_LEN])
+{
+    bool dup = false;
+    pthread_mutex_lock(&g->mu);
+    for (size_t i = 0; i < g->seen_count && !dup; i++)
+        dup = memcmp(g->seen[i], enc, CL_HPKE_ENC_LEN) == 0;
+    if (!dup) {
+        memcpy(g->seen[g->seen_next], enc, CL_HPKE_ENC_LEN);
+        g->seen_next = (g->seen_next + 1) % CL_GW_REPLAY_SLOTS;
+        if (g->seen_count < CL_GW_REPLAY_SLOTS)
+            g->seen_count++;
+    }
+    pthread_mutex_unlock(&g->mu);
+    return dup;
+}
+
+struct cl_gw_x {
+    cl_gateway *g;
+    cl_ohttp_server *srv;
+    bool chunked;
+    cl_gw_emit_fn emit;
+    void *emit_ctx;
+    char id[40];
+    long long created;
+    /* streaming state */
+    bool streaming;
+    struct cl_buf pending; /* bytes of a split UTF-8 character */
+    struct cl_buf text;    /* whole answer (non-streaming) */
+    cl_err stream_rc;
+};
+
+/* Sends plaintext bytes of the answer through OHTTP. */
+static cl_err cl_gw_send(struct cl_gw_x *x, const uint8_t *p, size_t n, bool final)
+{
+    struct cl_buf out;
+    cl_buf_init(&out, CL_OHTTP_MAX_MESSAGE, CL_BUF_NONE);
+    cl_err rc = x->chunked ? cl_ohttp_server_chunk(x->srv, p, n, final, &out) : cl_ohttp_server_encap(x->srv, p, n, &out);
+    if (rc == CL_OK)
+        rc = x->emit(x->emit_ctx, x->chunked ? CL_GW_OUT_CHUNK : CL_GW_OUT_RESPONSE, out.data, out.len);
+    cl_buf_free(&out);
+    return rc;
+}
+
+/* A complete known-length answer: status, content type and body. */
+static cl_err cl_gw_answer(struct cl_gw_x *x, uint16_t status, const char *ctype, const uint8_t *body, size_t n)
+{
+    struct cl_bhttp_msg m = {.is_response = 1, .status = status, .n_fields = 1, .content = body, .content_len = n};
+    m.fields[0] = (struct cl_bhttp_field){"content-type", 12, ctype, strlen(ctype)};
+    struct cl_buf b;
+    cl_buf_init(&b, CL_OHTTP_MAX_MESSAGE, CL_BUF_SECURE);
+    cl_err rc = cl_bhttp_encode(&m, &b);
+    if (rc == CL_OK)
+        rc = cl_gw_send(x, b.data, b.len, true);
+    cl_buf_free(&b);
+    return rc;
+}
+
+static cl_err cl_gw_json_answer(struct cl_gw_x *x, uint16_t status, json_t *j)
+{
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    cl_err rc = s ? cl_gw_answer(x, status, "application/json", (const uint8_t *)s, strlen(s)) : CL_E_CORE_NOMEM;
+    cl_enclave_json_free_str(s);
+    json_decref(j);
+    return rc;
+}
+
+static cl_err cl_gw_error(struct cl_gw_x *x, uint16_t status, const char *type, const char *msg)
+{
+    return cl_gw_json_answer(x, status, json_pack("{s:{s:s,s:s,s:n}}", "error", "message", msg, "type", type, "code"));
+}
+
+static const char *cl_gw_finish_name(enum cl_chat_finish f) { return f == CL_CHAT_FINISH_LENGTH ? "length" : "stop"; }
+
+static json_t *cl_gw_chunk_json(struct cl_gw_x *x, json_t *delta, json_t *finish)
+{
+    return json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:o,s:o}]}", "id", x->id, "object", "chat.completion.chunk",
+                     "created", (json_int_t)x->created, "model", x->g->gen.model_name, "choices", "index", 0,
+                     "delta", delta, "finish_reason", finish);
+}
+
+/* One server-sent event carrying j, as a binary HTTP content chunk. */
+static cl_err cl_gw_sse(struct cl_gw_x *x, json_t *j, bool done)
+{
+    cl_err rc = CL_OK;
+    struct cl_buf ev, wire;
+    cl_buf_init(&ev, CL_OHTTP_MAX_MESSAGE, CL_BUF_SECURE);
+    cl_buf_init(&wire, CL_OHTTP_MAX_MESSAGE, CL_BUF_SECURE);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    CL_ENSURE(s || done, CL_E_CORE_NOMEM);
+    if (s)
+        CL_GUARD(cl_buf_appendf(&ev, "data: %s\n\n", s));
+    if (done)
+        CL_GUARD(cl_buf_append_str(&ev, "data: [DONE]\n\n"));
+    CL_GUARD(cl_bhttp_stream_data(ev.data, ev.len, &wire));
+    if (done)
+        CL_GUARD(cl_bhttp_stream_end(&wire));
+    CL_GUARD(cl_gw_send(x, wire.data, wire.len, done));
+out:
+    cl_enclave_json_free_str(s);
+    cl_buf_free(&ev);
+    cl_buf_free(&wire);
+    return rc;
+}
+
+static bool cl_gw_piece(void *ctx, const char *text, size_t len)
+{
+    struct cl_gw_x *x = ctx;
+    struct cl_buf whole;
+    size_t used = 0;
+    cl_buf_init(&whole, CL_OHTTP_MAX_MESSAGE, CL_BUF_SECURE);
+    cl_err rc = cl_buf_append(&x->pending, text, len);
+    if (rc == CL_OK)
+        rc = cl_utf8_take(x->pending.data, x->pending.len, false, x->streaming ? &whole : &x->text, &used);
+    if (rc == CL_OK) {
+        memmove(x->pending.data, x->pending.data + used, x->pending.len - used);
+        x->pending.len -= used;
+    }
+    if (rc == CL_OK && x->streaming && whole.len)
+        rc = cl_gw_sse(x, cl_gw_chunk_json(x, json_pack("{s:s%}", "content", (const char *)whole.data, whole.len),
+                                           json_null()),
+                       false);
+    cl_buf_free(&whole);
+    if (rc != CL_OK)
+        x->stream_rc = rc;
+    return rc == CL_OK;
+}
+
+static cl_err cl_gw_stream_begin(struct cl_gw_x *x)
+{
+    const struct cl_bhttp_field f[2] = {{"content-type", 12, "text/event-stream", 17},
+                                        {"cache-control", 13, "no-store", 8}};
+    struct cl_buf head;
+    cl_buf_init(&head, 4096, CL_BUF_NONE);
+    cl_err rc = cl_bhttp_stream_head(200, f, 2, &head);
+    if (rc == CL_OK)
+        rc = cl_gw_send(x, head.data, head.len, false);
+    cl_buf_free(&head);
+    if (rc == CL_OK)
+        rc = cl_gw_sse(x, cl_gw_chunk_json(x, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), json_null()),
+                       false);
+    return rc;
+}
+
+static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
+{
+    cl_err rc = CL_OK;
+    json_t *root = NULL;
+    struct cl_chat_params p;
+    struct cl_chat_result res = {0};
+    const char *why = NULL;
+    struct cl_chat_msg *msgs = calloc(x->g->lim.max_messages + 1, sizeof(*msgs));
+    CL_ENSURE(msgs, CL_E_CORE_NOMEM);
+    const struct cl_bhttp_field *ct = cl_bhttp_find(req, "content-type");
+    if (ct && (ct->value_len < 16 || strncmp(ct->value, "application/json", 16) != 0)) {
+        rc = cl_gw_error(x, 415, "invalid_request_error", "content-type must be application/json");
+        goto out;
+    }
+    rc = cl_chat_request_parse(req->content, req->content_len, &x->g->lim, &root, msgs, &p, &why);
+    if (rc != CL_OK) {
+        rc = cl_gw_error(x, rc == CL_E_PROTO_LIMIT ? 413 : 400, "invalid_request_error", why);
+        goto out;
+    }
+    unsigned active = atomic_fetch_add(&x->g->active, 1) + 1;
+    if (active > x->g->lim.max_sessions) {
+        atomic_fetch_sub(&x->g->active, 1);
+        rc = cl_gw_error(x, 429, "rate_limit_error", "too many concurrent requests in this enclave");
+        goto out;
+    }
+    /* Streaming needs the chunked OHTTP form; without it the events still
+     * come, in one response, so OpenAI-style clients keep working. */
+    x->streaming = p.stream && x->chunked;
+    uint64_t t0 = cl_now_us();
+    cl_err grc = x->streaming ? cl_gw_stream_begin(x) : CL_OK;
+    if (grc == CL_OK)
+        grc = x->g->gen.generate(x->g->gen.self, &p, cl_gw_piece, x, &res);
+    if (grc == CL_OK)
+        grc = x->stream_rc;
+    atomic_fetch_sub(&x->g->active, 1);
+    size_t used = 0;
+    if (grc == CL_OK) /* flush a trailing partial character as U+FFFD */
+        grc = cl_utf8_take(x->pending.data, x->pending.len, true, x->streaming ? &x->text : &x->text, &used);
+    CL_LOG(CL_LOG_INFO, "generation", CL_LOG_COUNT("prompt_tokens", res.prompt_tokens),
+           CL_LOG_COUNT("completion_tokens", res.completion_tokens), CL_LOG_US("duration_us", cl_now_us() - t0),
+           CL_LOG_ERR(grc));
+    if (x->streaming) {
+        json_t *last;
+        if (grc == CL_OK)
+            last = cl_gw_chunk_json(x, x->text.len ? json_pack("{s:s%}", "content", (const char *)x->text.data, x->text.len)
+                                                   : json_object(),
+                                    json_string(cl_gw_finish_name(res.finish)));
+        else
+            last = json_pack("{s:{s:s,s:s}}", "error", "message", "generation failed", "type", "server_error");
+        rc = cl_gw_sse(x, last, true);
+        goto out;
+    }
+    if (grc != CL_OK) {
+        rc = cl_gw_error(x, 500, "server_error", "generation failed");
+        goto out;
+    }
+    json_t *usage = json_pack("{s:i,s:i,s:i}", "prompt_tokens", res.prompt_tokens, "completion_tokens",
+                              res.completion_tokens, "total_tokens", res.prompt_tokens + res.completion_tokens);
+    json_t *msg = json_pack("{s:s,s:s%}", "role", "assistant", "content", x->text.data ? (const char *)x->text.data : "",
+                            x->text.len);
+    if (p.stream) {
+        /* stream requested over plain OHTTP: all events in one answer */
+        struct cl_buf ev;
+        cl_buf_init(&ev, CL_OHTTP_MAX_MESSAGE, CL_BUF_SECURE);
+        json_t *c1 = cl_gw_chunk_json(x, json_incref(msg), json_string(cl_gw_finish_name(res.finish)));
+        char *s = c1 ? json_dumps(c1, JSON_COMPACT) : NULL;
+        json_decref(c1);
+        rc = s ? cl_buf_appendf(&ev, "data: %s\n\ndata: [DONE]\n\n", s) : CL_E_CORE_NOMEM;
+        if (rc == CL_OK)
+            rc = cl_gw_answer(x, 200, "text/event-stream", ev.data, ev.len);
+        cl_enclave_json_free_str(s);
+        cl_buf_free(&ev);
+        json_decref(msg);
+        json_decref(usage);
+        goto out;
+    }
+    rc = cl_gw_json_answer(x, 200,
+                           json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:o,s:s}],s:o}", "id", x->id, "object", "chat.completion",
+                                     "created", (json_int_t)x->created, "model", x->g->gen.model_name, "choices",
+                                     "index", 0, "message", msg, "finish_reason", cl_gw_finish_name(res.finish),
+                                     "usage", usage));
+out:
+    json_decref(root);
+    free(msgs);
+    return rc;
+}
+
+static cl_err cl_gw_route(struct cl_gw_x *x, const uint8_t *plain, size_t n)
+{
+    struct cl_bhttp_msg req;
+    if (cl_bhttp_decode(plain, n, x->g->lim.max_request_bytes, &req) != CL_OK || req.is_response)
+        return cl_gw_error(x, 400, "invalid_request_error", "malformed binary HTTP request");
+#define CL_IS(field, lit) (req.field##_len == sizeof(lit) - 1 && !memcmp(req.field, lit, sizeof(lit) - 1))
+    if (CL_IS(path, "/v1/chat/completions")) {
+        if (!CL_IS(method, "POST"))
+            return cl_gw_error(x, 405, "invalid_request_error", "use POST");
+        return cl_gw_chat(x, &req);
+    }
+    if (CL_IS(path, "/v1/models")) {
+        if (!CL_IS(method, "GET"))
+            return cl_gw_error(x, 405, "invalid_request_error", "use GET");
+        return cl_gw_json_answer(x, 200, json_pack("{s:s,s:[{s:s,s:s,s:s}]}", "object", "list", "data", "id",
+                                                   x->g->gen.model_name, "object", "model", "owned_by", "cloister"));
+    }
+#undef CL_IS
+    return cl_gw_error(x, 404, "invalid_request_error", "unknown path");
+}
+
+cl_err cl_gateway_handle(cl_gateway *g, const uint8_t *enc_req, size_t n, bool chunked, cl_gw_emit_fn emit,
+                         void *emit_ctx)
+{
+    cl_err rc = CL_OK;
+    struct cl_buf plain;
+    struct cl_gw_x x = {.g = g, .chunked = chunked, .emit = emit, .emit_ctx = emit_ctx};
+    uint8_t rid[12];
+    cl_buf_init(&plain, g->lim.max_request_bytes + 4096, CL_BUF_SECURE);
+    cl_buf_init(&x.pending, 64, CL_BUF_SECURE);
+    cl_buf_init(&x.text, CL_OHTTP_MAX_MESSAGE, CL_BUF_SECURE);
+    CL_ENSURE_D(n <= g->lim.max_request_bytes + 4096, CL_E_PROTO_LIMIT, "encapsulated request of %zu bytes", n);
+    CL_GUARD(cl_ohttp_server_decap(&g->kc, g->sk, chunked, enc_req, n, &plain, &x.srv));
+    CL_ENSURE_D(!cl_gw_seen_before(g, enc_req + CL_OHTTP_HDR_LEN), CL_E_PROTO_REPLAY, "encapsulated key seen before");
+    CL_GUARD(cl_random_bytes(rid, sizeof(rid)));
+    memcpy(x.id, "chatcmpl-", 9);
+    cl_hex_encode(rid, sizeof(rid), x.id + 9);
+    x.created = (long long)time(NULL);
+    rc = cl_gw_route(&x, plain.data, plain.len);
+out:
+    cl_ohttp_server_free(x.srv);
+    cl_buf_free(&plain);
+    cl_buf_free(&x.pending);
+    cl_buf_free(&x.text);
+    return rc;
+}

@@ -1,0 +1,308 @@
+#include "testutil.h"
+
+#include <jansson.h>
+
+#include "cloister/bhttp.h"
+#include "cloister/enclave.h"
+#include "enclave_internal.h"
+
+/* A generator that answers with fixed pieces, one of them splitting "é". */
+static int gen_calls;
+static cl_err fake_generate(void *self, const struct cl_chat_params *p, cl_chat_piece_fn piece, void *ctx,
+                            struct cl_chat_result *res)
+{
+    (void)self;
+    gen_calls++;
+    static const char *const pieces[] = {"Caf", "\xc3", "\xa9", " ok", "."};
+    uint32_t n = 0;
+    for (int i = 0; i < 5 && n < p->max_tokens; i++, n++)
+        if (!piece(ctx, pieces[i], strlen(pieces[i])))
+            return CL_E_CORE_IO;
+    res->prompt_tokens = (uint32_t)(10 * p->n_msgs);
+    res->completion_tokens = n;
+    res->finish = n < 5 ? CL_CHAT_FINISH_LENGTH : CL_CHAT_FINISH_STOP;
+    return CL_OK;
+}
+
+static const struct cl_generator fake = {fake_generate, NULL, "tiny-test"};
+
+struct sink {
+    struct cl_buf bytes;
+    int responses, chunks;
+};
+
+static cl_err sink_emit(void *ctx, enum cl_gw_out kind, const uint8_t *p, size_t n)
+{
+    struct sink *s = ctx;
+    if (kind == CL_GW_OUT_RESPONSE)
+        s->responses++;
+    else
+        s->chunks++;
+    return cl_buf_append(&s->bytes, p, n);
+}
+
+struct answer {
+    uint16_t status;
+    char ctype[64];
+    struct cl_buf body;
+};
+
+/* Client side of one exchange through the gateway. Returns the gateway's rc. */
+static cl_err exchange(cl_gateway *g, const char *method, const char *path, const char *json, bool chunked,
+                       struct answer *a, struct sink *s, struct cl_buf *enc_out)
+{
+    struct cl_buf req, enc;
+    cl_buf_init(&req, 1 << 20, CL_BUF_NONE);
+    cl_buf_init(&enc, 1 << 20, CL_BUF_NONE);
+    struct cl_bhttp_msg m = {.method = method, .method_len = strlen(method), .scheme = "https", .scheme_len = 5,
+                             .path = path, .path_len = strlen(path), .n_fields = 1,
+                             .content = (const uint8_t *)json, .content_len = json ? strlen(json) : 0};
+    m.fields[0] = (struct cl_bhttp_field){"content-type", 12, "application/json", 16};
+    assert_ok(cl_bhttp_encode(&m, &req));
+    cl_ohttp_client *c;
+    assert_ok(cl_ohttp_client_encap(cl_gateway_keyconfig(g), CL_HPKE_KDF_SHA256, CL_HPKE_AEAD_AES256GCM, chunked,
+                                    req.data, req.len, &enc, &c));
+    cl_buf_init(&s->bytes, 1 << 22, CL_BUF_NONE);
+    s->responses = s->chunks = 0;
+    cl_err rc = cl_gateway_handle(g, enc.data, enc.len, chunked, sink_emit, s);
+    cl_buf_init(&a->body, 1 << 20, CL_BUF_NONE);
+    a->status = 0;
+    if (rc == CL_OK) {
+        struct cl_buf plain;
+        cl_buf_init(&plain, 1 << 22, CL_BUF_NONE);
+        if (chunked)
+            assert_ok(cl_ohttp_client_feed(c, s->bytes.data, s->bytes.len, true, &plain));
+        else
+            assert_ok(cl_ohttp_client_decap(c, s->bytes.data, s->bytes.len, &plain));
+        struct cl_bhttp_reader r;
+        cl_bhttp_reader_init(&r, 1 << 20);
+        assert_ok(cl_bhttp_reader_feed(&r, plain.data, plain.len, &a->body));
+        assert_true(cl_bhttp_reader_done(&r));
+        a->status = r.status;
+        snprintf(a->ctype, sizeof(a->ctype), "%s", cl_bhttp_reader_field(&r, "content-type"));
+        cl_bhttp_reader_free(&r);
+        cl_buf_free(&plain);
+    }
+    if (enc_out)
+        assert_ok(cl_buf_append(enc_out, enc.data, enc.len));
+    cl_ohttp_client_free(c);
+    cl_buf_free(&req);
+    cl_buf_free(&enc);
+    return rc;
+}
+
+static void done(struct answer *a, struct sink *s)
+{
+    cl_buf_free(&a->body);
+    cl_buf_free(&s->bytes);
+}
+
+static json_t *body_json(const struct answer *a)
+{
+    json_error_t e;
+    json_t *j = json_loadb((const char *)a->body.data, a->body.len, 0, &e);
+    assert_non_null(j);
+    return j;
+}
+
+static cl_gateway *mk(uint32_t max_sessions)
+{
+    struct cl_enclave_limits l;
+    cl_enclave_limits_default(&l);
+    l.max_tokens = 64;
+    l.max_sessions = max_sessions;
+    cl_gateway *g;
+    assert_ok(cl_gateway_new(&l, &fake, 1, &g));
+    return g;
+}
+
+#define MARKER "MARKER-PHI-7f3a9c"
+static const char *const chat_req = "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+                                    "{\"role\":\"user\",\"content\":\"" MARKER "\"}],\"max_tokens\":32}";
+
+static void test_plain(void **state)
+{
+    (void)state;
+    cl_gateway *g = mk(4);
+    struct answer a;
+    struct sink s;
+    assert_ok(exchange(g, "POST", "/v1/chat/completions", chat_req, false, &a, &s, NULL));
+    assert_int_equal(a.status, 200);
+    assert_int_equal(s.responses, 1);
+    assert_string_equal(a.ctype, "application/json");
+    assert_null(memmem(s.bytes.data, s.bytes.len, MARKER, strlen(MARKER)));
+    json_t *j = body_json(&a);
+    json_t *ch = json_array_get(json_object_get(j, "choices"), 0);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(ch, "message"), "content")),
+                        "Caf\xc3\xa9 ok.");
+    assert_string_equal(json_string_value(json_object_get(ch, "finish_reason")), "stop");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "usage"), "total_tokens")), 25);
+    assert_string_equal(json_string_value(json_object_get(j, "object")), "chat.completion");
+    json_decref(j);
+    done(&a, &s);
+    cl_gateway_free(g);
+}
+
+static void test_stream(void **state)
+{
+    (void)state;
+    cl_gateway *g = mk(4);
+    struct answer a;
+    struct sink s;
+    const char *req = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true,\"max_tokens\":3}";
+    assert_ok(exchange(g, "POST", "/v1/chat/completions", req, true, &a, &s, NULL));
+    assert_int_equal(a.status, 200);
+    assert_string_equal(a.ctype, "text/event-stream");
+    assert_true(s.chunks >= 4); /* head, role, pieces, final */
+    /* reassemble the deltas */
+    char text[256] = "";
+    const char *p = (const char *)a.body.data, *end = p + a.body.len;
+    int events = 0, done_seen = 0;
+    while (p < end) {
+        const char *nl = memmem(p, (size_t)(end - p), "\n\n", 2);
+        assert_non_null(nl);
+        assert_memory_equal(p, "data: ", 6);
+        if (!strncmp(p + 6, "[DONE]", 6)) {
+            done_seen++;
+        } else {
+            json_error_t e;
+            json_t *j = json_loadb(p + 6, (size_t)(nl - p - 6), 0, &e);
+            assert_non_null(j);
+            json_t *d = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "delta");
+            json_t *c = json_object_get(d, "content");
+            if (json_is_string(c))
+                strcat(text, json_string_value(c));
+            events++;
+            json_decref(j);
+        }
+        p = nl + 2;
+    }
+    assert_int_equal(done_seen, 1);
+    assert_true(events >= 3);
+    assert_string_equal(text, "Caf\xc3\xa9"); /* the split character arrives whole */
+    done(&a, &s);
+    /* stream requested over plain OHTTP: one answer with all the events */
+    assert_ok(exchange(g, "POST", "/v1/chat/completions", req, false, &a, &s, NULL));
+    assert_string_equal(a.ctype, "text/event-stream");
+    assert_non_null(memmem(a.body.data, a.body.len, "data: [DONE]", 12));
+    done(&a, &s);
+    cl_gateway_free(g);
+}
+
+static void expect_status(cl_gateway *g, const char *method, const char *path, const char *json, uint16_t want)
+{
+    struct answer a;
+    struct sink s;
+    int before = gen_calls;
+    assert_ok(exchange(g, method, path, json, false, &a, &s, NULL));
+    if (a.status != want)
+        fail_msg("%s %s: status %u, wanted %u", method, path, a.status, want);
+    if (want >= 400) {
+        json_t *j = body_json(&a);
+        assert_true(json_is_string(json_object_get(json_object_get(j, "error"), "message")));
+        json_decref(j);
+        assert_int_equal(gen_calls, before); /* refused before generating */
+        /* the error never echoes the request */
+        if (json)
+            assert_null(memmem(a.body.data, a.body.len, MARKER, strlen(MARKER)));
+    }
+    done(&a, &s);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    cl_gateway *g = mk(4);
+    expect_status(g, "POST", "/v1/chat/completions", "{not json " MARKER, 400);
+    expect_status(g, "POST", "/v1/chat/completions", "[]", 400);
+    expect_status(g, "POST", "/v1/chat/completions", "{\"messages\":[]}", 400);
+    expect_status(g, "POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"tool\",\"content\":\"" MARKER "\"}]}", 400);
+    expect_status(g, "POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":5}]}", 400);
+    expect_status(g, "POST", "/v1/chat/completions",
+                  "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{}}]}]}", 400);
+    expect_status(g, "POST", "/v1/chat/completions",
+                  "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":100000}", 413);
+    expect_status(g, "POST", "/v1/chat/completions",
+                  "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":7}", 400);
+    expect_status(g, "POST", "/v1/chat/completions",
+                  "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2}", 400);
+    expect_status(g, "POST", "/v1/chat/completions",
+                  "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", 400);
+    expect_status(g, "POST", "/v1/chat/completions",
+                  "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"messages\":[]}", 400); /* duplicate key */
+    expect_status(g, "GET", "/v1/chat/completions", NULL, 405);
+    expect_status(g, "POST", "/v1/other", "{}", 404);
+    expect_status(g, "GET", "/v1/models", NULL, 200);
+    expect_status(g, "POST", "/v1/chat/completions",
+                  "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":2,\"seed\":42,\"top_k\":5,"
+                  "\"top_p\":0.9,\"min_p\":0.05,\"stop\":\"\\n\",\"user\":\"ignored\"}", 200);
+    cl_gateway_free(g);
+    g = mk(0);
+    expect_status(g, "POST", "/v1/chat/completions", chat_req, 429);
+    cl_gateway_free(g);
+}
+
+static void test_replay_and_tamper(void **state)
+{
+    (void)state;
+    cl_gateway *g = mk(4);
+    struct answer a;
+    struct sink s;
+    struct cl_buf enc;
+    cl_buf_init(&enc, 1 << 20, CL_BUF_NONE);
+    assert_ok(exchange(g, "POST", "/v1/chat/completions", chat_req, false, &a, &s, &enc));
+    done(&a, &s);
+    cl_buf_init(&s.bytes, 1 << 20, CL_BUF_NONE);
+    int before = gen_calls;
+    assert_err(cl_gateway_handle(g, enc.data, enc.len, false, sink_emit, &s), CL_E_PROTO_REPLAY);
+    enc.data[enc.len - 3] ^= 1;
+    assert_err(cl_gateway_handle(g, enc.data, enc.len, false, sink_emit, &s), CL_E_PROTO_OHTTP_AUTH);
+    assert_int_equal(s.bytes.len, 0); /* nothing emitted */
+    assert_int_equal(gen_calls, before);
+    /* another gateway (a restarted enclave) has another key */
+    cl_gateway *g2 = mk(4);
+    enc.data[enc.len - 3] ^= 1;
+    assert_int_not_equal(cl_gateway_handle(g2, enc.data, enc.len, false, sink_emit, &s), CL_OK);
+    cl_gateway_free(g2);
+    cl_buf_free(&s.bytes);
+    cl_buf_free(&enc);
+    cl_gateway_free(g);
+}
+
+static void test_utf8(void **state)
+{
+    (void)state;
+    struct cl_buf out;
+    size_t used;
+    cl_buf_init(&out, 256, CL_BUF_NONE);
+    /* split character waits (not final), then completes */
+    assert_ok(cl_utf8_take((const uint8_t *)"ab\xe2\x82", 4, false, &out, &used));
+    assert_int_equal(used, 2);
+    assert_int_equal(out.len, 2);
+    cl_buf_reset(&out);
+    assert_ok(cl_utf8_take((const uint8_t *)"\xe2\x82\xac", 3, false, &out, &used));
+    assert_int_equal(used, 3);
+    assert_memory_equal(out.data, "\xe2\x82\xac", 3);
+    /* invalid bytes, overlong forms and surrogates become U+FFFD */
+    const char *bad[] = {"\xff", "\xc0\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\x80"};
+    for (int i = 0; i < 5; i++) {
+        cl_buf_reset(&out);
+        assert_ok(cl_utf8_take((const uint8_t *)bad[i], strlen(bad[i]), true, &out, &used));
+        assert_int_equal(used, strlen(bad[i]));
+        assert_memory_equal(out.data, "\xef\xbf\xbd", 3);
+    }
+    /* a truncated character at the very end is replaced when final */
+    cl_buf_reset(&out);
+    assert_ok(cl_utf8_take((const uint8_t *)"x\xe2\x82", 3, true, &out, &used));
+    assert_int_equal(used, 3);
+    assert_memory_equal(out.data, "x\xef\xbf\xbd", 4);
+    cl_buf_free(&out);
+}
+
+int main(void)
+{
+    cl_enclave_json_secure();
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_plain), cmocka_unit_test(test_stream),
+                                       cmocka_unit_test(test_errors), cmocka_unit_test(test_replay_and_tamper), cmocka_unit_test(test_utf8)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,737 @@
+/* Model runtime against llama.cpp's reference dumps ($CLOISTER_REFERENCE):
+ * greedy tokens (F32), teacher-forced logits for every model and text prompt,
+ * interleaved sequences, and loader errors on hand-broken metadata. */
+#include "testutil.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cloister/file.h"
+#include "cloister/gguf.h"
+#include "cloister/tokenizer.h"
+#include "cloister/infer/model.h"
+#include "cloister/infer/model_mk.h"
+
+#define N_PROMPTS 4
+static const char *const cl_t_prompts[N_PROMPTS] = {"P1", "P2", "P3", "P4"};
+
+struct cl_t_ref {
+    json_t *root;
+    int32_t *prompt;
+    size_t n_prompt;
+    int32_t gen[64];
+    size_t n_gen;
+};
+
+static void cl_t_ref_load(const char *model, const char *pid, struct cl_t_ref *r)
+{
+    char rel[256], path[1024];
+    json_error_t je;
+    snprintf(rel, sizeof(rel), "tiny/%s/%s.f32kv.json", model, pid);
+    CL_REFERENCE(rel, path);
+    memset(r, 0, sizeof(*r));
+    r->root = json_load_file(path, 0, &je);
+    if (!r->root)
+        fail_msg("%s: %s (line %d)", path, je.text, je.line);
+    json_t *pt = json_object_get(r->root, "prompt_tokens");
+    json_t *gt = json_object_get(r->root, "generated_tokens");
+    assert_true(json_is_array(pt) && json_is_array(gt));
+    r->n_prompt = json_array_size(pt);
+    r->prompt = calloc(r->n_prompt + 64, sizeof(int32_t));
+    assert_non_null(r->prompt);
+    for (size_t i = 0; i < r->n_prompt; i++)
+        r->prompt[i] = (int32_t)json_integer_value(json_array_get(pt, i));
+    r->n_gen = json_array_size(gt);
+    assert_true(r->n_gen <= 64);
+    for (size_t i = 0; i < r->n_gen; i++)
+        r->gen[i] = (int32_t)json_integer_value(json_array_get(gt, i));
+}
+
+static void cl_t_ref_free(struct cl_t_ref *r)
+{
+    json_decref(r->root);
+    free(r->prompt);
+}
+
+static double cl_t_lse(const float *l, size_t n)
+{
+    float mx = l[cl_model_argmax(l, n)];
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += exp((double)l[i] - (double)mx);
+    return (double)mx + log(s);
+}
+
+struct cl_t_model {
+    cl_gguf *g;
+    struct cl_model *m;
+    struct cl_pool *pool;
+};
+
+static void cl_t_open(const char *model, struct cl_t_model *tm)
+{
+    char rel[256], path[1024];
+    snprintf(rel, sizeof(rel), "models/%s.gguf", model);
+    CL_REFERENCE(rel, path);
+    assert_ok(cl_gguf_open_file(path, &tm->g));
+    assert_ok(cl_model_load(tm->g, &tm->m));
+    assert_ok(cl_pool_new(2, &tm->pool));
+}
+
+static void cl_t_close(struct cl_t_model *tm)
+{
+    cl_pool_free(tm->pool);
+    cl_model_free(tm->m);
+    cl_gguf_free(tm->g);
+}
+
+/* Feeds prompt + reference tokens (teacher forcing) and compares every step's
+ * 20 listed logits, the log-sum-exp and the argmax. With greedy set it also
+ * decodes 24 tokens freely and requires the reference tokens. */
+static void cl_t_check_model(const char *model, double tol, bool greedy)
+{
+    struct cl_t_model tm = {0};
+    cl_t_open(model, &tm);
+    const struct cl_model_hparams *hp = cl_model_hparams(tm.m);
+    size_t V = hp->n_vocab;
+    double max_err = 0.0, max_lse = 0.0;
+    size_t steps_checked = 0;
+    for (size_t pi = 0; pi < N_PROMPTS; pi++) {
+        struct cl_t_ref r;
+        cl_t_ref_load(model, cl_t_prompts[pi], &r);
+        size_t n_all = r.n_prompt + r.n_gen;
+        memcpy(r.prompt + r.n_prompt, r.gen, r.n_gen * sizeof(int32_t));
+        float *logits = malloc(n_all * V * sizeof(float));
+        assert_non_null(logits);
+        struct cl_model_seq *s = NULL;
+        assert_ok(cl_model_seq_new(tm.m, 256, tm.pool, &s));
+        assert_ok(cl_model_seq_eval(s, r.prompt, n_all, logits, true));
+        json_t *steps = json_object_get(r.root, "steps");
+        assert_int_equal(json_array_size(steps), r.n_gen + 1);
+        for (size_t i = 0; i < json_array_size(steps); i++) {
+            json_t *st = json_array_get(steps, i);
+            size_t pos = (size_t)json_integer_value(json_object_get(st, "pos"));
+            assert_int_equal(pos, r.n_prompt - 1 + i);
+            const float *l = logits + pos * V;
+            json_t *top = json_object_get(st, "top");
+            assert_int_equal(json_array_size(top), 20);
+            for (size_t k = 0; k < 20; k++) {
+                json_t *pair = json_array_get(top, k);
+                int64_t id = json_integer_value(json_array_get(pair, 0));
+                double want = json_number_value(json_array_get(pair, 1));
+                assert_true(id >= 0 && (size_t)id < V);
+                double d = fabs((double)l[id] - want);
+                if (d > max_err)
+                    max_err = d;
+                if (d > tol)
+                    fail_msg("%s %s step %zu token %lld: logit %.6f, reference %.6f", model, cl_t_prompts[pi], i,
+                             (long long)id, (double)l[id], want);
+            }
+            double dl = fabs(cl_t_lse(l, V) - json_number_value(json_object_get(st, "logsumexp")));
+            if (dl > max_lse)
+                max_lse = dl;
+            assert_true(dl <= tol);
+            int64_t am = json_integer_value(json_object_get(st, "argmax"));
+            if (cl_model_argmax(l, V) != am)
+                fail_msg("%s %s step %zu: argmax %d, reference %lld", model, cl_t_prompts[pi], i,
+                         cl_model_argmax(l, V), (long long)am);
+            steps_checked++;
+        }
+        if (greedy) {
+            /* Free-running: prompt as one batch, then one token per call. */
+            cl_model_seq_reset(s);
+            assert_ok(cl_model_seq_eval(s, r.prompt, r.n_prompt, logits, false));
+            for (size_t i = 0; i < r.n_gen; i++) {
+                int32_t t = cl_model_argmax(logits, V);
+                if (t != r.gen[i])
+                    fail_msg("%s %s greedy token %zu: %d, reference %d", model, cl_t_prompts[pi], i, t, r.gen[i]);
+                assert_ok(cl_model_seq_eval(s, &t, 1, logits, false));
+            }
+        }
+        cl_model_seq_free(s);
+        free(logits);
+        cl_t_ref_free(&r);
+    }
+    print_message("%s: %zu steps, max |dlogit| %.3g, max |dlse| %.3g (tolerance %.3g)%s\n", model, steps_checked,
+                  max_err, max_lse, tol, greedy ? ", 4x24 greedy tokens identical" : "");
+    cl_t_close(&tm);
+}
+
+static void test_llama_f32(void **state) { (void)state; cl_t_check_model("tiny-llama-f32", 1e-3, true); }
+static void test_llama_q8_0(void **state) { (void)state; cl_t_check_model("tiny-llama-q8_0", 0.1, false); }
+static void test_llama_q4_0(void **state) { (void)state; cl_t_check_model("tiny-llama-q4_0", 0.1, false); }
+static void test_gemma3_f32(void **state) { (void)state; cl_t_check_model("tiny-gemma3-f32", 2e-3, true); }
+static void test_gemma3_q8_0(void **state) { (void)state; cl_t_check_model("tiny-gemma3-q8_0", 0.1, false); }
+static void test_gemma3_q4_0(void **state) { (void)state; cl_t_check_model("tiny-gemma3-q4_0", 0.1, false); }
+
+static void test_hparams(void **state)
+{
+    (void)state;
+    struct cl_t_model tm = {0};
+    cl_t_open("tiny-gemma3-q8_0", &tm);
+    const struct cl_model_hparams *hp = cl_model_hparams(tm.m);
+    assert_int_equal(hp->arch, CL_MODEL_ARCH_GEMMA3);
+    assert_int_equal(hp->n_embd, 64);
+    assert_int_equal(hp->n_layer, 2);
+    assert_int_equal(hp->n_head, 4);
+    assert_int_equal(hp->n_head_kv, 2);
+    assert_int_equal(hp->head_dim_k, 32);
+    assert_int_equal(hp->n_ff, 128);
+    assert_int_equal(hp->n_vocab, 32000);
+    assert_int_equal(hp->sliding_window, 32);
+    assert_int_equal(hp->swa_pattern, 2);
+    assert_int_equal(hp->rope_mode, CL_MODEL_ROPE_NEOX);
+    assert_true(hp->tied_output && hp->qk_norm && hp->post_norms && hp->gelu);
+    assert_true(fabsf(hp->rope_freq_scale - 0.125f) < 1e-7f);
+    assert_true(fabsf(hp->rope_base - 1e6f) < 1.0f && fabsf(hp->rope_base_local - 1e4f) < 1e-3f);
+    assert_true(fabsf(hp->embd_scale - 8.0f) < 1e-6f);
+    assert_true(cl_model_layer_is_swa(tm.m, 0));
+    assert_false(cl_model_layer_is_swa(tm.m, 1));
+    cl_t_close(&tm);
+}
+
+static void test_seq_limits(void **state)
+{
+    (void)state;
+    struct cl_t_model tm = {0};
+    cl_t_open("tiny-llama-q8_0", &tm);
+    struct cl_model_seq *s = NULL;
+    assert_err(cl_model_seq_new(tm.m, CL_MODEL_MAX_CTX + 1, tm.pool, &s), CL_E_INFER_MODEL_CTX);
+    assert_ok(cl_model_seq_new(tm.m, 4, NULL, &s));
+    int32_t toks[5] = {1, 450, 2, 3, 4};
+    float *logits = malloc(32000 * sizeof(float));
+    int32_t bad = 32000;
+    assert_err(cl_model_seq_eval(s, &bad, 1, logits, false), CL_E_INFER_MODEL_TOKEN);
+    bad = -1;
+    assert_err(cl_model_seq_eval(s, &bad, 1, logits, false), CL_E_INFER_MODEL_TOKEN);
+    assert_err(cl_model_seq_eval(s, toks, 5, logits, false), CL_E_INFER_MODEL_CTX_FULL);
+    assert_int_equal(cl_model_seq_pos(s), 0);
+    assert_ok(cl_model_seq_eval(s, toks, 4, logits, false));
+    assert_int_equal(cl_model_seq_pos(s), 4);
+    assert_err(cl_model_seq_eval(s, toks, 1, logits, false), CL_E_INFER_MODEL_CTX_FULL);
+    assert_err(cl_model_seq_truncate(s, 5), CL_E_CORE_INVALID_ARG);
+    assert_ok(cl_model_seq_truncate(s, 3));
+    assert_ok(cl_model_seq_eval(s, toks + 3, 1, logits, false));
+    free(logits);
+    cl_model_seq_free(s);
+    cl_t_close(&tm);
+}
+
+/* Greedy decoding of one prompt on its own sequence, one step at a time. */
+struct cl_t_dec {
+    struct cl_t_ref r;
+    struct cl_model_seq *s;
+    float *logits;
+    int32_t out[64];
+    size_t n_out;
+    const struct cl_model *m;
+};
+
+static void cl_t_dec_start(struct cl_t_dec *d, const char *model, const char *pid, struct cl_t_model *tm)
+{
+    cl_t_ref_load(model, pid, &d->r);
+    d->m = tm->m;
+    d->logits = malloc(cl_model_hparams(tm->m)->n_vocab * sizeof(float));
+    assert_non_null(d->logits);
+    assert_ok(cl_model_seq_new(tm->m, 128, tm->pool, &d->s));
+    assert_ok(cl_model_seq_eval(d->s, d->r.prompt, d->r.n_prompt, d->logits, false));
+    d->n_out = 0;
+}
+
+static cl_err cl_t_dec_step(struct cl_t_dec *d)
+{
+    int32_t t = cl_model_argmax(d->logits, cl_model_hparams(d->m)->n_vocab);
+    d->out[d->n_out++] = t;
+    return cl_model_seq_eval(d->s, &t, 1, d->logits, false);
+}
+
+static void cl_t_dec_finish(struct cl_t_dec *d, const char *what)
+{
+    for (size_t i = 0; i < d->r.n_gen; i++)
+        if (d->out[i] != d->r.gen[i])
+            fail_msg("%s: token %zu is %d, alone it is %d", what, i, d->out[i], d->r.gen[i]);
+    cl_model_seq_free(d->s);
+    free(d->logits);
+    cl_t_ref_free(&d->r);
+}
+
+/* Two sequences of one model decoded step by step in turn get the same
+ * tokens as alone (the reference, which the F32 test shows we reproduce). */
+static void test_interleaved(void **state)
+{
+    (void)state;
+    struct cl_t_model tm = {0};
+    cl_t_open("tiny-gemma3-f32", &tm);
+    struct cl_t_dec a, b;
+    cl_t_dec_start(&a, "tiny-gemma3-f32", "P3", &tm);
+    cl_t_dec_start(&b, "tiny-gemma3-f32", "P1", &tm);
+    for (size_t i = 0; i < a.r.n_gen; i++) {
+        assert_ok(cl_t_dec_step(&a));
+        assert_ok(cl_t_dec_step(&b));
+    }
+    cl_t_dec_finish(&a, "interleaved P3");
+    cl_t_dec_finish(&b, "interleaved P1");
+    cl_t_close(&tm);
+}
+
+static void *cl_t_dec_thread(void *arg)
+{
+    struct cl_t_dec *d = arg;
+    for (size_t i = 0; i < d->r.n_gen; i++)
+        if (cl_t_dec_step(d) != CL_OK)
+            return arg;
+    return NULL;
+}
+
+/* Two threads decode on one model and one shared pool at the same time. */
+static void test_concurrent(void **state)
+{
+    (void)state;
+    struct cl_t_model tm = {0};
+    cl_t_open("tiny-llama-f32", &tm);
+    struct cl_t_dec a, b;
+    cl_t_dec_start(&a, "tiny-llama-f32", "P2", &tm);
+    cl_t_dec_start(&b, "tiny-llama-f32", "P4", &tm);
+    pthread_t ta, tb;
+    void *ra = NULL, *rb = NULL;
+    assert_int_equal(pthread_create(&ta, NULL, cl_t_dec_thread, &a), 0);
+    assert_int_equal(pthread_create(&tb, NULL, cl_t_dec_thread, &b), 0);
+    pthread_join(ta, &ra);
+    pthread_join(tb, &rb);
+    assert_null(ra);
+    assert_null(rb);
+    cl_t_dec_finish(&a, "concurrent P2");
+    cl_t_dec_finish(&b, "concurrent P4");
+    cl_t_close(&tm);
+}
+
+/* Builds a random model in memory and loads it; returns the load result. */
+static cl_err cl_t_mk_load(enum cl_model_arch arch, const char *shape, enum cl_model_mk_type type, const char *omit,
+                           uint32_t ff_key, uint8_t **buf, cl_gguf **g, struct cl_model **m)
+{
+    struct cl_model_mk_opts o = {.type = type, .seed = 7, .threads = 2, .omit = omit, .ff_key = ff_key};
+    cl_gguf_writer *w = NULL;
+    size_t len = 0;
+    assert_ok(cl_model_shape_parse(arch, shape, &o.shape));
+    assert_ok(cl_model_mk(&o, &w));
+    assert_ok(cl_gguf_writer_write_memory(w, buf, &len));
+    cl_gguf_writer_free(w);
+    assert_ok(cl_gguf_open_memory(*buf, len, g));
+    return cl_model_load(*g, m);
+}
+
+static void test_mkmodel_types(void **state)
+{
+    (void)state;
+    static const enum cl_model_mk_type types[] = {CL_MODEL_MK_F32, CL_MODEL_MK_F16, CL_MODEL_MK_Q8_0,
+                                                  CL_MODEL_MK_Q4_0, CL_MODEL_MK_Q4_K, CL_MODEL_MK_Q6_K};
+    for (int a = 0; a < 2; a++) {
+        enum cl_model_arch arch = a ? CL_MODEL_ARCH_GEMMA3 : CL_MODEL_ARCH_LLAMA;
+        for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+            uint8_t *buf = NULL;
+            cl_gguf *g = NULL;
+            struct cl_model *m = NULL;
+            /* widths 256/512 so K-quants apply; vocab 300 keeps it small */
+            assert_ok(cl_t_mk_load(arch, "tiny,embd=256,ff=512,hd=64,vocab=300,layers=3", types[i], NULL, 0, &buf, &g,
+                                   &m));
+            const struct cl_model_hparams *hp = cl_model_hparams(m);
+            assert_int_equal(hp->n_embd, 256);
+            assert_int_equal(hp->n_layer, 3);
+            assert_int_equal(hp->n_vocab, 300);
+            assert_int_equal(hp->tied_output, arch == CL_MODEL_ARCH_GEMMA3);
+            struct cl_model_seq *s = NULL;
+            float *logits = malloc(300 * sizeof(float));
+            int32_t toks[3] = {1, 100, 200};
+            assert_ok(cl_model_seq_new(m, 8, NULL, &s));
+            assert_ok(cl_model_seq_eval(s, toks, 3, logits, false));
+            for (size_t k = 0; k < 300; k++)
+                assert_true(isfinite(logits[k]));
+            cl_model_seq_free(s);
+            free(logits);
+            cl_model_free(m);
+            cl_gguf_free(g);
+            free(buf);
+        }
+    }
+}
+
+static void test_load_errors(void **state)
+{
+    (void)state;
+    struct {
+        enum cl_model_arch arch;
+        const char *omit;
+        uint32_t ff;
+        cl_err want;
+    } cases[] = {
+        {CL_MODEL_ARCH_LLAMA, "blk.1.ffn_up.weight", 0, CL_E_INFER_MODEL_TENSOR},
+        {CL_MODEL_ARCH_LLAMA, "output_norm.weight", 0, CL_E_INFER_MODEL_TENSOR},
+        {CL_MODEL_ARCH_LLAMA, "llama.embedding_length", 0, CL_E_INFER_MODEL_KEY},
+        {CL_MODEL_ARCH_LLAMA, "llama.attention.layer_norm_rms_epsilon", 0, CL_E_INFER_MODEL_KEY},
+        {CL_MODEL_ARCH_LLAMA, NULL, 96, CL_E_INFER_MODEL_SHAPE},
+        {CL_MODEL_ARCH_GEMMA3, "blk.0.attn_k_norm.weight", 0, CL_E_INFER_MODEL_TENSOR},
+        {CL_MODEL_ARCH_GEMMA3, "blk.1.post_ffw_norm.weight", 0, CL_E_INFER_MODEL_TENSOR},
+        {CL_MODEL_ARCH_GEMMA3, "gemma3.attention.sliding_window", 0, CL_E_INFER_MODEL_KEY},
+        {CL_MODEL_ARCH_GEMMA3, "gemma3.block_count", 0, CL_E_INFER_MODEL_KEY},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint8_t *buf = NULL;
+        cl_gguf *g = NULL;
+        struct cl_model *m = NULL;
+        cl_err rc = cl_t_mk_load(cases[i].arch, "tiny,vocab=300", CL_MODEL_MK_Q8_0, cases[i].omit, cases[i].ff, &buf,
+                                 &g, &m);
+        if (rc != cases[i].want)
+            fail_msg("case %zu: %s, expected %s", i, cl_err_name(rc) ? cl_err_name(rc) : "OK", cl_err_name(cases[i].want));
+        assert_null(m);
+        assert_true(strlen(cl_err_detail()) > 0);
+        cl_gguf_free(g);
+        free(buf);
+    }
+    /* the sliding-window pattern defaults to 6 when absent */
+    uint8_t *buf = NULL;
+    cl_gguf *g = NULL;
+    struct cl_model *m = NULL;
+    assert_ok(cl_t_mk_load(CL_MODEL_ARCH_GEMMA3, "tiny,vocab=300,layers=7", CL_MODEL_MK_Q8_0,
+                           "gemma3.attention.sliding_window_pattern", 0, &buf, &g, &m));
+    assert_int_equal(cl_model_hparams(m)->swa_pattern, 6);
+    for (uint32_t il = 0; il < 7; il++)
+        assert_int_equal(cl_model_layer_is_swa(m, il), il != 5);
+    cl_model_free(m);
+    cl_gguf_free(g);
+    free(buf);
+    /* shapes and types */
+    struct cl_model_shape sh;
+    assert_err(cl_model_shape_parse(CL_MODEL_ARCH_LLAMA, "huge", &sh), CL_E_CORE_INVALID_ARG);
+    assert_err(cl_model_shape_parse(CL_MODEL_ARCH_LLAMA, "tiny,bogus=1", &sh), CL_E_CORE_INVALID_ARG);
+    assert_err(cl_model_shape_parse(CL_MODEL_ARCH_LLAMA, "tiny,heads=3", &sh), CL_E_INFER_MODEL_HPARAMS);
+    assert_err(cl_model_shape_parse(CL_MODEL_ARCH_LLAMA, "tiny,layers=1.5", &sh), CL_E_CORE_INVALID_ARG);
+    assert_ok(cl_model_shape_parse(CL_MODEL_ARCH_GEMMA3, "gemma3-1b", &sh));
+    assert_int_equal(sh.n_embd, 1152);
+    assert_int_equal(sh.swa_pattern, 6);
+    assert_ok(cl_model_shape_parse(CL_MODEL_ARCH_LLAMA, "llama-1b,layers=2", &sh));
+    assert_int_equal(sh.n_head_kv, 8);
+    assert_int_equal(sh.n_layer, 2);
+    assert_int_equal(cl_model_mk_type_parse("q4_k_m"), CL_MODEL_MK_Q4_K);
+    assert_int_equal(cl_model_mk_type_parse("q3_k"), CL_MODEL_MK_NONE);
+}
+
+/* Runs argv (argv[0] a path) and returns its stdout (malloc'd) and exit code. */
+static char *cl_t_exec(char *const *argv, int *status)
+{
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        close(fd[0]);
+        close(fd[1]);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(fd[1]);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    ssize_t k;
+    while ((k = read(fd[0], buf + len, cap - len - 1)) > 0) {
+        len += (size_t)k;
+        if (cap - len < 1024)
+            buf = realloc(buf, cap *= 2);
+    }
+    buf[len] = 0;
+    close(fd[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return buf;
+}
+
+static void cl_t_cli(char *path, size_t len)
+{
+    const char *b = getenv("CLOISTER_BUILD_DIR");
+    if (!b) {
+        print_message("skipped: CLOISTER_BUILD_DIR is not set\n");
+        skip();
+    }
+    snprintf(path, len, "%s/src/cli/cloister", b);
+}
+
+static void cl_t_expect_ids(json_t *got, json_t *want, const char *what)
+{
+    assert_true(json_is_array(got) && json_is_array(want));
+    if (!json_equal(got, want)) {
+        char *g = json_dumps(got, JSON_COMPACT), *w = json_dumps(want, JSON_COMPACT);
+        fail_msg("%s: got %s, want %s", what, g, w);
+    }
+}
+
+/* `cloister run --json` (greedy) reproduces llama.cpp's prompt tokens and 24
+ * tokens for every tiny model and text prompt. */
+static void test_cli_run(void **state)
+{
+    (void)state;
+    static const char *const models[] = {"tiny-llama-f32",  "tiny-llama-q8_0",  "tiny-llama-q4_0",
+                                         "tiny-gemma3-f32", "tiny-gemma3-q8_0", "tiny-gemma3-q4_0"};
+    char cli[1024], prompts[1024], mpath[1024];
+    cl_t_cli(cli, sizeof(cli));
+    CL_REFERENCE("prompts.json", prompts);
+    json_t *pj = json_load_file(prompts, 0, NULL);
+    assert_non_null(pj);
+    size_t runs = 0;
+    for (size_t mi = 0; mi < 6; mi++) {
+        char rel[256];
+        snprintf(rel, sizeof(rel), "models/%s.gguf", models[mi]);
+        CL_REFERENCE(rel, mpath);
+        for (size_t pi = 0; pi < N_PROMPTS; pi++) {
+            struct cl_t_ref r;
+            cl_t_ref_load(models[mi], cl_t_prompts[pi], &r);
+            const char *text = json_string_value(json_object_get(pj, cl_t_prompts[pi]));
+            assert_non_null(text);
+            char *argv[] = {cli, "run", mpath, "-p", (char *)text, "-n", "24", "--temp", "0", "--json", NULL};
+            int st;
+            char *out = cl_t_exec(argv, &st);
+            assert_int_equal(st, 0);
+            json_t *res = json_loads(out, 0, NULL);
+            if (!res)
+                fail_msg("%s %s: output is not JSON", models[mi], cl_t_prompts[pi]);
+            cl_t_expect_ids(json_object_get(res, "prompt_tokens"), json_object_get(r.root, "prompt_tokens"),
+                            "prompt tokens");
+            cl_t_expect_ids(json_object_get(res, "tokens"), json_object_get(r.root, "generated_tokens"), "tokens");
+            const char *want = json_string_value(json_object_get(r.root, "generated_text"));
+            const char *got = json_string_value(json_object_get(res, "text"));
+            assert_non_null(got);
+            assert_string_equal(got, want);
+            json_decref(res);
+            free(out);
+            cl_t_ref_free(&r);
+            runs++;
+        }
+    }
+    print_message("cloister run: %zu model/prompt pairs reproduce llama.cpp's tokens and text\n", runs);
+    json_decref(pj);
+}
+
+/* `cloister logits --json` prints llama.cpp's teacher-forced logits. */
+static void test_cli_logits(void **state)
+{
+    (void)state;
+    char cli[1024], mpath[1024];
+    cl_t_cli(cli, sizeof(cli));
+    CL_REFERENCE("models/tiny-gemma3-f32.gguf", mpath);
+    struct cl_t_ref r;
+    cl_t_ref_load("tiny-gemma3-f32", "P3", &r);
+    char toks[4096] = "", from[16];
+    size_t off = 0;
+    for (size_t i = 0; i < r.n_prompt + r.n_gen; i++)
+        off += (size_t)snprintf(toks + off, sizeof(toks) - off, "%s%d", i ? "," : "",
+                                i < r.n_prompt ? r.prompt[i] : r.gen[i - r.n_prompt]);
+    snprintf(from, sizeof(from), "%zu", r.n_prompt - 1);
+    char *argv[] = {cli, "logits", mpath, "--tokens", toks, "--from", from, "--json", NULL};
+    int st;
+    char *out = cl_t_exec(argv, &st);
+    assert_int_equal(st, 0);
+    json_t *steps = json_object_get(r.root, "steps");
+    char *line = out;
+    double max_err = 0;
+    for (size_t i = 0; i < json_array_size(steps); i++) {
+        char *nl = strchr(line, '\n');
+        assert_non_null(nl);
+        *nl = 0;
+        json_t *got = json_loads(line, 0, NULL);
+        assert_non_null(got);
+        json_t *want = json_array_get(steps, i);
+        assert_int_equal(json_integer_value(json_object_get(got, "pos")), json_integer_value(json_object_get(want, "pos")));
+        json_t *gt = json_object_get(got, "top"), *wt = json_object_get(want, "top");
+        assert_int_equal(json_array_size(gt), 20);
+        for (size_t k = 0; k < 20; k++) {
+            json_t *gp = json_array_get(gt, k), *wp = json_array_get(wt, k);
+            assert_int_equal(json_integer_value(json_array_get(gp, 0)), json_integer_value(json_array_get(wp, 0)));
+            double d = fabs(json_number_value(json_array_get(gp, 1)) - json_number_value(json_array_get(wp, 1)));
+            max_err = d > max_err ? d : max_err;
+        }
+        assert_true(fabs(json_number_value(json_object_get(got, "logsumexp")) -
+                         json_number_value(json_object_get(want, "logsumexp"))) < 2e-3);
+        json_decref(got);
+        line = nl + 1;
+    }
+    assert_true(max_err < 2e-3);
+    assert_string_equal(line, "");
+    /* usage errors exit 2 */
+    char *bad[] = {cli, "logits", mpath, "--tokens", "1,x", NULL};
+    free(cl_t_exec(bad, &st));
+    assert_int_equal(st, 2);
+    char *bad2[] = {cli, "run", mpath, NULL};
+    free(cl_t_exec(bad2, &st));
+    assert_int_equal(st, 2);
+    char *bad3[] = {cli, "bench", "/nonexistent.gguf", NULL};
+    free(cl_t_exec(bad3, &st));
+    assert_int_equal(st, 1);
+    free(out);
+    cl_t_ref_free(&r);
+}
+
+/* Llama 3 style rope_freqs.weight: factors of 1 change nothing, others do. */
+static void test_rope_freqs(void **state)
+{
+    (void)state;
+    float ref[300], got[300];
+    int32_t toks[4] = {1, 20, 30, 40};
+    for (int variant = 0; variant < 3; variant++) {
+        struct cl_model_mk_opts o = {.type = CL_MODEL_MK_F32, .seed = 3, .threads = 1};
+        cl_gguf_writer *w = NULL;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        cl_gguf *g = NULL;
+        struct cl_model *m = NULL;
+        struct cl_model_seq *s = NULL;
+        assert_ok(cl_model_shape_parse(CL_MODEL_ARCH_LLAMA, "tiny,vocab=300", &o.shape));
+        assert_ok(cl_model_mk(&o, &w));
+        if (variant > 0) {
+            float ff[8];
+            int64_t ne[1] = {8};
+            for (int i = 0; i < 8; i++)
+                ff[i] = variant == 1 ? 1.0f : 1.0f + (float)i;
+            assert_ok(cl_gguf_writer_add_tensor(w, "rope_freqs.weight", CL_GGML_F32, 1, ne, ff, sizeof(ff)));
+        }
+        assert_ok(cl_gguf_writer_write_memory(w, &buf, &len));
+        assert_ok(cl_gguf_open_memory(buf, len, &g));
+        assert_ok(cl_model_load(g, &m));
+        assert_ok(cl_model_seq_new(m, 8, NULL, &s));
+        assert_ok(cl_model_seq_eval(s, toks, 4, variant ? got : ref, false));
+        if (variant == 1)
+            assert_memory_equal(ref, got, sizeof(ref));
+        if (variant == 2)
+            assert_true(memcmp(ref, got, sizeof(ref)) != 0);
+        cl_model_seq_free(s);
+        cl_model_free(m);
+        cl_gguf_free(g);
+        free(buf);
+        cl_gguf_writer_free(w);
+    }
+}
+
+struct cl_t_stream {
+    int32_t ids[64];
+    size_t n;
+    size_t stop_after;
+    char text[4096];
+    size_t len;
+};
+
+static int cl_t_stream_cb(void *user, int32_t token, const char *text, size_t len)
+{
+    struct cl_t_stream *st = user;
+    if (st->n < 64)
+        st->ids[st->n++] = token;
+    if (st->len + len < sizeof(st->text)) {
+        memcpy(st->text + st->len, text, len);
+        st->len += len;
+    }
+    return st->stop_after && st->n >= st->stop_after;
+}
+
+/* The enclave's path: model bytes in memory, a session fed with text,
+ * greedy generation streamed token by token. */
+static void test_session_memory(void **state)
+{
+    (void)state;
+    char path[1024], prompts[1024];
+    CL_REFERENCE("models/tiny-gemma3-q8_0.gguf", path);
+    CL_REFERENCE("prompts.json", prompts);
+    struct cl_buf file;
+    cl_buf_init(&file, (size_t)1 << 30, CL_BUF_SECURE);
+    assert_ok(cl_file_read(path, (size_t)1 << 30, &file));
+    cl_gguf *g = NULL;
+    struct cl_model *m = NULL;
+    cl_tokenizer *tok = NULL;
+    struct cl_pool *pool = NULL;
+    assert_err(cl_model_open_memory(file.data, 100, &g, &m), CL_E_INFER_GGUF_TRUNCATED);
+    assert_ok(cl_model_open_memory(file.data, file.len, &g, &m));
+    assert_ok(cl_tokenizer_new(g, &tok));
+    assert_ok(cl_pool_new(2, &pool));
+    json_t *pj = json_load_file(prompts, 0, NULL);
+    const char *text = json_string_value(json_object_get(pj, "P2"));
+    struct cl_t_ref r;
+    cl_t_ref_load("tiny-gemma3-q8_0", "P2", &r);
+
+    struct cl_model_session *s = NULL;
+    assert_ok(cl_model_session_new(m, tok, 128, pool, &s));
+    assert_null(cl_model_session_logits(s));
+    struct cl_model_gen gen = {.max_tokens = 24, .stop_at_eog = true, .on_token = cl_t_stream_cb};
+    cl_sample_params_default(&gen.sample, 1);
+    gen.sample.temperature = 0.0f;
+    int32_t out[64];
+    size_t n = 0;
+    enum cl_gen_stop why;
+    assert_err(cl_model_session_generate(s, &gen, out, 64, &n, &why), CL_E_CORE_STATE);
+    assert_ok(cl_model_session_feed_text(s, text, strlen(text), CL_TOK_ADD_SPECIAL));
+    assert_int_equal(cl_model_seq_pos(cl_model_session_seq(s)), r.n_prompt);
+    struct cl_t_stream st = {0};
+    gen.user = &st;
+    assert_ok(cl_model_session_generate(s, &gen, out, 64, &n, &why));
+    assert_int_equal(why, CL_GEN_STOP_MAX_TOKENS);
+    assert_int_equal(n, 24);
+    assert_int_equal(st.n, 24);
+    for (size_t i = 0; i < 24; i++) {
+        assert_int_equal(out[i], r.gen[i]);
+        assert_int_equal(st.ids[i], r.gen[i]);
+    }
+    st.text[st.len] = 0;
+    assert_string_equal(st.text, json_string_value(json_object_get(r.root, "generated_text")));
+    cl_model_session_free(s);
+
+    /* the callback stops generation */
+    assert_ok(cl_model_session_new(m, tok, 128, pool, &s));
+    assert_ok(cl_model_session_feed(s, r.prompt, r.n_prompt));
+    struct cl_t_stream st2 = {.stop_after = 3};
+    gen.user = &st2;
+    assert_ok(cl_model_session_generate(s, &gen, out, 64, &n, &why));
+    assert_int_equal(why, CL_GEN_STOP_CALLBACK);
+    assert_int_equal(n, 3);
+    cl_model_session_free(s);
+
+    /* a full context ends generation */
+    assert_ok(cl_model_session_new(m, tok, (uint32_t)r.n_prompt + 5, pool, &s));
+    assert_ok(cl_model_session_feed(s, r.prompt, r.n_prompt));
+    struct cl_t_stream st3 = {0};
+    gen.user = &st3;
+    gen.max_tokens = 0;
+    assert_ok(cl_model_session_generate(s, &gen, out, 64, &n, &why));
+    assert_int_equal(n, 6);
+    assert_int_equal(why, CL_GEN_STOP_MAX_TOKENS);
+    cl_model_session_free(s);
+
+    cl_t_ref_free(&r);
+    json_decref(pj);
+    cl_pool_free(pool);
+    cl_tokenizer_free(tok);
+    cl_model_free(m);
+    cl_gguf_free(g);
+    cl_buf_free(&file);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hparams),
+        cmocka_unit_test(test_seq_limits),
+        cmocka_unit_test(test_llama_f32),
+        cmocka_unit_test(test_llama_q8_0),
+        cmocka_unit_test(test_llama_q4_0),
+        cmocka_unit_test(test_gemma3_f32),
+        cmocka_unit_test(test_gemma3_q8_0),
+        cmocka_unit_test(test_gemma3_q4_0),
+        cmocka_unit_test(test_interleaved),
+        cmocka_unit_test(test_mkmodel_types),
+        cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_rope_freqs),
+        cmocka_unit_test(test_session_memory),
+        cmocka_unit_test(test_cli_run),
+        cmocka_unit_test(test_cli_logits),
+        cmocka_unit_test(test_concurrent),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
