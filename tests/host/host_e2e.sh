@@ -90,9 +90,22 @@ ask --stream - <"$D/q2" >"$D/a2" 2>"$D/a2.err" && ok "ask --stream through the h
   || bad "ask --stream: $(tail -2 "$D/a2.err")"
 grep -q '"route":"ohttp","status":200' "$D/host.log" && ok "host logged the OHTTP exchanges" || bad "no ohttp log line"
 
-# --- enclave killed, host stays up, enclave restarted -----------------------
-kill "$SIM_PID"
+# --- enclave killed mid-stream, host stays up, enclave restarted -------------
+echo "Tell me everything about $MARK-long." >"$D/q3"
+"$CL" ask --host "$U" --trust "$D/TRUST.json" -n 2000 --temp 0.8 --stream - <"$D/q3" >"$D/a3" 2>"$D/a3.err" &
+ASK_PID=$!
+for _ in $(seq 1 200); do [ -s "$D/a3" ] && break; sleep 0.01; done
+kill -9 "$SIM_PID"
+wait "$ASK_PID"
+rc=$?
 wait "$SIM_PID" 2>/dev/null
+if [ -s "$D/a3" ] && [ "$rc" = 1 ]; then
+  ok "enclave killed mid-stream: client fails after $(wc -c <"$D/a3") bytes ($(tail -1 "$D/a3.err" | cut -c1-90))"
+elif [ "$rc" = 0 ]; then
+  ok "answer finished before the kill landed (mid-stream death covered by host_integration)"
+else
+  bad "mid-stream kill: exit $rc, $(wc -c <"$D/a3") bytes, $(tail -1 "$D/a3.err")"
+fi
 check_code() { # DESC WANT URL
   local got
   got=$(curl -s -o /dev/null -w '%{http_code}' "$3")
@@ -100,8 +113,8 @@ check_code() { # DESC WANT URL
 }
 check_code "enclave gone: host healthz still 200" 200 "$U/healthz"
 check_code "enclave gone: readyz 503" 503 "$U/readyz"
-echo "Does $MARK-down matter?" | ask - >/dev/null 2>"$D/a3.err" && bad "ask succeeded without an enclave" \
-  || ok "ask fails cleanly without an enclave ($(tail -1 "$D/a3.err" | cut -c1-80))"
+echo "Does $MARK-down matter?" | ask - >/dev/null 2>"$D/a3b.err" && bad "ask succeeded without an enclave" \
+  || ok "ask fails cleanly without an enclave ($(tail -1 "$D/a3b.err" | cut -c1-80))"
 start_enclave && ok "restarted enclave booted again through the same host" \
   || die "restart: $(tail -3 "$D/enclave.log")"
 echo "After restart, $MARK-again: any advice?" >"$D/q4"
