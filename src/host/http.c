@@ -595,8 +595,12 @@ static void *cl_host_accept_main(void *arg)
         struct sockaddr_storage peer;
         socklen_t pl = sizeof(peer);
         int fd = accept4(h->http_fd, (struct sockaddr *)&peer, &pl, SOCK_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            /* Out of descriptors or memory: back off instead of spinning. */
+            if (errno != EINTR && errno != ECONNABORTED && errno != EAGAIN)
+                poll(NULL, 0, 50);
             continue;
+        }
         if (cl_host_capture_wrap(h, "http", &fd) != CL_OK)
             continue;
         if (MHD_add_connection(h->mhd, fd, (struct sockaddr *)&peer, pl) != MHD_YES)

@@ -214,16 +214,19 @@ cl_err cl_host_enclave_connect(struct cl_host *h, int *out)
 cl_err cl_host_enclave_recv(struct cl_host *h, int fd, size_t max, enum cl_wire_type *t, unsigned *flags,
                             struct cl_buf *payload)
 {
-    struct pollfd p = {fd, POLLIN, 0};
+    /* The stop pipe ends waits early, so shutting down never waits out a slow enclave. */
+    struct pollfd p[2] = {{fd, POLLIN, 0}, {h->stop_pipe[0], POLLIN, 0}};
     int r;
     uint64_t deadline = cl_now_us() + (uint64_t)h->cfg.timeout_ms * 1000u;
     for (;;) {
         uint64_t now = cl_now_us();
         int wait = now >= deadline ? 0 : (int)((deadline - now + 999) / 1000);
-        r = poll(&p, 1, wait);
+        r = poll(p, h->stop_pipe[0] >= 0 ? 2 : 1, wait);
         if (r >= 0 || errno != EINTR)
             break;
     }
+    if (r > 0 && !(p[0].revents) && p[1].revents)
+        return cl_err_fail(CL_E_NET_HOST_ENCLAVE_CLOSED, "host is stopping");
     if (r == 0) {
         atomic_fetch_add(&h->m.enclave_timeouts, 1);
         return cl_err_fail(CL_E_NET_HOST_ENCLAVE_TIMEOUT, "no frame within %u ms", h->cfg.timeout_ms);

@@ -176,8 +176,10 @@ static void *cl_host_listen_main(void *arg)
         if (r < 0 || p[1].revents)
             break;
         int fd = -1;
-        if (cl_vsock_accept(h->svc_fd[svc], &fd) != CL_OK)
+        if (cl_vsock_accept(h->svc_fd[svc], &fd) != CL_OK) {
+            poll(NULL, 0, 50); /* out of descriptors or memory: back off instead of spinning */
             continue;
+        }
         atomic_fetch_add(&h->m.svc_connections[svc], 1);
         struct cl_host_conn *c = malloc(sizeof(*c));
         if (c)

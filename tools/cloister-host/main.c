@@ -41,10 +41,11 @@ static void cl_host_help(FILE *f)
             "  --kms-credentials FILE   JSON {\"access_key_id\", \"secret_access_key\", \"region\",\n"
             "                           \"session_token\"?}; must be mode 0600 or stricter. Sent\n"
             "                           only to the enclave in its boot configuration\n"
-            "  --max-body BYTES         largest request body (default 33554432)\n"
-            "  --timeout-ms N           longest wait for each enclave frame (default 120000)\n"
-            "  --max-tokens N           per-request token limit for the enclave (default 2048)\n"
-            "  --max-sessions N         concurrent sessions for the enclave (default 4)\n"
+            "  --max-body BYTES         largest request body, 1024..33554432 (default 33554432)\n"
+            "  --timeout-ms N           longest wait for each enclave frame, 100..3600000 (default 120000);\n"
+            "                           also the enclave's per-request time limit\n"
+            "  --max-tokens N           per-request token limit for the enclave, up to 65536 (default 2048)\n"
+            "  --max-sessions N         concurrent sessions for the enclave, up to 256 (default 4)\n"
             "  --capture-dir DIR        TEST HOOK: append every byte crossing the host's sockets\n"
             "                           to files in DIR (includes the boot configuration)\n"
             "  --log-level LEVEL        debug, info, warn or error (default info)\n\n"
@@ -121,20 +122,20 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--kms-credentials")) {
             creds_path = val;
         } else if (!strcmp(a, "--max-body")) {
-            if (cl_host_num(val, 1, CL_WIRE_MAX_FRAME, &v))
-                return cl_host_usage("--max-body must be 1..35651584", val);
+            if (cl_host_num(val, 1024, CL_HOST_DEFAULT_MAX_BODY, &v))
+                return cl_host_usage("--max-body must be 1024..33554432", val);
             cfg.max_body = (size_t)v;
         } else if (!strcmp(a, "--timeout-ms")) {
-            if (cl_host_num(val, 1, 3600000, &v))
-                return cl_host_usage("--timeout-ms must be 1..3600000", val);
+            if (cl_host_num(val, 100, 3600000, &v))
+                return cl_host_usage("--timeout-ms must be 100..3600000", val);
             cfg.timeout_ms = (unsigned)v;
         } else if (!strcmp(a, "--max-tokens")) {
-            if (cl_host_num(val, 1, 1000000, &v))
-                return cl_host_usage("--max-tokens must be 1..1000000", val);
+            if (cl_host_num(val, 1, 65536, &v))
+                return cl_host_usage("--max-tokens must be 1..65536", val);
             cfg.max_tokens = (unsigned)v;
         } else if (!strcmp(a, "--max-sessions")) {
-            if (cl_host_num(val, 1, 1024, &v))
-                return cl_host_usage("--max-sessions must be 1..1024", val);
+            if (cl_host_num(val, 1, 256, &v))
+                return cl_host_usage("--max-sessions must be 1..256", val);
             cfg.max_sessions = (unsigned)v;
         } else if (!strcmp(a, "--capture-dir")) {
             cfg.capture_dir = val;
