@@ -162,7 +162,9 @@ static bool cl_client_type_is(const char *have, const char *want)
 static cl_err cl_client_stream_plain(struct cl_client_xfer *x)
 {
     cl_err rc = CL_OK;
-    CL_GUARD(cl_bhttp_reader_feed(&x->rd, x->pt.data, x->pt.len, &x->content));
+    /* Only with bytes: the reader memmoves its (possibly NULL) pending buffer. */
+    if (x->pt.len)
+        CL_GUARD(cl_bhttp_reader_feed(&x->rd, x->pt.data, x->pt.len, &x->content));
     cl_buf_reset(&x->pt);
     if (!x->inner_checked && x->rd.state >= CL_BHTTP_R_CONTENT) {
         x->inner_checked = true;
