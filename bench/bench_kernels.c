@@ -1,6 +1,6 @@
 /* Single-thread matvec throughput of the inference kernels: GB/s of weight
  * bytes per type and SIMD path (best of several runs), plus a prompt-style
- * matmul of 64 columns. Usage: bench_kernels [seconds per measurement] [MiB streamed for DRAM]. */
+ * matmul of 64 columns. Usage: bench_kernels [seconds per measurement] [MiB streamed for DRAM] [type]. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,9 +30,10 @@ int main(int argc, char **argv)
 {
     /* a 2048 x 5632 matrix (llama-1b FFN shape): 11.5M weights, far above cache */
     size_t n = 2048, rows = 5632, cols_pp = 64;
-    double min_s = argc > 1 ? atof(argv[1]) : 1.0;
+    double min_s = argc > 1 ? atof(argv[1]) : 0.3;
     /* MiB of weight copies for the DRAM column (0 disables); above the L3 size */
     size_t dram_mb = argc > 2 ? (size_t)atol(argv[2]) : 384;
+    const char *only = argc > 3 ? argv[3] : NULL; /* one type, e.g. q4_0 */
     static const uint32_t types[] = {CL_GGML_Q4_0, CL_GGML_Q8_0, CL_GGML_Q5_0, CL_GGML_Q4_K, CL_GGML_Q5_K,
                                      CL_GGML_Q6_K, CL_GGML_F16,  CL_GGML_F32,  CL_GGML_Q4_1, CL_GGML_Q5_1,
                                      CL_GGML_BF16};
@@ -45,6 +46,8 @@ int main(int argc, char **argv)
     printf("|---|---|---:|---:|---:|---:|---:|\n");
     for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
         uint32_t wt = types[t], at = cl_k_vec_dot_type(wt);
+        if (only && strcmp(only, cl_ggml_type_info(wt)->name))
+            continue;
         size_t rb = cl_k_row_bytes(wt, n), ab = cl_k_row_bytes(at, n);
         unsigned char *W = malloc(rb * rows), *A = malloc(ab * cols_pp);
         for (size_t r = 0; r < rows; r++) {

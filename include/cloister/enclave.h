@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "cloister/buf.h"
+#include "cloister/chat.h"
 #include "cloister/ohttp.h"
 
 struct cl_enclave_limits {
@@ -22,19 +23,13 @@ struct cl_enclave_limits {
 };
 void cl_enclave_limits_default(struct cl_enclave_limits *l);
 
-enum cl_gen_finish { CL_GEN_FINISH_NONE = 0, CL_GEN_FINISH_STOP, CL_GEN_FINISH_LENGTH, CL_GEN_FINISH_COUNT };
+enum cl_chat_finish { CL_CHAT_FINISH_NONE = 0, CL_CHAT_FINISH_STOP, CL_CHAT_FINISH_LENGTH, CL_CHAT_FINISH_COUNT };
 
-#define CL_GEN_MAX_STOP 4
-#define CL_GEN_MAX_STOP_LEN 64
+#define CL_CHAT_MAX_STOP 4
+#define CL_CHAT_MAX_STOP_LEN 64
 
-struct cl_gen_msg {
-    const char *role;    /* "system" | "user" | "assistant" */
-    const char *content; /* NUL-terminated, in wiped memory */
-    size_t content_len;
-};
-
-struct cl_gen_params {
-    const struct cl_gen_msg *msgs;
+struct cl_chat_params {
+    const struct cl_chat_msg *msgs;
     size_t n_msgs;
     uint32_t max_tokens;
     float temperature;
@@ -45,24 +40,33 @@ struct cl_gen_params {
     uint64_t seed;
     bool has_seed;
     size_t n_stop;
-    char stop[CL_GEN_MAX_STOP][CL_GEN_MAX_STOP_LEN + 1];
+    char stop[CL_CHAT_MAX_STOP][CL_CHAT_MAX_STOP_LEN + 1];
     bool stream;
+    unsigned set; /* which optional sampling fields the request gave (CL_CHAT_SET_*) */
 };
 
-struct cl_gen_result {
+enum cl_chat_set {
+    CL_CHAT_SET_NONE = 0,
+    CL_CHAT_SET_TOP_P = 1 << 0,
+    CL_CHAT_SET_TOP_K = 1 << 1,
+    CL_CHAT_SET_MIN_P = 1 << 2,
+    CL_CHAT_SET_REPEAT = 1 << 3,
+};
+
+struct cl_chat_result {
     uint32_t prompt_tokens;
     uint32_t completion_tokens;
-    enum cl_gen_finish finish;
+    enum cl_chat_finish finish;
 };
 
 /* Receives answer text as it is produced; return false to stop early. */
-typedef bool (*cl_gen_piece_fn)(void *ctx, const char *text, size_t len);
+typedef bool (*cl_chat_piece_fn)(void *ctx, const char *text, size_t len);
 
 struct cl_generator {
     /* Renders the conversation, generates, calls piece() for each new piece
      * of text (after stop-string handling). */
-    cl_err (*generate)(void *self, const struct cl_gen_params *p, cl_gen_piece_fn piece, void *piece_ctx,
-                       struct cl_gen_result *res);
+    cl_err (*generate)(void *self, const struct cl_chat_params *p, cl_chat_piece_fn piece, void *piece_ctx,
+                       struct cl_chat_result *res);
     void *self;
     const char *model_name; /* reported in answers */
 };

@@ -64,6 +64,9 @@ CL_MUST_CHECK cl_err cl_kms_key_create(struct cl_kms_store *s, const char *descr
 CL_MUST_CHECK cl_err cl_kms_key_get(struct cl_kms_store *s, const char *id, struct cl_kms_key_meta *out);
 CL_MUST_CHECK cl_err cl_kms_key_set_state(struct cl_kms_store *s, const char *key_id, enum cl_kms_key_state st,
                                           int64_t deletion_date);
+/* Deletes keys (material, versions, aliases) whose deletion date has
+ * passed; *purged receives how many. */
+CL_MUST_CHECK cl_err cl_kms_key_purge_expired(struct cl_kms_store *s, int64_t now, size_t *purged);
 /* New key material version; earlier versions stay available for Decrypt. */
 CL_MUST_CHECK cl_err cl_kms_key_rotate(struct cl_kms_store *s, const char *key_id, uint32_t *new_version);
 /* Lists key ids in creation order after `marker` (NULL from the start). */

@@ -56,8 +56,9 @@ uint64_t cl_sampler_rand_u64(cl_sampler *s);
 double cl_sampler_rand_unit(cl_sampler *s);
 
 /* Per-token streaming callback: token is the id just generated and text the
- * answer bytes released for it (possibly none). Return non-zero to stop.
- * text is only valid during the call. */
+ * answer bytes released for it (possibly none); token is CL_TOK_NULL for the
+ * held-back text cl_gen_finish releases. Return non-zero to stop. text is
+ * only valid during the call. */
 typedef int (*cl_stream_cb)(void *user, int32_t token, const char *text, size_t len);
 
 enum cl_gen_stop {

@@ -10,6 +10,8 @@
 #include "cloister/infer/model_mk.h"
 #include "cloister/log.h"
 #include "cloister/secmem.h"
+#include "cloister/chat.h"
+#include "cloister/sample.h"
 #include "cloister/tokenizer.h"
 
 #define CL_INFER_MAX_TOKENS 65536u
@@ -436,48 +438,25 @@ int cl_cmd_mkmodel(int argc, char **argv)
 static void cl_infer_run_help(FILE *f)
 {
     fprintf(f, "usage: cloister run MODEL.gguf -p TEXT [-n N] [--temp T] [--seed S] [--chat]\n"
-               "                    [-t THREADS] [-c CTX] [--ignore-eos] [--json]\n\n"
+               "                    [--chat-template NAME] [-t THREADS] [-c CTX] [--ignore-eos] [--json]\n\n"
                "Generates up to N tokens (default 64) after the prompt. The prompt is tokenized\n"
                "as plain text: BOS as the model's metadata says, special-token texts not\n"
                "parsed. --chat wraps it in the model's chat template (a user turn, special\n"
-               "tokens parsed). --temp 0 (the default) is greedy decoding; T > 0 samples\n"
-               "from softmax(logits/T) with seed S. Generation stops at an end-of-generation\n"
+               "tokens parsed); --chat-template gemma|llama2|chatml|... overrides the\n"
+               "template. --temp 0 (the default) is greedy decoding; T > 0 samples with\n"
+               "llama.cpp's defaults (top-k 40, top-p 0.95, min-p 0.05) and seed S (default\n"
+               "0). Generation stops at an end-of-generation\n"
                "token unless --ignore-eos. --json prints\n"
                "{\"prompt_tokens\":[...],\"tokens\":[...],\"text\":\"...\"}; otherwise the text streams.\n");
 }
 
-struct cl_infer_temp {
-    float temp;
-    uint64_t state;
-};
-
-/* Minimal temperature sampler (softmax(logits/T), inverse CDF) with a
- * seeded xorshift generator. */
-static int32_t cl_infer_sample_temp(void *ctx, float *logits, size_t n)
+static int cl_infer_stream(void *user, int32_t token, const char *text, size_t len)
 {
-    struct cl_infer_temp *st = ctx;
-    int32_t best = cl_model_argmax(logits, n);
-    if (st->temp <= 0.0f)
-        return best;
-    double mx = logits[best], sum = 0.0;
-    for (size_t i = 0; i < n; i++)
-        sum += exp(((double)logits[i] - mx) / st->temp);
-    double u = (double)(cl_infer_xorshift(&st->state) & 0xffffffu) / 16777216.0 * sum, acc = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        acc += exp(((double)logits[i] - mx) / st->temp);
-        if (acc > u)
-            return (int32_t)i;
-    }
-    return best;
-}
-
-static bool cl_infer_stream(void *ctx, int32_t token, const char *piece, size_t len)
-{
-    (void)ctx;
+    (void)user;
     (void)token;
-    fwrite(piece, 1, len, stdout);
+    fwrite(text, 1, len, stdout);
     fflush(stdout);
-    return true;
+    return 0;
 }
 
 /* JSON string body: escapes, and invalid UTF-8 bytes as U+FFFD. */
@@ -528,19 +507,22 @@ static void cl_infer_json_ids(FILE *f, const int32_t *ids, size_t n)
     fputc(']', f);
 }
 
-/* The prompt as one user turn in the model's chat template. */
-static cl_err cl_infer_chat_format(const cl_gguf *g, const char *prompt, size_t len, struct cl_buf *out)
+/* The prompt as one user turn in the model's chat template (or the named one). */
+static cl_err cl_infer_chat_format(const cl_gguf *g, const char *name, const char *prompt, size_t len,
+                                   struct cl_buf *out)
 {
-    (void)g;
-    (void)prompt;
-    (void)len;
-    (void)out;
-    return cl_err_fail(CL_E_CORE_UNSUPPORTED, "chat templates are not available in this build");
+    cl_err rc = CL_OK;
+    enum cl_chat_template t;
+    struct cl_chat_msg msg = {"user", prompt, len};
+    CL_GUARD(cl_chat_for_model(g, name, &t));
+    CL_GUARD(cl_chat_render(t, &msg, 1, true, out));
+out:
+    return rc;
 }
 
 int cl_cmd_run(int argc, char **argv)
 {
-    const char *cmd = "run", *model = NULL, *prompt = NULL;
+    const char *cmd = "run", *model = NULL, *prompt = NULL, *tmpl = NULL;
     uint64_t n_gen = 64, seed = 0, threads = 2, n_ctx = 0;
     double temp = 0.0;
     bool json = false, chat = false, ignore_eos = false;
@@ -569,6 +551,9 @@ int cl_cmd_run(int argc, char **argv)
                 return cl_cli_usage_error(cmd, "-t needs a thread count in 1..%u", CL_POOL_MAX_THREADS);
         } else if (!strcmp(argv[i], "--chat")) {
             chat = true;
+        } else if (!strcmp(argv[i], "--chat-template") && i + 1 < argc) {
+            chat = true;
+            tmpl = argv[++i];
         } else if (!strcmp(argv[i], "--ignore-eos")) {
             ignore_eos = true;
         } else if (!strcmp(argv[i], "--json")) {
@@ -603,7 +588,7 @@ int cl_cmd_run(int argc, char **argv)
     unsigned tflags = CL_TOK_ADD_SPECIAL;
     if (rc == CL_OK && chat) {
         what = "formatting chat prompt";
-        rc = cl_infer_chat_format(c.g, prompt, plen, &formatted);
+        rc = cl_infer_chat_format(c.g, tmpl, prompt, plen, &formatted);
         if (rc == CL_OK) {
             ptext = (const char *)formatted.data;
             plen = formatted.len;
@@ -632,11 +617,11 @@ int cl_cmd_run(int argc, char **argv)
     }
     if (rc == CL_OK) {
         what = "generating";
-        struct cl_infer_temp st = {(float)temp, seed * 0x9e3779b97f4a7c15ull + 0x2545f4914f6cdd1dull};
         struct cl_model_gen g = {.max_tokens = (uint32_t)n_gen, .stop_at_eog = !ignore_eos,
-                                 .sample = cl_infer_sample_temp, .sample_ctx = &st,
                                  .on_token = json ? NULL : cl_infer_stream};
-        rc = cl_model_session_generate(s, &g, gen, n_gen, &n_out);
+        cl_sample_params_default(&g.sample, seed);
+        g.sample.temperature = (float)temp;
+        rc = cl_model_session_generate(s, &g, gen, n_gen, &n_out, NULL);
     }
     if (rc == CL_OK && json) {
         what = "detokenizing";
@@ -656,6 +641,8 @@ int cl_cmd_run(int argc, char **argv)
     if (ptoks)
         cl_wipe(ptoks, n_prompt * sizeof(*ptoks));
     free(ptoks);
+    if (gen)
+        cl_wipe(gen, n_gen * sizeof(*gen));
     free(gen);
     cl_buf_free(&text);
     cl_buf_free(&formatted);

@@ -14,6 +14,8 @@
 #include "cloister/encode.h"
 #include "cloister/file.h"
 #include "cloister/gguf.h"
+#include "cloister/kms_client.h"
+#include "cloister/policy.h"
 #include "cloister/log.h"
 #include "cloister/secmem.h"
 #include "cloister/seal.h"
@@ -80,15 +82,56 @@ static cl_err cl_seal_read_meta(const cl_gguf *g, char *name, size_t nlen, char 
     return CL_OK;
 }
 
+/* GenerateDataKey with the sealed file's encryption context: the key
+ * service returns the data key and the blob that goes into the header. */
+static cl_err cl_seal_kms_data_key(const char *url, const char *key_id, const char *region_opt,
+                                   const struct cl_seal_ctx_pair *ctx, uint8_t dk[32], uint8_t *wrapped, size_t cap,
+                                   size_t *wl)
+{
+    cl_err rc = CL_OK;
+    struct cl_aws_credentials *cred = NULL;
+    struct cl_buf key, blob;
+    char region[64] = "us-east-1";
+    void *mem = NULL;
+    cl_buf_init(&key, 64, CL_BUF_SECURE);
+    cl_buf_init(&blob, cap, CL_BUF_NONE);
+    CL_GUARD(cl_secmem_alloc(sizeof(*cred), &mem));
+    cred = mem;
+    CL_GUARD(cl_aws_credentials_load(cred));
+    if (region_opt)
+        snprintf(region, sizeof(region), "%s", region_opt);
+    else
+        CL_GUARD(cl_aws_region_load(region, sizeof(region)));
+    const struct cl_policy_kv kv[2] = {{ctx[0].key, ctx[0].value}, {ctx[1].key, ctx[1].value}};
+    struct cl_kms_endpoint ep = {.url = strcmp(url, "aws") ? url : NULL, .region = region};
+    CL_GUARD(cl_kms_generate_data_key(&ep, cred, key_id, kv, 2, &key, &blob));
+    CL_ENSURE_D(key.len == 32, CL_E_SEAL_UNWRAP, "data key of %zu bytes (want 32: use AES_256)", key.len);
+    memcpy(dk, key.data, 32);
+    memcpy(wrapped, blob.data, blob.len);
+    *wl = blob.len;
+out:
+    if (cred)
+        cl_aws_credentials_wipe(cred);
+    cl_secmem_free(mem);
+    cl_buf_free(&key);
+    cl_buf_free(&blob);
+    return rc;
+}
+
 static void cl_seal_help(void)
 {
-    printf("usage: cloister seal MODEL.gguf -o MODEL.sealed --key-file KEYFILE [options]\n\n"
+    printf("usage: cloister seal MODEL.gguf -o MODEL.sealed (--key-file KEYFILE | --kms URL --key-id ID) [options]\n\n"
            "Encrypts a GGUF model into a sealed model file (docs/formats/sealed-model.md):\n"
-           "a fresh data key per file, wrapped under KEYFILE and bound to an encryption\n"
-           "context naming the model and its SHA-256.\n\n"
+           "a fresh data key per file, wrapped under KEYFILE or by the key service\n"
+           "(GenerateDataKey), bound to an encryption context naming the model and its\n"
+           "SHA-256 (cloister:model, cloister:model-sha256).\n\n"
            "options:\n"
            "  -o, --output FILE       sealed output (must not exist unless --force)\n"
            "  --key-file FILE         256-bit key file from `cloister keygen` (mode 0600)\n"
+           "  --kms URL               key service: a cloister-kms URL, or `aws` for AWS KMS in --region\n"
+           "  --key-id ID             key id, ARN or alias/NAME at the key service\n"
+           "  --region R              signing region (default: AWS_REGION, the AWS config, else us-east-1)\n"
+           "                          credentials come from the usual AWS variables or files\n"
            "  --name NAME             model name in the header (default: general.name, else file name)\n"
            "  --chunk-size BYTES      chunk size, 4096..268435456 (default 4194304)\n"
            "  -t, --threads N         encryption threads (default: all CPUs)\n"
@@ -97,13 +140,15 @@ static void cl_seal_help(void)
 
 int cl_cmd_seal(int argc, char **argv)
 {
-    enum { O_KEYFILE = 256, O_NAME, O_CHUNK, O_FORCE };
+    enum { O_KEYFILE = 256, O_NAME, O_CHUNK, O_FORCE, O_KMS, O_KEYID, O_REGION };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'},   {"key-file", required_argument, 0, O_KEYFILE},
+        {"kms", required_argument, 0, O_KMS},    {"key-id", required_argument, 0, O_KEYID},
+        {"region", required_argument, 0, O_REGION},
         {"name", required_argument, 0, O_NAME},  {"chunk-size", required_argument, 0, O_CHUNK},
         {"threads", required_argument, 0, 't'},  {"force", no_argument, 0, O_FORCE},
         {"help", no_argument, 0, 'h'},           {0}};
-    const char *out = NULL, *keyfile = NULL, *name_opt = NULL;
+    const char *out = NULL, *keyfile = NULL, *name_opt = NULL, *kms = NULL, *key_id = NULL, *region_opt = NULL;
     uint64_t chunk = CL_SEAL_DEFAULT_CHUNK, threads = cl_default_threads();
     bool force = false;
     int c;
@@ -112,6 +157,9 @@ int cl_cmd_seal(int argc, char **argv)
         case 'o': out = optarg; break;
         case O_KEYFILE: keyfile = optarg; break;
         case O_NAME: name_opt = optarg; break;
+        case O_KMS: kms = optarg; break;
+        case O_KEYID: key_id = optarg; break;
+        case O_REGION: region_opt = optarg; break;
         case O_CHUNK:
             if (!cl_cli_parse_u64(optarg, CL_SEAL_MIN_CHUNK, CL_SEAL_MAX_CHUNK, &chunk))
                 return cl_cli_usage_error("seal", "--chunk-size must be %u..%u", CL_SEAL_MIN_CHUNK, CL_SEAL_MAX_CHUNK);
@@ -129,8 +177,10 @@ int cl_cmd_seal(int argc, char **argv)
         return cl_cli_usage_error("seal", "expected exactly one MODEL.gguf");
     if (!out)
         return cl_cli_usage_error("seal", "missing -o MODEL.sealed");
-    if (!keyfile)
-        return cl_cli_usage_error("seal", "missing --key-file KEYFILE");
+    if (!!keyfile == !!kms)
+        return cl_cli_usage_error("seal", "give exactly one of --key-file KEYFILE or --kms URL");
+    if (kms && !key_id)
+        return cl_cli_usage_error("seal", "--kms needs --key-id ID");
     const char *in = argv[optind];
     if (!force && cl_path_exists(out)) {
         fprintf(stderr, "cloister seal: %s already exists (use --force to replace it)\n", out);
@@ -141,7 +191,7 @@ int cl_cmd_seal(int argc, char **argv)
     cl_err rc;
     cl_gguf *g = NULL;
     uint8_t *keys = NULL; /* kek | dk in secure memory */
-    uint8_t salt[32], digest[32], wrapped[128];
+    uint8_t salt[32], digest[32], wrapped[CL_SEAL_MAX_WRAPPED];
     size_t wl = 0;
     char name[CL_SEAL_MAX_NAME + 1] = "", arch[CL_SEAL_MAX_ARCH + 1], keyid[32], digest_hex[65];
     uint32_t ftype = 0;
@@ -164,13 +214,8 @@ int cl_cmd_seal(int argc, char **argv)
         goto out;
     }
     keys = mem;
-    if ((rc = cl_seal_keyfile_load(keyfile, keys)) != CL_OK) {
-        status = cl_cli_fail("seal", keyfile, rc);
-        goto out;
-    }
-    if ((rc = cl_sha256(pt, len, digest)) != CL_OK || (rc = cl_random_bytes(keys + 32, 32)) != CL_OK ||
-        (rc = cl_random_bytes(salt, sizeof(salt))) != CL_OK || (rc = cl_seal_keyfile_id(keys, keyid)) != CL_OK) {
-        status = cl_cli_fail("seal", "key setup", rc);
+    if ((rc = cl_sha256(pt, len, digest)) != CL_OK || (rc = cl_random_bytes(salt, sizeof(salt))) != CL_OK) {
+        status = cl_cli_fail("seal", "digest", rc);
         goto out;
     }
     cl_hex_encode(digest, 32, digest_hex);
@@ -179,13 +224,29 @@ int cl_cmd_seal(int argc, char **argv)
     snprintf(ctx[0].value, sizeof(ctx[0].value), "%s", name);
     snprintf(ctx[1].key, sizeof(ctx[1].key), "cloister:model-sha256");
     snprintf(ctx[1].value, sizeof(ctx[1].value), "%s", digest_hex);
-    if ((rc = cl_seal_keyfile_wrap(keys, keys + 32, ctx, 2, salt, wrapped, &wl)) != CL_OK) {
-        status = cl_cli_fail("seal", "wrap data key", rc);
-        goto out;
+    enum cl_seal_provider provider = keyfile ? CL_SEAL_PROVIDER_KEYFILE : CL_SEAL_PROVIDER_KMS;
+    const char *kid = keyid;
+    if (keyfile) {
+        if ((rc = cl_seal_keyfile_load(keyfile, keys)) != CL_OK) {
+            status = cl_cli_fail("seal", keyfile, rc);
+            goto out;
+        }
+        if ((rc = cl_random_bytes(keys + 32, 32)) != CL_OK || (rc = cl_seal_keyfile_id(keys, keyid)) != CL_OK ||
+            (rc = cl_seal_keyfile_wrap(keys, keys + 32, ctx, 2, salt, wrapped, &wl)) != CL_OK) {
+            status = cl_cli_fail("seal", "wrap data key", rc);
+            goto out;
+        }
+    } else {
+        kid = key_id;
+        if ((rc = cl_seal_kms_data_key(kms, key_id, region_opt, ctx, keys + 32, wrapped, sizeof(wrapped), &wl)) !=
+            CL_OK) {
+            status = cl_cli_fail("seal", "key service GenerateDataKey", rc);
+            goto out;
+        }
     }
     struct cl_seal_params p = {.chunk_size = (uint32_t)chunk, .name = name, .arch = arch,
                                .tensor_count = cl_gguf_n_tensors(g), .file_type = ftype, .n_ctx = 2, .ctx = ctx,
-                               .provider = CL_SEAL_PROVIDER_KEYFILE, .key_id = keyid, .wrapped = wrapped,
+                               .provider = provider, .key_id = kid, .wrapped = wrapped,
                                .wrapped_len = wl};
     struct cl_progress prog;
     cl_progress_start(&prog, "sealing", len);
@@ -198,7 +259,7 @@ int cl_cmd_seal(int argc, char **argv)
     double secs = (double)(cl_now_us() - prog.start_us) / 1e6;
     printf("sealed %s -> %s\n  model      %s (%s, %zu tensors)\n  size       %zu bytes\n  sha256     %s\n"
            "  key        %s\n  time       %.2f s\n",
-           in, out, name, arch, cl_gguf_n_tensors(g), len, digest_hex, keyid, secs);
+           in, out, name, arch, cl_gguf_n_tensors(g), len, digest_hex, kid, secs);
     status = CL_EXIT_OK;
 out:
     cl_secmem_free(keys);

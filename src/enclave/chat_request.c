@@ -52,7 +52,7 @@ static bool cl_msg_content(json_t *c, const char **s, size_t *n, const char **wh
     return false;
 }
 
-static cl_err cl_chat_stop(json_t *stop, struct cl_gen_params *p, const char **why)
+static cl_err cl_chat_stop(json_t *stop, struct cl_chat_params *p, const char **why)
 {
     json_t *one[1] = {stop};
     size_t n = 0;
@@ -64,11 +64,11 @@ static cl_err cl_chat_stop(json_t *stop, struct cl_gen_params *p, const char **w
         n = json_array_size(stop);
     else
         goto bad;
-    if (n > CL_GEN_MAX_STOP)
+    if (n > CL_CHAT_MAX_STOP)
         goto bad;
     for (size_t i = 0; i < n; i++) {
         json_t *s = json_is_string(stop) ? one[0] : json_array_get(stop, i);
-        if (!json_is_string(s) || json_string_length(s) == 0 || json_string_length(s) > CL_GEN_MAX_STOP_LEN)
+        if (!json_is_string(s) || json_string_length(s) == 0 || json_string_length(s) > CL_CHAT_MAX_STOP_LEN)
             goto bad;
         memcpy(p->stop[i], json_string_value(s), json_string_length(s) + 1);
     }
@@ -80,7 +80,7 @@ bad:
 }
 
 cl_err cl_chat_request_parse(const uint8_t *body, size_t n, const struct cl_enclave_limits *l, json_t **root,
-                             struct cl_gen_msg *msgs, struct cl_gen_params *p, const char **why)
+                             struct cl_chat_msg *msgs, struct cl_chat_params *p, const char **why)
 {
     cl_err rc = CL_OK;
     json_error_t jerr;
@@ -136,10 +136,10 @@ cl_err cl_chat_request_parse(const uint8_t *body, size_t n, const struct cl_encl
         field;                                                                                 \
     }
     CL_OPT_NUM("temperature", 0, 2, p->temperature = (float)d, "temperature must be from 0 to 2");
-    CL_OPT_NUM("top_p", 0, 1, p->top_p = (float)d, "top_p must be from 0 to 1");
-    CL_OPT_NUM("top_k", 0, 1 << 20, p->top_k = (int32_t)d, "top_k must be a non-negative integer");
-    CL_OPT_NUM("min_p", 0, 1, p->min_p = (float)d, "min_p must be from 0 to 1");
-    CL_OPT_NUM("repeat_penalty", 0.01, 10, p->repeat_penalty = (float)d, "repeat_penalty must be from 0.01 to 10");
+    CL_OPT_NUM("top_p", 0, 1, (p->top_p = (float)d, p->set |= CL_CHAT_SET_TOP_P), "top_p must be from 0 to 1");
+    CL_OPT_NUM("top_k", 0, 1 << 20, (p->top_k = (int32_t)d, p->set |= CL_CHAT_SET_TOP_K), "top_k must be a non-negative integer");
+    CL_OPT_NUM("min_p", 0, 1, (p->min_p = (float)d, p->set |= CL_CHAT_SET_MIN_P), "min_p must be from 0 to 1");
+    CL_OPT_NUM("repeat_penalty", 0.01, 10, (p->repeat_penalty = (float)d, p->set |= CL_CHAT_SET_REPEAT), "repeat_penalty must be from 0.01 to 10");
     CL_OPT_NUM("seed", -9.2e18, 9.2e18, (p->seed = (uint64_t)(int64_t)d, p->has_seed = true),
                "seed must be an integer");
 #undef CL_OPT_NUM

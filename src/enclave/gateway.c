@@ -140,7 +140,7 @@ static cl_err cl_gw_error(struct cl_gw_x *x, uint16_t status, const char *type, 
     return cl_gw_json_answer(x, status, json_pack("{s:{s:s,s:s,s:n}}", "error", "message", msg, "type", type, "code"));
 }
 
-static const char *cl_gw_finish_name(enum cl_gen_finish f) { return f == CL_GEN_FINISH_LENGTH ? "length" : "stop"; }
+static const char *cl_gw_finish_name(enum cl_chat_finish f) { return f == CL_CHAT_FINISH_LENGTH ? "length" : "stop"; }
 
 static json_t *cl_gw_chunk_json(struct cl_gw_x *x, json_t *delta, json_t *finish)
 {
@@ -217,10 +217,10 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
 {
     cl_err rc = CL_OK;
     json_t *root = NULL;
-    struct cl_gen_params p;
-    struct cl_gen_result res = {0};
+    struct cl_chat_params p;
+    struct cl_chat_result res = {0};
     const char *why = NULL;
-    struct cl_gen_msg *msgs = calloc(x->g->lim.max_messages + 1, sizeof(*msgs));
+    struct cl_chat_msg *msgs = calloc(x->g->lim.max_messages + 1, sizeof(*msgs));
     CL_ENSURE(msgs, CL_E_CORE_NOMEM);
     const struct cl_bhttp_field *ct = cl_bhttp_find(req, "content-type");
     if (ct && (ct->value_len < 16 || strncmp(ct->value, "application/json", 16) != 0)) {

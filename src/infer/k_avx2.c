@@ -5,6 +5,7 @@
  * for up to 4 activation columns, so prompt processing reads the weights
  * once per 4 tokens from cache rather than once per token. */
 #include <immintrin.h>
+#include <stdlib.h>
 
 #include "k_internal.h"
 
@@ -79,56 +80,89 @@ CL_K_TI __m256i cl_k2_unpack_q5_0(const uint8_t *b)
 typedef __m256i (*cl_k2_unpack_fn)(const uint8_t *b);
 
 /* M columns (1..4) of one weight row; blocks of bb bytes start with fp16 d. */
-CL_K_TI void cl_k2_q8act_tile(const uint8_t *x, size_t bb, cl_k2_unpack_fn unpack, const uint8_t *const *yc, int M,
-                              size_t nb, float *res)
+/* dyf[j]: column j's block scales as floats, converted once per call. */
+CL_K_TI void cl_k2_q8act_tile(const uint8_t *x, size_t bb, cl_k2_unpack_fn unpack, const uint8_t *const *yc,
+                              const float *const *dyf, int M, size_t nb, float *res)
 {
     __m256 acc[CL_K_TILE];
     for (int j = 0; j < M; j++)
         acc[j] = _mm256_setzero_ps();
     for (size_t b = 0; b < nb; b++, x += bb) {
         const __m256i q = unpack(x);
-        const float dw = cl_k2_h2f(x);
+        const __m256 dw = _mm256_set1_ps(cl_k2_h2f(x));
         const __m256i ax = _mm256_sign_epi8(q, q);
         for (int j = 0; j < M; j++) {
             const uint8_t *yb = yc[j] + b * sizeof(struct cl_k_block_q8_0);
             const __m256i sy = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(yb + 2)), q);
             const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
-            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * cl_k2_h2f(yb)), _mm256_cvtepi32_ps(p), acc[j]);
+            const __m256 d = _mm256_mul_ps(dw, _mm256_broadcast_ss(dyf[j] + b));
+            acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[j]);
         }
     }
     for (int j = 0; j < M; j++)
         res[j] = cl_k2_hsum(acc[j]);
 }
 
+#define CL_K2_DY_MAX 16384 /* floats of prepared activation scales on the stack */
+
+CL_K_TI void cl_k2_q8act_mm(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as, size_t nc,
+                            size_t n, float *out, size_t os, size_t bb, cl_k2_unpack_fn unpack)
+{
+    const size_t nb = n / CL_K_QK;
+    float stackbuf[CL_K2_DY_MAX];
+    float *dyb = stackbuf;
+    size_t group = CL_K2_DY_MAX / nb;
+    float *heap = NULL;
+    if (group == 0) {
+        heap = malloc(nb * sizeof(float));
+        if (!heap)
+            abort();
+        dyb = heap;
+        group = 1;
+    }
+    for (size_t c0 = 0; c0 < nc; c0 += group) {
+        const size_t gc = nc - c0 < group ? nc - c0 : group;
+        for (size_t j = 0; j < gc; j++) {
+            const uint8_t *y = (const uint8_t *)a + (c0 + j) * as;
+            for (size_t b = 0; b < nb; b++)
+                dyb[j * nb + b] = cl_k2_h2f(y + b * sizeof(struct cl_k_block_q8_0));
+        }
+        for (size_t r = r0; r < r1; r++) {
+            const uint8_t *x = (const uint8_t *)w + r * ws;
+            size_t c = 0;
+            for (; c + CL_K_TILE <= gc; c += CL_K_TILE) {
+                const uint8_t *yc[CL_K_TILE];
+                const float *dyf[CL_K_TILE];
+                float res[CL_K_TILE];
+                for (int j = 0; j < CL_K_TILE; j++) {
+                    yc[j] = (const uint8_t *)a + (c0 + c + (size_t)j) * as;
+                    dyf[j] = dyb + (c + (size_t)j) * nb;
+                }
+                cl_k2_q8act_tile(x, bb, unpack, yc, dyf, CL_K_TILE, nb, res);
+                for (int j = 0; j < CL_K_TILE; j++)
+                    out[(c0 + c + (size_t)j) * os + r] = res[j];
+            }
+            for (; c < gc; c++) {
+                const uint8_t *yc[1] = {(const uint8_t *)a + (c0 + c) * as};
+                const float *dyf[1] = {dyb + c * nb};
+                cl_k2_q8act_tile(x, bb, unpack, yc, dyf, 1, nb, &out[(c0 + c) * os + r]);
+            }
+        }
+    }
+    free(heap);
+}
+
 #define CL_K2_Q8ACT(NAME, BT)                                                                                         \
-    CL_K_T static float cl_k2_dot_##NAME(const void *w, const void *a, size_t n)                                       \
-    {                                                                                                                  \
-        const uint8_t *yc[1] = {a};                                                                                    \
-        float r;                                                                                                       \
-        cl_k2_q8act_tile(w, sizeof(BT), cl_k2_unpack_##NAME, yc, 1, n / CL_K_QK, &r);                                 \
-        return r;                                                                                                      \
-    }                                                                                                                  \
     CL_K_T static void cl_k2_mm_##NAME(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as,      \
                                        size_t nc, size_t n, float *out, size_t os)                                     \
     {                                                                                                                  \
-        const size_t nb = n / CL_K_QK;                                                                                 \
-        for (size_t r = r0; r < r1; r++) {                                                                             \
-            const uint8_t *x = (const uint8_t *)w + r * ws;                                                            \
-            size_t c = 0;                                                                                              \
-            for (; c + CL_K_TILE <= nc; c += CL_K_TILE) {                                                              \
-                const uint8_t *yc[CL_K_TILE];                                                                          \
-                float res[CL_K_TILE];                                                                                  \
-                for (int j = 0; j < CL_K_TILE; j++)                                                                    \
-                    yc[j] = (const uint8_t *)a + (c + (size_t)j) * as;                                                 \
-                cl_k2_q8act_tile(x, sizeof(BT), cl_k2_unpack_##NAME, yc, CL_K_TILE, nb, res);                         \
-                for (int j = 0; j < CL_K_TILE; j++)                                                                    \
-                    out[(c + (size_t)j) * os + r] = res[j];                                                            \
-            }                                                                                                          \
-            for (; c < nc; c++) {                                                                                      \
-                const uint8_t *yc[1] = {(const uint8_t *)a + c * as};                                                  \
-                cl_k2_q8act_tile(x, sizeof(BT), cl_k2_unpack_##NAME, yc, 1, nb, &out[c * os + r]);                     \
-            }                                                                                                          \
-        }                                                                                                              \
+        cl_k2_q8act_mm(w, ws, r0, r1, a, as, nc, n, out, os, sizeof(BT), cl_k2_unpack_##NAME);                        \
+    }                                                                                                                  \
+    CL_K_T static float cl_k2_dot_##NAME(const void *w, const void *a, size_t n)                                       \
+    {                                                                                                                  \
+        float r;                                                                                                       \
+        cl_k2_mm_##NAME(w, 0, 0, 1, a, 0, 1, n, &r, 1);                                                                \
+        return r;                                                                                                      \
     }
 
 CL_K2_Q8ACT(q8_0, struct cl_k_block_q8_0)
@@ -305,7 +339,13 @@ CL_K_TI __m256 cl_k2_ld_f16(const void *p, size_t i)
 {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
 }
+CL_K_TI __m256 cl_k2_ld_bf16(const void *p, size_t i)
+{
+    const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
 CL_K_TI float cl_k2_s_f32(const void *p, size_t i) { return ((const float *)p)[i]; }
+CL_K_TI float cl_k2_s_bf16(const void *p, size_t i) { return cl_k_bf16_to_fp32(((const uint16_t *)p)[i]); }
 CL_K_TI float cl_k2_s_f16(const void *p, size_t i) { return _cvtsh_ss(((const uint16_t *)p)[i]); }
 
 typedef __m256 (*cl_k2_ld_fn)(const void *p, size_t i);
@@ -371,6 +411,7 @@ CL_K_TI void cl_k2_float_tile(const void *x, cl_k2_ld_fn ld, cl_k2_s_fn sc, cons
 
 CL_K2_FLOAT(f32, 4)
 CL_K2_FLOAT(f16, 2)
+CL_K2_FLOAT(bf16, 2)
 
 /* ---------------------------------------------------- activation quantizers */
 
@@ -442,8 +483,61 @@ bool cl_k_avx2_impl(uint32_t wtype, struct cl_k_impl *impl)
     case CL_GGML_Q6_K: impl->dot = cl_k2_dot_q6_k; impl->mm = cl_k2_mm_q6_k; break;
     case CL_GGML_F32: impl->dot = cl_k2_dot_f32; impl->mm = cl_k2_mm_f32; break;
     case CL_GGML_F16: impl->dot = cl_k2_dot_f16; impl->mm = cl_k2_mm_f16; break;
+    case CL_GGML_BF16: impl->dot = cl_k2_dot_bf16; impl->mm = cl_k2_mm_bf16; break;
     default: return false;
     }
     impl->name = "avx2";
     return true;
+}
+
+/* ---------------------------------------------------- float helpers */
+
+CL_K_T void cl_k_axpy_f32_avx2(float *y, float a, const float *x, size_t n)
+{
+    const __m256 av = _mm256_set1_ps(a);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * x[i];
+}
+
+CL_K_T void cl_k_axpy_f16_avx2(float *y, float a, const uint16_t *x, size_t n)
+{
+    const __m256 av = _mm256_set1_ps(a);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, xv, _mm256_loadu_ps(y + i)));
+    }
+    for (; i < n; i++)
+        y[i] += a * _cvtsh_ss(x[i]);
+}
+
+CL_K_T void cl_k_scale_f32_avx2(float *y, float s, size_t n)
+{
+    const __m256 sv = _mm256_set1_ps(s);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(sv, _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] *= s;
+}
+
+CL_K_T void cl_k_add_f32_avx2(float *y, const float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
+    for (; i < n; i++)
+        y[i] += x[i];
+}
+
+CL_K_T void cl_k_mul_f32_avx2(float *y, const float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
+    for (; i < n; i++)
+        y[i] *= x[i];
 }

@@ -410,7 +410,13 @@ CL_K_TI __m512 cl_k5_ld_f16(const void *p, size_t i)
 {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
 }
+CL_K_TI __m512 cl_k5_ld_bf16(const void *p, size_t i)
+{
+    const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
 CL_K_TI float cl_k5_s_f32(const void *p, size_t i) { return ((const float *)p)[i]; }
+CL_K_TI float cl_k5_s_bf16(const void *p, size_t i) { return cl_k_bf16_to_fp32(((const uint16_t *)p)[i]); }
 CL_K_TI float cl_k5_s_f16(const void *p, size_t i) { return _cvtsh_ss(((const uint16_t *)p)[i]); }
 
 typedef __m512 (*cl_k5_ld_fn)(const void *p, size_t i);
@@ -475,6 +481,7 @@ CL_K_TI void cl_k5_float_tile(const void *x, cl_k5_ld_fn ld, cl_k5_s_fn sc, cons
 
 CL_K5_FLOAT(f32)
 CL_K5_FLOAT(f16)
+CL_K5_FLOAT(bf16)
 
 bool cl_k_avx512_impl(uint32_t wtype, bool vnni, struct cl_k_impl *impl)
 {
@@ -489,6 +496,7 @@ bool cl_k_avx512_impl(uint32_t wtype, bool vnni, struct cl_k_impl *impl)
     case CL_GGML_Q6_K: impl->dot = cl_k5_dot_q6_k; impl->mm = cl_k5_mm_q6_k; break;
     case CL_GGML_F32: impl->dot = cl_k5_dot_f32; impl->mm = cl_k5_mm_f32; break;
     case CL_GGML_F16: impl->dot = cl_k5_dot_f16; impl->mm = cl_k5_mm_f16; break;
+    case CL_GGML_BF16: impl->dot = cl_k5_dot_bf16; impl->mm = cl_k5_mm_bf16; break;
     default: return false;
     }
     impl->name = "avx512vnni";

@@ -2,6 +2,7 @@
  * against), run-time dispatch, and the matmul entry point. Each block's
  * integer dot product is exact; blocks are combined in float as ggml does. */
 #include <math.h>
+#include <pthread.h>
 
 #include "k_internal.h"
 
@@ -230,15 +231,41 @@ bool cl_k_scalar_impl(uint32_t wtype, struct cl_k_impl *impl)
 
 /* ------------------------------------------------------------ dispatch */
 
-static void cl_k_select(uint32_t wtype, struct cl_k_impl *impl)
+static void cl_k_select_slow(uint32_t wtype, enum cl_cpu_level lvl, bool vnni, struct cl_k_impl *impl)
 {
-    enum cl_cpu_level lvl = cl_cpu_level();
-    if (lvl >= CL_CPU_AVX512 && cl_k_avx512_impl(wtype, cl_cpu_has_avx512vnni(), impl))
+    if (lvl >= CL_CPU_AVX512 && cl_k_avx512_impl(wtype, vnni, impl))
         return;
     if (lvl >= CL_CPU_AVX2 && cl_k_avx2_impl(wtype, impl))
         return;
     if (!cl_k_scalar_impl(wtype, impl))
         memset(impl, 0, sizeof(*impl));
+}
+
+/* Kernel table per CPU level, built once; the level itself is read on every
+ * call because tests and CLOISTER_CPU may cap it. */
+static struct cl_k_impl cl_k_tab[CL_CPU_COUNT][CL_GGML_TYPE_COUNT];
+static pthread_once_t cl_k_tab_once = PTHREAD_ONCE_INIT;
+
+static void cl_k_tab_init(void)
+{
+    /* the VNNI flag is fixed by the hardware; only the level is capped */
+    bool vnni = false;
+    __builtin_cpu_init();
+    vnni = __builtin_cpu_supports("avx512vnni");
+    for (int l = CL_CPU_SCALAR; l < CL_CPU_COUNT; l++)
+        for (uint32_t t = 0; t < CL_GGML_TYPE_COUNT; t++)
+            cl_k_select_slow(t, (enum cl_cpu_level)l, vnni, &cl_k_tab[l][t]);
+}
+
+static inline void cl_k_select(uint32_t wtype, struct cl_k_impl *impl)
+{
+    pthread_once(&cl_k_tab_once, cl_k_tab_init);
+    enum cl_cpu_level lvl = cl_cpu_level();
+    if (wtype >= CL_GGML_TYPE_COUNT || lvl <= CL_CPU_NONE || lvl >= CL_CPU_COUNT) {
+        memset(impl, 0, sizeof(*impl));
+        return;
+    }
+    *impl = cl_k_tab[lvl][wtype];
 }
 
 bool cl_k_weight_type_ok(uint32_t type)

@@ -35,6 +35,13 @@ void cl_k_act_q8_0_avx2(const float *x, void *dst, size_t n);
 void cl_k_act_q8_1_avx2(const float *x, void *dst, size_t n);
 void cl_k_act_q8_k_scalar(const float *x, void *dst, size_t n);
 
+/* AVX2 float helpers (same results as scalar except FMA rounding in axpy). */
+void cl_k_axpy_f32_avx2(float *y, float a, const float *x, size_t n);
+void cl_k_axpy_f16_avx2(float *y, float a, const uint16_t *x, size_t n);
+void cl_k_scale_f32_avx2(float *y, float s, size_t n);
+void cl_k_add_f32_avx2(float *y, const float *x, size_t n);
+void cl_k_mul_f32_avx2(float *y, const float *x, size_t n);
+
 /* Q4_K/Q5_K 6-bit scale and min of sub-block j (0..7). */
 static inline void cl_k_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
 {

@@ -254,7 +254,8 @@ static cl_err cl_model_forward(struct cl_model_seq *s, const int32_t *tokens, ui
                 float *qh = q + (size_t)hd * dk;
                 if (hp->qk_norm)
                     cl_k_rmsnorm_f32(qh, qh, L->q_norm, dk, hp->rms_eps);
-                cl_model_rope(qh, hp->n_rot, hp->rope_mode, p, L->rope_base, L->rope_freq_scale);
+                cl_model_rope(qh, hp->n_rot, hp->rope_mode, p, L->rope_base, L->rope_freq_scale,
+                              m->rope_freqs);
                 if (hp->arch == CL_MODEL_ARCH_GEMMA3)
                     for (uint32_t i = 0; i < dk; i++)
                         qh[i] *= hp->attn_scale;
@@ -263,7 +264,8 @@ static cl_err cl_model_forward(struct cl_model_seq *s, const int32_t *tokens, ui
                 float *kh = k + (size_t)hd * dk;
                 if (hp->qk_norm)
                     cl_k_rmsnorm_f32(kh, kh, L->k_norm, dk, hp->rms_eps);
-                cl_model_rope(kh, hp->n_rot, hp->rope_mode, p, L->rope_base, L->rope_freq_scale);
+                cl_model_rope(kh, hp->n_rot, hp->rope_mode, p, L->rope_base, L->rope_freq_scale,
+                              m->rope_freqs);
             }
             memcpy(s->k_cache + ((size_t)il * s->n_ctx + p) * s->kv_k_row, k, (size_t)kw * sizeof(float));
             memcpy(s->v_cache + ((size_t)il * s->n_ctx + p) * s->kv_v_row, s->v + (size_t)t * vw,

@@ -38,6 +38,7 @@ struct cl_model {
     struct cl_model_w tok_embd;
     struct cl_model_w output;
     const float *output_norm;
+    const float *rope_freqs; /* optional per-pair frequency divisors (Llama 3 rope scaling) */
     struct cl_model_layer *layers;
     size_t weight_bytes;
 };
@@ -64,6 +65,7 @@ CL_MUST_CHECK cl_err cl_model_act_size(const struct cl_model_w *w, uint32_t n_to
 CL_MUST_CHECK cl_err cl_model_get_row(const struct cl_model_w *w, uint32_t r, float *out);
 
 /* RoPE of one head in place, angles as ggml computes them. */
-void cl_model_rope(float *x, uint32_t n_rot, enum cl_model_rope mode, uint32_t pos, float base, float freq_scale);
+void cl_model_rope(float *x, uint32_t n_rot, enum cl_model_rope mode, uint32_t pos, float base, float freq_scale,
+                   const float *freq_factors);
 
 #endif

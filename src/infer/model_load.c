@@ -248,6 +248,9 @@ cl_err cl_model_load(const struct cl_gguf *g, struct cl_model **out)
         m->weight_bytes += m->tok_embd.row_bytes * hp->n_vocab;
     }
 
+    if (cl_gguf_find_tensor(g, "rope_freqs.weight"))
+        CL_GUARD(cl_model_vec(g, "rope_freqs.weight", hp->n_rot / 2, &m->rope_freqs));
+
     m->layers = calloc(hp->n_layer, sizeof(*m->layers));
     CL_ENSURE(m->layers, CL_E_CORE_NOMEM);
     uint32_t E = hp->n_embd, qw = hp->n_head * hp->head_dim_k, kw = hp->n_head_kv * hp->head_dim_k;

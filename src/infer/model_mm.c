@@ -117,13 +117,14 @@ cl_err cl_model_get_row(const struct cl_model_w *w, uint32_t r, float *out)
     return cl_k_dequantize_row(w->type, w->data + (size_t)r * w->row_bytes, out, w->ne0);
 }
 
-void cl_model_rope(float *x, uint32_t n_rot, enum cl_model_rope mode, uint32_t pos, float base, float freq_scale)
+void cl_model_rope(float *x, uint32_t n_rot, enum cl_model_rope mode, uint32_t pos, float base, float freq_scale,
+                   const float *freq_factors)
 {
     /* ggml: theta_i = pos * base^(-2i/n_rot) by repeated multiplication in float. */
     const float theta_scale = powf(base, -2.0f / (float)n_rot);
     float theta = (float)pos;
     for (uint32_t i0 = 0; i0 < n_rot; i0 += 2) {
-        float th = freq_scale * theta;
+        float th = freq_scale * (freq_factors ? theta / freq_factors[i0 / 2] : theta);
         float c = cosf(th), s = sinf(th);
         uint32_t a, b;
         if (mode == CL_MODEL_ROPE_NEOX) {

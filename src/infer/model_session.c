@@ -98,43 +98,44 @@ out:
 }
 
 cl_err cl_model_session_generate(struct cl_model_session *s, const struct cl_model_gen *g, int32_t *out, size_t cap,
-                                 size_t *n_out)
+                                 size_t *n_out, enum cl_gen_stop *why)
 {
     cl_err rc = CL_OK;
-    struct cl_buf piece;
+    cl_sampler *smp = NULL;
+    cl_gen *gen = NULL;
     size_t n = 0;
-    cl_buf_init(&piece, 4096, CL_BUF_SECURE);
     CL_ENSURE_D(s && g, CL_E_CORE_INVALID_ARG, "session or params NULL");
+    CL_ENSURE_D(s->tok, CL_E_CORE_INVALID_ARG, "session has no tokenizer");
     CL_ENSURE_D(s->have_logits, CL_E_CORE_STATE, "generate before any feed");
-    for (;;) {
-        if (g->max_tokens && n >= g->max_tokens)
-            break;
-        if (cl_model_seq_pos(s->seq) >= cl_model_seq_ctx(s->seq))
-            break;
-        int32_t t = g->sample ? g->sample(g->sample_ctx, s->logits, s->m->hp.n_vocab)
-                              : cl_model_argmax(s->logits, s->m->hp.n_vocab);
-        CL_ENSURE_D(t >= 0 && (uint32_t)t < s->m->hp.n_vocab, CL_E_INFER_MODEL_TOKEN, "sampler returned %d", t);
-        if (g->stop_at_eog && s->tok && cl_tokenizer_is_eog(s->tok, t))
+    struct cl_gen_opts go = {.max_tokens = g->max_tokens, .stop = g->stop, .n_stop = g->n_stop,
+                             .stop_on_eog = g->stop_at_eog, .cb = g->on_token, .user = g->user};
+    CL_GUARD(cl_sampler_new(&g->sample, s->m->hp.n_vocab, &smp));
+    CL_GUARD(cl_gen_new(s->tok, &go, &gen));
+    bool done = false;
+    while (!done) {
+        int32_t t;
+        CL_GUARD(cl_sampler_sample(smp, s->logits, &t));
+        cl_sampler_accept(smp, t);
+        CL_GUARD(cl_gen_push(gen, t, &done));
+        if (done && cl_gen_reason(gen) == CL_GEN_STOP_EOG)
             break;
         if (out && n < cap)
             out[n] = t;
         n++;
-        bool go_on = true;
-        if (g->on_token) {
-            cl_buf_reset(&piece);
-            if (s->tok)
-                CL_GUARD(cl_tokenizer_piece(s->tok, t, CL_TOK_NONE, 0, &piece));
-            go_on = g->on_token(g->token_ctx, t, piece.len ? (const char *)piece.data : "", piece.len);
+        if (done)
+            break;
+        if (cl_model_seq_pos(s->seq) >= cl_model_seq_ctx(s->seq)) {
+            CL_GUARD(cl_gen_finish(gen));
+            break;
         }
-        if (!go_on || (g->max_tokens && n >= g->max_tokens))
-            break;
-        if (cl_model_seq_pos(s->seq) >= cl_model_seq_ctx(s->seq))
-            break;
         CL_GUARD(cl_model_seq_eval(s->seq, &t, 1, s->logits, false));
     }
     if (n_out)
         *n_out = n;
+    if (why)
+        *why = cl_gen_reason(gen) == CL_GEN_STOP_NONE ? CL_GEN_STOP_MAX_TOKENS : cl_gen_reason(gen);
 out:
-    cl_buf_free(&piece);
+    cl_gen_free(gen);
+    cl_sampler_free(smp);
     return rc;
 }

@@ -33,7 +33,7 @@ struct cl_kms_req {
 void cl_kms_response_init(struct cl_kms_response *r)
 {
     memset(r, 0, sizeof(*r));
-    cl_buf_init(&r->body, 1 << 20, CL_BUF_NONE);
+    cl_buf_init(&r->body, 1 << 20, CL_BUF_SECURE);
 }
 
 void cl_kms_response_free(struct cl_kms_response *r)
@@ -441,9 +441,24 @@ out:
     return rc;
 }
 
+struct cl_kms_alias_page {
+    struct cl_kms_req *q;
+    const char *marker;
+    size_t limit, n;
+    bool truncated;
+    char last[300];
+};
+
 static void cl_kms_list_alias_cb(void *arg, const char *alias, const char *key_id, int64_t created)
 {
-    struct cl_kms_req *q = arg;
+    struct cl_kms_alias_page *pg = arg;
+    struct cl_kms_req *q = pg->q;
+    if (pg->marker && strcmp(alias, pg->marker) <= 0)
+        return;
+    if (pg->n == pg->limit) {
+        pg->truncated = true;
+        return;
+    }
     char arn[CL_KMS_ARN_MAX + 300];
     snprintf(arn, sizeof(arn), "arn:aws:kms:%s:%s:%s", cl_kms_store_region(q->st), cl_kms_store_account(q->st),
              alias);
@@ -451,6 +466,8 @@ static void cl_kms_list_alias_cb(void *arg, const char *alias, const char *key_i
                           json_pack("{s:s,s:s,s:s,s:I,s:I}", "AliasName", alias, "AliasArn", arn, "TargetKeyId",
                                     key_id, "CreationDate", (json_int_t)created, "LastUpdatedDate",
                                     (json_int_t)created));
+    snprintf(pg->last, sizeof(pg->last), "%s", alias);
+    pg->n++;
 }
 
 static cl_err cl_kms_op_list_aliases(struct cl_kms_req *q)
@@ -459,12 +476,19 @@ static cl_err cl_kms_op_list_aliases(struct cl_kms_req *q)
     struct cl_kms_key_meta m;
     bool has_key, has;
     int64_t limit = 100;
+    struct cl_kms_alias_page pg;
+    memset(&pg, 0, sizeof(pg));
+    pg.q = q;
     CL_GUARD(cl_kms_get_int(q->in, "Limit", 1, 100, &limit, &has));
+    CL_GUARD(cl_kms_get_str(q->in, "Marker", false, 320, &pg.marker));
+    pg.limit = (size_t)limit;
     CL_GUARD(cl_kms_get_key(q, "KeyId", false, &m, &has_key));
     json_t *arr = json_array();
     CL_ENSURE(arr && json_object_set_new(q->out, "Aliases", arr) == 0, CL_E_CORE_NOMEM);
-    CL_GUARD(cl_kms_alias_list(q->st, has_key ? m.key_id : NULL, cl_kms_list_alias_cb, q));
-    json_object_set_new(q->out, "Truncated", json_false());
+    CL_GUARD(cl_kms_alias_list(q->st, has_key ? m.key_id : NULL, cl_kms_list_alias_cb, &pg));
+    json_object_set_new(q->out, "Truncated", json_boolean(pg.truncated));
+    if (pg.truncated)
+        json_object_set_new(q->out, "NextMarker", json_string(pg.last));
 out:
     return rc;
 }
@@ -805,6 +829,12 @@ static void cl_kms_run_op(struct cl_kms_req *q, const char *op, const uint8_t *b
         cl_kms_finish(q, resp, 400, "UnknownOperationException", "The operation is not supported by this service");
         return;
     }
+    /* Keys whose deletion window has passed are gone before anything runs. */
+    size_t purged;
+    if (cl_kms_key_purge_expired(q->st, q->now_ms / 1000, &purged) != CL_OK) {
+        cl_kms_finish(q, resp, 500, "KMSInternalException", "key deletion sweep failed");
+        return;
+    }
     q->in = json_loadb((const char *)(n ? (const void *)body : "{}"), n ? n : 2,
                        JSON_REJECT_DUPLICATES, &jerr);
     if (!q->in || !json_is_object(q->in)) {
@@ -847,8 +877,18 @@ static void cl_kms_req_init(struct cl_kms_req *q, const struct cl_kms_server_con
     cl_kms_new_request_id(resp->request_id);
 }
 
+/* jansson frees strings without wiping: clear key-bearing fields first. */
+static void cl_kms_wipe_field(json_t *o, const char *name)
+{
+    json_t *v = o ? json_object_get(o, name) : NULL;
+    if (json_is_string(v))
+        cl_wipe((void *)json_string_value(v), json_string_length(v));
+}
+
 static void cl_kms_req_done(struct cl_kms_req *q)
 {
+    cl_kms_wipe_field(q->in, "Plaintext");
+    cl_kms_wipe_field(q->out, "Plaintext");
     json_decref(q->in);
     json_decref(q->out);
     cl_wipe(&q->att, sizeof(q->att));

@@ -48,12 +48,28 @@ static enum MHD_Result cl_kms_hdr_it(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
+static void cl_kms_free_body(void *p)
+{
+    struct cl_buf *b = p;
+    cl_buf_free(b); /* secure buffer: wiped on release */
+    free(b);
+}
+
+/* Hands the (possibly key-bearing) body to libmicrohttpd without a copy;
+ * it is wiped and freed when the response is destroyed. */
 static enum MHD_Result cl_kms_send(struct MHD_Connection *conn, struct cl_kms_response *r)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(r->body.len, r->body.data ? r->body.data : (void *)"",
-                                                                MHD_RESPMEM_MUST_COPY);
-    if (!resp)
+    struct cl_buf *b = malloc(sizeof(*b));
+    if (!b)
         return MHD_NO;
+    *b = r->body;
+    cl_buf_init(&r->body, 1, CL_BUF_NONE);
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
+        b->len, b->data ? (void *)b->data : (void *)"", cl_kms_free_body, b);
+    if (!resp) {
+        cl_kms_free_body(b);
+        return MHD_NO;
+    }
     MHD_add_response_header(resp, "Content-Type", "application/x-amz-json-1.1");
     MHD_add_response_header(resp, "x-amzn-RequestId", r->request_id);
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)r->status, resp);

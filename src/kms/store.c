@@ -417,6 +417,50 @@ out:
     return rc;
 }
 
+cl_err cl_kms_key_purge_expired(struct cl_kms_store *s, int64_t now, size_t *purged)
+{
+    cl_err rc = CL_OK;
+    bool in_tx = false;
+    sqlite3_stmt *st = NULL;
+    *purged = 0;
+    /* Cheap read first: most calls find nothing and write nothing. */
+    if (sqlite3_prepare_v2(s->db, "SELECT count(*) FROM keys WHERE state=? AND deletion_date<=?", -1, &st, NULL) !=
+        SQLITE_OK)
+        return cl_kms_db_fail(s->db, "purge count prepare");
+    sqlite3_bind_int(st, 1, CL_KMS_STATE_PENDING_DELETION);
+    sqlite3_bind_int64(st, 2, now);
+    CL_ENSURE_D(sqlite3_step(st) == SQLITE_ROW, CL_E_KMS_STORE, "purge count");
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    st = NULL;
+    if (n == 0)
+        return CL_OK;
+    static const char *const sql[] = {
+        "DELETE FROM aliases WHERE key_id IN (SELECT key_id FROM keys WHERE state=?1 AND deletion_date<=?2)",
+        "DELETE FROM key_versions WHERE key_id IN (SELECT key_id FROM keys WHERE state=?1 AND deletion_date<=?2)",
+        "DELETE FROM keys WHERE state=?1 AND deletion_date<=?2",
+    };
+    CL_GUARD(cl_kms_begin(s));
+    in_tx = true;
+    for (size_t i = 0; i < 3; i++) {
+        if (sqlite3_prepare_v2(s->db, sql[i], -1, &st, NULL) != SQLITE_OK)
+            CL_FAIL(CL_E_KMS_STORE, "purge prepare %zu", i);
+        sqlite3_bind_int(st, 1, CL_KMS_STATE_PENDING_DELETION);
+        sqlite3_bind_int64(st, 2, now);
+        CL_ENSURE_D(sqlite3_step(st) == SQLITE_DONE, CL_E_KMS_STORE, "purge step %zu", i);
+        sqlite3_finalize(st);
+        st = NULL;
+    }
+    CL_GUARD(cl_kms_commit(s));
+    in_tx = false;
+    *purged = (size_t)n;
+out:
+    if (in_tx)
+        cl_kms_rollback(s);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 cl_err cl_kms_key_rotate(struct cl_kms_store *s, const char *key_id, uint32_t *new_version)
 {
     cl_err rc = CL_OK;

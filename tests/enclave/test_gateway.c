@@ -8,8 +8,8 @@
 
 /* A generator that answers with fixed pieces, one of them splitting "é". */
 static int gen_calls;
-static cl_err fake_generate(void *self, const struct cl_gen_params *p, cl_gen_piece_fn piece, void *ctx,
-                            struct cl_gen_result *res)
+static cl_err fake_generate(void *self, const struct cl_chat_params *p, cl_chat_piece_fn piece, void *ctx,
+                            struct cl_chat_result *res)
 {
     (void)self;
     gen_calls++;
@@ -20,7 +20,7 @@ static cl_err fake_generate(void *self, const struct cl_gen_params *p, cl_gen_pi
             return CL_E_CORE_IO;
     res->prompt_tokens = (uint32_t)(10 * p->n_msgs);
     res->completion_tokens = n;
-    res->finish = n < 5 ? CL_GEN_FINISH_LENGTH : CL_GEN_FINISH_STOP;
+    res->finish = n < 5 ? CL_CHAT_FINISH_LENGTH : CL_CHAT_FINISH_STOP;
     return CL_OK;
 }
 

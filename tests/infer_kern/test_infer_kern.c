@@ -535,7 +535,7 @@ static void test_simd_vs_scalar(void **state)
     cl_cpu_set_level(CL_CPU_AVX2);
     assert_string_equal(cl_k_path_name(CL_GGML_Q4_0), "avx2");
     assert_string_equal(cl_k_path_name(CL_GGML_Q6_K), "avx2");
-    assert_string_equal(cl_k_path_name(CL_GGML_BF16), "scalar"); /* no SIMD kernel: falls back */
+    assert_string_equal(cl_k_path_name(CL_GGML_Q4_1), "scalar"); /* no SIMD kernel: falls back */
     cl_cpu_set_level(CL_CPU_NONE);
     for (enum cl_cpu_level lvl = CL_CPU_AVX2; lvl <= top; lvl++) {
         for (size_t k = 0; k < sizeof(ns) / sizeof(ns[0]); k++) {
@@ -667,6 +667,49 @@ static void test_f32_helpers(void **state)
     cl_k_geglu_f32(y, g, u, 6);
     for (int i = 0; i < 6; i++)
         assert_true(fabsf(y[i] - ge[i] * u[i]) < 1e-5f);
+
+    /* SIMD and scalar helpers agree (axpy may differ by FMA rounding) */
+    enum { N = 1001 };
+    float *xa = malloc(N * sizeof(float)), *xb = malloc(N * sizeof(float));
+    float *ya = malloc(N * sizeof(float)), *yb = malloc(N * sizeof(float));
+    uint16_t *h = malloc(N * sizeof(uint16_t));
+    t_fill(xa, N, 1.0f);
+    t_fill(xb, N, 1.0f);
+    cl_k_fp32_to_fp16_row(xb, h, N);
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t len = 0; len <= N; len += len < 40 ? 1 : 321) {
+            float *out[2];
+            for (int l = 0; l < 2; l++) {
+                cl_cpu_set_level(l == 0 ? CL_CPU_SCALAR : CL_CPU_NONE);
+                float *dst = l == 0 ? ya : yb;
+                memcpy(dst, xa, len * sizeof(float));
+                if (pass == 0) {
+                    cl_k_axpy_f32(dst, 0.75f, xb, len);
+                    cl_k_axpy_f16(dst, -0.5f, h, len);
+                    cl_k_scale_f32(dst, 1.5f, len);
+                } else {
+                    cl_k_add_f32(dst, xb, len);
+                    cl_k_mul_f32(dst, xb, len);
+                }
+                out[l] = dst;
+            }
+            cl_cpu_set_level(CL_CPU_NONE);
+            for (size_t i = 0; i < len; i++)
+                assert_true(fabsf(out[0][i] - out[1][i]) <= 1e-6f * (1.0f + fabsf(out[0][i])));
+            if (pass == 1)
+                assert_memory_equal(out[0], out[1], len * sizeof(float));
+        }
+    }
+    /* axpy_f16 matches the conversion it promises */
+    memset(ya, 0, N * sizeof(float));
+    cl_k_axpy_f16(ya, 2.0f, h, N);
+    for (int i = 0; i < N; i++)
+        assert_true(ya[i] == 2.0f * cl_k_fp16_to_fp32(h[i]));
+    free(xa);
+    free(xb);
+    free(ya);
+    free(yb);
+    free(h);
 }
 
 

@@ -9,7 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cloister/file.h"
 #include "cloister/gguf.h"
+#include "cloister/tokenizer.h"
 #include "cloister/infer/model.h"
 #include "cloister/infer/model_mk.h"
 
@@ -571,6 +573,146 @@ static void test_cli_logits(void **state)
     cl_t_ref_free(&r);
 }
 
+/* Llama 3 style rope_freqs.weight: factors of 1 change nothing, others do. */
+static void test_rope_freqs(void **state)
+{
+    (void)state;
+    float ref[300], got[300];
+    int32_t toks[4] = {1, 20, 30, 40};
+    for (int variant = 0; variant < 3; variant++) {
+        struct cl_model_mk_opts o = {.type = CL_MODEL_MK_F32, .seed = 3, .threads = 1};
+        cl_gguf_writer *w = NULL;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        cl_gguf *g = NULL;
+        struct cl_model *m = NULL;
+        struct cl_model_seq *s = NULL;
+        assert_ok(cl_model_shape_parse(CL_MODEL_ARCH_LLAMA, "tiny,vocab=300", &o.shape));
+        assert_ok(cl_model_mk(&o, &w));
+        if (variant > 0) {
+            float ff[8];
+            int64_t ne[1] = {8};
+            for (int i = 0; i < 8; i++)
+                ff[i] = variant == 1 ? 1.0f : 1.0f + (float)i;
+            assert_ok(cl_gguf_writer_add_tensor(w, "rope_freqs.weight", CL_GGML_F32, 1, ne, ff, sizeof(ff)));
+        }
+        assert_ok(cl_gguf_writer_write_memory(w, &buf, &len));
+        assert_ok(cl_gguf_open_memory(buf, len, &g));
+        assert_ok(cl_model_load(g, &m));
+        assert_ok(cl_model_seq_new(m, 8, NULL, &s));
+        assert_ok(cl_model_seq_eval(s, toks, 4, variant ? got : ref, false));
+        if (variant == 1)
+            assert_memory_equal(ref, got, sizeof(ref));
+        if (variant == 2)
+            assert_true(memcmp(ref, got, sizeof(ref)) != 0);
+        cl_model_seq_free(s);
+        cl_model_free(m);
+        cl_gguf_free(g);
+        free(buf);
+        cl_gguf_writer_free(w);
+    }
+}
+
+struct cl_t_stream {
+    int32_t ids[64];
+    size_t n;
+    size_t stop_after;
+    char text[4096];
+    size_t len;
+};
+
+static int cl_t_stream_cb(void *user, int32_t token, const char *text, size_t len)
+{
+    struct cl_t_stream *st = user;
+    if (st->n < 64)
+        st->ids[st->n++] = token;
+    if (st->len + len < sizeof(st->text)) {
+        memcpy(st->text + st->len, text, len);
+        st->len += len;
+    }
+    return st->stop_after && st->n >= st->stop_after;
+}
+
+/* The enclave's path: model bytes in memory, a session fed with text,
+ * greedy generation streamed token by token. */
+static void test_session_memory(void **state)
+{
+    (void)state;
+    char path[1024], prompts[1024];
+    CL_REFERENCE("models/tiny-gemma3-q8_0.gguf", path);
+    CL_REFERENCE("prompts.json", prompts);
+    struct cl_buf file;
+    cl_buf_init(&file, (size_t)1 << 30, CL_BUF_SECURE);
+    assert_ok(cl_file_read(path, (size_t)1 << 30, &file));
+    cl_gguf *g = NULL;
+    struct cl_model *m = NULL;
+    cl_tokenizer *tok = NULL;
+    struct cl_pool *pool = NULL;
+    assert_err(cl_model_open_memory(file.data, 100, &g, &m), CL_E_INFER_GGUF_TRUNCATED);
+    assert_ok(cl_model_open_memory(file.data, file.len, &g, &m));
+    assert_ok(cl_tokenizer_new(g, &tok));
+    assert_ok(cl_pool_new(2, &pool));
+    json_t *pj = json_load_file(prompts, 0, NULL);
+    const char *text = json_string_value(json_object_get(pj, "P2"));
+    struct cl_t_ref r;
+    cl_t_ref_load("tiny-gemma3-q8_0", "P2", &r);
+
+    struct cl_model_session *s = NULL;
+    assert_ok(cl_model_session_new(m, tok, 128, pool, &s));
+    assert_null(cl_model_session_logits(s));
+    struct cl_model_gen gen = {.max_tokens = 24, .stop_at_eog = true, .on_token = cl_t_stream_cb};
+    cl_sample_params_default(&gen.sample, 1);
+    gen.sample.temperature = 0.0f;
+    int32_t out[64];
+    size_t n = 0;
+    enum cl_gen_stop why;
+    assert_err(cl_model_session_generate(s, &gen, out, 64, &n, &why), CL_E_CORE_STATE);
+    assert_ok(cl_model_session_feed_text(s, text, strlen(text), CL_TOK_ADD_SPECIAL));
+    assert_int_equal(cl_model_seq_pos(cl_model_session_seq(s)), r.n_prompt);
+    struct cl_t_stream st = {0};
+    gen.user = &st;
+    assert_ok(cl_model_session_generate(s, &gen, out, 64, &n, &why));
+    assert_int_equal(why, CL_GEN_STOP_MAX_TOKENS);
+    assert_int_equal(n, 24);
+    assert_int_equal(st.n, 24);
+    for (size_t i = 0; i < 24; i++) {
+        assert_int_equal(out[i], r.gen[i]);
+        assert_int_equal(st.ids[i], r.gen[i]);
+    }
+    st.text[st.len] = 0;
+    assert_string_equal(st.text, json_string_value(json_object_get(r.root, "generated_text")));
+    cl_model_session_free(s);
+
+    /* the callback stops generation */
+    assert_ok(cl_model_session_new(m, tok, 128, pool, &s));
+    assert_ok(cl_model_session_feed(s, r.prompt, r.n_prompt));
+    struct cl_t_stream st2 = {.stop_after = 3};
+    gen.user = &st2;
+    assert_ok(cl_model_session_generate(s, &gen, out, 64, &n, &why));
+    assert_int_equal(why, CL_GEN_STOP_CALLBACK);
+    assert_int_equal(n, 3);
+    cl_model_session_free(s);
+
+    /* a full context ends generation */
+    assert_ok(cl_model_session_new(m, tok, (uint32_t)r.n_prompt + 5, pool, &s));
+    assert_ok(cl_model_session_feed(s, r.prompt, r.n_prompt));
+    struct cl_t_stream st3 = {0};
+    gen.user = &st3;
+    gen.max_tokens = 0;
+    assert_ok(cl_model_session_generate(s, &gen, out, 64, &n, &why));
+    assert_int_equal(n, 6);
+    assert_int_equal(why, CL_GEN_STOP_MAX_TOKENS);
+    cl_model_session_free(s);
+
+    cl_t_ref_free(&r);
+    json_decref(pj);
+    cl_pool_free(pool);
+    cl_tokenizer_free(tok);
+    cl_model_free(m);
+    cl_gguf_free(g);
+    cl_buf_free(&file);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -585,6 +727,8 @@ int main(void)
         cmocka_unit_test(test_interleaved),
         cmocka_unit_test(test_mkmodel_types),
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_rope_freqs),
+        cmocka_unit_test(test_session_memory),
         cmocka_unit_test(test_cli_run),
         cmocka_unit_test(test_cli_logits),
         cmocka_unit_test(test_concurrent),

@@ -154,6 +154,24 @@ static void test_basic_ops(void **state)
     t_expect(OWNER, "CreateKey", "{\"KeySpec\":\"RSA_2048\"}", "ValidationException");
     snprintf(body, sizeof(body), "{\"AliasName\":\"alias/aws/x\",\"TargetKeyId\":\"%s\"}", kid);
     t_expect(OWNER, "CreateAlias", body, "InvalidAliasNameException");
+    /* alias paging */
+    for (int i = 0; i < 3; i++) {
+        snprintf(body, sizeof(body), "{\"AliasName\":\"alias/page-%d\",\"TargetKeyId\":\"%s\"}", i, kid);
+        json_decref(t_ok(OWNER, "CreateAlias", body));
+    }
+    snprintf(body, sizeof(body), "{\"KeyId\":\"%s\",\"Limit\":2}", kid);
+    json_t *la = t_ok(OWNER, "ListAliases", body);
+    assert_int_equal(json_array_size(json_object_get(la, "Aliases")), 2);
+    assert_true(json_is_true(json_object_get(la, "Truncated")));
+    snprintf(body, sizeof(body), "{\"KeyId\":\"%s\",\"Limit\":2,\"Marker\":\"%s\"}", kid,
+             json_string_value(json_object_get(la, "NextMarker")));
+    json_decref(la);
+    la = t_ok(OWNER, "ListAliases", body);
+    assert_int_equal(json_array_size(json_object_get(la, "Aliases")), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(la, "Aliases"), 0),
+                                                          "AliasName")), "alias/page-2");
+    assert_true(json_is_false(json_object_get(la, "Truncated")));
+    json_decref(la);
     /* deletion lifecycle */
     snprintf(body, sizeof(body), "{\"KeyId\":\"%s\",\"PendingWindowInDays\":6}", kid);
     t_expect(OWNER, "ScheduleKeyDeletion", body, "ValidationException");
@@ -356,6 +374,35 @@ static void t_audit_cb(void *arg, int64_t seq, const struct cl_kms_audit_row *r)
     assert_null(strstr(r->pcrs, "aGVsbG8")); /* never payloads */
 }
 
+static void test_deletion_window(void **state)
+{
+    (void)state;
+    char body[512];
+    t_cfg.now_ms = t_now;
+    t_fixed_now_ms = 1800000000000LL;
+    json_t *k = t_ok(OWNER, "CreateKey", "{}");
+    const char *kid = json_string_value(json_object_get(json_object_get(k, "KeyMetadata"), "KeyId"));
+    snprintf(body, sizeof(body), "{\"AliasName\":\"alias/doomed\",\"TargetKeyId\":\"%s\"}", kid);
+    json_decref(t_ok(OWNER, "CreateAlias", body));
+    snprintf(body, sizeof(body), "{\"KeyId\":\"%s\",\"Plaintext\":\"aGVsbG8=\"}", kid);
+    json_t *e = t_ok(OWNER, "Encrypt", body);
+    snprintf(body, sizeof(body), "{\"KeyId\":\"%s\",\"PendingWindowInDays\":7}", kid);
+    json_t *sd = t_ok(OWNER, "ScheduleKeyDeletion", body);
+    assert_int_equal(json_integer_value(json_object_get(sd, "DeletionDate")), 1800000000LL + 7 * 86400);
+    json_decref(sd);
+    snprintf(body, sizeof(body), "{\"KeyId\":\"%s\"}", kid);
+    t_fixed_now_ms += (7 * 86400 - 1) * 1000LL;
+    json_decref(t_ok(OWNER, "DescribeKey", body)); /* still pending */
+    t_fixed_now_ms += 2000;
+    t_expect(OWNER, "DescribeKey", body, "NotFoundException");
+    t_expect(OWNER, "DescribeKey", "{\"KeyId\":\"alias/doomed\"}", "NotFoundException");
+    snprintf(body, sizeof(body), "{\"CiphertextBlob\":\"%s\"}", json_string_value(json_object_get(e, "CiphertextBlob")));
+    t_expect(OWNER, "Decrypt", body, "InvalidCiphertextException");
+    json_decref(e);
+    json_decref(k);
+    t_cfg.now_ms = NULL;
+}
+
 static void test_audit_rows(void **state)
 {
     (void)state;
@@ -406,6 +453,7 @@ int main(void)
         cmocka_unit_test(test_basic_ops),
         cmocka_unit_test(test_recipient_matrix),
         cmocka_unit_test(test_audit_rows),
+        cmocka_unit_test(test_deletion_window),
         cmocka_unit_test(test_real_nitro_document),
     };
     return cmocka_run_group_tests(tests, t_setup, t_teardown);

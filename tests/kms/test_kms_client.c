@@ -80,7 +80,7 @@ static int t_teardown(void **state)
 static void test_gdk_decrypt_recipient(void **state)
 {
     (void)state;
-    struct cl_kms_endpoint ep = {t_url, "eu-west-1", NULL};
+    struct cl_kms_endpoint ep = {.url = t_url, .region = "eu-west-1"};
     json_t *o = NULL;
     assert_ok(cl_kms_client_call(&ep, &t_cred, "CreateKey", "{}", (struct json_t **)&o));
     char key_id[64];
@@ -123,9 +123,9 @@ static void test_gdk_decrypt_recipient(void **state)
     cl_buf_reset(&pt);
     assert_err(cl_kms_decrypt_blob(&ep, &bad, NULL, blob.data, blob.len, ctx, 2, &pt), CL_E_NET_HTTP_STATUS);
     assert_non_null(strstr(cl_err_detail(), "InvalidSignatureException"));
-    struct cl_kms_endpoint bad_url = {"ftp://x", "eu-west-1", NULL};
+    struct cl_kms_endpoint bad_url = {.url = "ftp://x", .region = "eu-west-1"};
     assert_err(cl_kms_decrypt_blob(&bad_url, &t_cred, NULL, blob.data, blob.len, ctx, 2, &pt), CL_E_NET_URL);
-    struct cl_kms_endpoint closed = {"http://127.0.0.1:1", "eu-west-1", NULL};
+    struct cl_kms_endpoint closed = {.url = "http://127.0.0.1:1", .region = "eu-west-1"};
     assert_err(cl_kms_decrypt_blob(&closed, &t_cred, NULL, blob.data, blob.len, ctx, 2, &pt), CL_E_NET_HTTP);
     struct cl_buf notsecure;
     cl_buf_init(&notsecure, 64, CL_BUF_NONE);
@@ -136,6 +136,109 @@ static void test_gdk_decrypt_recipient(void **state)
     cl_buf_free(&pk);
     cl_buf_free(&blob);
     cl_buf_free(&pt);
+}
+
+static void t_doc(cl_attest_signer *s, cl_pkey *rsa, uint8_t pcr_byte, bool debug, struct cl_buf *doc)
+{
+    uint8_t pcr[CL_ATTEST_MAX_PCRS][CL_ATTEST_PCR_LEN];
+    for (int i = 0; i < CL_ATTEST_MAX_PCRS; i++)
+        memset(pcr[i], (debug && i < 3) ? 0 : pcr_byte, CL_ATTEST_PCR_LEN);
+    cl_attest_signer_set_pcrs(s, 7, (const uint8_t(*)[CL_ATTEST_PCR_LEN])pcr);
+    struct cl_buf pub;
+    cl_buf_init(&pub, 4096, CL_BUF_NONE);
+    assert_ok(cl_pkey_public_der(rsa, &pub));
+    cl_buf_reset(doc);
+    assert_ok(cl_attest_signer_sign(s, pub.data, pub.len, NULL, 0, NULL, 0, doc));
+    cl_buf_free(&pub);
+}
+
+/* The attestation policy matrix end to end: real server, HTTP, SigV4, the
+ * policy `cloister kms policy` would print, sim-signed documents. */
+static void test_policy_matrix_http(void **state)
+{
+    (void)state;
+    struct cl_kms_endpoint ep = {.url = t_url, .region = "eu-west-1"};
+    json_t *o = NULL;
+    assert_ok(cl_kms_client_call(&ep, &t_cred, "CreateKey", "{}", (struct json_t **)&o));
+    char kid[64], body[8192], pcr[97];
+    snprintf(kid, sizeof(kid), "%s", json_string_value(json_object_get(json_object_get(o, "KeyMetadata"), "KeyId")));
+    json_decref(o);
+    memset(pcr, 'a', 96);
+    pcr[96] = 0;
+    const char *digest = "abababababababababababababababababababababababababababababababab";
+    /* the tool user both seals (admin via the account root) and is the enclave principal */
+    snprintf(body, sizeof(body),
+             "{\"KeyId\":\"%s\",\"Policy\":\"{\\\"Version\\\":\\\"2012-10-17\\\",\\\"Statement\\\":["
+             "{\\\"Sid\\\":\\\"Admin\\\",\\\"Effect\\\":\\\"Allow\\\",\\\"Principal\\\":{\\\"AWS\\\":"
+             "\\\"arn:aws:iam::111122223333:root\\\"},\\\"Action\\\":[\\\"kms:GenerateDataKey\\\",\\\"kms:"
+             "DisableKey\\\",\\\"kms:EnableKey\\\"],\\\"Resource\\\":\\\"*\\\"},"
+             "{\\\"Sid\\\":\\\"Release\\\",\\\"Effect\\\":\\\"Allow\\\",\\\"Principal\\\":{\\\"AWS\\\":"
+             "\\\"arn:aws:iam::111122223333:user/tool\\\"},\\\"Action\\\":\\\"kms:Decrypt\\\",\\\"Resource\\\":"
+             "\\\"*\\\",\\\"Condition\\\":{\\\"StringEqualsIgnoreCase\\\":{\\\"kms:RecipientAttestation:PCR0\\\":"
+             "\\\"%s\\\"},\\\"StringEquals\\\":{\\\"kms:EncryptionContext:cloister:model-sha256\\\":\\\"%s\\\"}}},"
+             "{\\\"Sid\\\":\\\"DenyPCR0\\\",\\\"Effect\\\":\\\"Deny\\\",\\\"Principal\\\":\\\"*\\\","
+             "\\\"Action\\\":\\\"kms:Decrypt\\\",\\\"Resource\\\":\\\"*\\\",\\\"Condition\\\":{"
+             "\\\"StringNotEqualsIgnoreCase\\\":{\\\"kms:RecipientAttestation:PCR0\\\":\\\"%s\\\"}}}]}\"}",
+             kid, pcr, digest, pcr);
+    assert_ok(cl_kms_client_call(&ep, &t_cred, "PutKeyPolicy", body, (struct json_t **)&o));
+    json_decref(o);
+    struct cl_policy_kv ctx[1] = {{"cloister:model-sha256", digest}};
+    struct cl_policy_kv bad_ctx[1] = {{"cloister:model-sha256", "00"}};
+    struct cl_buf pk, blob, pt, doc;
+    cl_buf_init(&pk, 64, CL_BUF_SECURE);
+    cl_buf_init(&blob, 8192, CL_BUF_NONE);
+    cl_buf_init(&pt, 64, CL_BUF_SECURE);
+    cl_buf_init(&doc, CL_ATTEST_MAX_DOC, CL_BUF_NONE);
+    assert_ok(cl_kms_generate_data_key(&ep, &t_cred, kid, ctx, 1, &pk, &blob));
+    cl_pkey *rsa = NULL;
+    assert_ok(cl_pkey_generate(CL_PKEY_RSA, &rsa));
+    cl_attest_signer *rogue = NULL;
+    assert_ok(cl_attest_signer_ephemeral(&rogue));
+#define T_REFUSED(dctx, n, want)                                                                                   \
+    do {                                                                                                           \
+        cl_buf_reset(&pt);                                                                                         \
+        assert_err(cl_kms_decrypt_for_recipient(&ep, &t_cred, NULL, blob.data, blob.len, dctx, n, doc.data,        \
+                                                doc.len, rsa, &pt),                                                \
+                   CL_E_NET_HTTP_STATUS);                                                                          \
+        if (!strstr(cl_err_detail(), want))                                                                        \
+            fail_msg("want %s, got %s", want, cl_err_detail());                                                    \
+    } while (0)
+    /* release with matching PCRs */
+    t_doc(t_signer, rsa, 0xaa, false, &doc);
+    cl_buf_reset(&pt);
+    assert_ok(cl_kms_decrypt_for_recipient(&ep, &t_cred, kid, blob.data, blob.len, ctx, 1, doc.data, doc.len, rsa,
+                                           &pt));
+    assert_memory_equal(pt.data, pk.data, 32);
+    /* wrong / missing encryption context */
+    T_REFUSED(bad_ctx, 1, "AccessDeniedException");
+    T_REFUSED(ctx, 0, "AccessDeniedException");
+    /* disabled key */
+    snprintf(body, sizeof(body), "{\"KeyId\":\"%s\"}", kid);
+    assert_ok(cl_kms_client_call(&ep, &t_cred, "DisableKey", body, (struct json_t **)&o));
+    json_decref(o);
+    T_REFUSED(ctx, 1, "DisabledException");
+    assert_ok(cl_kms_client_call(&ep, &t_cred, "EnableKey", body, (struct json_t **)&o));
+    json_decref(o);
+    /* wrong PCR: the Deny statement decides */
+    t_doc(t_signer, rsa, 0xbb, false, &doc);
+    T_REFUSED(ctx, 1, "explicit deny");
+    /* debug document */
+    t_doc(t_signer, rsa, 0xaa, true, &doc);
+    T_REFUSED(ctx, 1, "AccessDeniedException");
+    /* untrusted root */
+    t_doc(rogue, rsa, 0xaa, false, &doc);
+    T_REFUSED(ctx, 1, "ValidationException");
+    /* no Recipient: the Release condition fails and the Deny applies */
+    cl_buf_reset(&pt);
+    assert_err(cl_kms_decrypt_blob(&ep, &t_cred, NULL, blob.data, blob.len, ctx, 1, &pt), CL_E_NET_HTTP_STATUS);
+    assert_non_null(strstr(cl_err_detail(), "explicit deny"));
+#undef T_REFUSED
+    cl_attest_signer_free(rogue);
+    cl_pkey_free(rsa);
+    cl_buf_free(&pk);
+    cl_buf_free(&blob);
+    cl_buf_free(&pt);
+    cl_buf_free(&doc);
 }
 
 static void test_credentials(void **state)
@@ -190,6 +293,7 @@ int main(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gdk_decrypt_recipient),
+        cmocka_unit_test(test_policy_matrix_http),
         cmocka_unit_test(test_credentials),
     };
     int r = cmocka_run_group_tests(tests, t_setup, t_teardown);

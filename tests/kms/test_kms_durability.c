@@ -70,7 +70,7 @@ static pid_t t_start_server(void)
 
 static json_t *t_call(const char *op, const char *body)
 {
-    struct cl_kms_endpoint ep = {t_url, "us-east-1", NULL};
+    struct cl_kms_endpoint ep = {.url = t_url, .region = "us-east-1"};
     json_t *o = NULL;
     if (cl_kms_client_call(&ep, &t_cred, op, body, (struct json_t **)&o) != CL_OK)
         return NULL;

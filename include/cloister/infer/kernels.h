@@ -180,7 +180,9 @@ float cl_k_vec_dot(uint32_t wtype, const void *w_row, const void *act_row, size_
  * each. Weight blocks are loaded once and used for several columns, so prompt
  * processing (many columns) costs little more weight bandwidth than one.
  * Threads split [r0, r1) of the same call; each writes only its own rows.
- * Strides may exceed the packed row size (padding). Errors: INFER_K_TYPE,
+ * Strides may exceed the packed row size (padding). Uses up to ~200 KB of
+ * stack (prepared activations): keep worker thread stacks >= 512 KB (the
+ * pthread default is 8 MB). Errors: INFER_K_TYPE,
  * INFER_K_LENGTH, INFER_K_ARG (NULL pointer, r0 > r1, stride smaller than a
  * row, out_stride < r1). */
 CL_MUST_CHECK cl_err cl_k_matmul_rows(uint32_t wtype, const void *w, size_t w_row_stride, size_t r0, size_t r1,
@@ -191,6 +193,7 @@ CL_MUST_CHECK cl_err cl_k_matmul_rows(uint32_t wtype, const void *w, size_t w_ro
 
 float cl_k_dot_f32(const float *a, const float *b, size_t n);
 void cl_k_axpy_f32(float *y, float a, const float *x, size_t n);   /* y += a*x */
+void cl_k_axpy_f16(float *y, float a, const uint16_t *x, size_t n); /* y += a*x, x fp16 (e.g. an F16 V cache) */
 void cl_k_scale_f32(float *y, float s, size_t n);                  /* y *= s */
 void cl_k_add_f32(float *y, const float *x, size_t n);             /* y += x */
 void cl_k_mul_f32(float *y, const float *x, size_t n);             /* y *= x (elementwise) */

@@ -14,6 +14,7 @@
 
 #include "cloister/err.h"
 #include "cloister/infer/pool.h"
+#include "cloister/sample.h"
 
 struct cl_gguf;
 
@@ -104,28 +105,24 @@ int32_t cl_model_argmax(const float *logits, size_t n);
  * weights. buf must outlive *g and *m. */
 CL_MUST_CHECK cl_err cl_model_open_memory(const void *buf, size_t len, struct cl_gguf **g, struct cl_model **m);
 
-struct cl_tokenizer;
 struct cl_model_session;
 
-/* Picks the next token from logits (which it may modify); NULL means greedy. */
-typedef int32_t (*cl_model_sample_fn)(void *ctx, float *logits, size_t n_vocab);
-/* Called once per generated token with its text piece (may be empty or a
- * partial UTF-8 sequence); return false to stop. The piece is plaintext
- * answer data: do not log it. */
-typedef bool (*cl_model_token_fn)(void *ctx, int32_t token, const char *piece, size_t len);
-
+/* Generation settings: sampling (temperature <= 0 is greedy, ties to the
+ * lowest id), limits, stop strings and the per-token streaming callback of
+ * cloister/sample.h. The callback receives answer text: never log it. */
 struct cl_model_gen {
-    uint32_t max_tokens;       /* 0: until the context is full */
-    bool stop_at_eog;          /* stop (without emitting) at EOS/EOT tokens */
-    cl_model_sample_fn sample; /* NULL: greedy */
-    void *sample_ctx;
-    cl_model_token_fn on_token; /* may be NULL */
-    void *token_ctx;
+    struct cl_sample_params sample;
+    uint32_t max_tokens;      /* 0: until the context is full */
+    bool stop_at_eog;         /* stop at EOS/EOT tokens (not emitted) */
+    const char *const *stop;  /* stop strings, may be NULL */
+    size_t n_stop;
+    cl_stream_cb on_token;    /* may be NULL */
+    void *user;
 };
 
 /* A conversation on one model: its own KV cache, the tokenizer (may be NULL
  * when only token ids are fed) and the logits of the last fed position. */
-CL_MUST_CHECK cl_err cl_model_session_new(const struct cl_model *m, const struct cl_tokenizer *tok, uint32_t n_ctx,
+CL_MUST_CHECK cl_err cl_model_session_new(const struct cl_model *m, const cl_tokenizer *tok, uint32_t n_ctx,
                                           struct cl_pool *pool, struct cl_model_session **out);
 void cl_model_session_free(struct cl_model_session *s);
 /* Evaluates tokens (one batch per CL ubatch); their last logits become current. */
@@ -134,9 +131,12 @@ CL_MUST_CHECK cl_err cl_model_session_feed(struct cl_model_session *s, const int
 CL_MUST_CHECK cl_err cl_model_session_feed_text(struct cl_model_session *s, const char *text, size_t len,
                                                 unsigned tok_flags);
 /* Generates from the current logits: sample, stream, feed, repeat. Token ids
- * go to out (up to cap; NULL allowed) and their count to *n_out. */
+ * go to out (up to cap; NULL allowed), their count to *n_out and why it
+ * stopped to *why (may be NULL; a full context reports MAX_TOKENS). Needs a
+ * tokenizer. Every returned token except the last is in the KV cache; feed
+ * the last one first when continuing the conversation. */
 CL_MUST_CHECK cl_err cl_model_session_generate(struct cl_model_session *s, const struct cl_model_gen *g, int32_t *out,
-                                               size_t cap, size_t *n_out);
+                                               size_t cap, size_t *n_out, enum cl_gen_stop *why);
 /* Logits of the last fed position (n_vocab floats), or NULL before any feed. */
 const float *cl_model_session_logits(const struct cl_model_session *s);
 struct cl_model_seq *cl_model_session_seq(struct cl_model_session *s);

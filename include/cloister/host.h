@@ -1,0 +1,90 @@
+/* cloister-host: the untrusted bridge on the parent instance. It relays
+ * nonces, attestation documents and OHTTP ciphertext between HTTP clients and
+ * the enclave, streams the sealed model into the enclave at boot, hands the
+ * enclave its boot configuration and pipes the enclave's key-service traffic
+ * to the configured endpoint. It links no key-handling code: it cannot read
+ * anything it forwards. See docs/protocol.md. */
+#ifndef CLOISTER_HOST_H
+#define CLOISTER_HOST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cloister/buf.h"
+
+#define CL_HOST_DEFAULT_MAX_BODY ((size_t)32 << 20)
+#define CL_HOST_DEFAULT_TIMEOUT_MS 120000u
+#define CL_HOST_DEFAULT_MAX_TOKENS 2048u
+#define CL_HOST_DEFAULT_MAX_SESSIONS 4u
+#define CL_HOST_NONCE_MIN 16
+#define CL_HOST_NONCE_MAX 64
+
+/* The operator's key-service principal, from a file only its owner may read.
+ * Every field lives in locked memory and is NUL-terminated; session_token may
+ * be empty. */
+struct cl_host_creds {
+    struct cl_buf access_key_id;
+    struct cl_buf secret_access_key;
+    struct cl_buf session_token;
+    struct cl_buf region;
+};
+
+/* Key-service endpoint split for the byte pipe: host (without brackets for
+ * IPv6) and port; endpoint is the URL as given, passed to the enclave. */
+struct cl_host_kms_url {
+    char endpoint[1024];
+    char host[256];
+    uint16_t port;
+    int https;
+};
+
+struct cl_host_config {
+    const char *listen;     /* HTTP API: HOST:PORT or [V6]:PORT; port 0 picks one */
+    uint32_t enclave_cid;   /* enclave's vsock CID (service port 5000) */
+    const char *model_path; /* sealed model streamed on port 5001 */
+    const struct cl_host_kms_url *kms;
+    const struct cl_host_creds *creds;
+    size_t max_body;         /* largest accepted request body */
+    unsigned timeout_ms;     /* longest wait for each enclave frame */
+    unsigned max_tokens;     /* limits handed to the enclave at boot */
+    unsigned max_sessions;
+    const char *capture_dir; /* test hook: every socket byte appended here; NULL = off */
+};
+
+struct cl_host;
+
+/* Starts the HTTP API and the three boot services (vsock ports 5001, 5002,
+ * 8000). Everything runs on background threads until cl_host_stop. */
+CL_MUST_CHECK cl_err cl_host_start(const struct cl_host_config *cfg, struct cl_host **out);
+uint16_t cl_host_port(const struct cl_host *h);
+void cl_host_stop(struct cl_host *h);
+
+/* Reads a credentials file: a JSON object with string members access_key_id,
+ * secret_access_key, region and optionally session_token (nothing else).
+ * Refuses files that are not regular, not owned by the caller, or readable
+ * or writable by group or others. */
+CL_MUST_CHECK cl_err cl_host_creds_load(const char *path, struct cl_host_creds *out);
+void cl_host_creds_free(struct cl_host_creds *c);
+
+/* http://HOST[:PORT][/...] or https://...; rejects user info and spaces. */
+CL_MUST_CHECK cl_err cl_host_kms_url_parse(const char *url, struct cl_host_kms_url *out);
+
+/* The BOOT_CONFIG payload (docs/protocol.md section 4) into out, which
+ * should be a CL_BUF_SECURE buffer: it carries the credentials. */
+CL_MUST_CHECK cl_err cl_host_boot_config(const struct cl_host_config *cfg, struct cl_buf *out);
+
+/* Strict JSON (RFC 8259, nesting depth at most 16): checks that [p, p+n) is
+ * exactly one object, then appends the decoded value of its top-level string
+ * member `key` to out. CL_E_CORE_NOT_FOUND when there is no such member,
+ * CL_E_NET_HOST_JSON when the text is malformed, the key repeats or the
+ * value is not a string. */
+CL_MUST_CHECK cl_err cl_host_json_get_string(const void *p, size_t n, const char *key, struct cl_buf *out);
+/* Checks that every top-level member name is one of allowed (NULL-terminated). */
+CL_MUST_CHECK cl_err cl_host_json_check_keys(const void *p, size_t n, const char *const *allowed);
+/* Appends s as a JSON string literal (quotes and escapes included). */
+CL_MUST_CHECK cl_err cl_host_json_put_string(struct cl_buf *out, const char *s, size_t n);
+
+/* Nonce from the query string: 32..128 hex digits (either case). */
+CL_MUST_CHECK cl_err cl_host_nonce_parse(const char *hex, struct cl_buf *out);
+
+#endif

@@ -1,0 +1,173 @@
+/* Host configuration: the key-service credentials file, the key-service URL
+ * and the boot configuration handed to the enclave. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cloister/file.h"
+#include "cloister/host.h"
+
+#define CL_HOST_CREDS_MAX (64u << 10)
+#define CL_HOST_CRED_FIELD_MAX 4096u
+
+void cl_host_creds_free(struct cl_host_creds *c)
+{
+    if (!c)
+        return;
+    cl_buf_free(&c->access_key_id);
+    cl_buf_free(&c->secret_access_key);
+    cl_buf_free(&c->session_token);
+    cl_buf_free(&c->region);
+}
+
+/* Credentials become HTTP header and signing input inside the enclave:
+ * printable ASCII only. */
+static cl_err cl_host_cred_field(const struct cl_buf *file, const char *name, int required, struct cl_buf *out)
+{
+    cl_err rc = cl_host_json_get_string(file->data, file->len, name, out);
+    if (rc == CL_E_CORE_NOT_FOUND && !required)
+        rc = CL_OK;
+    else if (rc == CL_E_CORE_NOT_FOUND)
+        return cl_err_fail(CL_E_NET_HOST_CREDENTIALS, "member %s is missing", name);
+    if (rc != CL_OK)
+        return rc == CL_E_CORE_LIMIT ? cl_err_fail(CL_E_NET_HOST_CREDENTIALS, "member %s is too long", name) : rc;
+    if (required && out->len == 0)
+        return cl_err_fail(CL_E_NET_HOST_CREDENTIALS, "member %s is empty", name);
+    for (size_t i = 0; i < out->len; i++)
+        if (out->data[i] < 0x20 || out->data[i] > 0x7e)
+            return cl_err_fail(CL_E_NET_HOST_CREDENTIALS, "member %s has a non-printable character", name);
+    return cl_buf_append_u8(out, 0) == CL_OK ? (out->len--, CL_OK) : CL_E_CORE_LIMIT;
+}
+
+cl_err cl_host_creds_load(const char *path, struct cl_host_creds *out)
+{
+    static const char *const allowed[] = {"access_key_id", "secret_access_key", "session_token", "region", NULL};
+    cl_err rc = CL_OK;
+    struct cl_host_creds c;
+    struct cl_buf file;
+    struct stat st;
+    size_t got = 0;
+    uint8_t *dst;
+    cl_buf_init(&c.access_key_id, CL_HOST_CRED_FIELD_MAX, CL_BUF_SECURE);
+    cl_buf_init(&c.secret_access_key, CL_HOST_CRED_FIELD_MAX, CL_BUF_SECURE);
+    cl_buf_init(&c.session_token, CL_HOST_CRED_FIELD_MAX, CL_BUF_SECURE);
+    cl_buf_init(&c.region, 256, CL_BUF_SECURE);
+    cl_buf_init(&file, CL_HOST_CREDS_MAX, CL_BUF_SECURE);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        rc = cl_err_from_errno(errno, "credentials file");
+        goto out;
+    }
+    CL_ENSURE_D(fstat(fd, &st) == 0, CL_E_CORE_IO, "stat credentials file");
+    CL_ENSURE_D(S_ISREG(st.st_mode), CL_E_NET_HOST_CREDENTIALS, "credentials file is not a regular file");
+    CL_ENSURE_D(st.st_uid == geteuid(), CL_E_CORE_INSECURE_FILE, "credentials file is not owned by this user");
+    CL_ENSURE_D(!(st.st_mode & 077), CL_E_CORE_INSECURE_FILE,
+                "credentials file mode %03o: group and others must have no access (chmod 600)",
+                (unsigned)(st.st_mode & 0777));
+    CL_ENSURE_D((uint64_t)st.st_size <= CL_HOST_CREDS_MAX, CL_E_NET_HOST_CREDENTIALS, "credentials file over %u bytes",
+                CL_HOST_CREDS_MAX);
+    CL_GUARD(cl_buf_extend(&file, (size_t)st.st_size, &dst));
+    rc = cl_read_full(fd, dst, (size_t)st.st_size, &got);
+    CL_ENSURE_D(rc == CL_OK, CL_E_CORE_IO, "credentials file changed while being read");
+    CL_GUARD(cl_host_json_check_keys(file.data, file.len, allowed));
+    CL_GUARD(cl_host_cred_field(&file, "access_key_id", 1, &c.access_key_id));
+    CL_GUARD(cl_host_cred_field(&file, "secret_access_key", 1, &c.secret_access_key));
+    CL_GUARD(cl_host_cred_field(&file, "session_token", 0, &c.session_token));
+    CL_GUARD(cl_host_cred_field(&file, "region", 1, &c.region));
+    *out = c;
+    memset(&c, 0, sizeof(c));
+out:
+    if (rc != CL_OK)
+        cl_host_creds_free(&c);
+    cl_buf_free(&file);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+cl_err cl_host_kms_url_parse(const char *url, struct cl_host_kms_url *out)
+{
+    cl_err rc = CL_OK;
+    struct cl_host_kms_url u;
+    memset(&u, 0, sizeof(u));
+    size_t n = url ? strlen(url) : 0;
+    const char *p;
+    CL_ENSURE_D(n > 0 && n < sizeof(u.endpoint), CL_E_NET_URL, "key-service URL length %zu", n);
+    for (size_t i = 0; i < n; i++)
+        CL_ENSURE_D(url[i] > 0x20 && url[i] < 0x7f, CL_E_NET_URL, "key-service URL has a space or control character");
+    if (!strncmp(url, "http://", 7)) {
+        p = url + 7;
+        u.port = 80;
+    } else if (!strncmp(url, "https://", 8)) {
+        p = url + 8;
+        u.port = 443;
+        u.https = 1;
+    } else {
+        CL_FAIL(CL_E_NET_URL, "key-service URL must start with http:// or https://");
+    }
+    size_t auth = strcspn(p, "/?#");
+    CL_ENSURE_D(auth > 0, CL_E_NET_URL, "key-service URL has no host");
+    CL_ENSURE_D(!memchr(p, '@', auth), CL_E_NET_URL, "key-service URL must not carry user info");
+    const char *hend, *port = NULL;
+    if (p[0] == '[') {
+        hend = memchr(p, ']', auth);
+        CL_ENSURE_D(hend && hend > p + 1, CL_E_NET_URL, "unterminated IPv6 host");
+        CL_ENSURE_D(hend + 1 == p + auth || hend[1] == ':', CL_E_NET_URL, "junk after IPv6 host");
+        if (hend + 1 < p + auth)
+            port = hend + 2;
+        CL_ENSURE_D((size_t)(hend - p - 1) < sizeof(u.host), CL_E_NET_URL, "host too long");
+        memcpy(u.host, p + 1, (size_t)(hend - p - 1));
+    } else {
+        hend = memchr(p, ':', auth);
+        if (hend)
+            port = hend + 1;
+        else
+            hend = p + auth;
+        CL_ENSURE_D(hend > p && (size_t)(hend - p) < sizeof(u.host), CL_E_NET_URL, "host length");
+        memcpy(u.host, p, (size_t)(hend - p));
+    }
+    if (port) {
+        unsigned long v = 0;
+        const char *q = port;
+        CL_ENSURE_D(q < p + auth, CL_E_NET_URL, "empty port");
+        for (; q < p + auth; q++) {
+            CL_ENSURE_D(*q >= '0' && *q <= '9' && v <= 65535, CL_E_NET_URL, "port must be 1..65535");
+            v = v * 10 + (unsigned long)(*q - '0');
+        }
+        CL_ENSURE_D(v >= 1 && v <= 65535, CL_E_NET_URL, "port must be 1..65535");
+        u.port = (uint16_t)v;
+    }
+    memcpy(u.endpoint, url, n);
+    *out = u;
+out:
+    return rc;
+}
+
+cl_err cl_host_boot_config(const struct cl_host_config *cfg, struct cl_buf *out)
+{
+    cl_err rc = CL_OK;
+    const struct cl_host_creds *c = cfg->creds;
+    CL_ENSURE_D(c && cfg->kms, CL_E_NET_HOST_CONFIG, "boot configuration needs the key service and credentials");
+    CL_GUARD(cl_buf_append_str(out, "{\"kms\":{\"endpoint\":"));
+    CL_GUARD(cl_host_json_put_string(out, cfg->kms->endpoint, strlen(cfg->kms->endpoint)));
+    CL_GUARD(cl_buf_append_str(out, ",\"region\":"));
+    CL_GUARD(cl_host_json_put_string(out, (const char *)c->region.data, c->region.len));
+    CL_GUARD(cl_buf_append_str(out, ",\"access_key_id\":"));
+    CL_GUARD(cl_host_json_put_string(out, (const char *)c->access_key_id.data, c->access_key_id.len));
+    CL_GUARD(cl_buf_append_str(out, ",\"secret_access_key\":"));
+    CL_GUARD(cl_host_json_put_string(out, (const char *)c->secret_access_key.data, c->secret_access_key.len));
+    if (c->session_token.len) {
+        CL_GUARD(cl_buf_append_str(out, ",\"session_token\":"));
+        CL_GUARD(cl_host_json_put_string(out, (const char *)c->session_token.data, c->session_token.len));
+    }
+    CL_GUARD(cl_buf_appendf(out,
+                            "},\"limits\":{\"max_request_bytes\":%zu,\"max_tokens\":%u,\"max_sessions\":%u,"
+                            "\"request_timeout_ms\":%u}}",
+                            cfg->max_body, cfg->max_tokens, cfg->max_sessions, cfg->timeout_ms));
+out:
+    return rc;
+}

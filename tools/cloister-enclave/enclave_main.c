@@ -1,0 +1,111 @@
+/* cloister-enclave: runs inside the TEE. The same code on Nitro (/dev/nsm,
+ * AF_VSOCK) and under cloister-sim (simulated NSM, vsock over UNIX sockets):
+ * the transports are chosen at run time by cl_nsm_open and cl_vsock. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "cloister/log.h"
+#include "cloister/nsm.h"
+#include "cloister/secmem.h"
+#include "cloister/wire.h"
+#include "enclave_boot.h"
+#include "enclave_internal.h"
+
+int cloister_enclave_main(int argc, char **argv);
+
+static void cl_enclave_help(void)
+{
+    printf("usage: cloister-enclave [--threads N] [--chat-template NAME]\n\n"
+           "Runs inside the enclave (Nitro, or `cloister-sim run IMAGE`). At boot it takes its\n"
+           "configuration from the parent (vsock port %d), reads the sealed model's header\n"
+           "(port %d), obtains the data key from the key service with Decrypt + Recipient\n"
+           "through the parent's proxy (port %d), decrypts the model into locked memory and\n"
+           "serves attested OHTTP requests on port %d.\n",
+           CL_WIRE_PORT_BOOT, CL_WIRE_PORT_MODEL, CL_WIRE_PORT_KMS_PROXY, CL_WIRE_PORT_SERVICE);
+}
+
+static int cl_enclave_fail(const char *what, cl_err rc)
+{
+    CL_LOG(CL_LOG_ERROR, "boot_failed", CL_LOG_ERR(rc));
+    char b[400];
+    fprintf(stderr, "cloister-enclave: %s: %s\n", what, cl_err_format(rc, b, sizeof(b)));
+    return 1;
+}
+
+int cloister_enclave_main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"threads", required_argument, 0, 't'},
+                                         {"chat-template", required_argument, 0, 'c'},
+                                         {"help", no_argument, 0, 'h'}, {0}};
+    unsigned threads = 2;
+    const char *tmpl = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
+        if (c == 't')
+            threads = (unsigned)strtoul(optarg, NULL, 10);
+        else if (c == 'c')
+            tmpl = optarg;
+        else if (c == 'h') {
+            cl_enclave_help();
+            return 0;
+        } else
+            return 2;
+    }
+    if (threads < 1 || threads > 64)
+        threads = 2;
+    cl_log_set_component("enclave");
+    cl_err rc = cl_secure_process_init();
+    if (rc != CL_OK)
+        return cl_enclave_fail("hardening", rc);
+    cl_enclave_json_secure();
+
+    void *mem = NULL;
+    cl_nsm *nsm = NULL;
+    cl_pkey *audit = NULL;
+    struct cl_engine *eng = NULL;
+    cl_gateway *gw = NULL;
+    struct cl_buf ud;
+    cl_buf_init(&ud, 1024, CL_BUF_NONE);
+    if ((rc = cl_secmem_alloc(sizeof(struct cl_enclave_boot), &mem)) != CL_OK)
+        return cl_enclave_fail("secure memory", rc);
+    struct cl_enclave_boot *bt = mem;
+    uint8_t key_id;
+    const char *step = "NSM";
+    if ((rc = cl_nsm_open(&nsm)) != CL_OK)
+        goto fail;
+    step = "boot configuration";
+    if ((rc = cl_boot_get_config(bt)) != CL_OK)
+        goto fail;
+    step = "sealed model";
+    if ((rc = cl_boot_load_model(bt, nsm, threads)) != CL_OK)
+        goto fail;
+    cl_aws_credentials_wipe(&bt->cred); /* needed only for the key release */
+    step = "model";
+    if ((rc = cl_engine_new(bt->model, bt->model_len, threads, tmpl, bt->limits.max_prompt_tokens, &eng)) != CL_OK)
+        goto fail;
+    step = "keys";
+    if ((rc = cl_random_bytes(&key_id, 1)) != CL_OK || (rc = cl_pkey_generate(CL_PKEY_P384, &audit)) != CL_OK ||
+        (rc = cl_boot_user_data(bt, audit, &ud)) != CL_OK)
+        goto fail;
+    struct cl_generator gen = {cl_engine_generate, eng, cl_engine_name(eng)};
+    if ((rc = cl_gateway_new(&bt->limits, &gen, key_id, &gw)) != CL_OK)
+        goto fail;
+    CL_LOG(CL_LOG_INFO, "ready", CL_LOG_SIZE("model_bytes", bt->model_len), CL_LOG_COUNT("threads", threads));
+    struct cl_service svc = {gw, nsm, ud.data, ud.len, &bt->limits, cl_engine_name(eng), bt->model_sha256};
+    step = "service";
+    rc = cl_service_run(&svc);
+fail:
+    cl_enclave_fail(step, rc);
+    cl_gateway_free(gw);
+    cl_engine_free(eng);
+    cl_pkey_free(audit);
+    cl_nsm_close(nsm);
+    cl_boot_free(bt);
+    cl_secmem_free(mem);
+    cl_buf_free(&ud);
+    return 1;
+}

@@ -1,0 +1,208 @@
+/* cloister-host: the untrusted bridge between HTTP clients and the enclave. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cloister/host.h"
+#include "cloister/log.h"
+#include "cloister/vsock.h"
+#include "cloister/wire.h"
+
+enum { CL_HOST_EXIT_OK = 0, CL_HOST_EXIT_FAIL = 1, CL_HOST_EXIT_USAGE = 2 };
+
+static void cl_host_help(FILE *f)
+{
+    fprintf(f,
+            "usage: cloister-host --listen ADDR:PORT --enclave-cid N [--vsock-dir DIR]\n"
+            "                     --model MODEL.sealed --kms URL --kms-credentials FILE\n"
+            "                     [--max-body BYTES] [--timeout-ms N] [--max-tokens N]\n"
+            "                     [--max-sessions N] [--capture-dir DIR] [--log-level LEVEL]\n\n"
+            "The untrusted host of a Cloister enclave. It never sees a prompt, an answer or a\n"
+            "key: it relays attestation documents and OHTTP ciphertext, streams the sealed\n"
+            "model into the enclave, and pipes the enclave's key-service traffic.\n\n"
+            "HTTP API (on --listen; PORT 0 picks a free port, printed as 'listening on ADDR:PORT'):\n"
+            "  GET  /v1/attestation?nonce=HEX   attestation document for a 16..64-byte nonce\n"
+            "  POST /v1/ohttp                   message/ohttp-req or message/ohttp-chunked-req\n"
+            "  GET  /healthz  /readyz  /metrics\n\n"
+            "vsock services for the enclave (this side is CID 3): 5001 sealed model stream,\n"
+            "5002 boot configuration, 8000 byte pipe to the key service. The enclave's\n"
+            "service port is 5000 on --enclave-cid.\n\n"
+            "options:\n"
+            "  --listen ADDR:PORT       HTTP address (IPv4, [IPv6] or localhost)\n"
+            "  --enclave-cid N          enclave CID (Nitro: as given to nitro-cli; sim: any)\n"
+            "  --vsock-dir DIR          simulator: UNIX sockets in DIR (mode 0700) instead of AF_VSOCK\n"
+            "                           (same as $CLOISTER_VSOCK_DIR)\n"
+            "  --model FILE             sealed model streamed to the enclave at boot\n"
+            "  --kms URL                key service endpoint (http:// or https://HOST[:PORT])\n"
+            "  --kms-credentials FILE   JSON {\"access_key_id\", \"secret_access_key\", \"region\",\n"
+            "                           \"session_token\"?}; must be mode 0600 or stricter. Sent\n"
+            "                           only to the enclave in its boot configuration\n"
+            "  --max-body BYTES         largest request body (default 33554432)\n"
+            "  --timeout-ms N           longest wait for each enclave frame (default 120000)\n"
+            "  --max-tokens N           per-request token limit for the enclave (default 2048)\n"
+            "  --max-sessions N         concurrent sessions for the enclave (default 4)\n"
+            "  --capture-dir DIR        TEST HOOK: append every byte crossing the host's sockets\n"
+            "                           to files in DIR (includes the boot configuration)\n"
+            "  --log-level LEVEL        debug, info, warn or error (default info)\n\n"
+            "Logs are JSON lines on stderr. exit status: 0 ok, 1 failure, 2 usage.\n");
+}
+
+static int cl_host_usage(const char *msg, const char *opt)
+{
+    fprintf(stderr, "cloister-host: %s%s%s (see 'cloister-host --help')\n", msg, opt ? ": " : "", opt ? opt : "");
+    return CL_HOST_EXIT_USAGE;
+}
+
+static int cl_host_fail(const char *what, cl_err e)
+{
+    char buf[512];
+    fprintf(stderr, "cloister-host: %s: %s\n", what, cl_err_format(e, buf, sizeof(buf)));
+    return CL_HOST_EXIT_FAIL;
+}
+
+static int cl_host_num(const char *s, unsigned long long lo, unsigned long long hi, unsigned long long *out)
+{
+    char *end;
+    if (!s || !*s || *s == '-')
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static volatile sig_atomic_t cl_host_stop_flag;
+static void cl_host_on_signal(int sig)
+{
+    (void)sig;
+    cl_host_stop_flag = 1;
+}
+
+int main(int argc, char **argv)
+{
+    struct cl_host_config cfg;
+    struct cl_host_kms_url kms;
+    struct cl_host_creds creds;
+    const char *kms_url = NULL, *creds_path = NULL, *vsock_dir = NULL;
+    unsigned long long v;
+    int have_cid = 0;
+    memset(&cfg, 0, sizeof(cfg));
+    memset(&creds, 0, sizeof(creds));
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            cl_host_help(stdout);
+            return CL_HOST_EXIT_OK;
+        }
+        if (a[0] != '-' || a[1] != '-')
+            return cl_host_usage("unexpected argument", a);
+        if (!val)
+            return cl_host_usage("missing value for", a);
+        i++;
+        if (!strcmp(a, "--listen")) {
+            cfg.listen = val;
+        } else if (!strcmp(a, "--enclave-cid")) {
+            if (cl_host_num(val, 3, 0xfffffffeu, &v))
+                return cl_host_usage("--enclave-cid must be 3..4294967294", val);
+            cfg.enclave_cid = (uint32_t)v;
+            have_cid = 1;
+        } else if (!strcmp(a, "--vsock-dir")) {
+            vsock_dir = val;
+        } else if (!strcmp(a, "--model")) {
+            cfg.model_path = val;
+        } else if (!strcmp(a, "--kms")) {
+            kms_url = val;
+        } else if (!strcmp(a, "--kms-credentials")) {
+            creds_path = val;
+        } else if (!strcmp(a, "--max-body")) {
+            if (cl_host_num(val, 1, CL_WIRE_MAX_FRAME, &v))
+                return cl_host_usage("--max-body must be 1..35651584", val);
+            cfg.max_body = (size_t)v;
+        } else if (!strcmp(a, "--timeout-ms")) {
+            if (cl_host_num(val, 1, 3600000, &v))
+                return cl_host_usage("--timeout-ms must be 1..3600000", val);
+            cfg.timeout_ms = (unsigned)v;
+        } else if (!strcmp(a, "--max-tokens")) {
+            if (cl_host_num(val, 1, 1000000, &v))
+                return cl_host_usage("--max-tokens must be 1..1000000", val);
+            cfg.max_tokens = (unsigned)v;
+        } else if (!strcmp(a, "--max-sessions")) {
+            if (cl_host_num(val, 1, 1024, &v))
+                return cl_host_usage("--max-sessions must be 1..1024", val);
+            cfg.max_sessions = (unsigned)v;
+        } else if (!strcmp(a, "--capture-dir")) {
+            cfg.capture_dir = val;
+        } else if (!strcmp(a, "--log-level")) {
+            enum cl_log_level l = !strcmp(val, "debug")  ? CL_LOG_DEBUG
+                                  : !strcmp(val, "info") ? CL_LOG_INFO
+                                  : !strcmp(val, "warn") ? CL_LOG_WARN
+                                  : !strcmp(val, "error") ? CL_LOG_ERROR
+                                                          : CL_LOG_NONE;
+            if (l == CL_LOG_NONE)
+                return cl_host_usage("--log-level must be debug, info, warn or error", val);
+            cl_log_set_level(l);
+        } else {
+            return cl_host_usage("unknown option", a);
+        }
+    }
+    if (!cfg.listen)
+        return cl_host_usage("--listen is required", NULL);
+    if (!have_cid)
+        return cl_host_usage("--enclave-cid is required", NULL);
+    if (!cfg.model_path)
+        return cl_host_usage("--model is required", NULL);
+    if (!kms_url)
+        return cl_host_usage("--kms is required", NULL);
+    if (!creds_path)
+        return cl_host_usage("--kms-credentials is required", NULL);
+
+    cl_log_set_component("host");
+    cl_err rc = cl_host_kms_url_parse(kms_url, &kms);
+    if (rc)
+        return cl_host_fail("--kms", rc);
+    rc = cl_host_creds_load(creds_path, &creds);
+    if (rc)
+        return cl_host_fail("--kms-credentials", rc);
+    if (vsock_dir && setenv(CL_VSOCK_DIR_ENV, vsock_dir, 1) != 0) {
+        cl_host_creds_free(&creds);
+        return cl_host_fail("--vsock-dir", CL_E_CORE_NOMEM);
+    }
+    cfg.kms = &kms;
+    cfg.creds = &creds;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    sa.sa_handler = cl_host_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    /* Worker threads inherit the blocked mask, so the signals reach sigsuspend here. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+
+    struct cl_host *h = NULL;
+    rc = cl_host_start(&cfg, &h);
+    if (rc) {
+        cl_host_creds_free(&creds);
+        return cl_host_fail("start", rc);
+    }
+    const char *colon = strrchr(cfg.listen, ':');
+    printf("listening on %.*s:%u\n", (int)(colon - cfg.listen), cfg.listen, cl_host_port(h));
+    fflush(stdout);
+    while (!cl_host_stop_flag)
+        sigsuspend(&old);
+    cl_host_stop(h);
+    cl_host_creds_free(&creds);
+    CL_LOG(CL_LOG_INFO, "host_stopped");
+    return CL_HOST_EXIT_OK;
+}
