@@ -44,11 +44,11 @@ struct cl_kms_endpoint {
     const char *url;     /* "https://kms.us-east-1.amazonaws.com" or "http://127.0.0.1:8080"; NULL = AWS */
     const char *region;  /* signing region */
     const char *ca_file; /* optional extra CA bundle for https */
-    /* Optional: returns a connected stream socket to use instead of dialling
-     * the URL's host (an enclave reaches the key service through the parent's
-     * vsock proxy). -1 on failure. TLS and the Host header still follow url. */
-    int (*open_socket)(void *arg);
-    void *open_socket_arg;
+    /* Optional: reach the service through this UNIX socket instead of
+     * dialling the URL's host ("@name" for the abstract namespace). An
+     * enclave bridges it to the parent's vsock proxy. TLS and the Host
+     * header still follow url. */
+    const char *unix_socket;
 };
 
 /* GenerateDataKey (AES_256). plaintext_key: CL_BUF_SECURE buffer of at

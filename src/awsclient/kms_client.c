@@ -156,25 +156,6 @@ out:
     return rc;
 }
 
-/* The endpoint's own socket (vsock proxy) stands in for curl's TCP socket. */
-static curl_socket_t cl_kms_curl_opensocket(void *arg, curlsocktype purpose, struct curl_sockaddr *addr)
-{
-    const struct cl_kms_endpoint *ep = arg;
-    (void)addr;
-    if (purpose != CURLSOCKTYPE_IPCXN)
-        return CURL_SOCKET_BAD;
-    int fd = ep->open_socket(ep->open_socket_arg);
-    return fd < 0 ? CURL_SOCKET_BAD : fd;
-}
-
-static int cl_kms_curl_sockopt(void *arg, curl_socket_t fd, curlsocktype purpose)
-{
-    (void)arg;
-    (void)fd;
-    (void)purpose;
-    return CURL_SOCKOPT_ALREADY_CONNECTED;
-}
-
 static size_t cl_kms_curl_write(char *p, size_t sz, size_t nm, void *arg)
 {
     struct cl_buf *b = arg;
@@ -267,13 +248,10 @@ static cl_err cl_kms_call(const struct cl_kms_endpoint *ep, const struct cl_aws_
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     if (ep->ca_file)
         curl_easy_setopt(c, CURLOPT_CAINFO, ep->ca_file);
-    if (ep->open_socket) {
-        curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, cl_kms_curl_opensocket);
-        curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, (void *)ep);
-        curl_easy_setopt(c, CURLOPT_SOCKOPTFUNCTION, cl_kms_curl_sockopt);
-        /* a proxied socket carries exactly one request */
-        curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);
-    }
+    if (ep->unix_socket && ep->unix_socket[0] == '@')
+        curl_easy_setopt(c, CURLOPT_ABSTRACT_UNIX_SOCKET, ep->unix_socket + 1);
+    else if (ep->unix_socket)
+        curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, ep->unix_socket);
     CURLcode cc = curl_easy_perform(c);
     CL_ENSURE_D(cc == CURLE_OK, CL_E_NET_HTTP, "%s: %s", op, curl_easy_strerror(cc));
     long status = 0;

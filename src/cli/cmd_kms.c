@@ -202,5 +202,7 @@ int cl_cmd_kms(int argc, char **argv)
         return cl_kms_cli_audit(argc, argv);
     if (!strcmp(argv[1], "policy"))
         return cl_kms_cli_policy(argc, argv);
-    return cl_cli_usage_error("kms", "unknown subcommand '%s' (audit or policy)", argv[1]);
+    if (!strcmp(argv[1], "create-key"))
+        return cl_cmd_kms_create_key(argc, argv);
+    return cl_cli_usage_error("kms", "unknown subcommand '%s' (audit, policy or create-key)", argv[1]);
 }

@@ -104,13 +104,6 @@ out:
     return rc;
 }
 
-static int cl_boot_kms_socket(void *arg)
-{
-    (void)arg;
-    int fd = -1;
-    return cl_boot_dial(CL_WIRE_PORT_KMS_PROXY, &fd) == CL_OK ? fd : -1;
-}
-
 /* Decrypt + Recipient: the key service returns the data key wrapped to an
  * RSA key whose public half is in our attestation document. */
 static cl_err cl_boot_fetch_key(struct cl_enclave_boot *bt, cl_nsm *nsm, const struct cl_seal_header *h,
@@ -130,7 +123,9 @@ static cl_err cl_boot_fetch_key(struct cl_enclave_boot *bt, cl_nsm *nsm, const s
     CL_GUARD(cl_nsm_attestation(nsm, NULL, 0, NULL, 0, spki.data, spki.len, &doc));
     for (size_t i = 0; i < h->n_ctx; i++)
         ctx[i] = (struct cl_policy_kv){h->ctx[i].key, h->ctx[i].value};
-    struct cl_kms_endpoint ep = {.url = bt->kms_url, .region = bt->kms_region, .open_socket = cl_boot_kms_socket};
+    char bridge[64];
+    CL_GUARD(cl_kms_bridge_start(bridge, sizeof(bridge)));
+    struct cl_kms_endpoint ep = {.url = bt->kms_url, .region = bt->kms_region, .unix_socket = bridge};
     uint64_t t0 = cl_now_us();
     CL_GUARD(cl_kms_decrypt_for_recipient(&ep, &bt->cred, h->key_id, h->wrapped, h->wrapped_len, ctx, h->n_ctx,
                                           doc.data, doc.len, rsa, &key));

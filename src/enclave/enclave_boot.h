@@ -18,6 +18,9 @@ struct cl_enclave_boot {
     size_t model_len;
 };
 
+/* Starts the abstract-UNIX-socket bridge to the key-service proxy; writes
+ * its name ("@...") into name. */
+CL_MUST_CHECK cl_err cl_kms_bridge_start(char *name, size_t cap);
 CL_MUST_CHECK cl_err cl_boot_get_config(struct cl_enclave_boot *bt);
 CL_MUST_CHECK cl_err cl_boot_load_model(struct cl_enclave_boot *bt, cl_nsm *nsm, unsigned threads);
 /* The attestation user_data: canonical CBOR {"v","audit_key","model_sha256","config_sha256"}. */

@@ -10,6 +10,7 @@
 #include "cloister/gguf.h"
 #include "cloister/infer/model.h"
 #include "cloister/infer/pool.h"
+#include "cloister/log.h"
 #include "cloister/sample.h"
 #include "cloister/secmem.h"
 #include "cloister/tokenizer.h"
