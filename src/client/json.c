@@ -7,42 +7,29 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <malloc.h>
 
 #include "client_internal.h"
 #include "cloister/secmem.h"
 
 #define CL_CLIENT_SSE_MAX_LINE ((size_t)1 << 20)
 
-/* ---- jansson allocations that are wiped on free ---- */
-
-struct cl_client_jhdr {
-    size_t n;
-    size_t pad; /* keeps the payload 16-byte aligned */
-};
-
-static void *cl_client_jmalloc(size_t n)
-{
-    if (n > SIZE_MAX - sizeof(struct cl_client_jhdr))
-        return NULL;
-    struct cl_client_jhdr *h = malloc(sizeof(*h) + n);
-    if (!h)
-        return NULL;
-    h->n = n;
-    return h + 1;
-}
+/* ---- jansson allocations that are wiped on free ----
+ * Blocks stay plain malloc blocks (malloc_usable_size gives the size), so
+ * any code in the process that frees a jansson string with free() is still
+ * correct: the allocator is process-wide. */
 
 static void cl_client_jfree(void *p)
 {
     if (!p)
         return;
-    struct cl_client_jhdr *h = (struct cl_client_jhdr *)p - 1;
-    cl_wipe(p, h->n);
-    free(h);
+    cl_wipe(p, malloc_usable_size(p));
+    free(p);
 }
 
 static pthread_once_t cl_client_json_once = PTHREAD_ONCE_INIT;
 
-static void cl_client_json_init(void) { json_set_alloc_funcs(cl_client_jmalloc, cl_client_jfree); }
+static void cl_client_json_init(void) { json_set_alloc_funcs(malloc, cl_client_jfree); }
 
 void cl_client_json_secure(void) { pthread_once(&cl_client_json_once, cl_client_json_init); }
 
