@@ -489,7 +489,7 @@ static const struct craft craft_ok = {.digest = "SHA384", .module_id = "i-test",
 
 static cl_err parse_crafted(const struct craft *k)
 {
-    static uint8_t filler[4096];
+    static uint8_t filler[8192];
     struct cl_buf pl, doc;
     cl_buf_init(&pl, 1 << 16, CL_BUF_NONE);
     cl_buf_init(&doc, 1 << 17, CL_BUF_NONE);

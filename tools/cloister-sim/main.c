@@ -1,6 +1,7 @@
 /* cloister-sim: the stand-in for the Nitro hypervisor on machines without
  * Nitro. It holds a local P-384 PKI, measures enclave images, and runs them
  * in a sandbox with a simulated NSM and vsock emulation. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -73,6 +74,35 @@ static bool cl_sim_u64(const char *s, uint64_t max, uint64_t *out)
         return false;
     *out = v;
     return true;
+}
+
+static volatile sig_atomic_t cl_sim_child = 0;
+
+/* Ctrl-C or SIGTERM: end the enclave (its pid-1 process ignores signals
+ * from outside its namespace); cleanup then runs as on a normal exit. */
+static void cl_sim_on_signal(int sig)
+{
+    (void)sig;
+    if (cl_sim_child > 0)
+        kill((pid_t)cl_sim_child, SIGKILL);
+}
+
+/* Removes the sockets left in a vsock directory this run created. */
+static void cl_sim_clean_vsock_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        char path[4096];
+        while ((e = readdir(d))) {
+            struct stat st;
+            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+            if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+                unlink(path);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
 }
 
 static bool cl_sim_is_help(const char *a) { return !strcmp(a, "-h") || !strcmp(a, "--help"); }
@@ -344,6 +374,12 @@ static int cl_sim_cmd_run(int argc, char **argv)
         ret = cl_sim_fail("sandbox", rc);
         goto out;
     }
+    cl_sim_child = pid;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = cl_sim_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     close(sv[1]);
     sv[1] = -1;
     close(memfd);
@@ -364,7 +400,7 @@ out:
     if (memfd >= 0)
         close(memfd);
     if (vdir == tmpdir)
-        rmdir(tmpdir);
+        cl_sim_clean_vsock_dir(tmpdir);
     cl_nsm_sim_free(nsm);
     cl_attest_signer_free(signer);
     cl_buf_free(&img);
