@@ -79,10 +79,12 @@ cl_err cl_pkey_parse(const void *p, size_t n, cl_pkey **out)
 {
     if (!p || !n)
         return cl_err_fail(CL_E_CRYPTO_BAD_KEY, "empty key");
-    /* PEM decoders accept trailing whitespace; strip it for the left==0 check. */
+    /* PEM may end in whitespace, which the decoder leaves unread; strip it
+     * for the left==0 check. DER bytes are never touched. */
     const char *s = p;
-    while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' '))
-        n--;
+    if (n >= 5 && !memcmp(s, "-----", 5))
+        while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' '))
+            n--;
     EVP_PKEY *evp = cl_pkey_decode(p, n, EVP_PKEY_KEYPAIR);
     if (!evp)
         evp = cl_pkey_decode(p, n, EVP_PKEY_PUBLIC_KEY);

@@ -9,7 +9,7 @@
 #include "k_internal.h"
 
 #define CL_K_T __attribute__((target("avx2,fma,f16c")))
-#define CL_K_TI __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
+#define CL_K_TI __attribute__((target("avx2,fma,f16c"), always_inline, unused)) static inline
 #define CL_K_TILE 4
 
 CL_K_TI float cl_k2_hsum(__m256 v)
