@@ -133,11 +133,16 @@ typedef struct cl_attest_signer cl_attest_signer;
 /* Writes root.pem, root.key, intermediate.pem, intermediate.key into dir
  * (created 0700 if missing; keys 0600). Fails if the files exist. */
 CL_MUST_CHECK cl_err cl_attest_sim_init(const char *dir);
-/* Loads dir's CAs and issues a fresh leaf valid for 3 hours. */
+/* Loads dir's CAs and issues a fresh leaf valid for 3 hours. The signer
+ * keeps the intermediate key (to renew the leaf): only the process playing
+ * the hypervisor holds it. */
 CL_MUST_CHECK cl_err cl_attest_signer_load(const char *dir, cl_attest_signer **out);
 /* Same with CAs that exist only in memory (tests). */
 CL_MUST_CHECK cl_err cl_attest_signer_ephemeral(cl_attest_signer **out);
 void cl_attest_signer_free(cl_attest_signer *s);
+/* Issues a new leaf (same module_id) when the current one has less than an
+ * hour left, so a long-running enclave keeps producing valid documents. */
+CL_MUST_CHECK cl_err cl_attest_signer_refresh(cl_attest_signer *s);
 /* Pinned root certificate, DER. */
 CL_MUST_CHECK cl_err cl_attest_signer_root_der(const cl_attest_signer *s, struct cl_buf *out);
 /* Sets the PCRs the signer reports (debug zeroes PCR0-2 on its own terms:

@@ -10,9 +10,11 @@
  * or 401 to an encapsulated request), the client re-attests once and retries
  * with the new key; an unchanged key is an error.
  *
- * Prompts and answers live in CL_BUF_SECURE buffers; jansson's allocations
- * are routed through allocators that wipe on free. Nothing here logs
- * payloads. */
+ * Prompts and answers live in CL_BUF_SECURE buffers. The first call into
+ * this library routes jansson's allocations, process-wide, through
+ * allocators that wipe on free (json_set_alloc_funcs): make it before the
+ * program holds any jansson object. Nothing here logs payloads. A client
+ * handle is not thread-safe; use one per thread. */
 #ifndef CLOISTER_CLIENT_H
 #define CLOISTER_CLIENT_H
 

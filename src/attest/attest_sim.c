@@ -66,7 +66,8 @@ out:
 
 struct cl_attest_signer {
     X509 *root, *inter, *leaf;
-    cl_pkey *leaf_key;
+    cl_pkey *inter_key, *leaf_key;
+    time_t leaf_not_after;
     uint8_t *root_der, *inter_der, *leaf_der;
     size_t root_len, inter_len, leaf_len;
     uint32_t pcr_present;
@@ -243,35 +244,74 @@ void cl_attest_signer_free(cl_attest_signer *s)
     X509_free(s->inter);
     X509_free(s->leaf);
     cl_pkey_free(s->leaf_key);
+    cl_pkey_free(s->inter_key);
     free(s->root_der);
     free(s->inter_der);
     free(s->leaf_der);
     free(s);
 }
 
-/* Takes ownership of root and inter; issues the per-boot leaf. */
-static cl_err cl_sim_signer_finish(X509 *root, X509 *inter, const cl_pkey *inter_key, cl_attest_signer **out)
+#define CL_SIM_LEAF_LIFETIME (3 * 3600L)
+#define CL_SIM_LEAF_RENEW_BEFORE 3600L
+
+/* A new leaf key and certificate, replacing the current one. */
+static cl_err cl_sim_issue_leaf(cl_attest_signer *s)
+{
+    cl_err rc = CL_OK;
+    cl_pkey *key = NULL;
+    X509 *leaf = NULL;
+    uint8_t *der = NULL;
+    size_t len = 0;
+    time_t now = time(NULL);
+    CL_GUARD(cl_pkey_generate(CL_PKEY_P384, &key));
+    /* Like Nitro: the leaf lives a few hours. */
+    CL_GUARD(cl_sim_make_cert(s->module_id, key, s->inter, s->inter_key, -1, -60, CL_SIM_LEAF_LIFETIME, &leaf));
+    CL_GUARD(cl_sim_der(leaf, &der, &len));
+    X509_free(s->leaf);
+    cl_pkey_free(s->leaf_key);
+    free(s->leaf_der);
+    s->leaf = leaf;
+    s->leaf_key = key;
+    s->leaf_der = der;
+    s->leaf_len = len;
+    s->leaf_not_after = now + CL_SIM_LEAF_LIFETIME;
+    leaf = NULL;
+    key = NULL;
+out:
+    X509_free(leaf);
+    cl_pkey_free(key);
+    return rc;
+}
+
+cl_err cl_attest_signer_refresh(cl_attest_signer *s)
+{
+    if (time(NULL) + CL_SIM_LEAF_RENEW_BEFORE < s->leaf_not_after)
+        return CL_OK;
+    return cl_sim_issue_leaf(s);
+}
+
+/* Takes ownership of root, inter and inter_key; issues the per-boot leaf. */
+static cl_err cl_sim_signer_finish(X509 *root, X509 *inter, cl_pkey *inter_key, cl_attest_signer **out)
 {
     cl_err rc = CL_OK;
     cl_attest_signer *s = calloc(1, sizeof(*s));
     if (!s) {
         X509_free(root);
         X509_free(inter);
+        cl_pkey_free(inter_key);
         return CL_E_CORE_NOMEM;
     }
     s->root = root;
     s->inter = inter;
-    CL_GUARD(cl_pkey_generate(CL_PKEY_P384, &s->leaf_key));
+    s->inter_key = inter_key;
     uint8_t rnd[8];
     char hex[17];
     CL_GUARD(cl_random_bytes(rnd, sizeof(rnd)));
     cl_hex_encode(rnd, sizeof(rnd), hex);
     snprintf(s->module_id, sizeof(s->module_id), "i-cloistersim-enc%s", hex);
-    /* Like Nitro: the leaf lives a few hours from boot. */
-    CL_GUARD(cl_sim_make_cert(s->module_id, s->leaf_key, inter, inter_key, -1, -60, 3 * 3600, &s->leaf));
+    CL_GUARD(cl_sim_issue_leaf(s));
     CL_GUARD(cl_sim_der(root, &s->root_der, &s->root_len));
     CL_GUARD(cl_sim_der(inter, &s->inter_der, &s->inter_len));
-    CL_GUARD(cl_sim_der(s->leaf, &s->leaf_der, &s->leaf_len));
     /* Default: PCR0-15 present and zero (what a debug enclave reports). */
     s->pcr_present = 0xffff;
     *out = s;
@@ -289,6 +329,7 @@ cl_err cl_attest_signer_ephemeral(cl_attest_signer **out)
     CL_GUARD(cl_sim_new_cas(&rk, &root, &ik, &inter));
     rc = cl_sim_signer_finish(root, inter, ik, out);
     root = inter = NULL;
+    ik = NULL;
 out:
     X509_free(root);
     X509_free(inter);
@@ -338,6 +379,7 @@ cl_err cl_attest_signer_load(const char *dir, cl_attest_signer **out)
                 "intermediate.key is not a P-384 private key");
     rc = cl_sim_signer_finish(root, inter, ik, out);
     root = inter = NULL;
+    ik = NULL;
 out:
     X509_free(root);
     X509_free(inter);

@@ -149,6 +149,10 @@ cl_err cl_nsm_sim_handle(cl_nsm_sim *s, const uint8_t *req, size_t len, struct c
             rc = cl_nsm_sim_error(resp, "InvalidArgument");
             goto out;
         }
+        if (cl_attest_signer_refresh(s->signer) != CL_OK) {
+            rc = cl_nsm_sim_error(resp, "InternalError");
+            goto out;
+        }
         /* The document carries every locked PCR. */
         cl_attest_signer_set_pcrs(s->signer, s->locked, (const uint8_t(*)[CL_ATTEST_PCR_LEN])s->pcr);
         struct cl_buf doc;

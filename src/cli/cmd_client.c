@@ -28,7 +28,7 @@
 static void cl_measure_help(FILE *f)
 {
     fprintf(f,
-            "usage: cloister measure (--sim-image IMAGE | --nitro-pcrs FILE.json | --pcr N=HEX...)\n"
+            "usage: cloister measure (--sim-image IMAGE | --nitro-pcrs FILE.json | --pcr N=HEX... | --debug)\n"
             "                        --root ROOT.pem (--model MODEL.sealed | --model-sha256 HEX)\n"
             "                        -o TRUST.json [--max-age SECS] [--allow-debug] [--force]\n\n"
             "Writes TRUST.json (docs/formats/trust.md): what `cloister ask` and `cloister chat` pin\n"
@@ -42,7 +42,9 @@ static void cl_measure_help(FILE *f)
             "  --model-sha256 HEX    the model digest given directly instead\n"
             "  -o, --output FILE     where to write TRUST.json (refuses to overwrite without --force)\n"
             "  --max-age SECS        attestation freshness window, 1-86400 (default 300)\n"
-            "  --allow-debug         accept debug-mode enclaves (PCR0-2 zero): never for real data\n\n"
+            "  --allow-debug         accept debug-mode enclaves (PCR0-2 zero): never for real data\n"
+            "  --debug               pin a debug-mode enclave: PCR0-2 all zero, implies --allow-debug\n"
+            "                        (a debug enclave reports zeros, not its image's measurements)\n\n"
             "exit status: 0 written, 1 failure, 2 usage error.\n");
 }
 
@@ -143,7 +145,7 @@ int cl_cmd_measure(int argc, char **argv)
 {
     const char *cmd = "measure";
     const char *sim = NULL, *nitro = NULL, *root = NULL, *model = NULL, *model_hex = NULL, *outp = NULL;
-    bool force = false;
+    bool force = false, debug = false;
     struct cl_trust t;
     memset(&t, 0, sizeof(t));
     t.max_age_seconds = CL_TRUST_MAX_AGE_DEFAULT;
@@ -159,6 +161,9 @@ int cl_cmd_measure(int argc, char **argv)
             t.allow_debug = true;
         } else if (!strcmp(a, "--force")) {
             force = true;
+        } else if (!strcmp(a, "--debug")) {
+            debug = true;
+            t.allow_debug = true;
         } else if (!strcmp(a, "--sim-image") || !strcmp(a, "--nitro-pcrs") || !strcmp(a, "--root") ||
                    !strcmp(a, "--model") || !strcmp(a, "--model-sha256") || !strcmp(a, "-o") ||
                    !strcmp(a, "--output") || !strcmp(a, "--pcr") || !strcmp(a, "--max-age")) {
@@ -189,8 +194,10 @@ int cl_cmd_measure(int argc, char **argv)
     }
     if (sim && nitro)
         return cl_cli_usage_error(cmd, "--sim-image and --nitro-pcrs are exclusive");
-    if (!sim && !nitro && !extra.pcr_present)
-        return cl_cli_usage_error(cmd, "one of --sim-image, --nitro-pcrs or --pcr is required");
+    if (debug && (sim || nitro))
+        return cl_cli_usage_error(cmd, "--debug pins zero PCRs: it excludes --sim-image and --nitro-pcrs");
+    if (!sim && !nitro && !extra.pcr_present && !debug)
+        return cl_cli_usage_error(cmd, "one of --sim-image, --nitro-pcrs, --pcr or --debug is required");
     if (!root)
         return cl_cli_usage_error(cmd, "--root is required");
     if (!!model == !!model_hex)
@@ -214,6 +221,8 @@ int cl_cmd_measure(int argc, char **argv)
         ret = cl_cli_fail(cmd, nitro, rc);
         goto done;
     }
+    if (debug)
+        t.pcr_present |= 0x7; /* zeros already */
     for (unsigned i = 0; i < CL_ATTEST_MAX_PCRS; i++)
         if (extra.pcr_present & (1u << i)) {
             memcpy(t.pcr[i], extra.pcr[i], CL_ATTEST_PCR_LEN);

@@ -162,7 +162,9 @@ static bool cl_client_type_is(const char *have, const char *want)
 static cl_err cl_client_stream_plain(struct cl_client_xfer *x)
 {
     cl_err rc = CL_OK;
-    CL_GUARD(cl_bhttp_reader_feed(&x->rd, x->pt.data, x->pt.len, &x->content));
+    /* Only with bytes: the reader memmoves its (possibly NULL) pending buffer. */
+    if (x->pt.len)
+        CL_GUARD(cl_bhttp_reader_feed(&x->rd, x->pt.data, x->pt.len, &x->content));
     cl_buf_reset(&x->pt);
     if (!x->inner_checked && x->rd.state >= CL_BHTTP_R_CONTENT) {
         x->inner_checked = true;
@@ -468,8 +470,12 @@ cl_err cl_client_chat(cl_client *c, const struct cl_chat_msg *msgs, size_t n, co
     char url[CL_CLIENT_MAX_URL + 32];
     cl_buf_init(&req, CL_CLIENT_MAX_REQUEST + 4096, CL_BUF_SECURE);
     cl_buf_init(&enc, CL_CLIENT_MAX_REQUEST + 8192, CL_BUF_NONE);
+    /* A reused result starts clean (the content buffer keeps its storage). */
     cl_buf_reset(&res->content);
     res->status = 0;
+    res->has_usage = false;
+    res->prompt_tokens = res->completion_tokens = res->total_tokens = 0;
+    res->finish_reason[0] = res->error_type[0] = res->error_message[0] = 0;
     CL_GUARD(cl_client_build_request(msgs, n, p, stream, &req));
     if (!c->attested)
         CL_GUARD(cl_client_attest(c));

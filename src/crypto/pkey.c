@@ -112,7 +112,9 @@ enum cl_pkey_type cl_pkey_type(const cl_pkey *k)
 int cl_pkey_is_private(const cl_pkey *k)
 {
     BIGNUM *bn = NULL;
-    if (EVP_PKEY_get_bn_param(k->k, OSSL_PKEY_PARAM_PRIV_KEY, &bn) == 1) {
+    /* RSA names its private exponent "d"; EC and X25519 use "priv". */
+    const char *name = EVP_PKEY_is_a(k->k, "RSA") ? OSSL_PKEY_PARAM_RSA_D : OSSL_PKEY_PARAM_PRIV_KEY;
+    if (EVP_PKEY_get_bn_param(k->k, name, &bn) == 1) {
         BN_clear_free(bn);
         return 1;
     }

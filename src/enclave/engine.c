@@ -39,15 +39,7 @@ cl_err cl_engine_new(const void *model, size_t len, unsigned threads, const char
     CL_GUARD(cl_model_open_memory(model, len, &e->g, &e->m));
     CL_GUARD(cl_tokenizer_new(e->g, &e->tok));
     CL_GUARD(cl_pool_new(threads ? threads : 1, &e->pool));
-    rc = cl_chat_for_model(e->g, tmpl_override, &e->tmpl);
-    if (rc == CL_E_INFER_CHAT_UNKNOWN && !tmpl_override) {
-        /* No template in the file (e.g. converted or generated models): use
-         * the family's own turn format. */
-        e->tmpl = cl_model_hparams(e->m)->arch == CL_MODEL_ARCH_GEMMA3 ? CL_CHAT_GEMMA : CL_CHAT_LLAMA2;
-        rc = CL_OK;
-        CL_LOG(CL_LOG_INFO, "chat_template_default", CL_LOG_LIT("reason", "model has no tokenizer.chat_template"));
-    }
-    CL_GUARD(rc);
+    CL_GUARD(cl_chat_for_model(e->g, tmpl_override, &e->tmpl));
     if (cl_gguf_get_str(e->g, "general.name", &name) == CL_OK && name.len)
         snprintf(e->name, sizeof(e->name), "%.*s", (int)name.len, name.p);
     else

@@ -262,6 +262,12 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
                                     json_string(cl_gw_finish_name(res.finish)));
         else
             last = json_pack("{s:{s:s,s:s}}", "error", "message", "generation failed", "type", "server_error");
+        /* usage rides on the last chunk, as OpenAI's stream_options.include_usage does */
+        if (grc == CL_OK && last)
+            json_object_set_new(last, "usage",
+                                json_pack("{s:i,s:i,s:i}", "prompt_tokens", res.prompt_tokens, "completion_tokens",
+                                          res.completion_tokens, "total_tokens",
+                                          res.prompt_tokens + res.completion_tokens));
         rc = cl_gw_sse(x, last, true);
         goto out;
     }

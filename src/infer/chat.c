@@ -82,6 +82,20 @@ cl_err cl_chat_for_model(const cl_gguf *g, const char *override, enum cl_chat_te
     if (override)
         return cl_chat_from_name(override, out);
     struct cl_gguf_str s;
+    if (g && !cl_gguf_find_kv(g, "tokenizer.chat_template")) {
+        /* No template in the file (converted or generated models): the
+         * architecture's own turn format, so every caller agrees. */
+        if (cl_gguf_get_str(g, "general.architecture", &s) == CL_OK) {
+            if (s.len >= 5 && !memcmp(s.p, "gemma", 5)) {
+                *out = CL_CHAT_GEMMA;
+                return CL_OK;
+            }
+            if (s.len == 5 && !memcmp(s.p, "llama", 5)) {
+                *out = CL_CHAT_LLAMA2;
+                return CL_OK;
+            }
+        }
+    }
     if (!g || !cl_gguf_find_kv(g, "tokenizer.chat_template"))
         return cl_err_fail(CL_E_INFER_CHAT_UNKNOWN, "model has no tokenizer.chat_template; name one");
     cl_err e = cl_gguf_get_str(g, "tokenizer.chat_template", &s);

@@ -5,7 +5,6 @@
  * for up to 4 activation columns, so prompt processing reads the weights
  * once per 4 tokens from cache rather than once per token. */
 #include <immintrin.h>
-#include <stdlib.h>
 
 #include "k_internal.h"
 
@@ -105,21 +104,19 @@ CL_K_TI void cl_k2_q8act_tile(const uint8_t *x, size_t bb, cl_k2_unpack_fn unpac
 
 #define CL_K2_DY_MAX 16384 /* floats of prepared activation scales on the stack */
 
+CL_K_TI void cl_k2_put(float *dst, float v, bool add) { *dst = add ? *dst + v : v; }
+
+/* Rows longer than this are done in chunks of the K dimension (results
+ * added), so one column's scales always fit the stack buffer. */
+#define CL_K2_KCHUNK (CL_K2_DY_MAX * CL_K_QK)
+
 CL_K_TI void cl_k2_q8act_mm(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as, size_t nc,
-                            size_t n, float *out, size_t os, size_t bb, cl_k2_unpack_fn unpack)
+                            size_t n, float *out, size_t os, size_t bb, cl_k2_unpack_fn unpack, bool add)
 {
     const size_t nb = n / CL_K_QK;
     float stackbuf[CL_K2_DY_MAX];
     float *dyb = stackbuf;
-    size_t group = CL_K2_DY_MAX / nb;
-    float *heap = NULL;
-    if (group == 0) {
-        heap = malloc(nb * sizeof(float));
-        if (!heap)
-            abort();
-        dyb = heap;
-        group = 1;
-    }
+    const size_t group = CL_K2_DY_MAX / nb; /* >= 1: n <= CL_K2_KCHUNK */
     for (size_t c0 = 0; c0 < nc; c0 += group) {
         const size_t gc = nc - c0 < group ? nc - c0 : group;
         for (size_t j = 0; j < gc; j++) {
@@ -140,23 +137,29 @@ CL_K_TI void cl_k2_q8act_mm(const void *w, size_t ws, size_t r0, size_t r1, cons
                 }
                 cl_k2_q8act_tile(x, bb, unpack, yc, dyf, CL_K_TILE, nb, res);
                 for (int j = 0; j < CL_K_TILE; j++)
-                    out[(c0 + c + (size_t)j) * os + r] = res[j];
+                    cl_k2_put(&out[(c0 + c + (size_t)j) * os + r], res[j], add);
             }
             for (; c < gc; c++) {
                 const uint8_t *yc[1] = {(const uint8_t *)a + (c0 + c) * as};
                 const float *dyf[1] = {dyb + c * nb};
-                cl_k2_q8act_tile(x, bb, unpack, yc, dyf, 1, nb, &out[(c0 + c) * os + r]);
+                float res;
+                cl_k2_q8act_tile(x, bb, unpack, yc, dyf, 1, nb, &res);
+                cl_k2_put(&out[(c0 + c) * os + r], res, add);
             }
         }
     }
-    free(heap);
 }
 
 #define CL_K2_Q8ACT(NAME, BT)                                                                                         \
     CL_K_T static void cl_k2_mm_##NAME(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as,      \
                                        size_t nc, size_t n, float *out, size_t os)                                     \
     {                                                                                                                  \
-        cl_k2_q8act_mm(w, ws, r0, r1, a, as, nc, n, out, os, sizeof(BT), cl_k2_unpack_##NAME);                        \
+        for (size_t k0 = 0; k0 < n; k0 += CL_K2_KCHUNK) {                                                              \
+            const size_t kn = n - k0 < CL_K2_KCHUNK ? n - k0 : CL_K2_KCHUNK, kb = k0 / CL_K_QK;                        \
+            cl_k2_q8act_mm((const uint8_t *)w + kb * sizeof(BT), ws, r0, r1,                                           \
+                           (const uint8_t *)a + kb * sizeof(struct cl_k_block_q8_0), as, nc, kn, out, os, sizeof(BT),  \
+                           cl_k2_unpack_##NAME, k0 > 0);                                                               \
+        }                                                                                                              \
     }                                                                                                                  \
     CL_K_T static float cl_k2_dot_##NAME(const void *w, const void *a, size_t n)                                       \
     {                                                                                                                  \
@@ -379,7 +382,7 @@ CL_K_TI void cl_k2_float_tile(const void *x, cl_k2_ld_fn ld, cl_k2_s_fn sc, cons
     }
 }
 
-#define CL_K2_FLOAT(NAME, ES)                                                                                          \
+#define CL_K2_FLOAT(NAME)                                                                                              \
     CL_K_T static float cl_k2_dot_##NAME(const void *w, const void *a, size_t n)                                       \
     {                                                                                                                  \
         const void *yc[1] = {a};                                                                                       \
@@ -409,9 +412,9 @@ CL_K_TI void cl_k2_float_tile(const void *x, cl_k2_ld_fn ld, cl_k2_s_fn sc, cons
         }                                                                                                              \
     }
 
-CL_K2_FLOAT(f32, 4)
-CL_K2_FLOAT(f16, 2)
-CL_K2_FLOAT(bf16, 2)
+CL_K2_FLOAT(f32)
+CL_K2_FLOAT(f16)
+CL_K2_FLOAT(bf16)
 
 /* ---------------------------------------------------- activation quantizers */
 
@@ -540,4 +543,59 @@ CL_K_T void cl_k_mul_f32_avx2(float *y, const float *x, size_t n)
         _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
     for (; i < n; i++)
         y[i] *= x[i];
+}
+
+/* Q8_K activations, bit-identical to cl_k_act_q8_k_scalar: the signed value
+ * of largest magnitude (first one on ties), iscale = -127/max, q =
+ * min(127, round-half-even(iscale*x)), d = 1/iscale, 16-element sums. */
+CL_K_T void cl_k_act_q8_k_avx2(const float *x, void *dst, size_t n)
+{
+    struct cl_k_block_q8_k *y = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (size_t i = 0; i < n / CL_K_QK_K; i++, x += CL_K_QK_K) {
+        __m256 amax = _mm256_setzero_ps();
+        for (int k = 0; k < CL_K_QK_K; k += 8)
+            amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)));
+        __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(amax, 1), _mm256_castps256_ps128(amax));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float am = _mm_cvtss_f32(m4);
+        if (!(am > 0.0f)) { /* all zero (or NaN): defer to the reference */
+            cl_k_act_q8_k_scalar(x, &y[i], CL_K_QK_K);
+            continue;
+        }
+        float max = 0.0f;
+        const __m256 amv = _mm256_set1_ps(am);
+        for (int k = 0; k < CL_K_QK_K; k += 8) {
+            const __m256 v = _mm256_loadu_ps(x + k);
+            const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, v), amv, _CMP_EQ_OQ));
+            if (mask) {
+                max = x[k + __builtin_ctz((unsigned)mask)];
+                break;
+            }
+        }
+        const float iscale = -127.f / max;
+        const __m256 is = _mm256_set1_ps(iscale);
+        const __m256i cap = _mm256_set1_epi32(127);
+        for (int k = 0; k < CL_K_QK_K; k += 32) {
+            __m256i iv[4];
+            for (int j = 0; j < 4; j++) {
+                const __m256 p = _mm256_mul_ps(is, _mm256_loadu_ps(x + k + 8 * j));
+                iv[j] = _mm256_min_epi32(
+                    _mm256_cvtps_epi32(_mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)), cap);
+            }
+            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(iv[0], iv[1]), _mm256_packs_epi32(iv[2], iv[3]));
+            p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(y[i].qs + k), p);
+        }
+        for (int g = 0; g < CL_K_QK_K / 16; g++) {
+            const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(y[i].qs + 16 * g)));
+            __m256i s = _mm256_madd_epi16(w, _mm256_set1_epi16(1));
+            __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+            t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+            y[i].bsums[g] = (int16_t)_mm_cvtsi128_si32(t);
+        }
+        y[i].d = 1 / iscale;
+    }
 }

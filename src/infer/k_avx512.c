@@ -7,7 +7,6 @@
  * do the multiply-add in one instruction; the offset times the activation sum
  * (one more vpdpbusd) is subtracted per block. */
 #include <immintrin.h>
-#include <stdlib.h>
 
 #include "k_internal.h"
 
@@ -172,29 +171,101 @@ CL_K_TI void cl_k5_q8act_tile(const uint8_t *x, size_t bb, cl_k5_u_fn unpack, cl
         res[j] = _mm512_reduce_add_ps(acc[j]);
 }
 
+/* Two weight rows against 4 columns: each prepared activation vector is
+ * loaded once for both rows. */
+CL_K_TI void cl_k5_q8act_tile2(const uint8_t *x0, const uint8_t *x1, size_t bb, cl_k5_u_fn unpack,
+                               cl_k5_u2_fn unpack2, const struct cl_k5_pair *const *pc, int M, size_t nb,
+                               float *res0, float *res1)
+{
+    const __m512i sel = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m512 a0[CL_K_TILE], a1[CL_K_TILE];
+    for (int j = 0; j < M; j++)
+        a0[j] = a1[j] = _mm512_setzero_ps();
+    size_t b = 0;
+    for (; b + 2 <= nb; b += 2, x0 += 2 * bb, x1 += 2 * bb) {
+        const __m512i u0 = unpack2(x0, bb), u1 = unpack2(x1, bb);
+        const __m512 dw0 = _mm512_permutexvar_ps(
+            sel, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)(cl_k5_ld16(x0) | (cl_k5_ld16(x0 + bb) << 16))))));
+        const __m512 dw1 = _mm512_permutexvar_ps(
+            sel, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)(cl_k5_ld16(x1) | (cl_k5_ld16(x1 + bb) << 16))))));
+        for (int j = 0; j < M; j++) {
+            const struct cl_k5_pair *p = pc[j] + b / 2;
+            const __m512i yv = _mm512_loadu_si512((const void *)p->y);
+            const __m512i cv = _mm512_loadu_si512((const void *)p->corr);
+            const __m512 dy = _mm512_loadu_ps(p->dy);
+            const __m512i q0 = _mm512_dpbusd_epi32(cv, u0, yv);
+            const __m512i q1 = _mm512_dpbusd_epi32(cv, u1, yv);
+            a0[j] = _mm512_fmadd_ps(_mm512_mul_ps(dw0, dy), _mm512_cvtepi32_ps(q0), a0[j]);
+            a1[j] = _mm512_fmadd_ps(_mm512_mul_ps(dw1, dy), _mm512_cvtepi32_ps(q1), a1[j]);
+        }
+    }
+    if (b < nb) {
+        const __m256i u0 = unpack(x0), u1 = unpack(x1);
+        const __m256 dw0 = _mm256_set1_ps(cl_k5_h2f(x0)), dw1 = _mm256_set1_ps(cl_k5_h2f(x1));
+        for (int j = 0; j < M; j++) {
+            const struct cl_k5_pair *p = pc[j] + b / 2;
+            const __m256i yv = _mm256_loadu_si256((const __m256i *)p->y);
+            const __m256i cv = _mm256_loadu_si256((const __m256i *)p->corr);
+            const __m256 dy = _mm256_loadu_ps(p->dy);
+            const __m256 t0 = _mm256_mul_ps(_mm256_mul_ps(dw0, dy), _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(cv, u0, yv)));
+            const __m256 t1 = _mm256_mul_ps(_mm256_mul_ps(dw1, dy), _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(cv, u1, yv)));
+            a0[j] = _mm512_add_ps(a0[j], _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_setzero_si512(), _mm256_castps_si256(t0), 0)));
+            a1[j] = _mm512_add_ps(a1[j], _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_setzero_si512(), _mm256_castps_si256(t1), 0)));
+        }
+    }
+    for (int j = 0; j < M; j++) {
+        res0[j] = _mm512_reduce_add_ps(a0[j]);
+        res1[j] = _mm512_reduce_add_ps(a1[j]);
+    }
+}
+
+CL_K_TI void cl_k5_put(float *dst, float v, bool add) { *dst = add ? *dst + v : v; }
+
+/* Rows longer than this are done in chunks of the K dimension (results added),
+ * so one prepared column always fits the stack buffer. */
+#define CL_K5_KCHUNK 32768
+
 /* Columns are prepared in groups that fit a stack buffer; within a group
  * every weight row is read once per 4 columns. */
 CL_K_TI void cl_k5_q8act_mm(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as, size_t nc,
-                            size_t n, float *out, size_t os, size_t bb, cl_k5_u_fn unpack, cl_k5_u2_fn unpack2, int off)
+                            size_t n, float *out, size_t os, size_t bb, cl_k5_u_fn unpack, cl_k5_u2_fn unpack2, int off,
+                            bool add)
 {
     const size_t nb = n / CL_K_QK, np = (nb + 1) / 2;
     const size_t col_bytes = np * sizeof(struct cl_k5_pair);
     _Alignas(64) uint8_t stackbuf[CL_K5_PREP_BYTES];
     struct cl_k5_pair *buf = (struct cl_k5_pair *)stackbuf;
-    size_t group = CL_K5_PREP_BYTES / col_bytes;
-    void *heap = NULL;
-    if (group == 0) { /* rows over 64K elements: one column at a time from the heap */
-        heap = aligned_alloc(64, (col_bytes + 63) / 64 * 64);
-        if (!heap)
-            abort();
-        buf = heap;
-        group = 1;
-    }
+    const size_t group = CL_K5_PREP_BYTES / col_bytes; /* >= 1: n <= CL_K5_KCHUNK */
     for (size_t c0 = 0; c0 < nc; c0 += group) {
         const size_t gc = nc - c0 < group ? nc - c0 : group;
         for (size_t j = 0; j < gc; j++)
             cl_k5_prep((const uint8_t *)a + (c0 + j) * as, nb, off, buf + j * np);
-        for (size_t r = r0; r < r1; r++) {
+        size_t r = r0;
+        {
+            for (; r + 2 <= r1; r += 2) {
+                const uint8_t *x0 = (const uint8_t *)w + r * ws, *x1 = x0 + ws;
+                size_t c = 0;
+                for (; c + CL_K_TILE <= gc; c += CL_K_TILE) {
+                    const struct cl_k5_pair *pc[CL_K_TILE];
+                    float res0[CL_K_TILE], res1[CL_K_TILE];
+                    for (int j = 0; j < CL_K_TILE; j++)
+                        pc[j] = buf + (c + (size_t)j) * np;
+                    cl_k5_q8act_tile2(x0, x1, bb, unpack, unpack2, pc, CL_K_TILE, nb, res0, res1);
+                    for (int j = 0; j < CL_K_TILE; j++) {
+                        cl_k5_put(&out[(c0 + c + (size_t)j) * os + r], res0[j], add);
+                        cl_k5_put(&out[(c0 + c + (size_t)j) * os + r + 1], res1[j], add);
+                    }
+                }
+                for (; c < gc; c++) {
+                    const struct cl_k5_pair *pc[1] = {buf + c * np};
+                    float res0, res1;
+                    cl_k5_q8act_tile2(x0, x1, bb, unpack, unpack2, pc, 1, nb, &res0, &res1);
+                    cl_k5_put(&out[(c0 + c) * os + r], res0, add);
+                    cl_k5_put(&out[(c0 + c) * os + r + 1], res1, add);
+                }
+            }
+        }
+        for (; r < r1; r++) {
             const uint8_t *x = (const uint8_t *)w + r * ws;
             size_t c = 0;
             for (; c + CL_K_TILE <= gc; c += CL_K_TILE) {
@@ -204,22 +275,27 @@ CL_K_TI void cl_k5_q8act_mm(const void *w, size_t ws, size_t r0, size_t r1, cons
                     pc[j] = buf + (c + (size_t)j) * np;
                 cl_k5_q8act_tile(x, bb, unpack, unpack2, pc, CL_K_TILE, nb, res);
                 for (int j = 0; j < CL_K_TILE; j++)
-                    out[(c0 + c + (size_t)j) * os + r] = res[j];
+                    cl_k5_put(&out[(c0 + c + (size_t)j) * os + r], res[j], add);
             }
             for (; c < gc; c++) {
                 const struct cl_k5_pair *pc[1] = {buf + c * np};
-                cl_k5_q8act_tile(x, bb, unpack, unpack2, pc, 1, nb, &out[(c0 + c) * os + r]);
+                float res;
+                cl_k5_q8act_tile(x, bb, unpack, unpack2, pc, 1, nb, &res);
+                cl_k5_put(&out[(c0 + c) * os + r], res, add);
             }
         }
     }
-    free(heap);
 }
 
 #define CL_K5_Q8ACT(NAME, BT, OFF)                                                                                     \
     CL_K_T static void cl_k5_mm_##NAME(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as,      \
                                        size_t nc, size_t n, float *out, size_t os)                                     \
     {                                                                                                                  \
-        cl_k5_q8act_mm(w, ws, r0, r1, a, as, nc, n, out, os, sizeof(BT), cl_k5_u_##NAME, cl_k5_u2_##NAME, OFF);       \
+        for (size_t k0 = 0; k0 < n; k0 += CL_K5_KCHUNK) {                                                              \
+            const size_t kn = n - k0 < CL_K5_KCHUNK ? n - k0 : CL_K5_KCHUNK, kb = k0 / CL_K_QK;                        \
+            cl_k5_q8act_mm((const uint8_t *)w + kb * sizeof(BT), ws, r0, r1, (const uint8_t *)a + kb * CL_K5_QB, as,  \
+                           nc, kn, out, os, sizeof(BT), cl_k5_u_##NAME, cl_k5_u2_##NAME, OFF, k0 > 0);                 \
+        }                                                                                                              \
     }                                                                                                                  \
     CL_K_T static float cl_k5_dot_##NAME(const void *w, const void *a, size_t n)                                       \
     {                                                                                                                  \

@@ -34,6 +34,7 @@ void cl_k_act_q8_1_scalar(const float *x, void *dst, size_t n);
 void cl_k_act_q8_0_avx2(const float *x, void *dst, size_t n);
 void cl_k_act_q8_1_avx2(const float *x, void *dst, size_t n);
 void cl_k_act_q8_k_scalar(const float *x, void *dst, size_t n);
+void cl_k_act_q8_k_avx2(const float *x, void *dst, size_t n);
 
 /* AVX2 float helpers (same results as scalar except FMA rounding in axpy). */
 void cl_k_axpy_f32_avx2(float *y, float a, const float *x, size_t n);

@@ -748,7 +748,7 @@ cl_err cl_k_act_quantize(uint32_t act_type, const float *src, void *dst, size_t 
     case CL_GGML_BF16: cl_k_fp32_to_bf16_row(src, dst, n); break;
     case CL_GGML_Q8_0: (simd ? cl_k_act_q8_0_avx2 : cl_k_act_q8_0_scalar)(src, dst, n); break;
     case CL_GGML_Q8_1: (simd ? cl_k_act_q8_1_avx2 : cl_k_act_q8_1_scalar)(src, dst, n); break;
-    case CL_GGML_Q8_K: cl_k_act_q8_k_scalar(src, dst, n); break;
+    case CL_GGML_Q8_K: (simd ? cl_k_act_q8_k_avx2 : cl_k_act_q8_k_scalar)(src, dst, n); break;
     default: return cl_err_fail(CL_E_INFER_K_TYPE, "activation type %s", cl_ggml_type_info(act_type)->name);
     }
     return CL_OK;

@@ -325,8 +325,10 @@ cl_err cl_bhttp_reader_feed(struct cl_bhttp_reader *r, const uint8_t *p, size_t 
         if (rc != CL_OK)
             return rc;
     }
-    memmove(r->pending.data, r->pending.data + c.off, r->pending.len - c.off);
-    r->pending.len -= c.off;
+    if (c.off) {
+        memmove(r->pending.data, r->pending.data + c.off, r->pending.len - c.off);
+        r->pending.len -= c.off;
+    }
     return CL_OK;
 }
 

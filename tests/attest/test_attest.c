@@ -4,6 +4,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
 #include "cloister/attest.h"
 #include "cloister/file.h"
 
@@ -138,6 +142,63 @@ static void test_fields(void **state)
     assert_int_equal(d.npcrs, 16);
     cl_attest_doc_free(&d);
     cl_buf_free(&raw);
+}
+
+static void expect_b64(const json_t *j, const struct cl_attest_span *s, const char *what)
+{
+    const char *b64 = json_string_value(j);
+    if (!b64)
+        fail_msg("%s missing in the upstream JSON", what);
+    struct cl_buf b;
+    cl_buf_init(&b, 1 << 16, CL_BUF_NONE);
+    assert_ok(cl_b64_decode(b64, strlen(b64), CL_B64_STD, &b));
+    if (b.len != s->len || (b.len && memcmp(b.data, s->p, b.len) != 0))
+        fail_msg("%s differs from the upstream decoding", what);
+    cl_buf_free(&b);
+}
+
+/* Our decoding of a real document equals the upstream JSON rendering. */
+static void test_upstream_json(void **state)
+{
+    (void)state;
+    char path[512];
+    CL_TESTDATA("nitro/docs/blocky_2023-07-10_prod_rsa-pubkey.payload.json", path);
+    json_error_t e;
+    json_t *j = json_load_file(path, 0, &e);
+    assert_non_null(j);
+    struct cl_buf raw = load_raw("nitro/docs/blocky_2023-07-10_prod_rsa-pubkey.b64");
+    struct cl_attest_doc d;
+    assert_ok(cl_attest_parse(raw.data, raw.len, &d));
+    const char *mid = json_string_value(json_object_get(j, "module_id"));
+    assert_int_equal(strlen(mid), d.module_id.len);
+    assert_memory_equal(mid, d.module_id.p, d.module_id.len);
+    assert_int_equal((uint64_t)json_integer_value(json_object_get(j, "timestamp")), d.timestamp_ms);
+    assert_string_equal(json_string_value(json_object_get(j, "digest")), "SHA384");
+    const json_t *pcrs = json_object_get(j, "pcrs");
+    assert_int_equal(json_object_size(pcrs), d.npcrs);
+    for (unsigned i = 0; i < CL_ATTEST_MAX_PCRS; i++) {
+        char key[8];
+        snprintf(key, sizeof(key), "%u", i);
+        const json_t *v = json_object_get(pcrs, key);
+        assert_int_equal(v != NULL, (d.pcr_present >> i) & 1);
+        if (v)
+            expect_b64(v, &d.pcr[i], key);
+    }
+    expect_b64(json_object_get(j, "certificate"), &d.certificate, "certificate");
+    const json_t *bundle = json_object_get(j, "cabundle");
+    assert_int_equal(json_array_size(bundle), d.ncabundle);
+    for (size_t i = 0; i < d.ncabundle; i++)
+        expect_b64(json_array_get(bundle, i), &d.cabundle[i], "cabundle entry");
+    expect_b64(json_object_get(j, "public_key"), &d.public_key, "public_key");
+    /* Empty user_data and nonce are absent or null upstream. */
+    const json_t *ud = json_object_get(j, "user_data"), *nonce = json_object_get(j, "nonce");
+    assert_true(!ud || json_is_null(ud) || !strcmp(json_string_value(ud), ""));
+    assert_true(!nonce || json_is_null(nonce) || !strcmp(json_string_value(nonce), ""));
+    assert_int_equal(d.user_data.len, 0);
+    assert_int_equal(d.nonce.len, 0);
+    cl_attest_doc_free(&d);
+    cl_buf_free(&raw);
+    json_decref(j);
 }
 
 /* Re-encodes a parsed document's payload with changes, keeping its
@@ -414,6 +475,248 @@ static void test_malformed(void **state)
     cl_buf_free(&raw);
 }
 
+/* A hand-built payload for parser checks; each knob breaks one field. */
+struct craft {
+    const char *digest, *module_id, *extra_key;
+    unsigned pcr_index;
+    size_t pcr_len, ncabundle, cert_len, user_data_len, nonce_len, public_key_len;
+    uint64_t timestamp;
+    bool nonce_as_text, no_certificate;
+};
+
+static const struct craft craft_ok = {.digest = "SHA384", .module_id = "i-test", .pcr_index = 0, .pcr_len = 48,
+                                      .ncabundle = 1, .timestamp = 1700000000000ull};
+
+static cl_err parse_crafted(const struct craft *k)
+{
+    static uint8_t filler[4096];
+    struct cl_buf pl, doc;
+    cl_buf_init(&pl, 1 << 16, CL_BUF_NONE);
+    cl_buf_init(&doc, 1 << 17, CL_BUF_NONE);
+    size_t n = 8 + (k->extra_key ? 1 : 0) - (k->no_certificate ? 1 : 0);
+    assert_ok(cl_cbor_put_map(&pl, n + 1));
+    assert_ok(cl_cbor_put_text(&pl, "module_id"));
+    assert_ok(cl_cbor_put_text(&pl, k->module_id));
+    assert_ok(cl_cbor_put_text(&pl, "digest"));
+    assert_ok(cl_cbor_put_text(&pl, k->digest));
+    assert_ok(cl_cbor_put_text(&pl, "timestamp"));
+    assert_ok(cl_cbor_put_uint(&pl, k->timestamp));
+    assert_ok(cl_cbor_put_text(&pl, "pcrs"));
+    assert_ok(cl_cbor_put_map(&pl, 1));
+    assert_ok(cl_cbor_put_uint(&pl, k->pcr_index));
+    assert_ok(cl_cbor_put_bytes(&pl, filler, k->pcr_len));
+    if (!k->no_certificate) {
+        assert_ok(cl_cbor_put_text(&pl, "certificate"));
+        assert_ok(cl_cbor_put_bytes(&pl, "\x30\x00", 2));
+    }
+    assert_ok(cl_cbor_put_text(&pl, "cabundle"));
+    assert_ok(cl_cbor_put_array(&pl, k->ncabundle));
+    for (size_t i = 0; i < k->ncabundle; i++)
+        assert_ok(k->cert_len ? cl_cbor_put_bytes(&pl, filler, k->cert_len) : cl_cbor_put_bytes(&pl, "\x30\x00", 2));
+    assert_ok(cl_cbor_put_text(&pl, "public_key"));
+    assert_ok(cl_cbor_put_bytes(&pl, filler, k->public_key_len));
+    assert_ok(cl_cbor_put_text(&pl, "user_data"));
+    assert_ok(k->user_data_len ? cl_cbor_put_bytes(&pl, filler, k->user_data_len) : cl_cbor_put_null(&pl));
+    assert_ok(cl_cbor_put_text(&pl, "nonce"));
+    assert_ok(k->nonce_as_text ? cl_cbor_put_text(&pl, "n") : cl_cbor_put_bytes(&pl, filler, k->nonce_len));
+    if (k->extra_key) {
+        assert_ok(cl_cbor_put_text(&pl, k->extra_key));
+        assert_ok(cl_cbor_put_null(&pl));
+    }
+    assert_ok(cl_cbor_put_array(&doc, 4));
+    assert_ok(cl_cbor_put_bytes(&doc, "\xa1\x01\x38\x22", 4));
+    assert_ok(cl_cbor_put_map(&doc, 0));
+    assert_ok(cl_cbor_put_bytes(&doc, pl.data, pl.len));
+    assert_ok(cl_cbor_put_bytes(&doc, filler, 96));
+    struct cl_attest_doc d;
+    cl_err rc = cl_attest_parse(doc.data, doc.len, &d);
+    if (rc == CL_OK)
+        cl_attest_doc_free(&d);
+    cl_buf_free(&pl);
+    cl_buf_free(&doc);
+    return rc;
+}
+
+static void test_field_checks(void **state)
+{
+    (void)state;
+    struct craft k = craft_ok;
+    assert_ok(parse_crafted(&k));
+    /* Limits: 1024 accepted for every optional field, 1025 refused. */
+    k.public_key_len = k.user_data_len = k.nonce_len = 1024;
+    assert_ok(parse_crafted(&k));
+    k.user_data_len = 1025;
+    assert_err(parse_crafted(&k), CL_E_ATTEST_FIELD_LIMIT);
+    k = craft_ok;
+    k.nonce_len = 1025;
+    assert_err(parse_crafted(&k), CL_E_ATTEST_FIELD_LIMIT);
+    k = craft_ok;
+    k.public_key_len = 1025;
+    assert_err(parse_crafted(&k), CL_E_ATTEST_FIELD_LIMIT);
+    k = craft_ok;
+    k.nonce_as_text = true;
+    assert_err(parse_crafted(&k), CL_E_ATTEST_FIELD);
+    k = craft_ok;
+    k.digest = "SHA256";
+    assert_err(parse_crafted(&k), CL_E_ATTEST_DIGEST);
+    k = craft_ok;
+    k.pcr_len = 32;
+    assert_err(parse_crafted(&k), CL_E_ATTEST_PCR_LENGTH);
+    k = craft_ok;
+    k.pcr_len = 64;
+    assert_err(parse_crafted(&k), CL_E_ATTEST_PCR_LENGTH);
+    k = craft_ok;
+    k.pcr_index = 32;
+    assert_err(parse_crafted(&k), CL_E_ATTEST_PCRS);
+    k = craft_ok;
+    k.module_id = "";
+    assert_err(parse_crafted(&k), CL_E_ATTEST_FIELD);
+    k = craft_ok;
+    k.timestamp = 0;
+    assert_err(parse_crafted(&k), CL_E_ATTEST_FIELD);
+    k = craft_ok;
+    k.ncabundle = 0;
+    assert_err(parse_crafted(&k), CL_E_ATTEST_CABUNDLE);
+    k = craft_ok;
+    k.ncabundle = 9;
+    assert_err(parse_crafted(&k), CL_E_ATTEST_CABUNDLE);
+    k = craft_ok;
+    k.no_certificate = true;
+    assert_err(parse_crafted(&k), CL_E_ATTEST_FIELD);
+    k = craft_ok;
+    k.extra_key = "debug";
+    assert_err(parse_crafted(&k), CL_E_ATTEST_MALFORMED);
+    k = craft_ok;
+    k.extra_key = "nonce"; /* duplicate key */
+    assert_err(parse_crafted(&k), CL_E_CBOR_DUPLICATE_KEY);
+    /* Payload over 16 KiB (the document itself still under its cap). */
+    k = craft_ok;
+    k.ncabundle = 5;
+    k.cert_len = 3200;
+    assert_ok(parse_crafted(&k));
+    k.cert_len = 3300;
+    assert_err(parse_crafted(&k), CL_E_ATTEST_TOO_LARGE);
+    k.cert_len = 4097;
+    k.ncabundle = 1;
+    assert_err(parse_crafted(&k), CL_E_ATTEST_FIELD_LIMIT);
+}
+
+/* ---- X.509 checks on chains built here ---- */
+
+static X509 *mk_cert(const char *cn, cl_pkey *key, X509 *issuer, cl_pkey *issuer_key, const char *bc, const char *ku,
+                     bool unknown_critical)
+{
+    X509 *x = X509_new();
+    X509_NAME *name = X509_NAME_new();
+    assert_true(x && name);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    X509_set_subject_name(x, name);
+    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, cl_pkey_evp(key));
+    X509V3_CTX ctx;
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, issuer ? issuer : x, x, NULL, NULL, 0);
+    const struct { int nid; const char *v; } ext[] = {{NID_basic_constraints, bc}, {NID_key_usage, ku},
+                                                      {NID_subject_key_identifier, "hash"},
+                                                      {NID_authority_key_identifier, "keyid:always"}};
+    for (size_t i = 0; i < 4; i++) {
+        if (!ext[i].v)
+            continue;
+        X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &ctx, ext[i].nid, ext[i].v);
+        assert_non_null(e);
+        X509_add_ext(x, e, -1);
+        X509_EXTENSION_free(e);
+    }
+    if (unknown_critical) {
+        ASN1_OBJECT *obj = OBJ_txt2obj("1.3.6.1.4.1.99999.1", 1);
+        ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
+        ASN1_OCTET_STRING_set(os, (const unsigned char *)"\x05\x00", 2);
+        X509_EXTENSION *e = X509_EXTENSION_create_by_OBJ(NULL, obj, 1, os);
+        X509_add_ext(x, e, -1);
+        X509_EXTENSION_free(e);
+        ASN1_OCTET_STRING_free(os);
+        ASN1_OBJECT_free(obj);
+    }
+    assert_true(X509_sign(x, cl_pkey_evp(issuer_key), EVP_sha384()) > 0);
+    X509_NAME_free(name);
+    return x;
+}
+
+static struct cl_attest_span der_of(X509 *x, uint8_t **store)
+{
+    int n = i2d_X509(x, store);
+    assert_true(n > 0);
+    return (struct cl_attest_span){*store, (size_t)n};
+}
+
+struct chain_case {
+    const char *what;
+    const char *root_bc, *root_ku, *inter_bc, *inter_ku, *leaf_bc, *leaf_ku;
+    bool inter_critical;
+    cl_err want;
+};
+
+static void test_chain_checks(void **state)
+{
+    (void)state;
+    const char *ca = "critical,CA:TRUE", *ca_ku = "critical,keyCertSign", *ee = "critical,CA:FALSE",
+               *ee_ku = "critical,digitalSignature";
+    const struct chain_case cases[] = {
+        {"good", ca, ca_ku, ca, ca_ku, ee, ee_ku, false, CL_OK},
+        {"good, no leaf extensions", ca, ca_ku, ca, ca_ku, NULL, NULL, false, CL_OK},
+        {"intermediate not a CA", ca, ca_ku, ee, ca_ku, ee, ee_ku, false, CL_E_ATTEST_CERT_NOT_CA},
+        {"intermediate without basicConstraints", ca, ca_ku, NULL, ca_ku, ee, ee_ku, false, CL_E_ATTEST_CERT_NOT_CA},
+        {"intermediate without keyCertSign", ca, ca_ku, ca, "critical,digitalSignature", ee, ee_ku, false,
+         CL_E_ATTEST_CERT_KEY_USAGE},
+        {"intermediate without keyUsage", ca, ca_ku, ca, NULL, ee, ee_ku, false, CL_E_ATTEST_CERT_KEY_USAGE},
+        {"root pathlen 0 above an intermediate", "critical,CA:TRUE,pathlen:0", ca_ku, ca, ca_ku, ee, ee_ku, false,
+         CL_E_ATTEST_CERT_PATHLEN},
+        {"leaf is a CA", ca, ca_ku, ca, ca_ku, ca, ee_ku, false, CL_E_ATTEST_CERT_NOT_CA},
+        {"leaf without digitalSignature", ca, ca_ku, ca, ca_ku, ee, "critical,keyCertSign", false,
+         CL_E_ATTEST_CERT_KEY_USAGE},
+        {"unknown critical extension", ca, ca_ku, ca, ca_ku, ee, ee_ku, true, CL_E_ATTEST_CERT_CRITICAL_EXT},
+    };
+    cl_pkey *rk = NULL, *ik = NULL, *lk = NULL;
+    assert_ok(cl_pkey_generate(CL_PKEY_P384, &rk));
+    assert_ok(cl_pkey_generate(CL_PKEY_P384, &ik));
+    assert_ok(cl_pkey_generate(CL_PKEY_P384, &lk));
+    uint8_t pcr[CL_ATTEST_MAX_PCRS][CL_ATTEST_PCR_LEN];
+    memset(pcr, 7, sizeof(pcr));
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct chain_case *c = &cases[i];
+        X509 *root = mk_cert("root", rk, NULL, rk, c->root_bc, c->root_ku, false);
+        X509 *inter = mk_cert("inter", ik, root, rk, c->inter_bc, c->inter_ku, c->inter_critical);
+        X509 *leaf = mk_cert("leaf", lk, inter, ik, c->leaf_bc, c->leaf_ku, false);
+        uint8_t *d0 = NULL, *d1 = NULL, *d2 = NULL;
+        struct cl_attest_span bundle[2] = {der_of(root, &d0), der_of(inter, &d1)};
+        struct cl_attest_fields f = {.module_id = "i-chain", .timestamp_ms = (uint64_t)time(NULL) * 1000,
+                                     .pcr_present = 0xffff, .pcr = (const uint8_t(*)[CL_ATTEST_PCR_LEN])pcr,
+                                     .certificate = der_of(leaf, &d2), .cabundle = bundle, .ncabundle = 2};
+        struct cl_buf payload, doc;
+        cl_buf_init(&payload, CL_ATTEST_MAX_PAYLOAD, CL_BUF_NONE);
+        cl_buf_init(&doc, CL_ATTEST_MAX_DOC, CL_BUF_NONE);
+        assert_ok(cl_attest_encode_payload(&f, &payload));
+        assert_ok(cl_cose_sign1_sign_es384(lk, payload.data, payload.len, false, &doc));
+        struct cl_attest_policy p = {.root_der = bundle[0].p, .root_len = bundle[0].len, .allow_any_pcr = true};
+        check(verify_buf(&doc, &p), c->want, c->what);
+        cl_buf_free(&payload);
+        cl_buf_free(&doc);
+        OPENSSL_free(d0);
+        OPENSSL_free(d1);
+        OPENSSL_free(d2);
+        X509_free(root);
+        X509_free(inter);
+        X509_free(leaf);
+    }
+    cl_pkey_free(rk);
+    cl_pkey_free(ik);
+    cl_pkey_free(lk);
+}
+
 /* ---- simulated signer ---- */
 
 static struct cl_attest_policy sim_policy(const struct cl_buf *root)
@@ -494,6 +797,19 @@ static void test_sim_sign(void **state)
     uint8_t too_big[513] = {0};
     assert_err(cl_attest_signer_sign(s, NULL, 0, too_big, sizeof(too_big), NULL, 0, &doc), CL_E_ATTEST_FIELD_LIMIT);
     assert_err(cl_attest_signer_sign(s, NULL, 0, NULL, 0, too_big, sizeof(too_big), &doc), CL_E_ATTEST_FIELD_LIMIT);
+    /* A fresh leaf is not renewed. */
+    struct cl_attest_doc before, after;
+    assert_ok(cl_attest_parse(doc.data, doc.len, &before));
+    assert_ok(cl_attest_signer_refresh(s));
+    struct cl_buf doc2;
+    cl_buf_init(&doc2, CL_ATTEST_MAX_DOC, CL_BUF_NONE);
+    assert_ok(cl_attest_signer_sign(s, NULL, 0, NULL, 0, NULL, 0, &doc2));
+    assert_ok(cl_attest_parse(doc2.data, doc2.len, &after));
+    assert_int_equal(before.certificate.len, after.certificate.len);
+    assert_memory_equal(before.certificate.p, after.certificate.p, before.certificate.len);
+    cl_attest_doc_free(&before);
+    cl_attest_doc_free(&after);
+    cl_buf_free(&doc2);
     /* The leaf is only valid for hours. */
     cl_buf_reset(&doc);
     doc.len = 0;
@@ -583,6 +899,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_real_docs),     cmocka_unit_test(test_fields),
+        cmocka_unit_test(test_upstream_json), cmocka_unit_test(test_field_checks),
+        cmocka_unit_test(test_chain_checks),
         cmocka_unit_test(test_tamper),        cmocka_unit_test(test_nonce_freshness),
         cmocka_unit_test(test_selfsigned),    cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_sim_sign),      cmocka_unit_test(test_sim_dir),

@@ -18,6 +18,7 @@
 #include "cloister/encode.h"
 #include "cloister/file.h"
 #include "cloister/hpke.h"
+#include "cloister/log.h"
 #include "cloister/ohttp.h"
 
 enum fake_mode {
@@ -241,6 +242,20 @@ static enum MHD_Result fake_ohttp(struct MHD_Connection *conn, struct conn *c)
         ret = fake_send(conn, 200, "message/ohttp-res", enc.data, enc.len);
         goto out;
     }
+    if (mode == FAKE_ENCLAVE_429) {
+        /* An error answered on the streaming path: a complete error response. */
+        struct cl_buf body;
+        cl_buf_init(&body, 1 << 16, CL_BUF_NONE);
+        fake_answer_json(&body, mode);
+        struct cl_bhttp_field ef = {"content-type", 12, "application/json", 16};
+        assert_ok(cl_bhttp_stream_head(429, &ef, 1, &res));
+        assert_ok(cl_bhttp_stream_data(body.data, body.len, &res));
+        assert_ok(cl_bhttp_stream_end(&res));
+        assert_ok(cl_ohttp_server_chunk(s, res.data, res.len, true, &enc));
+        cl_buf_free(&body);
+        ret = fake_send(conn, 200, "message/ohttp-chunked-res", enc.data, enc.len);
+        goto out;
+    }
     struct stream_ctx *sc = calloc(1, sizeof(*sc));
     assert_non_null(sc);
     cl_buf_init(&sc->data, 1 << 20, CL_BUF_NONE);
@@ -448,6 +463,13 @@ static void test_happy(void **state)
 {
     (void)state;
     reset_counts(FAKE_NONE);
+    /* Everything the client logs, at the most verbose level. */
+    char *logbuf = NULL;
+    size_t loglen = 0;
+    FILE *logf = open_memstream(&logbuf, &loglen);
+    assert_non_null(logf);
+    cl_log_set_stream(logf);
+    cl_log_set_level(CL_LOG_DEBUG);
     struct cl_trust t;
     make_trust(&t, F.signer);
     cl_client *c = NULL;
@@ -486,6 +508,14 @@ static void test_happy(void **state)
     cl_chat_result_free(&res);
     cl_client_free(c);
     cl_trust_free(&t);
+    cl_log_set_stream(stderr);
+    cl_log_set_level(CL_LOG_WARN);
+    fclose(logf);
+    assert_non_null(strstr(logbuf, "client_attested"));
+    assert_null(strstr(logbuf, "fever"));
+    assert_null(strstr(logbuf, "paracetamol"));
+    assert_null(strstr(logbuf, "medical"));
+    free(logbuf);
 }
 
 /* Each bad document is refused before any OHTTP request leaves. */
@@ -568,6 +598,13 @@ static void test_tampered(void **state)
     assert_int_equal(res.status, 429);
     assert_string_equal(res.error_type, "rate_limit");
     assert_string_equal(res.error_message, "too many sessions");
+    memset(&tk, 0, sizeof(tk));
+    cl_chat_result_free(&res);
+    cl_chat_result_init(&res);
+    assert_err(ask(c, true, &res, &tk), CL_E_NET_CLIENT_ANSWER_STATUS);
+    assert_int_equal(res.status, 429);
+    assert_string_equal(res.error_type, "rate_limit");
+    assert_int_equal(tk.calls, 0);
 
     /* Every failure above kept the same attestation: one document. */
     reset_counts(FAKE_NONE);

@@ -68,6 +68,16 @@ else
 fi
 expect 1 "measure --sim-image rejects a non-image" "$CL" measure --sim-image "$T/m.gguf" --root "$T/g/root.pem" --model "$T/m.sealed" -o "$T/t3.json"
 
+# A debug-mode enclave: zero PCRs pinned, accepted only through --debug.
+start_fake "$T/dbg" 6
+expect 1 "a debug enclave is refused by a normal TRUST.json" "$CL" ask --host "$(cat "$T/dbg/url")" --trust "$T/trust.json" "q"
+expect_err "debug-mode enclave" "the refusal names debug mode"
+expect 2 "--debug excludes an image" "$CL" measure --debug --sim-image "$T/img" --root "$T/g/root.pem" --model "$T/m.sealed" -o "$T/td.json"
+expect 0 "measure --debug" "$CL" measure --debug --root "$T/g/root.pem" --model "$T/m.sealed" -o "$T/trust-debug.json"
+grep -q '"allow_debug": true' "$T/trust-debug.json" && ok "--debug sets allow_debug" || bad "allow_debug missing"
+expect 0 "ask a debug enclave with a --debug TRUST.json" "$CL" ask --host "$(cat "$T/dbg/url")" --trust "$T/trust-debug.json" "q"
+expect_err "DEBUG MODE" "the debug mode is shown"
+
 # Asking.
 expect 0 "ask" "$CL" ask --host "$URL" --trust "$T/trust.json" -n 16 --temp 0 --seed 1 --system "Be brief." "What helps with a fever?"
 grep -qx "Rest, fluids and paracetamol." "$T/out" && ok "ask prints the answer" || bad "ask answer: $(cat "$T/out")"

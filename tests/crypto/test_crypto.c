@@ -156,8 +156,10 @@ static void test_rsa_oaep(void **state)
     cl_buf_init(&spki, 1024, CL_BUF_NONE);
     assert_ok(cl_pkey_generate(CL_PKEY_RSA, &k));
     assert_int_equal(cl_pkey_type(k), CL_PKEY_RSA);
+    assert_true(cl_pkey_is_private(k));
     assert_ok(cl_pkey_public_der(k, &spki));
     assert_ok(cl_pkey_parse(spki.data, spki.len, &pub));
+    assert_false(cl_pkey_is_private(pub));
     uint8_t secret[32];
     assert_ok(cl_random_bytes(secret, 32));
     assert_ok(cl_rsa_oaep_encrypt(pub, secret, 32, &ct));

@@ -60,7 +60,9 @@ int main(int argc, char **argv)
         struct cl_buf pk = unhex(argv[4]), info = unhex(argv[5]), aad = unhex(argv[6]), msg = unhex(argv[7]);
         if (argc > 8) {
             struct cl_buf sks = unhex(argv[8]);
-            if (cl_x25519_from_raw(sks.data, 1, &sender) != CL_OK)
+            cl_err src = cl_x25519_from_raw(sks.data, 1, &sender);
+            cl_buf_free(&sks);
+            if (src != CL_OK)
                 return 1;
             o.sk_sender = sender;
         }
@@ -72,6 +74,10 @@ int main(int argc, char **argv)
         put(enc, 32, " ");
         put(ct.data, ct.len, " ");
         put(exp, 32, "\n");
+        cl_buf_free(&pk);
+        cl_buf_free(&info);
+        cl_buf_free(&aad);
+        cl_buf_free(&msg);
     } else if (!strcmp(argv[1], "open") && argc >= 9) {
         struct cl_buf skr = unhex(argv[4]), enc = unhex(argv[5]), info = unhex(argv[6]), aad = unhex(argv[7]),
                       msg = unhex(argv[8]), pks = {0};
@@ -90,11 +96,19 @@ int main(int argc, char **argv)
             return 1;
         put(pt.data, pt.len, " ");
         put(exp, 32, "\n");
+        cl_buf_free(&skr);
+        cl_buf_free(&enc);
+        cl_buf_free(&info);
+        cl_buf_free(&aad);
+        cl_buf_free(&msg);
+        cl_buf_free(&pks);
     } else {
         return 2;
     }
     cl_hpke_free(c);
     cl_pkey_free(sender);
     cl_pkey_free(sk);
+    cl_buf_free(&ct);
+    cl_buf_free(&pt);
     return 0;
 }

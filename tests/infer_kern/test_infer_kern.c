@@ -294,6 +294,21 @@ static void test_known_q8_k(void **state)
             s += (int)x[16 * g + k];
         assert_int_equal(q.bsums[g], s);
     }
+    /* a tie in magnitude: the first one sets the sign, on every path */
+    x[200] = 127.0f;
+    struct cl_k_block_q8_k q2;
+    const enum cl_cpu_level top = cl_cpu_level();
+    int levels = 0;
+    for (enum cl_cpu_level l = CL_CPU_SCALAR; l <= top; l++, levels++) {
+        cl_cpu_set_level(l);
+        assert_ok(cl_k_act_quantize(CL_GGML_Q8_K, x, &q2, 256));
+        assert_true(q2.d == 1.0f);
+        assert_int_equal(q2.qs[200], 127);
+        assert_memory_equal(q2.qs, q.qs, 200);
+    }
+    assert_int_equal(levels, top);
+    cl_cpu_set_level(CL_CPU_NONE);
+    x[200] = (float)(200 % 17) - 8.0f;
     /* the max value positive: -127/max makes qs negative then capped at 127 */
     x[100] = 127.0f;
     assert_ok(cl_k_quantize_row(CL_GGML_Q8_K, x, &q, 256));
@@ -590,8 +605,131 @@ static void test_simd_vs_scalar(void **state)
                 t_matmul_check(t_wtypes[i], 32, 4, 1, lvl);
             }
         }
-        /* rows longer than the prepared-activation buffer take the heap path */
+        /* rows longer than the prepared-activation buffers are done in K chunks */
         t_matmul_check(CL_GGML_Q4_0, 70016, 2, 2, lvl);
+        t_matmul_check(CL_GGML_Q5_0, 524288 + 96, 2, 5, lvl);
+    }
+}
+
+
+/* With every scale 1.0 and small integers, each path's result is a sum of
+ * exact integers in float, so all paths must agree exactly: checks that the
+ * SIMD integer arithmetic (unpacking, offsets, scales, mins) is exact. */
+static int t_rint(int lo, int hi) { return lo + (int)(t_rand32() % (uint32_t)(hi - lo + 1)); }
+
+static void test_simd_integer_exact(void **state)
+{
+    (void)state;
+    enum cl_cpu_level top = cl_cpu_level();
+    if (top < CL_CPU_AVX2)
+        skip();
+    static const uint32_t types[] = {CL_GGML_Q8_0, CL_GGML_Q4_0, CL_GGML_Q5_0, CL_GGML_Q4_K, CL_GGML_Q5_K,
+                                     CL_GGML_Q6_K, CL_GGML_Q4_1, CL_GGML_Q5_1};
+    for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+        const uint32_t wt = types[t], at = cl_k_vec_dot_type(wt);
+        const size_t n = cl_ggml_type_info(wt)->block_elems == 32 ? 544 : 256; /* 17 blocks: odd count */
+        const size_t wb = cl_k_row_bytes(wt, n), ab = cl_k_row_bytes(at, n);
+        for (int rep = 0; rep < 20; rep++) {
+            uint8_t *w = malloc(wb), *a = malloc(ab);
+            for (size_t i = 0; i < wb; i++)
+                w[i] = (uint8_t)t_rand32();
+            const uint16_t one = 0x3c00;
+            switch (wt) {
+            case CL_GGML_Q8_0:
+                for (size_t b = 0; b < n / 32; b++) {
+                    struct cl_k_block_q8_0 *x = (struct cl_k_block_q8_0 *)w + b;
+                    x->d = one;
+                    for (int j = 0; j < 32; j++)
+                        x->qs[j] = (int8_t)t_rint(-127, 127);
+                }
+                break;
+            case CL_GGML_Q4_0:
+                for (size_t b = 0; b < n / 32; b++)
+                    ((struct cl_k_block_q4_0 *)w)[b].d = one;
+                break;
+            case CL_GGML_Q5_0:
+                for (size_t b = 0; b < n / 32; b++)
+                    ((struct cl_k_block_q5_0 *)w)[b].d = one;
+                break;
+            case CL_GGML_Q4_1:
+                for (size_t b = 0; b < n / 32; b++)
+                    ((struct cl_k_block_q4_1 *)w)[b].d = ((struct cl_k_block_q4_1 *)w)[b].m = one;
+                break;
+            case CL_GGML_Q5_1:
+                for (size_t b = 0; b < n / 32; b++)
+                    ((struct cl_k_block_q5_1 *)w)[b].d = ((struct cl_k_block_q5_1 *)w)[b].m = one;
+                break;
+            case CL_GGML_Q4_K:
+                for (size_t b = 0; b < n / 256; b++)
+                    ((struct cl_k_block_q4_k *)w)[b].d = ((struct cl_k_block_q4_k *)w)[b].dmin = one;
+                break;
+            case CL_GGML_Q5_K:
+                for (size_t b = 0; b < n / 256; b++)
+                    ((struct cl_k_block_q5_k *)w)[b].d = ((struct cl_k_block_q5_k *)w)[b].dmin = one;
+                break;
+            case CL_GGML_Q6_K:
+                for (size_t b = 0; b < n / 256; b++) {
+                    struct cl_k_block_q6_k *x = (struct cl_k_block_q6_k *)w + b;
+                    x->d = one;
+                    for (int j = 0; j < 16; j++)
+                        x->scales[j] = (int8_t)t_rint(-60, 60);
+                }
+                break;
+            default: fail();
+            }
+            if (at == CL_GGML_Q8_K) {
+                for (size_t b = 0; b < n / 256; b++) {
+                    struct cl_k_block_q8_k *y = (struct cl_k_block_q8_k *)a + b;
+                    y->d = 1.0f;
+                    for (int j = 0; j < 256; j++)
+                        y->qs[j] = (int8_t)t_rint(-16, 16);
+                    for (int g = 0; g < 16; g++) {
+                        int sum = 0;
+                        for (int j = 0; j < 16; j++)
+                            sum += y->qs[16 * g + j];
+                        y->bsums[g] = (int16_t)sum;
+                    }
+                }
+            } else if (at == CL_GGML_Q8_1) {
+                for (size_t b = 0; b < n / 32; b++) {
+                    struct cl_k_block_q8_1 *y = (struct cl_k_block_q8_1 *)a + b;
+                    int sum = 0;
+                    y->d = one;
+                    for (int j = 0; j < 32; j++) {
+                        y->qs[j] = (int8_t)t_rint(-16, 16);
+                        sum += y->qs[j];
+                    }
+                    y->s = cl_k_fp32_to_fp16((float)sum);
+                }
+            } else {
+                for (size_t b = 0; b < n / 32; b++) {
+                    struct cl_k_block_q8_0 *y = (struct cl_k_block_q8_0 *)a + b;
+                    y->d = one;
+                    for (int j = 0; j < 32; j++)
+                        y->qs[j] = (int8_t)t_rint(-16, 16);
+                }
+            }
+            /* the dequantized dot in double is the exact answer */
+            float *dx = malloc(n * sizeof(float)), *dy = malloc(n * sizeof(float));
+            assert_ok(cl_k_dequantize_row(wt, w, dx, n));
+            assert_ok(cl_k_dequantize_row(at, a, dy, n));
+            double exact = 0;
+            for (size_t i = 0; i < n; i++)
+                exact += (double)dx[i] * dy[i];
+            for (enum cl_cpu_level lvl = CL_CPU_SCALAR; lvl <= top; lvl++) {
+                cl_cpu_set_level(lvl);
+                float got = cl_k_vec_dot(wt, w, a, n), mm = 0.0f;
+                assert_ok(cl_k_matmul_rows(wt, w, wb, 0, 1, a, ab, 1, n, &mm, 1));
+                if (!(got == (float)exact && mm == got))
+                    fail_msg("%s %s: %.1f / %.1f vs exact %.1f", cl_ggml_type_info(wt)->name, cl_cpu_level_name(lvl),
+                             got, mm, exact);
+            }
+            cl_cpu_set_level(CL_CPU_NONE);
+            free(dx);
+            free(dy);
+            free(w);
+            free(a);
+        }
     }
 }
 
@@ -897,6 +1035,7 @@ int main(void)
         cmocka_unit_test(test_vec_dot_vs_float),
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_simd_vs_scalar),
+        cmocka_unit_test(test_simd_integer_exact),
         cmocka_unit_test(test_f32_helpers),
         cmocka_unit_test(test_reference_quantization),
     };

@@ -23,7 +23,7 @@ if [ -x "$build/tests/kms/kms_recipient_fixture" ]; then
 fi
 "$kms" serve "$tmp/kms" --listen 127.0.0.1:0 "${extra[@]}" >"$tmp/serve.out" 2>"$tmp/serve.err" &
 pid=$!
-for _ in $(seq 100); do grep -q '^listening on' "$tmp/serve.out" 2>/dev/null && break; sleep 0.05; done
+for _ in $(seq 600); do grep -q "^listening on" "$tmp/serve.out" 2>/dev/null && break; sleep 0.05; done
 port="$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/serve.out")"
 [ -n "$port" ] || { cat "$tmp/serve.err"; exit 1; }
 KMS_ENDPOINT="http://127.0.0.1:$port" KMS_AK="$ak" KMS_SK="$sk" node "$here/interop.mjs"

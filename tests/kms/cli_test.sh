@@ -31,13 +31,13 @@ expect 1 "$kms" user add alice --dir "$tmp/s"
 expect 1 "$kms" user add 'bad name' --dir "$tmp/s"
 expect 1 "$kms" serve "$tmp/nope" --listen 127.0.0.1:0
 expect 2 "$kms" serve "$tmp/s" --listen 127.0.0.1:0 --tls-cert x
-chmod 644 "$tmp/s/root.key"; expect 1 "$kms" serve "$tmp/s" --listen 127.0.0.1:0; chmod 600 "$tmp/s/root.key"
+chmod 644 "$tmp/s/root.key"; expect 1 "$kms" user add bob --dir "$tmp/s"; chmod 600 "$tmp/s/root.key"
 # TLS: an unauthenticated request gets the AWS error shape over HTTPS
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/tls.key" -out "$tmp/tls.crt" -subj /CN=127.0.0.1 \
   -days 1 >/dev/null 2>&1
 "$kms" serve "$tmp/s" --listen 127.0.0.1:0 --tls-cert "$tmp/tls.crt" --tls-key "$tmp/tls.key" >"$tmp/serve.out" 2>&1 &
 pid=$!
-for _ in $(seq 100); do grep -q '^listening on' "$tmp/serve.out" && break; sleep 0.05; done
+for _ in $(seq 600); do grep -q '^listening on' "$tmp/serve.out" && break; sleep 0.05; done
 port="$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/serve.out")"
 body="$(curl -sk --cacert "$tmp/tls.crt" -X POST "https://127.0.0.1:$port/" -H 'X-Amz-Target: TrentService.ListKeys' \
   -H 'Content-Type: application/x-amz-json-1.1' -d '{}')"

@@ -37,6 +37,32 @@ static void run_cmd(char *const argv[], int want)
         fail_msg("%s %s: status %d, expected %d", argv[0], argv[1], st, want);
 }
 
+/* Runs argv and returns its stdout (exit status must be 0). */
+static void capture(char *const argv[], char *out, size_t len)
+{
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t p = fork();
+    assert_true(p >= 0);
+    if (p == 0) {
+        dup2(pfd[1], 1);
+        close(pfd[0]);
+        close(pfd[1]);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(pfd[1]);
+    size_t got = 0;
+    ssize_t r;
+    while (got + 1 < len && (r = read(pfd[0], out + got, len - 1 - got)) > 0)
+        got += (size_t)r;
+    out[got] = 0;
+    close(pfd[0]);
+    int st;
+    assert_int_equal(waitpid(p, &st, 0), p);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 static struct cl_buf read_file(const char *path)
 {
     struct cl_buf b;
@@ -118,7 +144,7 @@ struct run_result {
     char nsm_response[2 * 0x3000 + 1];
     char describe_pcr0[512];
     int status;
-    bool ptrace_blocked, mem_blocked, vsock_ok;
+    bool ptrace_blocked, ptrace_control_ok, mem_blocked, vsock_ok;
 };
 
 static const char *get(const struct run_result *r, const char *key)
@@ -184,6 +210,13 @@ static void run_enclave(const char *image, const char *simdir, bool debug, const
         res->ptrace_blocked = pr != 0 && (errno == EPERM || errno == EACCES);
         if (pr == 0)
             ptrace(PTRACE_DETACH, enc, NULL, NULL);
+        /* Control: the same user may trace its ordinary processes, such as
+         * cloister-sim itself, so the refusal above is the sandbox's doing. */
+        if (ptrace(PTRACE_ATTACH, sim, NULL, NULL) == 0) {
+            int wst;
+            res->ptrace_control_ok = waitpid(sim, &wst, 0) == sim && WIFSTOPPED(wst);
+            ptrace(PTRACE_DETACH, sim, NULL, NULL);
+        }
         char mp[64];
         snprintf(mp, sizeof(mp), "/proc/%d/mem", (int)enc);
         int mfd = open(mp, O_RDONLY);
@@ -272,6 +305,7 @@ static void test_run(void **state)
     assert_string_equal(get(r, "vsock"), "ok");
     assert_true(r->vsock_ok);
     assert_true(r->ptrace_blocked);
+    assert_true(r->ptrace_control_ok);
     assert_true(r->mem_blocked);
 
     /* The document verifies with the sim root, with the image's PCRs. */
@@ -319,9 +353,25 @@ static void test_run(void **state)
     cl_buf_free(&doc);
     free(r);
 
-    /* measure on the command line. */
+    /* measure on the command line: one flipped byte of the image file
+     * changes PCR0 (and PCR2, the byte being in the application). */
+    char m1[1024], m2[1024], image2[160];
     char *measure[] = {CL_SIM_BIN, "measure", image, "--json", NULL};
-    run_cmd(measure, 0);
+    capture(measure, m1, sizeof(m1));
+    char pcr0hex2[2 * CL_ATTEST_PCR_LEN + 1];
+    cl_hex_encode(pcr[0], CL_ATTEST_PCR_LEN, pcr0hex2);
+    assert_non_null(strstr(m1, pcr0hex2));
+    snprintf(image2, sizeof(image2), "%s/flipped.img", tmp);
+    img.data[img.len / 2] ^= 0x40;
+    assert_ok(cl_file_write_atomic(image2, img.data, img.len, 0644, 0));
+    img.data[img.len / 2] ^= 0x40;
+    char *measure2[] = {CL_SIM_BIN, "measure", image2, "--json", NULL};
+    capture(measure2, m2, sizeof(m2));
+    assert_null(strstr(m2, pcr0hex2));
+    const char *p1 = strstr(m1, "\"PCR1\""), *p2 = strstr(m2, "\"PCR1\"");
+    assert_non_null(p1);
+    assert_non_null(p2);
+    assert_memory_equal(p1, p2, 8 + 2 * CL_ATTEST_PCR_LEN);
     char *bad[] = {CL_SIM_BIN, "measure", rootpem, NULL};
     run_cmd(bad, 1);
     cl_buf_free(&img);

@@ -306,6 +306,11 @@ static int cl_sim_cmd_run(int argc, char **argv)
         fprintf(stderr, "cloister-sim: cannot create %s: %s\n", vdir, strerror(errno));
         goto out;
     }
+    struct stat vst;
+    if (lstat(vdir, &vst) != 0 || !S_ISDIR(vst.st_mode) || vst.st_uid != geteuid() || (vst.st_mode & 077)) {
+        fprintf(stderr, "cloister-sim: vsock directory %s must be a directory of this user with mode 0700\n", vdir);
+        goto out;
+    }
     if ((rc = cl_nsm_sim_new(signer, &pcr[0][0], debug, &nsm)) != CL_OK) {
         ret = cl_sim_fail("nsm", rc);
         goto out;

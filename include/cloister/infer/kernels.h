@@ -23,10 +23,19 @@
  * functions check it; the hot-path functions (cl_k_vec_dot, the f32 helpers)
  * do not return errors: validate once with cl_k_check() when a model loads.
  *
- * SIMD: AVX2(+FMA+F16C) and AVX-512 (F/BW/VL, VNNI when present) paths are
- * chosen per call from cl_cpu_level(); CLOISTER_CPU=scalar|avx2 or
- * cl_cpu_set_level() caps it. Every path gives the same integer block sums;
- * float accumulation order differs, so results agree to ~1e-6 relative. */
+ * SIMD: AVX2(+FMA+F16C) kernels for Q8_0/Q4_0/Q5_0/Q4_K/Q5_K/Q6_K/F16/BF16/F32
+ * and AVX-512 F/BW/VL+VNNI kernels for the same types (a CPU with AVX-512 but
+ * no VNNI uses the AVX2 ones); Q4_1/Q5_1 are scalar. The path is chosen per
+ * call from cl_cpu_level(); CLOISTER_CPU=scalar|avx2 or cl_cpu_set_level()
+ * caps it. Every path gives the same integer block sums; float accumulation
+ * order differs, so results agree to ~1e-6 relative. Activation quantization
+ * is bit-identical on every path.
+ *
+ * Typical use (one linear layer, n_tok tokens, rows split across threads):
+ *   at = cl_k_vec_dot_type(wtype); rb = cl_k_row_bytes(at, n);
+ *   for t: cl_k_act_quantize(at, x + t*n, acts + t*rb, n);     once per layer input
+ *   per thread: cl_k_matmul_rows(wtype, W, w_row_bytes, r0, r1, acts, rb, n_tok, n, y, n_rows);
+ *   -> y[t*n_rows + r] for r in [r0, r1). */
 #ifndef CLOISTER_INFER_KERNELS_H
 #define CLOISTER_INFER_KERNELS_H
 
@@ -216,7 +225,7 @@ void cl_k_geglu_ggml_f32(float *y, const float *g, const float *u, size_t n); /*
 void cl_k_geglu_f32(float *y, const float *g, const float *u, size_t n);      /* exact tanh GELU */
 
 /* Name of the SIMD path cl_k_matmul_rows uses for wtype at the current
- * cl_cpu_level() ("scalar", "avx2", "avx512", "avx512vnni"). For benchmarks. */
+ * cl_cpu_level() ("scalar", "avx2", "avx512vnni"). For benchmarks and tests. */
 const char *cl_k_path_name(uint32_t wtype);
 
 #endif
