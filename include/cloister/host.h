@@ -45,6 +45,8 @@ struct cl_host_config {
     const struct cl_host_kms_url *kms;
     const struct cl_host_creds *creds;
     size_t max_body;         /* largest accepted request body */
+    uint64_t max_inflight;   /* request body bytes held by all connections at once
+                              * (0 = max(256 MiB, 2 * max_body)); over it: 503 */
     unsigned timeout_ms;     /* longest wait for each enclave frame */
     unsigned max_tokens;     /* limits handed to the enclave at boot */
     unsigned max_sessions;

@@ -12,6 +12,7 @@
 #include "host_internal.h"
 
 #define CL_HOST_BOOT_CONFIG_MAX (64u << 10)
+#define CL_HOST_BODY_BUDGET_MIN ((uint64_t)256 << 20)
 
 cl_err cl_host_start(const struct cl_host_config *cfg, struct cl_host **out)
 {
@@ -33,6 +34,13 @@ cl_err cl_host_start(const struct cl_host_config *cfg, struct cl_host **out)
         h->cfg.max_tokens = CL_HOST_DEFAULT_MAX_TOKENS;
     if (!h->cfg.max_sessions)
         h->cfg.max_sessions = CL_HOST_DEFAULT_MAX_SESSIONS;
+    /* All connections together hold at most this much request body. */
+    h->body_budget = (uint64_t)h->cfg.max_body * 2 > CL_HOST_BODY_BUDGET_MIN ? (uint64_t)h->cfg.max_body * 2
+                                                                            : CL_HOST_BODY_BUDGET_MIN;
+    if (h->cfg.max_inflight)
+        h->body_budget = h->cfg.max_inflight;
+    CL_ENSURE_D(h->body_budget >= h->cfg.max_body, CL_E_NET_HOST_CONFIG,
+                "in-flight body budget is smaller than the largest body");
     CL_ENSURE_D(h->cfg.max_body <= CL_WIRE_MAX_FRAME, CL_E_NET_HOST_CONFIG, "max body over the frame limit %u",
                 CL_WIRE_MAX_FRAME);
     CL_ENSURE_D(h->cfg.model_path, CL_E_NET_HOST_CONFIG, "model path missing");

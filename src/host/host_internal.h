@@ -50,6 +50,7 @@ struct cl_host_metrics {
     atomic_uint_fast64_t enclave_connect_failures;
     atomic_uint_fast64_t enclave_timeouts;
     atomic_uint_fast64_t stream_aborts;
+    atomic_uint_fast64_t busy_rejects;
     atomic_uint_fast64_t svc_connections[CL_HOST_SVC_COUNT];
     atomic_uint_fast64_t svc_failures[CL_HOST_SVC_COUNT];
     atomic_uint_fast64_t model_bytes;
@@ -78,6 +79,8 @@ struct cl_host {
     struct cl_host_listen_arg listen_arg[CL_HOST_SVC_COUNT];
     void *mhd; /* struct MHD_Daemon */
     atomic_uint workers;
+    atomic_uint_fast64_t body_inflight; /* request body bytes held by all connections */
+    uint64_t body_budget;
     struct cl_host_metrics m;
 };
 

@@ -55,6 +55,8 @@ struct cl_host_req {
     atomic_uint_fast64_t bytes_out;
     struct cl_buf body;
     int too_large;
+    int too_busy;
+    uint64_t held; /* bytes of body counted in h->body_inflight */
     int started;
     cl_err enclave_err;
     /* streaming */
@@ -65,13 +67,20 @@ struct cl_host_req {
     int aborted;
 };
 
+static void cl_host_req_drop_body(struct cl_host_req *r)
+{
+    atomic_fetch_sub(&r->h->body_inflight, r->held);
+    r->held = 0;
+    cl_buf_free(&r->body);
+}
+
 static void cl_host_req_unref(struct cl_host_req *r)
 {
     if (atomic_fetch_sub(&r->refs, 1) != 1)
         return;
     if (r->efd >= 0)
         close(r->efd);
-    cl_buf_free(&r->body);
+    cl_host_req_drop_body(r);
     cl_buf_free(&r->frame);
     free(r);
 }
@@ -223,6 +232,7 @@ static enum MHD_Result cl_host_ohttp(struct MHD_Connection *conn, struct cl_host
     cl_buf_init(&r->frame, CL_WIRE_MAX_FRAME, CL_BUF_NONE);
     cl_err rc = cl_host_enclave_call(r->h, CL_WIRE_OHTTP_REQ, chunked ? CL_WIRE_FLAG_CHUNKED : 0, r->body.data,
                                      r->body.len, CL_WIRE_MAX_FRAME, &t, &r->frame, &fd);
+    cl_host_req_drop_body(r);
     if (rc != CL_OK)
         return cl_host_enclave_failure(conn, r, rc);
     if (t == CL_WIRE_ERROR) {
@@ -349,10 +359,14 @@ static cl_err cl_host_metrics_text(struct cl_host *h, struct cl_buf *o)
                             "cloister_host_enclave_timeouts_total %llu\n"
                             "# HELP cloister_host_stream_aborts_total Chunked answers cut off mid-stream.\n"
                             "# TYPE cloister_host_stream_aborts_total counter\n"
-                            "cloister_host_stream_aborts_total %llu\n",
+                            "cloister_host_stream_aborts_total %llu\n"
+                            "# HELP cloister_host_busy_rejects_total Requests refused: request bodies in flight over budget.\n"
+                            "# TYPE cloister_host_busy_rejects_total counter\n"
+                            "cloister_host_busy_rejects_total %llu\n",
                             (unsigned long long)atomic_load(&m->enclave_connect_failures),
                             (unsigned long long)atomic_load(&m->enclave_timeouts),
-                            (unsigned long long)atomic_load(&m->stream_aborts)));
+                            (unsigned long long)atomic_load(&m->stream_aborts),
+                            (unsigned long long)atomic_load(&m->busy_rejects)));
     CL_GUARD(cl_buf_append_str(o, "# HELP cloister_host_vsock_connections_total Enclave connections to boot services.\n"
                                   "# TYPE cloister_host_vsock_connections_total counter\n"));
     for (int s = CL_HOST_SVC_MODEL; s < CL_HOST_SVC_COUNT; s++)
@@ -471,11 +485,17 @@ static enum MHD_Result cl_host_access(void *cls, struct MHD_Connection *conn, co
     }
     if (*upload_data_size) {
         r->bytes_in += *upload_data_size;
-        if (r->too_large && r->bytes_in > cl_host_drain_max(h))
+        if ((r->too_large || r->too_busy) && r->bytes_in > cl_host_drain_max(h))
             return MHD_NO;
-        if (!r->too_large && cl_buf_append(&r->body, upload_data, *upload_data_size) != CL_OK) {
-            r->too_large = 1;
-            cl_buf_free(&r->body);
+        if (!r->too_large && !r->too_busy) {
+            uint64_t n = *upload_data_size;
+            r->held += n;
+            if (atomic_fetch_add(&h->body_inflight, n) + n > h->body_budget)
+                r->too_busy = 1;
+            else if (cl_buf_append(&r->body, upload_data, *upload_data_size) != CL_OK)
+                r->too_large = 1;
+            if (r->too_large || r->too_busy)
+                cl_host_req_drop_body(r);
         }
         *upload_data_size = 0;
         return MHD_YES;
@@ -485,6 +505,10 @@ static enum MHD_Result cl_host_access(void *cls, struct MHD_Connection *conn, co
     r->started = 1;
     if (r->too_large)
         return cl_host_error(conn, r, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
+    if (r->too_busy) {
+        atomic_fetch_add(&h->m.busy_rejects, 1);
+        return cl_host_error(conn, r, MHD_HTTP_SERVICE_UNAVAILABLE, "host busy");
+    }
     switch (r->route) {
     case CL_HOST_ROUTE_ATTESTATION: return cl_host_attestation(conn, r);
     case CL_HOST_ROUTE_OHTTP: {

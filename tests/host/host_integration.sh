@@ -69,7 +69,7 @@ expect 1 "a missing model is refused" "$HOST" --listen 127.0.0.1:0 --enclave-cid
 
 # --- start ------------------------------------------------------------------
 "$HOST" "${common[@]}" --vsock-dir "$d/v" --kms "http://127.0.0.1:$ECHO_PORT" --kms-credentials "$d/creds.json" \
-  --timeout-ms 1000 --max-body 65536 --capture-dir "$d/cap" >"$d/host.out" 2>"$d/host.log" &
+  --timeout-ms 1000 --max-body 65536 --max-inflight 100000 --capture-dir "$d/cap" >"$d/host.out" 2>"$d/host.log" &
 HOST_PID=$!
 pids+=("$HOST_PID")
 wait_for "$d/host.out" '^listening on ' || { bad "host did not start"; cat "$d/host.log"; finish; exit 1; }
@@ -138,6 +138,19 @@ t0=$(date +%s%N)
 check "enclave timeout is 504" 504 "$(req e3 -H 'Content-Type: message/ohttp-req' --data-binary 'SLOW' "$U/v1/ohttp")"
 ms=$((($(date +%s%N) - t0) / 1000000))
 [ "$ms" -ge 900 ] && [ "$ms" -lt 2900 ] && ok "timeout honours --timeout-ms ($ms ms)" || bad "timeout took $ms ms"
+
+# Bodies in flight are bounded: one slow request holds 60004 bytes, a second
+# 60000-byte body would pass the 100000-byte budget.
+{ printf 'SLOW'; head -c 60000 /dev/zero; } >"$d/slow60k"
+head -c 60000 /dev/zero >"$d/b60k"
+req busy1 -H 'Content-Type: message/ohttp-req' --data-binary @"$d/slow60k" "$U/v1/ohttp" >"$d/busy1.code" &
+bp=$!
+sleep 0.3
+check "bodies over the in-flight budget get 503" 503 "$(req busy2 -H 'Content-Type: message/ohttp-req' --data-binary @"$d/b60k" "$U/v1/ohttp")"
+wait "$bp"
+check "the request holding the budget still completes (504 from the slow enclave)" 504 "$(cat "$d/busy1.code")"
+check "budget released afterwards" 200 "$(req busy3 -H 'Content-Type: message/ohttp-req' --data-binary @"$d/b60k" "$U/v1/ohttp")"
+check "busy rejections counted" 1 "$(metric cloister_host_busy_rejects_total)"
 
 # --- enclave death mid-stream, restart --------------------------------------
 aborts0=$(metric cloister_host_stream_aborts_total)

@@ -282,6 +282,10 @@ static void test_start_rejects_bad_config(void **state)
     snprintf(model, sizeof(model), "%s/creds.json", tmpdir);
     cfg.max_body = (size_t)CL_WIRE_MAX_FRAME + 1;
     assert_err(cl_host_start(&cfg, &h), CL_E_NET_HOST_CONFIG);
+    cfg.max_body = 4096;
+    cfg.max_inflight = 4095;
+    assert_err(cl_host_start(&cfg, &h), CL_E_NET_HOST_CONFIG);
+    cfg.max_inflight = 0;
     cfg.max_body = 0;
     snprintf(notdir, sizeof(notdir), "%s/creds.json", tmpdir);
     cfg.capture_dir = notdir;

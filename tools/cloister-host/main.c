@@ -19,7 +19,7 @@ static void cl_host_help(FILE *f)
     fprintf(f,
             "usage: cloister-host --listen ADDR:PORT --enclave-cid N [--vsock-dir DIR]\n"
             "                     --model MODEL.sealed --kms URL --kms-credentials FILE\n"
-            "                     [--max-body BYTES] [--timeout-ms N] [--max-tokens N]\n"
+            "                     [--max-body BYTES] [--max-inflight BYTES] [--timeout-ms N] [--max-tokens N]\n"
             "                     [--max-sessions N] [--capture-dir DIR] [--log-level LEVEL]\n\n"
             "The untrusted host of a Cloister enclave. It never sees a prompt, an answer or a\n"
             "key: it relays attestation documents and OHTTP ciphertext, streams the sealed\n"
@@ -42,6 +42,9 @@ static void cl_host_help(FILE *f)
             "                           \"session_token\"?}; must be mode 0600 or stricter. Sent\n"
             "                           only to the enclave in its boot configuration\n"
             "  --max-body BYTES         largest request body, 1024..33554432 (default 33554432)\n"
+            "  --max-inflight BYTES     request body bytes held by all connections at once, at\n"
+            "                           least --max-body (default max(256 MiB, 2 x --max-body));\n"
+            "                           requests over it get 503\n"
             "  --timeout-ms N           longest wait for each enclave frame, 100..3600000 (default 120000);\n"
             "                           also the enclave's per-request time limit\n"
             "  --max-tokens N           per-request token limit for the enclave, up to 65536 (default 2048)\n"
@@ -125,6 +128,10 @@ int main(int argc, char **argv)
             if (cl_host_num(val, 1024, CL_HOST_DEFAULT_MAX_BODY, &v))
                 return cl_host_usage("--max-body must be 1024..33554432", val);
             cfg.max_body = (size_t)v;
+        } else if (!strcmp(a, "--max-inflight")) {
+            if (cl_host_num(val, 1024, (unsigned long long)1 << 40, &v))
+                return cl_host_usage("--max-inflight must be 1024..2^40", val);
+            cfg.max_inflight = v;
         } else if (!strcmp(a, "--timeout-ms")) {
             if (cl_host_num(val, 100, 3600000, &v))
                 return cl_host_usage("--timeout-ms must be 100..3600000", val);
