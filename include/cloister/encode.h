@@ -8,6 +8,8 @@
 
 #include "cloister/buf.h"
 
+/* Value of a hex digit (either case), or -1. */
+int cl_hex_digit(char c);
 /* Writes 2n chars + NUL into out (size >= 2n+1). */
 void cl_hex_encode(const uint8_t *in, size_t n, char *out);
 CL_MUST_CHECK cl_err cl_hex_decode(const char *in, size_t inlen, struct cl_buf *out);

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cloister/clock.h"
 #include "cloister/crypto.h"
 #include "cloister/encode.h"
 #include "cloister/secmem.h"
@@ -37,17 +38,6 @@ static cl_err cl_sigv4_enc(struct cl_buf *out, const uint8_t *p, size_t n, bool 
     return CL_OK;
 }
 
-static int cl_sigv4_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Query parts may arrive percent-encoded or raw; decode valid escapes so the
  * single encoding pass below gives the canonical form either way. */
 static cl_err cl_sigv4_enc_query_part(struct cl_buf *out, const char *p, size_t n)
@@ -56,9 +46,9 @@ static cl_err cl_sigv4_enc_query_part(struct cl_buf *out, const char *p, size_t 
     struct cl_buf dec;
     cl_buf_init(&dec, n + 1, CL_BUF_NONE);
     for (size_t i = 0; i < n; i++) {
-        if (p[i] == '%' && i + 2 < n && cl_sigv4_hexval(p[i + 1]) >= 0 &&
-            cl_sigv4_hexval(p[i + 2]) >= 0) {
-            CL_GUARD(cl_buf_append_u8(&dec, (uint8_t)(cl_sigv4_hexval(p[i + 1]) * 16 + cl_sigv4_hexval(p[i + 2]))));
+        if (p[i] == '%' && i + 2 < n && cl_hex_digit(p[i + 1]) >= 0 &&
+            cl_hex_digit(p[i + 2]) >= 0) {
+            CL_GUARD(cl_buf_append_u8(&dec, (uint8_t)(cl_hex_digit(p[i + 1]) * 16 + cl_hex_digit(p[i + 2]))));
             i += 2;
         } else {
             CL_GUARD(cl_buf_append_u8(&dec, (uint8_t)p[i]));
@@ -516,16 +506,6 @@ out:
     return rc;
 }
 
-static int64_t cl_sigv4_days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    unsigned yoe = (unsigned)(y - era * 400);
-    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + (int64_t)doe - 719468;
-}
-
 cl_err cl_sigv4_parse_date(const char *s, size_t n, int64_t *out)
 {
     static const unsigned mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -544,7 +524,7 @@ cl_err cl_sigv4_parse_date(const char *s, size_t n, int64_t *out)
     unsigned h = v[8] * 10 + v[9], mi = v[10] * 10 + v[11], se = v[12] * 10 + v[13];
     if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || se > 60 || y < 1970)
         return cl_err_fail(CL_E_NET_SIGV4_MALFORMED, "X-Amz-Date range");
-    *out = cl_sigv4_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se;
+    *out = cl_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se;
     return CL_OK;
 }
 

@@ -13,7 +13,7 @@ void cl_hex_encode(const uint8_t *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int cl_hexval(char c)
+int cl_hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -27,7 +27,7 @@ static int cl_hexval(char c)
 static cl_err cl_hex_decode_into(const char *in, size_t inlen, uint8_t *out)
 {
     for (size_t i = 0; i < inlen / 2; i++) {
-        int hi = cl_hexval(in[2 * i]), lo = cl_hexval(in[2 * i + 1]);
+        int hi = cl_hex_digit(in[2 * i]), lo = cl_hex_digit(in[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return cl_err_fail(CL_E_CORE_BAD_HEX, "non-hex character at offset %zu", 2 * i + (hi < 0 ? 0 : 1));
         out[i] = (uint8_t)(hi << 4 | lo);

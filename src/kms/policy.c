@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 
+#include "cloister/clock.h"
 #include "cloister/encode.h"
 #include "cloister/policy.h"
 #include "cloister/sigv4.h"
@@ -91,16 +92,6 @@ static bool cl_pol_parse_op(const char *name, struct cl_pol_opspec *o)
     return false;
 }
 
-static int64_t cl_pol_days(int64_t y, unsigned m, unsigned d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    unsigned yoe = (unsigned)(y - era * 400);
-    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + (int64_t)doe - 719468;
-}
-
 static bool cl_pol_digits(const char *s, size_t n, unsigned *out)
 {
     unsigned v = 0;
@@ -153,7 +144,7 @@ cl_err cl_policy_parse_time(const char *s, int64_t *out)
     }
     if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || se > 60)
         return cl_err_fail(CL_E_KMS_POLICY_MALFORMED, "date range");
-    *out = cl_pol_days(y, mo, d) * 86400 + h * 3600 + mi * 60 + se;
+    *out = cl_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se;
     return CL_OK;
 }
 
