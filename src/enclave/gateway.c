@@ -98,6 +98,8 @@ struct cl_gw_x {
     struct cl_buf pending; /* bytes of a split UTF-8 character */
     struct cl_buf text;    /* whole answer (non-streaming) */
     cl_err stream_rc;
+    uint64_t deadline_us;  /* generation stops here (request_timeout_ms) */
+    bool timed_out;
 };
 
 /* Sends plaintext bytes of the answer through OHTTP. */
@@ -177,6 +179,10 @@ out:
 static bool cl_gw_piece(void *ctx, const char *text, size_t len)
 {
     struct cl_gw_x *x = ctx;
+    if (cl_now_us() > x->deadline_us) {
+        x->timed_out = true; /* the answer so far is kept; finish_reason says "length" */
+        return false;
+    }
     struct cl_buf whole;
     size_t used = 0;
     cl_buf_init(&whole, CL_OHTTP_MAX_MESSAGE, CL_BUF_SECURE);
@@ -242,11 +248,14 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
      * come, in one response, so OpenAI-style clients keep working. */
     x->streaming = p.stream && x->chunked;
     uint64_t t0 = cl_now_us();
+    x->deadline_us = t0 + (uint64_t)x->g->lim.request_timeout_ms * 1000u;
     cl_err grc = x->streaming ? cl_gw_stream_begin(x) : CL_OK;
     if (grc == CL_OK)
         grc = x->g->gen.generate(x->g->gen.self, &p, cl_gw_piece, x, &res);
     if (grc == CL_OK)
         grc = x->stream_rc;
+    if (x->timed_out)
+        res.finish = CL_CHAT_FINISH_LENGTH;
     atomic_fetch_sub(&x->g->active, 1);
     size_t used = 0;
     if (grc == CL_OK) /* flush a trailing partial character as U+FFFD */

@@ -1,6 +1,7 @@
 #include "testutil.h"
 
 #include <jansson.h>
+#include <time.h>
 
 #include "cloister/bhttp.h"
 #include "cloister/enclave.h"
@@ -299,10 +300,50 @@ static void test_utf8(void **state)
     cl_buf_free(&out);
 }
 
+/* A generator slower than the enclave's time limit: the answer is cut. */
+static cl_err slow_generate(void *self, const struct cl_chat_params *p, cl_chat_piece_fn piece, void *ctx,
+                            struct cl_chat_result *res)
+{
+    (void)self;
+    uint32_t n = 0;
+    for (; n < p->max_tokens; n++) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        if (!piece(ctx, "x", 1))
+            break;
+    }
+    res->completion_tokens = n;
+    res->finish = CL_CHAT_FINISH_STOP;
+    return CL_OK;
+}
+
+static void test_time_limit(void **state)
+{
+    (void)state;
+    struct cl_enclave_limits l;
+    cl_enclave_limits_default(&l);
+    l.request_timeout_ms = 100;
+    const struct cl_generator slow = {slow_generate, NULL, "slow"};
+    cl_gateway *g;
+    assert_ok(cl_gateway_new(&l, &slow, 1, &g));
+    struct answer a;
+    struct sink s;
+    assert_ok(exchange(g, "POST", "/v1/chat/completions",
+                       "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":200}", false, &a, &s, NULL));
+    json_t *j = body_json(&a);
+    json_t *ch = json_array_get(json_object_get(j, "choices"), 0);
+    assert_string_equal(json_string_value(json_object_get(ch, "finish_reason")), "length");
+    size_t got = strlen(json_string_value(json_object_get(json_object_get(ch, "message"), "content")));
+    assert_true(got > 0 && got < 50);
+    json_decref(j);
+    done(&a, &s);
+    cl_gateway_free(g);
+}
+
 int main(void)
 {
     cl_enclave_json_secure();
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_plain), cmocka_unit_test(test_stream),
-                                       cmocka_unit_test(test_errors), cmocka_unit_test(test_replay_and_tamper), cmocka_unit_test(test_utf8)};
+                                       cmocka_unit_test(test_errors), cmocka_unit_test(test_replay_and_tamper), cmocka_unit_test(test_utf8), cmocka_unit_test(test_time_limit)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
