@@ -17,8 +17,11 @@ enum cl_secmem_backend {
     CL_SECMEM_BACKEND_COUNT
 };
 
-/* Zero-filled, page-aligned storage of at least n bytes. The fallback from
- * memfd_secret (and from mlock, when refused) is logged once per process. */
+/* Zero-filled, page-aligned storage of at least n bytes. Buffers up to 16 MiB
+ * (keys, prompts) use memfd_secret when the kernel has it; larger ones (model
+ * weights) use mlock + MADV_DONTDUMP, because memfd_secret's per-page cost
+ * makes gigabytes take seconds to fault in. The fallback from memfd_secret
+ * (and from mlock, when refused) is logged once per process. */
 CL_MUST_CHECK cl_err cl_secmem_alloc(size_t n, void **out);
 /* Wipes and releases; NULL is a no-op. */
 void cl_secmem_free(void *p);

@@ -49,9 +49,14 @@ bool cl_ct_equal(const void *a, const void *b, size_t n)
     return d == 0;
 }
 
+/* memfd_secret removes every page from the kernel's direct map as it is
+ * first touched, which costs a TLB shootdown per page: fine for keys,
+ * seconds per GiB for model weights. Large buffers use mlock instead. */
+#define CL_SECMEM_SECRET_MAX ((size_t)16 << 20)
+
 static void *cl_secmem_map_secret(size_t len)
 {
-    if (atomic_load(&cl_secmem_no_memfd))
+    if (atomic_load(&cl_secmem_no_memfd) || len > CL_SECMEM_SECRET_MAX)
         return MAP_FAILED;
     int fd = (int)syscall(SYS_memfd_secret, 0);
     if (fd < 0)
@@ -94,7 +99,8 @@ cl_err cl_secmem_alloc(size_t n, void **out)
     enum cl_secmem_backend backend = CL_SECMEM_BACKEND_MEMFD_SECRET;
     void *p = cl_secmem_map_secret(len);
     if (p == MAP_FAILED) {
-        if (!atomic_load(&cl_secmem_no_memfd) && !atomic_flag_test_and_set(&cl_secmem_warned_memfd))
+        if (!atomic_load(&cl_secmem_no_memfd) && len <= CL_SECMEM_SECRET_MAX &&
+            !atomic_flag_test_and_set(&cl_secmem_warned_memfd))
             CL_LOG(CL_LOG_INFO, "secmem_memfd_secret_unavailable",
                    CL_LOG_LIT("fallback", "mlock + MADV_DONTDUMP"));
         p = cl_secmem_map_anon(len, &backend);
