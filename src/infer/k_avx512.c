@@ -23,11 +23,6 @@ CL_K_TI float cl_k5_h2f(const void *p)
 
 CL_K_TI __m512i cl_k5_join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
 
-CL_K_TI __m512 cl_k5_join_ps(float lo, float hi)
-{
-    return _mm512_castsi512_ps(cl_k5_join(_mm256_castps_si256(_mm256_set1_ps(lo)), _mm256_castps_si256(_mm256_set1_ps(hi))));
-}
-
 /* 16 nibble bytes -> 32 bytes (low nibbles, then high nibbles), unsigned. */
 CL_K_TI __m256i cl_k5_nibbles(const uint8_t *p)
 {
