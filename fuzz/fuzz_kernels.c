@@ -45,11 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         cl_cpu_set_level(l);
         if (cl_k_act_quantize(at, x, l == CL_CPU_SCALAR ? a : a2, n) != CL_OK)
             abort();
-        /* activation bytes agree across paths for finite inputs */
-        bool finite = true;
-        for (size_t i = 0; i < n; i++)
-            finite = finite && isfinite(x[i]) && fabsf(x[i]) < 1e30f;
-        if (l != CL_CPU_SCALAR && finite && memcmp(a, a2, ab))
+        /* activation bytes agree across paths, NaN/inf/subnormal blocks too */
+        if (l != CL_CPU_SCALAR && memcmp(a, a2, ab))
             abort();
         (void)cl_k_vec_dot(wt, w, a, n);
         if (cl_k_matmul_rows(wt, w, wb, 0, 1, a, ab, 1, n, out, 1) != CL_OK)

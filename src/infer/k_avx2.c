@@ -415,17 +415,20 @@ CL_K_TI bool cl_k2_q8_block(const float *x, int8_t *qs, float *d_out, __m256i *s
 {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 v[4];
-    __m256 amax = _mm256_setzero_ps();
+    __m256 amax = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
     for (int k = 0; k < 4; k++) {
         v[k] = _mm256_loadu_ps(x + 8 * k);
         amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[k]));
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v[k], v[k], _CMP_UNORD_Q));
     }
+    if (_mm256_movemask_ps(nan)) /* NaN: the scalar code decides */
+        return false;
     __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(amax, 1), _mm256_castps256_ps128(amax));
     m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
     const float am = _mm_cvtss_f32(m4);
     const float id = am != 0.0f ? 127.f / am : 0.0f;
-    if (!(id <= 3.4028234e38f)) /* NaN input or a subnormal amax: the scalar code decides */
+    if (!(id <= 3.4028234e38f) || !(am <= 3.4028234e38f)) /* subnormal or infinite amax: scalar decides */
         return false;
     *d_out = am / 127.f;
     const __m256 mul = _mm256_set1_ps(id);
@@ -554,14 +557,17 @@ CL_K_T void cl_k_act_q8_k_avx2(const float *x, void *dst, size_t n)
     struct cl_k_block_q8_k *y = dst;
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (size_t i = 0; i < n / CL_K_QK_K; i++, x += CL_K_QK_K) {
-        __m256 amax = _mm256_setzero_ps();
-        for (int k = 0; k < CL_K_QK_K; k += 8)
-            amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)));
+        __m256 amax = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
+        for (int k = 0; k < CL_K_QK_K; k += 8) {
+            const __m256 v = _mm256_loadu_ps(x + k);
+            amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v));
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        }
         __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(amax, 1), _mm256_castps256_ps128(amax));
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
         const float am = _mm_cvtss_f32(m4);
-        if (!(am > 0.0f)) { /* all zero (or NaN): defer to the reference */
+        if (!(am > 0.0f && am <= 3.4028234e38f) || _mm256_movemask_ps(nan)) { /* zero, inf or NaN: reference */
             cl_k_act_q8_k_scalar(x, &y[i], CL_K_QK_K);
             continue;
         }

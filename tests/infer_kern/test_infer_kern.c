@@ -263,6 +263,28 @@ static void test_known_q4_0_q8_0(void **state)
     assert_memory_equal(a1.qs, a.qs, 32);
     assert_true(cl_k_fp16_to_fp32(a1.s) == (float)(127 + 2 - 2 + 4 + 0 - 126));
 
+    /* subnormal-only and NaN blocks: 127/amax overflows; every path gives the same bytes */
+    {
+        float z[256] = {0};
+        z[3] = 8.3e-39f;
+        z[40] = -1e-40f;
+        z[100] = NAN; /* with normal values in its block */
+        z[101] = 3.0f;
+        z[200] = 1.0f;
+        z[230] = INFINITY; /* and an infinite one */
+        z[231] = 2.0f;
+        static const uint32_t ats[] = {CL_GGML_Q8_0, CL_GGML_Q8_1, CL_GGML_Q8_K};
+        for (size_t k = 0; k < 3; k++) {
+            uint8_t b1[292], b2[292];
+            size_t bytes = cl_k_row_bytes(ats[k], 256);
+            cl_cpu_set_level(CL_CPU_SCALAR);
+            assert_ok(cl_k_act_quantize(ats[k], z, b1, 256));
+            cl_cpu_set_level(CL_CPU_NONE);
+            assert_ok(cl_k_act_quantize(ats[k], z, b2, 256));
+            assert_memory_equal(b1, b2, bytes);
+        }
+    }
+
     /* hand-computed dot: q4_0 weights (d=1) with q8_0 activations (d=1) */
     for (int i = 0; i < 32; i++)
         x[i] = (float)(i % 16 - 8);
