@@ -11,6 +11,8 @@
 #define CL_K_T __attribute__((target("avx2,fma,f16c")))
 #define CL_K_TI __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
 #define CL_K_TILE 4
+/* Software prefetch distance in bytes of weights (helps DRAM-bound matvec). */
+#define CL_K2_PF 4096
 
 CL_K_TI float cl_k2_hsum(__m256 v)
 {
@@ -77,6 +79,7 @@ CL_K_TI void cl_k2_q8act_tile(const uint8_t *x, size_t bb, cl_k2_unpack_fn unpac
     for (int j = 0; j < M; j++)
         acc[j] = _mm256_setzero_ps();
     for (size_t b = 0; b < nb; b++, x += bb) {
+        _mm_prefetch((const char *)x + CL_K2_PF, _MM_HINT_T0);
         const __m256i q = unpack(x);
         const __m256 dw = _mm256_set1_ps(cl_k2_h2f(x));
         const __m256i ax = _mm256_sign_epi8(q, q);
@@ -281,6 +284,8 @@ CL_K_TI void cl_k2_q6_block(const struct cl_k2_q6 *u, const struct cl_k_block_q8
         }                                                                                                              \
         for (size_t b = 0; b < nb; b++) {                                                                              \
             UT u;                                                                                                      \
+            for (size_t o = 0; o < sizeof(BT); o += 64)                                                                \
+                _mm_prefetch((const char *)&x[b] + CL_K2_PF + o, _MM_HINT_T0);                                         \
             UNPACK(&x[b], &u);                                                                                         \
             for (int j = 0; j < M; j++) {                                                                              \
                 const struct cl_k_block_q8_k *y = (const struct cl_k_block_q8_k *)yc[j] + b;                          \
