@@ -351,14 +351,16 @@ CL_K_TI void cl_k5_unpack_q4_k(const struct cl_k_block_q4_k *x, struct cl_k5_k4 
 
 CL_K_TI void cl_k5_unpack_q5_k(const struct cl_k_block_q5_k *x, struct cl_k5_k4 *u)
 {
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), b0 = _mm512_set1_epi8(0x01);
     const __m256i hb = _mm256_loadu_si256((const __m256i *)x->qh);
+    /* low half: bit 2k of qh, high half: bit 2k+1; shifted to bit 0, masked
+     * (bits crossing into a neighbour byte are dropped), then to bit 4 */
+    const __m512i h = cl_k5_join(hb, _mm256_srli_epi16(hb, 1));
     for (int k = 0; k < 4; k++) {
         const __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * k));
-        const __m256i h0 = _mm256_maskz_set1_epi8(_mm256_test_epi8_mask(hb, _mm256_set1_epi8((char)(1 << (2 * k)))), 0x10);
-        const __m256i h1 =
-            _mm256_maskz_set1_epi8(_mm256_test_epi8_mask(hb, _mm256_set1_epi8((char)(1 << (2 * k + 1)))), 0x10);
-        u->q[k] = _mm512_or_si512(_mm512_and_si512(cl_k5_join(raw, _mm256_srli_epi16(raw, 4)), m4), cl_k5_join(h0, h1));
+        const __m512i hk =
+            _mm512_slli_epi16(_mm512_and_si512(_mm512_srl_epi16(h, _mm_cvtsi32_si128(2 * k)), b0), 4);
+        u->q[k] = _mm512_or_si512(_mm512_and_si512(cl_k5_join(raw, _mm256_srli_epi16(raw, 4)), m4), hk);
     }
     cl_k5_k4_scales(x->scales, u);
     u->d = cl_k5_h2f(&x->d);
