@@ -615,3 +615,23 @@ CL_K_T void cl_k_act_q8_k_avx2(const float *x, void *dst, size_t n)
         y[i].d = 1 / iscale;
     }
 }
+
+/* ---------------------------------------------------- row conversions */
+
+CL_K_T void cl_k_fp32_to_fp16_row_avx2(const float *src, uint16_t *dst, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), 0));
+    for (; i < n; i++)
+        dst[i] = (uint16_t)_cvtss_sh(src[i], 0);
+}
+
+CL_K_T void cl_k_fp16_to_fp32_row_avx2(const uint16_t *src, float *dst, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++)
+        dst[i] = _cvtsh_ss(src[i]);
+}

@@ -128,6 +128,36 @@ static void test_fp16_vs_f16c(void **state)
     }
 }
 
+/* row conversions: the F16C path equals the scalar one on every bit pattern */
+static void test_fp16_rows(void **state)
+{
+    (void)state;
+    enum { N = 65536 + 5 };
+    uint16_t *h = malloc(N * 2), *h1 = malloc(N * 2), *h2 = malloc(N * 2);
+    float *f = malloc(N * 4), *f1 = malloc(N * 4), *f2 = malloc(N * 4);
+    for (uint32_t i = 0; i < N; i++) {
+        h[i] = (uint16_t)i;
+        uint32_t u = t_rand32() << 1 ^ t_rand32();
+        if (i & 1)
+            u = (u & 0x807fffff) | ((uint32_t)(96 + t_rand32() % 48) << 23);
+        f[i] = t_float(u);
+    }
+    cl_cpu_set_level(CL_CPU_SCALAR);
+    cl_k_fp16_to_fp32_row(h, f1, N);
+    cl_k_fp32_to_fp16_row(f, h1, N);
+    cl_cpu_set_level(CL_CPU_NONE);
+    cl_k_fp16_to_fp32_row(h, f2, N);
+    cl_k_fp32_to_fp16_row(f, h2, N);
+    assert_memory_equal(f1, f2, N * 4);
+    assert_memory_equal(h1, h2, N * 2);
+    free(h);
+    free(h1);
+    free(h2);
+    free(f);
+    free(f1);
+    free(f2);
+}
+
 static void test_bf16(void **state)
 {
     (void)state;
@@ -1047,6 +1077,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fp16_known),
         cmocka_unit_test(test_fp16_vs_f16c),
+        cmocka_unit_test(test_fp16_rows),
         cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_types),
         cmocka_unit_test(test_known_q4_0_q8_0),
