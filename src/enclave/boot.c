@@ -140,26 +140,44 @@ out:
     return rc;
 }
 
+struct cl_boot_key_job {
+    struct cl_enclave_boot *bt;
+    cl_nsm *nsm;
+    const struct cl_seal_header *h;
+    const uint8_t *raw;
+};
+
+/* Runs in the first decryption worker while the main thread keeps reading
+ * the model: key release, then authentication of the header with it. */
+static cl_err cl_boot_key_wait(void *arg, uint8_t dk[CL_SEAL_KEY_LEN])
+{
+    struct cl_boot_key_job *j = arg;
+    cl_err rc = cl_boot_fetch_key(j->bt, j->nsm, j->h, dk);
+    if (rc == CL_OK)
+        rc = cl_seal_header_verify(j->h, j->raw, dk);
+    return rc;
+}
+
 cl_err cl_boot_load_model(struct cl_enclave_boot *bt, cl_nsm *nsm, unsigned threads)
 {
     cl_err rc = CL_OK;
     int fd = -1;
     struct cl_buf raw;
-    void *dk = NULL, *pt = NULL;
+    void *pt = NULL;
     struct cl_seal_header *h = malloc(sizeof(*h));
     cl_buf_init(&raw, CL_SEAL_MAX_HEADER, CL_BUF_NONE);
     CL_ENSURE(h, CL_E_CORE_NOMEM);
     uint64_t t0 = cl_now_us();
     CL_GUARD(cl_boot_dial(CL_WIRE_PORT_MODEL, &fd));
     CL_GUARD(cl_seal_read_header(fd, &raw, h));
-    CL_GUARD(cl_secmem_alloc(CL_SEAL_KEY_LEN, &dk));
-    CL_GUARD(cl_boot_fetch_key(bt, nsm, h, dk));
-    CL_GUARD(cl_seal_header_verify(h, raw.data, dk));
+    CL_ENSURE_D(h->provider == CL_SEAL_PROVIDER_KMS, CL_E_SEAL_WRONG_KEY,
+                "the model was sealed with a local key file; an enclave needs a key-service-sealed model");
     CL_GUARD(cl_secmem_alloc(h->plaintext_size, &pt));
     uint64_t t1 = cl_now_us();
-    CL_GUARD(cl_seal_decrypt_stream(fd, h, dk, pt, threads, CL_SEAL_OPEN_NONE, NULL, NULL));
+    struct cl_boot_key_job job = {bt, nsm, h, raw.data};
+    CL_GUARD(cl_seal_decrypt_stream_keyed(fd, h, cl_boot_key_wait, &job, pt, threads, CL_SEAL_OPEN_NONE, NULL, NULL));
     CL_LOG(CL_LOG_INFO, "model_decrypted", CL_LOG_SIZE("bytes", h->plaintext_size),
-           CL_LOG_COUNT("chunks", h->n_chunks), CL_LOG_US("decrypt_us", cl_now_us() - t1),
+           CL_LOG_COUNT("chunks", h->n_chunks), CL_LOG_US("key_and_decrypt_us", cl_now_us() - t1),
            CL_LOG_US("boot_us", cl_now_us() - t0));
     memcpy(bt->model_sha256, h->digest, 32);
     bt->model = pt;
@@ -168,7 +186,6 @@ cl_err cl_boot_load_model(struct cl_enclave_boot *bt, cl_nsm *nsm, unsigned thre
 out:
     if (fd >= 0)
         close(fd);
-    cl_secmem_free(dk);
     cl_secmem_free(pt);
     cl_buf_free(&raw);
     free(h);

@@ -38,6 +38,10 @@ struct cl_seal_run {
      * chunks already read: a bad chunk before the cut is the better report. */
     cl_err read_rc;
     char read_detail[256];
+    /* decrypt: the key may arrive late (cl_seal_decrypt_stream_keyed) */
+    cl_seal_key_wait_fn key_wait;
+    void *key_arg;
+    bool key_taken, key_ready; /* under mu */
 };
 
 static uint64_t cl_seal_chunk_len(const struct cl_seal_header *h, uint64_t i)
@@ -91,11 +95,51 @@ static cl_err cl_seal_do_chunk(struct cl_seal_run *r, cl_aead *a, uint64_t i)
     return rc;
 }
 
+/* The first worker to get here fetches the key; the others wait for it. */
+static cl_err cl_seal_run_keys(struct cl_seal_run *r)
+{
+    pthread_mutex_lock(&r->mu);
+    if (r->key_ready || !r->key_wait) {
+        pthread_mutex_unlock(&r->mu);
+        return CL_OK;
+    }
+    if (r->key_taken) {
+        while (!r->key_ready && !atomic_load(&r->failed))
+            pthread_cond_wait(&r->cv, &r->mu);
+        bool ok = r->key_ready;
+        pthread_mutex_unlock(&r->mu);
+        return ok ? CL_OK : CL_E_CORE_STATE;
+    }
+    r->key_taken = true;
+    pthread_mutex_unlock(&r->mu);
+    void *mem = NULL;
+    cl_err rc = cl_secmem_alloc(CL_SEAL_KEY_LEN, &mem);
+    if (rc == CL_OK)
+        rc = r->key_wait(r->key_arg, mem);
+    if (rc == CL_OK)
+        rc = cl_seal_keys_derive(mem, r->h->salt, &r->k);
+    cl_secmem_free(mem);
+    if (rc != CL_OK) {
+        cl_seal_record_failure(r, 0, rc);
+        return rc;
+    }
+    pthread_mutex_lock(&r->mu);
+    r->key_ready = true;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    return CL_OK;
+}
+
 static void *cl_seal_worker(void *arg)
 {
     struct cl_seal_run *r = arg;
     cl_aead *a = NULL;
-    cl_err rc = cl_aead_new(CL_AEAD_AES256GCM, r->k->chunk, 32, &a);
+    cl_err rc = cl_seal_run_keys(r);
+    if (rc != CL_OK) {
+        atomic_fetch_add(&r->workers_done, 1);
+        return NULL;
+    }
+    rc = cl_aead_new(CL_AEAD_AES256GCM, r->k->chunk, 32, &a);
     if (rc != CL_OK) {
         cl_seal_record_failure(r, 0, rc);
         atomic_fetch_add(&r->workers_done, 1);
@@ -129,7 +173,7 @@ static cl_err cl_seal_run_init(struct cl_seal_run *r, const struct cl_seal_heade
     atomic_init(&r->workers_done, 0);
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
-    return cl_seal_keys_derive(dk, h->salt, &r->k);
+    return dk ? cl_seal_keys_derive(dk, h->salt, &r->k) : CL_OK;
 }
 
 static void cl_seal_run_destroy(struct cl_seal_run *r)
@@ -232,16 +276,19 @@ static cl_err cl_seal_reader(int fd, struct cl_seal_run *r, cl_seal_progress_fn 
     return rc == CL_E_CORE_EOF ? CL_OK : rc;
 }
 
-cl_err cl_seal_decrypt_stream(int fd, const struct cl_seal_header *h, const uint8_t dk[CL_SEAL_KEY_LEN], uint8_t *dst,
-                              unsigned threads, unsigned flags, cl_seal_progress_fn progress, void *arg)
+cl_err cl_seal_decrypt_stream_keyed(int fd, const struct cl_seal_header *h, cl_seal_key_wait_fn key_wait, void *key_arg,
+                                    uint8_t *dst, unsigned threads, unsigned flags, cl_seal_progress_fn progress,
+                                    void *arg)
 {
     struct cl_seal_run r;
     pthread_t tids[CL_SEAL_MAX_THREADS];
     unsigned started = 0;
     size_t ntags;
-    cl_err rc = cl_seal_run_init(&r, h, dk);
+    cl_err rc = cl_seal_run_init(&r, h, NULL);
     if (rc != CL_OK)
         goto out;
+    r.key_wait = key_wait;
+    r.key_arg = key_arg;
     rc = cl_size_mul((size_t)h->n_chunks, CL_SEAL_TAG_LEN, &ntags);
     if (rc != CL_OK || !(r.tags = malloc(ntags))) {
         rc = rc != CL_OK ? rc : CL_E_CORE_NOMEM;
@@ -277,6 +324,18 @@ out:
     free(r.tags);
     cl_seal_run_destroy(&r);
     return rc;
+}
+
+static cl_err cl_seal_key_given(void *arg, uint8_t dk[CL_SEAL_KEY_LEN])
+{
+    memcpy(dk, arg, CL_SEAL_KEY_LEN);
+    return CL_OK;
+}
+
+cl_err cl_seal_decrypt_stream(int fd, const struct cl_seal_header *h, const uint8_t dk[CL_SEAL_KEY_LEN], uint8_t *dst,
+                              unsigned threads, unsigned flags, cl_seal_progress_fn progress, void *arg)
+{
+    return cl_seal_decrypt_stream_keyed(fd, h, cl_seal_key_given, (void *)dk, dst, threads, flags, progress, arg);
 }
 
 cl_err cl_seal_read_header(int fd, struct cl_buf *raw, struct cl_seal_header *h)

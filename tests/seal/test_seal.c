@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cloister/crypto.h"
@@ -321,6 +322,48 @@ static void test_socket_stream(void **state)
     seal_free(&s);
 }
 
+struct late_key { uint8_t dk[32]; cl_err rc; int calls; };
+static cl_err late_key_fn(void *arg, uint8_t dk[32])
+{
+    struct late_key *k = arg;
+    k->calls++;
+    struct timespec ts = {0, 30 * 1000 * 1000}; /* arrives while chunks are being read */
+    nanosleep(&ts, NULL);
+    memcpy(dk, k->dk, 32);
+    return k->rc;
+}
+
+static void test_keyed_stream(void **state)
+{
+    (void)state;
+    struct sealed s;
+    seal_make(9 * CS + 1, &s, "keyed");
+    for (int fail = 0; fail < 2; fail++)
+        for (unsigned t = 1; t <= 3; t++) {
+            struct cl_buf raw;
+            struct cl_seal_header h;
+            struct late_key k = {.rc = fail ? CL_E_KMS_INTERNAL : CL_OK};
+            cl_buf_init(&raw, CL_SEAL_MAX_HEADER, CL_BUF_NONE);
+            int fd = mem_fd(s.data, s.len);
+            assert_ok(cl_seal_read_header(fd, &raw, &h));
+            assert_ok(cl_seal_keyfile_unwrap(test_kek, &h, k.dk));
+            uint8_t *dst = malloc(s.ptlen);
+            cl_err rc = cl_seal_decrypt_stream_keyed(fd, &h, late_key_fn, &k, dst, t, CL_SEAL_OPEN_VERIFY_DIGEST, NULL,
+                                                     NULL);
+            if (fail) {
+                assert_err(rc, CL_E_KMS_INTERNAL);
+            } else {
+                assert_ok(rc);
+                assert_memory_equal(dst, s.pt, s.ptlen);
+            }
+            assert_int_equal(k.calls, 1); /* fetched once, whatever the thread count */
+            free(dst);
+            close(fd);
+            cl_buf_free(&raw);
+        }
+    seal_free(&s);
+}
+
 static void test_keyfile(void **state)
 {
     (void)state;
@@ -380,7 +423,7 @@ int main(void)
         cmocka_unit_test(test_tamper_header_every_byte), cmocka_unit_test(test_tamper_chunks),
         cmocka_unit_test(test_truncation),        cmocka_unit_test(test_reorder_duplicate_drop),
         cmocka_unit_test(test_header_of_other_file), cmocka_unit_test(test_wrong_key),
-        cmocka_unit_test(test_socket_stream),     cmocka_unit_test(test_keyfile),
+        cmocka_unit_test(test_socket_stream),     cmocka_unit_test(test_keyed_stream),     cmocka_unit_test(test_keyfile),
         cmocka_unit_test(test_bad_params),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
