@@ -7,6 +7,8 @@
 #   stack_enclave_start / stack_enclave_stop
 #   stack_down                      stops everything, removes $D unless STACK_KEEP=1
 # STACK_CAPTURE=1 makes the host record every byte it moves (in $D/capture).
+# STACK_KMS_TLS=1 serves the key service over https with a fresh self-signed
+# certificate: the enclave then terminates TLS itself (the host pipes ciphertext).
 
 stack_pids=()
 stack_enclave_pid=
@@ -47,10 +49,19 @@ stack_up() {
     printf '{"access_key_id":"%s","secret_access_key":"%s","region":"us-east-1"}\n' \
       "$(stack_field access_key_id "$D/operator.txt")" "$(stack_field secret_access_key "$D/operator.txt")" > "$D/operator.json" )
   rm -f "$D/owner.txt" "$D/operator.txt"
-  "$KMS" serve "$D/kms" --listen 127.0.0.1:0 --trust-root "$D/sim-root.pem" > "$D/kms.out" 2> "$D/kms.log" &
+  local tls=() scheme=http host_ca=()
+  if [ -n "${STACK_KMS_TLS:-}" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=127.0.0.1 \
+      -addext subjectAltName=IP:127.0.0.1 -keyout "$D/kms-tls.key" -out "$D/kms-tls.pem" 2>/dev/null
+    tls=(--tls-cert "$D/kms-tls.pem" --tls-key "$D/kms-tls.key")
+    scheme=https
+    host_ca=(--kms-ca "$D/kms-tls.pem")
+    export AWS_CA_BUNDLE=$D/kms-tls.pem   # the owner's CLI, as AWS SDKs read it
+  fi
+  "$KMS" serve "$D/kms" --listen 127.0.0.1:0 --trust-root "$D/sim-root.pem" "${tls[@]}" > "$D/kms.out" 2> "$D/kms.log" &
   stack_pids+=($!)
   stack_wait_for "$D/kms.out" 'listening on' 10 || return 1
-  kms_url=http://$(grep -oE '127\.0\.0\.1:[0-9]+' "$D/kms.out" | head -1)
+  kms_url=$scheme://$(grep -oE '127\.0\.0\.1:[0-9]+' "$D/kms.out" | head -1)
 
   "$CL" kms policy --pcr0 "$(stack_pcr 0 "$D/pcrs.json")" --pcr1 "$(stack_pcr 1 "$D/pcrs.json")" \
     --pcr2 "$(stack_pcr 2 "$D/pcrs.json")" --model-digest "$digest" \
@@ -64,7 +75,7 @@ stack_up() {
   local cap=()
   if [ -n "${STACK_CAPTURE:-}" ]; then mkdir -m 700 "$D/capture"; cap=(--capture-dir "$D/capture"); fi
   "$HOST" --listen 127.0.0.1:0 --enclave-cid 16 --vsock-dir "$D/vsock" --model "$D/model.sealed" \
-    --kms "$kms_url" --kms-credentials "$D/operator.json" "${cap[@]}" > "$D/host.out" 2> "$D/host.log" &
+    --kms "$kms_url" --kms-credentials "$D/operator.json" "${host_ca[@]}" "${cap[@]}" > "$D/host.out" 2> "$D/host.log" &
   stack_pids+=($!)
   stack_wait_for "$D/host.out" 'listening on' 10 || return 1
   host_url=http://$(grep -oE '127\.0\.0\.1:[0-9]+' "$D/host.out" | head -1)

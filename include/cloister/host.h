@@ -51,6 +51,7 @@ struct cl_host_config {
     unsigned max_tokens;     /* limits handed to the enclave at boot */
     unsigned max_sessions;
     const char *capture_dir; /* test hook: every socket byte appended here; NULL = off */
+    const char *kms_ca_pem;  /* extra CA (PEM) the enclave trusts for an https key service; NULL = system store */
 };
 
 struct cl_host;

@@ -43,7 +43,8 @@ CL_MUST_CHECK cl_err cl_aws_region_load(char *out, size_t n);
 struct cl_kms_endpoint {
     const char *url;     /* "https://kms.us-east-1.amazonaws.com" or "http://127.0.0.1:8080"; NULL = AWS */
     const char *region;  /* signing region */
-    const char *ca_file; /* optional extra CA bundle for https */
+    const char *ca_file; /* optional extra CA bundle for https (default: $AWS_CA_BUNDLE, as AWS SDKs) */
+    const char *ca_pem;  /* optional CA certificate(s) in memory (PEM), used instead of ca_file */
     /* Optional: reach the service through this UNIX socket instead of
      * dialling the URL's host ("@name" for the abstract namespace). An
      * enclave bridges it to the parent's vsock proxy. TLS and the Host

@@ -246,8 +246,13 @@ static cl_err cl_kms_call(const struct cl_kms_endpoint *ep, const struct cl_aws_
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (ep->ca_file)
-        curl_easy_setopt(c, CURLOPT_CAINFO, ep->ca_file);
+    const char *ca_file = ep->ca_file ? ep->ca_file : getenv("AWS_CA_BUNDLE");
+    if (ep->ca_pem) {
+        struct curl_blob blob = {(void *)ep->ca_pem, strlen(ep->ca_pem), CURL_BLOB_COPY};
+        curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &blob);
+    } else if (ca_file && *ca_file) {
+        curl_easy_setopt(c, CURLOPT_CAINFO, ca_file);
+    }
     if (ep->unix_socket && ep->unix_socket[0] == '@')
         curl_easy_setopt(c, CURLOPT_ABSTRACT_UNIX_SOCKET, ep->unix_socket + 1);
     else if (ep->unix_socket)

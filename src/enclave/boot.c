@@ -9,6 +9,7 @@
 
 #include "cloister/attest.h"
 #include "cloister/cbor.h"
+#include "cloister/encode.h"
 #include "cloister/kms_client.h"
 #include "cloister/log.h"
 #include "cloister/nsm.h"
@@ -49,7 +50,8 @@ static cl_err cl_boot_config_parse(const struct cl_buf *b, struct cl_enclave_boo
                     cl_boot_str(k, "region", bt->kms_region, sizeof(bt->kms_region), true) &&
                     cl_boot_str(k, "access_key_id", bt->cred.access_key, sizeof(bt->cred.access_key), true) &&
                     cl_boot_str(k, "secret_access_key", bt->cred.secret, sizeof(bt->cred.secret), true) &&
-                    cl_boot_str(k, "session_token", bt->cred.session_token, sizeof(bt->cred.session_token), false),
+                    cl_boot_str(k, "session_token", bt->cred.session_token, sizeof(bt->cred.session_token), false) &&
+                    cl_boot_str(k, "ca_pem", bt->kms_ca, sizeof(bt->kms_ca), false),
                 CL_E_PROTO_REQUEST_INVALID, "boot configuration: kms fields");
     cl_enclave_limits_default(&bt->limits);
     if (json_is_object(l)) {
@@ -90,9 +92,13 @@ cl_err cl_boot_get_config(struct cl_enclave_boot *bt)
      * into every attestation so clients see the limits and key service. */
     struct cl_buf pub;
     cl_buf_init(&pub, 8192, CL_BUF_NONE);
-    rc = cl_buf_appendf(&pub, "kms=%s\nregion=%s\nmax_request_bytes=%zu\nmax_tokens=%u\nmax_prompt_tokens=%u\n"
+    uint8_t ca_digest[32];
+    char ca_hex[65] = "none";
+    if (bt->kms_ca[0] && cl_sha256(bt->kms_ca, strlen(bt->kms_ca), ca_digest) == CL_OK)
+        cl_hex_encode(ca_digest, 32, ca_hex);
+    rc = cl_buf_appendf(&pub, "kms=%s\nkms_ca_sha256=%s\nregion=%s\nmax_request_bytes=%zu\nmax_tokens=%u\nmax_prompt_tokens=%u\n"
                               "max_sessions=%u\nrequest_timeout_ms=%u\n",
-                        bt->kms_url, bt->kms_region, bt->limits.max_request_bytes, bt->limits.max_tokens,
+                        bt->kms_url, ca_hex, bt->kms_region, bt->limits.max_request_bytes, bt->limits.max_tokens,
                         bt->limits.max_prompt_tokens, bt->limits.max_sessions, bt->limits.request_timeout_ms);
     if (rc == CL_OK)
         rc = cl_sha256(pub.data, pub.len, bt->config_sha256);
@@ -125,7 +131,8 @@ static cl_err cl_boot_fetch_key(struct cl_enclave_boot *bt, cl_nsm *nsm, const s
         ctx[i] = (struct cl_policy_kv){h->ctx[i].key, h->ctx[i].value};
     char bridge[64];
     CL_GUARD(cl_kms_bridge_start(bridge, sizeof(bridge)));
-    struct cl_kms_endpoint ep = {.url = bt->kms_url, .region = bt->kms_region, .unix_socket = bridge};
+    struct cl_kms_endpoint ep = {.url = bt->kms_url, .region = bt->kms_region, .unix_socket = bridge,
+                                 .ca_pem = bt->kms_ca[0] ? bt->kms_ca : NULL};
     uint64_t t0 = cl_now_us();
     CL_GUARD(cl_kms_decrypt_for_recipient(&ep, &bt->cred, h->key_id, h->wrapped, h->wrapped_len, ctx, h->n_ctx,
                                           doc.data, doc.len, rsa, &key));

@@ -10,6 +10,7 @@
 struct cl_enclave_boot {
     char kms_url[512];
     char kms_region[64];
+    char kms_ca[32768]; /* optional extra CA (PEM) for an https key service */
     struct cl_aws_credentials cred;
     struct cl_enclave_limits limits;
     uint8_t config_sha256[32];

@@ -164,6 +164,10 @@ cl_err cl_host_boot_config(const struct cl_host_config *cfg, struct cl_buf *out)
         CL_GUARD(cl_buf_append_str(out, ",\"session_token\":"));
         CL_GUARD(cl_host_json_put_string(out, (const char *)c->session_token.data, c->session_token.len));
     }
+    if (cfg->kms_ca_pem) {
+        CL_GUARD(cl_buf_append_str(out, ",\"ca_pem\":"));
+        CL_GUARD(cl_host_json_put_string(out, cfg->kms_ca_pem, strlen(cfg->kms_ca_pem)));
+    }
     CL_GUARD(cl_buf_appendf(out,
                             "},\"limits\":{\"max_request_bytes\":%zu,\"max_tokens\":%u,\"max_sessions\":%u,"
                             "\"request_timeout_ms\":%u}}",

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cloister/file.h"
 #include "cloister/host.h"
 #include "cloister/log.h"
 #include "cloister/vsock.h"
@@ -38,6 +39,8 @@ static void cl_host_help(FILE *f)
             "                           (same as $CLOISTER_VSOCK_DIR)\n"
             "  --model FILE             sealed model streamed to the enclave at boot\n"
             "  --kms URL                key service endpoint (http:// or https://HOST[:PORT])\n"
+            "  --kms-ca FILE            extra CA certificate (PEM) the enclave trusts for an https key service;\n"
+            "                           TLS ends inside the enclave, the host pipes ciphertext\n"
             "  --kms-credentials FILE   JSON {\"access_key_id\", \"secret_access_key\", \"region\",\n"
             "                           \"session_token\"?}; must be mode 0600 or stricter. Sent\n"
             "                           only to the enclave in its boot configuration\n"
@@ -93,7 +96,9 @@ int main(int argc, char **argv)
     struct cl_host_config cfg;
     struct cl_host_kms_url kms;
     struct cl_host_creds creds;
-    const char *kms_url = NULL, *creds_path = NULL, *vsock_dir = NULL;
+    const char *kms_url = NULL, *creds_path = NULL, *vsock_dir = NULL, *kms_ca_path = NULL;
+    struct cl_buf kms_ca;
+    cl_buf_init(&kms_ca, 64 << 10, CL_BUF_NONE);
     unsigned long long v;
     int have_cid = 0;
     memset(&cfg, 0, sizeof(cfg));
@@ -124,6 +129,8 @@ int main(int argc, char **argv)
             kms_url = val;
         } else if (!strcmp(a, "--kms-credentials")) {
             creds_path = val;
+        } else if (!strcmp(a, "--kms-ca")) {
+            kms_ca_path = val;
         } else if (!strcmp(a, "--max-body")) {
             if (cl_host_num(val, 1024, CL_HOST_DEFAULT_MAX_BODY, &v))
                 return cl_host_usage("--max-body must be 1024..33554432", val);
@@ -179,10 +186,23 @@ int main(int argc, char **argv)
         return cl_host_fail("--kms-credentials", rc);
     if (vsock_dir && setenv(CL_VSOCK_DIR_ENV, vsock_dir, 1) != 0) {
         cl_host_creds_free(&creds);
+        cl_buf_free(&kms_ca);
         return cl_host_fail("--vsock-dir", CL_E_CORE_NOMEM);
     }
     cfg.kms = &kms;
     cfg.creds = &creds;
+    if (kms_ca_path) {
+        rc = cl_file_read(kms_ca_path, kms_ca.max - 1, &kms_ca);
+        if (rc == CL_OK)
+            rc = cl_buf_append_u8(&kms_ca, 0);
+        if (rc != CL_OK || !strstr((const char *)kms_ca.data, "-----BEGIN CERTIFICATE-----")) {
+            fprintf(stderr, "cloister-host: --kms-ca %s: not a PEM certificate file\n", kms_ca_path);
+            cl_host_creds_free(&creds);
+            cl_buf_free(&kms_ca);
+            return CL_HOST_EXIT_FAIL;
+        }
+        cfg.kms_ca_pem = (const char *)kms_ca.data;
+    }
 
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -202,6 +222,7 @@ int main(int argc, char **argv)
     rc = cl_host_start(&cfg, &h);
     if (rc) {
         cl_host_creds_free(&creds);
+        cl_buf_free(&kms_ca);
         return cl_host_fail("start", rc);
     }
     const char *colon = strrchr(cfg.listen, ':');
@@ -211,6 +232,7 @@ int main(int argc, char **argv)
         sigsuspend(&old);
     cl_host_stop(h);
     cl_host_creds_free(&creds);
+    cl_buf_free(&kms_ca);
     CL_LOG(CL_LOG_INFO, "host_stopped");
     return CL_HOST_EXIT_OK;
 }
