@@ -91,7 +91,7 @@ static void cl_t_close(struct cl_t_model *tm)
 /* Feeds prompt + reference tokens (teacher forcing) and compares every step's
  * 20 listed logits, the log-sum-exp and the argmax. With greedy set it also
  * decodes 24 tokens freely and requires the reference tokens. */
-static void cl_t_check_model(const char *model, double tol, bool greedy)
+static void cl_t_check_model_ub(const char *model, double tol, bool greedy, uint32_t ubatch)
 {
     struct cl_t_model tm = {0};
     cl_t_open(model, &tm);
@@ -107,7 +107,8 @@ static void cl_t_check_model(const char *model, double tol, bool greedy)
         float *logits = malloc(n_all * V * sizeof(float));
         assert_non_null(logits);
         struct cl_model_seq *s = NULL;
-        assert_ok(cl_model_seq_new(tm.m, 256, tm.pool, &s));
+        struct cl_model_seq_params sp = {.n_ctx = 256, .n_ubatch = ubatch};
+        assert_ok(cl_model_seq_new_ex(tm.m, &sp, tm.pool, &s));
         assert_ok(cl_model_seq_eval(s, r.prompt, n_all, logits, true));
         json_t *steps = json_object_get(r.root, "steps");
         assert_int_equal(json_array_size(steps), r.n_gen + 1);
@@ -155,8 +156,42 @@ static void cl_t_check_model(const char *model, double tol, bool greedy)
         free(logits);
         cl_t_ref_free(&r);
     }
-    print_message("%s: %zu steps, max |dlogit| %.3g, max |dlse| %.3g (tolerance %.3g)%s\n", model, steps_checked,
-                  max_err, max_lse, tol, greedy ? ", 4x24 greedy tokens identical" : "");
+    print_message("%s%s: %zu steps, max |dlogit| %.3g, max |dlse| %.3g (tolerance %.3g)%s\n", model,
+                  ubatch ? " (small batches, sliding-window ring)" : "", steps_checked, max_err, max_lse, tol,
+                  greedy ? ", 4x24 greedy tokens identical" : "");
+    cl_t_close(&tm);
+}
+
+static void cl_t_check_model(const char *model, double tol, bool greedy)
+{
+    cl_t_check_model_ub(model, tol, greedy, 0);
+}
+
+/* Batches of 8 make the gemma3 local layers' ring (window 32 + 8 slots)
+ * wrap several times over P3's 87 positions. */
+static void test_gemma3_ring(void **state)
+{
+    (void)state;
+    cl_t_check_model_ub("tiny-gemma3-f32", 2e-3, true, 8);
+    cl_t_check_model_ub("tiny-gemma3-q4_0", 0.1, false, 8);
+    struct cl_t_model tm = {0};
+    cl_t_open("tiny-gemma3-f32", &tm);
+    struct cl_model_seq_params sp = {.n_ctx = 256, .n_ubatch = 8};
+    struct cl_model_seq *s = NULL, *full = NULL;
+    assert_ok(cl_model_seq_new_ex(tm.m, &sp, tm.pool, &s));
+    assert_ok(cl_model_seq_new(tm.m, 256, tm.pool, &full));
+    /* layer 0 keeps 40 positions instead of 256 */
+    assert_int_equal(cl_model_seq_kv_bytes(full), 2u * 2 * 256 * 64 * sizeof(float));
+    assert_int_equal(cl_model_seq_kv_bytes(s), 2u * (256 + 40) * 64 * sizeof(float));
+    int32_t toks[100];
+    for (int i = 0; i < 100; i++)
+        toks[i] = 1 + i * 7;
+    assert_ok(cl_model_seq_eval(s, toks, 100, NULL, false));
+    assert_ok(cl_model_seq_truncate(s, 92));
+    assert_err(cl_model_seq_truncate(s, 80), CL_E_CORE_STATE);
+    assert_ok(cl_model_seq_truncate(full, 0));
+    cl_model_seq_free(s);
+    cl_model_seq_free(full);
     cl_t_close(&tm);
 }
 
@@ -724,6 +759,7 @@ int main(void)
         cmocka_unit_test(test_gemma3_f32),
         cmocka_unit_test(test_gemma3_q8_0),
         cmocka_unit_test(test_gemma3_q4_0),
+        cmocka_unit_test(test_gemma3_ring),
         cmocka_unit_test(test_interleaved),
         cmocka_unit_test(test_mkmodel_types),
         cmocka_unit_test(test_load_errors),

@@ -80,13 +80,26 @@ size_t cl_model_weight_bytes(const struct cl_model *m);
  * context, capped by CL_MODEL_MAX_CTX) plus scratch. pool may be NULL (single thread). */
 CL_MUST_CHECK cl_err cl_model_seq_new(const struct cl_model *m, uint32_t n_ctx, struct cl_pool *pool,
                                       struct cl_model_seq **out);
+struct cl_model_seq_params {
+    uint32_t n_ctx;    /* positions; 0: the training context capped at 4096 */
+    uint32_t n_ubatch; /* tokens per forward pass (longer evals are split); 0: 256 */
+};
+/* As cl_model_seq_new with more settings. Sliding-window layers keep only
+ * window + n_ubatch positions (a ring), so a long context costs little more
+ * than its global layers. */
+CL_MUST_CHECK cl_err cl_model_seq_new_ex(const struct cl_model *m, const struct cl_model_seq_params *p,
+                                         struct cl_pool *pool, struct cl_model_seq **out);
+/* Bytes of K and V cache the sequence holds. */
+size_t cl_model_seq_kv_bytes(const struct cl_model_seq *s);
 void cl_model_seq_free(struct cl_model_seq *s);
 /* Forgets every position (the cache is wiped). */
 void cl_model_seq_reset(struct cl_model_seq *s);
 /* Number of positions already in the cache. */
 uint32_t cl_model_seq_pos(const struct cl_model_seq *s);
 uint32_t cl_model_seq_ctx(const struct cl_model_seq *s);
-/* Drops the cache from position pos on (pos <= current position). */
+/* Drops the cache from position pos on (pos <= current position). With
+ * sliding-window rings, going back more than n_ubatch positions fails with
+ * CL_E_CORE_STATE (the window before pos was overwritten). */
 CL_MUST_CHECK cl_err cl_model_seq_truncate(struct cl_model_seq *s, uint32_t pos);
 
 /* Evaluates n tokens at the next n positions as one batch. logits may be
