@@ -18,8 +18,9 @@ struct cl_model_seq {
     uint32_t pos;
     size_t kv_k_row; /* floats per position per layer: n_head_kv * head_dim_k */
     size_t kv_v_row;
-    float *k_cache;  /* per layer: [slot][kv_k_row] from k_off[layer] */
-    float *v_cache;
+    void *k_cache;   /* per layer: [slot][kv_k_row] from k_off[layer] elements */
+    void *v_cache;
+    bool kv_f16;     /* elements are fp16 (as llama.cpp's default cache) */
     /* Slots per layer: n_ctx for global layers; sliding-window layers keep a
      * ring of window + ubatch positions (position p in slot p % slots). */
     uint32_t *slots;
@@ -46,8 +47,8 @@ static cl_err cl_model_seq_layout(const struct cl_model_seq *sq, unsigned nth, s
     size_t qw = (size_t)hp->n_head * hp->head_dim_k, kw = (size_t)hp->n_head_kv * hp->head_dim_k;
     size_t vw = (size_t)hp->n_head_kv * hp->head_dim_v, aw = (size_t)hp->n_head * hp->head_dim_v;
     size_t sizes[12];
-    sizes[0] = sq->kv_floats_k;
-    sizes[1] = sq->kv_floats_v;
+    sizes[0] = sq->kv_f16 ? (sq->kv_floats_k + 1) / 2 : sq->kv_floats_k;
+    sizes[1] = sq->kv_f16 ? (sq->kv_floats_v + 1) / 2 : sq->kv_floats_v;
     sizes[2] = T * hp->n_embd; /* x */
     sizes[3] = T * (hp->n_embd > aw ? hp->n_embd : aw); /* h */
     sizes[4] = T * qw;
@@ -57,7 +58,7 @@ static cl_err cl_model_seq_layout(const struct cl_model_seq *sq, unsigned nth, s
     sizes[8] = T * hp->n_embd; /* o */
     sizes[9] = T * hp->n_ff;
     sizes[10] = T * hp->n_ff;
-    sizes[11] = (size_t)nth * sq->n_ctx;
+    sizes[11] = (size_t)nth * ((size_t)sq->n_ctx + hp->head_dim_k); /* scores, then q as fp16 */
     size_t off = 0;
     for (size_t i = 0; i < 12 && i < n_offs; i++) {
         size_t bytes;
@@ -79,7 +80,7 @@ cl_err cl_model_seq_new(const struct cl_model *m, uint32_t n_ctx, struct cl_pool
 
 size_t cl_model_seq_kv_bytes(const struct cl_model_seq *s)
 {
-    return (s->kv_floats_k + s->kv_floats_v) * sizeof(float);
+    return (s->kv_floats_k + s->kv_floats_v) * (s->kv_f16 ? sizeof(uint16_t) : sizeof(float));
 }
 
 cl_err cl_model_seq_new_ex(const struct cl_model *m, const struct cl_model_seq_params *prm, struct cl_pool *pool,
@@ -103,6 +104,7 @@ cl_err cl_model_seq_new_ex(const struct cl_model *m, const struct cl_model_seq_p
     s->kv_k_row = (size_t)m->hp.n_head_kv * m->hp.head_dim_k;
     s->kv_v_row = (size_t)m->hp.n_head_kv * m->hp.head_dim_v;
     s->ubatch = ubatch;
+    s->kv_f16 = prm->kv_f16;
     s->slots = calloc(m->hp.n_layer, sizeof(*s->slots));
     s->k_off = calloc(m->hp.n_layer, sizeof(*s->k_off));
     s->v_off = calloc(m->hp.n_layer, sizeof(*s->v_off));
@@ -120,10 +122,13 @@ cl_err cl_model_seq_new_ex(const struct cl_model *m, const struct cl_model_seq_p
     }
     CL_GUARD(cl_model_seq_layout(s, cl_pool_threads(pool), offs, 12, &total));
     CL_GUARD(cl_secmem_alloc(total, (void **)&s->mem));
-    float **ptrs[12] = {&s->k_cache, &s->v_cache, &s->x, &s->h, &s->q, &s->k, &s->v, &s->att, &s->o, &s->g, &s->u,
+    float *kvp[2];
+    float **ptrs[12] = {&kvp[0], &kvp[1], &s->x, &s->h, &s->q, &s->k, &s->v, &s->att, &s->o, &s->g, &s->u,
                         &s->scores};
     for (size_t i = 0; i < 12; i++)
         *ptrs[i] = (float *)(s->mem + offs[i]);
+    s->k_cache = kvp[0];
+    s->v_cache = kvp[1];
     /* The largest quantized activation any matmul needs. */
     const struct cl_model_w *ws[] = {&m->output};
     for (size_t i = 0; i < 1; i++) {
@@ -166,8 +171,9 @@ void cl_model_seq_reset(struct cl_model_seq *s)
 {
     if (!s)
         return;
-    cl_wipe(s->k_cache, s->kv_floats_k * sizeof(float));
-    cl_wipe(s->v_cache, s->kv_floats_v * sizeof(float));
+    size_t el = s->kv_f16 ? sizeof(uint16_t) : sizeof(float);
+    cl_wipe(s->k_cache, s->kv_floats_k * el);
+    cl_wipe(s->v_cache, s->kv_floats_v * el);
     s->pos = 0;
 }
 
@@ -212,10 +218,13 @@ static void cl_model_attn_worker(void *arg, unsigned ith, unsigned nth)
     uint32_t dk = hp->head_dim_k, dv = hp->head_dim_v, nh = hp->n_head;
     uint32_t group = hp->n_head / hp->n_head_kv;
     size_t lo, hi;
-    const float *kc = s->k_cache + s->k_off[j->il];
-    const float *vc = s->v_cache + s->v_off[j->il];
+    const float *kc = (const float *)s->k_cache + s->k_off[j->il];
+    const float *vc = (const float *)s->v_cache + s->v_off[j->il];
+    const uint16_t *kc16 = (const uint16_t *)s->k_cache + s->k_off[j->il];
+    const uint16_t *vc16 = (const uint16_t *)s->v_cache + s->v_off[j->il];
     const uint32_t slots = s->slots[j->il];
-    float *sc = s->scores + (size_t)ith * s->n_ctx;
+    float *sc = s->scores + (size_t)ith * ((size_t)s->n_ctx + dk);
+    uint16_t *q16 = (uint16_t *)(sc + s->n_ctx);
     /* Gemma scales q before the product (as llama.cpp does); llama scales the scores. */
     float kq_scale = hp->arch == CL_MODEL_ARCH_GEMMA3 ? 1.0f : hp->attn_scale;
     cl_pool_split((size_t)j->n_tok * nh, 1, ith, nth, &lo, &hi);
@@ -228,9 +237,13 @@ static void cl_model_attn_worker(void *arg, unsigned ith, unsigned nth)
             first = p + 1 - hp->sliding_window;
         const float *q = s->q + (size_t)t * nh * dk + (size_t)hd * dk;
         float mx = -INFINITY;
+        /* with an fp16 cache, q is rounded to fp16 too, as ggml's F16 matmul does */
+        if (s->kv_f16)
+            cl_k_fp32_to_fp16_row(q, q16, dk);
         for (uint32_t kp = first; kp <= p; kp++) {
-            const float *k = kc + (size_t)(kp % slots) * s->kv_k_row + (size_t)kvh * dk;
-            float d = cl_k_dot_f32(q, k, dk) * kq_scale;
+            size_t ko = (size_t)(kp % slots) * s->kv_k_row + (size_t)kvh * dk;
+            float d = (s->kv_f16 ? cl_k_vec_dot(CL_GGML_F16, kc16 + ko, q16, dk) : cl_k_dot_f32(q, kc + ko, dk)) *
+                      kq_scale;
             sc[kp] = d;
             if (d > mx)
                 mx = d;
@@ -246,8 +259,11 @@ static void cl_model_attn_worker(void *arg, unsigned ith, unsigned nth)
         for (uint32_t i = 0; i < dv; i++)
             o[i] = 0.0f;
         for (uint32_t kp = first; kp <= p; kp++) {
-            const float *v = vc + (size_t)(kp % slots) * s->kv_v_row + (size_t)kvh * dv;
-            cl_k_axpy_f32(o, sc[kp] * inv, v, dv);
+            size_t vo = (size_t)(kp % slots) * s->kv_v_row + (size_t)kvh * dv;
+            if (s->kv_f16)
+                cl_k_axpy_f16(o, sc[kp] * inv, vc16 + vo, dv);
+            else
+                cl_k_axpy_f32(o, sc[kp] * inv, vc + vo, dv);
         }
     }
 }
@@ -309,9 +325,15 @@ static cl_err cl_model_forward(struct cl_model_seq *s, const int32_t *tokens, ui
                               m->rope_freqs);
             }
             uint32_t slot = p % s->slots[il];
-            memcpy(s->k_cache + s->k_off[il] + (size_t)slot * s->kv_k_row, k, (size_t)kw * sizeof(float));
-            memcpy(s->v_cache + s->v_off[il] + (size_t)slot * s->kv_v_row, s->v + (size_t)t * vw,
-                   (size_t)vw * sizeof(float));
+            if (s->kv_f16) {
+                cl_k_fp32_to_fp16_row(k, (uint16_t *)s->k_cache + s->k_off[il] + (size_t)slot * s->kv_k_row, kw);
+                cl_k_fp32_to_fp16_row(s->v + (size_t)t * vw,
+                                      (uint16_t *)s->v_cache + s->v_off[il] + (size_t)slot * s->kv_v_row, vw);
+            } else {
+                memcpy((float *)s->k_cache + s->k_off[il] + (size_t)slot * s->kv_k_row, k, (size_t)kw * sizeof(float));
+                memcpy((float *)s->v_cache + s->v_off[il] + (size_t)slot * s->kv_v_row, s->v + (size_t)t * vw,
+                       (size_t)vw * sizeof(float));
+            }
         }
         struct cl_model_attn_job job = {s, il, n_tok, pos0};
         cl_pool_run(pool, cl_model_attn_worker, &job);

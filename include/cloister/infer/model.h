@@ -83,6 +83,7 @@ CL_MUST_CHECK cl_err cl_model_seq_new(const struct cl_model *m, uint32_t n_ctx, 
 struct cl_model_seq_params {
     uint32_t n_ctx;    /* positions; 0: the training context capped at 4096 */
     uint32_t n_ubatch; /* tokens per forward pass (longer evals are split); 0: 256 */
+    bool kv_f16;       /* K and V cached as fp16 (half the memory; llama.cpp's default) */
 };
 /* As cl_model_seq_new with more settings. Sliding-window layers keep only
  * window + n_ubatch positions (a ring), so a long context costs little more
@@ -135,8 +136,9 @@ struct cl_model_gen {
 
 /* A conversation on one model: its own KV cache, the tokenizer (may be NULL
  * when only token ids are fed) and the logits of the last fed position. */
-CL_MUST_CHECK cl_err cl_model_session_new(const struct cl_model *m, const cl_tokenizer *tok, uint32_t n_ctx,
-                                          struct cl_pool *pool, struct cl_model_session **out);
+CL_MUST_CHECK cl_err cl_model_session_new(const struct cl_model *m, const cl_tokenizer *tok,
+                                          const struct cl_model_seq_params *sp, struct cl_pool *pool,
+                                          struct cl_model_session **out);
 void cl_model_session_free(struct cl_model_session *s);
 /* Evaluates tokens (one batch per CL ubatch); their last logits become current. */
 CL_MUST_CHECK cl_err cl_model_session_feed(struct cl_model_session *s, const int32_t *tokens, size_t n);
