@@ -5,13 +5,14 @@
  * for up to 4 activation columns, so prompt processing reads the weights
  * once per 4 tokens from cache rather than once per token. */
 #include <immintrin.h>
-#include <stdlib.h>
 
 #include "k_internal.h"
 
 #define CL_K_T __attribute__((target("avx2,fma,f16c")))
 #define CL_K_TI __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
 #define CL_K_TILE 4
+/* Software prefetch distance in bytes of weights (helps DRAM-bound matvec). */
+#define CL_K2_PF 4096
 
 CL_K_TI float cl_k2_hsum(__m256 v)
 {
@@ -26,16 +27,6 @@ CL_K_TI float cl_k2_h2f(const void *p)
     uint16_t h;
     memcpy(&h, p, 2);
     return _cvtsh_ss(h);
-}
-
-/* signed int8 x signed int8 -> 8 x int32 partial sums (sign trick: |w| is
- * unsigned, the sign moves to the activation; no int16 overflow because
- * activations are within [-127, 127]). */
-CL_K_TI __m256i cl_k2_dot_i8(__m256i w, __m256i y)
-{
-    const __m256i ax = _mm256_sign_epi8(w, w);
-    const __m256i sy = _mm256_sign_epi8(y, w);
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
 }
 
 /* 32 bits -> 32 bytes, 0xFF where the bit is set. */
@@ -88,6 +79,7 @@ CL_K_TI void cl_k2_q8act_tile(const uint8_t *x, size_t bb, cl_k2_unpack_fn unpac
     for (int j = 0; j < M; j++)
         acc[j] = _mm256_setzero_ps();
     for (size_t b = 0; b < nb; b++, x += bb) {
+        _mm_prefetch((const char *)x + CL_K2_PF, _MM_HINT_T0);
         const __m256i q = unpack(x);
         const __m256 dw = _mm256_set1_ps(cl_k2_h2f(x));
         const __m256i ax = _mm256_sign_epi8(q, q);
@@ -105,21 +97,19 @@ CL_K_TI void cl_k2_q8act_tile(const uint8_t *x, size_t bb, cl_k2_unpack_fn unpac
 
 #define CL_K2_DY_MAX 16384 /* floats of prepared activation scales on the stack */
 
+CL_K_TI void cl_k2_put(float *dst, float v, bool add) { *dst = add ? *dst + v : v; }
+
+/* Rows longer than this are done in chunks of the K dimension (results
+ * added), so one column's scales always fit the stack buffer. */
+#define CL_K2_KCHUNK (CL_K2_DY_MAX * CL_K_QK)
+
 CL_K_TI void cl_k2_q8act_mm(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as, size_t nc,
-                            size_t n, float *out, size_t os, size_t bb, cl_k2_unpack_fn unpack)
+                            size_t n, float *out, size_t os, size_t bb, cl_k2_unpack_fn unpack, bool add)
 {
     const size_t nb = n / CL_K_QK;
     float stackbuf[CL_K2_DY_MAX];
     float *dyb = stackbuf;
-    size_t group = CL_K2_DY_MAX / nb;
-    float *heap = NULL;
-    if (group == 0) {
-        heap = malloc(nb * sizeof(float));
-        if (!heap)
-            abort();
-        dyb = heap;
-        group = 1;
-    }
+    const size_t group = CL_K2_DY_MAX / nb; /* >= 1: n <= CL_K2_KCHUNK */
     for (size_t c0 = 0; c0 < nc; c0 += group) {
         const size_t gc = nc - c0 < group ? nc - c0 : group;
         for (size_t j = 0; j < gc; j++) {
@@ -140,23 +130,29 @@ CL_K_TI void cl_k2_q8act_mm(const void *w, size_t ws, size_t r0, size_t r1, cons
                 }
                 cl_k2_q8act_tile(x, bb, unpack, yc, dyf, CL_K_TILE, nb, res);
                 for (int j = 0; j < CL_K_TILE; j++)
-                    out[(c0 + c + (size_t)j) * os + r] = res[j];
+                    cl_k2_put(&out[(c0 + c + (size_t)j) * os + r], res[j], add);
             }
             for (; c < gc; c++) {
                 const uint8_t *yc[1] = {(const uint8_t *)a + (c0 + c) * as};
                 const float *dyf[1] = {dyb + c * nb};
-                cl_k2_q8act_tile(x, bb, unpack, yc, dyf, 1, nb, &out[(c0 + c) * os + r]);
+                float res;
+                cl_k2_q8act_tile(x, bb, unpack, yc, dyf, 1, nb, &res);
+                cl_k2_put(&out[(c0 + c) * os + r], res, add);
             }
         }
     }
-    free(heap);
 }
 
 #define CL_K2_Q8ACT(NAME, BT)                                                                                         \
     CL_K_T static void cl_k2_mm_##NAME(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as,      \
                                        size_t nc, size_t n, float *out, size_t os)                                     \
     {                                                                                                                  \
-        cl_k2_q8act_mm(w, ws, r0, r1, a, as, nc, n, out, os, sizeof(BT), cl_k2_unpack_##NAME);                        \
+        for (size_t k0 = 0; k0 < n; k0 += CL_K2_KCHUNK) {                                                              \
+            const size_t kn = n - k0 < CL_K2_KCHUNK ? n - k0 : CL_K2_KCHUNK, kb = k0 / CL_K_QK;                        \
+            cl_k2_q8act_mm((const uint8_t *)w + kb * sizeof(BT), ws, r0, r1,                                           \
+                           (const uint8_t *)a + kb * sizeof(struct cl_k_block_q8_0), as, nc, kn, out, os, sizeof(BT),  \
+                           cl_k2_unpack_##NAME, k0 > 0);                                                               \
+        }                                                                                                              \
     }                                                                                                                  \
     CL_K_T static float cl_k2_dot_##NAME(const void *w, const void *a, size_t n)                                       \
     {                                                                                                                  \
@@ -288,6 +284,8 @@ CL_K_TI void cl_k2_q6_block(const struct cl_k2_q6 *u, const struct cl_k_block_q8
         }                                                                                                              \
         for (size_t b = 0; b < nb; b++) {                                                                              \
             UT u;                                                                                                      \
+            for (size_t o = 0; o < sizeof(BT); o += 64)                                                                \
+                _mm_prefetch((const char *)&x[b] + CL_K2_PF + o, _MM_HINT_T0);                                         \
             UNPACK(&x[b], &u);                                                                                         \
             for (int j = 0; j < M; j++) {                                                                              \
                 const struct cl_k_block_q8_k *y = (const struct cl_k_block_q8_k *)yc[j] + b;                          \
@@ -379,7 +377,7 @@ CL_K_TI void cl_k2_float_tile(const void *x, cl_k2_ld_fn ld, cl_k2_s_fn sc, cons
     }
 }
 
-#define CL_K2_FLOAT(NAME, ES)                                                                                          \
+#define CL_K2_FLOAT(NAME)                                                                                              \
     CL_K_T static float cl_k2_dot_##NAME(const void *w, const void *a, size_t n)                                       \
     {                                                                                                                  \
         const void *yc[1] = {a};                                                                                       \
@@ -409,41 +407,47 @@ CL_K_TI void cl_k2_float_tile(const void *x, cl_k2_ld_fn ld, cl_k2_s_fn sc, cons
         }                                                                                                              \
     }
 
-CL_K2_FLOAT(f32, 4)
-CL_K2_FLOAT(f16, 2)
-CL_K2_FLOAT(bf16, 2)
+CL_K2_FLOAT(f32)
+CL_K2_FLOAT(f16)
+CL_K2_FLOAT(bf16)
 
 /* ---------------------------------------------------- activation quantizers */
 
 /* Same arithmetic as cl_k_act_q8_0_scalar: amax, d = amax/127, q =
  * round-half-even(x * (127/amax)); returns the 8 int32 values summed pairwise
  * for Q8_1's s. */
-CL_K_TI __m256i cl_k2_q8_block(const float *x, int8_t *qs, float *d_out)
+CL_K_TI bool cl_k2_q8_block(const float *x, int8_t *qs, float *d_out, __m256i *sum)
 {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 v[4];
-    __m256 amax = _mm256_setzero_ps();
+    __m256 amax = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
     for (int k = 0; k < 4; k++) {
         v[k] = _mm256_loadu_ps(x + 8 * k);
         amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[k]));
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v[k], v[k], _CMP_UNORD_Q));
     }
+    if (_mm256_movemask_ps(nan)) /* NaN: the scalar code decides */
+        return false;
     __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(amax, 1), _mm256_castps256_ps128(amax));
     m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
     const float am = _mm_cvtss_f32(m4);
+    const float id = am != 0.0f ? 127.f / am : 0.0f;
+    if (!(id <= 3.4028234e38f) || !(am <= 3.4028234e38f)) /* subnormal or infinite amax: scalar decides */
+        return false;
     *d_out = am / 127.f;
-    const __m256 mul = _mm256_set1_ps(am != 0.0f ? 127.f / am : 0.0f);
+    const __m256 mul = _mm256_set1_ps(id);
     __m256i iv[4];
     for (int k = 0; k < 4; k++)
         iv[k] = _mm256_cvtps_epi32(
             _mm256_round_ps(_mm256_mul_ps(v[k], mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    const __m256i s = _mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3]));
+    *sum = _mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3]));
     const __m256i p01 = _mm256_packs_epi32(iv[0], iv[1]);
     const __m256i p23 = _mm256_packs_epi32(iv[2], iv[3]);
     __m256i p = _mm256_packs_epi16(p01, p23);
     p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256((__m256i *)qs, p);
-    return s;
+    return true;
 }
 
 CL_K_T void cl_k_act_q8_0_avx2(const float *x, void *dst, size_t n)
@@ -451,7 +455,11 @@ CL_K_T void cl_k_act_q8_0_avx2(const float *x, void *dst, size_t n)
     struct cl_k_block_q8_0 *y = dst;
     for (size_t i = 0; i < n / CL_K_QK; i++) {
         float d;
-        (void)cl_k2_q8_block(x + i * CL_K_QK, y[i].qs, &d);
+        __m256i s;
+        if (!cl_k2_q8_block(x + i * CL_K_QK, y[i].qs, &d, &s)) {
+            cl_k_act_q8_0_scalar(x + i * CL_K_QK, &y[i], CL_K_QK);
+            continue;
+        }
         y[i].d = (uint16_t)_cvtss_sh(d, 0);
     }
 }
@@ -461,7 +469,11 @@ CL_K_T void cl_k_act_q8_1_avx2(const float *x, void *dst, size_t n)
     struct cl_k_block_q8_1 *y = dst;
     for (size_t i = 0; i < n / CL_K_QK; i++) {
         float d;
-        const __m256i s = cl_k2_q8_block(x + i * CL_K_QK, y[i].qs, &d);
+        __m256i s;
+        if (!cl_k2_q8_block(x + i * CL_K_QK, y[i].qs, &d, &s)) {
+            cl_k_act_q8_1_scalar(x + i * CL_K_QK, &y[i], CL_K_QK);
+            continue;
+        }
         __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
         t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
         t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
@@ -550,14 +562,17 @@ CL_K_T void cl_k_act_q8_k_avx2(const float *x, void *dst, size_t n)
     struct cl_k_block_q8_k *y = dst;
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (size_t i = 0; i < n / CL_K_QK_K; i++, x += CL_K_QK_K) {
-        __m256 amax = _mm256_setzero_ps();
-        for (int k = 0; k < CL_K_QK_K; k += 8)
-            amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)));
+        __m256 amax = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
+        for (int k = 0; k < CL_K_QK_K; k += 8) {
+            const __m256 v = _mm256_loadu_ps(x + k);
+            amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v));
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        }
         __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(amax, 1), _mm256_castps256_ps128(amax));
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
         const float am = _mm_cvtss_f32(m4);
-        if (!(am > 0.0f)) { /* all zero (or NaN): defer to the reference */
+        if (!(am > 0.0f && am <= 3.4028234e38f) || _mm256_movemask_ps(nan)) { /* zero, inf or NaN: reference */
             cl_k_act_q8_k_scalar(x, &y[i], CL_K_QK_K);
             continue;
         }
@@ -572,6 +587,10 @@ CL_K_T void cl_k_act_q8_k_avx2(const float *x, void *dst, size_t n)
             }
         }
         const float iscale = -127.f / max;
+        if (!(iscale >= -3.4028234e38f && iscale <= 3.4028234e38f)) { /* subnormal max */
+            cl_k_act_q8_k_scalar(x, &y[i], CL_K_QK_K);
+            continue;
+        }
         const __m256 is = _mm256_set1_ps(iscale);
         const __m256i cap = _mm256_set1_epi32(127);
         for (int k = 0; k < CL_K_QK_K; k += 32) {
@@ -595,4 +614,24 @@ CL_K_T void cl_k_act_q8_k_avx2(const float *x, void *dst, size_t n)
         }
         y[i].d = 1 / iscale;
     }
+}
+
+/* ---------------------------------------------------- row conversions */
+
+CL_K_T void cl_k_fp32_to_fp16_row_avx2(const float *src, uint16_t *dst, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), 0));
+    for (; i < n; i++)
+        dst[i] = (uint16_t)_cvtss_sh(src[i], 0);
+}
+
+CL_K_T void cl_k_fp16_to_fp32_row_avx2(const uint16_t *src, float *dst, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++)
+        dst[i] = _cvtsh_ss(src[i]);
 }

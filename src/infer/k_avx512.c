@@ -7,7 +7,6 @@
  * do the multiply-add in one instruction; the offset times the activation sum
  * (one more vpdpbusd) is subtracted per block. */
 #include <immintrin.h>
-#include <stdlib.h>
 
 #include "k_internal.h"
 
@@ -23,11 +22,6 @@ CL_K_TI float cl_k5_h2f(const void *p)
 }
 
 CL_K_TI __m512i cl_k5_join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
-
-CL_K_TI __m512 cl_k5_join_ps(float lo, float hi)
-{
-    return _mm512_castsi512_ps(cl_k5_join(_mm256_castps_si256(_mm256_set1_ps(lo)), _mm256_castps_si256(_mm256_set1_ps(hi))));
-}
 
 /* 16 nibble bytes -> 32 bytes (low nibbles, then high nibbles), unsigned. */
 CL_K_TI __m256i cl_k5_nibbles(const uint8_t *p)
@@ -89,6 +83,9 @@ typedef __m256i (*cl_k5_u_fn)(const uint8_t *b);
 typedef __m512i (*cl_k5_u2_fn)(const uint8_t *b, size_t bb);
 
 #define CL_K5_QB sizeof(struct cl_k_block_q8_0)
+/* Software prefetch distance in bytes of weights: the hardware streamer alone
+ * leaves a single core well below its DRAM bandwidth during matvec. */
+#define CL_K5_PF 4096
 
 CL_K_TI uint32_t cl_k5_ld16(const uint8_t *p)
 {
@@ -144,6 +141,7 @@ CL_K_TI void cl_k5_q8act_tile(const uint8_t *x, size_t bb, cl_k5_u_fn unpack, cl
         acc[j] = _mm512_setzero_ps();
     size_t b = 0;
     for (; b + 2 <= nb; b += 2, x += 2 * bb) {
+        _mm_prefetch((const char *)x + CL_K5_PF, _MM_HINT_T0);
         const __m512i u = unpack2(x, bb);
         const __m128 dw2 = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(cl_k5_ld16(x) | (cl_k5_ld16(x + bb) << 16))));
         const __m512 dw = _mm512_permutexvar_ps(sel, _mm512_castps128_ps512(dw2));
@@ -184,6 +182,8 @@ CL_K_TI void cl_k5_q8act_tile2(const uint8_t *x0, const uint8_t *x1, size_t bb, 
         a0[j] = a1[j] = _mm512_setzero_ps();
     size_t b = 0;
     for (; b + 2 <= nb; b += 2, x0 += 2 * bb, x1 += 2 * bb) {
+        _mm_prefetch((const char *)x0 + CL_K5_PF, _MM_HINT_T0);
+        _mm_prefetch((const char *)x1 + CL_K5_PF, _MM_HINT_T0);
         const __m512i u0 = unpack2(x0, bb), u1 = unpack2(x1, bb);
         const __m512 dw0 = _mm512_permutexvar_ps(
             sel, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)(cl_k5_ld16(x0) | (cl_k5_ld16(x0 + bb) << 16))))));
@@ -220,24 +220,23 @@ CL_K_TI void cl_k5_q8act_tile2(const uint8_t *x0, const uint8_t *x1, size_t bb, 
     }
 }
 
+CL_K_TI void cl_k5_put(float *dst, float v, bool add) { *dst = add ? *dst + v : v; }
+
+/* Rows longer than this are done in chunks of the K dimension (results added),
+ * so one prepared column always fits the stack buffer. */
+#define CL_K5_KCHUNK 32768
+
 /* Columns are prepared in groups that fit a stack buffer; within a group
  * every weight row is read once per 4 columns. */
 CL_K_TI void cl_k5_q8act_mm(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as, size_t nc,
-                            size_t n, float *out, size_t os, size_t bb, cl_k5_u_fn unpack, cl_k5_u2_fn unpack2, int off)
+                            size_t n, float *out, size_t os, size_t bb, cl_k5_u_fn unpack, cl_k5_u2_fn unpack2, int off,
+                            bool add)
 {
     const size_t nb = n / CL_K_QK, np = (nb + 1) / 2;
     const size_t col_bytes = np * sizeof(struct cl_k5_pair);
     _Alignas(64) uint8_t stackbuf[CL_K5_PREP_BYTES];
     struct cl_k5_pair *buf = (struct cl_k5_pair *)stackbuf;
-    size_t group = CL_K5_PREP_BYTES / col_bytes;
-    void *heap = NULL;
-    if (group == 0) { /* rows over 64K elements: one column at a time from the heap */
-        heap = aligned_alloc(64, (col_bytes + 63) / 64 * 64);
-        if (!heap)
-            abort();
-        buf = heap;
-        group = 1;
-    }
+    const size_t group = CL_K5_PREP_BYTES / col_bytes; /* >= 1: n <= CL_K5_KCHUNK */
     for (size_t c0 = 0; c0 < nc; c0 += group) {
         const size_t gc = nc - c0 < group ? nc - c0 : group;
         for (size_t j = 0; j < gc; j++)
@@ -254,14 +253,16 @@ CL_K_TI void cl_k5_q8act_mm(const void *w, size_t ws, size_t r0, size_t r1, cons
                         pc[j] = buf + (c + (size_t)j) * np;
                     cl_k5_q8act_tile2(x0, x1, bb, unpack, unpack2, pc, CL_K_TILE, nb, res0, res1);
                     for (int j = 0; j < CL_K_TILE; j++) {
-                        out[(c0 + c + (size_t)j) * os + r] = res0[j];
-                        out[(c0 + c + (size_t)j) * os + r + 1] = res1[j];
+                        cl_k5_put(&out[(c0 + c + (size_t)j) * os + r], res0[j], add);
+                        cl_k5_put(&out[(c0 + c + (size_t)j) * os + r + 1], res1[j], add);
                     }
                 }
                 for (; c < gc; c++) {
                     const struct cl_k5_pair *pc[1] = {buf + c * np};
-                    cl_k5_q8act_tile2(x0, x1, bb, unpack, unpack2, pc, 1, nb, &out[(c0 + c) * os + r],
-                                      &out[(c0 + c) * os + r + 1]);
+                    float res0, res1;
+                    cl_k5_q8act_tile2(x0, x1, bb, unpack, unpack2, pc, 1, nb, &res0, &res1);
+                    cl_k5_put(&out[(c0 + c) * os + r], res0, add);
+                    cl_k5_put(&out[(c0 + c) * os + r + 1], res1, add);
                 }
             }
         }
@@ -275,22 +276,27 @@ CL_K_TI void cl_k5_q8act_mm(const void *w, size_t ws, size_t r0, size_t r1, cons
                     pc[j] = buf + (c + (size_t)j) * np;
                 cl_k5_q8act_tile(x, bb, unpack, unpack2, pc, CL_K_TILE, nb, res);
                 for (int j = 0; j < CL_K_TILE; j++)
-                    out[(c0 + c + (size_t)j) * os + r] = res[j];
+                    cl_k5_put(&out[(c0 + c + (size_t)j) * os + r], res[j], add);
             }
             for (; c < gc; c++) {
                 const struct cl_k5_pair *pc[1] = {buf + c * np};
-                cl_k5_q8act_tile(x, bb, unpack, unpack2, pc, 1, nb, &out[(c0 + c) * os + r]);
+                float res;
+                cl_k5_q8act_tile(x, bb, unpack, unpack2, pc, 1, nb, &res);
+                cl_k5_put(&out[(c0 + c) * os + r], res, add);
             }
         }
     }
-    free(heap);
 }
 
 #define CL_K5_Q8ACT(NAME, BT, OFF)                                                                                     \
     CL_K_T static void cl_k5_mm_##NAME(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as,      \
                                        size_t nc, size_t n, float *out, size_t os)                                     \
     {                                                                                                                  \
-        cl_k5_q8act_mm(w, ws, r0, r1, a, as, nc, n, out, os, sizeof(BT), cl_k5_u_##NAME, cl_k5_u2_##NAME, OFF);       \
+        for (size_t k0 = 0; k0 < n; k0 += CL_K5_KCHUNK) {                                                              \
+            const size_t kn = n - k0 < CL_K5_KCHUNK ? n - k0 : CL_K5_KCHUNK, kb = k0 / CL_K_QK;                        \
+            cl_k5_q8act_mm((const uint8_t *)w + kb * sizeof(BT), ws, r0, r1, (const uint8_t *)a + kb * CL_K5_QB, as,  \
+                           nc, kn, out, os, sizeof(BT), cl_k5_u_##NAME, cl_k5_u2_##NAME, OFF, k0 > 0);                 \
+        }                                                                                                              \
     }                                                                                                                  \
     CL_K_T static float cl_k5_dot_##NAME(const void *w, const void *a, size_t n)                                       \
     {                                                                                                                  \
@@ -345,14 +351,16 @@ CL_K_TI void cl_k5_unpack_q4_k(const struct cl_k_block_q4_k *x, struct cl_k5_k4 
 
 CL_K_TI void cl_k5_unpack_q5_k(const struct cl_k_block_q5_k *x, struct cl_k5_k4 *u)
 {
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), b0 = _mm512_set1_epi8(0x01);
     const __m256i hb = _mm256_loadu_si256((const __m256i *)x->qh);
+    /* low half: bit 2k of qh, high half: bit 2k+1; shifted to bit 0, masked
+     * (bits crossing into a neighbour byte are dropped), then to bit 4 */
+    const __m512i h = cl_k5_join(hb, _mm256_srli_epi16(hb, 1));
     for (int k = 0; k < 4; k++) {
         const __m256i raw = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * k));
-        const __m256i h0 = _mm256_maskz_set1_epi8(_mm256_test_epi8_mask(hb, _mm256_set1_epi8((char)(1 << (2 * k)))), 0x10);
-        const __m256i h1 =
-            _mm256_maskz_set1_epi8(_mm256_test_epi8_mask(hb, _mm256_set1_epi8((char)(1 << (2 * k + 1)))), 0x10);
-        u->q[k] = _mm512_or_si512(_mm512_and_si512(cl_k5_join(raw, _mm256_srli_epi16(raw, 4)), m4), cl_k5_join(h0, h1));
+        const __m512i hk =
+            _mm512_slli_epi16(_mm512_and_si512(_mm512_srl_epi16(h, _mm_cvtsi32_si128(2 * k)), b0), 4);
+        u->q[k] = _mm512_or_si512(_mm512_and_si512(cl_k5_join(raw, _mm256_srli_epi16(raw, 4)), m4), hk);
     }
     cl_k5_k4_scales(x->scales, u);
     u->d = cl_k5_h2f(&x->d);
@@ -431,6 +439,8 @@ CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8
             acc[j] = macc[j] = _mm512_setzero_ps();                                                                    \
         for (size_t b = 0; b < nb; b++) {                                                                              \
             UT u;                                                                                                      \
+            for (size_t o = 0; o < sizeof(BT); o += 64)                                                                \
+                _mm_prefetch((const char *)&x[b] + CL_K5_PF + o, _MM_HINT_T0);                                         \
             UNPACK(&x[b], &u);                                                                                         \
             for (int j = 0; j < M; j++) {                                                                              \
                 const struct cl_k_block_q8_k *y = (const struct cl_k_block_q8_k *)yc[j] + b;                          \
@@ -493,14 +503,16 @@ CL_K_TI float cl_k5_s_f16(const void *p, size_t i) { return _cvtsh_ss(((const ui
 typedef __m512 (*cl_k5_ld_fn)(const void *p, size_t i);
 typedef float (*cl_k5_s_fn)(const void *p, size_t i);
 
-CL_K_TI void cl_k5_float_tile(const void *x, cl_k5_ld_fn ld, cl_k5_s_fn sc, const void *const *yc, int M, size_t n,
-                              float *res)
+CL_K_TI void cl_k5_float_tile(const void *x, cl_k5_ld_fn ld, cl_k5_s_fn sc, size_t es, const void *const *yc, int M,
+                              size_t n, float *res)
 {
     __m512 acc0[CL_K_TILE], acc1[CL_K_TILE];
     for (int j = 0; j < M; j++)
         acc0[j] = acc1[j] = _mm512_setzero_ps();
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        for (size_t o = 0; o < 32 * es; o += 64)
+            _mm_prefetch((const char *)x + i * es + CL_K5_PF + o, _MM_HINT_T0);
         const __m512 w0 = ld(x, i), w1 = ld(x, i + 16);
         for (int j = 0; j < M; j++) {
             acc0[j] = _mm512_fmadd_ps(w0, ld(yc[j], i), acc0[j]);
@@ -520,12 +532,12 @@ CL_K_TI void cl_k5_float_tile(const void *x, cl_k5_ld_fn ld, cl_k5_s_fn sc, cons
     }
 }
 
-#define CL_K5_FLOAT(NAME)                                                                                              \
+#define CL_K5_FLOAT(NAME, ES)                                                                                            \
     CL_K_T static float cl_k5_dot_##NAME(const void *w, const void *a, size_t n)                                       \
     {                                                                                                                  \
         const void *yc[1] = {a};                                                                                       \
         float r;                                                                                                       \
-        cl_k5_float_tile(w, cl_k5_ld_##NAME, cl_k5_s_##NAME, yc, 1, n, &r);                                           \
+        cl_k5_float_tile(w, cl_k5_ld_##NAME, cl_k5_s_##NAME, ES, yc, 1, n, &r);                                           \
         return r;                                                                                                      \
     }                                                                                                                  \
     CL_K_T static void cl_k5_mm_##NAME(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as,      \
@@ -539,20 +551,20 @@ CL_K_TI void cl_k5_float_tile(const void *x, cl_k5_ld_fn ld, cl_k5_s_fn sc, cons
                 float res[CL_K_TILE];                                                                                  \
                 for (int j = 0; j < CL_K_TILE; j++)                                                                    \
                     yc[j] = (const uint8_t *)a + (c + (size_t)j) * as;                                                 \
-                cl_k5_float_tile(x, cl_k5_ld_##NAME, cl_k5_s_##NAME, yc, CL_K_TILE, n, res);                          \
+                cl_k5_float_tile(x, cl_k5_ld_##NAME, cl_k5_s_##NAME, ES, yc, CL_K_TILE, n, res);                          \
                 for (int j = 0; j < CL_K_TILE; j++)                                                                    \
                     out[(c + (size_t)j) * os + r] = res[j];                                                            \
             }                                                                                                          \
             for (; c < nc; c++) {                                                                                      \
                 const void *yc[1] = {(const uint8_t *)a + c * as};                                                     \
-                cl_k5_float_tile(x, cl_k5_ld_##NAME, cl_k5_s_##NAME, yc, 1, n, &out[c * os + r]);                     \
+                cl_k5_float_tile(x, cl_k5_ld_##NAME, cl_k5_s_##NAME, ES, yc, 1, n, &out[c * os + r]);                     \
             }                                                                                                          \
         }                                                                                                              \
     }
 
-CL_K5_FLOAT(f32)
-CL_K5_FLOAT(f16)
-CL_K5_FLOAT(bf16)
+CL_K5_FLOAT(f32, 4)
+CL_K5_FLOAT(f16, 2)
+CL_K5_FLOAT(bf16, 2)
 
 bool cl_k_avx512_impl(uint32_t wtype, bool vnni, struct cl_k_impl *impl)
 {

@@ -71,12 +71,20 @@ uint16_t cl_k_fp32_to_bf16(float f)
 
 void cl_k_fp16_to_fp32_row(const uint16_t *src, float *dst, size_t n)
 {
+    if (cl_cpu_level() >= CL_CPU_AVX2) {
+        cl_k_fp16_to_fp32_row_avx2(src, dst, n);
+        return;
+    }
     for (size_t i = 0; i < n; i++)
         dst[i] = cl_k_fp16_to_fp32(src[i]);
 }
 
 void cl_k_fp32_to_fp16_row(const float *src, uint16_t *dst, size_t n)
 {
+    if (cl_cpu_level() >= CL_CPU_AVX2) {
+        cl_k_fp32_to_fp16_row_avx2(src, dst, n);
+        return;
+    }
     for (size_t i = 0; i < n; i++)
         dst[i] = cl_k_fp32_to_fp16(src[i]);
 }

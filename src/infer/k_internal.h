@@ -36,6 +36,10 @@ void cl_k_act_q8_1_avx2(const float *x, void *dst, size_t n);
 void cl_k_act_q8_k_scalar(const float *x, void *dst, size_t n);
 void cl_k_act_q8_k_avx2(const float *x, void *dst, size_t n);
 
+/* F16C row conversions (round to nearest even, identical to the scalar ones). */
+void cl_k_fp32_to_fp16_row_avx2(const float *src, uint16_t *dst, size_t n);
+void cl_k_fp16_to_fp32_row_avx2(const uint16_t *src, float *dst, size_t n);
+
 /* AVX2 float helpers (same results as scalar except FMA rounding in axpy). */
 void cl_k_axpy_f32_avx2(float *y, float a, const float *x, size_t n);
 void cl_k_axpy_f16_avx2(float *y, float a, const uint16_t *x, size_t n);

@@ -128,6 +128,36 @@ static void test_fp16_vs_f16c(void **state)
     }
 }
 
+/* row conversions: the F16C path equals the scalar one on every bit pattern */
+static void test_fp16_rows(void **state)
+{
+    (void)state;
+    enum { N = 65536 + 5 };
+    uint16_t *h = malloc(N * 2), *h1 = malloc(N * 2), *h2 = malloc(N * 2);
+    float *f = malloc(N * 4), *f1 = malloc(N * 4), *f2 = malloc(N * 4);
+    for (uint32_t i = 0; i < N; i++) {
+        h[i] = (uint16_t)i;
+        uint32_t u = t_rand32() << 1 ^ t_rand32();
+        if (i & 1)
+            u = (u & 0x807fffff) | ((uint32_t)(96 + t_rand32() % 48) << 23);
+        f[i] = t_float(u);
+    }
+    cl_cpu_set_level(CL_CPU_SCALAR);
+    cl_k_fp16_to_fp32_row(h, f1, N);
+    cl_k_fp32_to_fp16_row(f, h1, N);
+    cl_cpu_set_level(CL_CPU_NONE);
+    cl_k_fp16_to_fp32_row(h, f2, N);
+    cl_k_fp32_to_fp16_row(f, h2, N);
+    assert_memory_equal(f1, f2, N * 4);
+    assert_memory_equal(h1, h2, N * 2);
+    free(h);
+    free(h1);
+    free(h2);
+    free(f);
+    free(f1);
+    free(f2);
+}
+
 static void test_bf16(void **state)
 {
     (void)state;
@@ -262,6 +292,28 @@ static void test_known_q4_0_q8_0(void **state)
     assert_int_equal(a1.d, 0x3c00);
     assert_memory_equal(a1.qs, a.qs, 32);
     assert_true(cl_k_fp16_to_fp32(a1.s) == (float)(127 + 2 - 2 + 4 + 0 - 126));
+
+    /* subnormal-only and NaN blocks: 127/amax overflows; every path gives the same bytes */
+    {
+        float z[256] = {0};
+        z[3] = 8.3e-39f;
+        z[40] = -1e-40f;
+        z[100] = NAN; /* with normal values in its block */
+        z[101] = 3.0f;
+        z[200] = 1.0f;
+        z[230] = INFINITY; /* and an infinite one */
+        z[231] = 2.0f;
+        static const uint32_t ats[] = {CL_GGML_Q8_0, CL_GGML_Q8_1, CL_GGML_Q8_K};
+        for (size_t k = 0; k < 3; k++) {
+            uint8_t b1[292], b2[292];
+            size_t bytes = cl_k_row_bytes(ats[k], 256);
+            cl_cpu_set_level(CL_CPU_SCALAR);
+            assert_ok(cl_k_act_quantize(ats[k], z, b1, 256));
+            cl_cpu_set_level(CL_CPU_NONE);
+            assert_ok(cl_k_act_quantize(ats[k], z, b2, 256));
+            assert_memory_equal(b1, b2, bytes);
+        }
+    }
 
     /* hand-computed dot: q4_0 weights (d=1) with q8_0 activations (d=1) */
     for (int i = 0; i < 32; i++)
@@ -605,8 +657,9 @@ static void test_simd_vs_scalar(void **state)
                 t_matmul_check(t_wtypes[i], 32, 4, 1, lvl);
             }
         }
-        /* rows longer than the prepared-activation buffer take the heap path */
+        /* rows longer than the prepared-activation buffers are done in K chunks */
         t_matmul_check(CL_GGML_Q4_0, 70016, 2, 2, lvl);
+        t_matmul_check(CL_GGML_Q5_0, 524288 + 96, 2, 5, lvl);
     }
 }
 
@@ -1024,6 +1077,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fp16_known),
         cmocka_unit_test(test_fp16_vs_f16c),
+        cmocka_unit_test(test_fp16_rows),
         cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_types),
         cmocka_unit_test(test_known_q4_0_q8_0),
