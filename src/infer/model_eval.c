@@ -206,6 +206,7 @@ struct cl_model_attn_job {
     uint32_t il;
     uint32_t n_tok;
     uint32_t pos0;
+    uint32_t t0; /* queries of rows [t0, n_tok) only */
 };
 
 static void cl_model_attn_worker(void *arg, unsigned ith, unsigned nth)
@@ -227,9 +228,9 @@ static void cl_model_attn_worker(void *arg, unsigned ith, unsigned nth)
     uint16_t *q16 = (uint16_t *)(sc + s->n_ctx);
     /* Gemma scales q before the product (as llama.cpp does); llama scales the scores. */
     float kq_scale = hp->arch == CL_MODEL_ARCH_GEMMA3 ? 1.0f : hp->attn_scale;
-    cl_pool_split((size_t)j->n_tok * nh, 1, ith, nth, &lo, &hi);
+    cl_pool_split((size_t)(j->n_tok - j->t0) * nh, 1, ith, nth, &lo, &hi);
     for (size_t task = lo; task < hi; task++) {
-        uint32_t t = (uint32_t)(task / nh), hd = (uint32_t)(task % nh);
+        uint32_t t = j->t0 + (uint32_t)(task / nh), hd = (uint32_t)(task % nh);
         uint32_t p = j->pos0 + t;
         uint32_t kvh = hd / group;
         uint32_t first = 0;
@@ -335,29 +336,39 @@ static cl_err cl_model_forward(struct cl_model_seq *s, const int32_t *tokens, ui
                        (size_t)vw * sizeof(float));
             }
         }
-        struct cl_model_attn_job job = {s, il, n_tok, pos0};
+        /* The last layer only needs rows whose logits are wanted (its K/V are
+         * already stored), as llama.cpp's inp_out_ids. */
+        uint32_t t0 = 0;
+        if (il + 1 == hp->n_layer && !all_logits)
+            t0 = logits ? n_tok - 1 : n_tok;
+        if (t0 == n_tok)
+            continue;
+        uint32_t nt = n_tok - t0;
+        float *x = s->x + (size_t)t0 * E, *o = s->o + (size_t)t0 * E, *h = s->h + (size_t)t0 * E;
+        float *gg = s->g + (size_t)t0 * hp->n_ff, *uu = s->u + (size_t)t0 * hp->n_ff;
+        struct cl_model_attn_job job = {s, il, n_tok, pos0, t0};
         cl_pool_run(pool, cl_model_attn_worker, &job);
-        CL_GUARD(cl_model_matmul(pool, &L->wo, s->att, aw, n_tok, s->o, E, &s->act));
+        CL_GUARD(cl_model_matmul(pool, &L->wo, s->att + (size_t)t0 * aw, aw, nt, o, E, &s->act));
         if (hp->post_norms)
-            cl_model_norm_rows(s->o, s->o, L->post_attn_norm, n_tok, E, hp->rms_eps);
-        cl_k_add_f32(s->x, s->o, (size_t)n_tok * E);
+            cl_model_norm_rows(o, o, L->post_attn_norm, nt, E, hp->rms_eps);
+        cl_k_add_f32(x, o, (size_t)nt * E);
 
-        cl_model_norm_rows(s->h, s->x, L->ffn_norm, n_tok, E, hp->rms_eps);
+        cl_model_norm_rows(h, x, L->ffn_norm, nt, E, hp->rms_eps);
         {
             const struct cl_model_w *ws[2] = {&L->gate, &L->up};
-            float *ys[2] = {s->g, s->u};
+            float *ys[2] = {gg, uu};
             size_t ld[2] = {hp->n_ff, hp->n_ff};
-            CL_GUARD(cl_model_matmul_multi(pool, ws, ys, ld, 2, s->h, E, n_tok, &s->act));
+            CL_GUARD(cl_model_matmul_multi(pool, ws, ys, ld, 2, h, E, nt, &s->act));
         }
-        size_t nf = (size_t)n_tok * hp->n_ff;
+        size_t nf = (size_t)nt * hp->n_ff;
         if (hp->gelu)
-            cl_k_geglu_ggml_f32(s->g, s->g, s->u, nf);
+            cl_k_geglu_ggml_f32(gg, gg, uu, nf);
         else
-            cl_k_swiglu_f32(s->g, s->g, s->u, nf);
-        CL_GUARD(cl_model_matmul(pool, &L->down, s->g, hp->n_ff, n_tok, s->o, E, &s->act));
+            cl_k_swiglu_f32(gg, gg, uu, nf);
+        CL_GUARD(cl_model_matmul(pool, &L->down, gg, hp->n_ff, nt, o, E, &s->act));
         if (hp->post_norms)
-            cl_model_norm_rows(s->o, s->o, L->post_ffn_norm, n_tok, E, hp->rms_eps);
-        cl_k_add_f32(s->x, s->o, (size_t)n_tok * E);
+            cl_model_norm_rows(o, o, L->post_ffn_norm, nt, E, hp->rms_eps);
+        cl_k_add_f32(x, o, (size_t)nt * E);
     }
 
     if (logits) {
