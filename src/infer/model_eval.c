@@ -18,9 +18,16 @@ struct cl_model_seq {
     uint32_t pos;
     size_t kv_k_row; /* floats per position per layer: n_head_kv * head_dim_k */
     size_t kv_v_row;
-    float *k_cache;  /* [layer][pos][kv_k_row] */
-    float *v_cache;
-    /* scratch for one micro-batch of up to CL_MODEL_UBATCH tokens */
+    void *k_cache;   /* per layer: [slot][kv_k_row] from k_off[layer] elements */
+    void *v_cache;
+    bool kv_f16;     /* elements are fp16 (as llama.cpp's default cache) */
+    /* Slots per layer: n_ctx for global layers; sliding-window layers keep a
+     * ring of window + ubatch positions (position p in slot p % slots). */
+    uint32_t *slots;
+    size_t *k_off, *v_off;
+    size_t kv_floats_k, kv_floats_v;
+    uint32_t ubatch;
+    /* scratch for one micro-batch of up to ubatch tokens */
     float *x, *h, *q, *k, *v, *att, *o, *g, *u;
     float *scores; /* [thread][n_ctx] */
     uint8_t *mem;  /* one secure allocation holding all of the above */
@@ -31,20 +38,17 @@ struct cl_model_seq {
 uint32_t cl_model_seq_pos(const struct cl_model_seq *s) { return s->pos; }
 uint32_t cl_model_seq_ctx(const struct cl_model_seq *s) { return s->n_ctx; }
 
-static cl_err cl_model_seq_layout(const struct cl_model *m, uint32_t n_ctx, unsigned nth, size_t *offs, size_t n_offs,
+static cl_err cl_model_seq_layout(const struct cl_model_seq *sq, unsigned nth, size_t *offs, size_t n_offs,
                                   size_t *total)
 {
     cl_err rc = CL_OK;
-    const struct cl_model_hparams *hp = &m->hp;
-    size_t T = CL_MODEL_UBATCH;
+    const struct cl_model_hparams *hp = &sq->m->hp;
+    size_t T = sq->ubatch;
     size_t qw = (size_t)hp->n_head * hp->head_dim_k, kw = (size_t)hp->n_head_kv * hp->head_dim_k;
     size_t vw = (size_t)hp->n_head_kv * hp->head_dim_v, aw = (size_t)hp->n_head * hp->head_dim_v;
     size_t sizes[12];
-    size_t cache_k, cache_v;
-    CL_GUARD(cl_size_mul(kw, (size_t)n_ctx * hp->n_layer, &cache_k));
-    CL_GUARD(cl_size_mul(vw, (size_t)n_ctx * hp->n_layer, &cache_v));
-    sizes[0] = cache_k;
-    sizes[1] = cache_v;
+    sizes[0] = sq->kv_f16 ? (sq->kv_floats_k + 1) / 2 : sq->kv_floats_k;
+    sizes[1] = sq->kv_f16 ? (sq->kv_floats_v + 1) / 2 : sq->kv_floats_v;
     sizes[2] = T * hp->n_embd; /* x */
     sizes[3] = T * (hp->n_embd > aw ? hp->n_embd : aw); /* h */
     sizes[4] = T * qw;
@@ -54,7 +58,7 @@ static cl_err cl_model_seq_layout(const struct cl_model *m, uint32_t n_ctx, unsi
     sizes[8] = T * hp->n_embd; /* o */
     sizes[9] = T * hp->n_ff;
     sizes[10] = T * hp->n_ff;
-    sizes[11] = (size_t)nth * n_ctx;
+    sizes[11] = (size_t)nth * ((size_t)sq->n_ctx + hp->head_dim_k); /* scores, then q as fp16 */
     size_t off = 0;
     for (size_t i = 0; i < 12 && i < n_offs; i++) {
         size_t bytes;
@@ -70,10 +74,24 @@ out:
 
 cl_err cl_model_seq_new(const struct cl_model *m, uint32_t n_ctx, struct cl_pool *pool, struct cl_model_seq **out)
 {
+    struct cl_model_seq_params p = {.n_ctx = n_ctx};
+    return cl_model_seq_new_ex(m, &p, pool, out);
+}
+
+size_t cl_model_seq_kv_bytes(const struct cl_model_seq *s)
+{
+    return (s->kv_floats_k + s->kv_floats_v) * (s->kv_f16 ? sizeof(uint16_t) : sizeof(float));
+}
+
+cl_err cl_model_seq_new_ex(const struct cl_model *m, const struct cl_model_seq_params *prm, struct cl_pool *pool,
+                           struct cl_model_seq **out)
+{
     cl_err rc = CL_OK;
     struct cl_model_seq *s = NULL;
     size_t offs[12], total, act = 0;
-    CL_ENSURE_D(m && out, CL_E_CORE_INVALID_ARG, "model or out is NULL");
+    CL_ENSURE_D(m && prm && out, CL_E_CORE_INVALID_ARG, "model, params or out is NULL");
+    uint32_t n_ctx = prm->n_ctx, ubatch = prm->n_ubatch ? prm->n_ubatch : CL_MODEL_UBATCH;
+    CL_ENSURE_D(ubatch <= 4096, CL_E_CORE_INVALID_ARG, "ubatch %u > 4096", ubatch);
     if (n_ctx == 0)
         n_ctx = m->hp.n_ctx_train < 4096 ? m->hp.n_ctx_train : 4096;
     CL_ENSURE_D(n_ctx >= 1 && n_ctx <= CL_MODEL_MAX_CTX, CL_E_INFER_MODEL_CTX, "n_ctx %u not in 1..%u", n_ctx,
@@ -85,17 +103,37 @@ cl_err cl_model_seq_new(const struct cl_model *m, uint32_t n_ctx, struct cl_pool
     s->n_ctx = n_ctx;
     s->kv_k_row = (size_t)m->hp.n_head_kv * m->hp.head_dim_k;
     s->kv_v_row = (size_t)m->hp.n_head_kv * m->hp.head_dim_v;
-    CL_GUARD(cl_model_seq_layout(m, n_ctx, cl_pool_threads(pool), offs, 12, &total));
+    s->ubatch = ubatch;
+    s->kv_f16 = prm->kv_f16;
+    s->slots = calloc(m->hp.n_layer, sizeof(*s->slots));
+    s->k_off = calloc(m->hp.n_layer, sizeof(*s->k_off));
+    s->v_off = calloc(m->hp.n_layer, sizeof(*s->v_off));
+    CL_ENSURE(s->slots && s->k_off && s->v_off, CL_E_CORE_NOMEM);
+    for (uint32_t il = 0; il < m->hp.n_layer; il++) {
+        uint64_t ring = (uint64_t)m->hp.sliding_window + ubatch;
+        s->slots[il] = m->layers[il].swa && ring < n_ctx ? (uint32_t)ring : n_ctx;
+        size_t kf, vf;
+        s->k_off[il] = s->kv_floats_k;
+        s->v_off[il] = s->kv_floats_v;
+        CL_GUARD(cl_size_mul(s->slots[il], s->kv_k_row, &kf));
+        CL_GUARD(cl_size_mul(s->slots[il], s->kv_v_row, &vf));
+        CL_GUARD(cl_size_add(s->kv_floats_k, kf, &s->kv_floats_k));
+        CL_GUARD(cl_size_add(s->kv_floats_v, vf, &s->kv_floats_v));
+    }
+    CL_GUARD(cl_model_seq_layout(s, cl_pool_threads(pool), offs, 12, &total));
     CL_GUARD(cl_secmem_alloc(total, (void **)&s->mem));
-    float **ptrs[12] = {&s->k_cache, &s->v_cache, &s->x, &s->h, &s->q, &s->k, &s->v, &s->att, &s->o, &s->g, &s->u,
+    float *kvp[2];
+    float **ptrs[12] = {&kvp[0], &kvp[1], &s->x, &s->h, &s->q, &s->k, &s->v, &s->att, &s->o, &s->g, &s->u,
                         &s->scores};
     for (size_t i = 0; i < 12; i++)
         *ptrs[i] = (float *)(s->mem + offs[i]);
+    s->k_cache = kvp[0];
+    s->v_cache = kvp[1];
     /* The largest quantized activation any matmul needs. */
     const struct cl_model_w *ws[] = {&m->output};
     for (size_t i = 0; i < 1; i++) {
         size_t a;
-        CL_GUARD(cl_model_act_size(ws[i], CL_MODEL_UBATCH, &a));
+        CL_GUARD(cl_model_act_size(ws[i], ubatch, &a));
         act = a > act ? a : act;
     }
     for (uint32_t il = 0; il < m->hp.n_layer; il++) {
@@ -103,7 +141,7 @@ cl_err cl_model_seq_new(const struct cl_model *m, uint32_t n_ctx, struct cl_pool
         const struct cl_model_w *lw[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down};
         for (size_t i = 0; i < 7; i++) {
             size_t a;
-            CL_GUARD(cl_model_act_size(lw[i], CL_MODEL_UBATCH, &a));
+            CL_GUARD(cl_model_act_size(lw[i], ubatch, &a));
             act = a > act ? a : act;
         }
     }
@@ -123,6 +161,9 @@ void cl_model_seq_free(struct cl_model_seq *s)
         return;
     cl_secmem_free(s->mem);
     cl_secmem_free(s->act_mem);
+    free(s->slots);
+    free(s->k_off);
+    free(s->v_off);
     free(s);
 }
 
@@ -130,9 +171,9 @@ void cl_model_seq_reset(struct cl_model_seq *s)
 {
     if (!s)
         return;
-    size_t n = (size_t)s->m->hp.n_layer * s->n_ctx;
-    cl_wipe(s->k_cache, n * s->kv_k_row * sizeof(float));
-    cl_wipe(s->v_cache, n * s->kv_v_row * sizeof(float));
+    size_t el = s->kv_f16 ? sizeof(uint16_t) : sizeof(float);
+    cl_wipe(s->k_cache, s->kv_floats_k * el);
+    cl_wipe(s->v_cache, s->kv_floats_v * el);
     s->pos = 0;
 }
 
@@ -140,6 +181,11 @@ cl_err cl_model_seq_truncate(struct cl_model_seq *s, uint32_t pos)
 {
     if (!s || pos > s->pos)
         return cl_err_fail(CL_E_CORE_INVALID_ARG, "truncate position %u beyond %u", pos, s ? s->pos : 0);
+    /* a ring keeps the window before pos only if nothing after it wrapped over it */
+    for (uint32_t il = 0; il < s->m->hp.n_layer; il++)
+        if (s->slots[il] < s->n_ctx && (uint64_t)s->pos - pos + s->m->hp.sliding_window > s->slots[il] + 1ull)
+            return cl_err_fail(CL_E_CORE_STATE, "truncate by %u positions exceeds the sliding-window ring of layer %u",
+                               s->pos - pos, il);
     s->pos = pos;
     return CL_OK;
 }
@@ -160,6 +206,7 @@ struct cl_model_attn_job {
     uint32_t il;
     uint32_t n_tok;
     uint32_t pos0;
+    uint32_t t0; /* queries of rows [t0, n_tok) only */
 };
 
 static void cl_model_attn_worker(void *arg, unsigned ith, unsigned nth)
@@ -172,14 +219,18 @@ static void cl_model_attn_worker(void *arg, unsigned ith, unsigned nth)
     uint32_t dk = hp->head_dim_k, dv = hp->head_dim_v, nh = hp->n_head;
     uint32_t group = hp->n_head / hp->n_head_kv;
     size_t lo, hi;
-    const float *kc = s->k_cache + (size_t)j->il * s->n_ctx * s->kv_k_row;
-    const float *vc = s->v_cache + (size_t)j->il * s->n_ctx * s->kv_v_row;
-    float *sc = s->scores + (size_t)ith * s->n_ctx;
+    const float *kc = (const float *)s->k_cache + s->k_off[j->il];
+    const float *vc = (const float *)s->v_cache + s->v_off[j->il];
+    const uint16_t *kc16 = (const uint16_t *)s->k_cache + s->k_off[j->il];
+    const uint16_t *vc16 = (const uint16_t *)s->v_cache + s->v_off[j->il];
+    const uint32_t slots = s->slots[j->il];
+    float *sc = s->scores + (size_t)ith * ((size_t)s->n_ctx + dk);
+    uint16_t *q16 = (uint16_t *)(sc + s->n_ctx);
     /* Gemma scales q before the product (as llama.cpp does); llama scales the scores. */
     float kq_scale = hp->arch == CL_MODEL_ARCH_GEMMA3 ? 1.0f : hp->attn_scale;
-    cl_pool_split((size_t)j->n_tok * nh, 1, ith, nth, &lo, &hi);
+    cl_pool_split((size_t)(j->n_tok - j->t0) * nh, 1, ith, nth, &lo, &hi);
     for (size_t task = lo; task < hi; task++) {
-        uint32_t t = (uint32_t)(task / nh), hd = (uint32_t)(task % nh);
+        uint32_t t = j->t0 + (uint32_t)(task / nh), hd = (uint32_t)(task % nh);
         uint32_t p = j->pos0 + t;
         uint32_t kvh = hd / group;
         uint32_t first = 0;
@@ -187,9 +238,13 @@ static void cl_model_attn_worker(void *arg, unsigned ith, unsigned nth)
             first = p + 1 - hp->sliding_window;
         const float *q = s->q + (size_t)t * nh * dk + (size_t)hd * dk;
         float mx = -INFINITY;
+        /* with an fp16 cache, q is rounded to fp16 too, as ggml's F16 matmul does */
+        if (s->kv_f16)
+            cl_k_fp32_to_fp16_row(q, q16, dk);
         for (uint32_t kp = first; kp <= p; kp++) {
-            const float *k = kc + (size_t)kp * s->kv_k_row + (size_t)kvh * dk;
-            float d = cl_k_dot_f32(q, k, dk) * kq_scale;
+            size_t ko = (size_t)(kp % slots) * s->kv_k_row + (size_t)kvh * dk;
+            float d = (s->kv_f16 ? cl_k_vec_dot(CL_GGML_F16, kc16 + ko, q16, dk) : cl_k_dot_f32(q, kc + ko, dk)) *
+                      kq_scale;
             sc[kp] = d;
             if (d > mx)
                 mx = d;
@@ -205,8 +260,11 @@ static void cl_model_attn_worker(void *arg, unsigned ith, unsigned nth)
         for (uint32_t i = 0; i < dv; i++)
             o[i] = 0.0f;
         for (uint32_t kp = first; kp <= p; kp++) {
-            const float *v = vc + (size_t)kp * s->kv_v_row + (size_t)kvh * dv;
-            cl_k_axpy_f32(o, sc[kp] * inv, v, dv);
+            size_t vo = (size_t)(kp % slots) * s->kv_v_row + (size_t)kvh * dv;
+            if (s->kv_f16)
+                cl_k_axpy_f16(o, sc[kp] * inv, vc16 + vo, dv);
+            else
+                cl_k_axpy_f32(o, sc[kp] * inv, vc + vo, dv);
         }
     }
 }
@@ -267,33 +325,50 @@ static cl_err cl_model_forward(struct cl_model_seq *s, const int32_t *tokens, ui
                 cl_model_rope(kh, hp->n_rot, hp->rope_mode, p, L->rope_base, L->rope_freq_scale,
                               m->rope_freqs);
             }
-            memcpy(s->k_cache + ((size_t)il * s->n_ctx + p) * s->kv_k_row, k, (size_t)kw * sizeof(float));
-            memcpy(s->v_cache + ((size_t)il * s->n_ctx + p) * s->kv_v_row, s->v + (size_t)t * vw,
-                   (size_t)vw * sizeof(float));
+            uint32_t slot = p % s->slots[il];
+            if (s->kv_f16) {
+                cl_k_fp32_to_fp16_row(k, (uint16_t *)s->k_cache + s->k_off[il] + (size_t)slot * s->kv_k_row, kw);
+                cl_k_fp32_to_fp16_row(s->v + (size_t)t * vw,
+                                      (uint16_t *)s->v_cache + s->v_off[il] + (size_t)slot * s->kv_v_row, vw);
+            } else {
+                memcpy((float *)s->k_cache + s->k_off[il] + (size_t)slot * s->kv_k_row, k, (size_t)kw * sizeof(float));
+                memcpy((float *)s->v_cache + s->v_off[il] + (size_t)slot * s->kv_v_row, s->v + (size_t)t * vw,
+                       (size_t)vw * sizeof(float));
+            }
         }
-        struct cl_model_attn_job job = {s, il, n_tok, pos0};
+        /* The last layer only needs rows whose logits are wanted (its K/V are
+         * already stored), as llama.cpp's inp_out_ids. */
+        uint32_t t0 = 0;
+        if (il + 1 == hp->n_layer && !all_logits)
+            t0 = logits ? n_tok - 1 : n_tok;
+        if (t0 == n_tok)
+            continue;
+        uint32_t nt = n_tok - t0;
+        float *x = s->x + (size_t)t0 * E, *o = s->o + (size_t)t0 * E, *h = s->h + (size_t)t0 * E;
+        float *gg = s->g + (size_t)t0 * hp->n_ff, *uu = s->u + (size_t)t0 * hp->n_ff;
+        struct cl_model_attn_job job = {s, il, n_tok, pos0, t0};
         cl_pool_run(pool, cl_model_attn_worker, &job);
-        CL_GUARD(cl_model_matmul(pool, &L->wo, s->att, aw, n_tok, s->o, E, &s->act));
+        CL_GUARD(cl_model_matmul(pool, &L->wo, s->att + (size_t)t0 * aw, aw, nt, o, E, &s->act));
         if (hp->post_norms)
-            cl_model_norm_rows(s->o, s->o, L->post_attn_norm, n_tok, E, hp->rms_eps);
-        cl_k_add_f32(s->x, s->o, (size_t)n_tok * E);
+            cl_model_norm_rows(o, o, L->post_attn_norm, nt, E, hp->rms_eps);
+        cl_k_add_f32(x, o, (size_t)nt * E);
 
-        cl_model_norm_rows(s->h, s->x, L->ffn_norm, n_tok, E, hp->rms_eps);
+        cl_model_norm_rows(h, x, L->ffn_norm, nt, E, hp->rms_eps);
         {
             const struct cl_model_w *ws[2] = {&L->gate, &L->up};
-            float *ys[2] = {s->g, s->u};
+            float *ys[2] = {gg, uu};
             size_t ld[2] = {hp->n_ff, hp->n_ff};
-            CL_GUARD(cl_model_matmul_multi(pool, ws, ys, ld, 2, s->h, E, n_tok, &s->act));
+            CL_GUARD(cl_model_matmul_multi(pool, ws, ys, ld, 2, h, E, nt, &s->act));
         }
-        size_t nf = (size_t)n_tok * hp->n_ff;
+        size_t nf = (size_t)nt * hp->n_ff;
         if (hp->gelu)
-            cl_k_geglu_ggml_f32(s->g, s->g, s->u, nf);
+            cl_k_geglu_ggml_f32(gg, gg, uu, nf);
         else
-            cl_k_swiglu_f32(s->g, s->g, s->u, nf);
-        CL_GUARD(cl_model_matmul(pool, &L->down, s->g, hp->n_ff, n_tok, s->o, E, &s->act));
+            cl_k_swiglu_f32(gg, gg, uu, nf);
+        CL_GUARD(cl_model_matmul(pool, &L->down, gg, hp->n_ff, nt, o, E, &s->act));
         if (hp->post_norms)
-            cl_model_norm_rows(s->o, s->o, L->post_ffn_norm, n_tok, E, hp->rms_eps);
-        cl_k_add_f32(s->x, s->o, (size_t)n_tok * E);
+            cl_model_norm_rows(o, o, L->post_ffn_norm, nt, E, hp->rms_eps);
+        cl_k_add_f32(x, o, (size_t)nt * E);
     }
 
     if (logits) {
@@ -318,7 +393,7 @@ cl_err cl_model_seq_eval(struct cl_model_seq *s, const int32_t *tokens, size_t n
         CL_ENSURE_D(tokens[i] >= 0 && (uint32_t)tokens[i] < s->m->hp.n_vocab, CL_E_INFER_MODEL_TOKEN,
                     "token %d at index %zu not in vocabulary of %u", tokens[i], i, s->m->hp.n_vocab);
     for (size_t done = 0; done < n;) {
-        uint32_t chunk = (uint32_t)(n - done < CL_MODEL_UBATCH ? n - done : CL_MODEL_UBATCH);
+        uint32_t chunk = (uint32_t)(n - done < s->ubatch ? n - done : s->ubatch);
         bool last = done + chunk == n;
         float *lg = NULL;
         if (logits && all_logits)

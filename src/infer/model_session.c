@@ -33,12 +33,12 @@ out:
     return rc;
 }
 
-cl_err cl_model_session_new(const struct cl_model *m, const struct cl_tokenizer *tok, uint32_t n_ctx,
+cl_err cl_model_session_new(const struct cl_model *m, const cl_tokenizer *tok, const struct cl_model_seq_params *sp,
                             struct cl_pool *pool, struct cl_model_session **out)
 {
     cl_err rc = CL_OK;
     struct cl_model_session *s = NULL;
-    CL_ENSURE_D(m && out, CL_E_CORE_INVALID_ARG, "model or out NULL");
+    CL_ENSURE_D(m && sp && out, CL_E_CORE_INVALID_ARG, "model, params or out NULL");
     if (tok)
         CL_ENSURE_D(cl_tokenizer_n_vocab(tok) <= m->hp.n_vocab, CL_E_INFER_MODEL_HPARAMS,
                     "tokenizer has %u tokens, model %u", cl_tokenizer_n_vocab(tok), m->hp.n_vocab);
@@ -46,7 +46,7 @@ cl_err cl_model_session_new(const struct cl_model *m, const struct cl_tokenizer 
     CL_ENSURE(s, CL_E_CORE_NOMEM);
     s->m = m;
     s->tok = tok;
-    CL_GUARD(cl_model_seq_new(m, n_ctx, pool, &s->seq));
+    CL_GUARD(cl_model_seq_new_ex(m, sp, pool, &s->seq));
     CL_GUARD(cl_secmem_alloc((size_t)m->hp.n_vocab * sizeof(float), (void **)&s->logits));
     *out = s;
     s = NULL;

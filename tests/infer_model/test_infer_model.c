@@ -26,11 +26,11 @@ struct cl_t_ref {
     size_t n_gen;
 };
 
-static void cl_t_ref_load(const char *model, const char *pid, struct cl_t_ref *r)
+static void cl_t_ref_load_kind(const char *model, const char *pid, const char *kind, struct cl_t_ref *r)
 {
     char rel[256], path[1024];
     json_error_t je;
-    snprintf(rel, sizeof(rel), "tiny/%s/%s.f32kv.json", model, pid);
+    snprintf(rel, sizeof(rel), "tiny/%s/%s%s.json", model, pid, kind);
     CL_REFERENCE(rel, path);
     memset(r, 0, sizeof(*r));
     r->root = json_load_file(path, 0, &je);
@@ -48,6 +48,11 @@ static void cl_t_ref_load(const char *model, const char *pid, struct cl_t_ref *r
     assert_true(r->n_gen <= 64);
     for (size_t i = 0; i < r->n_gen; i++)
         r->gen[i] = (int32_t)json_integer_value(json_array_get(gt, i));
+}
+
+static void cl_t_ref_load(const char *model, const char *pid, struct cl_t_ref *r)
+{
+    cl_t_ref_load_kind(model, pid, ".f32kv", r);
 }
 
 static void cl_t_ref_free(struct cl_t_ref *r)
@@ -91,7 +96,7 @@ static void cl_t_close(struct cl_t_model *tm)
 /* Feeds prompt + reference tokens (teacher forcing) and compares every step's
  * 20 listed logits, the log-sum-exp and the argmax. With greedy set it also
  * decodes 24 tokens freely and requires the reference tokens. */
-static void cl_t_check_model(const char *model, double tol, bool greedy)
+static void cl_t_check_model_ub(const char *model, double tol, bool greedy, uint32_t ubatch)
 {
     struct cl_t_model tm = {0};
     cl_t_open(model, &tm);
@@ -107,7 +112,8 @@ static void cl_t_check_model(const char *model, double tol, bool greedy)
         float *logits = malloc(n_all * V * sizeof(float));
         assert_non_null(logits);
         struct cl_model_seq *s = NULL;
-        assert_ok(cl_model_seq_new(tm.m, 256, tm.pool, &s));
+        struct cl_model_seq_params sp = {.n_ctx = 256, .n_ubatch = ubatch};
+        assert_ok(cl_model_seq_new_ex(tm.m, &sp, tm.pool, &s));
         assert_ok(cl_model_seq_eval(s, r.prompt, n_all, logits, true));
         json_t *steps = json_object_get(r.root, "steps");
         assert_int_equal(json_array_size(steps), r.n_gen + 1);
@@ -155,9 +161,99 @@ static void cl_t_check_model(const char *model, double tol, bool greedy)
         free(logits);
         cl_t_ref_free(&r);
     }
-    print_message("%s: %zu steps, max |dlogit| %.3g, max |dlse| %.3g (tolerance %.3g)%s\n", model, steps_checked,
-                  max_err, max_lse, tol, greedy ? ", 4x24 greedy tokens identical" : "");
+    print_message("%s%s: %zu steps, max |dlogit| %.3g, max |dlse| %.3g (tolerance %.3g)%s\n", model,
+                  ubatch ? " (small batches, sliding-window ring)" : "", steps_checked, max_err, max_lse, tol,
+                  greedy ? ", 4x24 greedy tokens identical" : "");
     cl_t_close(&tm);
+}
+
+static void cl_t_check_model(const char *model, double tol, bool greedy)
+{
+    cl_t_check_model_ub(model, tol, greedy, 0);
+}
+
+/* Batches of 8 make the gemma3 local layers' ring (window 32 + 8 slots)
+ * wrap several times over P3's 87 positions. */
+static void test_gemma3_ring(void **state)
+{
+    (void)state;
+    cl_t_check_model_ub("tiny-gemma3-f32", 2e-3, true, 8);
+    cl_t_check_model_ub("tiny-gemma3-q4_0", 0.1, false, 8);
+    struct cl_t_model tm = {0};
+    cl_t_open("tiny-gemma3-f32", &tm);
+    struct cl_model_seq_params sp = {.n_ctx = 256, .n_ubatch = 8};
+    struct cl_model_seq *s = NULL, *full = NULL;
+    assert_ok(cl_model_seq_new_ex(tm.m, &sp, tm.pool, &s));
+    assert_ok(cl_model_seq_new(tm.m, 256, tm.pool, &full));
+    /* layer 0 keeps 40 positions instead of 256 */
+    assert_int_equal(cl_model_seq_kv_bytes(full), 2u * 2 * 256 * 64 * sizeof(float));
+    assert_int_equal(cl_model_seq_kv_bytes(s), 2u * (256 + 40) * 64 * sizeof(float));
+    int32_t toks[100];
+    for (int i = 0; i < 100; i++)
+        toks[i] = 1 + i * 7;
+    assert_ok(cl_model_seq_eval(s, toks, 100, NULL, false));
+    assert_ok(cl_model_seq_truncate(s, 92));
+    assert_err(cl_model_seq_truncate(s, 80), CL_E_CORE_STATE);
+    assert_ok(cl_model_seq_truncate(full, 0));
+    cl_model_seq_free(s);
+    cl_model_seq_free(full);
+    cl_t_close(&tm);
+}
+
+/* fp16 KV cache against llama.cpp's default files (F16 KV, flash attention):
+ * logits within 1.5e-2, argmax equal wherever the reference margin allows. */
+static void cl_t_check_f16kv(const char *model)
+{
+    struct cl_t_model tm = {0};
+    cl_t_open(model, &tm);
+    size_t V = cl_model_hparams(tm.m)->n_vocab;
+    double max_err = 0.0;
+    size_t steps = 0, argmax_checked = 0;
+    for (size_t pi = 0; pi < N_PROMPTS; pi++) {
+        struct cl_t_ref r;
+        cl_t_ref_load_kind(model, cl_t_prompts[pi], "", &r);
+        size_t n_all = r.n_prompt + r.n_gen;
+        memcpy(r.prompt + r.n_prompt, r.gen, r.n_gen * sizeof(int32_t));
+        float *logits = malloc(n_all * V * sizeof(float));
+        struct cl_model_seq_params sp = {.n_ctx = 256, .kv_f16 = true};
+        struct cl_model_seq *s = NULL;
+        assert_ok(cl_model_seq_new_ex(tm.m, &sp, tm.pool, &s));
+        assert_ok(cl_model_seq_eval(s, r.prompt, n_all, logits, true));
+        json_t *jsteps = json_object_get(r.root, "steps");
+        for (size_t i = 0; i < json_array_size(jsteps); i++) {
+            json_t *top = json_object_get(json_array_get(jsteps, i), "top");
+            const float *l = logits + (r.n_prompt - 1 + i) * V;
+            for (size_t k = 0; k < 20; k++) {
+                json_t *pair = json_array_get(top, k);
+                double d = fabs((double)l[json_integer_value(json_array_get(pair, 0))] -
+                                json_number_value(json_array_get(pair, 1)));
+                max_err = d > max_err ? d : max_err;
+                if (d > 1.5e-2)
+                    fail_msg("%s %s step %zu: |dlogit| %.4f", model, cl_t_prompts[pi], i, d);
+            }
+            double margin = json_number_value(json_array_get(json_array_get(top, 0), 1)) -
+                            json_number_value(json_array_get(json_array_get(top, 1), 1));
+            if (margin > 3e-2) {
+                assert_int_equal(cl_model_argmax(l, V), json_integer_value(json_array_get(json_array_get(top, 0), 0)));
+                argmax_checked++;
+            }
+            steps++;
+        }
+        cl_model_seq_free(s);
+        free(logits);
+        cl_t_ref_free(&r);
+    }
+    print_message("%s, fp16 KV vs llama.cpp default (.json): %zu steps, max |dlogit| %.3g, argmax equal at %zu steps "
+                  "with margin > 0.03\n",
+                  model, steps, max_err, argmax_checked);
+    cl_t_close(&tm);
+}
+
+static void test_f16kv(void **state)
+{
+    (void)state;
+    cl_t_check_f16kv("tiny-llama-f32");
+    cl_t_check_f16kv("tiny-gemma3-f32");
 }
 
 static void test_llama_f32(void **state) { (void)state; cl_t_check_model("tiny-llama-f32", 1e-3, true); }
@@ -658,7 +754,8 @@ static void test_session_memory(void **state)
     cl_t_ref_load("tiny-gemma3-q8_0", "P2", &r);
 
     struct cl_model_session *s = NULL;
-    assert_ok(cl_model_session_new(m, tok, 128, pool, &s));
+    struct cl_model_seq_params sp128 = {.n_ctx = 128};
+    assert_ok(cl_model_session_new(m, tok, &sp128, pool, &s));
     assert_null(cl_model_session_logits(s));
     struct cl_model_gen gen = {.max_tokens = 24, .stop_at_eog = true, .on_token = cl_t_stream_cb};
     cl_sample_params_default(&gen.sample, 1);
@@ -684,7 +781,7 @@ static void test_session_memory(void **state)
     cl_model_session_free(s);
 
     /* the callback stops generation */
-    assert_ok(cl_model_session_new(m, tok, 128, pool, &s));
+    assert_ok(cl_model_session_new(m, tok, &sp128, pool, &s));
     assert_ok(cl_model_session_feed(s, r.prompt, r.n_prompt));
     struct cl_t_stream st2 = {.stop_after = 3};
     gen.user = &st2;
@@ -694,7 +791,8 @@ static void test_session_memory(void **state)
     cl_model_session_free(s);
 
     /* a full context ends generation */
-    assert_ok(cl_model_session_new(m, tok, (uint32_t)r.n_prompt + 5, pool, &s));
+    struct cl_model_seq_params sp_small = {.n_ctx = (uint32_t)r.n_prompt + 5, .kv_f16 = true};
+    assert_ok(cl_model_session_new(m, tok, &sp_small, pool, &s));
     assert_ok(cl_model_session_feed(s, r.prompt, r.n_prompt));
     struct cl_t_stream st3 = {0};
     gen.user = &st3;
@@ -724,6 +822,8 @@ int main(void)
         cmocka_unit_test(test_gemma3_f32),
         cmocka_unit_test(test_gemma3_q8_0),
         cmocka_unit_test(test_gemma3_q4_0),
+        cmocka_unit_test(test_gemma3_ring),
+        cmocka_unit_test(test_f16kv),
         cmocka_unit_test(test_interleaved),
         cmocka_unit_test(test_mkmodel_types),
         cmocka_unit_test(test_load_errors),

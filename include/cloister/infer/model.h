@@ -80,13 +80,27 @@ size_t cl_model_weight_bytes(const struct cl_model *m);
  * context, capped by CL_MODEL_MAX_CTX) plus scratch. pool may be NULL (single thread). */
 CL_MUST_CHECK cl_err cl_model_seq_new(const struct cl_model *m, uint32_t n_ctx, struct cl_pool *pool,
                                       struct cl_model_seq **out);
+struct cl_model_seq_params {
+    uint32_t n_ctx;    /* positions; 0: the training context capped at 4096 */
+    uint32_t n_ubatch; /* tokens per forward pass (longer evals are split); 0: 256 */
+    bool kv_f16;       /* K and V cached as fp16 (half the memory; llama.cpp's default) */
+};
+/* As cl_model_seq_new with more settings. Sliding-window layers keep only
+ * window + n_ubatch positions (a ring), so a long context costs little more
+ * than its global layers. */
+CL_MUST_CHECK cl_err cl_model_seq_new_ex(const struct cl_model *m, const struct cl_model_seq_params *p,
+                                         struct cl_pool *pool, struct cl_model_seq **out);
+/* Bytes of K and V cache the sequence holds. */
+size_t cl_model_seq_kv_bytes(const struct cl_model_seq *s);
 void cl_model_seq_free(struct cl_model_seq *s);
 /* Forgets every position (the cache is wiped). */
 void cl_model_seq_reset(struct cl_model_seq *s);
 /* Number of positions already in the cache. */
 uint32_t cl_model_seq_pos(const struct cl_model_seq *s);
 uint32_t cl_model_seq_ctx(const struct cl_model_seq *s);
-/* Drops the cache from position pos on (pos <= current position). */
+/* Drops the cache from position pos on (pos <= current position). With
+ * sliding-window rings, going back more than n_ubatch positions fails with
+ * CL_E_CORE_STATE (the window before pos was overwritten). */
 CL_MUST_CHECK cl_err cl_model_seq_truncate(struct cl_model_seq *s, uint32_t pos);
 
 /* Evaluates n tokens at the next n positions as one batch. logits may be
@@ -122,8 +136,9 @@ struct cl_model_gen {
 
 /* A conversation on one model: its own KV cache, the tokenizer (may be NULL
  * when only token ids are fed) and the logits of the last fed position. */
-CL_MUST_CHECK cl_err cl_model_session_new(const struct cl_model *m, const cl_tokenizer *tok, uint32_t n_ctx,
-                                          struct cl_pool *pool, struct cl_model_session **out);
+CL_MUST_CHECK cl_err cl_model_session_new(const struct cl_model *m, const cl_tokenizer *tok,
+                                          const struct cl_model_seq_params *sp, struct cl_pool *pool,
+                                          struct cl_model_session **out);
 void cl_model_session_free(struct cl_model_session *s);
 /* Evaluates tokens (one batch per CL ubatch); their last logits become current. */
 CL_MUST_CHECK cl_err cl_model_session_feed(struct cl_model_session *s, const int32_t *tokens, size_t n);
