@@ -113,7 +113,9 @@ cl_err cl_engine_generate(void *self, const struct cl_chat_params *p, cl_chat_pi
     const char *stops[CL_CHAT_MAX_STOP];
     pthread_mutex_lock(&e->mu);
     CL_GUARD(cl_engine_prompt(e, p, &toks, &n));
-    CL_GUARD(cl_model_session_new(e->m, e->tok, (uint32_t)(n + p->max_tokens), e->pool, &s));
+    /* F32 KV cache, as `cloister run` by default, so answers match it */
+    struct cl_model_seq_params sp = {.n_ctx = (uint32_t)(n + p->max_tokens)};
+    CL_GUARD(cl_model_session_new(e->m, e->tok, &sp, e->pool, &s));
     CL_GUARD(cl_model_session_feed(s, toks, n));
     /* Same defaults as `cloister run`, overridden only by what the request
      * gave, so the same seed and settings give the same answer. */
