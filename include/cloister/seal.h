@@ -124,7 +124,8 @@ CL_MUST_CHECK cl_err cl_seal_decrypt_stream_keyed(int fd, const struct cl_seal_h
 /* Reads the header from a stream (file or socket). raw receives its bytes. */
 CL_MUST_CHECK cl_err cl_seal_read_header(int fd, struct cl_buf *raw, struct cl_seal_header *h);
 /* Reads the chunks that follow the header from fd and decrypts them with
- * `threads` workers straight into dst (h->plaintext_size bytes, typically
+ * `threads` threads (counting the reader: 1 reads and decrypts in turn,
+ * N adds N-1 decryption workers) straight into dst (h->plaintext_size bytes, typically
  * secure memory). Each chunk is authenticated before the call returns
  * success; on any failure dst is wiped. Rejects data after the last chunk. */
 CL_MUST_CHECK cl_err cl_seal_decrypt_stream(int fd, const struct cl_seal_header *h, const uint8_t dk[CL_SEAL_KEY_LEN],

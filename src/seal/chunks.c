@@ -250,16 +250,41 @@ static cl_err cl_seal_read_chunk(int fd, struct cl_seal_run *r, uint64_t i)
     return rc;
 }
 
-static cl_err cl_seal_reader(int fd, struct cl_seal_run *r, cl_seal_progress_fn progress, void *arg)
+/* With one thread the reader decrypts each chunk right after reading it,
+ * while it is still in cache. Failures are recorded like a worker's. */
+static void cl_seal_inline(struct cl_seal_run *r, cl_aead **a, uint64_t i)
+{
+    cl_err rc = CL_OK;
+    if (!*a) {
+        rc = cl_seal_run_keys(r);
+        if (rc == CL_OK)
+            rc = cl_aead_new(CL_AEAD_AES256GCM, r->k->chunk, 32, a);
+        if (rc != CL_OK) {
+            if (!atomic_load(&r->failed))
+                cl_seal_record_failure(r, 0, rc);
+            return;
+        }
+    }
+    rc = cl_seal_do_chunk(r, *a, i);
+    if (rc != CL_OK)
+        cl_seal_record_failure(r, i, rc);
+}
+
+static cl_err cl_seal_reader(int fd, struct cl_seal_run *r, bool inline_decrypt, cl_seal_progress_fn progress,
+                             void *arg)
 {
     const struct cl_seal_header *h = r->h;
     uint64_t bytes = 0;
+    cl_aead *a = NULL;
+    cl_err rc = CL_OK;
     for (uint64_t i = 0; i < h->n_chunks; i++) {
         if (atomic_load(&r->failed))
-            return CL_OK; /* a worker already failed; its error is reported */
-        cl_err rc = cl_seal_read_chunk(fd, r, i);
+            goto done; /* a chunk already failed; its error is reported */
+        rc = cl_seal_read_chunk(fd, r, i);
         if (rc != CL_OK)
-            return rc;
+            goto done;
+        if (inline_decrypt)
+            cl_seal_inline(r, &a, i);
         pthread_mutex_lock(&r->mu);
         r->n_read = i + 1;
         pthread_cond_broadcast(&r->cv);
@@ -270,10 +295,14 @@ static cl_err cl_seal_reader(int fd, struct cl_seal_run *r, cl_seal_progress_fn 
     }
     uint8_t extra;
     size_t got = 0;
-    cl_err rc = cl_read_full(fd, &extra, 1, &got);
+    rc = cl_read_full(fd, &extra, 1, &got);
     if (rc == CL_OK)
-        return cl_err_fail(CL_E_SEAL_TRAILING, "after chunk %llu", (unsigned long long)(h->n_chunks - 1));
-    return rc == CL_E_CORE_EOF ? CL_OK : rc;
+        rc = cl_err_fail(CL_E_SEAL_TRAILING, "after chunk %llu", (unsigned long long)(h->n_chunks - 1));
+    else if (rc == CL_E_CORE_EOF)
+        rc = CL_OK;
+done:
+    cl_aead_free(a);
+    return rc;
 }
 
 cl_err cl_seal_decrypt_stream_keyed(int fd, const struct cl_seal_header *h, cl_seal_key_wait_fn key_wait, void *key_arg,
@@ -295,9 +324,13 @@ cl_err cl_seal_decrypt_stream_keyed(int fd, const struct cl_seal_header *h, cl_s
         goto out;
     }
     r.dst = dst;
-    rc = cl_seal_start(&r, threads, tids, &started);
+    /* threads counts the reader: 1 reads and decrypts in turn, N adds N-1
+     * decryption workers (more would only compete with it for cores). */
+    bool inline_decrypt = threads <= 1;
+    if (!inline_decrypt)
+        rc = cl_seal_start(&r, threads - 1, tids, &started);
     if (rc == CL_OK) {
-        r.read_rc = cl_seal_reader(fd, &r, progress, arg);
+        r.read_rc = cl_seal_reader(fd, &r, inline_decrypt, progress, arg);
         if (r.read_rc != CL_OK)
             snprintf(r.read_detail, sizeof(r.read_detail), "%s", cl_err_detail());
     }
