@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "cloister/attest.h"
@@ -176,6 +177,8 @@ cl_err cl_boot_load_model(struct cl_enclave_boot *bt, cl_nsm *nsm, unsigned thre
     CL_ENSURE(h, CL_E_CORE_NOMEM);
     uint64_t t0 = cl_now_us();
     CL_GUARD(cl_boot_dial(CL_WIRE_PORT_MODEL, &fd));
+    int big = 8 << 20; /* fewer wake-ups per byte of a multi-GB stream; best effort */
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
     CL_GUARD(cl_seal_read_header(fd, &raw, h));
     CL_ENSURE_D(h->provider == CL_SEAL_PROVIDER_KMS, CL_E_SEAL_WRONG_KEY,
                 "the model was sealed with a local key file; an enclave needs a key-service-sealed model");

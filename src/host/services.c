@@ -41,6 +41,10 @@ static cl_err cl_host_serve_model(struct cl_host *h, int fd)
     struct stat st;
     uint64_t t0 = cl_now_us();
     off_t off = 0;
+    /* Large socket buffers roughly double throughput of a multi-GB stream
+     * (fewer wake-ups per byte); best effort. */
+    int big = 8 << 20;
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
     int mf = open(h->cfg.model_path, O_RDONLY | O_CLOEXEC);
     CL_ENSURE_D(mf >= 0, CL_E_CORE_NOT_FOUND, "model file cannot be opened (errno %d)", errno);
     CL_ENSURE_D(fstat(mf, &st) == 0 && S_ISREG(st.st_mode), CL_E_CORE_IO, "model file is not a regular file");

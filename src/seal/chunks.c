@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cloister/crypto.h"
 #include "cloister/file.h"
@@ -22,6 +25,7 @@ struct cl_seal_run {
     const uint8_t *src; /* encrypt: plaintext */
     uint8_t *dst;       /* encrypt: chunk area; decrypt: plaintext (ciphertext read in place) */
     uint8_t *tags;      /* decrypt: one tag per chunk */
+    const uint8_t *map; /* decrypt from a mapped file: chunk area (ciphertext || tag each) */
     bool encrypt;
     atomic_uint_fast64_t next;
     atomic_uint_fast64_t done_bytes;
@@ -86,8 +90,9 @@ static cl_err cl_seal_do_chunk(struct cl_seal_run *r, cl_aead *a, uint64_t i)
         uint8_t *out = r->dst + i * ((uint64_t)h->chunk_size + CL_SEAL_TAG_LEN);
         return cl_aead_seal(a, nonce, h->header_hash, 32, r->src + off, len, out, out + len);
     }
-    cl_err rc = cl_aead_open(a, nonce, h->header_hash, 32, r->dst + off, len, r->tags + i * CL_SEAL_TAG_LEN,
-                             r->dst + off);
+    const uint8_t *ct = r->map ? r->map + i * ((uint64_t)h->chunk_size + CL_SEAL_TAG_LEN) : r->dst + off;
+    const uint8_t *tag = r->map ? ct + len : r->tags + i * CL_SEAL_TAG_LEN;
+    cl_err rc = cl_aead_open(a, nonce, h->header_hash, 32, ct, len, tag, r->dst + off);
     if (rc == CL_E_CRYPTO_AUTH)
         rc = cl_err_fail(CL_E_SEAL_CHUNK_AUTH,
                          "chunk %llu of %llu (corrupted, reordered, duplicated, or from another file)",
@@ -305,6 +310,33 @@ done:
     return rc;
 }
 
+/* Maps the chunk area when fd is a regular file whose remaining size is
+ * exactly what the header announces; anything else (sockets, truncated or
+ * over-long files) takes the streaming path, which names the exact fault. */
+static bool cl_seal_map_source(int fd, const struct cl_seal_header *h, struct cl_seal_run *r, void **map, size_t *len)
+{
+    struct stat st;
+    uint64_t total;
+    off_t pos = lseek(fd, 0, SEEK_CUR);
+    if (pos < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        cl_seal_sealed_size(0, h->plaintext_size, h->chunk_size, &total) != CL_OK ||
+        (uint64_t)st.st_size != (uint64_t)pos + total || (uint64_t)st.st_size > SIZE_MAX)
+        return false;
+    /* populated up front: one pass over the page tables instead of a fault per page */
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    if (m == MAP_FAILED)
+        return false;
+    (void)madvise(m, (size_t)st.st_size, MADV_SEQUENTIAL);
+    if (lseek(fd, 0, SEEK_END) < 0) {
+        munmap(m, (size_t)st.st_size);
+        return false;
+    }
+    *map = m;
+    *len = (size_t)st.st_size;
+    r->map = (const uint8_t *)m + pos;
+    return true;
+}
+
 cl_err cl_seal_decrypt_stream_keyed(int fd, const struct cl_seal_header *h, cl_seal_key_wait_fn key_wait, void *key_arg,
                                     uint8_t *dst, unsigned threads, unsigned flags, cl_seal_progress_fn progress,
                                     void *arg)
@@ -312,7 +344,8 @@ cl_err cl_seal_decrypt_stream_keyed(int fd, const struct cl_seal_header *h, cl_s
     struct cl_seal_run r;
     pthread_t tids[CL_SEAL_MAX_THREADS];
     unsigned started = 0;
-    size_t ntags;
+    size_t ntags, map_len = 0;
+    void *map = NULL;
     cl_err rc = cl_seal_run_init(&r, h, NULL);
     if (rc != CL_OK)
         goto out;
@@ -324,6 +357,16 @@ cl_err cl_seal_decrypt_stream_keyed(int fd, const struct cl_seal_header *h, cl_s
         goto out;
     }
     r.dst = dst;
+    if (cl_seal_map_source(fd, h, &r, &map, &map_len)) {
+        /* A regular file of exactly the right size: every thread decrypts
+         * straight from the page cache into dst, no copy in between. */
+        r.n_read = h->n_chunks;
+        r.read_closed = true;
+        rc = threads > 1 ? cl_seal_start(&r, threads - 1, tids, &started) : CL_OK;
+        if (rc == CL_OK)
+            (void)cl_seal_worker(&r);
+        goto finish;
+    }
     /* threads counts the reader: 1 reads and decrypts in turn, N adds N-1
      * decryption workers (more would only compete with it for cores). */
     bool inline_decrypt = threads <= 1;
@@ -333,11 +376,20 @@ cl_err cl_seal_decrypt_stream_keyed(int fd, const struct cl_seal_header *h, cl_s
         r.read_rc = cl_seal_reader(fd, &r, inline_decrypt, progress, arg);
         if (r.read_rc != CL_OK)
             snprintf(r.read_detail, sizeof(r.read_detail), "%s", cl_err_detail());
+        else if (!inline_decrypt) {
+            /* Everything is read: the reader's core now helps decrypt what
+             * the workers have not reached (the same claim counter). */
+            pthread_mutex_lock(&r.mu);
+            r.read_closed = true;
+            pthread_mutex_unlock(&r.mu);
+            (void)cl_seal_worker(&r);
+        }
     }
     pthread_mutex_lock(&r.mu);
     r.read_closed = true;
     pthread_cond_broadcast(&r.cv);
     pthread_mutex_unlock(&r.mu);
+finish:;
     cl_err frc = cl_seal_finish(&r, tids, started);
     if (rc == CL_OK)
         rc = frc;
@@ -352,6 +404,8 @@ cl_err cl_seal_decrypt_stream_keyed(int fd, const struct cl_seal_header *h, cl_s
             rc = cl_err_fail(CL_E_SEAL_DIGEST, "field digest");
     }
 out:
+    if (map)
+        munmap(map, map_len);
     if (rc != CL_OK && dst)
         cl_wipe(dst, h->plaintext_size);
     free(r.tags);
