@@ -80,7 +80,7 @@ static void *cl_secmem_map_anon(size_t len, enum cl_secmem_backend *backend)
     } else {
         *backend = CL_SECMEM_BACKEND_UNLOCKED;
         if (!atomic_flag_test_and_set(&cl_secmem_warned_mlock))
-            CL_LOG(CL_LOG_WARN, "secmem_mlock_refused", CL_LOG_SIZE("bytes", len),
+            CL_LOG(CL_LOG_WARN, "secmem_mlock_refused", CL_LOG_SIZE("bytes", len), CL_LOG_COUNT("errno", errno),
                    CL_LOG_LIT("fallback", "unlocked, excluded from core dumps"));
     }
     return p;

@@ -206,6 +206,15 @@ cl_err cl_sim_sandbox_start(const struct cl_sim_sandbox *sb, pid_t *out)
     /* Intermediate process: owns the namespaces, reports the exit status. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
         cl_sim_die("PR_SET_PDEATHSIG");
+    /* Let the enclave lock its model in memory, as Nitro memory never swaps.
+     * Raising the limit needs privilege in the initial namespace, so it is
+     * done here, before unshare; without it the enclave reports the
+     * unlocked fallback. */
+    if (sb->memory_mib) {
+        struct rlimit ml = {sb->memory_mib << 20, sb->memory_mib << 20};
+        if (setrlimit(RLIMIT_MEMLOCK, &ml) != 0)
+            fprintf(stderr, "cloister-sim: sandbox: note: could not raise RLIMIT_MEMLOCK (%s); the enclave runs unlocked\n", strerror(errno));
+    }
     if (unshare(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) != 0)
         cl_sim_die("unshare");
     char map[64];
