@@ -2,6 +2,10 @@
 #include <string.h>
 
 #include "cli.h"
+
+#ifndef CLOISTER_VERSION
+#define CLOISTER_VERSION "0.1.0"
+#endif
 #include "cloister/log.h"
 
 static const struct cl_cli_cmd cl_commands[] = {
@@ -29,6 +33,7 @@ static void cl_main_help(FILE *f)
     for (size_t i = 0; i < sizeof(cl_commands) / sizeof(cl_commands[0]); i++)
         fprintf(f, "  %-10s %s\n", cl_commands[i].name, cl_commands[i].summary);
     fprintf(f, "  %-10s %s\n", "help", "show this help, or `help COMMAND` for a command's");
+    fprintf(f, "  %-10s %s\n", "version", "print the version");
     fprintf(f, "\n'cloister COMMAND --help' describes each command.\n"
                "exit status: 0 success, 1 failure, 2 usage error.\n");
 }
@@ -46,8 +51,12 @@ int main(int argc, char **argv)
     char **sub_argv = argv + 1;
     static char help_flag[] = "--help";
     char *help_argv[3] = {NULL, help_flag, NULL};
+    if (!strcmp(name, "--version") || !strcmp(name, "version")) {
+        printf("cloister %s\n", CLOISTER_VERSION);
+        return CL_EXIT_OK;
+    }
     if (!strcmp(name, "help") || cl_cli_is_help(name)) {
-        if (argc < 3) {
+        if (argc < 3 || cl_cli_is_help(argv[2]) || !strcmp(argv[2], "help")) {
             cl_main_help(stdout);
             return CL_EXIT_OK;
         }
