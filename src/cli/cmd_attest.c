@@ -51,18 +51,19 @@ static void cl_attest_cli_hex(FILE *f, const uint8_t *p, size_t n)
         fprintf(f, "%02x", p[i]);
 }
 
+/* Document fields are attacker-chosen bytes: made valid UTF-8, then escaped. */
 static void cl_attest_cli_json_str(FILE *f, const uint8_t *p, size_t n)
 {
+    struct cl_buf utf8, esc;
+    size_t used = 0;
+    cl_buf_init(&utf8, 3 * n + 16, CL_BUF_NONE);
+    cl_buf_init(&esc, 18 * n + 16, CL_BUF_NONE);
     fputc('"', f);
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '"' || p[i] == '\\')
-            fprintf(f, "\\%c", p[i]);
-        else if (p[i] < 0x20 || p[i] == 0x7f)
-            fprintf(f, "\\u%04x", p[i]);
-        else
-            fputc(p[i], f);
-    }
+    if (cl_utf8_take(p, n, true, &utf8, &used) == CL_OK && cl_json_escape(utf8.data, utf8.len, &esc) == CL_OK)
+        fwrite(esc.data, 1, esc.len, f);
     fputc('"', f);
+    cl_buf_free(&utf8);
+    cl_buf_free(&esc);
 }
 
 static void cl_attest_cli_time(uint64_t ms, char *buf, size_t len)

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cloister/encode.h"
 #include "cloister/gguf.h"
 #include "cloister/infer/model.h"
 #include "cloister/infer/model_mk.h"
@@ -481,41 +482,14 @@ static int cl_infer_stream(void *user, int32_t token, const char *text, size_t l
 /* JSON string body: escapes, and invalid UTF-8 bytes as U+FFFD. */
 static void cl_infer_json_str(FILE *f, const uint8_t *p, size_t n)
 {
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = p[i];
-        size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-        bool ok = len > 0 && i + len <= n;
-        for (size_t k = 1; ok && k < len; k++)
-            ok = (p[i + k] & 0xc0) == 0x80;
-        if (ok && len > 1) {
-            uint32_t cp = len == 2 ? (c & 0x1fu) : len == 3 ? (c & 0x0fu) : (c & 0x07u);
-            for (size_t k = 1; k < len; k++)
-                cp = (cp << 6) | (p[i + k] & 0x3fu);
-            ok = (len == 2 && cp >= 0x80) || (len == 3 && cp >= 0x800 && (cp < 0xd800 || cp > 0xdfff)) ||
-                 (len == 4 && cp >= 0x10000 && cp <= 0x10ffff);
-        }
-        if (!ok) {
-            fputs("\\ufffd", f);
-            i++;
-            continue;
-        }
-        if (len > 1)
-            fwrite(p + i, 1, len, f);
-        else if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c == '\n')
-            fputs("\\n", f);
-        else if (c == '\t')
-            fputs("\\t", f);
-        else if (c == '\r')
-            fputs("\\r", f);
-        else if (c < 0x20 || c == 0x7f)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-        i += len;
-    }
+    struct cl_buf utf8, esc;
+    size_t used = 0;
+    cl_buf_init(&utf8, 3 * n + 16, CL_BUF_SECURE);
+    cl_buf_init(&esc, 18 * n + 16, CL_BUF_SECURE);
+    if (cl_utf8_take(p, n, true, &utf8, &used) == CL_OK && cl_json_escape(utf8.data, utf8.len, &esc) == CL_OK)
+        fwrite(esc.data, 1, esc.len, f);
+    cl_buf_free(&utf8);
+    cl_buf_free(&esc);
 }
 
 static void cl_infer_json_ids(FILE *f, const int32_t *ids, size_t n)

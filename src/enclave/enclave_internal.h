@@ -4,11 +4,9 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "cloister/encode.h"
 #include "cloister/enclave.h"
 
-/* Appends the longest whole-character prefix of p (all of it when final),
- * invalid bytes replaced by U+FFFD; *used says how much of p was consumed. */
-CL_MUST_CHECK cl_err cl_utf8_take(const uint8_t *p, size_t n, bool final, struct cl_buf *out, size_t *used);
 
 /* Parses an OpenAI chat-completions request. On failure, *why is a fixed
  * message for the client (never an echo of the input). msgs point into
