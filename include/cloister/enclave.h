@@ -88,8 +88,5 @@ const struct cl_ohttp_keyconfig *cl_gateway_keyconfig(const cl_gateway *g);
 CL_MUST_CHECK cl_err cl_gateway_handle(cl_gateway *g, const uint8_t *enc_req, size_t n, bool chunked,
                                        cl_gw_emit_fn emit, void *emit_ctx);
 
-/* Makes jansson allocate through a wiping allocator (request and answer JSON
- * hold prompts and answers). Call once at start-up, before any JSON use. */
-void cl_enclave_json_secure(void);
 
 #endif

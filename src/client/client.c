@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 
 #include "client_internal.h"
+#include "cloister/json_secure.h"
 #include "cloister/bhttp.h"
 #include "cloister/encode.h"
 #include "cloister/hpke.h"
@@ -67,7 +68,7 @@ cl_err cl_client_new(const char *host_url, const struct cl_trust *trust, cl_clie
     CL_GUARD(cl_client_check_url(host_url, &ulen));
     pthread_once(&cl_client_curl_once, cl_client_curl_init);
     CL_ENSURE_D(cl_client_curl_rc == CURLE_OK, CL_E_NET_CLIENT_HTTP, "curl_global_init failed");
-    cl_client_json_secure();
+    cl_json_secure();
     c = calloc(1, sizeof(*c));
     CL_ENSURE(c, CL_E_CORE_NOMEM);
     c->base = malloc(ulen + 1);

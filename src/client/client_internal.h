@@ -6,7 +6,5 @@
 
 /* DER certificate to one PEM block. */
 CL_MUST_CHECK cl_err cl_client_pem_cert(const uint8_t *der, size_t n, struct cl_buf *out);
-/* Routes jansson's allocations through allocators that wipe on free (once per process). */
-void cl_client_json_secure(void);
 
 #endif

@@ -2,36 +2,17 @@
  * request is written by hand into secure memory; parsing goes through
  * jansson with allocators that wipe on free. */
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
-#include <malloc.h>
 
 #include "client_internal.h"
+#include "cloister/json_secure.h"
 #include "cloister/secmem.h"
 
 #define CL_CLIENT_SSE_MAX_LINE ((size_t)1 << 20)
 
-/* ---- jansson allocations that are wiped on free ----
- * Blocks stay plain malloc blocks (malloc_usable_size gives the size), so
- * any code in the process that frees a jansson string with free() is still
- * correct: the allocator is process-wide. */
-
-static void cl_client_jfree(void *p)
-{
-    if (!p)
-        return;
-    cl_wipe(p, malloc_usable_size(p));
-    free(p);
-}
-
-static pthread_once_t cl_client_json_once = PTHREAD_ONCE_INIT;
-
-static void cl_client_json_init(void) { json_set_alloc_funcs(malloc, cl_client_jfree); }
-
-void cl_client_json_secure(void) { pthread_once(&cl_client_json_once, cl_client_json_init); }
 
 /* ---- request ---- */
 
@@ -175,7 +156,7 @@ static json_t *cl_client_choice0(json_t *root)
 cl_err cl_client_parse_completion(const uint8_t *p, size_t n, uint16_t status, struct cl_chat_result *res)
 {
     cl_err rc = CL_OK;
-    cl_client_json_secure();
+    cl_json_secure();
     json_error_t jerr;
     json_t *root = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES, &jerr);
     CL_ENSURE_D(root && json_is_object(root), CL_E_NET_CLIENT_RESPONSE, "answer body is not a JSON object");
@@ -271,7 +252,7 @@ static cl_err cl_client_sse_line(struct cl_client_sse *s, const uint8_t *l, size
 cl_err cl_client_sse_feed(struct cl_client_sse *s, const uint8_t *p, size_t n)
 {
     cl_err rc = CL_OK;
-    cl_client_json_secure();
+    cl_json_secure();
     while (n) {
         const uint8_t *nl = memchr(p, '\n', n);
         size_t take = nl ? (size_t)(nl - p) : n;

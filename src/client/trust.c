@@ -5,6 +5,7 @@
 #include <jansson.h>
 
 #include "client_internal.h"
+#include "cloister/json_secure.h"
 #include "cloister/encode.h"
 #include "cloister/file.h"
 
@@ -99,7 +100,7 @@ cl_err cl_trust_parse(const uint8_t *p, size_t n, struct cl_trust *out)
     t.max_age_seconds = CL_TRUST_MAX_AGE_DEFAULT;
     json_error_t jerr;
     json_t *root = NULL;
-    cl_client_json_secure();
+    cl_json_secure();
     CL_ENSURE_D(n <= CL_TRUST_MAX_FILE, CL_E_NET_CLIENT_TRUST, "file over %d bytes", CL_TRUST_MAX_FILE);
     root = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES, &jerr);
     CL_ENSURE_D(root, CL_E_NET_CLIENT_TRUST, "not valid JSON (line %d, column %d)", jerr.line, jerr.column);
@@ -178,7 +179,7 @@ cl_err cl_trust_encode(const struct cl_trust *t, struct cl_buf *out)
     json_t *root = NULL, *pcrs = NULL;
     uint8_t *text = NULL;
     char hex[2 * CL_ATTEST_PCR_LEN + 1];
-    cl_client_json_secure();
+    cl_json_secure();
     CL_ENSURE_D(t->root_der && t->root_len, CL_E_NET_CLIENT_TRUST, "root_pem: missing");
     CL_GUARD(cl_client_pem_cert(t->root_der, t->root_len, &pem));
     root = json_object();

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 
 #include "cloister/encode.h"
+#include "cloister/json_secure.h"
 #include "cloister/enclave.h"
 
 
@@ -15,8 +16,6 @@ CL_MUST_CHECK cl_err cl_chat_request_parse(const uint8_t *body, size_t n, const 
                                            json_t **root, struct cl_chat_msg *msgs, struct cl_chat_params *p,
                                            const char **why);
 
-/* Wipes and frees a string from json_dumps (jansson's allocator). */
-void cl_enclave_json_free_str(char *s);
 
 /* ---- the engine-backed generator (engine.c) ---- */
 #define CL_ENGINE_MAX_NAME 128

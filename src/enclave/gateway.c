@@ -132,7 +132,7 @@ static cl_err cl_gw_json_answer(struct cl_gw_x *x, uint16_t status, json_t *j)
 {
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     cl_err rc = s ? cl_gw_answer(x, status, "application/json", (const uint8_t *)s, strlen(s)) : CL_E_CORE_NOMEM;
-    cl_enclave_json_free_str(s);
+    cl_json_free_str(s);
     json_decref(j);
     return rc;
 }
@@ -170,7 +170,7 @@ static cl_err cl_gw_sse(struct cl_gw_x *x, json_t *j, bool done)
         CL_GUARD(cl_bhttp_stream_end(&wire));
     CL_GUARD(cl_gw_send(x, wire.data, wire.len, done));
 out:
-    cl_enclave_json_free_str(s);
+    cl_json_free_str(s);
     cl_buf_free(&ev);
     cl_buf_free(&wire);
     return rc;
@@ -298,7 +298,7 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
         rc = s ? cl_buf_appendf(&ev, "data: %s\n\ndata: [DONE]\n\n", s) : CL_E_CORE_NOMEM;
         if (rc == CL_OK)
             rc = cl_gw_answer(x, 200, "text/event-stream", ev.data, ev.len);
-        cl_enclave_json_free_str(s);
+        cl_json_free_str(s);
         cl_buf_free(&ev);
         json_decref(msg);
         json_decref(usage);

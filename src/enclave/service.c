@@ -76,7 +76,7 @@ static cl_err cl_svc_status(struct cl_service *s, int fd)
                           "connections", (int)atomic_load(&cl_svc_conns));
     char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
     cl_err rc = txt ? cl_wire_send(fd, CL_WIRE_STATUS_RES, 0, txt, strlen(txt)) : CL_E_CORE_NOMEM;
-    cl_enclave_json_free_str(txt);
+    cl_json_free_str(txt);
     json_decref(j);
     return rc;
 }

@@ -342,7 +342,7 @@ static void test_time_limit(void **state)
 
 int main(void)
 {
-    cl_enclave_json_secure();
+    cl_json_secure();
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_plain), cmocka_unit_test(test_stream),
                                        cmocka_unit_test(test_errors), cmocka_unit_test(test_replay_and_tamper), cmocka_unit_test(test_utf8), cmocka_unit_test(test_time_limit)};
     return cmocka_run_group_tests(tests, NULL, NULL);

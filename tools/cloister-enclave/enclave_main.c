@@ -61,7 +61,7 @@ int cloister_enclave_main(int argc, char **argv)
     cl_err rc = cl_secure_process_init();
     if (rc != CL_OK)
         return cl_enclave_fail("hardening", rc);
-    cl_enclave_json_secure();
+    cl_json_secure();
 
     void *mem = NULL;
     cl_nsm *nsm = NULL;
