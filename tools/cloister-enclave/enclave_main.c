@@ -31,7 +31,12 @@ static int cl_enclave_fail(const char *what, cl_err rc)
 {
     CL_LOG(CL_LOG_ERROR, "boot_failed", CL_LOG_ERR(rc));
     char b[400];
-    fprintf(stderr, "cloister-enclave: %s: %s\n", what, cl_err_format(rc, b, sizeof(b)));
+    /* stderr reaches the operator. Engine details can quote the decrypted
+     * model's own metadata (key and tensor names), so they stay inside. */
+    if (cl_err_category(rc) == CL_ERRCAT_INFER)
+        fprintf(stderr, "cloister-enclave: %s: %s\n", what, cl_err_str(rc));
+    else
+        fprintf(stderr, "cloister-enclave: %s: %s\n", what, cl_err_format(rc, b, sizeof(b)));
     return 1;
 }
 
