@@ -399,7 +399,7 @@ static void cl_ask_time(uint64_t ms, char *buf, size_t len)
 
 static void cl_ask_print_attestation(FILE *f, const struct cl_client_attestation *a)
 {
-    char ts[64], hex[2 * CL_CLIENT_MAX_AUDIT_KEY + 1];
+    char ts[64], hex[2 * CL_ATTEST_UD_MAX_AUDIT_KEY + 1];
     cl_ask_time(a->timestamp_ms, ts, sizeof(ts));
     fprintf(f, "verified enclave %s, attested %s%s\n", a->module_id, ts, a->debug ? " (DEBUG MODE)" : "");
     for (unsigned i = 0; i < CL_ATTEST_MAX_PCRS; i++)
@@ -411,12 +411,16 @@ static void cl_ask_print_attestation(FILE *f, const struct cl_client_attestation
     fprintf(f, "  model   %s\n", hex);
     cl_hex_encode(a->user_data.config_sha256, 32, hex);
     fprintf(f, "  config  %s\n", hex);
+    fprintf(f, "  key     %s\n  kms     %s\n", a->user_data.kms_key_arn, a->user_data.kms_endpoint);
+    if (a->user_data.has_kms_ca)
+        cl_hex_encode(a->user_data.kms_ca_sha256, 32, hex);
+    fprintf(f, "  kms CA  %s\n", a->user_data.has_kms_ca ? hex : "none (system store)");
     fprintf(f, "  OHTTP key id %u (X25519)\n", (unsigned)a->key.key_id);
 }
 
 static json_t *cl_ask_attestation_json(const struct cl_client_attestation *a)
 {
-    char hex[2 * CL_CLIENT_MAX_AUDIT_KEY + 1], ts[64];
+    char hex[2 * CL_ATTEST_UD_MAX_AUDIT_KEY + 1], ts[64];
     json_t *o = json_object(), *pcrs = json_object();
     if (!o || !pcrs) {
         json_decref(o);
@@ -442,6 +446,15 @@ static json_t *cl_ask_attestation_json(const struct cl_client_attestation *a)
     json_object_set_new(o, "config_sha256", json_string(hex));
     cl_hex_encode(a->user_data.audit_key, a->user_data.audit_key_len, hex);
     json_object_set_new(o, "audit_key", json_string(hex));
+    json_t *k = json_object();
+    if (k) {
+        json_object_set_new(k, "key_arn", json_string(a->user_data.kms_key_arn));
+        json_object_set_new(k, "endpoint", json_string(a->user_data.kms_endpoint));
+        if (a->user_data.has_kms_ca)
+            cl_hex_encode(a->user_data.kms_ca_sha256, 32, hex);
+        json_object_set_new(k, "ca_sha256", json_string(a->user_data.has_kms_ca ? hex : "none"));
+        json_object_set_new(o, "kms", k);
+    }
     json_object_set_new(o, "ohttp_key_id", json_integer(a->key.key_id));
     return o;
 }

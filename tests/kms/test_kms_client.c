@@ -13,6 +13,8 @@
 #include "cloister/kms.h"
 #include "cloister/kms_client.h"
 
+static char t_arn[257]; /* KeyId of the last Decrypt + Recipient */
+
 static char t_dir[256], t_url[64];
 static pid_t t_pid;
 static struct cl_aws_credentials t_cred;
@@ -115,8 +117,9 @@ static void test_gdk_decrypt_recipient(void **state)
     assert_ok(cl_attest_signer_sign(t_signer, pub.data, pub.len, NULL, 0, NULL, 0, &doc));
     cl_buf_reset(&pt);
     assert_ok(cl_kms_decrypt_for_recipient(&ep, &t_cred, key_id, blob.data, blob.len, ctx, 2, doc.data, doc.len, rsa,
-                                           &pt));
+                                           &pt, t_arn, sizeof(t_arn)));
     assert_memory_equal(pt.data, pk.data, 32);
+    assert_true(!strncmp(t_arn, "arn:aws:kms:", 12)); /* the key's ARN, which the enclave attests */
     /* a bad secret, a bad URL, a closed port */
     struct cl_aws_credentials bad = t_cred;
     bad.secret[0] ^= 1;
@@ -198,7 +201,7 @@ static void test_policy_matrix_http(void **state)
     do {                                                                                                           \
         cl_buf_reset(&pt);                                                                                         \
         assert_err(cl_kms_decrypt_for_recipient(&ep, &t_cred, NULL, blob.data, blob.len, dctx, n, doc.data,        \
-                                                doc.len, rsa, &pt),                                                \
+                                                doc.len, rsa, &pt, t_arn, sizeof(t_arn)),                          \
                    CL_E_NET_HTTP_STATUS);                                                                          \
         if (!strstr(cl_err_detail(), want))                                                                        \
             fail_msg("want %s, got %s", want, cl_err_detail());                                                    \
@@ -207,7 +210,7 @@ static void test_policy_matrix_http(void **state)
     t_doc(t_signer, rsa, 0xaa, false, &doc);
     cl_buf_reset(&pt);
     assert_ok(cl_kms_decrypt_for_recipient(&ep, &t_cred, kid, blob.data, blob.len, ctx, 1, doc.data, doc.len, rsa,
-                                           &pt));
+                                           &pt, t_arn, sizeof(t_arn)));
     assert_memory_equal(pt.data, pk.data, 32);
     /* wrong / missing encryption context */
     T_REFUSED(bad_ctx, 1, "AccessDeniedException");
