@@ -79,7 +79,11 @@ stack_up() {
   stack_pids+=($!)
   stack_wait_for "$D/host.out" 'listening on' 10 || return 1
   host_url=http://$(grep -oE '127\.0\.0\.1:[0-9]+' "$D/host.out" | head -1)
-  "$CL" measure --sim-image "$D/enclave.img" --root "$D/sim-root.pem" --model "$D/model.sealed" -o "$D/TRUST.json" >/dev/null
+  # TRUST.json pins the key (from the sealed header), the key service's endpoint and its CA (or none).
+  local kms_ca_pin=none
+  [ -n "${STACK_KMS_TLS:-}" ] && kms_ca_pin=$D/kms-tls.pem
+  "$CL" measure --sim-image "$D/enclave.img" --root "$D/sim-root.pem" --model "$D/model.sealed" \
+    --kms-endpoint "$kms_url" --kms-ca "$kms_ca_pin" -o "$D/TRUST.json" 2>/dev/null
   stack_enclave_start "$D/enclave.img"
 }
 

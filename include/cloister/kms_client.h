@@ -53,10 +53,12 @@ struct cl_kms_endpoint {
 };
 
 /* GenerateDataKey (AES_256). plaintext_key: CL_BUF_SECURE buffer of at
- * least 32 bytes; ciphertext_blob: the wrapped key to store. */
+ * least 32 bytes; ciphertext_blob: the wrapped key to store; key_arn (cap
+ * bytes, optional): the KeyId (ARN) the service answered with. */
 CL_MUST_CHECK cl_err cl_kms_generate_data_key(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred,
                                               const char *key_id, const struct cl_policy_kv *enc_ctx, size_t n_ctx,
-                                              struct cl_buf *plaintext_key, struct cl_buf *ciphertext_blob);
+                                              struct cl_buf *plaintext_key, struct cl_buf *ciphertext_blob,
+                                              char *key_arn, size_t cap);
 /* Decrypt without Recipient (key_id may be NULL). */
 CL_MUST_CHECK cl_err cl_kms_decrypt_blob(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred,
                                          const char *key_id, const uint8_t *blob, size_t blob_len,

@@ -318,7 +318,8 @@ static cl_err cl_kms_dump_secure(json_t *req, char **out)
 
 cl_err cl_kms_generate_data_key(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred,
                                 const char *key_id, const struct cl_policy_kv *enc_ctx, size_t n_ctx,
-                                struct cl_buf *plaintext_key, struct cl_buf *ciphertext_blob)
+                                struct cl_buf *plaintext_key, struct cl_buf *ciphertext_blob, char *key_arn,
+                                size_t cap)
 {
     cl_err rc = CL_OK;
     json_t *req = json_pack("{s:s,s:s}", "KeyId", key_id ? key_id : "", "KeySpec", "AES_256"), *resp = NULL;
@@ -334,6 +335,14 @@ cl_err cl_kms_generate_data_key(const struct cl_kms_endpoint *ep, const struct c
         rc = cl_kms_b64_field(resp, "CiphertextBlob", ciphertext_blob, "GenerateDataKey");
     if (!rc && plaintext_key->len - p0 != 32)
         rc = cl_err_fail(CL_E_NET_RESPONSE, "GenerateDataKey: Plaintext is %zu bytes, not 32", plaintext_key->len - p0);
+    if (!rc && key_arn) {
+        json_t *kid = json_object_get(resp, "KeyId");
+        size_t kl = json_is_string(kid) ? json_string_length(kid) : 0;
+        if (kl == 0 || kl >= cap || strlen(json_string_value(kid)) != kl)
+            rc = cl_err_fail(CL_E_NET_RESPONSE, "GenerateDataKey: response lacks a KeyId of 1-%zu bytes", cap - 1);
+        else
+            memcpy(key_arn, json_string_value(kid), kl + 1);
+    }
     if (rc) {
         cl_wipe(plaintext_key->data + p0, plaintext_key->len - p0);
         plaintext_key->len = p0;

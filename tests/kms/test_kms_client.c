@@ -95,7 +95,7 @@ static void test_gdk_decrypt_recipient(void **state)
     cl_buf_init(&pk, 64, CL_BUF_SECURE);
     cl_buf_init(&blob, 8192, CL_BUF_NONE);
     cl_buf_init(&pt, 64, CL_BUF_SECURE);
-    assert_ok(cl_kms_generate_data_key(&ep, &t_cred, key_id, ctx, 2, &pk, &blob));
+    assert_ok(cl_kms_generate_data_key(&ep, &t_cred, key_id, ctx, 2, &pk, &blob, NULL, 0));
     assert_int_equal(pk.len, 32);
     assert_ok(cl_kms_decrypt_blob(&ep, &t_cred, NULL, blob.data, blob.len, ctx, 2, &pt));
     assert_int_equal(pt.len, 32);
@@ -132,7 +132,7 @@ static void test_gdk_decrypt_recipient(void **state)
     assert_err(cl_kms_decrypt_blob(&closed, &t_cred, NULL, blob.data, blob.len, ctx, 2, &pt), CL_E_NET_HTTP);
     struct cl_buf notsecure;
     cl_buf_init(&notsecure, 64, CL_BUF_NONE);
-    assert_err(cl_kms_generate_data_key(&ep, &t_cred, key_id, ctx, 2, &notsecure, &blob), CL_E_CORE_INVALID_ARG);
+    assert_err(cl_kms_generate_data_key(&ep, &t_cred, key_id, ctx, 2, &notsecure, &blob, NULL, 0), CL_E_CORE_INVALID_ARG);
     cl_pkey_free(rsa);
     cl_buf_free(&pub);
     cl_buf_free(&doc);
@@ -192,7 +192,7 @@ static void test_policy_matrix_http(void **state)
     cl_buf_init(&blob, 8192, CL_BUF_NONE);
     cl_buf_init(&pt, 64, CL_BUF_SECURE);
     cl_buf_init(&doc, CL_ATTEST_MAX_DOC, CL_BUF_NONE);
-    assert_ok(cl_kms_generate_data_key(&ep, &t_cred, kid, ctx, 1, &pk, &blob));
+    assert_ok(cl_kms_generate_data_key(&ep, &t_cred, kid, ctx, 1, &pk, &blob, t_arn, sizeof(t_arn)));
     cl_pkey *rsa = NULL;
     assert_ok(cl_pkey_generate(CL_PKEY_RSA, &rsa));
     cl_attest_signer *rogue = NULL;
