@@ -115,4 +115,13 @@ expect 1 "a client pinning the owner's key refuses an enclave keyed by the opera
   "$CL" ask --host "$evil_host_url" --trust "$E/TRUST-owner-key.json" -n 4 "hello"
 expect_err "key service differs" "the refusal names the key service"
 stop_evil
+
+# d. nothing the host passes at run time changes the enclave's behaviour unmeasured
+expect 2 "cloister-sim run refuses enclave arguments from the host" \
+  "$SIM" run "$D/enclave.img" --dir "$D/sim" --vsock-dir "$E/vsock1" --cid 16 -- --chat-template chatml
+expect_err "part of the measured image" "the refusal says where arguments belong"
+"$SIM" pack --app "$BUILD/tools/cloister-enclave/cloister-enclave.so" --name cloister-enclave --memory 2048 \
+  -o "$E/args.img" -- --chat-template chatml >/dev/null
+[ "$("$SIM" measure "$E/args.img" | head -1)" != "$("$SIM" measure "$D/enclave.img" | head -1)" ] &&
+  ok "arguments packed into an image change its PCR0" || bad "PCR0 ignores the packed arguments"
 finish
