@@ -260,12 +260,18 @@ static cl_err cl_kms_authorize(struct cl_kms_req *q, const struct cl_kms_key_met
     snprintf(q->audit.decision, sizeof(q->audit.decision), "%s", d.effect == CL_POLICY_ALLOW ? "allow" : "deny");
     snprintf(q->audit.statement, sizeof(q->audit.statement), "%s", d.statement);
     if (d.effect != CL_POLICY_ALLOW) {
-        /* Message shape follows AWS; principal and action are not secret. */
+        /* Message shape follows AWS, plus the deciding statement (the
+         * policy's owner named it); principal and action are not secret. */
         if (d.explicit_deny)
             CL_FAIL(CL_E_KMS_ACCESS_DENIED,
                     "User: %s is not authorized to perform: %s on resource: %s with an explicit deny in a "
-                    "resource-based policy",
-                    q->principal, action, m->arn);
+                    "resource-based policy (statement %s)",
+                    q->principal, action, m->arn, d.statement);
+        if (d.unpinned_root)
+            CL_FAIL(CL_E_KMS_ACCESS_DENIED,
+                    "User: %s is not authorized to perform: %s on resource: %s: this key service trusts %u "
+                    "attestation roots and statement %s does not pin the verifying root with " CL_POLICY_ROOT_KEY,
+                    q->principal, action, m->arn, q->att.roots_trusted, d.unpinned_statement);
         CL_FAIL(CL_E_KMS_ACCESS_DENIED,
                 "User: %s is not authorized to perform: %s on resource: %s because no resource-based policy allows "
                 "the %s action",
@@ -327,6 +333,11 @@ static cl_err cl_kms_recipient(struct cl_kms_req *q)
         CL_FAIL(CL_E_KMS_RECIPIENT, "Recipient attestation document was refused: %s", why);
     }
     CL_ENSURE_D(q->att.public_key_len > 0, CL_E_KMS_RECIPIENT, "attestation document has no public_key");
+    /* Fail closed: a verifier that cannot say which root it used must not
+     * feed a policy that may pin one. */
+    CL_ENSURE_D(q->att.r.has_root && q->att.roots_trusted >= 1, CL_E_KMS_RECIPIENT,
+                "attestation verifier did not report the verifying root");
+    q->att.r.require_root_pin = q->att.roots_trusted > 1;
     q->has_att = true;
     snprintf(q->audit.module_id, sizeof(q->audit.module_id), "%.95s", q->att.module_id);
     char h[3][2 * CL_POLICY_PCR_LEN + 1];
@@ -357,10 +368,91 @@ out:
 
 /* ---- operations ---- */
 
+/* The default policy of CreateKey: the creating principal, not every user
+ * of its account, may do everything (AWS gives kms:* to the account root
+ * and leaves the rest to IAM, which cloister-kms does not have). */
+#define CL_KMS_CALLER_POLICY_FMT                                                                                     \
+    "{\"Version\":\"2012-10-17\",\"Id\":\"key-default-1\",\"Statement\":[{\"Sid\":\"Enable key creator "      \
+    "permissions\",\"Effect\":\"Allow\",\"Principal\":{\"AWS\":\"%s\"},\"Action\":\"kms:*\",\"Resource\":\"*\"}]}"
+
+static bool cl_kms_get_bool(const json_t *in, const char *name)
+{
+    return json_is_true(json_object_get(in, name));
+}
+
+struct cl_kms_rp {
+    const char *p[2 * CL_POLICY_MAX_STATEMENTS];
+    size_t n;
+};
+
+static void cl_kms_rp_add(void *arg, const char *principal)
+{
+    struct cl_kms_rp *r = arg;
+    for (size_t i = 0; i < r->n; i++)
+        if (!strcmp(r->p[i], principal))
+            return;
+    if (r->n < sizeof(r->p) / sizeof(r->p[0]))
+        r->p[r->n++] = principal;
+}
+
+/* What PutKeyPolicy and CreateKey check before a policy is stored:
+ * - AWS's lockout safety check: the caller must still be allowed
+ *   kms:PutKeyPolicy (BypassPolicyLockoutSafetyCheck skips it);
+ * - no release principal (one that the old or the new policy lets act only
+ *   with an attestation document) may, under the new policy, Decrypt or
+ *   GenerateDataKey without one, re-encrypt, change the policy or create
+ *   grants (the cloister extension CloisterAllowUnattestedRelease skips it). */
+static cl_err cl_kms_check_new_policy(struct cl_kms_req *q, const struct cl_policy *old, const char *pol,
+                                      const char *key_arn)
+{
+    static const char *const actions[] = {"kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom",
+                                          "kms:PutKeyPolicy", "kms:CreateGrant"};
+    cl_err rc = CL_OK;
+    struct cl_policy *np = NULL;
+    struct cl_kms_rp rp;
+    rp.n = 0;
+    CL_GUARD(cl_policy_parse(pol, strlen(pol), &np));
+    if (!cl_kms_get_bool(q->in, "BypassPolicyLockoutSafetyCheck")) {
+        char acct[13] = "";
+        if (q->principal && !strncmp(q->principal, "arn:aws:iam::", 13) && strlen(q->principal) > 25)
+            snprintf(acct, sizeof(acct), "%.12s", q->principal + 13);
+        struct cl_policy_ctx pc = {.principal_arn = q->principal, .caller_account = acct[0] ? acct : NULL,
+                                   .action = "kms:PutKeyPolicy", .resource = key_arn, .now = q->now_ms / 1000};
+        struct cl_policy_decision d;
+        CL_GUARD(cl_policy_evaluate(np, &pc, &d));
+        CL_ENSURE_D(d.effect == CL_POLICY_ALLOW, CL_E_KMS_POLICY_MALFORMED,
+                    "The new key policy will not allow you to update the key policy in the future "
+                    "(lockout safety check; BypassPolicyLockoutSafetyCheck skips it)");
+    }
+    if (!cl_kms_get_bool(q->in, "CloisterAllowUnattestedRelease")) {
+        if (old)
+            CL_GUARD(cl_policy_release_principals(old, cl_kms_rp_add, &rp));
+        CL_GUARD(cl_policy_release_principals(np, cl_kms_rp_add, &rp));
+        for (size_t i = 0; i < rp.n; i++) {
+            /* "*" stands for anyone: probe with a principal nobody has. */
+            const char *who = strcmp(rp.p[i], "*") ? rp.p[i] : "arn:aws:iam::000000000000:user/cloister-any-principal";
+            for (size_t a = 0; a < sizeof(actions) / sizeof(actions[0]); a++) {
+                bool unsafe;
+                char stmt[72];
+                CL_GUARD(cl_policy_unattested_allow(np, who, actions[a], key_arn, &unsafe, stmt));
+                CL_ENSURE_D(!unsafe, CL_E_KMS_POLICY_MALFORMED,
+                            "The new key policy lets the release principal %s perform %s without an attestation "
+                            "document (statement %s), so whoever holds its credentials could take the key; set "
+                            "CloisterAllowUnattestedRelease to force it",
+                            rp.p[i], actions[a], stmt);
+            }
+        }
+    }
+out:
+    cl_policy_free(np);
+    return rc;
+}
+
 static cl_err cl_kms_op_create_key(struct cl_kms_req *q)
 {
     cl_err rc = CL_OK;
     const char *desc, *pol, *usage, *spec, *origin;
+    char defpol[CL_KMS_ARN_MAX + 512];
     struct cl_kms_key_meta m;
     CL_GUARD(cl_kms_get_str(q->in, "Description", false, CL_KMS_MAX_DESCRIPTION, &desc));
     CL_GUARD(cl_kms_get_str(q->in, "Policy", false, CL_POLICY_MAX_BYTES, &pol));
@@ -372,6 +464,21 @@ static cl_err cl_kms_op_create_key(struct cl_kms_req *q)
     CL_ENSURE_D(!spec || !strcmp(spec, "SYMMETRIC_DEFAULT"), CL_E_KMS_VALIDATION, "KeySpec must be SYMMETRIC_DEFAULT");
     CL_GUARD(cl_kms_get_str(q->in, "Origin", false, 64, &origin));
     CL_ENSURE_D(!origin || !strcmp(origin, "AWS_KMS"), CL_E_KMS_VALIDATION, "Origin must be AWS_KMS");
+    if (pol) {
+        char probe[CL_KMS_ARN_MAX];
+        /* The key's ARN is not known yet; the checks see a placeholder in
+         * the store's account (a policy naming its own key ARN would only
+         * make them stricter). */
+        snprintf(probe, sizeof(probe), "arn:aws:kms:%s:%s:key/00000000-0000-4000-8000-000000000000",
+                 cl_kms_store_region(q->st), cl_kms_store_account(q->st));
+        CL_GUARD(cl_kms_check_new_policy(q, NULL, pol, probe));
+    } else {
+        CL_ENSURE_D(q->principal && strlen(q->principal) < CL_KMS_ARN_MAX && !strchr(q->principal, '"') &&
+                        !strchr(q->principal, '\\'),
+                    CL_E_KMS_VALIDATION, "caller ARN cannot be named in a default key policy");
+        snprintf(defpol, sizeof(defpol), CL_KMS_CALLER_POLICY_FMT, q->principal);
+        pol = defpol;
+    }
     CL_GUARD(cl_kms_key_create(q->st, desc, pol, &m));
     snprintf(q->audit.key_id, sizeof(q->audit.key_id), "%s", m.key_id);
     json_t *md = cl_kms_key_metadata(q->st, &m);
@@ -570,12 +677,35 @@ static cl_err cl_kms_op_put_policy(struct cl_kms_req *q)
     cl_err rc = CL_OK;
     struct cl_kms_key_meta m;
     const char *name, *pol;
+    struct cl_buf cur;
+    struct cl_policy *old = NULL;
+    cl_buf_init(&cur, CL_POLICY_MAX_BYTES + 1, CL_BUF_NONE);
     CL_GUARD(cl_kms_get_key(q, "KeyId", true, &m, NULL));
     CL_GUARD(cl_kms_get_str(q->in, "PolicyName", false, 128, &name));
     CL_ENSURE_D(!name || !strcmp(name, "default"), CL_E_KMS_NOT_FOUND, "PolicyName must be default");
     CL_GUARD(cl_kms_get_str(q->in, "Policy", true, CL_POLICY_MAX_BYTES, &pol));
     CL_GUARD(cl_kms_authorize(q, &m, "kms:PutKeyPolicy", NULL));
+    CL_GUARD(cl_kms_policy_get(q->st, m.key_id, &cur));
+    CL_GUARD(cl_policy_parse((const char *)cur.data, cur.len, &old));
+    CL_GUARD(cl_kms_check_new_policy(q, old, pol, m.arn));
     CL_GUARD(cl_kms_policy_put(q->st, m.key_id, pol));
+out:
+    cl_policy_free(old);
+    cl_buf_free(&cur);
+    return rc;
+}
+
+/* Grants are not implemented: the key policy is the only authority. The
+ * policy still decides first, so a caller it does not allow learns that,
+ * not merely that the operation is missing. */
+static cl_err cl_kms_op_create_grant(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta m;
+    CL_GUARD(cl_kms_get_key(q, "KeyId", true, &m, NULL));
+    CL_GUARD(cl_kms_authorize(q, &m, "kms:CreateGrant", NULL));
+    q->err_type = "UnsupportedOperationException";
+    CL_FAIL(CL_E_KMS_VALIDATION, "grants are not supported by cloister-kms; use the key policy");
 out:
     return rc;
 }
@@ -785,6 +915,7 @@ static const struct cl_kms_opdef cl_kms_ops[] = {
     {"RotateKeyOnDemand", cl_kms_op_rotate, NULL},
     {"GetKeyPolicy", cl_kms_op_get_policy, NULL},
     {"PutKeyPolicy", cl_kms_op_put_policy, NULL},
+    {"CreateGrant", cl_kms_op_create_grant, NULL},
     {"Encrypt", cl_kms_op_encrypt, NULL},
     {"Decrypt", cl_kms_op_decrypt, NULL},
     {"ReEncrypt", cl_kms_op_reencrypt, NULL},
