@@ -260,22 +260,24 @@ static cl_err cl_kms_authorize(struct cl_kms_req *q, const struct cl_kms_key_met
     snprintf(q->audit.decision, sizeof(q->audit.decision), "%s", d.effect == CL_POLICY_ALLOW ? "allow" : "deny");
     snprintf(q->audit.statement, sizeof(q->audit.statement), "%s", d.statement);
     if (d.effect != CL_POLICY_ALLOW) {
-        /* Message shape follows AWS, plus the deciding statement (the
-         * policy's owner named it); principal and action are not secret. */
+        /* Message shape follows AWS's, reordered so that the reason (and
+         * the deciding statement) comes before the key ARN: error details
+         * are bounded (256 bytes) and the reason must survive. Principal,
+         * action and statement names are not secret. */
         if (d.explicit_deny)
             CL_FAIL(CL_E_KMS_ACCESS_DENIED,
-                    "User: %s is not authorized to perform: %s on resource: %s with an explicit deny in a "
-                    "resource-based policy (statement %s)",
-                    q->principal, action, m->arn, d.statement);
+                    "User: %s is not authorized to perform: %s with an explicit deny in a resource-based policy "
+                    "(statement %s) on resource: %s",
+                    q->principal, action, d.statement, m->arn);
         if (d.unpinned_root)
             CL_FAIL(CL_E_KMS_ACCESS_DENIED,
-                    "User: %s is not authorized to perform: %s on resource: %s: this key service trusts %u "
-                    "attestation roots and statement %s does not pin the verifying root with " CL_POLICY_ROOT_KEY,
-                    q->principal, action, m->arn, q->att.roots_trusted, d.unpinned_statement);
+                    "User: %s is not authorized to perform: %s: statement %s does not pin " CL_POLICY_ROOT_KEY
+                    " (%u roots trusted) on resource: %s",
+                    q->principal, action, d.unpinned_statement, q->att.roots_trusted, m->arn);
         CL_FAIL(CL_E_KMS_ACCESS_DENIED,
-                "User: %s is not authorized to perform: %s on resource: %s because no resource-based policy allows "
-                "the %s action",
-                q->principal, action, m->arn, action);
+                "User: %s is not authorized to perform: %s because no resource-based policy allows the %s action "
+                "on resource: %s",
+                q->principal, action, action, m->arn);
     }
 out:
     cl_policy_free(p);
@@ -437,8 +439,7 @@ static cl_err cl_kms_check_new_policy(struct cl_kms_req *q, const struct cl_poli
                 CL_GUARD(cl_policy_unattested_allow(np, who, actions[a], key_arn, &unsafe, stmt));
                 CL_ENSURE_D(!unsafe, CL_E_KMS_POLICY_MALFORMED,
                             "The new key policy lets the release principal %s perform %s without an attestation "
-                            "document (statement %s), so whoever holds its credentials could take the key; set "
-                            "CloisterAllowUnattestedRelease to force it",
+                            "document (statement %s); CloisterAllowUnattestedRelease forces it",
                             rp.p[i], actions[a], stmt);
             }
         }
