@@ -28,6 +28,11 @@ export STACK_CAPTURE
 export TMPDIR=$cl_tmp/tmp && mkdir -p "$TMPDIR"   # the host's and key service's temp files land here
 if ! stack_up "$BUILD" "$model"; then bad "stack came up"; stack_down; finish; exit 1; fi
 ok "key service, host and enclave up (key released to the attested enclave)"
+# issue 9: the operator's directory holds its credentials and nothing of the owner's
+[ "$(ls "$OPERATOR_DIR")" = operator.json ] && ok "operator's directory: only operator.json (no sim CA key, no owner credentials)" \
+  || bad "operator's directory holds: $(ls "$OPERATOR_DIR" | tr '\n' ' ')"
+grep -q '"Sid": "DenyDecryptUnlessAttestationRoot"' "$OWNER_DIR/policy.json" && grep -q ':444455556666:user/operator' "$OWNER_DIR/policy.json" \
+  && ok "owner's key policy pins the sim root and names the operator of another account" || bad "stack policy"
 trap 'stack_down' EXIT
 
 # 1. same answer as cloister run on the plain model, greedy and sampled, streamed and not
