@@ -383,8 +383,9 @@ static bool cl_kms_get_bool(const json_t *in, const char *name)
 }
 
 struct cl_kms_rp {
-    const char *p[2 * CL_POLICY_MAX_STATEMENTS];
+    const char *p[4 * CL_POLICY_MAX_STATEMENTS];
     size_t n;
+    bool overflow; /* more than we can check: refuse rather than skip any */
 };
 
 static void cl_kms_rp_add(void *arg, const char *principal)
@@ -395,6 +396,8 @@ static void cl_kms_rp_add(void *arg, const char *principal)
             return;
     if (r->n < sizeof(r->p) / sizeof(r->p[0]))
         r->p[r->n++] = principal;
+    else
+        r->overflow = true;
 }
 
 /* What PutKeyPolicy and CreateKey check before a policy is stored:
@@ -413,6 +416,7 @@ static cl_err cl_kms_check_new_policy(struct cl_kms_req *q, const struct cl_poli
     struct cl_policy *np = NULL;
     struct cl_kms_rp rp;
     rp.n = 0;
+    rp.overflow = false;
     CL_GUARD(cl_policy_parse(pol, strlen(pol), &np));
     if (!cl_kms_get_bool(q->in, "BypassPolicyLockoutSafetyCheck")) {
         char acct[13] = "";
@@ -430,6 +434,8 @@ static cl_err cl_kms_check_new_policy(struct cl_kms_req *q, const struct cl_poli
         if (old)
             CL_GUARD(cl_policy_release_principals(old, cl_kms_rp_add, &rp));
         CL_GUARD(cl_policy_release_principals(np, cl_kms_rp_add, &rp));
+        CL_ENSURE_D(!rp.overflow, CL_E_KMS_POLICY_LIMIT, "more than %zu release principals to check",
+                    sizeof(rp.p) / sizeof(rp.p[0]));
         for (size_t i = 0; i < rp.n; i++) {
             /* "*" stands for anyone: probe with a principal nobody has. */
             const char *who = strcmp(rp.p[i], "*") ? rp.p[i] : "arn:aws:iam::000000000000:user/cloister-any-principal";

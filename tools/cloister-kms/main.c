@@ -157,6 +157,10 @@ static int cl_kms_cmd_serve(int argc, char **argv)
             }
             fprintf(stderr, "cloister-kms: trust root %s sha256 %s\n", roots[i], fp);
         }
+        if (nroots > 1)
+            fprintf(stderr, "cloister-kms: %zu trusted roots: only policy statements that pin "
+                            "cloister:attestation-root-sha256 release keys to a Recipient\n",
+                    nroots);
     }
 #else
     (void)max_age;
