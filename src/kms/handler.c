@@ -295,6 +295,27 @@ static cl_err cl_kms_usable(const struct cl_kms_key_meta *m)
     return CL_OK;
 }
 
+/* Keys and aliases live in the store's home account (the model owner's).
+ * Principals of other accounts use keys as the key policy allows, by key id
+ * or ARN, but like on AWS they cannot create keys or aliases there and do
+ * not see its aliases (so nobody can plant an alias the owner then seals
+ * under). */
+static bool cl_kms_home_caller(const struct cl_kms_req *q)
+{
+    const char *acct = cl_kms_store_account(q->st);
+    return q->principal && !strncmp(q->principal, "arn:aws:iam::", 13) && strlen(q->principal) > 25 &&
+           q->principal[25] == ':' && !strncmp(q->principal + 13, acct, 12) && strlen(acct) == 12;
+}
+
+static cl_err cl_kms_home_only(const struct cl_kms_req *q, const char *action)
+{
+    if (cl_kms_home_caller(q))
+        return CL_OK;
+    return cl_err_fail(CL_E_KMS_ACCESS_DENIED,
+                       "User: %s is not authorized to perform: %s: keys and aliases here belong to account %s",
+                       q->principal, action, cl_kms_store_account(q->st));
+}
+
 static cl_err cl_kms_get_key(struct cl_kms_req *q, const char *field, bool required, struct cl_kms_key_meta *m,
                              bool *present)
 {
@@ -304,6 +325,8 @@ static cl_err cl_kms_get_key(struct cl_kms_req *q, const char *field, bool requi
         *present = id != NULL;
     if (rc || !id)
         return rc;
+    if ((!strncmp(id, "alias/", 6) || (!strncmp(id, "arn:", 4) && strstr(id, ":alias/"))) && !cl_kms_home_caller(q))
+        return cl_err_fail(CL_E_KMS_NOT_FOUND, "Alias is not found in the caller's account (use the key ARN)");
     rc = cl_kms_key_get(q->st, id, m);
     if (rc == CL_E_KMS_NOT_FOUND)
         return cl_err_fail(CL_E_KMS_NOT_FOUND, "Invalid keyId %s", "(not found)");
@@ -471,6 +494,7 @@ static cl_err cl_kms_op_create_key(struct cl_kms_req *q)
     CL_ENSURE_D(!spec || !strcmp(spec, "SYMMETRIC_DEFAULT"), CL_E_KMS_VALIDATION, "KeySpec must be SYMMETRIC_DEFAULT");
     CL_GUARD(cl_kms_get_str(q->in, "Origin", false, 64, &origin));
     CL_ENSURE_D(!origin || !strcmp(origin, "AWS_KMS"), CL_E_KMS_VALIDATION, "Origin must be AWS_KMS");
+    CL_GUARD(cl_kms_home_only(q, "kms:CreateKey"));
     if (pol) {
         char probe[CL_KMS_ARN_MAX];
         /* The key's ARN is not known yet; the checks see a placeholder in
@@ -521,7 +545,9 @@ static cl_err cl_kms_op_list_keys(struct cl_kms_req *q)
     CL_GUARD(cl_kms_get_str(q->in, "Marker", false, 1024, &marker));
     json_t *arr = json_array();
     CL_ENSURE(arr && json_object_set_new(q->out, "Keys", arr) == 0, CL_E_CORE_NOMEM);
-    CL_GUARD(cl_kms_key_list(q->st, marker, (size_t)limit, cl_kms_list_key_cb, arr, &trunc));
+    trunc = false;
+    if (cl_kms_home_caller(q)) /* other accounts have no keys here */
+        CL_GUARD(cl_kms_key_list(q->st, marker, (size_t)limit, cl_kms_list_key_cb, arr, &trunc));
     json_object_set_new(q->out, "Truncated", json_boolean(trunc));
     if (trunc && json_array_size(arr))
         json_object_set_new(q->out, "NextMarker",
@@ -544,6 +570,7 @@ static cl_err cl_kms_op_create_alias(struct cl_kms_req *q)
     const char *alias;
     struct cl_kms_key_meta m, tmp;
     CL_GUARD(cl_kms_get_str(q->in, "AliasName", true, 256, &alias));
+    CL_GUARD(cl_kms_home_only(q, "kms:CreateAlias"));
     CL_GUARD(cl_kms_get_key(q, "TargetKeyId", true, &m, NULL));
     CL_ENSURE_D(strncmp(alias, "alias/", 6) == 0, CL_E_KMS_VALIDATION, "AliasName must begin with alias/");
     CL_GUARD(cl_kms_authorize(q, &m, "kms:CreateAlias", NULL));
@@ -599,7 +626,8 @@ static cl_err cl_kms_op_list_aliases(struct cl_kms_req *q)
     CL_GUARD(cl_kms_get_key(q, "KeyId", false, &m, &has_key));
     json_t *arr = json_array();
     CL_ENSURE(arr && json_object_set_new(q->out, "Aliases", arr) == 0, CL_E_CORE_NOMEM);
-    CL_GUARD(cl_kms_alias_list(q->st, has_key ? m.key_id : NULL, cl_kms_list_alias_cb, &pg));
+    if (cl_kms_home_caller(q))
+        CL_GUARD(cl_kms_alias_list(q->st, has_key ? m.key_id : NULL, cl_kms_list_alias_cb, &pg));
     json_object_set_new(q->out, "Truncated", json_boolean(pg.truncated));
     if (pg.truncated)
         json_object_set_new(q->out, "NextMarker", json_string(pg.last));
@@ -614,6 +642,7 @@ static cl_err cl_kms_op_delete_alias(struct cl_kms_req *q)
     struct cl_kms_key_meta m;
     CL_GUARD(cl_kms_get_str(q->in, "AliasName", true, 256, &alias));
     CL_ENSURE_D(strncmp(alias, "alias/", 6) == 0, CL_E_KMS_VALIDATION, "AliasName must begin with alias/");
+    CL_GUARD(cl_kms_home_only(q, "kms:DeleteAlias"));
     CL_GUARD(cl_kms_alias_key(q, alias, &m));
     CL_GUARD(cl_kms_authorize(q, &m, "kms:DeleteAlias", NULL));
     CL_GUARD(cl_kms_alias_delete(q->st, alias));

@@ -71,19 +71,23 @@ opcall "operator CreateGrant to itself is refused" CreateGrant \
   "{\"KeyId\":\"$KEY\",\"GranteePrincipal\":\"$OP_ARN\",\"Operations\":[\"Decrypt\"]}"
 expect_err 'AccessDeniedException.*kms:CreateGrant.*statement DenyReleasePrincipalKeyControl' \
   "  reason: explicit deny DenyReleasePrincipalKeyControl"
-OPKEY=$("$T" call "$URL" "$OPS/operator.json" CreateKey '{}' | jfield KeyId)
-[ -n "$OPKEY" ] && ok "operator creates a key of its own (default policy: the creator only)" || bad "operator CreateKey"
-opcall "operator ReEncrypt of the model key to its own key is refused" ReEncrypt \
-  "{\"CiphertextBlob\":\"$BLOB\",\"SourceEncryptionContext\":$CTX,\"DestinationKeyId\":\"$OPKEY\"}"
+opcall "operator cannot create keys in the owner's account" CreateKey '{}'
+expect_err 'AccessDeniedException.*kms:CreateKey: keys and aliases here belong to account 111122223333' "  reason: another account's key store"
+opcall "operator cannot plant an alias there (for the owner to seal under)" CreateAlias \
+  "{\"AliasName\":\"alias/model-v2\",\"TargetKeyId\":\"$KEY\"}"
+expect_err 'AccessDeniedException.*kms:CreateAlias' "  reason: another account's aliases"
+opcall "operator does not resolve the owner's aliases" DescribeKey '{"KeyId":"alias/model"}'
+expect_err 'NotFoundException.*use the key ARN' "  reason: aliases are per account"
+KEY2=$("$T" call "$URL" "$OWN/owner.json" CreateKey '{}' | jfield KeyId)
+opcall "operator ReEncrypt of the model key to another key is refused" ReEncrypt \
+  "{\"CiphertextBlob\":\"$BLOB\",\"SourceEncryptionContext\":$CTX,\"DestinationKeyId\":\"$KEY2\"}"
 expect_err 'AccessDeniedException.*kms:ReEncryptFrom.*statement DenyReleasePrincipalKeyControl' \
   "  reason: explicit deny DenyReleasePrincipalKeyControl"
 opcall "operator GenerateDataKey under the model key is refused" GenerateDataKey \
   "{\"KeyId\":\"$KEY\",\"KeySpec\":\"AES_256\",\"EncryptionContext\":$CTX}"
 expect_err 'AccessDeniedException.*statement DenyReleasePrincipalKeyControl' "  reason: explicit deny"
-opcall "the operator's key is not the owner's: owner cannot use it either" Decrypt "{\"CiphertextBlob\":\"$BLOB\",\"KeyId\":\"$OPKEY\",\"EncryptionContext\":$CTX}"
 
 # --- account principals: no longer "everyone in the account" -----------------
-KEY2=$("$T" call "$URL" "$OWN/owner.json" CreateKey '{}' | jfield KeyId)
 grep -q "\"AWS\":\"$OWNER_ARN\"" <("$T" call "$URL" "$OWN/owner.json" GetKeyPolicy "{\"KeyId\":\"$KEY2\"}" | sed 's/\\//g') \
   && ok "CreateKey's default policy names the creating principal" || bad "default policy principal"
 expect 1 "a colleague in the owner's account cannot use a key created without a policy" \
