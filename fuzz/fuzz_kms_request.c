@@ -16,7 +16,8 @@ static const char *const ops[] = {"CreateKey",     "DescribeKey",     "ListKeys"
                                   "ListAliases",   "DeleteAlias",     "EnableKey",        "DisableKey",
                                   "ScheduleKeyDeletion", "CancelKeyDeletion", "GetKeyPolicy", "PutKeyPolicy",
                                   "Encrypt",       "Decrypt",         "ReEncrypt",        "GenerateDataKey",
-                                  "GenerateDataKeyWithoutPlaintext",  "GenerateRandom",   "RotateKeyOnDemand"};
+                                  "GenerateDataKeyWithoutPlaintext",  "GenerateRandom",   "RotateKeyOnDemand",
+                                  "CreateGrant"};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -30,7 +31,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     snprintf(store, sizeof(store), "%s/s", dir);
     if (cl_kms_store_init(store, "us-east-1", "111122223333") || cl_kms_store_open(store, &st) ||
-        cl_kms_key_create(st, "fuzz", NULL, &m) || cl_kms_alias_create(st, "alias/fuzz", m.key_id))
+        cl_kms_key_create(st, "fuzz",
+                          "{\"Statement\":[{\"Effect\":\"Allow\",\"Principal\":{\"AWS\":"
+                          "\"arn:aws:iam::111122223333:user/fuzz\"},\"Action\":\"kms:*\",\"Resource\":\"*\"}]}",
+                          &m) || cl_kms_alias_create(st, "alias/fuzz", m.key_id))
         abort();
     /* Fast, not durable: the fuzzer creates many rows. */
     cfg.store = st;

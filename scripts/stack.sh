@@ -3,7 +3,18 @@
 # names the enclave image's PCRs and the model digest, the model sealed under
 # it, cloister-host, and cloister-enclave under cloister-sim.
 #
-#   stack_up BUILD_DIR MODEL.gguf   sets D, CL, SIM, KMS, HOST, kms_url, host_url
+#   stack_up BUILD_DIR MODEL.gguf   sets D, CL, SIM, KMS, HOST, kms_url, host_url,
+#                                   OWNER_DIR, OPERATOR_DIR, SIM_DIR, KMS_DIR
+#
+# Roles, as a deployment that claims anything against the operator has them:
+#   $OWNER_DIR (account 111122223333): the model owner's key service (kms/), its
+#     admin credentials, the key policy, and the cloister-sim CA (sim/): the sim
+#     root stands for the hardware vendor's PKI that the owner's policy trusts, so
+#     it is held on the owner's side and cloister-sim runs from there (as Nitro's
+#     hypervisor does, out of the operator's reach);
+#   $OPERATOR_DIR (account 444455556666): only the operator principal's
+#     credentials; the host gets those, the sealed model and nothing else.
+#   $D: what is public anyway (sealed model, image, sim root certificate, logs).
 #   stack_enclave_start / stack_enclave_stop
 #   stack_down                      stops everything, removes $D unless STACK_KEEP=1
 # STACK_CAPTURE=1 makes the host record every byte it moves (in $D/capture).
@@ -34,21 +45,25 @@ stack_up() {
   cp "$model" "$D/model.gguf"
   digest=$(sha256sum "$D/model.gguf" | cut -d' ' -f1)
 
-  "$SIM" init "$D/sim" >/dev/null 2>&1
-  "$SIM" root "$D/sim" > "$D/sim-root.pem"
+  OWNER_DIR=$D/owner OPERATOR_DIR=$D/operator
+  mkdir -m 700 "$OWNER_DIR" "$OPERATOR_DIR"
+  SIM_DIR=$OWNER_DIR/sim KMS_DIR=$OWNER_DIR/kms
+  local owner_acct=111122223333 operator_acct=444455556666
+  "$SIM" init "$SIM_DIR" >/dev/null 2>&1
+  "$SIM" root "$SIM_DIR" > "$D/sim-root.pem"
   "$SIM" pack --app "$APP" --name cloister-enclave --memory 2048 -o "$D/enclave.img" >/dev/null
   "$SIM" measure "$D/enclave.img" --json > "$D/pcrs.json"
 
-  "$KMS" init "$D/kms" >/dev/null
-  "$KMS" user add owner --dir "$D/kms" > "$D/owner.txt"
-  "$KMS" user add operator --dir "$D/kms" > "$D/operator.txt"
-  account=$(stack_field arn "$D/owner.txt" | cut -d: -f5)
+  "$KMS" init "$KMS_DIR" --account "$owner_acct" >/dev/null
+  "$KMS" user add owner --dir "$KMS_DIR" > "$OWNER_DIR/owner.txt"
+  "$KMS" user add operator --account "$operator_acct" --dir "$KMS_DIR" > "$OPERATOR_DIR/operator.txt"
   ( umask 077
     printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
-      "$(stack_field access_key_id "$D/owner.txt")" "$(stack_field secret_access_key "$D/owner.txt")" > "$D/owner.credentials"
+      "$(stack_field access_key_id "$OWNER_DIR/owner.txt")" "$(stack_field secret_access_key "$OWNER_DIR/owner.txt")" > "$OWNER_DIR/owner.credentials"
     printf '{"access_key_id":"%s","secret_access_key":"%s","region":"us-east-1"}\n' \
-      "$(stack_field access_key_id "$D/operator.txt")" "$(stack_field secret_access_key "$D/operator.txt")" > "$D/operator.json" )
-  rm -f "$D/owner.txt" "$D/operator.txt"
+      "$(stack_field access_key_id "$OPERATOR_DIR/operator.txt")" "$(stack_field secret_access_key "$OPERATOR_DIR/operator.txt")" > "$OPERATOR_DIR/operator.json" )
+  owner_arn=$(stack_field arn "$OWNER_DIR/owner.txt") operator_arn=$(stack_field arn "$OPERATOR_DIR/operator.txt")
+  rm -f "$OWNER_DIR/owner.txt" "$OPERATOR_DIR/operator.txt"
   local tls=() scheme=http host_ca=()
   if [ -n "${STACK_KMS_TLS:-}" ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=127.0.0.1 \
@@ -58,24 +73,24 @@ stack_up() {
     host_ca=(--kms-ca "$D/kms-tls.pem")
     export AWS_CA_BUNDLE=$D/kms-tls.pem   # the owner's CLI, as AWS SDKs read it
   fi
-  "$KMS" serve "$D/kms" --listen 127.0.0.1:0 --trust-root "$D/sim-root.pem" "${tls[@]}" > "$D/kms.out" 2> "$D/kms.log" &
+  "$KMS" serve "$KMS_DIR" --listen 127.0.0.1:0 --trust-root "$D/sim-root.pem" "${tls[@]}" > "$D/kms.out" 2> "$D/kms.log" &
   stack_pids+=($!)
   stack_wait_for "$D/kms.out" 'listening on' 10 || return 1
   kms_url=$scheme://$(grep -oE '127\.0\.0\.1:[0-9]+' "$D/kms.out" | head -1)
 
   "$CL" kms policy --pcr0 "$(stack_pcr 0 "$D/pcrs.json")" --pcr1 "$(stack_pcr 1 "$D/pcrs.json")" \
-    --pcr2 "$(stack_pcr 2 "$D/pcrs.json")" --model-digest "$digest" \
-    --principal "arn:aws:iam::$account:user/operator" --admin "arn:aws:iam::$account:user/owner" > "$D/policy.json"
-  key=$(AWS_SHARED_CREDENTIALS_FILE=$D/owner.credentials AWS_REGION=us-east-1 \
-        "$CL" kms create-key --kms "$kms_url" --policy "$D/policy.json" --alias alias/model)
-  AWS_SHARED_CREDENTIALS_FILE=$D/owner.credentials AWS_REGION=us-east-1 \
+    --pcr2 "$(stack_pcr 2 "$D/pcrs.json")" --model-digest "$digest" --root "$D/sim-root.pem" \
+    --principal "$operator_arn" --admin "$owner_arn" > "$OWNER_DIR/policy.json"
+  key=$(AWS_SHARED_CREDENTIALS_FILE=$OWNER_DIR/owner.credentials AWS_REGION=us-east-1 \
+        "$CL" kms create-key --kms "$kms_url" --policy "$OWNER_DIR/policy.json" --alias alias/model)
+  AWS_SHARED_CREDENTIALS_FILE=$OWNER_DIR/owner.credentials AWS_REGION=us-east-1 \
     "$CL" seal "$D/model.gguf" -o "$D/model.sealed" --kms "$kms_url" --key-id "$key" > "$D/seal.out"
 
   mkdir -m 700 "$D/vsock"
   local cap=()
   if [ -n "${STACK_CAPTURE:-}" ]; then mkdir -m 700 "$D/capture"; cap=(--capture-dir "$D/capture"); fi
   "$HOST" --listen 127.0.0.1:0 --enclave-cid 16 --vsock-dir "$D/vsock" --model "$D/model.sealed" \
-    --kms "$kms_url" --kms-credentials "$D/operator.json" "${host_ca[@]}" "${cap[@]}" > "$D/host.out" 2> "$D/host.log" &
+    --kms "$kms_url" --kms-credentials "$OPERATOR_DIR/operator.json" "${host_ca[@]}" "${cap[@]}" > "$D/host.out" 2> "$D/host.log" &
   stack_pids+=($!)
   stack_wait_for "$D/host.out" 'listening on' 10 || return 1
   host_url=http://$(grep -oE '127\.0\.0\.1:[0-9]+' "$D/host.out" | head -1)
@@ -90,7 +105,7 @@ stack_up() {
 # stack_enclave_start [IMAGE]: runs the image and waits until the host reports it ready.
 stack_enclave_start() {
   local img=${1:-$D/enclave.img}
-  "$SIM" run "$img" --dir "$D/sim" --vsock-dir "$D/vsock" --cid 16 >> "$D/enclave.out" 2>> "$D/enclave.log" &
+  "$SIM" run "$img" --dir "$SIM_DIR" --vsock-dir "$D/vsock" --cid 16 >> "$D/enclave.out" 2>> "$D/enclave.log" &
   stack_enclave_pid=$!
   for _ in $(seq 1 300); do
     curl -sf "$host_url/readyz" >/dev/null 2>&1 && return 0

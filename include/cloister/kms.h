@@ -57,7 +57,9 @@ const char *cl_kms_store_region(const struct cl_kms_store *s);
 const char *cl_kms_store_account(const struct cl_kms_store *s);
 
 /* ---- keys ---- */
-/* policy NULL: the AWS default key policy (the account root may do kms:*). */
+/* policy NULL: the AWS default key policy (kms:* for the account root,
+ * which in cloister-kms names only that account's root identity; the HTTP
+ * CreateKey gives the creating principal kms:* instead). */
 CL_MUST_CHECK cl_err cl_kms_key_create(struct cl_kms_store *s, const char *description, const char *policy,
                                        struct cl_kms_key_meta *out);
 /* id: key id, key ARN, "alias/name" or alias ARN. */
@@ -101,6 +103,11 @@ CL_MUST_CHECK cl_err cl_kms_enc_ctx_encode(const struct cl_policy_kv *ctx, size_
 CL_MUST_CHECK cl_err cl_kms_user_add(struct cl_kms_store *s, const char *name,
                                      char access_key[CL_KMS_ACCESS_KEY_LEN + 1],
                                      char secret[CL_KMS_SECRET_LEN + 1]);
+/* The same for a principal of another account (account NULL: the store's):
+ * arn:aws:iam::ACCOUNT:user/NAME. Names are unique within a key service. */
+CL_MUST_CHECK cl_err cl_kms_user_add_in(struct cl_kms_store *s, const char *account, const char *name,
+                                        char access_key[CL_KMS_ACCESS_KEY_LEN + 1],
+                                        char secret[CL_KMS_SECRET_LEN + 1]);
 /* secret receives the decrypted secret (wipe after use). */
 CL_MUST_CHECK cl_err cl_kms_user_lookup(struct cl_kms_store *s, const char *access_key,
                                         char secret[CL_KMS_SECRET_LEN + 1], char arn[CL_KMS_ARN_MAX]);
@@ -132,11 +139,13 @@ struct cl_kms_attestation {
     struct cl_policy_recipient r;                /* PCRs, ImageSha384, debug flag */
     uint8_t public_key[CL_KMS_MAX_RECIPIENT_PK]; /* RSA SubjectPublicKeyInfo, DER or PEM */
     size_t public_key_len;
+    unsigned roots_trusted; /* how many roots the verifier trusts (r.root_sha256 names the one used) */
 };
 /* Verifies an attestation document against the configured trusted roots
  * and fills out. Must fail (any error) for an untrusted root, a bad
  * signature or a stale document. Debug documents are returned with
- * r.debug set: the key policy decides (see CL_POLICY_DEBUG_KEY). */
+ * r.debug set: the key policy decides (see CL_POLICY_DEBUG_KEY). Must set
+ * r.root_sha256 / r.has_root (the verifying root) and roots_trusted. */
 typedef cl_err (*cl_kms_attest_fn)(void *arg, const uint8_t *doc, size_t n, int64_t now_ms,
                                    struct cl_kms_attestation *out);
 

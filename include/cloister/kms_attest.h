@@ -19,6 +19,10 @@ CL_MUST_CHECK cl_err cl_kms_attest_roots_load(const char *const *paths, size_t n
 CL_MUST_CHECK cl_err cl_kms_attest_roots_from_der(const uint8_t *const *der, const size_t *len, size_t n,
                                                   uint64_t max_age_ms, struct cl_kms_attest_roots **out);
 void cl_kms_attest_roots_free(struct cl_kms_attest_roots *r);
+/* Root i's SHA-256 over its DER certificate, lowercase hex (the value the
+ * condition key cloister:attestation-root-sha256 takes). */
+CL_MUST_CHECK cl_err cl_kms_attest_root_fingerprint(const struct cl_kms_attest_roots *r, size_t i,
+                                                    char hex[2 * 32 + 1]);
 /* cl_kms_attest_fn: arg is a struct cl_kms_attest_roots. Accepts a
  * document that verifies (chain to one pinned root, signature, validity at
  * now_ms, freshness) with any PCRs; debug documents are returned flagged. */

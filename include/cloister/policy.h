@@ -19,6 +19,12 @@
  * accepted by an Allow statement that names this key in its Condition,
  * e.g. "Bool": {"cloister:RecipientAttestation:Debug": "true"}. */
 #define CL_POLICY_DEBUG_KEY "cloister:RecipientAttestation:Debug"
+/* Cloister extension: the SHA-256 (64 lowercase hex) of the DER root
+ * certificate that verified the Recipient's attestation document. A key
+ * service that trusts more than one root releases only through an Allow
+ * statement that names this key in its Condition (see require_root_pin). */
+#define CL_POLICY_ROOT_KEY "cloister:attestation-root-sha256"
+#define CL_POLICY_ROOT_SHA256_LEN 32
 
 struct cl_policy; /* parsed, validated policy */
 
@@ -36,6 +42,11 @@ struct cl_policy_recipient {
     uint8_t pcrs[CL_POLICY_PCR_COUNT][CL_POLICY_PCR_LEN];
     uint32_t pcr_mask; /* bit n set when PCRn is present */
     bool debug;        /* PCR0..2 all zero */
+    uint8_t root_sha256[CL_POLICY_ROOT_SHA256_LEN]; /* the root that verified the document */
+    bool has_root;
+    /* Set when the key service trusts several roots: an Allow statement
+     * counts only if its Condition names CL_POLICY_ROOT_KEY. */
+    bool require_root_pin;
 };
 
 struct cl_policy_ctx {
@@ -55,10 +66,32 @@ struct cl_policy_decision {
     enum cl_policy_effect effect; /* ALLOW or DENY */
     bool explicit_deny;           /* a Deny statement matched */
     char statement[72];           /* Sid, "#<index>", or "" for the implicit deny */
+    /* Implicit deny only: an Allow statement matched but was passed over
+     * because it does not pin the attestation root (require_root_pin). */
+    bool unpinned_root;
+    char unpinned_statement[72];
 };
 
 CL_MUST_CHECK cl_err cl_policy_evaluate(const struct cl_policy *p, const struct cl_policy_ctx *ctx,
                                         struct cl_policy_decision *out);
+
+/* Does an Allow in p possibly let principal_arn perform action on resource
+ * in a request WITHOUT a Recipient attestation document, with no Deny that
+ * certainly refuses every such request? Conditions on keys other than the
+ * attestation keys are taken as satisfiable (the check is conservative).
+ * *unsafe receives the answer and stmt the Allow statement that would
+ * apply. Actions that never carry a Recipient (PutKeyPolicy, CreateGrant,
+ * ReEncrypt*) are covered by the same question. */
+CL_MUST_CHECK cl_err cl_policy_unattested_allow(const struct cl_policy *p, const char *principal_arn,
+                                                const char *action, const char *resource, bool *unsafe,
+                                                char stmt[72]);
+
+/* Calls cb for every principal that p lets act only with an attestation
+ * document: the AWS principals of Allow statements whose Condition names a
+ * kms:RecipientAttestation:* or cloister attestation key. A bare account
+ * id is reported as its arn:aws:iam::ACCOUNT:root ARN; "*" as "*". */
+typedef void (*cl_policy_principal_cb)(void *arg, const char *principal);
+CL_MUST_CHECK cl_err cl_policy_release_principals(const struct cl_policy *p, cl_policy_principal_cb cb, void *arg);
 
 /* ISO 8601 ("2025-01-31T12:00:00Z", optional fraction, or a date) or epoch
  * seconds, as policy Date conditions accept. */

@@ -6,7 +6,10 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "cloister/attest.h"
+#include "cloister/crypto.h"
 #include "cloister/encode.h"
+#include "cloister/file.h"
 #include "cloister/kms.h"
 #include "cloister/policy.h"
 
@@ -15,16 +18,20 @@ static void cl_kms_cli_help(FILE *f)
     fprintf(f,
             "usage: cloister kms audit [--dir DIR] [--json]\n"
             "       cloister kms policy --pcr0 HEX [--pcr1 HEX] [--pcr2 HEX] [--pcr8 HEX]\n"
-            "                           --model-digest HEX --principal ARN [--admin ARN]\n\n"
+            "                           --model-digest HEX --root ROOT.pem --principal ARN --admin ARN\n\n"
             "audit   lists cloister-kms's audit rows (time, principal, operation, key,\n"
             "        decision and deciding statement, attestation module and PCRs, request id).\n"
             "        DIR defaults to $CLOISTER_KMS_DIR.\n"
             "policy  prints a least-privilege key policy for a sealed model: Decrypt is allowed\n"
-            "        to PRINCIPAL only with a Recipient attestation whose PCRs match and with the\n"
-            "        encryption context cloister:model-sha256 = the model digest; an explicit Deny\n"
-            "        refuses any Decrypt whose attestation does not match, so no other statement\n"
-            "        can release the key. --admin (default: the principal's account root) may\n"
-            "        manage the key and seal (GenerateDataKey) with the same context.\n"
+            "        to PRINCIPAL (the operator's release principal) only with a Recipient\n"
+            "        attestation whose PCRs match, verified by the pinned ROOT\n"
+            "        (cloister:attestation-root-sha256 = SHA-256 of its DER; --root may repeat),\n"
+            "        and with the encryption context cloister:model-sha256 = the model digest.\n"
+            "        Explicit Denies refuse any Decrypt whose attestation or root does not match,\n"
+            "        and deny PRINCIPAL PutKeyPolicy, CreateGrant, ReEncrypt*, GenerateDataKey*.\n"
+            "        ADMIN (required; the owner's own principal, not PRINCIPAL and not the root of\n"
+            "        PRINCIPAL's account) manages the key and seals (GenerateDataKey) with the\n"
+            "        same context. The output is checked: PRINCIPAL gets nothing unattested.\n"
             "        PCR values are 48-byte SHA-384 (96 hex); the digest is SHA-256 (64 hex).\n");
 }
 
@@ -94,10 +101,43 @@ static bool cl_kms_cli_hex_ok(const char *s, size_t bytes)
     return true;
 }
 
+/* An IAM principal ARN "arn:aws:iam::ACCOUNT:..." with a 12-digit account;
+ * acct receives the account. */
+static bool cl_kms_cli_iam_arn(const char *arn, char acct[13])
+{
+    if (!arn || strncmp(arn, "arn:aws:iam::", 13) || strlen(arn) > 512 || strlen(arn) < 27 || arn[25] != ':' ||
+        strspn(arn + 13, "0123456789") != 12 || strpbrk(arn, "\"\\*?"))
+        return false;
+    memcpy(acct, arn + 13, 12);
+    acct[12] = 0;
+    return true;
+}
+
+static cl_err cl_kms_cli_root_fp(const char *path, char hex[65])
+{
+    cl_err rc = CL_OK;
+    struct cl_buf f, der;
+    uint8_t h[CL_SHA256_LEN];
+    cl_buf_init(&f, 64 * 1024, CL_BUF_NONE);
+    cl_buf_init(&der, 64 * 1024, CL_BUF_NONE);
+    CL_GUARD(cl_file_read(path, 64 * 1024, &f));
+    CL_GUARD(cl_attest_cert_to_der(f.data, f.len, &der));
+    CL_GUARD(cl_sha256(der.data, der.len, h));
+    cl_hex_encode(h, sizeof(h), hex);
+out:
+    cl_buf_free(&f);
+    cl_buf_free(&der);
+    return rc;
+}
+
+#define CL_KMS_CLI_MAX_ROOTS 4
+
 static int cl_kms_cli_policy(int argc, char **argv)
 {
     const char *pcr[CL_POLICY_PCR_COUNT] = {0};
     const char *digest = NULL, *principal = NULL, *admin = NULL;
+    const char *roots[CL_KMS_CLI_MAX_ROOTS];
+    size_t nroots = 0;
     for (int i = 2; i < argc; i++) {
         unsigned idx;
         char tail;
@@ -118,6 +158,10 @@ static int cl_kms_cli_policy(int argc, char **argv)
             principal = argv[++i];
         } else if (!strcmp(argv[i], "--admin") && i + 1 < argc) {
             admin = argv[++i];
+        } else if (!strcmp(argv[i], "--root") && i + 1 < argc) {
+            if (nroots == CL_KMS_CLI_MAX_ROOTS)
+                return cl_cli_usage_error("kms", "policy: at most %d --root", CL_KMS_CLI_MAX_ROOTS);
+            roots[nroots++] = argv[++i];
         } else {
             return cl_cli_usage_error("kms", "policy: unexpected argument '%s'", argv[i]);
         }
@@ -126,22 +170,43 @@ static int cl_kms_cli_policy(int argc, char **argv)
         return cl_cli_usage_error("kms", "policy: --pcr0 is required");
     if (!digest)
         return cl_cli_usage_error("kms", "policy: --model-digest is required");
-    if (!principal || strncmp(principal, "arn:aws:iam::", 13) || strlen(principal) > 512)
-        return cl_cli_usage_error("kms", "policy: --principal must be an IAM ARN (arn:aws:iam::ACCOUNT:...)");
-    char root[64];
-    if (!admin) {
-        const char *acct = principal + 13;
-        const char *colon = strchr(acct, ':');
-        if (!colon || colon - acct != 12)
-            return cl_cli_usage_error("kms", "policy: --principal has no 12-digit account; give --admin");
-        snprintf(root, sizeof(root), "arn:aws:iam::%.12s:root", acct);
-        admin = root;
+    if (!nroots)
+        return cl_cli_usage_error("kms", "policy: --root ROOT.pem is required (the attestation root the key "
+                                         "service must have verified the enclave's document with)");
+    char pacct[13], aacct[13];
+    if (!cl_kms_cli_iam_arn(principal, pacct))
+        return cl_cli_usage_error("kms", "policy: --principal must be an IAM ARN (arn:aws:iam::ACCOUNT:user/NAME "
+                                         "or :role/NAME), without wildcards");
+    if (!strcmp(principal + 26, "root"))
+        return cl_cli_usage_error("kms", "policy: --principal must name one principal, not an account root "
+                                         "(on AWS that is every principal the account's IAM allows)");
+    if (!admin)
+        return cl_cli_usage_error("kms", "policy: --admin ARN is required: the owner's administrator, a "
+                                         "principal other than --principal");
+    if (!cl_kms_cli_iam_arn(admin, aacct))
+        return cl_cli_usage_error("kms", "policy: --admin must be an IAM ARN (arn:aws:iam::ACCOUNT:...), without "
+                                         "wildcards");
+    if (!strcmp(admin, principal))
+        return cl_cli_usage_error("kms", "policy: --admin must differ from --principal: the release principal "
+                                         "(the operator's credentials) must not administer the key");
+    if (!strcmp(admin + 26, "root") && !strcmp(aacct, pacct))
+        return cl_cli_usage_error("kms", "policy: --admin %s is the account root of --principal's account: on AWS "
+                                         "it delegates to that account's IAM, so the operator could administer "
+                                         "the key; name the owner's own principal",
+                                  admin);
+    char fps[CL_KMS_CLI_MAX_ROOTS][65];
+    for (size_t i = 0; i < nroots; i++) {
+        cl_err frc = cl_kms_cli_root_fp(roots[i], fps[i]);
+        if (frc)
+            return cl_cli_fail("kms", "policy: read --root", frc);
     }
     char lower_digest[65];
     for (size_t i = 0; i < 64; i++)
         lower_digest[i] = (char)(digest[i] | 0x20);
     lower_digest[64] = 0;
-
+    json_t *rootv = nroots == 1 ? json_string(fps[0]) : json_array();
+    for (size_t i = 0; nroots > 1 && i < nroots; i++)
+        json_array_append_new(rootv, json_string(fps[i]));
     json_t *stmts = json_array();
     json_array_append_new(
         stmts, json_pack("{s:s,s:s,s:{s:s},s:[s,s,s,s,s,s,s,s,s],s:s}", "Sid", "KeyAdministration", "Effect", "Allow",
@@ -159,11 +224,12 @@ static int cl_kms_cli_policy(int argc, char **argv)
             snprintf(k, sizeof(k), "kms:RecipientAttestation:PCR%u", i);
             json_object_set_new(pcr_cond, k, json_string(pcr[i]));
         }
-    json_array_append_new(stmts,
-                          json_pack("{s:s,s:s,s:{s:s},s:s,s:s,s:{s:O,s:{s:s}}}", "Sid", "ReleaseToAttestedEnclave",
-                                    "Effect", "Allow", "Principal", "AWS", principal, "Action", "kms:Decrypt",
-                                    "Resource", "*", "Condition", "StringEqualsIgnoreCase", pcr_cond, "StringEquals",
-                                    "kms:EncryptionContext:cloister:model-sha256", lower_digest));
+    json_array_append_new(stmts, json_pack("{s:s,s:s,s:{s:s},s:s,s:s,s:{s:O,s:{s:s,s:O}}}", "Sid",
+                                           "ReleaseToAttestedEnclave", "Effect", "Allow", "Principal", "AWS",
+                                           principal, "Action", "kms:Decrypt", "Resource", "*", "Condition",
+                                           "StringEqualsIgnoreCase", pcr_cond, "StringEquals",
+                                           "kms:EncryptionContext:cloister:model-sha256", lower_digest,
+                                           CL_POLICY_ROOT_KEY, rootv));
     /* One Deny per PCR: a Decrypt whose attestation lacks or differs in
      * any pinned PCR is refused whatever else the policy says. */
     for (unsigned i = 0; i < CL_POLICY_PCR_COUNT; i++)
@@ -175,13 +241,40 @@ static int cl_kms_cli_policy(int argc, char **argv)
                                                    "Principal", "*", "Action", "kms:Decrypt", "Resource", "*",
                                                    "Condition", "StringNotEqualsIgnoreCase", k, pcr[i]));
         }
+    /* The same for the root that verified the document: a document from
+     * any other trusted root (another party's cloister-sim root, say) is
+     * refused even with the pinned PCRs. */
+    json_array_append_new(stmts, json_pack("{s:s,s:s,s:s,s:s,s:s,s:{s:{s:O}}}", "Sid",
+                                           "DenyDecryptUnlessAttestationRoot", "Effect", "Deny", "Principal", "*",
+                                           "Action", "kms:Decrypt", "Resource", "*", "Condition", "StringNotEquals",
+                                           CL_POLICY_ROOT_KEY, rootv));
+    /* The release principal's credentials are the operator's: explicitly
+     * (so also against IAM grants on AWS) no key control and no way to a
+     * data key without the enclave. */
+    json_array_append_new(stmts, json_pack("{s:s,s:s,s:{s:s},s:[s,s,s,s,s,s],s:s}", "Sid",
+                                           "DenyReleasePrincipalKeyControl", "Effect", "Deny", "Principal", "AWS",
+                                           principal, "Action", "kms:PutKeyPolicy", "kms:CreateGrant",
+                                           "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Encrypt",
+                                           "kms:ScheduleKeyDeletion", "Resource", "*"));
     json_decref(pcr_cond);
+    json_decref(rootv);
     json_t *doc = json_pack("{s:s,s:o}", "Version", "2012-10-17", "Statement", stmts);
     char *s = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(doc);
-    /* Self-check: what we print must parse as a key policy. */
+    /* Self-check: what we print must parse as a key policy, and the release
+     * principal must get nothing without an attestation document. */
     struct cl_policy *pp = NULL;
     cl_err rc = s ? cl_policy_parse(s, strlen(s), &pp) : CL_E_CORE_NOMEM;
+    static const char *const sensitive[] = {"kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom",
+                                            "kms:ReEncryptTo", "kms:PutKeyPolicy", "kms:CreateGrant"};
+    for (size_t a = 0; !rc && a < sizeof(sensitive) / sizeof(sensitive[0]); a++) {
+        bool unsafe = false;
+        char stmt[72];
+        rc = cl_policy_unattested_allow(pp, principal, sensitive[a], "*", &unsafe, stmt);
+        if (!rc && unsafe)
+            rc = cl_err_fail(CL_E_KMS_POLICY_MALFORMED, "release principal could %s without attestation (statement %s)",
+                             sensitive[a], stmt);
+    }
     cl_policy_free(pp);
     if (rc) {
         free(s);

@@ -3,6 +3,8 @@
 #include <string.h>
 
 #include "cloister/attest.h"
+#include "cloister/crypto.h"
+#include "cloister/encode.h"
 #include "cloister/file.h"
 #include "cloister/kms_attest.h"
 
@@ -66,6 +68,18 @@ out:
     return rc;
 }
 
+cl_err cl_kms_attest_root_fingerprint(const struct cl_kms_attest_roots *r, size_t i, char hex[2 * 32 + 1])
+{
+    uint8_t h[CL_SHA256_LEN];
+    if (!r || i >= r->n)
+        return cl_err_fail(CL_E_CORE_INVALID_ARG, "root index %zu", i);
+    cl_err rc = cl_sha256(r->der[i].data, r->der[i].len, h);
+    if (rc)
+        return rc;
+    cl_hex_encode(h, sizeof(h), hex);
+    return CL_OK;
+}
+
 cl_err cl_kms_attest_verify(void *arg, const uint8_t *doc, size_t n, int64_t now_ms, struct cl_kms_attestation *out)
 {
     cl_err rc = CL_OK;
@@ -76,6 +90,7 @@ cl_err cl_kms_attest_verify(void *arg, const uint8_t *doc, size_t n, int64_t now
     CL_GUARD(cl_attest_parse(doc, n, &d));
     cl_err last = CL_E_ATTEST_NO_ROOT;
     bool ok = false;
+    size_t used = 0;
     for (size_t i = 0; i < r->n && !ok; i++) {
         struct cl_attest_policy pol = {
             .root_der = r->der[i].data,
@@ -87,11 +102,18 @@ cl_err cl_kms_attest_verify(void *arg, const uint8_t *doc, size_t n, int64_t now
         };
         last = cl_attest_verify(&d, &pol);
         ok = last == CL_OK;
+        used = i;
         /* A root mismatch means "try the next root"; anything else is final
          * for this document but keep the most specific error. */
     }
     CL_ENSURE(ok, last);
     memset(out, 0, sizeof(*out));
+    /* Which root vouched for the document reaches the policy
+     * (cloister:attestation-root-sha256): a sim root's holder can sign any
+     * PCRs, so a policy must be able to say whose root it believes. */
+    CL_GUARD(cl_sha256(r->der[used].data, r->der[used].len, out->r.root_sha256));
+    out->r.has_root = true;
+    out->roots_trusted = (unsigned)r->n;
     size_t ml = d.module_id.len < sizeof(out->module_id) - 1 ? d.module_id.len : sizeof(out->module_id) - 1;
     for (size_t i = 0; i < ml; i++) {
         char c = (char)d.module_id.p[i];

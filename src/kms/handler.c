@@ -260,16 +260,24 @@ static cl_err cl_kms_authorize(struct cl_kms_req *q, const struct cl_kms_key_met
     snprintf(q->audit.decision, sizeof(q->audit.decision), "%s", d.effect == CL_POLICY_ALLOW ? "allow" : "deny");
     snprintf(q->audit.statement, sizeof(q->audit.statement), "%s", d.statement);
     if (d.effect != CL_POLICY_ALLOW) {
-        /* Message shape follows AWS; principal and action are not secret. */
+        /* Message shape follows AWS's, reordered so that the reason (and
+         * the deciding statement) comes before the key ARN: error details
+         * are bounded (256 bytes) and the reason must survive. Principal,
+         * action and statement names are not secret. */
         if (d.explicit_deny)
             CL_FAIL(CL_E_KMS_ACCESS_DENIED,
-                    "User: %s is not authorized to perform: %s on resource: %s with an explicit deny in a "
-                    "resource-based policy",
-                    q->principal, action, m->arn);
+                    "User: %s is not authorized to perform: %s with an explicit deny in a resource-based policy "
+                    "(statement %s) on resource: %s",
+                    q->principal, action, d.statement, m->arn);
+        if (d.unpinned_root)
+            CL_FAIL(CL_E_KMS_ACCESS_DENIED,
+                    "User: %s is not authorized to perform: %s: statement %s does not pin " CL_POLICY_ROOT_KEY
+                    " (%u roots trusted) on resource: %s",
+                    q->principal, action, d.unpinned_statement, q->att.roots_trusted, m->arn);
         CL_FAIL(CL_E_KMS_ACCESS_DENIED,
-                "User: %s is not authorized to perform: %s on resource: %s because no resource-based policy allows "
-                "the %s action",
-                q->principal, action, m->arn, action);
+                "User: %s is not authorized to perform: %s because no resource-based policy allows the %s action "
+                "on resource: %s",
+                q->principal, action, action, m->arn);
     }
 out:
     cl_policy_free(p);
@@ -287,6 +295,27 @@ static cl_err cl_kms_usable(const struct cl_kms_key_meta *m)
     return CL_OK;
 }
 
+/* Keys and aliases live in the store's home account (the model owner's).
+ * Principals of other accounts use keys as the key policy allows, by key id
+ * or ARN, but like on AWS they cannot create keys or aliases there and do
+ * not see its aliases (so nobody can plant an alias the owner then seals
+ * under). */
+static bool cl_kms_home_caller(const struct cl_kms_req *q)
+{
+    const char *acct = cl_kms_store_account(q->st);
+    return q->principal && !strncmp(q->principal, "arn:aws:iam::", 13) && strlen(q->principal) > 25 &&
+           q->principal[25] == ':' && !strncmp(q->principal + 13, acct, 12) && strlen(acct) == 12;
+}
+
+static cl_err cl_kms_home_only(const struct cl_kms_req *q, const char *action)
+{
+    if (cl_kms_home_caller(q))
+        return CL_OK;
+    return cl_err_fail(CL_E_KMS_ACCESS_DENIED,
+                       "User: %s is not authorized to perform: %s: keys and aliases here belong to account %s",
+                       q->principal, action, cl_kms_store_account(q->st));
+}
+
 static cl_err cl_kms_get_key(struct cl_kms_req *q, const char *field, bool required, struct cl_kms_key_meta *m,
                              bool *present)
 {
@@ -296,6 +325,8 @@ static cl_err cl_kms_get_key(struct cl_kms_req *q, const char *field, bool requi
         *present = id != NULL;
     if (rc || !id)
         return rc;
+    if ((!strncmp(id, "alias/", 6) || (!strncmp(id, "arn:", 4) && strstr(id, ":alias/"))) && !cl_kms_home_caller(q))
+        return cl_err_fail(CL_E_KMS_NOT_FOUND, "Alias is not found in the caller's account (use the key ARN)");
     rc = cl_kms_key_get(q->st, id, m);
     if (rc == CL_E_KMS_NOT_FOUND)
         return cl_err_fail(CL_E_KMS_NOT_FOUND, "Invalid keyId %s", "(not found)");
@@ -327,6 +358,11 @@ static cl_err cl_kms_recipient(struct cl_kms_req *q)
         CL_FAIL(CL_E_KMS_RECIPIENT, "Recipient attestation document was refused: %s", why);
     }
     CL_ENSURE_D(q->att.public_key_len > 0, CL_E_KMS_RECIPIENT, "attestation document has no public_key");
+    /* Fail closed: a verifier that cannot say which root it used must not
+     * feed a policy that may pin one. */
+    CL_ENSURE_D(q->att.r.has_root && q->att.roots_trusted >= 1, CL_E_KMS_RECIPIENT,
+                "attestation verifier did not report the verifying root");
+    q->att.r.require_root_pin = q->att.roots_trusted > 1;
     q->has_att = true;
     snprintf(q->audit.module_id, sizeof(q->audit.module_id), "%.95s", q->att.module_id);
     char h[3][2 * CL_POLICY_PCR_LEN + 1];
@@ -357,10 +393,96 @@ out:
 
 /* ---- operations ---- */
 
+/* The default policy of CreateKey: the creating principal, not every user
+ * of its account, may do everything (AWS gives kms:* to the account root
+ * and leaves the rest to IAM, which cloister-kms does not have). */
+#define CL_KMS_CALLER_POLICY_FMT                                                                                     \
+    "{\"Version\":\"2012-10-17\",\"Id\":\"key-default-1\",\"Statement\":[{\"Sid\":\"Enable key creator "      \
+    "permissions\",\"Effect\":\"Allow\",\"Principal\":{\"AWS\":\"%s\"},\"Action\":\"kms:*\",\"Resource\":\"*\"}]}"
+
+static bool cl_kms_get_bool(const json_t *in, const char *name)
+{
+    return json_is_true(json_object_get(in, name));
+}
+
+struct cl_kms_rp {
+    const char *p[4 * CL_POLICY_MAX_STATEMENTS];
+    size_t n;
+    bool overflow; /* more than we can check: refuse rather than skip any */
+};
+
+static void cl_kms_rp_add(void *arg, const char *principal)
+{
+    struct cl_kms_rp *r = arg;
+    for (size_t i = 0; i < r->n; i++)
+        if (!strcmp(r->p[i], principal))
+            return;
+    if (r->n < sizeof(r->p) / sizeof(r->p[0]))
+        r->p[r->n++] = principal;
+    else
+        r->overflow = true;
+}
+
+/* What PutKeyPolicy and CreateKey check before a policy is stored:
+ * - AWS's lockout safety check: the caller must still be allowed
+ *   kms:PutKeyPolicy (BypassPolicyLockoutSafetyCheck skips it);
+ * - no release principal (one that the old or the new policy lets act only
+ *   with an attestation document) may, under the new policy, Decrypt or
+ *   GenerateDataKey without one, re-encrypt, change the policy or create
+ *   grants (the cloister extension CloisterAllowUnattestedRelease skips it). */
+static cl_err cl_kms_check_new_policy(struct cl_kms_req *q, const struct cl_policy *old, const char *pol,
+                                      const char *key_arn)
+{
+    static const char *const actions[] = {"kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom",
+                                          "kms:PutKeyPolicy", "kms:CreateGrant"};
+    cl_err rc = CL_OK;
+    struct cl_policy *np = NULL;
+    struct cl_kms_rp rp;
+    rp.n = 0;
+    rp.overflow = false;
+    CL_GUARD(cl_policy_parse(pol, strlen(pol), &np));
+    if (!cl_kms_get_bool(q->in, "BypassPolicyLockoutSafetyCheck")) {
+        char acct[13] = "";
+        if (q->principal && !strncmp(q->principal, "arn:aws:iam::", 13) && strlen(q->principal) > 25)
+            snprintf(acct, sizeof(acct), "%.12s", q->principal + 13);
+        struct cl_policy_ctx pc = {.principal_arn = q->principal, .caller_account = acct[0] ? acct : NULL,
+                                   .action = "kms:PutKeyPolicy", .resource = key_arn, .now = q->now_ms / 1000};
+        struct cl_policy_decision d;
+        CL_GUARD(cl_policy_evaluate(np, &pc, &d));
+        CL_ENSURE_D(d.effect == CL_POLICY_ALLOW, CL_E_KMS_POLICY_MALFORMED,
+                    "The new key policy will not allow you to update the key policy in the future "
+                    "(lockout safety check; BypassPolicyLockoutSafetyCheck skips it)");
+    }
+    if (!cl_kms_get_bool(q->in, "CloisterAllowUnattestedRelease")) {
+        if (old)
+            CL_GUARD(cl_policy_release_principals(old, cl_kms_rp_add, &rp));
+        CL_GUARD(cl_policy_release_principals(np, cl_kms_rp_add, &rp));
+        CL_ENSURE_D(!rp.overflow, CL_E_KMS_POLICY_LIMIT, "more than %zu release principals to check",
+                    sizeof(rp.p) / sizeof(rp.p[0]));
+        for (size_t i = 0; i < rp.n; i++) {
+            /* "*" stands for anyone: probe with a principal nobody has. */
+            const char *who = strcmp(rp.p[i], "*") ? rp.p[i] : "arn:aws:iam::000000000000:user/cloister-any-principal";
+            for (size_t a = 0; a < sizeof(actions) / sizeof(actions[0]); a++) {
+                bool unsafe;
+                char stmt[72];
+                CL_GUARD(cl_policy_unattested_allow(np, who, actions[a], key_arn, &unsafe, stmt));
+                CL_ENSURE_D(!unsafe, CL_E_KMS_POLICY_MALFORMED,
+                            "The new key policy lets the release principal %s perform %s without an attestation "
+                            "document (statement %s); CloisterAllowUnattestedRelease forces it",
+                            rp.p[i], actions[a], stmt);
+            }
+        }
+    }
+out:
+    cl_policy_free(np);
+    return rc;
+}
+
 static cl_err cl_kms_op_create_key(struct cl_kms_req *q)
 {
     cl_err rc = CL_OK;
     const char *desc, *pol, *usage, *spec, *origin;
+    char defpol[CL_KMS_ARN_MAX + 512];
     struct cl_kms_key_meta m;
     CL_GUARD(cl_kms_get_str(q->in, "Description", false, CL_KMS_MAX_DESCRIPTION, &desc));
     CL_GUARD(cl_kms_get_str(q->in, "Policy", false, CL_POLICY_MAX_BYTES, &pol));
@@ -372,6 +494,22 @@ static cl_err cl_kms_op_create_key(struct cl_kms_req *q)
     CL_ENSURE_D(!spec || !strcmp(spec, "SYMMETRIC_DEFAULT"), CL_E_KMS_VALIDATION, "KeySpec must be SYMMETRIC_DEFAULT");
     CL_GUARD(cl_kms_get_str(q->in, "Origin", false, 64, &origin));
     CL_ENSURE_D(!origin || !strcmp(origin, "AWS_KMS"), CL_E_KMS_VALIDATION, "Origin must be AWS_KMS");
+    CL_GUARD(cl_kms_home_only(q, "kms:CreateKey"));
+    if (pol) {
+        char probe[CL_KMS_ARN_MAX];
+        /* The key's ARN is not known yet; the checks see a placeholder in
+         * the store's account (a policy naming its own key ARN would only
+         * make them stricter). */
+        snprintf(probe, sizeof(probe), "arn:aws:kms:%s:%s:key/00000000-0000-4000-8000-000000000000",
+                 cl_kms_store_region(q->st), cl_kms_store_account(q->st));
+        CL_GUARD(cl_kms_check_new_policy(q, NULL, pol, probe));
+    } else {
+        CL_ENSURE_D(q->principal && strlen(q->principal) < CL_KMS_ARN_MAX && !strchr(q->principal, '"') &&
+                        !strchr(q->principal, '\\'),
+                    CL_E_KMS_VALIDATION, "caller ARN cannot be named in a default key policy");
+        snprintf(defpol, sizeof(defpol), CL_KMS_CALLER_POLICY_FMT, q->principal);
+        pol = defpol;
+    }
     CL_GUARD(cl_kms_key_create(q->st, desc, pol, &m));
     snprintf(q->audit.key_id, sizeof(q->audit.key_id), "%s", m.key_id);
     json_t *md = cl_kms_key_metadata(q->st, &m);
@@ -407,7 +545,9 @@ static cl_err cl_kms_op_list_keys(struct cl_kms_req *q)
     CL_GUARD(cl_kms_get_str(q->in, "Marker", false, 1024, &marker));
     json_t *arr = json_array();
     CL_ENSURE(arr && json_object_set_new(q->out, "Keys", arr) == 0, CL_E_CORE_NOMEM);
-    CL_GUARD(cl_kms_key_list(q->st, marker, (size_t)limit, cl_kms_list_key_cb, arr, &trunc));
+    trunc = false;
+    if (cl_kms_home_caller(q)) /* other accounts have no keys here */
+        CL_GUARD(cl_kms_key_list(q->st, marker, (size_t)limit, cl_kms_list_key_cb, arr, &trunc));
     json_object_set_new(q->out, "Truncated", json_boolean(trunc));
     if (trunc && json_array_size(arr))
         json_object_set_new(q->out, "NextMarker",
@@ -430,6 +570,7 @@ static cl_err cl_kms_op_create_alias(struct cl_kms_req *q)
     const char *alias;
     struct cl_kms_key_meta m, tmp;
     CL_GUARD(cl_kms_get_str(q->in, "AliasName", true, 256, &alias));
+    CL_GUARD(cl_kms_home_only(q, "kms:CreateAlias"));
     CL_GUARD(cl_kms_get_key(q, "TargetKeyId", true, &m, NULL));
     CL_ENSURE_D(strncmp(alias, "alias/", 6) == 0, CL_E_KMS_VALIDATION, "AliasName must begin with alias/");
     CL_GUARD(cl_kms_authorize(q, &m, "kms:CreateAlias", NULL));
@@ -485,7 +626,8 @@ static cl_err cl_kms_op_list_aliases(struct cl_kms_req *q)
     CL_GUARD(cl_kms_get_key(q, "KeyId", false, &m, &has_key));
     json_t *arr = json_array();
     CL_ENSURE(arr && json_object_set_new(q->out, "Aliases", arr) == 0, CL_E_CORE_NOMEM);
-    CL_GUARD(cl_kms_alias_list(q->st, has_key ? m.key_id : NULL, cl_kms_list_alias_cb, &pg));
+    if (cl_kms_home_caller(q))
+        CL_GUARD(cl_kms_alias_list(q->st, has_key ? m.key_id : NULL, cl_kms_list_alias_cb, &pg));
     json_object_set_new(q->out, "Truncated", json_boolean(pg.truncated));
     if (pg.truncated)
         json_object_set_new(q->out, "NextMarker", json_string(pg.last));
@@ -500,6 +642,7 @@ static cl_err cl_kms_op_delete_alias(struct cl_kms_req *q)
     struct cl_kms_key_meta m;
     CL_GUARD(cl_kms_get_str(q->in, "AliasName", true, 256, &alias));
     CL_ENSURE_D(strncmp(alias, "alias/", 6) == 0, CL_E_KMS_VALIDATION, "AliasName must begin with alias/");
+    CL_GUARD(cl_kms_home_only(q, "kms:DeleteAlias"));
     CL_GUARD(cl_kms_alias_key(q, alias, &m));
     CL_GUARD(cl_kms_authorize(q, &m, "kms:DeleteAlias", NULL));
     CL_GUARD(cl_kms_alias_delete(q->st, alias));
@@ -570,12 +713,35 @@ static cl_err cl_kms_op_put_policy(struct cl_kms_req *q)
     cl_err rc = CL_OK;
     struct cl_kms_key_meta m;
     const char *name, *pol;
+    struct cl_buf cur;
+    struct cl_policy *old = NULL;
+    cl_buf_init(&cur, CL_POLICY_MAX_BYTES + 1, CL_BUF_NONE);
     CL_GUARD(cl_kms_get_key(q, "KeyId", true, &m, NULL));
     CL_GUARD(cl_kms_get_str(q->in, "PolicyName", false, 128, &name));
     CL_ENSURE_D(!name || !strcmp(name, "default"), CL_E_KMS_NOT_FOUND, "PolicyName must be default");
     CL_GUARD(cl_kms_get_str(q->in, "Policy", true, CL_POLICY_MAX_BYTES, &pol));
     CL_GUARD(cl_kms_authorize(q, &m, "kms:PutKeyPolicy", NULL));
+    CL_GUARD(cl_kms_policy_get(q->st, m.key_id, &cur));
+    CL_GUARD(cl_policy_parse((const char *)cur.data, cur.len, &old));
+    CL_GUARD(cl_kms_check_new_policy(q, old, pol, m.arn));
     CL_GUARD(cl_kms_policy_put(q->st, m.key_id, pol));
+out:
+    cl_policy_free(old);
+    cl_buf_free(&cur);
+    return rc;
+}
+
+/* Grants are not implemented: the key policy is the only authority. The
+ * policy still decides first, so a caller it does not allow learns that,
+ * not merely that the operation is missing. */
+static cl_err cl_kms_op_create_grant(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta m;
+    CL_GUARD(cl_kms_get_key(q, "KeyId", true, &m, NULL));
+    CL_GUARD(cl_kms_authorize(q, &m, "kms:CreateGrant", NULL));
+    q->err_type = "UnsupportedOperationException";
+    CL_FAIL(CL_E_KMS_VALIDATION, "grants are not supported by cloister-kms; use the key policy");
 out:
     return rc;
 }
@@ -785,6 +951,7 @@ static const struct cl_kms_opdef cl_kms_ops[] = {
     {"RotateKeyOnDemand", cl_kms_op_rotate, NULL},
     {"GetKeyPolicy", cl_kms_op_get_policy, NULL},
     {"PutKeyPolicy", cl_kms_op_put_policy, NULL},
+    {"CreateGrant", cl_kms_op_create_grant, NULL},
     {"Encrypt", cl_kms_op_encrypt, NULL},
     {"Decrypt", cl_kms_op_decrypt, NULL},
     {"ReEncrypt", cl_kms_op_reencrypt, NULL},

@@ -376,12 +376,15 @@ static bool cl_pol_match_aws_principal(const char *pat, const void *arg)
         return false;
     if (!strcmp(pat, c->principal_arn))
         return true;
-    /* An account (bare id or its :root ARN) stands for every principal in it. */
-    if (c->caller_account) {
+    /* An account principal (bare 12-digit id or arn:aws:iam::ACCOUNT:root)
+     * is that account's root identity and nothing more. AWS delegates it
+     * to the account's IAM policies; cloister-kms has no IAM layer, so it
+     * never stands for the account's other principals (which would make
+     * the operator an administrator of any key that names its account). */
+    if (strlen(pat) == 12 && strspn(pat, "0123456789") == 12) {
         char root[64];
-        snprintf(root, sizeof(root), "arn:aws:iam::%s:root", c->caller_account);
-        if (!strcmp(pat, c->caller_account) || !strcmp(pat, root))
-            return true;
+        snprintf(root, sizeof(root), "arn:aws:iam::%s:root", pat);
+        return !strcmp(root, c->principal_arn);
     }
     return false;
 }
@@ -458,6 +461,11 @@ static cl_err cl_pol_lookup(const struct cl_policy_ctx *c, const char *key, stru
     } else if (!strcasecmp(key, CL_POLICY_DEBUG_KEY)) {
         if (c->recipient)
             out->one[out->n++] = c->recipient->debug ? "true" : "false";
+    } else if (!strcasecmp(key, CL_POLICY_ROOT_KEY)) {
+        if (c->recipient && c->recipient->has_root) {
+            cl_hex_encode(c->recipient->root_sha256, CL_POLICY_ROOT_SHA256_LEN, out->hex);
+            out->one[out->n++] = out->hex;
+        }
     }
     out->present = out->n > 0;
     return CL_OK;
@@ -585,7 +593,7 @@ static cl_err cl_pol_conditions(const json_t *cond, const struct cl_policy_ctx *
     return CL_OK;
 }
 
-static bool cl_pol_mentions_debug(const json_t *cond)
+static bool cl_pol_mentions(const json_t *cond, const char *key)
 {
     const char *opn, *ck;
     json_t *blk, *cv;
@@ -593,7 +601,7 @@ static bool cl_pol_mentions_debug(const json_t *cond)
         return false;
     json_object_foreach((json_t *)cond, opn, blk) {
         json_object_foreach(blk, ck, cv) {
-            if (!strcasecmp(ck, CL_POLICY_DEBUG_KEY))
+            if (!strcasecmp(ck, key))
                 return true;
         }
     }
@@ -637,13 +645,173 @@ cl_err cl_policy_evaluate(const struct cl_policy *p, const struct cl_policy_ctx 
             break;
         }
         /* A debug document is released only by a statement that says so. */
-        if (ctx->recipient && ctx->recipient->debug && !cl_pol_mentions_debug(cond))
+        if (ctx->recipient && ctx->recipient->debug && !cl_pol_mentions(cond, CL_POLICY_DEBUG_KEY))
             continue;
+        /* With several trusted roots, whoever holds any one of them could
+         * mint a document with the pinned PCRs: only a statement that names
+         * the verifying root may release. */
+        if (ctx->recipient && ctx->recipient->require_root_pin && !cl_pol_mentions(cond, CL_POLICY_ROOT_KEY)) {
+            if (!d.unpinned_root) {
+                d.unpinned_root = true;
+                memcpy(d.unpinned_statement, name, sizeof(name));
+            }
+            continue;
+        }
         allowed = true;
         d.effect = CL_POLICY_ALLOW;
         memcpy(d.statement, name, sizeof(name));
     }
+    if (d.effect == CL_POLICY_ALLOW)
+        d.unpinned_root = false;
     *out = d;
 out:
     return rc;
+}
+
+/* ---- static checks used by PutKeyPolicy and the policy generator ---- */
+
+static bool cl_pol_is_attest_key(const char *k)
+{
+    const char *rest;
+    return cl_pol_prefix_ic(k, "kms:RecipientAttestation:", &rest) || !strcasecmp(k, CL_POLICY_DEBUG_KEY) ||
+           !strcasecmp(k, CL_POLICY_ROOT_KEY);
+}
+
+/* Does one condition entry hold when its key is absent from the request? */
+static bool cl_pol_holds_when_absent(const struct cl_pol_opspec *o, const json_t *pv)
+{
+    if (o->op == CL_POL_OP_NULL)
+        return cl_pol_value_matches(CL_POL_OP_STR_EQ, "true", pv);
+    if (o->set == CL_POL_SET_ANY)
+        return false;
+    if (o->set == CL_POL_SET_ALL)
+        return true;
+    return o->if_exists || o->negated;
+}
+
+/* For a request without attestation: may the statement's conditions hold
+ * (other keys assumed satisfiable), and do they certainly hold (every
+ * entry is on an attestation key and holds when absent)? */
+static void cl_pol_unattested(const json_t *cond, bool *may, bool *certain)
+{
+    const char *opn, *ck;
+    json_t *blk, *cv;
+    *may = true;
+    *certain = true;
+    if (!cond)
+        return;
+    json_object_foreach((json_t *)cond, opn, blk) {
+        struct cl_pol_opspec o;
+        if (!cl_pol_parse_op(opn, &o)) {
+            *may = *certain = false;
+            return;
+        }
+        json_object_foreach(blk, ck, cv) {
+            if (!cl_pol_is_attest_key(ck)) {
+                *certain = false;
+                continue;
+            }
+            if (!cl_pol_holds_when_absent(&o, cv))
+                *may = *certain = false;
+        }
+    }
+}
+
+static void cl_pol_account_of(const char *arn, char acct[13])
+{
+    acct[0] = 0;
+    if (arn && !strncmp(arn, "arn:aws:iam::", 13) && strlen(arn) > 25 && arn[25] == ':' &&
+        strspn(arn + 13, "0123456789") == 12) {
+        memcpy(acct, arn + 13, 12);
+        acct[12] = 0;
+    }
+}
+
+cl_err cl_policy_unattested_allow(const struct cl_policy *p, const char *principal_arn, const char *action,
+                                  const char *resource, bool *unsafe, char stmt[72])
+{
+    cl_err rc = CL_OK;
+    char acct[13];
+    bool allow = false, denied = false;
+    char name[72] = "";
+    CL_ENSURE_D(p && principal_arn && action && resource, CL_E_CORE_INVALID_ARG, "unattested check arguments");
+    cl_pol_account_of(principal_arn, acct);
+    struct cl_policy_ctx c = {.principal_arn = principal_arn, .caller_account = acct[0] ? acct : NULL,
+                              .action = action, .resource = resource};
+    for (size_t i = 0; i < json_array_size(p->stmts); i++) {
+        const json_t *s = json_array_get(p->stmts, i);
+        bool deny = !strcmp(json_string_value(json_object_get(s, "Effect")), "Deny");
+        if (!cl_pol_principal(json_object_get(s, "Principal"), &c) ||
+            !cl_pol_list_any(json_object_get(s, "Action"), cl_pol_match_action, action) ||
+            !cl_pol_list_any(json_object_get(s, "Resource"), cl_pol_match_resource, resource))
+            continue;
+        bool may, certain;
+        cl_pol_unattested(json_object_get(s, "Condition"), &may, &certain);
+        if (deny && certain)
+            denied = true;
+        if (!deny && may && !allow) {
+            allow = true;
+            const json_t *sid = json_object_get(s, "Sid");
+            if (sid && json_string_length(sid) > 0)
+                snprintf(name, sizeof(name), "%s", json_string_value(sid));
+            else
+                snprintf(name, sizeof(name), "#%zu", i);
+        }
+    }
+    *unsafe = allow && !denied;
+    snprintf(stmt, 72, "%s", *unsafe ? name : "");
+out:
+    return rc;
+}
+
+static void cl_pol_report_principal(const json_t *v, cl_policy_principal_cb cb, void *arg)
+{
+    char root[64];
+    const char *s = json_string_value(v);
+    if (!s)
+        return;
+    if (strlen(s) == 12 && strspn(s, "0123456789") == 12) {
+        snprintf(root, sizeof(root), "arn:aws:iam::%s:root", s);
+        s = root;
+    }
+    cb(arg, s);
+}
+
+cl_err cl_policy_release_principals(const struct cl_policy *p, cl_policy_principal_cb cb, void *arg)
+{
+    if (!p || !cb)
+        return cl_err_fail(CL_E_CORE_INVALID_ARG, "release principals arguments");
+    for (size_t i = 0; i < json_array_size(p->stmts); i++) {
+        const json_t *s = json_array_get(p->stmts, i);
+        if (strcmp(json_string_value(json_object_get(s, "Effect")), "Allow"))
+            continue;
+        const json_t *cond = json_object_get(s, "Condition");
+        bool attested = false;
+        const char *opn, *ck;
+        json_t *blk, *cv;
+        if (cond)
+            json_object_foreach((json_t *)cond, opn, blk) {
+                json_object_foreach(blk, ck, cv) {
+                    attested |= cl_pol_is_attest_key(ck);
+                }
+            }
+        if (!attested)
+            continue;
+        const json_t *pr = json_object_get(s, "Principal");
+        if (json_is_string(pr)) {
+            cb(arg, "*");
+            continue;
+        }
+        const json_t *aws = json_object_get(pr, "AWS");
+        if (json_is_string(aws)) {
+            cl_pol_report_principal(aws, cb, arg);
+        } else if (json_is_array(aws)) {
+            size_t j;
+            json_t *e;
+            json_array_foreach(aws, j, e) {
+                cl_pol_report_principal(e, cb, arg);
+            }
+        }
+    }
+    return CL_OK;
 }

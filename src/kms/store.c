@@ -118,6 +118,20 @@ cl_err cl_kms_store_init(const char *dir, const char *region, const char *accoun
     snprintf(path, sizeof(path), "%s/root.key", dir);
     CL_GUARD(cl_random_bytes(key, sizeof(key)));
     CL_GUARD(cl_file_write_atomic(path, key, sizeof(key), 0600, 1));
+    /* Created here with 0600 whatever the umask: SQLite gives the WAL and
+     * SHM files the database file's mode. */
+    snprintf(path, sizeof(path), "%s/kms.db", dir);
+    {
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return cl_err_from_errno(errno, "create kms.db");
+        if (fchmod(fd, 0600) != 0) {
+            int e = errno;
+            close(fd);
+            return cl_err_from_errno(e, "chmod kms.db");
+        }
+        close(fd);
+    }
     CL_GUARD(cl_kms_db_open(dir, true, &db));
     CL_GUARD(cl_kms_exec(db, cl_kms_schema, "schema"));
     if (sqlite3_prepare_v2(db, "INSERT INTO config(k,v) VALUES('region',?1),('account',?2),('format','1')", -1, &st,
@@ -152,6 +166,17 @@ cl_err cl_kms_store_open(const char *dir, struct cl_kms_store **out)
     CL_GUARD(cl_aead_new(CL_AEAD_AES256GCM, key.data, key.len, &s->root));
     snprintf(path, sizeof(path), "%s/kms.db", dir);
     CL_ENSURE_D(access(path, F_OK) == 0, CL_E_KMS_STORE, "kms.db missing (run cloister-kms init)");
+    /* The database holds wrapped keys, policies and the audit trail:
+     * refuse one that others can read (or write) rather than serve it. */
+    for (int i = 0; i < 3; i++) {
+        static const char *const sfx[] = {"", "-wal", "-shm"};
+        snprintf(path, sizeof(path), "%s/kms.db%s", dir, sfx[i]);
+        if (stat(path, &sb) != 0)
+            continue;
+        CL_ENSURE_D((sb.st_mode & 077) == 0, CL_E_CORE_INSECURE_FILE,
+                    "kms.db%s mode %03o: group/others may access it (want 0600: chmod 600 %s/kms.db*)", sfx[i],
+                    (unsigned)(sb.st_mode & 0777), dir);
+    }
     CL_GUARD(cl_kms_db_open(dir, false, &s->db));
     CL_GUARD(cl_kms_exec(s->db, cl_kms_schema, "schema"));
     CL_GUARD(cl_kms_config_get(s->db, "region", s->region, sizeof(s->region)));
@@ -759,6 +784,12 @@ static void cl_kms_user_label(char *b, size_t n, const char *ak) { snprintf(b, n
 cl_err cl_kms_user_add(struct cl_kms_store *s, const char *name, char access_key[CL_KMS_ACCESS_KEY_LEN + 1],
                        char secret[CL_KMS_SECRET_LEN + 1])
 {
+    return cl_kms_user_add_in(s, NULL, name, access_key, secret);
+}
+
+cl_err cl_kms_user_add_in(struct cl_kms_store *s, const char *account, const char *name,
+                          char access_key[CL_KMS_ACCESS_KEY_LEN + 1], char secret[CL_KMS_SECRET_LEN + 1])
+{
     static const char b32[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     cl_err rc = CL_OK;
@@ -769,6 +800,10 @@ cl_err cl_kms_user_add(struct cl_kms_store *s, const char *name, char access_key
     cl_buf_init(&w, CL_KMS_SECRET_LEN + CL_KMS_WRAP_OVERHEAD, CL_BUF_NONE);
     size_t nl = name ? strlen(name) : 0;
     CL_ENSURE_D(nl >= 1 && nl <= 64, CL_E_KMS_VALIDATION, "user name length 1..64");
+    if (!account)
+        account = s->account;
+    CL_ENSURE_D(strlen(account) == 12 && strspn(account, "0123456789") == 12, CL_E_KMS_VALIDATION,
+                "account must be 12 digits");
     for (size_t i = 0; i < nl; i++)
         CL_ENSURE_D(strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+=,.@_-", name[i]),
                     CL_E_KMS_VALIDATION, "user name character at %zu", i);
@@ -780,7 +815,7 @@ cl_err cl_kms_user_add(struct cl_kms_store *s, const char *name, char access_key
     for (int i = 0; i < CL_KMS_SECRET_LEN; i++)
         secret[i] = b64[r[16 + i] & 63];
     secret[CL_KMS_SECRET_LEN] = 0;
-    snprintf(arn, sizeof(arn), "arn:aws:iam::%s:user/%s", s->account, name);
+    snprintf(arn, sizeof(arn), "arn:aws:iam::%s:user/%s", account, name);
     cl_kms_user_label(label, sizeof(label), access_key);
     CL_GUARD(cl_kms_wrap(s, label, (const uint8_t *)secret, CL_KMS_SECRET_LEN, &w));
     if (sqlite3_prepare_v2(s->db, "INSERT INTO users(access_key,name,arn,secret_wrapped,created) VALUES(?,?,?,?,?)",

@@ -48,7 +48,7 @@ rm -f "$D/owner.txt" "$D/operator.txt"
 pids+=($!)
 wait_for "$D/kms.out" 'listening on' || die "kms did not start"
 kms_url=http://$(grep -oE '127\.0\.0\.1:[0-9]+' "$D/kms.out" | head -1)
-"$CL" kms policy --pcr0 "$(pcr 0)" --pcr1 "$(pcr 1)" --pcr2 "$(pcr 2)" --model-digest "$digest" \
+"$CL" kms policy --pcr0 "$(pcr 0)" --pcr1 "$(pcr 1)" --pcr2 "$(pcr 2)" --model-digest "$digest" --root "$D/sim-root.pem" \
   --principal "arn:aws:iam::$account:user/operator" --admin "arn:aws:iam::$account:user/owner" >"$D/policy.json"
 key=$(AWS_SHARED_CREDENTIALS_FILE=$D/owner.credentials AWS_REGION=us-east-1 \
   "$CL" kms create-key --kms "$kms_url" --policy "$D/policy.json") || die "create-key"

@@ -67,7 +67,7 @@ boot_evil() {
   evil_host=$!
   stack_wait_for "$E/host$n.out" 'listening on' 10 || return 1
   evil_host_url=http://$(grep -oE '127\.0\.0\.1:[0-9]+' "$E/host$n.out" | head -1)
-  "$SIM" run "$D/enclave.img" --dir "$D/sim" --vsock-dir "$E/vsock$n" --cid 16 > "$E/enclave$n.out" 2> "$E/enclave$n.log" &
+  "$SIM" run "$D/enclave.img" --dir "$SIM_DIR" --vsock-dir "$E/vsock$n" --cid 16 > "$E/enclave$n.out" 2> "$E/enclave$n.log" &
   evil_enclave=$!
   for _ in $(seq 1 200); do
     curl -sf "$evil_host_url/readyz" >/dev/null 2>&1 && return 0
@@ -118,7 +118,7 @@ stop_evil
 
 # d. nothing the host passes at run time changes the enclave's behaviour unmeasured
 expect 2 "cloister-sim run refuses enclave arguments from the host" \
-  "$SIM" run "$D/enclave.img" --dir "$D/sim" --vsock-dir "$E/vsock1" --cid 16 -- --chat-template chatml
+  "$SIM" run "$D/enclave.img" --dir "$SIM_DIR" --vsock-dir "$E/vsock1" --cid 16 -- --chat-template chatml
 expect_err "part of the measured image" "the refusal says where arguments belong"
 "$SIM" pack --app "$BUILD/tools/cloister-enclave/cloister-enclave.so" --name cloister-enclave --memory 2048 \
   -o "$E/args.img" -- --chat-template chatml >/dev/null

@@ -28,6 +28,11 @@ export STACK_CAPTURE
 export TMPDIR=$cl_tmp/tmp && mkdir -p "$TMPDIR"   # the host's and key service's temp files land here
 if ! stack_up "$BUILD" "$model"; then bad "stack came up"; stack_down; finish; exit 1; fi
 ok "key service, host and enclave up (key released to the attested enclave)"
+# issue 9: the operator's directory holds its credentials and nothing of the owner's
+[ "$(ls "$OPERATOR_DIR")" = operator.json ] && ok "operator's directory: only operator.json (no sim CA key, no owner credentials)" \
+  || bad "operator's directory holds: $(ls "$OPERATOR_DIR" | tr '\n' ' ')"
+grep -q '"Sid": "DenyDecryptUnlessAttestationRoot"' "$OWNER_DIR/policy.json" && grep -q ':444455556666:user/operator' "$OWNER_DIR/policy.json" \
+  && ok "owner's key policy pins the sim root and names the operator of another account" || bad "stack policy"
 trap 'stack_down' EXIT
 
 # 1. same answer as cloister run on the plain model, greedy and sampled, streamed and not
@@ -48,9 +53,9 @@ answer=$("$CL" ask --host "$host_url" --trust "$D/TRUST.json" -n 24 --temp 0 --j
 [ ${#answer} -ge 12 ] && ok "got an answer to look for (${#answer} bytes)" || bad "answer too short to search for: '$answer'"
 curl -s "$host_url/metrics" > "$D/metrics.txt"
 [ "$(cat "$D"/capture/* | wc -c)" -gt 1000 ] && ok "host capture recorded the traffic" || bad "host capture is empty"
-hits=$(grep -rlaF -e "$marker" -e "$answer" "$D/capture" "$D/host.log" "$D/kms.log" "$D/kms" "$D/metrics.txt" "$TMPDIR" "$D/vsock" "$D/enclave.log" 2>/dev/null || true)
+hits=$(grep -rlaF -e "$marker" -e "$answer" "$D/capture" "$D/host.log" "$D/kms.log" "$KMS_DIR" "$D/metrics.txt" "$TMPDIR" "$D/vsock" "$D/enclave.log" 2>/dev/null || true)
 [ -z "$hits" ] && ok "prompt marker and answer absent from host and key-service logs, metrics, SQLite, temp files and captured socket bytes" || bad "plaintext found in: $hits"
-grep -qaF "$marker" <(sqlite3 "$D/kms/kms.db" .dump 2>/dev/null) && bad "marker in the key-service database" || ok "marker absent from the key-service database dump"
+grep -qaF "$marker" <(sqlite3 "$KMS_DIR/kms.db" .dump 2>/dev/null) && bad "marker in the key-service database" || ok "marker absent from the key-service database dump"
 
 # 3. replayed and altered OHTTP requests
 req=$(ls "$D"/capture/*-http-in.bin | while read -r f; do grep -qa 'message/ohttp-req' "$f" && echo "$f"; done | tail -1)
@@ -112,7 +117,7 @@ stack_enclave_stop
 "$SIM" pack --app "$APP" --name cloister-enclavX --memory 2048 -o "$D/changed.img" >/dev/null
 "$SIM" measure "$D/changed.img" --json > "$D/changed-pcrs.json"
 [ "$(stack_pcr 0 "$D/changed-pcrs.json")" != "$(stack_pcr 0 "$D/pcrs.json")" ] && ok "one changed byte changes PCR0" || bad "PCR0 unchanged"
-"$SIM" run "$D/changed.img" --dir "$D/sim" --vsock-dir "$D/vsock" --cid 16 > "$cl_tmp/changed.out" 2> "$cl_tmp/changed.log"
+"$SIM" run "$D/changed.img" --dir "$SIM_DIR" --vsock-dir "$D/vsock" --cid 16 > "$cl_tmp/changed.out" 2> "$cl_tmp/changed.log"
 grep -q "AccessDenied" "$cl_tmp/changed.log" && ok "the key service refuses the key to the changed image" || bad "changed image: $(tail -2 "$cl_tmp/changed.log")"
 stack_enclave_start >/dev/null 2>&1 || true
 "$CL" measure --sim-image "$D/changed.img" --root "$D/sim-root.pem" --model "$D/model.sealed" -o "$cl_tmp/other-trust.json" >/dev/null 2>&1

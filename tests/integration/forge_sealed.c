@@ -15,6 +15,7 @@
 #include "cloister/file.h"
 #include "cloister/kms_client.h"
 #include "cloister/seal.h"
+#include "cloister/secmem.h"
 
 int main(int argc, char **argv)
 {
@@ -55,6 +56,10 @@ int main(int argc, char **argv)
                                    .wrapped_len = blob.len};
         rc = cl_seal_write_file(argv[2], pt.data, pt.len, hdr, &p, dk, salt, 2, NULL, NULL);
     }
+    cl_buf_free(&pt);
+    cl_buf_free(&key);
+    cl_buf_free(&blob);
+    cl_wipe(dk, sizeof(dk));
     if (rc != CL_OK) {
         char b[300];
         fprintf(stderr, "cl_forge_sealed: %s\n", cl_err_format(rc, b, sizeof(b)));

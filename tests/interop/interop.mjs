@@ -5,7 +5,7 @@ import {
   KMSClient, CreateKeyCommand, CreateAliasCommand, EncryptCommand, DecryptCommand,
   GenerateDataKeyCommand, ReEncryptCommand, DescribeKeyCommand, ListAliasesCommand,
   GenerateRandomCommand, DisableKeyCommand, EnableKeyCommand, PutKeyPolicyCommand,
-  GetKeyPolicyCommand, ListKeysCommand,
+  GetKeyPolicyCommand, ListKeysCommand, CreateGrantCommand,
 } from '@aws-sdk/client-kms';
 import { readFileSync } from 'node:fs';
 import { createPrivateKey, privateDecrypt, createDecipheriv, constants } from 'node:crypto';
@@ -89,12 +89,25 @@ await step('Disable / Enable / policies', async () => {
   await expectErr(kms.send(new PutKeyPolicyCommand({ KeyId: key2, PolicyName: 'default', Policy: '{"Statement":[]}' })),
                   'MalformedPolicyDocumentException');
   const deny = JSON.stringify({ Version: '2012-10-17', Statement: [
-    { Sid: 'Admin', Effect: 'Allow', Principal: { AWS: 'arn:aws:iam::111122223333:root' }, Action: 'kms:*', Resource: '*' },
+    { Sid: 'Admin', Effect: 'Allow', Principal: { AWS: 'arn:aws:iam::111122223333:user/interop' }, Action: 'kms:*', Resource: '*' },
     { Sid: 'NoEncrypt', Effect: 'Deny', Principal: '*', Action: 'kms:Encrypt', Resource: '*' }] });
   await kms.send(new PutKeyPolicyCommand({ KeyId: key2, PolicyName: 'default', Policy: deny }));
   const e = await expectErr(kms.send(new EncryptCommand({ KeyId: key2, Plaintext: Buffer.from('x') })),
                             'AccessDeniedException');
   assert.match(e.message, /explicit deny/);
+  // AWS's lockout safety check, and its bypass flag, as the SDK sends them
+  const lockout = JSON.stringify({ Version: '2012-10-17', Statement: [
+    { Sid: 'UseOnly', Effect: 'Allow', Principal: { AWS: 'arn:aws:iam::111122223333:user/interop' },
+      Action: ['kms:Encrypt', 'kms:Decrypt'], Resource: '*' }] });
+  const l = await expectErr(kms.send(new PutKeyPolicyCommand({ KeyId: key2, PolicyName: 'default', Policy: lockout })),
+                            'MalformedPolicyDocumentException');
+  assert.match(l.message, /lockout safety check/);
+  await kms.send(new PutKeyPolicyCommand({ KeyId: key2, PolicyName: 'default', Policy: lockout,
+                                           BypassPolicyLockoutSafetyCheck: true }));
+  await expectErr(kms.send(new GetKeyPolicyCommand({ KeyId: key2, PolicyName: 'default' })), 'AccessDeniedException');
+  // grants are not implemented; the key policy still decides first
+  await expectErr(kms.send(new CreateGrantCommand({ KeyId: keyId, GranteePrincipal: 'arn:aws:iam::111122223333:user/x',
+                                                    Operations: ['Decrypt'] })), 'UnsupportedOperationException');
 });
 await step('wrong secret -> InvalidSignatureException', async () => {
   const bad = mk({ accessKeyId: good.accessKeyId, secretAccessKey: good.secretAccessKey.replace(/.$/, c => c === 'A' ? 'B' : 'A') });

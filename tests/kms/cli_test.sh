@@ -28,6 +28,18 @@ expect 0 "$kms" user add alice --dir "$tmp/s"
 grep -q '^secret_access_key [A-Za-z0-9+/]\{40\}$' "$tmp/out" || { echo "FAIL no secret printed"; fails=$((fails+1)); }
 grep -q '^arn arn:aws:iam::123456789012:user/alice$' "$tmp/out" || { echo "FAIL arn"; fails=$((fails+1)); }
 expect 1 "$kms" user add alice --dir "$tmp/s"
+# kms.db and its WAL/SHM are private whatever the umask; serve refuses a readable store
+for f in "$tmp/s"/kms.db*; do
+  [ "$(stat -c %a "$f")" = 600 ] || { echo "FAIL $(basename "$f") mode $(stat -c %a "$f")"; fails=$((fails+1)); }
+done
+chmod 644 "$tmp/s/kms.db"; expect 1 "$kms" serve "$tmp/s" --listen 127.0.0.1:0
+grep -q 'kms.db mode 644' "$tmp/err" || { echo "FAIL readable kms.db not named"; cat "$tmp/err"; fails=$((fails+1)); }
+chmod 600 "$tmp/s/kms.db"
+# principals of other accounts
+expect 0 "$kms" user add op --account 444455556666 --dir "$tmp/s"
+grep -q '^arn arn:aws:iam::444455556666:user/op$' "$tmp/out" || { echo "FAIL cross-account arn"; fails=$((fails+1)); }
+expect 1 "$kms" user add op2 --account 4444 --dir "$tmp/s"
+expect 0 "$kms" user add --help
 expect 1 "$kms" user add 'bad name' --dir "$tmp/s"
 expect 1 "$kms" serve "$tmp/nope" --listen 127.0.0.1:0
 expect 2 "$kms" serve "$tmp/s" --listen 127.0.0.1:0 --tls-cert x
@@ -55,12 +67,33 @@ expect 1 "$cli" kms audit --dir "$tmp/nope"
 expect 2 "$cli" kms
 expect 0 "$cli" kms --help
 p0=$(printf 'a%.0s' $(seq 96)); d=$(printf 'B%.0s' $(seq 64))
-expect 0 "$cli" kms policy --pcr0 "$p0" --pcr2 "$p0" --model-digest "$d" --principal arn:aws:iam::123456789012:user/enclave
+# any certificate will do as a root
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-384 -nodes -keyout "$tmp/r.key" -out "$tmp/root.pem" \
+  -subj /CN=root -days 1 >/dev/null 2>&1
+fp=$(openssl x509 -in "$tmp/root.pem" -outform DER | sha256sum | cut -d' ' -f1)
+E=arn:aws:iam::444455556666:user/enclave A=arn:aws:iam::123456789012:user/owner
+pol=(--pcr0 "$p0" --pcr2 "$p0" --model-digest "$d" --root "$tmp/root.pem")
+expect 0 "$cli" kms policy "${pol[@]}" --principal "$E" --admin "$A"
 grep -q '"Sid": "DenyDecryptUnlessAttestedPCR2"' "$tmp/out" || { echo "FAIL policy deny"; fails=$((fails+1)); }
+grep -q '"Sid": "DenyDecryptUnlessAttestationRoot"' "$tmp/out" || { echo "FAIL policy root deny"; fails=$((fails+1)); }
+grep -q '"Sid": "DenyReleasePrincipalKeyControl"' "$tmp/out" || { echo "FAIL policy key-control deny"; fails=$((fails+1)); }
+grep -q "\"cloister:attestation-root-sha256\": \"$fp\"" "$tmp/out" || { echo "FAIL root pin"; fails=$((fails+1)); }
 grep -q "\"kms:EncryptionContext:cloister:model-sha256\": \"$(printf 'b%.0s' $(seq 64))\"" "$tmp/out" || { echo "FAIL policy ctx"; fails=$((fails+1)); }
-expect 2 "$cli" kms policy --pcr0 abc --model-digest "$d" --principal arn:aws:iam::123456789012:user/e
-expect 2 "$cli" kms policy --pcr0 "$p0" --model-digest "$d"
-expect 2 "$cli" kms policy --pcr0 "$p0" --model-digest "$d" --principal bob
-expect 2 "$cli" kms policy --pcr40 "$p0" --model-digest "$d" --principal arn:aws:iam::123456789012:user/e
+expect 2 "$cli" kms policy --pcr0 abc --model-digest "$d" --root "$tmp/root.pem" --principal "$E" --admin "$A"
+expect 2 "$cli" kms policy --pcr0 "$p0" --model-digest "$d" --root "$tmp/root.pem"
+expect 2 "$cli" kms policy "${pol[@]}" --principal bob --admin "$A"
+expect 2 "$cli" kms policy --pcr40 "$p0" --model-digest "$d" --root "$tmp/root.pem" --principal "$E" --admin "$A"
+# the generator refuses what would let the operator administer the key
+expect 2 "$cli" kms policy --pcr0 "$p0" --model-digest "$d" --principal "$E" --admin "$A"     # no --root
+grep -q -- '--root ROOT.pem is required' "$tmp/err" || { echo "FAIL --root reason"; fails=$((fails+1)); }
+expect 2 "$cli" kms policy "${pol[@]}" --principal "$E"                                       # no --admin
+grep -q -- '--admin ARN is required' "$tmp/err" || { echo "FAIL --admin reason"; fails=$((fails+1)); }
+expect 2 "$cli" kms policy "${pol[@]}" --principal "$E" --admin "$E"
+grep -q 'must differ from --principal' "$tmp/err" || { echo "FAIL same-principal reason"; fails=$((fails+1)); }
+expect 2 "$cli" kms policy "${pol[@]}" --principal "$E" --admin arn:aws:iam::444455556666:root
+grep -q 'account root of --principal' "$tmp/err" || { echo "FAIL account-root reason"; fails=$((fails+1)); }
+expect 2 "$cli" kms policy "${pol[@]}" --principal arn:aws:iam::444455556666:root --admin "$A"
+expect 2 "$cli" kms policy "${pol[@]}" --principal "$E" --admin 'arn:aws:iam::123456789012:user/*'
+expect 1 "$cli" kms policy --pcr0 "$p0" --model-digest "$d" --root "$tmp/nope.pem" --principal "$E" --admin "$A"
 echo "cli_test: $fails failures"
 [ "$fails" = 0 ]

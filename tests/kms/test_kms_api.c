@@ -120,6 +120,181 @@ static char *t_doc_b64(cl_attest_signer *s, bool debug, uint8_t pcr_base)
     return (char *)b64.data;
 }
 
+static void t_expect_msg(const char *principal, const char *op, const char *body, const char *type, const char *sub)
+{
+    int st;
+    char et[64];
+    json_t *o = t_call(principal, op, body, &st, et);
+    const char *msg = json_string_value(json_object_get(o, "message"));
+    if (st == 200 || strcmp(et, type) || !msg || !strstr(msg, sub))
+        fail_msg("%s: want %s containing '%s', got %d %s", op, type, sub, st, json_dumps(o, 0));
+    json_decref(o);
+}
+
+/* {"KeyId": kid, "Policy": <policy as a string>, flag: true} (caller frees). */
+static char *t_put_body(const char *kid, json_t *policy, const char *flag)
+{
+    char *ps = json_dumps(policy, JSON_COMPACT);
+    json_t *b = json_pack("{s:s,s:s}", kid ? "KeyId" : "Description", kid ? kid : "x", "Policy", ps);
+    if (flag)
+        json_object_set_new(b, flag, json_true());
+    char *out = json_dumps(b, JSON_COMPACT);
+    free(ps);
+    json_decref(b);
+    json_decref(policy);
+    return out;
+}
+
+static json_t *t_stmt(const char *sid, const char *effect, const char *principal, const char *action, json_t *cond)
+{
+    json_t *st = json_pack("{s:s,s:s,s:{s:s},s:s,s:s}", "Sid", sid, "Effect", effect, "Principal", "AWS", principal,
+                           "Action", action, "Resource", "*");
+    if (cond)
+        json_object_set_new(st, "Condition", cond);
+    return st;
+}
+
+static json_t *t_pcr0_cond(void)
+{
+    char p0[97];
+    for (int i = 0; i < 48; i++)
+        snprintf(p0 + 2 * i, 3, "%02x", 0x10);
+    return json_pack("{s:{s:s}}", "StringEqualsIgnoreCase", "kms:RecipientAttestation:PCR0", p0);
+}
+
+/* Issue 9 part 2: CreateKey's default policy, the lockout and
+ * unattested-release checks on PutKeyPolicy/CreateKey, CreateGrant. */
+static void test_policy_safety(void **state)
+{
+    (void)state;
+    json_t *k = t_ok(OWNER, "CreateKey", "{}");
+    const char *kid = json_string_value(json_object_get(json_object_get(k, "KeyMetadata"), "KeyId"));
+    char body[512];
+    snprintf(body, sizeof(body), "{\"KeyId\":\"%s\"}", kid);
+    /* the default policy is the creator's, not its account's */
+    json_t *gp = t_ok(OWNER, "GetKeyPolicy", body);
+    assert_non_null(strstr(json_string_value(json_object_get(gp, "Policy")), "\"AWS\":\"" OWNER "\""));
+    json_decref(gp);
+    t_expect_msg(ENCLAVE, "DescribeKey", body, "AccessDeniedException", "no resource-based policy allows");
+    /* grants: policy first, then unsupported */
+    snprintf(body, sizeof(body), "{\"KeyId\":\"%s\",\"GranteePrincipal\":\"%s\",\"Operations\":[\"Decrypt\"]}", kid,
+             ENCLAVE);
+    t_expect_msg(ENCLAVE, "CreateGrant", body, "AccessDeniedException", "kms:CreateGrant");
+    t_expect_msg(OWNER, "CreateGrant", body, "UnsupportedOperationException", "grants are not supported");
+    /* lockout safety check, and its bypass */
+    char *b = t_put_body(kid, json_pack("{s:[o]}", "Statement", t_stmt("Use", "Allow", OWNER, "kms:Encrypt", NULL)),
+                         NULL);
+    t_expect_msg(OWNER, "PutKeyPolicy", b, "MalformedPolicyDocumentException", "lockout safety check");
+    free(b);
+    b = t_put_body(NULL, json_pack("{s:[o]}", "Statement", t_stmt("Use", "Allow", OWNER, "kms:Encrypt", NULL)), NULL);
+    t_expect_msg(OWNER, "CreateKey", b, "MalformedPolicyDocumentException", "lockout safety check");
+    free(b);
+    /* the release principal (ENCLAVE, attested Decrypt) may not get anything unattested */
+    json_t *base = json_pack("{s:[o,o]}", "Statement", t_stmt("Admin", "Allow", OWNER, "kms:*", NULL),
+                             t_stmt("Release", "Allow", ENCLAVE, "kms:Decrypt", t_pcr0_cond()));
+    b = t_put_body(kid, json_incref(base), NULL);
+    json_decref(t_ok(OWNER, "PutKeyPolicy", b));
+    free(b);
+    static const char *const bad_actions[] = {"kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncrypt*",
+                                              "kms:PutKeyPolicy", "kms:CreateGrant"};
+    for (size_t i = 0; i < sizeof(bad_actions) / sizeof(bad_actions[0]); i++) {
+        json_t *p = json_deep_copy(base);
+        json_array_append_new(json_object_get(p, "Statement"), t_stmt("Oops", "Allow", ENCLAVE, bad_actions[i], NULL));
+        b = t_put_body(kid, p, NULL);
+        t_expect_msg(OWNER, "PutKeyPolicy", b, "MalformedPolicyDocumentException",
+                     "release principal " ENCLAVE " perform");
+        free(b);
+    }
+    /* dropping the attestation condition is caught too (ENCLAVE was a release principal of the old policy) */
+    b = t_put_body(kid, json_pack("{s:[o,o]}", "Statement", t_stmt("Admin", "Allow", OWNER, "kms:*", NULL),
+                                  t_stmt("Release", "Allow", ENCLAVE, "kms:Decrypt", NULL)),
+                   NULL);
+    t_expect_msg(OWNER, "PutKeyPolicy", b, "MalformedPolicyDocumentException", "(statement Release)");
+    free(b);
+    /* ...unless the owner forces it */
+    b = t_put_body(kid, json_pack("{s:[o,o]}", "Statement", t_stmt("Admin", "Allow", OWNER, "kms:*", NULL),
+                                  t_stmt("Release", "Allow", ENCLAVE, "kms:Decrypt", NULL)),
+                   "CloisterAllowUnattestedRelease");
+    json_decref(t_ok(OWNER, "PutKeyPolicy", b));
+    free(b);
+    /* an unattested Allow for ENCLAVE covered by a Deny that certainly applies is fine */
+    json_t *p = json_deep_copy(base);
+    json_array_append_new(json_object_get(p, "Statement"), t_stmt("Broad", "Allow", ENCLAVE, "kms:Decrypt", NULL));
+    json_array_append_new(json_object_get(p, "Statement"),
+                          json_pack("{s:s,s:s,s:s,s:s,s:s,s:{s:{s:s}}}", "Sid", "NoDoc", "Effect", "Deny", "Principal",
+                                    "*", "Action", "kms:Decrypt", "Resource", "*", "Condition", "Null",
+                                    "kms:RecipientAttestation:PCR0", "true"));
+    b = t_put_body(kid, p, NULL);
+    json_decref(t_ok(OWNER, "PutKeyPolicy", b));
+    free(b);
+    json_decref(base);
+    json_decref(k);
+}
+
+/* Issue 9 part 3: with two trusted roots, release only through a statement
+ * pinning cloister:attestation-root-sha256, and only for that root. */
+static void test_two_roots(void **state)
+{
+    (void)state;
+    struct cl_buf r1, r2;
+    cl_buf_init(&r1, 8192, CL_BUF_NONE);
+    cl_buf_init(&r2, 8192, CL_BUF_NONE);
+    assert_ok(cl_attest_signer_root_der(t_signer, &r1));
+    assert_ok(cl_attest_signer_root_der(t_rogue, &r2));
+    const uint8_t *p[2] = {r1.data, r2.data};
+    size_t l[2] = {r1.len, r2.len};
+    struct cl_kms_attest_roots *two = NULL;
+    assert_ok(cl_kms_attest_roots_from_der(p, l, 2, 300000, &two));
+    char fp[65], fp_rogue[65];
+    assert_ok(cl_kms_attest_root_fingerprint(two, 0, fp));
+    assert_ok(cl_kms_attest_root_fingerprint(two, 1, fp_rogue));
+    assert_string_not_equal(fp, fp_rogue);
+    assert_err(cl_kms_attest_root_fingerprint(two, 2, fp), CL_E_CORE_INVALID_ARG);
+    void *saved = t_cfg.attest_arg;
+    t_cfg.attest_arg = two;
+
+    json_t *k = t_ok(OWNER, "CreateKey", "{}");
+    const char *kid = json_string_value(json_object_get(json_object_get(k, "KeyMetadata"), "KeyId"));
+    json_t *pinned = t_pcr0_cond();
+    json_object_set_new(pinned, "StringEquals", json_pack("{s:s}", CL_POLICY_ROOT_KEY, fp));
+    char *b = t_put_body(kid, json_pack("{s:[o,o]}", "Statement", t_stmt("Admin", "Allow", OWNER, "kms:*", NULL),
+                                        t_stmt("Pinned", "Allow", ENCLAVE, "kms:Decrypt", pinned)),
+                         "CloisterAllowUnattestedRelease"); /* OWNER may decrypt unattested here: not the point */
+    json_decref(t_ok(OWNER, "PutKeyPolicy", b));
+    free(b);
+    char gdk[256], *good = t_doc_b64(t_signer, false, 0x10), *rogue = t_doc_b64(t_rogue, false, 0x10);
+    snprintf(gdk, sizeof(gdk), "{\"KeyId\":\"%s\",\"KeySpec\":\"AES_256\"}", kid);
+    json_t *g = t_ok(OWNER, "GenerateDataKey", gdk);
+    static char body[32768];
+#define T_DEC2(doc)                                                                                                \
+    (snprintf(body, sizeof(body), "{\"CiphertextBlob\":\"%s\",\"Recipient\":{\"AttestationDocument\":\"%s\"}}",     \
+              json_string_value(json_object_get(g, "CiphertextBlob")), doc),                                       \
+     body)
+    json_decref(t_ok(ENCLAVE, "Decrypt", T_DEC2(good)));
+    t_expect_msg(ENCLAVE, "Decrypt", T_DEC2(rogue), "AccessDeniedException", "no resource-based policy allows");
+    /* an unpinned statement: nothing for either root, with the reason */
+    b = t_put_body(kid, json_pack("{s:[o,o]}", "Statement", t_stmt("Admin", "Allow", OWNER, "kms:*", NULL),
+                                  t_stmt("Unpinned", "Allow", ENCLAVE, "kms:Decrypt", t_pcr0_cond())),
+                   "CloisterAllowUnattestedRelease");
+    json_decref(t_ok(OWNER, "PutKeyPolicy", b));
+    free(b);
+    t_expect_msg(ENCLAVE, "Decrypt", T_DEC2(rogue), "AccessDeniedException",
+                 "statement Unpinned does not pin " CL_POLICY_ROOT_KEY " (2 roots trusted)");
+    t_expect_msg(ENCLAVE, "Decrypt", T_DEC2(good), "AccessDeniedException", "does not pin");
+    /* GenerateRandom needs no key and no policy: unaffected */
+    snprintf(body, sizeof(body), "{\"NumberOfBytes\":8,\"Recipient\":{\"AttestationDocument\":\"%s\"}}", rogue);
+    json_decref(t_ok(ENCLAVE, "GenerateRandom", body));
+#undef T_DEC2
+    t_cfg.attest_arg = saved;
+    cl_kms_attest_roots_free(two);
+    free(good);
+    free(rogue);
+    json_decref(g);
+    json_decref(k);
+    cl_buf_free(&r1);
+    cl_buf_free(&r2);
+}
+
 static void test_basic_ops(void **state)
 {
     (void)state;
@@ -453,6 +628,8 @@ int main(void)
         cmocka_unit_test(test_basic_ops),
         cmocka_unit_test(test_recipient_matrix),
         cmocka_unit_test(test_audit_rows),
+        cmocka_unit_test(test_policy_safety),
+        cmocka_unit_test(test_two_roots),
         cmocka_unit_test(test_deletion_window),
         cmocka_unit_test(test_real_nitro_document),
     };

@@ -169,11 +169,13 @@ static void test_policy_matrix_http(void **state)
     memset(pcr, 'a', 96);
     pcr[96] = 0;
     const char *digest = "abababababababababababababababababababababababababababababababab";
-    /* the tool user both seals (admin via the account root) and is the enclave principal */
+    /* the tool user both seals and is the enclave principal: that lets the
+     * release principal GenerateDataKey without attestation and locks the
+     * policy, so both safety checks have to be overridden explicitly */
     snprintf(body, sizeof(body),
              "{\"KeyId\":\"%s\",\"Policy\":\"{\\\"Version\\\":\\\"2012-10-17\\\",\\\"Statement\\\":["
              "{\\\"Sid\\\":\\\"Admin\\\",\\\"Effect\\\":\\\"Allow\\\",\\\"Principal\\\":{\\\"AWS\\\":"
-             "\\\"arn:aws:iam::111122223333:root\\\"},\\\"Action\\\":[\\\"kms:GenerateDataKey\\\",\\\"kms:"
+             "\\\"arn:aws:iam::111122223333:user/tool\\\"},\\\"Action\\\":[\\\"kms:GenerateDataKey\\\",\\\"kms:"
              "DisableKey\\\",\\\"kms:EnableKey\\\"],\\\"Resource\\\":\\\"*\\\"},"
              "{\\\"Sid\\\":\\\"Release\\\",\\\"Effect\\\":\\\"Allow\\\",\\\"Principal\\\":{\\\"AWS\\\":"
              "\\\"arn:aws:iam::111122223333:user/tool\\\"},\\\"Action\\\":\\\"kms:Decrypt\\\",\\\"Resource\\\":"
@@ -181,8 +183,17 @@ static void test_policy_matrix_http(void **state)
              "\\\"%s\\\"},\\\"StringEquals\\\":{\\\"kms:EncryptionContext:cloister:model-sha256\\\":\\\"%s\\\"}}},"
              "{\\\"Sid\\\":\\\"DenyPCR0\\\",\\\"Effect\\\":\\\"Deny\\\",\\\"Principal\\\":\\\"*\\\","
              "\\\"Action\\\":\\\"kms:Decrypt\\\",\\\"Resource\\\":\\\"*\\\",\\\"Condition\\\":{"
-             "\\\"StringNotEqualsIgnoreCase\\\":{\\\"kms:RecipientAttestation:PCR0\\\":\\\"%s\\\"}}}]}\"}",
-             kid, pcr, digest, pcr);
+             "\\\"StringNotEqualsIgnoreCase\\\":{\\\"kms:RecipientAttestation:PCR0\\\":\\\"%s\\\"}}}]}\"%s}",
+             kid, pcr, digest, pcr, "");
+    /* refused without the overrides, each naming its reason */
+    assert_err(cl_kms_client_call(&ep, &t_cred, "PutKeyPolicy", body, (struct json_t **)&o), CL_E_NET_HTTP_STATUS);
+    assert_non_null(strstr(cl_err_detail(), "lockout safety check"));
+    body[strlen(body) - 1] = 0;
+    strcat(body, ",\"BypassPolicyLockoutSafetyCheck\":true}");
+    assert_err(cl_kms_client_call(&ep, &t_cred, "PutKeyPolicy", body, (struct json_t **)&o), CL_E_NET_HTTP_STATUS);
+    assert_non_null(strstr(cl_err_detail(), "perform kms:GenerateDataKey without an attestation document"));
+    body[strlen(body) - 1] = 0;
+    strcat(body, ",\"CloisterAllowUnattestedRelease\":true}");
     assert_ok(cl_kms_client_call(&ep, &t_cred, "PutKeyPolicy", body, (struct json_t **)&o));
     json_decref(o);
     struct cl_policy_kv ctx[1] = {{"cloister:model-sha256", digest}};

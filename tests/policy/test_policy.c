@@ -71,7 +71,7 @@ static void t_run(const struct cl_policy *p, const struct t_case *c)
 
 static const char *const t_policy_sealed =
     "{\"Version\":\"2012-10-17\",\"Statement\":["
-    "{\"Sid\":\"Admin\",\"Effect\":\"Allow\",\"Principal\":{\"AWS\":\"arn:aws:iam::111122223333:root\"},"
+    "{\"Sid\":\"Admin\",\"Effect\":\"Allow\",\"Principal\":{\"AWS\":\"" ALICE "\"},"
     " \"Action\":[\"kms:Describe*\",\"kms:Get*\",\"kms:PutKeyPolicy\"],\"Resource\":\"*\"},"
     "{\"Sid\":\"Seal\",\"Effect\":\"Allow\",\"Principal\":{\"AWS\":[\"" ALICE "\"]},"
     " \"Action\":\"kms:GenerateDataKey*\",\"Resource\":\"*\","
@@ -218,6 +218,140 @@ static void test_recipient_positive_fails_without_recipient(void **state)
         }
 }
 
+/* An account principal names the account's root identity only: with no IAM
+ * layer it must not stand for the account's users (the operator among them). */
+static void test_account_principal_is_root_only(void **state)
+{
+    (void)state;
+    struct cl_policy *p = t_parse("{\"Statement\":["
+                                  "{\"Sid\":\"RootArn\",\"Effect\":\"Allow\",\"Principal\":{\"AWS\":"
+                                  "\"arn:aws:iam::111122223333:root\"},\"Action\":\"kms:PutKeyPolicy\",\"Resource\":\"*\"},"
+                                  "{\"Sid\":\"BareAcct\",\"Effect\":\"Allow\",\"Principal\":{\"AWS\":\"444455556666\"},"
+                                  "\"Action\":\"kms:Decrypt\",\"Resource\":\"*\"}]}");
+    const struct t_case cases[] = {
+        {"user of the root's account", ALICE, "111122223333", "kms:PutKeyPolicy", NULL, NULL, 0, 0, CL_POLICY_DENY,
+         false, ""},
+        {"the root itself", "arn:aws:iam::111122223333:root", "111122223333", "kms:PutKeyPolicy", NULL, NULL, 0, 0,
+         CL_POLICY_ALLOW, false, "RootArn"},
+        {"user of a bare account", BOB, "444455556666", "kms:Decrypt", NULL, NULL, 0, 0, CL_POLICY_DENY, false, ""},
+        {"bare account's root", "arn:aws:iam::444455556666:root", "444455556666", "kms:Decrypt", NULL, NULL, 0, 0,
+         CL_POLICY_ALLOW, false, "BareAcct"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        t_run(p, &cases[i]);
+    cl_policy_free(p);
+}
+
+#define ROOT_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+
+/* cloister:attestation-root-sha256, and the rule that a key service with
+ * several roots releases only through a statement that pins one. */
+static void test_root_pin(void **state)
+{
+    (void)state;
+    struct cl_policy *pinned = t_parse(
+        "{\"Statement\":[{\"Sid\":\"Pinned\",\"Effect\":\"Allow\",\"Principal\":{\"AWS\":\"" BOB "\"},"
+        "\"Action\":\"kms:Decrypt\",\"Resource\":\"*\",\"Condition\":{\"StringEquals\":{"
+        "\"cloister:attestation-root-sha256\":\"" ROOT_A "\"}}}]}");
+    struct cl_policy *unpinned = t_parse(
+        "{\"Statement\":[{\"Sid\":\"Unpinned\",\"Effect\":\"Allow\",\"Principal\":{\"AWS\":\"" BOB "\"},"
+        "\"Action\":\"kms:Decrypt\",\"Resource\":\"*\",\"Condition\":{\"StringEqualsIgnoreCase\":{"
+        "\"kms:RecipientAttestation:PCR0\":\"" PCR_AA "\"}}}]}");
+    t_make_recipient(0xaa, false);
+    struct cl_policy_ctx ctx = {.principal_arn = BOB, .caller_account = "444455556666", .action = "kms:Decrypt",
+                                .resource = KEY, .now = T_NOW, .recipient = &t_rcpt};
+    struct cl_policy_decision d;
+    /* one root: an unpinned statement releases as before */
+    assert_ok(cl_policy_evaluate(unpinned, &ctx, &d));
+    assert_int_equal(d.effect, CL_POLICY_ALLOW);
+    /* several roots: it does not, and the decision says why */
+    t_rcpt.require_root_pin = true;
+    t_rcpt.has_root = true;
+    memset(t_rcpt.root_sha256, 0xaa, sizeof(t_rcpt.root_sha256));
+    assert_ok(cl_policy_evaluate(unpinned, &ctx, &d));
+    assert_int_equal(d.effect, CL_POLICY_DENY);
+    assert_true(d.unpinned_root);
+    assert_string_equal(d.unpinned_statement, "Unpinned");
+    /* the pinned statement releases for its root only */
+    assert_ok(cl_policy_evaluate(pinned, &ctx, &d));
+    assert_int_equal(d.effect, CL_POLICY_ALLOW);
+    assert_false(d.unpinned_root);
+    memset(t_rcpt.root_sha256, 0xbb, sizeof(t_rcpt.root_sha256));
+    assert_ok(cl_policy_evaluate(pinned, &ctx, &d));
+    assert_int_equal(d.effect, CL_POLICY_DENY);
+    /* without a Recipient the root key is absent: the positive match fails */
+    ctx.recipient = NULL;
+    assert_ok(cl_policy_evaluate(pinned, &ctx, &d));
+    assert_int_equal(d.effect, CL_POLICY_DENY);
+    cl_policy_free(pinned);
+    cl_policy_free(unpinned);
+}
+
+struct t_rp {
+    char p[8][96];
+    int n;
+};
+static void t_rp_cb(void *arg, const char *pr)
+{
+    struct t_rp *r = arg;
+    if (r->n < 8)
+        snprintf(r->p[r->n++], sizeof(r->p[0]), "%s", pr);
+}
+
+/* The static check behind PutKeyPolicy: can a release principal get at the
+ * key without an attestation document? */
+static void test_unattested_allow(void **state)
+{
+    (void)state;
+    bool unsafe;
+    char stmt[72];
+    /* the sealed-model policy: BOB is a release principal and gets nothing unattested */
+    struct cl_policy *p = t_parse(t_policy_sealed);
+    struct t_rp rp = {.n = 0};
+    assert_ok(cl_policy_release_principals(p, t_rp_cb, &rp));
+    assert_int_equal(rp.n, 1);
+    assert_string_equal(rp.p[0], BOB);
+    assert_ok(cl_policy_unattested_allow(p, BOB, "kms:Decrypt", KEY, &unsafe, stmt));
+    assert_false(unsafe);
+    assert_ok(cl_policy_unattested_allow(p, BOB, "kms:PutKeyPolicy", KEY, &unsafe, stmt));
+    assert_false(unsafe);
+    /* ALICE may seal (GenerateDataKey under a context condition): reported */
+    assert_ok(cl_policy_unattested_allow(p, ALICE, "kms:GenerateDataKey", KEY, &unsafe, stmt));
+    assert_true(unsafe);
+    assert_string_equal(stmt, "Seal");
+    /* ...but her unattested Decrypt is certainly denied */
+    assert_ok(cl_policy_unattested_allow(p, ALICE, "kms:Decrypt", KEY, &unsafe, stmt));
+    assert_false(unsafe);
+    cl_policy_free(p);
+    /* allow-all for an account root that now means nobody but the root;
+     * for "*" it means everyone, with an IfExists condition that holds unattested */
+    p = t_parse("{\"Statement\":[{\"Sid\":\"All\",\"Effect\":\"Allow\",\"Principal\":\"*\",\"Action\":\"kms:*\","
+                "\"Resource\":\"*\",\"Condition\":{\"StringEqualsIfExists\":{\"kms:RecipientAttestation:PCR0\":\"aa\"}}},"
+                "{\"Sid\":\"CtxDeny\",\"Effect\":\"Deny\",\"Principal\":\"*\",\"Action\":\"kms:Decrypt\","
+                "\"Resource\":\"*\",\"Condition\":{\"StringNotEquals\":{\"kms:EncryptionContext:m\":\"x\"}}}]}");
+    rp.n = 0;
+    assert_ok(cl_policy_release_principals(p, t_rp_cb, &rp));
+    assert_int_equal(rp.n, 1);
+    assert_string_equal(rp.p[0], "*");
+    /* a Deny on another key does not certainly apply: still unsafe */
+    assert_ok(cl_policy_unattested_allow(p, BOB, "kms:Decrypt", KEY, &unsafe, stmt));
+    assert_true(unsafe);
+    assert_string_equal(stmt, "All");
+    assert_ok(cl_policy_unattested_allow(p, BOB, "kms:CreateGrant", KEY, &unsafe, stmt));
+    assert_true(unsafe);
+    cl_policy_free(p);
+    /* Null: {key: true} Deny covers every unattested request */
+    p = t_parse("{\"Statement\":[{\"Sid\":\"All\",\"Effect\":\"Allow\",\"Principal\":{\"AWS\":\"" BOB "\"},"
+                "\"Action\":\"kms:Decrypt\",\"Resource\":\"*\"},"
+                "{\"Sid\":\"NoDoc\",\"Effect\":\"Deny\",\"Principal\":\"*\",\"Action\":\"kms:*\",\"Resource\":\"*\","
+                "\"Condition\":{\"Null\":{\"kms:RecipientAttestation:PCR0\":\"true\"}}}]}");
+    assert_ok(cl_policy_unattested_allow(p, BOB, "kms:Decrypt", KEY, &unsafe, stmt));
+    assert_false(unsafe);
+    assert_ok(cl_policy_unattested_allow(NULL, BOB, "kms:Decrypt", KEY, &unsafe, stmt) == CL_OK ? CL_E_CORE_INVALID_ARG
+                                                                                                : CL_OK);
+    cl_policy_free(p);
+}
+
 static void test_parse_negative(void **state)
 {
     (void)state;
@@ -288,6 +422,9 @@ int main(void)
         cmocka_unit_test(test_matrix_sealed),
         cmocka_unit_test(test_matrix_operators),
         cmocka_unit_test(test_recipient_positive_fails_without_recipient),
+        cmocka_unit_test(test_account_principal_is_root_only),
+        cmocka_unit_test(test_root_pin),
+        cmocka_unit_test(test_unattested_allow),
         cmocka_unit_test(test_parse_negative),
         cmocka_unit_test(test_times),
     };

@@ -39,10 +39,18 @@ static void cl_kms_help(FILE *f)
             "        [--trust-root CERT]... [--attest-max-age-s N]\n"
             "        serve the API; PORT 0 picks a free port; prints 'listening on HOST:PORT'.\n"
             "        --trust-root pins an attestation root (AWS Nitro root and/or a cloister-sim\n"
-            "        root); without one, requests carrying a Recipient are refused\n"
-            "  user add NAME --dir DIR\n"
+            "        root); without one, requests carrying a Recipient are refused. Prints each\n"
+            "        root's SHA-256 (cloister:attestation-root-sha256) on stderr. With more\n"
+            "        than one root, only policy statements that pin that key release keys.\n"
+            "        Refuses a store whose kms.db (or -wal/-shm) others may read\n"
+            "  user add NAME --dir DIR [--account 12DIGITS]\n"
             "        create a principal arn:aws:iam::ACCOUNT:user/NAME and print its access key\n"
-            "        pair once (the secret is stored only wrapped under root.key)\n\n"
+            "        pair once (the secret is stored only wrapped under root.key). ACCOUNT is the\n"
+            "        store's own by default; another account's principal (the operator's, say)\n"
+            "        is named in key policies by its full ARN, as across accounts on AWS.\n"
+            "        An account principal (ACCOUNT or arn:aws:iam::ACCOUNT:root) in a key policy\n"
+            "        names only that account's root identity, never its users: there is no IAM\n"
+            "        layer to delegate to (see docs/kms.md)\n\n"
             "DIR may also come from $CLOISTER_KMS_DIR. exit status: 0 ok, 1 failure, 2 usage.\n");
 }
 
@@ -139,6 +147,20 @@ static int cl_kms_cmd_serve(int argc, char **argv)
         }
         cfg.attest = cl_kms_attest_verify;
         cfg.attest_arg = ar;
+        for (size_t i = 0; i < nroots; i++) {
+            char fp[2 * 32 + 1];
+            rc = cl_kms_attest_root_fingerprint(ar, i, fp);
+            if (rc) {
+                cl_kms_attest_roots_free(ar);
+                cl_kms_store_close(st);
+                return cl_kms_fail("fingerprint --trust-root", rc);
+            }
+            fprintf(stderr, "cloister-kms: trust root %s sha256 %s\n", roots[i], fp);
+        }
+        if (nroots > 1)
+            fprintf(stderr, "cloister-kms: %zu trusted roots: only policy statements that pin "
+                            "cloister:attestation-root-sha256 release keys to a Recipient\n",
+                    nroots);
     }
 #else
     (void)max_age;
@@ -179,7 +201,7 @@ static int cl_kms_cmd_serve(int argc, char **argv)
 
 static int cl_kms_cmd_user(int argc, char **argv)
 {
-    const char *dir = getenv("CLOISTER_KMS_DIR"), *name = NULL;
+    const char *dir = getenv("CLOISTER_KMS_DIR"), *name = NULL, *account = NULL;
     if (argc < 3 || !strcmp(argv[2], "--help") || !strcmp(argv[2], "-h")) {
         if (argc >= 3) {
             cl_kms_help(stdout);
@@ -190,8 +212,13 @@ static int cl_kms_cmd_user(int argc, char **argv)
     if (strcmp(argv[2], "add"))
         return cl_kms_usage("user: only 'add' is supported");
     for (int i = 3; i < argc; i++) {
-        if (!strcmp(argv[i], "--dir") && i + 1 < argc)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            cl_kms_help(stdout);
+            return CL_KMS_EXIT_OK;
+        } else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
             dir = argv[++i];
+        else if (!strcmp(argv[i], "--account") && i + 1 < argc)
+            account = argv[++i];
         else if (argv[i][0] == '-')
             return cl_kms_usage("user add: unknown option or missing value");
         else if (!name)
@@ -208,14 +235,14 @@ static int cl_kms_cmd_user(int argc, char **argv)
     if (rc)
         return cl_kms_fail("open key store", rc);
     char ak[CL_KMS_ACCESS_KEY_LEN + 1], sk[CL_KMS_SECRET_LEN + 1];
-    rc = cl_kms_user_add(st, name, ak, sk);
+    rc = cl_kms_user_add_in(st, account, name, ak, sk);
     if (rc) {
         cl_kms_store_close(st);
         return cl_kms_fail("user add", rc);
     }
     /* Shown once: only the wrapped secret is stored. */
     printf("principal %s\naccess_key_id %s\nsecret_access_key %s\n", "created", ak, sk);
-    printf("arn arn:aws:iam::%s:user/%s\n", cl_kms_store_account(st), name);
+    printf("arn arn:aws:iam::%s:user/%s\n", account ? account : cl_kms_store_account(st), name);
     fflush(stdout);
     cl_wipe(sk, sizeof(sk));
     cl_kms_store_close(st);
