@@ -273,7 +273,7 @@ done:
 struct cl_askopt {
     const char *host, *trust, *system, *question;
     bool stream, json;
-    struct cl_chat_params p;
+    struct cl_client_params p;
     uint64_t timeout_s;
 };
 
@@ -446,7 +446,7 @@ static json_t *cl_ask_attestation_json(const struct cl_client_attestation *a)
     return o;
 }
 
-static int cl_ask_fail(const char *cmd, cl_err rc, const struct cl_chat_result *res)
+static int cl_ask_fail(const char *cmd, cl_err rc, const struct cl_client_result *res)
 {
     if (rc == CL_E_NET_CLIENT_ANSWER_STATUS && res->status) {
         fprintf(stderr, "cloister %s: the enclave answered %u%s%s%s: %s\n", cmd, (unsigned)res->status,
@@ -525,9 +525,9 @@ int cl_cmd_ask(int argc, char **argv)
     ret = CL_EXIT_FAIL;
     cl_client *c = NULL;
     struct cl_buf q;
-    struct cl_chat_result res;
+    struct cl_client_result res;
     cl_buf_init(&q, CL_CMDC_MAX_QUESTION + 4096, CL_BUF_SECURE);
-    cl_chat_result_init(&res);
+    cl_client_result_init(&res);
     cl_err rc;
     if (!strcmp(o.question, "-")) {
         if ((rc = cl_ask_read_stdin(&q)) != CL_OK) {
@@ -544,11 +544,11 @@ int cl_cmd_ask(int argc, char **argv)
     }
     if (cl_ask_open("ask", &o, &c) != CL_OK)
         goto done;
-    struct cl_chat_msg msgs[2];
+    struct cl_client_msg msgs[2];
     size_t n = 0;
     if (o.system)
-        msgs[n++] = (struct cl_chat_msg){"system", o.system, strlen(o.system)};
-    msgs[n++] = (struct cl_chat_msg){"user", (const char *)q.data, q.len};
+        msgs[n++] = (struct cl_client_msg){"system", o.system, strlen(o.system)};
+    msgs[n++] = (struct cl_client_msg){"user", (const char *)q.data, q.len};
     /* Attest first, so the measurements are shown even if the answer fails. */
     if ((rc = cl_client_attest(c)) != CL_OK) {
         ret = cl_cli_fail("ask", "attestation refused, nothing was sent", rc);
@@ -595,7 +595,7 @@ int cl_cmd_ask(int argc, char **argv)
     }
     ret = CL_EXIT_OK;
 done:
-    cl_chat_result_free(&res);
+    cl_client_result_free(&res);
     cl_buf_free(&q);
     cl_client_free(c);
     return ret;
@@ -616,12 +616,12 @@ int cl_cmd_chat(int argc, char **argv)
     ret = CL_EXIT_FAIL;
     cl_client *c = NULL;
     struct cl_chat_turn *turns = calloc(CL_CLIENT_MAX_MESSAGES, sizeof(*turns));
-    struct cl_chat_msg *msgs = calloc(CL_CLIENT_MAX_MESSAGES, sizeof(*msgs));
+    struct cl_client_msg *msgs = calloc(CL_CLIENT_MAX_MESSAGES, sizeof(*msgs));
     char *line = NULL;
     size_t nt = 0;
     bool tty = isatty(STDIN_FILENO);
-    struct cl_chat_result res;
-    cl_chat_result_init(&res);
+    struct cl_client_result res;
+    cl_client_result_init(&res);
     cl_err rc;
     if (!turns || !msgs) {
         fprintf(stderr, "cloister chat: out of memory\n");
@@ -679,7 +679,7 @@ int cl_cmd_chat(int argc, char **argv)
         }
         nt++;
         for (size_t i = 0; i < nt; i++)
-            msgs[i] = (struct cl_chat_msg){turns[i].role, (const char *)turns[i].text.data, turns[i].text.len};
+            msgs[i] = (struct cl_client_msg){turns[i].role, (const char *)turns[i].text.data, turns[i].text.len};
         rc = cl_client_chat(c, msgs, nt, &o.p, cl_ask_print_token, NULL, &res);
         fputc('\n', stdout);
         fflush(stdout);
@@ -709,7 +709,7 @@ done:
     free(turns);
     free(msgs);
     cl_secmem_free(line);
-    cl_chat_result_free(&res);
+    cl_client_result_free(&res);
     cl_client_free(c);
     return ret;
 }
