@@ -522,6 +522,8 @@ int cl_cmd_ask(int argc, char **argv)
     int ret = cl_ask_args("ask", argc, argv, &o);
     if (ret >= 0)
         return ret;
+    if (cl_cli_harden("ask") != CL_EXIT_OK)
+        return CL_EXIT_FAIL;
     ret = CL_EXIT_FAIL;
     cl_client *c = NULL;
     struct cl_buf q;
@@ -613,6 +615,8 @@ int cl_cmd_chat(int argc, char **argv)
     int ret = cl_ask_args("chat", argc, argv, &o);
     if (ret >= 0)
         return ret;
+    if (cl_cli_harden("chat") != CL_EXIT_OK)
+        return CL_EXIT_FAIL;
     ret = CL_EXIT_FAIL;
     cl_client *c = NULL;
     struct cl_chat_turn *turns = calloc(CL_CLIENT_MAX_MESSAGES, sizeof(*turns));
