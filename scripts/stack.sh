@@ -7,6 +7,7 @@
 #   stack_enclave_start / stack_enclave_stop
 #   stack_down                      stops everything, removes $D unless STACK_KEEP=1
 # STACK_CAPTURE=1 makes the host record every byte it moves (in $D/capture).
+# STACK_ENCLAVE_ARGS="..." are passed to cloister-enclave (e.g. --replay-window 4).
 # STACK_KMS_TLS=1 serves the key service over https with a fresh self-signed
 # certificate: the enclave then terminates TLS itself (the host pipes ciphertext).
 
@@ -86,7 +87,9 @@ stack_up() {
 # stack_enclave_start [IMAGE]: runs the image and waits until the host reports it ready.
 stack_enclave_start() {
   local img=${1:-$D/enclave.img}
-  "$SIM" run "$img" --dir "$D/sim" --vsock-dir "$D/vsock" --cid 16 >> "$D/enclave.out" 2>> "$D/enclave.log" &
+  local eargs=()
+  [ -n "${STACK_ENCLAVE_ARGS:-}" ] && read -r -a eargs <<< "$STACK_ENCLAVE_ARGS"
+  "$SIM" run "$img" --dir "$D/sim" --vsock-dir "$D/vsock" --cid 16 ${eargs[@]+-- "${eargs[@]}"} >> "$D/enclave.out" 2>> "$D/enclave.log" &
   stack_enclave_pid=$!
   for _ in $(seq 1 300); do
     curl -sf "$host_url/readyz" >/dev/null 2>&1 && return 0
