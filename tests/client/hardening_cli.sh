@@ -26,12 +26,16 @@ fi
 H=$(mktemp -d /tmp/cloister-harden.XXXXXX)
 chmod 755 "$H"
 
-# owner_of PID: uid owning /proc/PID/environ, once PID is past its hardening (or after 5 s).
+# owner_of PID COMM: uid owning /proc/PID/environ once PID runs COMM and is past
+# its hardening (or after 5 s). Waiting for COMM matters: setpriv itself is
+# briefly not dumpable after it changes uid, until it executes COMM.
 owner_of() {
-  local o=""
+  local o="" c
   for _ in $(seq 100); do
+    c=$(cat "/proc/$1/comm" 2>/dev/null) || return 1
     o=$(stat -c %u "/proc/$1/environ" 2>/dev/null) || return 1
-    [ "$o" = 0 ] && break
+    [ "$c" = "$2" ] && [ "$o" = 0 ] && break
+    [ "$c" = "$2" ] || o=""
     sleep 0.05
   done
   echo "$o"
@@ -39,9 +43,9 @@ owner_of() {
 # check NAME PID: the process is not dumpable and has no core limit.
 check() {
   local name=$1 pid=$2 uid o core
+  o=$(owner_of "$pid" cloister)
+  if [ -z "$o" ]; then bad "$name: the process exited or never ran cloister ($(head -c 300 "$H/$name.err" 2>/dev/null))"; return; fi
   uid=$(awk '/^Uid:/ {print $2}' "/proc/$pid/status" 2>/dev/null)
-  o=$(owner_of "$pid")
-  if [ -z "$o" ]; then bad "$name: the process exited early ($(head -c 300 "$H/$name.err" 2>/dev/null))"; return; fi
   [ "$uid" != 0 ] && [ "$o" = 0 ] && ok "$name is not dumpable (its /proc entries belong to root, it runs as uid $uid)" \
     || bad "$name is dumpable (uid $uid, /proc/PID/environ owned by $o)"
   core=$(awk '/^Max core file size/ {print $5 " " $6}' "/proc/$pid/limits" 2>/dev/null)
@@ -51,7 +55,7 @@ check() {
 # The control: an ordinary process run the same way keeps its own /proc entries.
 "${RUN[@]}" sleep 30 &
 ctl=$!; pids+=($ctl)
-sleep 0.1
+for _ in $(seq 100); do [ "$(cat "/proc/$ctl/comm")" = sleep ] && break; sleep 0.05; done
 o=$(stat -c %u "/proc/$ctl/environ"); u=$(awk '/^Uid:/ {print $2}' "/proc/$ctl/status")
 [ "$u" != 0 ] && [ "$o" = "$u" ] && ok "control: a dumpable process owns its /proc entries (uid $u)" \
   || bad "control: uid $u, owner $o: the check cannot tell"
