@@ -185,6 +185,13 @@ static void cl_gw_key_release_locked(struct cl_gw_key *k)
         cl_gw_key_free(k);
 }
 
+static void cl_gw_key_release(cl_gateway *g, struct cl_gw_key *k)
+{
+    pthread_mutex_lock(&g->mu);
+    cl_gw_key_release_locked(k);
+    pthread_mutex_unlock(&g->mu);
+}
+
 static size_t cl_gw_slot(const cl_gateway *g, const uint8_t enc[CL_HPKE_ENC_LEN], cl_err *rc)
 {
     uint8_t in[sizeof(g->salt) + CL_HPKE_ENC_LEN], h[CL_SHA256_LEN];
@@ -491,9 +498,7 @@ cl_err cl_gateway_handle(cl_gateway *g, const uint8_t *enc_req, size_t n, bool c
     CL_GUARD(cl_gw_key_acquire(g, enc_req, n, &k));
     rc = cl_ohttp_server_decap(&k->kc, k->sk, chunked, enc_req, n, &plain, &x.srv);
     if (rc != CL_OK) {
-        pthread_mutex_lock(&g->mu);
-        cl_gw_key_release_locked(k);
-        pthread_mutex_unlock(&g->mu);
+        cl_gw_key_release(g, k);
         goto out;
     }
     CL_GUARD(cl_gw_admit(g, k, enc_req + CL_OHTTP_HDR_LEN));
