@@ -3,6 +3,8 @@
  * event stream (fed in two pieces). The first byte picks the parser. */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cloister/client.h"
 
@@ -31,8 +33,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     case 1: {
-        struct cl_client_user_data u;
-        (void)cl_client_user_data_parse(data, size, &u);
+        /* Accepted user_data re-encodes to exactly the same bytes. */
+        struct cl_attest_user_data u;
+        if (cl_attest_user_data_parse(data, size, &u) == CL_OK) {
+            struct cl_buf b;
+            cl_buf_init(&b, 2048, CL_BUF_NONE);
+            if (cl_attest_user_data_encode(&u, &b) != CL_OK || b.len != size || memcmp(b.data, data, size) != 0)
+                abort();
+            cl_buf_free(&b);
+        }
         break;
     }
     case 2: {

@@ -7,7 +7,8 @@
 #   stack_enclave_start / stack_enclave_stop
 #   stack_down                      stops everything, removes $D unless STACK_KEEP=1
 # STACK_CAPTURE=1 makes the host record every byte it moves (in $D/capture).
-# STACK_ENCLAVE_ARGS="..." are passed to cloister-enclave (e.g. --replay-window 4).
+# STACK_ENCLAVE_ARGS="..." are packed into the image as cloister-enclave's arguments (measured in PCR0),
+# e.g. --replay-window 4.
 # STACK_KMS_TLS=1 serves the key service over https with a fresh self-signed
 # certificate: the enclave then terminates TLS itself (the host pipes ciphertext).
 
@@ -37,7 +38,9 @@ stack_up() {
 
   "$SIM" init "$D/sim" >/dev/null 2>&1
   "$SIM" root "$D/sim" > "$D/sim-root.pem"
-  "$SIM" pack --app "$APP" --name cloister-enclave --memory 2048 -o "$D/enclave.img" >/dev/null
+  local eargs=()
+  [ -n "${STACK_ENCLAVE_ARGS:-}" ] && read -r -a eargs <<< "$STACK_ENCLAVE_ARGS"
+  "$SIM" pack --app "$APP" --name cloister-enclave --memory 2048 -o "$D/enclave.img" ${eargs[@]+-- "${eargs[@]}"} >/dev/null
   "$SIM" measure "$D/enclave.img" --json > "$D/pcrs.json"
 
   "$KMS" init "$D/kms" >/dev/null
@@ -80,16 +83,18 @@ stack_up() {
   stack_pids+=($!)
   stack_wait_for "$D/host.out" 'listening on' 10 || return 1
   host_url=http://$(grep -oE '127\.0\.0\.1:[0-9]+' "$D/host.out" | head -1)
-  "$CL" measure --sim-image "$D/enclave.img" --root "$D/sim-root.pem" --model "$D/model.sealed" -o "$D/TRUST.json" >/dev/null
+  # TRUST.json pins the key (from the sealed header), the key service's endpoint and its CA (or none).
+  local kms_ca_pin=none
+  [ -n "${STACK_KMS_TLS:-}" ] && kms_ca_pin=$D/kms-tls.pem
+  "$CL" measure --sim-image "$D/enclave.img" --root "$D/sim-root.pem" --model "$D/model.sealed" \
+    --kms-endpoint "$kms_url" --kms-ca "$kms_ca_pin" -o "$D/TRUST.json" 2>/dev/null
   stack_enclave_start "$D/enclave.img"
 }
 
 # stack_enclave_start [IMAGE]: runs the image and waits until the host reports it ready.
 stack_enclave_start() {
   local img=${1:-$D/enclave.img}
-  local eargs=()
-  [ -n "${STACK_ENCLAVE_ARGS:-}" ] && read -r -a eargs <<< "$STACK_ENCLAVE_ARGS"
-  "$SIM" run "$img" --dir "$D/sim" --vsock-dir "$D/vsock" --cid 16 ${eargs[@]+-- "${eargs[@]}"} >> "$D/enclave.out" 2>> "$D/enclave.log" &
+  "$SIM" run "$img" --dir "$D/sim" --vsock-dir "$D/vsock" --cid 16 >> "$D/enclave.out" 2>> "$D/enclave.log" &
   stack_enclave_pid=$!
   for _ in $(seq 1 300); do
     curl -sf "$host_url/readyz" >/dev/null 2>&1 && return 0

@@ -168,6 +168,8 @@ CL_MUST_CHECK cl_err cl_attest_signer_sign_at(const cl_attest_signer *s, uint64_
 #define CL_SIM_IMAGE_MAX_APP ((uint64_t)256 << 20)
 #define CL_SIM_IMAGE_MAX (CL_SIM_IMAGE_MAX_APP + 2 * CL_SIM_IMAGE_MAX_SECTION + 64)
 
+#define CL_SIM_IMAGE_MAX_ARGS 16
+
 struct cl_sim_image {
     struct cl_attest_span config; /* "key=value\n" lines */
     struct cl_attest_span kernel; /* the sandbox profile the image was built for */
@@ -175,12 +177,17 @@ struct cl_sim_image {
     char name[64];
     uint64_t memory_mib;          /* 0 = not set */
     uint64_t cpus;                /* 0 = not set */
+    /* The application's arguments, fixed at pack time and so measured in
+     * PCR0 ("arg" lines, in order): the host cannot choose them at run time. */
+    char args[CL_SIM_IMAGE_MAX_ARGS][64];
+    unsigned n_args;
 };
 
 /* Parses an image held in memory (the spans point into it). */
 CL_MUST_CHECK cl_err cl_sim_image_parse(const uint8_t *p, size_t n, struct cl_sim_image *out);
-/* Builds an image: config from name/memory/cpus, the given kernel profile and app. */
-CL_MUST_CHECK cl_err cl_sim_image_build(const char *name, uint64_t memory_mib, uint64_t cpus, const char *kernel,
+/* Builds an image: config from name/memory/cpus/args, the given kernel profile and app. */
+CL_MUST_CHECK cl_err cl_sim_image_build(const char *name, uint64_t memory_mib, uint64_t cpus,
+                                        const char *const *args, unsigned n_args, const char *kernel,
                                         const uint8_t *app, size_t applen, struct cl_buf *out);
 /* Nitro-style measurements: PCRn = SHA-384(48 zero bytes || SHA-384(data)),
  * data = the whole image for PCR0, the kernel section for PCR1, the app for PCR2. */

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "cloister/attest.h"
+#include "cloister/attest_user_data.h"
 #include "cloister/buf.h"
 #include "cloister/ohttp.h"
 
@@ -31,7 +32,6 @@
 #define CL_TRUST_MAX_FILE (64 * 1024)
 #define CL_TRUST_MAX_AGE_DEFAULT 300
 #define CL_TRUST_MAX_AGE_LIMIT 86400
-#define CL_CLIENT_MAX_AUDIT_KEY 1024
 #define CL_CLIENT_MAX_ANSWER ((size_t)16 << 20)
 #define CL_CLIENT_MAX_MESSAGES 1024
 
@@ -45,32 +45,26 @@ struct cl_trust {
     uint8_t model_sha256[CL_CLIENT_DIGEST_LEN];
     uint64_t max_age_seconds;
     bool allow_debug;
+    /* Optional pins of the key service the enclave got the model key from
+     * ("kms": {"key_arn", "endpoint"?, "ca_sha256"? (hex or "none")}) and of
+     * its whole public configuration ("config_sha256"). */
+    bool pin_kms, pin_kms_endpoint, pin_kms_ca, pin_config;
+    char kms_key_arn[CL_ATTEST_UD_MAX_KMS_TEXT + 1];
+    char kms_endpoint[CL_ATTEST_UD_MAX_KMS_TEXT + 1];
+    bool kms_ca_none; /* pinned: no extra CA at all */
+    uint8_t kms_ca_sha256[CL_CLIENT_DIGEST_LEN];
+    uint8_t config_sha256[CL_CLIENT_DIGEST_LEN];
 };
 
 /* Strict parse: a JSON object with exactly the documented keys (root_pem,
- * pcrs with at least PCR0-2, model_sha256; optional max_age_seconds and
- * allow_debug), no duplicates. Fails with CL_E_NET_CLIENT_TRUST and a detail
+ * pcrs with at least PCR0-2, model_sha256; optional max_age_seconds,
+ * allow_debug, kms and config_sha256), no duplicates. Fails with CL_E_NET_CLIENT_TRUST and a detail
  * naming the key. */
 CL_MUST_CHECK cl_err cl_trust_parse(const uint8_t *p, size_t n, struct cl_trust *out);
 CL_MUST_CHECK cl_err cl_trust_load(const char *path, struct cl_trust *out);
 /* Pretty-printed TRUST.json (root as PEM). */
 CL_MUST_CHECK cl_err cl_trust_encode(const struct cl_trust *t, struct cl_buf *out);
 void cl_trust_free(struct cl_trust *t);
-
-/* ---- attestation user_data (docs/protocol.md section 2) ---- */
-
-struct cl_client_user_data {
-    uint8_t model_sha256[CL_CLIENT_DIGEST_LEN];
-    uint8_t config_sha256[CL_CLIENT_DIGEST_LEN];
-    uint8_t audit_key[CL_CLIENT_MAX_AUDIT_KEY];
-    size_t audit_key_len;
-};
-
-/* Canonical CBOR map {"v": 1, "model_sha256", "config_sha256", "audit_key"}. */
-CL_MUST_CHECK cl_err cl_client_user_data_encode(const struct cl_client_user_data *u, struct cl_buf *out);
-/* Requires exactly those four keys, v = 1, 32-byte digests, a non-empty
- * audit key, and the canonical encoding. CL_E_NET_CLIENT_USER_DATA. */
-CL_MUST_CHECK cl_err cl_client_user_data_parse(const uint8_t *p, size_t n, struct cl_client_user_data *out);
 
 /* ---- client ---- */
 
@@ -81,7 +75,7 @@ struct cl_client_attestation {
     uint32_t pcr_present;
     uint8_t pcr[CL_ATTEST_MAX_PCRS][CL_ATTEST_PCR_LEN];
     bool debug;
-    struct cl_client_user_data user_data;
+    struct cl_attest_user_data user_data;
     struct cl_ohttp_keyconfig key;
     uint8_t nonce[CL_CLIENT_NONCE_LEN];
     unsigned count; /* attestations verified by this client so far */

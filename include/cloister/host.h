@@ -50,6 +50,7 @@ struct cl_host_config {
     unsigned timeout_ms;     /* longest wait for each enclave frame */
     unsigned max_tokens;     /* limits handed to the enclave at boot */
     unsigned max_sessions;
+    unsigned max_prompt_tokens; /* 0 = the enclave's default */
     const char *capture_dir; /* test hook: every socket byte appended here; NULL = off */
     const char *kms_ca_pem;  /* extra CA (PEM) the enclave trusts for an https key service; NULL = system store */
 };

@@ -53,22 +53,26 @@ struct cl_kms_endpoint {
 };
 
 /* GenerateDataKey (AES_256). plaintext_key: CL_BUF_SECURE buffer of at
- * least 32 bytes; ciphertext_blob: the wrapped key to store. */
+ * least 32 bytes; ciphertext_blob: the wrapped key to store; key_arn (cap
+ * bytes, optional): the KeyId (ARN) the service answered with. */
 CL_MUST_CHECK cl_err cl_kms_generate_data_key(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred,
                                               const char *key_id, const struct cl_policy_kv *enc_ctx, size_t n_ctx,
-                                              struct cl_buf *plaintext_key, struct cl_buf *ciphertext_blob);
+                                              struct cl_buf *plaintext_key, struct cl_buf *ciphertext_blob,
+                                              char *key_arn, size_t cap);
 /* Decrypt without Recipient (key_id may be NULL). */
 CL_MUST_CHECK cl_err cl_kms_decrypt_blob(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred,
                                          const char *key_id, const uint8_t *blob, size_t blob_len,
                                          const struct cl_policy_kv *enc_ctx, size_t n_ctx, struct cl_buf *plaintext);
 /* Decrypt with Recipient: sends the attestation document and unwraps
- * CiphertextForRecipient with rsa_priv. */
+ * CiphertextForRecipient with rsa_priv. key_arn (cap bytes) receives the
+ * KeyId the service answered with (required: 1..cap-1 printable characters). */
 CL_MUST_CHECK cl_err cl_kms_decrypt_for_recipient(const struct cl_kms_endpoint *ep,
                                                   const struct cl_aws_credentials *cred, const char *key_id,
                                                   const uint8_t *blob, size_t blob_len,
                                                   const struct cl_policy_kv *enc_ctx, size_t n_ctx,
                                                   const uint8_t *attestation_doc, size_t doc_len,
-                                                  const cl_pkey *rsa_priv, struct cl_buf *plaintext);
+                                                  const cl_pkey *rsa_priv, struct cl_buf *plaintext,
+                                                  char *key_arn, size_t cap);
 
 /* Any operation: op ("DescribeKey") with a JSON body; *out is the parsed
  * JSON response (a jansson json_t, caller json_decref). Non-200 responses

@@ -109,17 +109,21 @@ CL_MUST_CHECK cl_err cl_seal_encrypt_chunks(const struct cl_seal_header *h, cons
 /* ---- opening ---- */
 enum cl_seal_open_flags {
     CL_SEAL_OPEN_NONE = 0,
-    CL_SEAL_OPEN_VERIFY_DIGEST = 1 << 0, /* also recompute the plaintext SHA-256 */
+    CL_SEAL_OPEN_VERIFY_DIGEST = 1 << 0, /* hash the plaintext (overlapped) and require the header's digest */
 };
 
 /* Supplies the data key for a stream whose key is not known yet (blocking;
  * called once, by a decryption worker, while the reader keeps reading). */
 typedef cl_err (*cl_seal_key_wait_fn)(void *arg, uint8_t dk[CL_SEAL_KEY_LEN]);
 /* As cl_seal_decrypt_stream, with the key obtained by key_wait: the key
- * fetch (e.g. attestation + key service) overlaps with reading the model. */
+ * fetch (e.g. attestation + key service) overlaps with reading the model.
+ * With digest_out (or CL_SEAL_OPEN_VERIFY_DIGEST) the SHA-256 of the
+ * decrypted plaintext is computed by a thread of its own as chunks are
+ * authenticated, and written to digest_out on success: the digest of the
+ * bytes actually in dst, never the header's claim. */
 CL_MUST_CHECK cl_err cl_seal_decrypt_stream_keyed(int fd, const struct cl_seal_header *h, cl_seal_key_wait_fn key_wait,
                                                   void *key_arg, uint8_t *dst, unsigned threads, unsigned flags,
-                                                  cl_seal_progress_fn progress, void *arg);
+                                                  cl_seal_progress_fn progress, void *arg, uint8_t digest_out[32]);
 
 /* Reads the header from a stream (file or socket). raw receives its bytes. */
 CL_MUST_CHECK cl_err cl_seal_read_header(int fd, struct cl_buf *raw, struct cl_seal_header *h);

@@ -39,6 +39,10 @@ static cl_err cl_sim_image_config(struct cl_sim_image *im)
             num = &im->memory_mib;
         } else if (klen == 4 && !memcmp(line, "cpus", 4)) {
             num = &im->cpus;
+        } else if (klen == 3 && !memcmp(line, "arg", 3)) {
+            if (im->n_args >= CL_SIM_IMAGE_MAX_ARGS)
+                return cl_err_fail(CL_E_SIM_IMAGE, "more than %d arg lines", CL_SIM_IMAGE_MAX_ARGS);
+            memcpy(im->args[im->n_args++], val, vlen + 1);
         } else {
             return cl_err_fail(CL_E_SIM_IMAGE, "unknown config key at offset %zu", c.off);
         }
@@ -90,8 +94,8 @@ out:
     return rc;
 }
 
-cl_err cl_sim_image_build(const char *name, uint64_t memory_mib, uint64_t cpus, const char *kernel,
-                          const uint8_t *app, size_t applen, struct cl_buf *out)
+cl_err cl_sim_image_build(const char *name, uint64_t memory_mib, uint64_t cpus, const char *const *args,
+                          unsigned n_args, const char *kernel, const uint8_t *app, size_t applen, struct cl_buf *out)
 {
     cl_err rc = CL_OK;
     struct cl_buf cfg;
@@ -103,6 +107,11 @@ cl_err cl_sim_image_build(const char *name, uint64_t memory_mib, uint64_t cpus, 
         CL_GUARD(cl_buf_appendf(&cfg, "memory_mib=%llu\n", (unsigned long long)memory_mib));
     if (cpus)
         CL_GUARD(cl_buf_appendf(&cfg, "cpus=%llu\n", (unsigned long long)cpus));
+    CL_ENSURE_D(n_args <= CL_SIM_IMAGE_MAX_ARGS, CL_E_SIM_IMAGE, "more than %d arguments", CL_SIM_IMAGE_MAX_ARGS);
+    for (unsigned i = 0; i < n_args; i++) {
+        CL_ENSURE_D(!strchr(args[i], '\n'), CL_E_SIM_IMAGE, "argument %u has a newline", i + 1);
+        CL_GUARD(cl_buf_appendf(&cfg, "arg=%s\n", args[i]));
+    }
     size_t klen = strlen(kernel);
     CL_ENSURE_D(klen <= CL_SIM_IMAGE_MAX_SECTION, CL_E_SIM_IMAGE, "kernel profile too long");
     CL_ENSURE_D(applen > 0 && applen <= CL_SIM_IMAGE_MAX_APP, CL_E_SIM_IMAGE, "app of %zu bytes", applen);

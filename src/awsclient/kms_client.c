@@ -318,7 +318,8 @@ static cl_err cl_kms_dump_secure(json_t *req, char **out)
 
 cl_err cl_kms_generate_data_key(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred,
                                 const char *key_id, const struct cl_policy_kv *enc_ctx, size_t n_ctx,
-                                struct cl_buf *plaintext_key, struct cl_buf *ciphertext_blob)
+                                struct cl_buf *plaintext_key, struct cl_buf *ciphertext_blob, char *key_arn,
+                                size_t cap)
 {
     cl_err rc = CL_OK;
     json_t *req = json_pack("{s:s,s:s}", "KeyId", key_id ? key_id : "", "KeySpec", "AES_256"), *resp = NULL;
@@ -334,6 +335,14 @@ cl_err cl_kms_generate_data_key(const struct cl_kms_endpoint *ep, const struct c
         rc = cl_kms_b64_field(resp, "CiphertextBlob", ciphertext_blob, "GenerateDataKey");
     if (!rc && plaintext_key->len - p0 != 32)
         rc = cl_err_fail(CL_E_NET_RESPONSE, "GenerateDataKey: Plaintext is %zu bytes, not 32", plaintext_key->len - p0);
+    if (!rc && key_arn) {
+        json_t *kid = json_object_get(resp, "KeyId");
+        size_t kl = json_is_string(kid) ? json_string_length(kid) : 0;
+        if (kl == 0 || kl >= cap || strlen(json_string_value(kid)) != kl)
+            rc = cl_err_fail(CL_E_NET_RESPONSE, "GenerateDataKey: response lacks a KeyId of 1-%zu bytes", cap - 1);
+        else
+            memcpy(key_arn, json_string_value(kid), kl + 1);
+    }
     if (rc) {
         cl_wipe(plaintext_key->data + p0, plaintext_key->len - p0);
         plaintext_key->len = p0;
@@ -355,7 +364,8 @@ out:
 static cl_err cl_kms_decrypt_common(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred,
                                     const char *key_id, const uint8_t *blob, size_t blob_len,
                                     const struct cl_policy_kv *enc_ctx, size_t n_ctx, const uint8_t *doc,
-                                    size_t doc_len, const cl_pkey *rsa_priv, struct cl_buf *plaintext)
+                                    size_t doc_len, const cl_pkey *rsa_priv, struct cl_buf *plaintext,
+                                    char *key_arn, size_t cap)
 {
     cl_err rc = CL_OK;
     struct cl_buf b64, docb64, cms;
@@ -383,8 +393,17 @@ static cl_err cl_kms_decrypt_common(const struct cl_kms_endpoint *ep, const stru
     if (doc) {
         CL_ENSURE_D(!json_object_get(resp, "Plaintext"), CL_E_NET_RESPONSE,
                     "Decrypt: service returned Plaintext to a Recipient request");
+        /* The key's identity as the service names it: the enclave attests it. */
+        json_t *kid = json_object_get(resp, "KeyId");
+        const char *ks = json_string_value(kid);
+        size_t kl = ks ? json_string_length(kid) : 0;
+        CL_ENSURE_D(ks && kl > 0 && kl < cap, CL_E_NET_RESPONSE, "Decrypt: response lacks a KeyId of 1-%zu bytes",
+                    cap - 1);
+        for (size_t i = 0; i < kl; i++)
+            CL_ENSURE_D(ks[i] > 0x20 && ks[i] < 0x7f, CL_E_NET_RESPONSE, "Decrypt: KeyId is not printable");
         CL_GUARD(cl_kms_b64_field(resp, "CiphertextForRecipient", &cms, "Decrypt"));
         CL_GUARD(cl_kms_recipient_unwrap(rsa_priv, cms.data, cms.len, plaintext));
+        memcpy(key_arn, ks, kl + 1);
     } else {
         CL_GUARD(cl_kms_b64_field(resp, "Plaintext", plaintext, "Decrypt"));
     }
@@ -407,19 +426,19 @@ cl_err cl_kms_decrypt_blob(const struct cl_kms_endpoint *ep, const struct cl_aws
                            const char *key_id, const uint8_t *blob, size_t blob_len,
                            const struct cl_policy_kv *enc_ctx, size_t n_ctx, struct cl_buf *plaintext)
 {
-    return cl_kms_decrypt_common(ep, cred, key_id, blob, blob_len, enc_ctx, n_ctx, NULL, 0, NULL, plaintext);
+    return cl_kms_decrypt_common(ep, cred, key_id, blob, blob_len, enc_ctx, n_ctx, NULL, 0, NULL, plaintext, NULL, 0);
 }
 
 cl_err cl_kms_decrypt_for_recipient(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred,
                                     const char *key_id, const uint8_t *blob, size_t blob_len,
                                     const struct cl_policy_kv *enc_ctx, size_t n_ctx,
                                     const uint8_t *attestation_doc, size_t doc_len, const cl_pkey *rsa_priv,
-                                    struct cl_buf *plaintext)
+                                    struct cl_buf *plaintext, char *key_arn, size_t cap)
 {
-    if (!attestation_doc || !doc_len || !rsa_priv)
+    if (!attestation_doc || !doc_len || !rsa_priv || !key_arn || cap < 2)
         return cl_err_fail(CL_E_CORE_INVALID_ARG, "Recipient needs an attestation document and the RSA key");
     return cl_kms_decrypt_common(ep, cred, key_id, blob, blob_len, enc_ctx, n_ctx, attestation_doc, doc_len,
-                                 rsa_priv, plaintext);
+                                 rsa_priv, plaintext, key_arn, cap);
 }
 
 cl_err cl_kms_client_call(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred, const char *op,

@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "cloister/attest.h"
+#include "cloister/bootcfg.h"
 #include "cloister/client.h"
 #include "cloister/encode.h"
 #include "cloister/file.h"
@@ -30,7 +31,9 @@ static void cl_measure_help(FILE *f)
     fprintf(f,
             "usage: cloister measure (--sim-image IMAGE | --nitro-pcrs FILE.json | --pcr N=HEX... | --debug)\n"
             "                        --root ROOT.pem (--model MODEL.sealed | --model-sha256 HEX)\n"
-            "                        -o TRUST.json [--max-age SECS] [--allow-debug] [--force]\n\n"
+            "                        -o TRUST.json [--max-age SECS] [--allow-debug] [--force]\n"
+            "                        [--kms-key-arn ARN] [--kms-endpoint URL] [--kms-ca FILE|none]\n"
+            "                        [--config-sha256 HEX]\n\n"
             "Writes TRUST.json (docs/formats/trust.md): what `cloister ask` and `cloister chat` pin\n"
             "before they send anything to an enclave.\n\n"
             "  --sim-image IMAGE     PCR0-2 of a cloister-sim enclave image (as `cloister-sim measure`)\n"
@@ -40,6 +43,12 @@ static void cl_measure_help(FILE *f)
             "  --root ROOT.pem       attestation root certificate (cloister-sim root, or the AWS Nitro root)\n"
             "  --model MODEL.sealed  the sealed model: its header's plaintext SHA-256 is pinned\n"
             "  --model-sha256 HEX    the model digest given directly instead\n"
+            "  --kms-key-arn ARN     pin the key the enclave's model key must come from (default: the\n"
+            "                        key ARN in the sealed model's header, when --model names one)\n"
+            "  --kms-endpoint URL    pin the key-service endpoint the enclave connects to\n"
+            "  --kms-ca FILE|none    pin the extra CA the host gives the enclave for that endpoint\n"
+            "                        (its PEM file), or none: a CA from the host is then refused\n"
+            "  --config-sha256 HEX   pin the enclave's whole public configuration (limits, key service)\n"
             "  -o, --output FILE     where to write TRUST.json (refuses to overwrite without --force)\n"
             "  --max-age SECS        attestation freshness window, 1-86400 (default 300)\n"
             "  --allow-debug         accept debug-mode enclaves (PCR0-2 zero): never for real data\n"
@@ -120,7 +129,7 @@ out:
     return rc;
 }
 
-static cl_err cl_measure_model(const char *path, uint8_t digest[32])
+static cl_err cl_measure_model(const char *path, uint8_t digest[32], char *key_id, size_t cap)
 {
     cl_err rc = CL_OK;
     struct cl_buf raw;
@@ -133,6 +142,7 @@ static cl_err cl_measure_model(const char *path, uint8_t digest[32])
     CL_ENSURE(h, CL_E_CORE_NOMEM);
     CL_GUARD(cl_seal_read_header(fd, &raw, h));
     memcpy(digest, h->digest, 32);
+    snprintf(key_id, cap, "%s", h->provider == CL_SEAL_PROVIDER_KMS ? h->key_id : "");
 out:
     if (fd >= 0)
         close(fd);
@@ -145,6 +155,7 @@ int cl_cmd_measure(int argc, char **argv)
 {
     const char *cmd = "measure";
     const char *sim = NULL, *nitro = NULL, *root = NULL, *model = NULL, *model_hex = NULL, *outp = NULL;
+    const char *kms_arn = NULL, *kms_ep = NULL, *kms_ca = NULL, *config_hex = NULL;
     bool force = false, debug = false;
     struct cl_trust t;
     memset(&t, 0, sizeof(t));
@@ -166,7 +177,9 @@ int cl_cmd_measure(int argc, char **argv)
             t.allow_debug = true;
         } else if (!strcmp(a, "--sim-image") || !strcmp(a, "--nitro-pcrs") || !strcmp(a, "--root") ||
                    !strcmp(a, "--model") || !strcmp(a, "--model-sha256") || !strcmp(a, "-o") ||
-                   !strcmp(a, "--output") || !strcmp(a, "--pcr") || !strcmp(a, "--max-age")) {
+                   !strcmp(a, "--output") || !strcmp(a, "--pcr") || !strcmp(a, "--max-age") ||
+                   !strcmp(a, "--kms-key-arn") || !strcmp(a, "--kms-endpoint") || !strcmp(a, "--kms-ca") ||
+                   !strcmp(a, "--config-sha256")) {
             if (!v)
                 return cl_cli_usage_error(cmd, "%s needs a value", a);
             i++;
@@ -182,6 +195,14 @@ int cl_cmd_measure(int argc, char **argv)
                 model_hex = v;
             else if (!strcmp(a, "-o") || !strcmp(a, "--output"))
                 outp = v;
+            else if (!strcmp(a, "--kms-key-arn"))
+                kms_arn = v;
+            else if (!strcmp(a, "--kms-endpoint"))
+                kms_ep = v;
+            else if (!strcmp(a, "--kms-ca"))
+                kms_ca = v;
+            else if (!strcmp(a, "--config-sha256"))
+                config_hex = v;
             else if (!strcmp(a, "--pcr")) {
                 if (!cl_measure_parse_pcr(v, &extra))
                     return cl_cli_usage_error(cmd, "--pcr expects N=HEX with N 0-31 and 96 hex digits");
@@ -206,6 +227,21 @@ int cl_cmd_measure(int argc, char **argv)
         return cl_cli_usage_error(cmd, "-o TRUST.json is required");
     if (model_hex && cl_hex_decode_fixed(model_hex, strlen(model_hex), t.model_sha256, 32) != CL_OK)
         return cl_cli_usage_error(cmd, "--model-sha256 expects 64 hex digits");
+    if (config_hex && cl_hex_decode_fixed(config_hex, strlen(config_hex), t.config_sha256, 32) != CL_OK)
+        return cl_cli_usage_error(cmd, "--config-sha256 expects 64 hex digits");
+    t.pin_config = config_hex != NULL;
+    if ((kms_ep || kms_ca) && !kms_arn && !model)
+        return cl_cli_usage_error(cmd, "--kms-endpoint and --kms-ca need the key: --kms-key-arn or --model");
+    if (kms_arn && (strlen(kms_arn) >= sizeof(t.kms_key_arn) || !*kms_arn))
+        return cl_cli_usage_error(cmd, "--kms-key-arn: 1-%zu characters", sizeof(t.kms_key_arn) - 1);
+    if (kms_ep && (strlen(kms_ep) >= sizeof(t.kms_endpoint) || !*kms_ep))
+        return cl_cli_usage_error(cmd, "--kms-endpoint: 1-%zu characters", sizeof(t.kms_endpoint) - 1);
+    if (kms_arn)
+        snprintf(t.kms_key_arn, sizeof(t.kms_key_arn), "%s", kms_arn);
+    if (kms_ep) {
+        snprintf(t.kms_endpoint, sizeof(t.kms_endpoint), "%s", kms_ep);
+        t.pin_kms_endpoint = true;
+    }
 
     int ret = CL_EXIT_FAIL;
     cl_err rc;
@@ -241,9 +277,36 @@ int cl_cmd_measure(int argc, char **argv)
     }
     t.root_der = der.data;
     t.root_len = der.len;
-    if (model && (rc = cl_measure_model(model, t.model_sha256)) != CL_OK) {
+    char header_key[CL_SEAL_MAX_KEY_ID + 1] = "";
+    if (model && (rc = cl_measure_model(model, t.model_sha256, header_key, sizeof(header_key))) != CL_OK) {
         ret = cl_cli_fail(cmd, model, rc);
         goto done;
+    }
+    /* The key named in the sealed header, when it is a key ARN (what the
+     * key service answers and the enclave attests). */
+    if (!kms_arn && !strncmp(header_key, "arn:", 4) && strstr(header_key, ":key/") &&
+        strlen(header_key) < sizeof(t.kms_key_arn))
+        snprintf(t.kms_key_arn, sizeof(t.kms_key_arn), "%s", header_key);
+    if ((kms_ep || kms_ca) && !t.kms_key_arn[0]) {
+        fprintf(stderr, "cloister measure: the sealed header names no key ARN: give --kms-key-arn\n");
+        ret = CL_EXIT_USAGE;
+        goto done;
+    }
+    t.pin_kms = t.kms_key_arn[0] != 0;
+    if (kms_ca && !strcmp(kms_ca, "none")) {
+        t.pin_kms_ca = t.kms_ca_none = true;
+    } else if (kms_ca) {
+        struct cl_buf pem;
+        cl_buf_init(&pem, CL_BOOTCFG_MAX_CA_PEM, CL_BUF_NONE);
+        rc = cl_file_read(kms_ca, CL_BOOTCFG_MAX_CA_PEM, &pem);
+        if (rc == CL_OK)
+            rc = cl_sha256(pem.data ? pem.data : (const uint8_t *)"", pem.len, t.kms_ca_sha256);
+        cl_buf_free(&pem);
+        if (rc != CL_OK) {
+            ret = cl_cli_fail(cmd, kms_ca, rc);
+            goto done;
+        }
+        t.pin_kms_ca = true;
     }
     if ((rc = cl_trust_encode(&t, &out)) != CL_OK ||
         (rc = cl_file_write_atomic(outp, out.data, out.len, 0644, !force)) != CL_OK) {
@@ -259,6 +322,9 @@ int cl_cmd_measure(int argc, char **argv)
         }
     cl_hex_encode(t.model_sha256, 32, hex);
     fprintf(stderr, "  model  %s\n", hex);
+    if (t.pin_kms)
+        fprintf(stderr, "  key    %s%s%s\n", t.kms_key_arn, t.pin_kms_endpoint ? " at " : "",
+                t.pin_kms_endpoint ? t.kms_endpoint : "");
     ret = CL_EXIT_OK;
 done:
     t.root_der = NULL;
@@ -399,7 +465,7 @@ static void cl_ask_time(uint64_t ms, char *buf, size_t len)
 
 static void cl_ask_print_attestation(FILE *f, const struct cl_client_attestation *a)
 {
-    char ts[64], hex[2 * CL_CLIENT_MAX_AUDIT_KEY + 1];
+    char ts[64], hex[2 * CL_ATTEST_UD_MAX_AUDIT_KEY + 1];
     cl_ask_time(a->timestamp_ms, ts, sizeof(ts));
     fprintf(f, "verified enclave %s, attested %s%s\n", a->module_id, ts, a->debug ? " (DEBUG MODE)" : "");
     for (unsigned i = 0; i < CL_ATTEST_MAX_PCRS; i++)
@@ -411,12 +477,16 @@ static void cl_ask_print_attestation(FILE *f, const struct cl_client_attestation
     fprintf(f, "  model   %s\n", hex);
     cl_hex_encode(a->user_data.config_sha256, 32, hex);
     fprintf(f, "  config  %s\n", hex);
+    fprintf(f, "  key     %s\n  kms     %s\n", a->user_data.kms_key_arn, a->user_data.kms_endpoint);
+    if (a->user_data.has_kms_ca)
+        cl_hex_encode(a->user_data.kms_ca_sha256, 32, hex);
+    fprintf(f, "  kms CA  %s\n", a->user_data.has_kms_ca ? hex : "none (system store)");
     fprintf(f, "  OHTTP key id %u (X25519)\n", (unsigned)a->key.key_id);
 }
 
 static json_t *cl_ask_attestation_json(const struct cl_client_attestation *a)
 {
-    char hex[2 * CL_CLIENT_MAX_AUDIT_KEY + 1], ts[64];
+    char hex[2 * CL_ATTEST_UD_MAX_AUDIT_KEY + 1], ts[64];
     json_t *o = json_object(), *pcrs = json_object();
     if (!o || !pcrs) {
         json_decref(o);
@@ -442,6 +512,15 @@ static json_t *cl_ask_attestation_json(const struct cl_client_attestation *a)
     json_object_set_new(o, "config_sha256", json_string(hex));
     cl_hex_encode(a->user_data.audit_key, a->user_data.audit_key_len, hex);
     json_object_set_new(o, "audit_key", json_string(hex));
+    json_t *k = json_object();
+    if (k) {
+        json_object_set_new(k, "key_arn", json_string(a->user_data.kms_key_arn));
+        json_object_set_new(k, "endpoint", json_string(a->user_data.kms_endpoint));
+        if (a->user_data.has_kms_ca)
+            cl_hex_encode(a->user_data.kms_ca_sha256, 32, hex);
+        json_object_set_new(k, "ca_sha256", json_string(a->user_data.has_kms_ca ? hex : "none"));
+        json_object_set_new(o, "kms", k);
+    }
     json_object_set_new(o, "ohttp_key_id", json_integer(a->key.key_id));
     return o;
 }

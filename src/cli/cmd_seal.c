@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cloister/attest_user_data.h"
 #include "cloister/crypto.h"
 #include "cloister/encode.h"
 #include "cloister/file.h"
@@ -88,7 +89,7 @@ static cl_err cl_seal_read_meta(const cl_gguf *g, char *name, size_t nlen, char 
  * service returns the data key and the blob that goes into the header. */
 static cl_err cl_seal_kms_data_key(const char *url, const char *key_id, const char *region_opt,
                                    const struct cl_seal_ctx_pair *ctx, uint8_t dk[32], uint8_t *wrapped, size_t cap,
-                                   size_t *wl)
+                                   size_t *wl, char *key_arn, size_t arn_cap)
 {
     cl_err rc = CL_OK;
     struct cl_aws_credentials *cred = NULL;
@@ -106,7 +107,7 @@ static cl_err cl_seal_kms_data_key(const char *url, const char *key_id, const ch
         CL_GUARD(cl_aws_region_load(region, sizeof(region)));
     const struct cl_policy_kv kv[2] = {{ctx[0].key, ctx[0].value}, {ctx[1].key, ctx[1].value}};
     struct cl_kms_endpoint ep = {.url = strcmp(url, "aws") ? url : NULL, .region = region};
-    CL_GUARD(cl_kms_generate_data_key(&ep, cred, key_id, kv, 2, &key, &blob));
+    CL_GUARD(cl_kms_generate_data_key(&ep, cred, key_id, kv, 2, &key, &blob, key_arn, arn_cap));
     CL_ENSURE_D(key.len == 32, CL_E_SEAL_UNWRAP, "data key of %zu bytes (want 32: use AES_256)", key.len);
     memcpy(dk, key.data, 32);
     memcpy(wrapped, blob.data, blob.len);
@@ -197,7 +198,7 @@ int cl_cmd_seal(int argc, char **argv)
     uint8_t *keys = NULL; /* kek | dk in secure memory */
     uint8_t salt[32], digest[32], wrapped[CL_SEAL_MAX_WRAPPED];
     size_t wl = 0;
-    char name[CL_SEAL_MAX_NAME + 1] = "", arch[CL_SEAL_MAX_ARCH + 1], keyid[32], digest_hex[65];
+    char name[CL_SEAL_MAX_NAME + 1] = "", arch[CL_SEAL_MAX_ARCH + 1], keyid[32], digest_hex[65], key_arn[CL_ATTEST_UD_MAX_KMS_TEXT + 1];
     uint32_t ftype = 0;
     if ((rc = cl_gguf_open_file(in, &g)) != CL_OK) {
         status = cl_cli_fail("seal", in, rc);
@@ -241,9 +242,11 @@ int cl_cmd_seal(int argc, char **argv)
             goto out;
         }
     } else {
-        kid = key_id;
-        if ((rc = cl_seal_kms_data_key(kms, key_id, region_opt, ctx, keys + 32, wrapped, sizeof(wrapped), &wl)) !=
-            CL_OK) {
+        /* The header records the key's ARN as the service named it, which is
+         * what an enclave attests after Decrypt (and what measure pins). */
+        kid = key_arn;
+        if ((rc = cl_seal_kms_data_key(kms, key_id, region_opt, ctx, keys + 32, wrapped, sizeof(wrapped), &wl,
+                                       key_arn, sizeof(key_arn))) != CL_OK) {
             status = cl_cli_fail("seal", "key service GenerateDataKey", rc);
             goto out;
         }

@@ -312,6 +312,33 @@ static cl_err cl_client_pick_suite(const struct cl_ohttp_keyconfig *kc, uint16_t
     return cl_err_fail(CL_E_NET_CLIENT_PUBLIC_KEY, "no HKDF-SHA256 suite with a supported AEAD");
 }
 
+/* What user_data says the enclave loaded and used, against what TRUST.json
+ * pins. The model digest is computed by the enclave over the plaintext it
+ * loaded; the key-service identity is what it connected to and was answered. */
+cl_err cl_client_check_pins(const struct cl_trust *t, const struct cl_attest_user_data *u)
+{
+    cl_err rc = CL_OK;
+    CL_ENSURE_D(cl_ct_equal(u->model_sha256, t->model_sha256, CL_CLIENT_DIGEST_LEN), CL_E_NET_CLIENT_MODEL,
+                "user_data.model_sha256 differs from TRUST.json model_sha256");
+    if (t->pin_kms) {
+        CL_ENSURE_D(!strcmp(u->kms_key_arn, t->kms_key_arn), CL_E_NET_CLIENT_KMS,
+                    "user_data.kms.key differs from TRUST.json kms.key_arn");
+        CL_ENSURE_D(!t->pin_kms_endpoint || !strcmp(u->kms_endpoint, t->kms_endpoint), CL_E_NET_CLIENT_KMS,
+                    "user_data.kms.endpoint differs from TRUST.json kms.endpoint");
+        if (t->pin_kms_ca && t->kms_ca_none)
+            CL_ENSURE_D(!u->has_kms_ca, CL_E_NET_CLIENT_KMS,
+                        "the host gave the enclave an extra CA for the key service; TRUST.json kms.ca_sha256 is none");
+        else if (t->pin_kms_ca)
+            CL_ENSURE_D(u->has_kms_ca && cl_ct_equal(u->kms_ca_sha256, t->kms_ca_sha256, CL_CLIENT_DIGEST_LEN),
+                        CL_E_NET_CLIENT_KMS, "user_data.kms.ca differs from TRUST.json kms.ca_sha256");
+    }
+    if (t->pin_config)
+        CL_ENSURE_D(cl_ct_equal(u->config_sha256, t->config_sha256, CL_CLIENT_DIGEST_LEN), CL_E_NET_CLIENT_CONFIG,
+                    "user_data.config_sha256 differs from TRUST.json config_sha256");
+out:
+    return rc;
+}
+
 cl_err cl_client_attest(cl_client *c)
 {
     cl_err rc = CL_OK;
@@ -352,9 +379,8 @@ cl_err cl_client_attest(cl_client *c)
     pol.nonce.len = sizeof(att.nonce);
     pol.max_age_ms = c->trust.max_age_seconds * 1000;
     CL_GUARD(cl_attest_verify(&doc, &pol));
-    CL_GUARD(cl_client_user_data_parse(doc.user_data.p, doc.user_data.len, &att.user_data));
-    CL_ENSURE_D(!memcmp(att.user_data.model_sha256, c->trust.model_sha256, CL_CLIENT_DIGEST_LEN),
-                CL_E_NET_CLIENT_MODEL, "user_data.model_sha256 differs from TRUST.json model_sha256");
+    CL_GUARD(cl_attest_user_data_parse(doc.user_data.p, doc.user_data.len, &att.user_data));
+    CL_GUARD(cl_client_check_pins(&c->trust, &att.user_data));
     CL_ENSURE_D(doc.public_key.len, CL_E_NET_CLIENT_PUBLIC_KEY, "public_key: absent");
     if (cl_ohttp_keyconfig_parse(doc.public_key.p, doc.public_key.len, &att.key) != CL_OK)
         CL_FAIL(CL_E_NET_CLIENT_PUBLIC_KEY, "public_key: not one OHTTP key configuration");

@@ -92,6 +92,47 @@ static cl_err cl_trust_pcrs(json_t *v, struct cl_trust *t)
     return CL_OK;
 }
 
+static cl_err cl_trust_kms_text(json_t *v, const char *field, char *dst, size_t cap)
+{
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= cap)
+        return cl_err_fail(CL_E_NET_CLIENT_TRUST, "kms.%s: expected a string of 1-%zu characters", field, cap - 1);
+    const char *s = json_string_value(v);
+    for (size_t i = 0; i < json_string_length(v); i++)
+        if (s[i] <= 0x20 || s[i] >= 0x7f)
+            return cl_err_fail(CL_E_NET_CLIENT_TRUST, "kms.%s: only printable characters without spaces", field);
+    memcpy(dst, s, json_string_length(v) + 1);
+    return CL_OK;
+}
+
+/* "kms": {"key_arn": ARN, "endpoint": URL?, "ca_sha256": HEX | "none"?} */
+static cl_err cl_trust_kms(json_t *v, struct cl_trust *t)
+{
+    cl_err rc = CL_OK;
+    const char *key;
+    json_t *val;
+    CL_ENSURE_D(json_is_object(v), CL_E_NET_CLIENT_TRUST, "kms: expected an object");
+    json_object_foreach(v, key, val) {
+        if (!strcmp(key, "key_arn")) {
+            CL_GUARD(cl_trust_kms_text(val, "key_arn", t->kms_key_arn, sizeof(t->kms_key_arn)));
+        } else if (!strcmp(key, "endpoint")) {
+            CL_GUARD(cl_trust_kms_text(val, "endpoint", t->kms_endpoint, sizeof(t->kms_endpoint)));
+            t->pin_kms_endpoint = true;
+        } else if (!strcmp(key, "ca_sha256")) {
+            if (json_is_string(val) && !strcmp(json_string_value(val), "none"))
+                t->kms_ca_none = true;
+            else
+                CL_GUARD(cl_trust_hex(val, "kms.ca_sha256", t->kms_ca_sha256, CL_CLIENT_DIGEST_LEN));
+            t->pin_kms_ca = true;
+        } else {
+            CL_FAIL(CL_E_NET_CLIENT_TRUST, "kms: unknown key \"%.40s\"", key);
+        }
+    }
+    CL_ENSURE_D(t->kms_key_arn[0], CL_E_NET_CLIENT_TRUST, "kms.key_arn: missing");
+    t->pin_kms = true;
+out:
+    return rc;
+}
+
 cl_err cl_trust_parse(const uint8_t *p, size_t n, struct cl_trust *out)
 {
     cl_err rc = CL_OK;
@@ -126,6 +167,11 @@ cl_err cl_trust_parse(const uint8_t *p, size_t n, struct cl_trust *out)
         } else if (!strcmp(key, "allow_debug")) {
             CL_ENSURE_D(json_is_boolean(val), CL_E_NET_CLIENT_TRUST, "allow_debug: expected true or false");
             t.allow_debug = json_is_true(val);
+        } else if (!strcmp(key, "kms")) {
+            CL_GUARD(cl_trust_kms(val, &t));
+        } else if (!strcmp(key, "config_sha256")) {
+            CL_GUARD(cl_trust_hex(val, "config_sha256", t.config_sha256, CL_CLIENT_DIGEST_LEN));
+            t.pin_config = true;
         } else {
             /* Key names are ASCII chosen by whoever wrote the file; not a secret. */
             CL_FAIL(CL_E_NET_CLIENT_TRUST, "unknown key \"%.40s\"", key);
@@ -201,6 +247,23 @@ cl_err cl_trust_encode(const struct cl_trust *t, struct cl_buf *out)
     CL_ENSURE(!json_object_set_new(root, "max_age_seconds", json_integer((json_int_t)t->max_age_seconds)),
               CL_E_CORE_NOMEM);
     CL_ENSURE(!json_object_set_new(root, "allow_debug", json_boolean(t->allow_debug)), CL_E_CORE_NOMEM);
+    if (t->pin_kms) {
+        json_t *k = json_object();
+        CL_ENSURE(k && !json_object_set_new(root, "kms", k), CL_E_CORE_NOMEM);
+        CL_ENSURE(!json_object_set_new(k, "key_arn", json_string(t->kms_key_arn)), CL_E_CORE_NOMEM);
+        if (t->pin_kms_endpoint)
+            CL_ENSURE(!json_object_set_new(k, "endpoint", json_string(t->kms_endpoint)), CL_E_CORE_NOMEM);
+        if (t->pin_kms_ca) {
+            if (!t->kms_ca_none)
+                cl_hex_encode(t->kms_ca_sha256, CL_CLIENT_DIGEST_LEN, hex);
+            CL_ENSURE(!json_object_set_new(k, "ca_sha256", json_string(t->kms_ca_none ? "none" : hex)),
+                      CL_E_CORE_NOMEM);
+        }
+    }
+    if (t->pin_config) {
+        cl_hex_encode(t->config_sha256, CL_CLIENT_DIGEST_LEN, hex);
+        CL_ENSURE(!json_object_set_new(root, "config_sha256", json_string(hex)), CL_E_CORE_NOMEM);
+    }
     /* json_dumpb, not json_dumps: the latter's string comes from jansson's
      * allocator (ours, with a header) and cannot be free()d. */
     size_t need = json_dumpb(root, NULL, 0, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

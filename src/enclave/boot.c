@@ -3,13 +3,13 @@
  * enclave can read it), then the model decrypted in parallel into locked
  * memory and loaded in place. */
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "cloister/attest.h"
-#include "cloister/cbor.h"
 #include "cloister/encode.h"
 #include "cloister/kms_client.h"
 #include "cloister/log.h"
@@ -29,49 +29,36 @@ static cl_err cl_boot_dial(uint32_t port, int *fd)
     return CL_OK;
 }
 
-static bool cl_boot_str(json_t *o, const char *k, char *dst, size_t cap, bool required)
+/* Takes the checked boot configuration into the enclave's own settings. */
+static void cl_boot_apply(struct cl_enclave_boot *bt)
 {
-    json_t *v = json_object_get(o, k);
-    if (!v || json_is_null(v))
-        return !required;
-    if (!json_is_string(v) || json_string_length(v) >= cap)
-        return false;
-    memcpy(dst, json_string_value(v), json_string_length(v) + 1);
-    return true;
+    const struct cl_bootcfg *c = &bt->cfg;
+    memcpy(bt->cred.access_key, c->access_key_id, sizeof(c->access_key_id));
+    memcpy(bt->cred.secret, c->secret_access_key, sizeof(c->secret_access_key));
+    memcpy(bt->cred.session_token, c->session_token, sizeof(c->session_token));
+    cl_enclave_limits_default(&bt->limits);
+    bt->limits.max_request_bytes = (size_t)c->limits[CL_BOOTCFG_LIM_MAX_REQUEST_BYTES];
+    bt->limits.max_tokens = (uint32_t)c->limits[CL_BOOTCFG_LIM_MAX_TOKENS];
+    bt->limits.max_prompt_tokens = (uint32_t)c->limits[CL_BOOTCFG_LIM_MAX_PROMPT_TOKENS];
+    bt->limits.max_sessions = (uint32_t)c->limits[CL_BOOTCFG_LIM_MAX_SESSIONS];
+    bt->limits.request_timeout_ms = (uint32_t)c->limits[CL_BOOTCFG_LIM_REQUEST_TIMEOUT_MS];
 }
 
-static cl_err cl_boot_config_parse(const struct cl_buf *b, struct cl_enclave_boot *bt)
+cl_err cl_boot_config_text(const struct cl_bootcfg *c, struct cl_buf *out)
 {
     cl_err rc = CL_OK;
-    json_error_t je;
-    json_t *j = json_loadb((const char *)b->data, b->len, JSON_REJECT_DUPLICATES, &je);
-    json_t *k = json_object_get(j, "kms"), *l = json_object_get(j, "limits");
-    CL_ENSURE_D(json_is_object(k), CL_E_PROTO_REQUEST_INVALID, "boot configuration: kms");
-    CL_ENSURE_D(cl_boot_str(k, "endpoint", bt->kms_url, sizeof(bt->kms_url), true) &&
-                    cl_boot_str(k, "region", bt->kms_region, sizeof(bt->kms_region), true) &&
-                    cl_boot_str(k, "access_key_id", bt->cred.access_key, sizeof(bt->cred.access_key), true) &&
-                    cl_boot_str(k, "secret_access_key", bt->cred.secret, sizeof(bt->cred.secret), true) &&
-                    cl_boot_str(k, "session_token", bt->cred.session_token, sizeof(bt->cred.session_token), false) &&
-                    cl_boot_str(k, "ca_pem", bt->kms_ca, sizeof(bt->kms_ca), false),
-                CL_E_PROTO_REQUEST_INVALID, "boot configuration: kms fields");
-    cl_enclave_limits_default(&bt->limits);
-    if (json_is_object(l)) {
-        json_t *v;
-#define CL_LIM(key, field, lo, hi)                                                                     \
-    if ((v = json_object_get(l, key))) {                                                               \
-        CL_ENSURE_D(json_is_integer(v) && json_integer_value(v) >= (lo) && json_integer_value(v) <= (hi), \
-                    CL_E_PROTO_REQUEST_INVALID, "boot configuration: limits.%s", key);                  \
-        bt->limits.field = (__typeof__(bt->limits.field))json_integer_value(v);                        \
+    uint8_t d[32];
+    char ca[65] = "none";
+    if (c->kms_ca_pem[0]) {
+        CL_GUARD(cl_sha256(c->kms_ca_pem, strlen(c->kms_ca_pem), d));
+        cl_hex_encode(d, 32, ca);
     }
-        CL_LIM("max_request_bytes", max_request_bytes, 1024, 32 << 20);
-        CL_LIM("max_tokens", max_tokens, 1, 1 << 16);
-        CL_LIM("max_prompt_tokens", max_prompt_tokens, 1, 1 << 20);
-        CL_LIM("max_sessions", max_sessions, 1, 256);
-        CL_LIM("request_timeout_ms", request_timeout_ms, 100, 3600000);
-#undef CL_LIM
-    }
+    CL_GUARD(cl_buf_appendf(out, "cloister-config 2\nkms_endpoint=%s\nkms_region=%s\nkms_ca_sha256=%s\n",
+                            c->kms_endpoint, c->kms_region, ca));
+    for (int l = CL_BOOTCFG_LIM_NONE + 1; l < CL_BOOTCFG_LIM_COUNT; l++)
+        CL_GUARD(cl_buf_appendf(out, "%s=%llu\n", cl_bootcfg_lim((enum cl_bootcfg_lim)l)->name,
+                                (unsigned long long)c->limits[l]));
 out:
-    json_decref(j);
     return rc;
 }
 
@@ -88,19 +75,13 @@ cl_err cl_boot_get_config(struct cl_enclave_boot *bt)
     CL_GUARD(cl_wire_recv(fd, b.max, &t, &fl, &b));
     CL_ENSURE_D(t == CL_WIRE_BOOT_CONFIG, CL_E_PROTO_REQUEST_INVALID, "expected boot configuration, got %s",
                 cl_wire_type_name(t));
-    CL_GUARD(cl_boot_config_parse(&b, bt));
+    CL_GUARD(cl_bootcfg_parse(b.data, b.len, &bt->cfg));
+    cl_boot_apply(bt);
     /* Digest of what the enclave runs with, credentials excluded: it goes
      * into every attestation so clients see the limits and key service. */
     struct cl_buf pub;
     cl_buf_init(&pub, 8192, CL_BUF_NONE);
-    uint8_t ca_digest[32];
-    char ca_hex[65] = "none";
-    if (bt->kms_ca[0] && cl_sha256(bt->kms_ca, strlen(bt->kms_ca), ca_digest) == CL_OK)
-        cl_hex_encode(ca_digest, 32, ca_hex);
-    rc = cl_buf_appendf(&pub, "kms=%s\nkms_ca_sha256=%s\nregion=%s\nmax_request_bytes=%zu\nmax_tokens=%u\nmax_prompt_tokens=%u\n"
-                              "max_sessions=%u\nrequest_timeout_ms=%u\n",
-                        bt->kms_url, ca_hex, bt->kms_region, bt->limits.max_request_bytes, bt->limits.max_tokens,
-                        bt->limits.max_prompt_tokens, bt->limits.max_sessions, bt->limits.request_timeout_ms);
+    rc = cl_boot_config_text(&bt->cfg, &pub);
     if (rc == CL_OK)
         rc = cl_sha256(pub.data, pub.len, bt->config_sha256);
     cl_buf_free(&pub);
@@ -132,11 +113,11 @@ static cl_err cl_boot_fetch_key(struct cl_enclave_boot *bt, cl_nsm *nsm, const s
         ctx[i] = (struct cl_policy_kv){h->ctx[i].key, h->ctx[i].value};
     char bridge[64];
     CL_GUARD(cl_kms_bridge_start(bridge, sizeof(bridge)));
-    struct cl_kms_endpoint ep = {.url = bt->kms_url, .region = bt->kms_region, .unix_socket = bridge,
-                                 .ca_pem = bt->kms_ca[0] ? bt->kms_ca : NULL};
+    struct cl_kms_endpoint ep = {.url = bt->cfg.kms_endpoint, .region = bt->cfg.kms_region, .unix_socket = bridge,
+                                 .ca_pem = bt->cfg.kms_ca_pem[0] ? bt->cfg.kms_ca_pem : NULL};
     uint64_t t0 = cl_now_us();
     CL_GUARD(cl_kms_decrypt_for_recipient(&ep, &bt->cred, h->key_id, h->wrapped, h->wrapped_len, ctx, h->n_ctx,
-                                          doc.data, doc.len, rsa, &key));
+                                          doc.data, doc.len, rsa, &key, bt->kms_key_arn, sizeof(bt->kms_key_arn)));
     CL_ENSURE_D(key.len == CL_SEAL_KEY_LEN, CL_E_SEAL_UNWRAP, "data key of %zu bytes", key.len);
     memcpy(dk, key.data, CL_SEAL_KEY_LEN);
     CL_LOG(CL_LOG_INFO, "data_key_released", CL_LOG_US("duration_us", cl_now_us() - t0));
@@ -166,6 +147,24 @@ static cl_err cl_boot_key_wait(void *arg, uint8_t dk[CL_SEAL_KEY_LEN])
     return rc;
 }
 
+cl_err cl_boot_check_context(const struct cl_seal_header *h)
+{
+    static const char key[] = "cloister:model-sha256";
+    uint8_t v[32];
+    for (size_t i = 0; i < h->n_ctx; i++) {
+        if (strcmp(h->ctx[i].key, key) != 0)
+            continue;
+        if (cl_hex_decode_fixed(h->ctx[i].value, strlen(h->ctx[i].value), v, 32) != CL_OK)
+            return cl_err_fail(CL_E_SEAL_CONTEXT, "encryption context %s is not 64 hex digits", key);
+        if (!cl_ct_equal(v, h->digest, 32))
+            return cl_err_fail(CL_E_SEAL_CONTEXT,
+                               "encryption context %s differs from the sealed header's model digest", key);
+        return CL_OK;
+    }
+    return cl_err_fail(CL_E_SEAL_CONTEXT, "the sealed header has no %s encryption context: the key would be "
+                                          "released under no model digest", key);
+}
+
 cl_err cl_boot_load_model(struct cl_enclave_boot *bt, cl_nsm *nsm, unsigned threads)
 {
     cl_err rc = CL_OK;
@@ -182,14 +181,22 @@ cl_err cl_boot_load_model(struct cl_enclave_boot *bt, cl_nsm *nsm, unsigned thre
     CL_GUARD(cl_seal_read_header(fd, &raw, h));
     CL_ENSURE_D(h->provider == CL_SEAL_PROVIDER_KMS, CL_E_SEAL_WRONG_KEY,
                 "the model was sealed with a local key file; an enclave needs a key-service-sealed model");
+    CL_GUARD(cl_boot_check_context(h));
     CL_GUARD(cl_secmem_alloc(h->plaintext_size, &pt));
     uint64_t t1 = cl_now_us();
     struct cl_boot_key_job job = {bt, nsm, h, raw.data};
-    CL_GUARD(cl_seal_decrypt_stream_keyed(fd, h, cl_boot_key_wait, &job, pt, threads, CL_SEAL_OPEN_NONE, NULL, NULL));
+    uint8_t computed[32];
+    CL_GUARD(cl_seal_decrypt_stream_keyed(fd, h, cl_boot_key_wait, &job, pt, threads, CL_SEAL_OPEN_NONE, NULL, NULL,
+                                          computed));
+    /* The header and the key's encryption context are claims of whoever
+     * sealed the file; what is attested is what was actually decrypted. */
+    CL_ENSURE_D(cl_ct_equal(computed, h->digest, 32), CL_E_SEAL_DIGEST,
+                "the SHA-256 of the decrypted model (computed in the enclave) differs from the digest its "
+                "header and key claim: refusing a substituted model");
     CL_LOG(CL_LOG_INFO, "model_decrypted", CL_LOG_SIZE("bytes", h->plaintext_size),
            CL_LOG_COUNT("chunks", h->n_chunks), CL_LOG_US("key_and_decrypt_us", cl_now_us() - t1),
            CL_LOG_US("boot_us", cl_now_us() - t0));
-    memcpy(bt->model_sha256, h->digest, 32);
+    memcpy(bt->model_sha256, computed, 32);
     bt->model = pt;
     bt->model_len = h->plaintext_size;
     pt = NULL;
@@ -206,19 +213,23 @@ cl_err cl_boot_user_data(const struct cl_enclave_boot *bt, const cl_pkey *audit,
 {
     cl_err rc = CL_OK;
     struct cl_buf spki;
-    cl_buf_init(&spki, 1024, CL_BUF_NONE);
+    struct cl_attest_user_data *u = calloc(1, sizeof(*u));
+    cl_buf_init(&spki, CL_ATTEST_UD_MAX_AUDIT_KEY, CL_BUF_NONE);
+    CL_ENSURE(u, CL_E_CORE_NOMEM);
     CL_GUARD(cl_pkey_public_der(audit, &spki));
-    /* canonical order: keys sorted by their encoded bytes (shorter first) */
-    CL_GUARD(cl_cbor_put_map(out, 4));
-    CL_GUARD(cl_cbor_put_text(out, "v"));
-    CL_GUARD(cl_cbor_put_uint(out, 1));
-    CL_GUARD(cl_cbor_put_text(out, "audit_key"));
-    CL_GUARD(cl_cbor_put_bytes(out, spki.data, spki.len));
-    CL_GUARD(cl_cbor_put_text(out, "model_sha256"));
-    CL_GUARD(cl_cbor_put_bytes(out, bt->model_sha256, 32));
-    CL_GUARD(cl_cbor_put_text(out, "config_sha256"));
-    CL_GUARD(cl_cbor_put_bytes(out, bt->config_sha256, 32));
+    memcpy(u->audit_key, spki.data, spki.len);
+    u->audit_key_len = spki.len;
+    memcpy(u->model_sha256, bt->model_sha256, 32);
+    memcpy(u->config_sha256, bt->config_sha256, 32);
+    snprintf(u->kms_key_arn, sizeof(u->kms_key_arn), "%s", bt->kms_key_arn);
+    snprintf(u->kms_endpoint, sizeof(u->kms_endpoint), "%s", bt->cfg.kms_endpoint);
+    if (bt->cfg.kms_ca_pem[0]) {
+        CL_GUARD(cl_sha256(bt->cfg.kms_ca_pem, strlen(bt->cfg.kms_ca_pem), u->kms_ca_sha256));
+        u->has_kms_ca = true;
+    }
+    CL_GUARD(cl_attest_user_data_encode(u, out));
 out:
+    free(u);
     cl_buf_free(&spki);
     return rc;
 }

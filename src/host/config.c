@@ -8,7 +8,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cloister/bootcfg.h"
 #include "cloister/file.h"
+#include "cloister/secmem.h"
 #include "cloister/host.h"
 
 #define CL_HOST_CREDS_MAX (64u << 10)
@@ -147,31 +149,49 @@ out:
     return rc;
 }
 
+/* Copies a credential or setting into the boot configuration's field. */
+static cl_err cl_host_bootcfg_field(char *dst, size_t cap, const void *src, size_t n, const char *what)
+{
+    if (n >= cap)
+        return cl_err_fail(CL_E_NET_HOST_CONFIG, "%s is over %zu bytes", what, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = 0;
+    return CL_OK;
+}
+
 cl_err cl_host_boot_config(const struct cl_host_config *cfg, struct cl_buf *out)
 {
     cl_err rc = CL_OK;
     const struct cl_host_creds *c = cfg->creds;
+    void *mem = NULL;
     CL_ENSURE_D(c && cfg->kms, CL_E_NET_HOST_CONFIG, "boot configuration needs the key service and credentials");
-    CL_GUARD(cl_buf_append_str(out, "{\"kms\":{\"endpoint\":"));
-    CL_GUARD(cl_host_json_put_string(out, cfg->kms->endpoint, strlen(cfg->kms->endpoint)));
-    CL_GUARD(cl_buf_append_str(out, ",\"region\":"));
-    CL_GUARD(cl_host_json_put_string(out, (const char *)c->region.data, c->region.len));
-    CL_GUARD(cl_buf_append_str(out, ",\"access_key_id\":"));
-    CL_GUARD(cl_host_json_put_string(out, (const char *)c->access_key_id.data, c->access_key_id.len));
-    CL_GUARD(cl_buf_append_str(out, ",\"secret_access_key\":"));
-    CL_GUARD(cl_host_json_put_string(out, (const char *)c->secret_access_key.data, c->secret_access_key.len));
-    if (c->session_token.len) {
-        CL_GUARD(cl_buf_append_str(out, ",\"session_token\":"));
-        CL_GUARD(cl_host_json_put_string(out, (const char *)c->session_token.data, c->session_token.len));
-    }
-    if (cfg->kms_ca_pem) {
-        CL_GUARD(cl_buf_append_str(out, ",\"ca_pem\":"));
-        CL_GUARD(cl_host_json_put_string(out, cfg->kms_ca_pem, strlen(cfg->kms_ca_pem)));
-    }
-    CL_GUARD(cl_buf_appendf(out,
-                            "},\"limits\":{\"max_request_bytes\":%zu,\"max_tokens\":%u,\"max_sessions\":%u,"
-                            "\"request_timeout_ms\":%u}}",
-                            cfg->max_body, cfg->max_tokens, cfg->max_sessions, cfg->timeout_ms));
+    CL_GUARD(cl_secmem_alloc(sizeof(struct cl_bootcfg), &mem));
+    struct cl_bootcfg *b = mem;
+    cl_bootcfg_init(b);
+    CL_GUARD(cl_host_bootcfg_field(b->kms_endpoint, sizeof(b->kms_endpoint), cfg->kms->endpoint,
+                                   strlen(cfg->kms->endpoint), "--kms"));
+    CL_GUARD(cl_host_bootcfg_field(b->kms_region, sizeof(b->kms_region), c->region.data, c->region.len, "region"));
+    CL_GUARD(cl_host_bootcfg_field(b->access_key_id, sizeof(b->access_key_id), c->access_key_id.data,
+                                   c->access_key_id.len, "access_key_id"));
+    CL_GUARD(cl_host_bootcfg_field(b->secret_access_key, sizeof(b->secret_access_key), c->secret_access_key.data,
+                                   c->secret_access_key.len, "secret_access_key"));
+    CL_GUARD(cl_host_bootcfg_field(b->session_token, sizeof(b->session_token), c->session_token.data,
+                                   c->session_token.len, "session_token"));
+    if (cfg->kms_ca_pem)
+        CL_GUARD(cl_host_bootcfg_field(b->kms_ca_pem, sizeof(b->kms_ca_pem), cfg->kms_ca_pem, strlen(cfg->kms_ca_pem),
+                                       "--kms-ca"));
+    b->limits[CL_BOOTCFG_LIM_MAX_REQUEST_BYTES] = cfg->max_body;
+    b->limits[CL_BOOTCFG_LIM_REQUEST_TIMEOUT_MS] = cfg->timeout_ms;
+    if (cfg->max_tokens)
+        b->limits[CL_BOOTCFG_LIM_MAX_TOKENS] = cfg->max_tokens;
+    if (cfg->max_prompt_tokens)
+        b->limits[CL_BOOTCFG_LIM_MAX_PROMPT_TOKENS] = cfg->max_prompt_tokens;
+    if (cfg->max_sessions)
+        b->limits[CL_BOOTCFG_LIM_MAX_SESSIONS] = cfg->max_sessions;
+    rc = cl_bootcfg_write(b, out);
+    if (rc != CL_OK)
+        rc = cl_err_fail(CL_E_NET_HOST_CONFIG, "%s", cl_err_detail());
 out:
+    cl_secmem_free(mem); /* wipes */
     return rc;
 }

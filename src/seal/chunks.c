@@ -46,6 +46,11 @@ struct cl_seal_run {
     cl_seal_key_wait_fn key_wait;
     void *key_arg;
     bool key_taken, key_ready; /* under mu */
+    /* decrypt with hashing: chunks authenticated so far (one flag each), and
+     * the hasher, which digests them in order as they complete */
+    atomic_uchar *chunk_done;
+    bool hash_waiting; /* under mu: the hasher sleeps on cv */
+    bool workers_finished; /* under mu: no chunk will complete any more */
 };
 
 static uint64_t cl_seal_chunk_len(const struct cl_seal_header *h, uint64_t i)
@@ -98,6 +103,18 @@ static cl_err cl_seal_do_chunk(struct cl_seal_run *r, cl_aead *a, uint64_t i)
                          "chunk %llu of %llu (corrupted, reordered, duplicated, or from another file)",
                          (unsigned long long)i, (unsigned long long)h->n_chunks);
     return rc;
+}
+
+/* Tells the hasher (if any) that chunk i holds authenticated plaintext. */
+static void cl_seal_chunk_complete(struct cl_seal_run *r, uint64_t i)
+{
+    if (!r->chunk_done)
+        return;
+    atomic_store(&r->chunk_done[i], 1);
+    pthread_mutex_lock(&r->mu);
+    if (r->hash_waiting)
+        pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
 }
 
 /* The first worker to get here fetches the key; the others wait for it. */
@@ -161,6 +178,7 @@ static void *cl_seal_worker(void *arg)
             cl_seal_record_failure(r, i, rc);
             break;
         }
+        cl_seal_chunk_complete(r, i);
         atomic_fetch_add(&r->done_bytes, cl_seal_chunk_len(r->h, i));
     }
     cl_aead_free(a);
@@ -239,6 +257,76 @@ cl_err cl_seal_encrypt_chunks(const struct cl_seal_header *h, const uint8_t dk[C
     return rc;
 }
 
+/* The plaintext digest is computed while the chunks are decrypted: one
+ * thread hashes chunk after chunk, in order, as soon as each is
+ * authenticated, so SHA-256 (sequential by nature) runs on a core of its own
+ * beside the decryption instead of after it. */
+struct cl_seal_hasher {
+    struct cl_seal_run *r;
+    pthread_t tid;
+    bool started;
+    cl_err rc;
+    uint8_t digest[32];
+};
+
+static void *cl_seal_hash_main(void *arg)
+{
+    struct cl_seal_hasher *hs = arg;
+    struct cl_seal_run *r = hs->r;
+    const struct cl_seal_header *h = r->h;
+    cl_hash *ctx = NULL;
+    cl_err rc = cl_hash_new(CL_HASH_SHA256, &ctx);
+    for (uint64_t i = 0; rc == CL_OK && i < h->n_chunks; i++) {
+        if (!atomic_load(&r->chunk_done[i])) {
+            pthread_mutex_lock(&r->mu);
+            r->hash_waiting = true;
+            while (!atomic_load(&r->chunk_done[i]) && !atomic_load(&r->failed) && !r->workers_finished)
+                pthread_cond_wait(&r->cv, &r->mu);
+            r->hash_waiting = false;
+            pthread_mutex_unlock(&r->mu);
+            if (!atomic_load(&r->chunk_done[i])) {
+                rc = CL_E_CORE_STATE; /* decryption failed; its error is the one reported */
+                break;
+            }
+        }
+        rc = cl_hash_update(ctx, r->dst + i * h->chunk_size, cl_seal_chunk_len(h, i));
+    }
+    if (rc == CL_OK)
+        rc = cl_hash_final(ctx, hs->digest);
+    cl_hash_free(ctx);
+    hs->rc = rc;
+    return NULL;
+}
+
+static cl_err cl_seal_hasher_start(struct cl_seal_run *r, struct cl_seal_hasher *hs)
+{
+    memset(hs, 0, sizeof(*hs));
+    hs->r = r;
+    if (r->h->n_chunks == 0) /* nothing to wait for: hash the empty plaintext */
+        return cl_sha256("", 0, hs->digest);
+    r->chunk_done = calloc((size_t)r->h->n_chunks, sizeof(*r->chunk_done));
+    if (!r->chunk_done)
+        return CL_E_CORE_NOMEM;
+    if (pthread_create(&hs->tid, NULL, cl_seal_hash_main, hs) != 0)
+        return cl_err_fail(CL_E_CORE_THREAD, "plaintext hasher");
+    hs->started = true;
+    return CL_OK;
+}
+
+/* Called once no worker runs any more: lets a waiting hasher go. */
+static cl_err cl_seal_hasher_join(struct cl_seal_run *r, struct cl_seal_hasher *hs)
+{
+    if (!hs->started)
+        return hs->rc;
+    pthread_mutex_lock(&r->mu);
+    r->workers_finished = true;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(hs->tid, NULL);
+    hs->started = false;
+    return hs->rc;
+}
+
 /* Reads chunk i's ciphertext into place and its tag aside. */
 static cl_err cl_seal_read_chunk(int fd, struct cl_seal_run *r, uint64_t i)
 {
@@ -273,6 +361,8 @@ static void cl_seal_inline(struct cl_seal_run *r, cl_aead **a, uint64_t i)
     rc = cl_seal_do_chunk(r, *a, i);
     if (rc != CL_OK)
         cl_seal_record_failure(r, i, rc);
+    else
+        cl_seal_chunk_complete(r, i);
 }
 
 static cl_err cl_seal_reader(int fd, struct cl_seal_run *r, bool inline_decrypt, cl_seal_progress_fn progress,
@@ -339,15 +429,20 @@ static bool cl_seal_map_source(int fd, const struct cl_seal_header *h, struct cl
 
 cl_err cl_seal_decrypt_stream_keyed(int fd, const struct cl_seal_header *h, cl_seal_key_wait_fn key_wait, void *key_arg,
                                     uint8_t *dst, unsigned threads, unsigned flags, cl_seal_progress_fn progress,
-                                    void *arg)
+                                    void *arg, uint8_t digest_out[32])
 {
     struct cl_seal_run r;
+    struct cl_seal_hasher hs;
     pthread_t tids[CL_SEAL_MAX_THREADS];
     unsigned started = 0;
     size_t ntags, map_len = 0;
     void *map = NULL;
+    bool hashing = digest_out || (flags & CL_SEAL_OPEN_VERIFY_DIGEST);
+    memset(&hs, 0, sizeof(hs));
     cl_err rc = cl_seal_run_init(&r, h, NULL);
     if (rc != CL_OK)
+        goto out;
+    if (hashing && (rc = cl_seal_hasher_start(&r, &hs)) != CL_OK)
         goto out;
     r.key_wait = key_wait;
     r.key_arg = key_arg;
@@ -391,24 +486,28 @@ cl_err cl_seal_decrypt_stream_keyed(int fd, const struct cl_seal_header *h, cl_s
     pthread_mutex_unlock(&r.mu);
 finish:;
     cl_err frc = cl_seal_finish(&r, tids, started);
+    cl_err hrc = cl_seal_hasher_join(&r, &hs);
     if (rc == CL_OK)
         rc = frc;
     if (rc == CL_OK && r.read_rc != CL_OK) {
         rc = r.read_rc;
         cl_err_set_detail("%s", r.read_detail);
     }
-    if (rc == CL_OK && (flags & CL_SEAL_OPEN_VERIFY_DIGEST)) {
-        uint8_t d[32];
-        rc = cl_sha256(dst, h->plaintext_size, d);
-        if (rc == CL_OK && !cl_ct_equal(d, h->digest, 32))
-            rc = cl_err_fail(CL_E_SEAL_DIGEST, "field digest");
-    }
+    if (rc == CL_OK && hashing)
+        rc = hrc;
+    if (rc == CL_OK && (flags & CL_SEAL_OPEN_VERIFY_DIGEST) && !cl_ct_equal(hs.digest, h->digest, 32))
+        rc = cl_err_fail(CL_E_SEAL_DIGEST, "the decrypted plaintext's SHA-256 differs from the header's digest");
+    if (rc == CL_OK && digest_out)
+        memcpy(digest_out, hs.digest, 32);
 out:
+    if (hs.started)
+        (void)cl_seal_hasher_join(&r, &hs);
     if (map)
         munmap(map, map_len);
     if (rc != CL_OK && dst)
         cl_wipe(dst, h->plaintext_size);
     free(r.tags);
+    free(r.chunk_done);
     cl_seal_run_destroy(&r);
     return rc;
 }
@@ -422,7 +521,7 @@ static cl_err cl_seal_key_given(void *arg, uint8_t dk[CL_SEAL_KEY_LEN])
 cl_err cl_seal_decrypt_stream(int fd, const struct cl_seal_header *h, const uint8_t dk[CL_SEAL_KEY_LEN], uint8_t *dst,
                               unsigned threads, unsigned flags, cl_seal_progress_fn progress, void *arg)
 {
-    return cl_seal_decrypt_stream_keyed(fd, h, cl_seal_key_given, (void *)dk, dst, threads, flags, progress, arg);
+    return cl_seal_decrypt_stream_keyed(fd, h, cl_seal_key_given, (void *)dk, dst, threads, flags, progress, arg, NULL);
 }
 
 cl_err cl_seal_read_header(int fd, struct cl_buf *raw, struct cl_seal_header *h)

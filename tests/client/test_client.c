@@ -21,6 +21,8 @@
 #include "cloister/log.h"
 #include "cloister/ohttp.h"
 
+#define T_KEY_ARN "arn:aws:kms:us-east-1:111122223333:key/00000000-0000-4000-8000-000000000001"
+
 enum fake_mode {
     FAKE_NONE = 0,
     FAKE_WRONG_NONCE,
@@ -116,18 +118,20 @@ static enum MHD_Result fake_attest(struct MHD_Connection *conn)
     if (!hex || nl < 16 || nl > 64 || cl_hex_decode_fixed(hex, strlen(hex), nonce, nl) != CL_OK)
         return fake_send(conn, 400, "application/json", "{\"error\":\"bad nonce\"}", 21);
     int mode = atomic_load(&F.mode);
-    struct cl_client_user_data ud;
+    struct cl_attest_user_data ud;
     memset(&ud, 0, sizeof(ud));
     memcpy(ud.model_sha256, F.model, 32);
     memset(ud.config_sha256, 0xc0, 32);
     memset(ud.audit_key, 0xa0, 97);
     ud.audit_key_len = 97;
+    snprintf(ud.kms_key_arn, sizeof(ud.kms_key_arn), "%s", T_KEY_ARN);
+    snprintf(ud.kms_endpoint, sizeof(ud.kms_endpoint), "https://kms.example");
     if (mode == FAKE_WRONG_MODEL)
         ud.model_sha256[5] ^= 1;
     struct cl_buf udb, doc;
     cl_buf_init(&udb, 4096, CL_BUF_NONE);
     cl_buf_init(&doc, CL_ATTEST_MAX_DOC, CL_BUF_NONE);
-    assert_ok(cl_client_user_data_encode(&ud, &udb));
+    assert_ok(cl_attest_user_data_encode(&ud, &udb));
     if (mode == FAKE_BAD_USER_DATA)
         udb.data[0] = 0xa3; /* claims three pairs: malformed */
     if (mode == FAKE_WRONG_NONCE)
@@ -548,8 +552,25 @@ static void test_refusals(void **state)
     refused(FAKE_OTHER_ROOT, CL_E_ATTEST_ROOT_MISMATCH, &t);
     refused(FAKE_STALE, CL_E_ATTEST_STALE, &t);
     refused(FAKE_DEBUG, CL_E_ATTEST_DEBUG, &t);
-    refused(FAKE_BAD_USER_DATA, CL_E_NET_CLIENT_USER_DATA, &t);
+    refused(FAKE_BAD_USER_DATA, CL_E_ATTEST_USER_DATA_MALFORMED, &t);
     refused(FAKE_NO_KEY, CL_E_NET_CLIENT_PUBLIC_KEY, &t);
+    /* Pins of the key service and configuration the enclave attests. */
+    t.pin_kms = true;
+    snprintf(t.kms_key_arn, sizeof(t.kms_key_arn), "arn:aws:kms:us-east-1:999988887777:key/other");
+    refused(FAKE_NONE, CL_E_NET_CLIENT_KMS, &t);
+    snprintf(t.kms_key_arn, sizeof(t.kms_key_arn), "%s", T_KEY_ARN);
+    t.pin_kms_endpoint = true;
+    snprintf(t.kms_endpoint, sizeof(t.kms_endpoint), "https://kms.operator.example");
+    refused(FAKE_NONE, CL_E_NET_CLIENT_KMS, &t);
+    snprintf(t.kms_endpoint, sizeof(t.kms_endpoint), "https://kms.example");
+    t.pin_kms_ca = true; /* a CA is pinned, the enclave used none */
+    memset(t.kms_ca_sha256, 0x11, 32);
+    refused(FAKE_NONE, CL_E_NET_CLIENT_KMS, &t);
+    t.kms_ca_none = true;
+    t.pin_config = true;
+    memset(t.config_sha256, 0xc1, 32);
+    refused(FAKE_NONE, CL_E_NET_CLIENT_CONFIG, &t);
+    t.pin_kms = t.pin_kms_endpoint = t.pin_kms_ca = t.kms_ca_none = t.pin_config = false;
     /* Another root pinned by the client: the genuine document is refused. */
     struct cl_trust t2;
     make_trust(&t2, F.other);
@@ -800,50 +821,62 @@ static void test_trust(void **state)
 static void test_user_data(void **state)
 {
     (void)state;
-    struct cl_client_user_data u, back;
+    struct cl_attest_user_data u, back;
     memset(&u, 0, sizeof(u));
     memset(u.model_sha256, 1, 32);
     memset(u.config_sha256, 2, 32);
     memset(u.audit_key, 3, 120);
     u.audit_key_len = 120;
+    snprintf(u.kms_key_arn, sizeof(u.kms_key_arn), "%s", T_KEY_ARN);
+    snprintf(u.kms_endpoint, sizeof(u.kms_endpoint), "https://127.0.0.1:8443");
+    u.has_kms_ca = true;
+    memset(u.kms_ca_sha256, 4, 32);
     struct cl_buf b;
     cl_buf_init(&b, 4096, CL_BUF_NONE);
-    assert_ok(cl_client_user_data_encode(&u, &b));
-    assert_ok(cl_client_user_data_parse(b.data, b.len, &back));
+    assert_ok(cl_attest_user_data_encode(&u, &b));
+    assert_true(b.len <= CL_ATTEST_MAX_DOC_FIELD);
+    assert_ok(cl_attest_user_data_parse(b.data, b.len, &back));
     assert_memory_equal(&u, &back, sizeof(u));
-    assert_err(cl_client_user_data_parse(b.data, b.len - 1, &back), CL_E_NET_CLIENT_USER_DATA);
-    assert_err(cl_client_user_data_parse(b.data, 0, &back), CL_E_NET_CLIENT_USER_DATA);
-    /* v = 2 */
-    b.data[3] = 0x02;
-    assert_err(cl_client_user_data_parse(b.data, b.len, &back), CL_E_NET_CLIENT_USER_DATA);
+    assert_err(cl_attest_user_data_parse(b.data, b.len - 1, &back), CL_E_ATTEST_USER_DATA_MALFORMED);
+    assert_err(cl_attest_user_data_parse(b.data, 0, &back), CL_E_ATTEST_USER_DATA_MALFORMED);
+    /* v = 1 (an older enclave) */
+    assert_int_equal(b.data[3], 0x02);
     b.data[3] = 0x01;
+    assert_err(cl_attest_user_data_parse(b.data, b.len, &back), CL_E_ATTEST_USER_DATA_MALFORMED);
+    b.data[3] = 0x02;
     /* Not canonical: same map with keys out of order. */
     struct cl_buf nc;
     cl_buf_init(&nc, 4096, CL_BUF_NONE);
-    assert_ok(cl_cbor_put_map(&nc, 4));
+    assert_ok(cl_cbor_put_map(&nc, 5));
     assert_ok(cl_cbor_put_text(&nc, "audit_key"));
     assert_ok(cl_cbor_put_bytes(&nc, u.audit_key, 120));
     assert_ok(cl_cbor_put_text(&nc, "v"));
-    assert_ok(cl_cbor_put_uint(&nc, 1));
+    assert_ok(cl_cbor_put_uint(&nc, 2));
+    assert_ok(cl_cbor_put_text(&nc, "kms"));
+    assert_ok(cl_cbor_put_map(&nc, 3));
+    assert_ok(cl_cbor_put_text(&nc, "ca"));
+    assert_ok(cl_cbor_put_bytes(&nc, u.kms_ca_sha256, 0));
+    assert_ok(cl_cbor_put_text(&nc, "key"));
+    assert_ok(cl_cbor_put_text(&nc, T_KEY_ARN));
+    assert_ok(cl_cbor_put_text(&nc, "endpoint"));
+    assert_ok(cl_cbor_put_text(&nc, "https://kms.example"));
     assert_ok(cl_cbor_put_text(&nc, "model_sha256"));
     assert_ok(cl_cbor_put_bytes(&nc, u.model_sha256, 32));
     assert_ok(cl_cbor_put_text(&nc, "config_sha256"));
     assert_ok(cl_cbor_put_bytes(&nc, u.config_sha256, 32));
-    assert_err(cl_client_user_data_parse(nc.data, nc.len, &back), CL_E_NET_CLIENT_USER_DATA);
-    /* A digest of the wrong length. */
+    assert_err(cl_attest_user_data_parse(nc.data, nc.len, &back), CL_E_ATTEST_USER_DATA_MALFORMED);
+    /* No extra CA; a key id with a space; no audit key. */
+    u.has_kms_ca = false;
+    memset(u.kms_ca_sha256, 0, 32);
     cl_buf_reset(&nc);
-    assert_ok(cl_cbor_put_map(&nc, 4));
-    assert_ok(cl_cbor_put_text(&nc, "v"));
-    assert_ok(cl_cbor_put_uint(&nc, 1));
-    assert_ok(cl_cbor_put_text(&nc, "audit_key"));
-    assert_ok(cl_cbor_put_bytes(&nc, u.audit_key, 120));
-    assert_ok(cl_cbor_put_text(&nc, "model_sha256"));
-    assert_ok(cl_cbor_put_bytes(&nc, u.model_sha256, 31));
-    assert_ok(cl_cbor_put_text(&nc, "config_sha256"));
-    assert_ok(cl_cbor_put_bytes(&nc, u.config_sha256, 32));
-    assert_err(cl_client_user_data_parse(nc.data, nc.len, &back), CL_E_NET_CLIENT_USER_DATA);
+    assert_ok(cl_attest_user_data_encode(&u, &nc));
+    assert_ok(cl_attest_user_data_parse(nc.data, nc.len, &back));
+    assert_false(back.has_kms_ca);
+    snprintf(u.kms_key_arn, sizeof(u.kms_key_arn), "arn with space");
+    assert_err(cl_attest_user_data_encode(&u, &nc), CL_E_ATTEST_USER_DATA_MALFORMED);
+    snprintf(u.kms_key_arn, sizeof(u.kms_key_arn), "%s", T_KEY_ARN);
     u.audit_key_len = 0;
-    assert_err(cl_client_user_data_encode(&u, &nc), CL_E_NET_CLIENT_USER_DATA);
+    assert_err(cl_attest_user_data_encode(&u, &nc), CL_E_ATTEST_USER_DATA_MALFORMED);
     cl_buf_free(&nc);
     cl_buf_free(&b);
 }

@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 
 #include "cloister/attest.h"
+#include "cloister/attest_user_data.h"
 #include "cloister/chat.h"
 #include "cloister/client.h"
 #include "cloister/enclave.h"
@@ -82,12 +83,14 @@ static enum MHD_Result host_attest(struct MHD_Connection *conn)
     size_t nl = hex ? strlen(hex) / 2 : 0;
     if (!hex || nl < 16 || nl > 64 || cl_hex_decode_fixed(hex, strlen(hex), nonce, nl) != CL_OK)
         return host_send(conn, 400, "application/json", "{\"error\":\"bad nonce\"}", 21);
-    struct cl_client_user_data ud;
+    struct cl_attest_user_data ud;
     memset(&ud, 0, sizeof(ud));
     memcpy(ud.model_sha256, H.model, 32);
     memset(ud.config_sha256, 0xc0, 32);
     memset(ud.audit_key, 0xa0, 97);
     ud.audit_key_len = 97;
+    snprintf(ud.kms_key_arn, sizeof(ud.kms_key_arn), "arn:aws:kms:us-east-1:111122223333:key/test");
+    snprintf(ud.kms_endpoint, sizeof(ud.kms_endpoint), "https://kms.example");
     struct cl_buf udb, kcb, doc;
     cl_buf_init(&udb, 4096, CL_BUF_NONE);
     cl_buf_init(&kcb, 1024, CL_BUF_NONE);
@@ -95,7 +98,7 @@ static enum MHD_Result host_attest(struct MHD_Connection *conn)
     struct cl_ohttp_keyconfig kc;
     cl_gateway_keyconfig(H.gw, &kc); /* as the enclave's service does for each attestation */
     enum MHD_Result ret = MHD_NO;
-    if (cl_client_user_data_encode(&ud, &udb) == CL_OK && cl_ohttp_keyconfig_encode(&kc, &kcb) == CL_OK &&
+    if (cl_attest_user_data_encode(&ud, &udb) == CL_OK && cl_ohttp_keyconfig_encode(&kc, &kcb) == CL_OK &&
         cl_attest_signer_sign(H.signer, kcb.data, kcb.len, udb.data, udb.len, nonce, nl, &doc) == CL_OK)
         ret = host_send(conn, 200, "application/cbor", doc.data, doc.len);
     cl_buf_free(&udb);

@@ -221,18 +221,24 @@ static void test_boot_config(void **state)
     struct cl_buf b, v;
     assert_ok(load("{\"access_key_id\":\"AK\",\"secret_access_key\":\"S\\\"x\",\"region\":\"eu\"}", 0600, &c));
     assert_ok(cl_host_kms_url_parse("http://127.0.0.1:4000", &u));
-    struct cl_host_config cfg = {.kms = &u, .creds = &c, .max_body = 1000, .timeout_ms = 5, .max_tokens = 7,
+    struct cl_host_config cfg = {.kms = &u, .creds = &c, .max_body = 1024, .timeout_ms = 100, .max_tokens = 7,
                                  .max_sessions = 2};
     cl_buf_init(&b, 4096, CL_BUF_SECURE);
     cl_buf_init(&v, 64, CL_BUF_NONE);
     assert_ok(cl_host_boot_config(&cfg, &b));
     const char *want = "{\"kms\":{\"endpoint\":\"http://127.0.0.1:4000\",\"region\":\"eu\",\"access_key_id\":\"AK\","
-                       "\"secret_access_key\":\"S\\\"x\"},\"limits\":{\"max_request_bytes\":1000,\"max_tokens\":7,"
-                       "\"max_sessions\":2,\"request_timeout_ms\":5}}";
+                       "\"secret_access_key\":\"S\\\"x\"},\"limits\":{\"max_request_bytes\":1024,\"max_tokens\":7,"
+                       "\"max_prompt_tokens\":4096,\"max_sessions\":2,\"request_timeout_ms\":100}}";
     assert_int_equal(b.len, strlen(want));
     assert_memory_equal(b.data, want, b.len);
     assert_ok(cl_host_json_check_keys(b.data, b.len, (const char *const[]){"kms", "limits", NULL}));
     assert_err(cl_host_json_get_string(b.data, b.len, "kms", &v), CL_E_NET_HOST_JSON);
+    /* The host refuses what the enclave would refuse: one table of limits. */
+    cl_buf_reset(&b);
+    cfg.timeout_ms = 99;
+    assert_err(cl_host_boot_config(&cfg, &b), CL_E_NET_HOST_CONFIG);
+    assert_int_equal(b.len, 0);
+    cfg.timeout_ms = 100;
     cfg.creds = NULL;
     assert_err(cl_host_boot_config(&cfg, &b), CL_E_NET_HOST_CONFIG);
     cl_buf_free(&b);

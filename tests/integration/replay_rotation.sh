@@ -2,7 +2,8 @@
 # Issue 9: replay protection must hold for the OHTTP key's whole life. The
 # real stack (cloister-kms, cloister-host with capture, cloister-enclave under
 # cloister-sim) with the enclave's seen-set lowered to 4 requests per key
-# (cloister-enclave --replay-window 4), and the host as the attacker:
+# (cloister-enclave --replay-window 4, packed into the measured image), and
+# the host as the attacker:
 #  - it records a client's encapsulated request and replays it at once:
 #    refused (PROTO_REPLAY);
 #  - it pushes more than a seen-set's worth of other valid requests (anyone

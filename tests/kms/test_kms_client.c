@@ -13,6 +13,8 @@
 #include "cloister/kms.h"
 #include "cloister/kms_client.h"
 
+static char t_arn[257]; /* KeyId of the last Decrypt + Recipient */
+
 static char t_dir[256], t_url[64];
 static pid_t t_pid;
 static struct cl_aws_credentials t_cred;
@@ -93,7 +95,7 @@ static void test_gdk_decrypt_recipient(void **state)
     cl_buf_init(&pk, 64, CL_BUF_SECURE);
     cl_buf_init(&blob, 8192, CL_BUF_NONE);
     cl_buf_init(&pt, 64, CL_BUF_SECURE);
-    assert_ok(cl_kms_generate_data_key(&ep, &t_cred, key_id, ctx, 2, &pk, &blob));
+    assert_ok(cl_kms_generate_data_key(&ep, &t_cred, key_id, ctx, 2, &pk, &blob, NULL, 0));
     assert_int_equal(pk.len, 32);
     assert_ok(cl_kms_decrypt_blob(&ep, &t_cred, NULL, blob.data, blob.len, ctx, 2, &pt));
     assert_int_equal(pt.len, 32);
@@ -115,8 +117,9 @@ static void test_gdk_decrypt_recipient(void **state)
     assert_ok(cl_attest_signer_sign(t_signer, pub.data, pub.len, NULL, 0, NULL, 0, &doc));
     cl_buf_reset(&pt);
     assert_ok(cl_kms_decrypt_for_recipient(&ep, &t_cred, key_id, blob.data, blob.len, ctx, 2, doc.data, doc.len, rsa,
-                                           &pt));
+                                           &pt, t_arn, sizeof(t_arn)));
     assert_memory_equal(pt.data, pk.data, 32);
+    assert_true(!strncmp(t_arn, "arn:aws:kms:", 12)); /* the key's ARN, which the enclave attests */
     /* a bad secret, a bad URL, a closed port */
     struct cl_aws_credentials bad = t_cred;
     bad.secret[0] ^= 1;
@@ -129,7 +132,7 @@ static void test_gdk_decrypt_recipient(void **state)
     assert_err(cl_kms_decrypt_blob(&closed, &t_cred, NULL, blob.data, blob.len, ctx, 2, &pt), CL_E_NET_HTTP);
     struct cl_buf notsecure;
     cl_buf_init(&notsecure, 64, CL_BUF_NONE);
-    assert_err(cl_kms_generate_data_key(&ep, &t_cred, key_id, ctx, 2, &notsecure, &blob), CL_E_CORE_INVALID_ARG);
+    assert_err(cl_kms_generate_data_key(&ep, &t_cred, key_id, ctx, 2, &notsecure, &blob, NULL, 0), CL_E_CORE_INVALID_ARG);
     cl_pkey_free(rsa);
     cl_buf_free(&pub);
     cl_buf_free(&doc);
@@ -189,7 +192,7 @@ static void test_policy_matrix_http(void **state)
     cl_buf_init(&blob, 8192, CL_BUF_NONE);
     cl_buf_init(&pt, 64, CL_BUF_SECURE);
     cl_buf_init(&doc, CL_ATTEST_MAX_DOC, CL_BUF_NONE);
-    assert_ok(cl_kms_generate_data_key(&ep, &t_cred, kid, ctx, 1, &pk, &blob));
+    assert_ok(cl_kms_generate_data_key(&ep, &t_cred, kid, ctx, 1, &pk, &blob, t_arn, sizeof(t_arn)));
     cl_pkey *rsa = NULL;
     assert_ok(cl_pkey_generate(CL_PKEY_RSA, &rsa));
     cl_attest_signer *rogue = NULL;
@@ -198,7 +201,7 @@ static void test_policy_matrix_http(void **state)
     do {                                                                                                           \
         cl_buf_reset(&pt);                                                                                         \
         assert_err(cl_kms_decrypt_for_recipient(&ep, &t_cred, NULL, blob.data, blob.len, dctx, n, doc.data,        \
-                                                doc.len, rsa, &pt),                                                \
+                                                doc.len, rsa, &pt, t_arn, sizeof(t_arn)),                          \
                    CL_E_NET_HTTP_STATUS);                                                                          \
         if (!strstr(cl_err_detail(), want))                                                                        \
             fail_msg("want %s, got %s", want, cl_err_detail());                                                    \
@@ -207,7 +210,7 @@ static void test_policy_matrix_http(void **state)
     t_doc(t_signer, rsa, 0xaa, false, &doc);
     cl_buf_reset(&pt);
     assert_ok(cl_kms_decrypt_for_recipient(&ep, &t_cred, kid, blob.data, blob.len, ctx, 1, doc.data, doc.len, rsa,
-                                           &pt));
+                                           &pt, t_arn, sizeof(t_arn)));
     assert_memory_equal(pt.data, pk.data, 32);
     /* wrong / missing encryption context */
     T_REFUSED(bad_ctx, 1, "AccessDeniedException");

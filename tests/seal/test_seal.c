@@ -349,7 +349,7 @@ static void test_keyed_stream(void **state)
             assert_ok(cl_seal_keyfile_unwrap(test_kek, &h, k.dk));
             uint8_t *dst = malloc(s.ptlen);
             cl_err rc = cl_seal_decrypt_stream_keyed(fd, &h, late_key_fn, &k, dst, t, CL_SEAL_OPEN_VERIFY_DIGEST, NULL,
-                                                     NULL);
+                                                     NULL, NULL);
             if (fail) {
                 assert_err(rc, CL_E_KMS_INTERNAL);
             } else {

@@ -77,7 +77,7 @@ static void test_measure(void **state)
     struct cl_buf app = read_file(CL_TEST_ENCLAVE_SO), img, img2;
     cl_buf_init(&img, CL_SIM_IMAGE_MAX, CL_BUF_NONE);
     cl_buf_init(&img2, CL_SIM_IMAGE_MAX, CL_BUF_NONE);
-    assert_ok(cl_sim_image_build("test", 256, 1, "kernel profile\n", app.data, app.len, &img));
+    assert_ok(cl_sim_image_build("test", 256, 1, NULL, 0, "kernel profile\n", app.data, app.len, &img));
     uint8_t a[3][CL_ATTEST_PCR_LEN], b[3][CL_ATTEST_PCR_LEN];
     assert_ok(cl_sim_image_measure(img.data, img.len, a));
     /* One byte of the application changes PCR0 and PCR2, not PCR1. */
@@ -88,7 +88,7 @@ static void test_measure(void **state)
     assert_memory_not_equal(a[2], b[2], CL_ATTEST_PCR_LEN);
     img.data[img.len - 100] ^= 1;
     /* One byte of the configuration changes PCR0 only. */
-    assert_ok(cl_sim_image_build("tesu", 256, 1, "kernel profile\n", app.data, app.len, &img2));
+    assert_ok(cl_sim_image_build("tesu", 256, 1, NULL, 0, "kernel profile\n", app.data, app.len, &img2));
     assert_ok(cl_sim_image_measure(img2.data, img2.len, b));
     assert_memory_not_equal(a[0], b[0], CL_ATTEST_PCR_LEN);
     assert_memory_equal(a[1], b[1], CL_ATTEST_PCR_LEN);
@@ -96,11 +96,27 @@ static void test_measure(void **state)
     /* The kernel profile changes PCR1. */
     cl_buf_reset(&img2);
     img2.len = 0;
-    assert_ok(cl_sim_image_build("test", 256, 1, "kernel profilf\n", app.data, app.len, &img2));
+    assert_ok(cl_sim_image_build("test", 256, 1, NULL, 0, "kernel profilf\n", app.data, app.len, &img2));
     assert_ok(cl_sim_image_measure(img2.data, img2.len, b));
     assert_memory_not_equal(a[1], b[1], CL_ATTEST_PCR_LEN);
-    /* Malformed images. */
+    /* The application's arguments are part of the image: they change PCR0. */
+    cl_buf_reset(&img2);
+    img2.len = 0;
+    static const char *const args[] = {"--chat-template", "gemma"};
+    assert_ok(cl_sim_image_build("test", 256, 1, args, 2, "kernel profile\n", app.data, app.len, &img2));
+    assert_ok(cl_sim_image_measure(img2.data, img2.len, b));
+    assert_memory_not_equal(a[0], b[0], CL_ATTEST_PCR_LEN);
+    assert_memory_equal(a[2], b[2], CL_ATTEST_PCR_LEN);
     struct cl_sim_image im;
+    assert_ok(cl_sim_image_parse(img2.data, img2.len, &im));
+    assert_int_equal(im.n_args, 2);
+    assert_string_equal(im.args[1], "gemma");
+    static const char *const nl[] = {"a\nname=x"};
+    struct cl_buf bad0;
+    cl_buf_init(&bad0, CL_SIM_IMAGE_MAX, CL_BUF_NONE);
+    assert_err(cl_sim_image_build("test", 0, 0, nl, 1, "k", app.data, app.len, &bad0), CL_E_SIM_IMAGE);
+    cl_buf_free(&bad0);
+    /* Malformed images. */
     assert_err(cl_sim_image_parse(img.data, img.len - 1, &im), CL_E_SIM_IMAGE);
     assert_ok(cl_buf_append_u8(&img, 0));
     assert_err(cl_sim_image_parse(img.data, img.len, &im), CL_E_SIM_IMAGE);
@@ -115,8 +131,8 @@ static void test_measure(void **state)
     assert_int_equal(im.app.len, app.len);
     struct cl_buf bad;
     cl_buf_init(&bad, CL_SIM_IMAGE_MAX, CL_BUF_NONE);
-    assert_err(cl_sim_image_build("a b", 0, 0, "k", app.data, app.len, &bad), CL_E_SIM_IMAGE);
-    assert_err(cl_sim_image_build("x\nmemory_mib", 0, 0, "k", app.data, app.len, &bad), CL_E_SIM_IMAGE);
+    assert_err(cl_sim_image_build("a b", 0, 0, NULL, 0, "k", app.data, app.len, &bad), CL_E_SIM_IMAGE);
+    assert_err(cl_sim_image_build("x\nmemory_mib", 0, 0, NULL, 0, "k", app.data, app.len, &bad), CL_E_SIM_IMAGE);
     cl_buf_free(&bad);
     cl_buf_free(&app);
     cl_buf_free(&img);
@@ -178,8 +194,7 @@ static void run_enclave(const char *image, const char *simdir, bool debug, const
             argv[a++] = (char *)fixed[i];
         if (debug)
             argv[a++] = "--debug";
-        argv[a++] = "--";
-        argv[a++] = (char *)nonce_hex;
+        (void)nonce_hex; /* packed into the image: run takes no enclave arguments */
         argv[a] = NULL;
         execv(CL_SIM_BIN, argv);
         _exit(127);
@@ -271,10 +286,15 @@ static void test_run(void **state)
     char *init[] = {CL_SIM_BIN, "init", simdir, NULL};
     run_cmd(init, 0);
     run_cmd(init, 1); /* refuses to overwrite */
-    char *pack[] = {CL_SIM_BIN, "pack", "--app", CL_TEST_ENCLAVE_SO, "--name", "test-enclave", "-o", image, NULL};
+    const char *nonce = "00112233445566778899aabbccddeeff";
+    char *pack[] = {CL_SIM_BIN, "pack", "--app", CL_TEST_ENCLAVE_SO, "--name", "test-enclave", "-o", image,
+                    "--", (char *)nonce, NULL};
     run_cmd(pack, 0);
     char *usage[] = {CL_SIM_BIN, "run", image, NULL};
     run_cmd(usage, 2);
+    /* The host cannot add arguments at run time: they are measured in the image. */
+    char *hostargs[] = {CL_SIM_BIN, "run", image, "--dir", simdir, "--", "x", NULL};
+    run_cmd(hostargs, 2);
 
     struct cl_buf img = read_file(image), pem = read_file(rootpem), root;
     cl_buf_init(&root, 1 << 16, CL_BUF_NONE);
@@ -282,7 +302,6 @@ static void test_run(void **state)
     uint8_t pcr[3][CL_ATTEST_PCR_LEN];
     assert_ok(cl_sim_image_measure(img.data, img.len, pcr));
 
-    const char *nonce = "00112233445566778899aabbccddeeff";
     struct run_result *r = calloc(1, sizeof(*r));
     run_enclave(image, simdir, false, nonce, r);
     for (int i = 0; i < r->n; i++)

@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cloister/bootcfg.h"
 #include "cloister/wire.h"
 
 static void test_frames(void **state)
@@ -57,8 +58,72 @@ static void test_frames(void **state)
     assert_string_equal(cl_wire_type_name(CL_WIRE_END), "end");
 }
 
+/* The host's writer and the enclave's reader of the boot configuration,
+ * against each other and against what a hostile host could send. */
+static void test_bootcfg(void **state)
+{
+    (void)state;
+    static struct cl_bootcfg c, back;
+    struct cl_buf b;
+    cl_buf_init(&b, CL_BOOTCFG_MAX_BYTES, CL_BUF_SECURE);
+    cl_bootcfg_init(&c);
+    strcpy(c.kms_endpoint, "https://kms.us-east-1.amazonaws.com");
+    strcpy(c.kms_region, "us-east-1");
+    strcpy(c.access_key_id, "AKIDEXAMPLE");
+    strcpy(c.secret_access_key, "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
+    strcpy(c.kms_ca_pem, "-----BEGIN CERTIFICATE-----\nMIIB\\\"x\n-----END CERTIFICATE-----\n");
+    for (int l = CL_BOOTCFG_LIM_NONE + 1; l < CL_BOOTCFG_LIM_COUNT; l++)
+        c.limits[l] = cl_bootcfg_lim((enum cl_bootcfg_lim)l)->max; /* every limit at its edge */
+    assert_ok(cl_bootcfg_write(&c, &b));
+    assert_ok(cl_bootcfg_parse(b.data, b.len, &back));
+    assert_memory_equal(&c, &back, sizeof(c));
+    /* limits absent: defaults */
+    const char *min = "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\","
+                      "\"secret_access_key\":\"s\"}}";
+    assert_ok(cl_bootcfg_parse((const uint8_t *)min, strlen(min), &back));
+    assert_int_equal(back.limits[CL_BOOTCFG_LIM_MAX_PROMPT_TOKENS],
+                     cl_bootcfg_lim(CL_BOOTCFG_LIM_MAX_PROMPT_TOKENS)->def);
+    /* what the writer refuses, the reader refuses too */
+    c.limits[CL_BOOTCFG_LIM_MAX_SESSIONS] = 257;
+    cl_buf_reset(&b);
+    assert_err(cl_bootcfg_write(&c, &b), CL_E_PROTO_BOOT_CONFIG);
+    assert_int_equal(b.len, 0);
+    c.limits[CL_BOOTCFG_LIM_MAX_SESSIONS] = 4;
+    strcpy(c.kms_endpoint, "ftp://x");
+    assert_err(cl_bootcfg_write(&c, &b), CL_E_PROTO_BOOT_CONFIG);
+    static const char *const bad[] = {
+        "",
+        "[]",
+        "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"},\"x\":1}",
+        "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\",\"y\":\"\"}}",
+        "{\"kms\":{\"endpoint\":\"http://k\",\"endpoint\":\"http://j\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"}}",
+        "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\"}}",
+        "{\"kms\":{\"endpoint\":\"http://k\\nx\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"}}",
+        "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\\u0000\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"}}",
+        "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\",\"ca_pem\":\"junk\"}}",
+        "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"},\"limits\":{\"max_tokens\":0}}",
+        "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"},\"limits\":{\"max_tokens\":-1}}",
+        "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"},\"limits\":{\"max_tokens\":\"9\"}}",
+        "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"},\"limits\":{\"threads\":2}}",
+        "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"},\"limits\":{\"max_sessions\":257}}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (cl_bootcfg_parse((const uint8_t *)bad[i], strlen(bad[i]), &back) != CL_E_PROTO_BOOT_CONFIG)
+            fail_msg("boot configuration case %zu accepted", i);
+    /* an endpoint one byte over the cap */
+    cl_buf_reset(&b);
+    assert_ok(cl_buf_append_str(&b, "{\"kms\":{\"endpoint\":\"http://"));
+    for (int i = 0; i < CL_BOOTCFG_MAX_ENDPOINT - 6; i++)
+        assert_ok(cl_buf_append_u8(&b, 'a'));
+    assert_ok(cl_buf_append_str(&b, "\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"}}"));
+    assert_err(cl_bootcfg_parse(b.data, b.len, &back), CL_E_PROTO_BOOT_CONFIG);
+    cl_buf_free(&b);
+    cl_bootcfg_wipe(&c);
+    cl_bootcfg_wipe(&back);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_frames)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_frames), cmocka_unit_test(test_bootcfg)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

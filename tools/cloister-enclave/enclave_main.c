@@ -25,8 +25,10 @@ static void cl_enclave_help(void)
            "through the parent's proxy (port %d), decrypts the model into locked memory and\n"
            "serves attested OHTTP requests on port %d.\n\n"
            "  --replay-window N   requests one OHTTP key opens before it is replaced by a new,\n"
-           "                      freshly attested key (1..%u, default %u; only lowers it,\n"
-           "                      for tests: clients re-attest at each change)\n",
+           "                      freshly attested key (1..%u, default %u; it can only be\n"
+           "                      lowered, for tests; clients re-attest at each change)\n\n"
+           "Arguments are part of the image (cloister-sim pack ... -- ARGS; the EIF's command\n"
+           "line on Nitro), so they are measured.\n",
            CL_WIRE_PORT_BOOT, CL_WIRE_PORT_MODEL, CL_WIRE_PORT_KMS_PROXY, CL_WIRE_PORT_SERVICE,
            (unsigned)CL_GW_REPLAY_WINDOW, (unsigned)CL_GW_REPLAY_WINDOW);
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cloister/file.h"
+#include "cloister/bootcfg.h"
 #include "cloister/host.h"
 #include "cloister/log.h"
 #include "cloister/vsock.h"
@@ -21,7 +22,7 @@ static void cl_host_help(FILE *f)
             "usage: cloister-host --listen ADDR:PORT --enclave-cid N [--vsock-dir DIR]\n"
             "                     --model MODEL.sealed --kms URL --kms-credentials FILE\n"
             "                     [--max-body BYTES] [--max-inflight BYTES] [--timeout-ms N] [--max-tokens N]\n"
-            "                     [--max-sessions N] [--capture-dir DIR] [--log-level LEVEL]\n\n"
+            "                     [--max-prompt-tokens N] [--max-sessions N] [--capture-dir DIR] [--log-level LEVEL]\n\n"
             "The untrusted host of a Cloister enclave. It never sees a prompt, an answer or a\n"
             "key: it relays attestation documents and OHTTP ciphertext, streams the sealed\n"
             "model into the enclave, and pipes the enclave's key-service traffic.\n\n"
@@ -51,6 +52,8 @@ static void cl_host_help(FILE *f)
             "  --timeout-ms N           longest wait for each enclave frame, 100..3600000 (default 120000);\n"
             "                           also the enclave's per-request time limit\n"
             "  --max-tokens N           per-request token limit for the enclave, up to 65536 (default 2048)\n"
+            "  --max-prompt-tokens N    per-request prompt token limit for the enclave, up to 1048576\n"
+            "                           (default 4096)\n"
             "  --max-sessions N         concurrent sessions for the enclave, up to 256 (default 4)\n"
             "  --capture-dir DIR        TEST HOOK: append every byte crossing the host's sockets\n"
             "                           to files in DIR (includes the boot configuration)\n"
@@ -82,6 +85,18 @@ static int cl_host_num(const char *s, unsigned long long lo, unsigned long long 
         return -1;
     *out = v;
     return 0;
+}
+
+/* A limit handed to the enclave: its range comes from the one boot
+ * configuration table the enclave checks too. */
+static int cl_host_lim(const char *opt, const char *s, enum cl_bootcfg_lim l, unsigned long long *out)
+{
+    const struct cl_bootcfg_lim_def *d = cl_bootcfg_lim(l);
+    if (cl_host_num(s, d->min, d->max, out) == 0)
+        return 0;
+    fprintf(stderr, "cloister-host: %s must be %llu..%llu: %s (see 'cloister-host --help')\n", opt,
+            (unsigned long long)d->min, (unsigned long long)d->max, s);
+    return -1;
 }
 
 static volatile sig_atomic_t cl_host_stop_flag;
@@ -132,24 +147,28 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--kms-ca")) {
             kms_ca_path = val;
         } else if (!strcmp(a, "--max-body")) {
-            if (cl_host_num(val, 1024, CL_HOST_DEFAULT_MAX_BODY, &v))
-                return cl_host_usage("--max-body must be 1024..33554432", val);
+            if (cl_host_lim(a, val, CL_BOOTCFG_LIM_MAX_REQUEST_BYTES, &v))
+                return CL_HOST_EXIT_USAGE;
             cfg.max_body = (size_t)v;
         } else if (!strcmp(a, "--max-inflight")) {
             if (cl_host_num(val, 1024, (unsigned long long)1 << 40, &v))
                 return cl_host_usage("--max-inflight must be 1024..2^40", val);
             cfg.max_inflight = v;
         } else if (!strcmp(a, "--timeout-ms")) {
-            if (cl_host_num(val, 100, 3600000, &v))
-                return cl_host_usage("--timeout-ms must be 100..3600000", val);
+            if (cl_host_lim(a, val, CL_BOOTCFG_LIM_REQUEST_TIMEOUT_MS, &v))
+                return CL_HOST_EXIT_USAGE;
             cfg.timeout_ms = (unsigned)v;
         } else if (!strcmp(a, "--max-tokens")) {
-            if (cl_host_num(val, 1, 65536, &v))
-                return cl_host_usage("--max-tokens must be 1..65536", val);
+            if (cl_host_lim(a, val, CL_BOOTCFG_LIM_MAX_TOKENS, &v))
+                return CL_HOST_EXIT_USAGE;
             cfg.max_tokens = (unsigned)v;
+        } else if (!strcmp(a, "--max-prompt-tokens")) {
+            if (cl_host_lim(a, val, CL_BOOTCFG_LIM_MAX_PROMPT_TOKENS, &v))
+                return CL_HOST_EXIT_USAGE;
+            cfg.max_prompt_tokens = (unsigned)v;
         } else if (!strcmp(a, "--max-sessions")) {
-            if (cl_host_num(val, 1, 256, &v))
-                return cl_host_usage("--max-sessions must be 1..256", val);
+            if (cl_host_lim(a, val, CL_BOOTCFG_LIM_MAX_SESSIONS, &v))
+                return CL_HOST_EXIT_USAGE;
             cfg.max_sessions = (unsigned)v;
         } else if (!strcmp(a, "--capture-dir")) {
             cfg.capture_dir = val;

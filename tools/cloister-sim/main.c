@@ -34,13 +34,14 @@ static void cl_sim_help(FILE *f)
             "commands:\n"
             "  init DIR                 create a P-384 root and intermediate CA in DIR (keys 0600)\n"
             "  root DIR [--der]         print the root certificate verifiers pin (PEM, or DER)\n"
-            "  pack --app SO --name NAME [--memory MiB] [--cpus N] -o IMAGE\n"
-            "                           build an enclave image (docs/formats/enclave-image.md)\n"
+            "  pack --app SO --name NAME [--memory MiB] [--cpus N] -o IMAGE [-- ARGS...]\n"
+            "                           build an enclave image (docs/formats/enclave-image.md);\n"
+            "                           ARGS are the application's arguments, measured in PCR0\n"
             "  measure IMAGE [--json]   print PCR0/1/2 of an image\n"
-            "  run IMAGE --dir DIR [--cpus N] [--memory MiB] [--debug] [--vsock-dir VDIR]\n"
-            "      [--cid N] [-- ARGS...]\n"
-            "                           run the image in the sandbox; the NSM signs with a fresh\n"
-            "                           leaf certificate under DIR's CAs; --debug zeroes PCR0-2\n\n"
+            "  run IMAGE --dir DIR [--cpus N] [--memory MiB] [--debug] [--vsock-dir VDIR] [--cid N]\n"
+            "                           run the image in the sandbox with the arguments packed into\n"
+            "                           it; the NSM signs with a fresh leaf certificate under DIR's\n"
+            "                           CAs; --debug zeroes PCR0-2\n\n"
             "exit status: 0 success, 1 failure, 2 usage error; `run` exits with the enclave's status.\n");
 }
 
@@ -165,12 +166,20 @@ static int cl_sim_cmd_root(int argc, char **argv)
 static int cl_sim_cmd_pack(int argc, char **argv)
 {
     const char *app = NULL, *name = NULL, *outp = NULL;
+    const char *const *app_args = NULL;
+    unsigned n_app_args = 0;
     uint64_t mem = 0, cpus = 0;
     for (int i = 1; i < argc; i++) {
         bool v = i + 1 < argc;
         if (cl_sim_is_help(argv[i])) {
             cl_sim_help(stdout);
             return CL_SIM_OK;
+        } else if (!strcmp(argv[i], "--")) {
+            if (argc - i - 1 > CL_SIM_IMAGE_MAX_ARGS)
+                return cl_sim_usage("pack: at most %d application arguments", CL_SIM_IMAGE_MAX_ARGS);
+            app_args = (const char *const *)argv + i + 1;
+            n_app_args = (unsigned)(argc - i - 1);
+            break;
         } else if (!strcmp(argv[i], "--app") && v) {
             app = argv[++i];
         } else if (!strcmp(argv[i], "--name") && v) {
@@ -196,7 +205,8 @@ static int cl_sim_cmd_pack(int argc, char **argv)
     int ret = CL_SIM_OK;
     if (rc != CL_OK)
         ret = cl_sim_fail(app, rc);
-    else if ((rc = cl_sim_image_build(name, mem, cpus, cl_sim_kernel_profile, a.data, a.len, &img)) != CL_OK)
+    else if ((rc = cl_sim_image_build(name, mem, cpus, app_args, n_app_args, cl_sim_kernel_profile, a.data, a.len,
+                                     &img)) != CL_OK)
         ret = cl_sim_fail("pack", rc);
     else if ((rc = cl_file_write_atomic(outp, img.data, img.len, 0644, 0)) != CL_OK)
         ret = cl_sim_fail(outp, rc);
@@ -262,17 +272,16 @@ static int cl_sim_cmd_run(int argc, char **argv)
     const char *path = NULL, *dir = NULL, *vdir = NULL;
     uint64_t cpus = 0, mem = 0, cid = CL_SIM_DEFAULT_CID;
     bool debug = false;
-    int app_argc = 0;
-    char **app_argv = NULL;
     for (int i = 1; i < argc; i++) {
         bool v = i + 1 < argc;
         if (cl_sim_is_help(argv[i])) {
             cl_sim_help(stdout);
             return CL_SIM_OK;
         } else if (!strcmp(argv[i], "--")) {
-            app_argc = argc - i - 1;
-            app_argv = argv + i + 1;
-            break;
+            /* Nitro runs an image with no arguments from the host: whatever
+             * changes the enclave's behaviour is in the measured image. */
+            return cl_sim_usage("run: the host cannot pass arguments to the enclave; they are part of the measured "
+                                "image (give them to `pack` after --)");
         } else if (!strcmp(argv[i], "--debug")) {
             debug = true;
         } else if (!strcmp(argv[i], "--dir") && v) {
@@ -293,7 +302,7 @@ static int cl_sim_cmd_run(int argc, char **argv)
         } else if (!path) {
             path = argv[i];
         } else {
-            return cl_sim_usage("run takes one IMAGE (put enclave arguments after --)");
+            return cl_sim_usage("run takes one IMAGE");
         }
     }
     if (!path || !dir)
@@ -359,13 +368,13 @@ static int cl_sim_cmd_run(int argc, char **argv)
     fprintf(stderr, "cloister-sim: enclave '%s' cid %llu%s, vsock dir %s\n", im.name, (unsigned long long)cid,
             debug ? " (debug: PCR0-2 zero)" : "", vdir);
     struct cl_sim_sandbox sb = {.app_fd = memfd, .nsm_fd = sv[1], .vsock_dir = vdir, .cid = (uint32_t)cid,
-                                .cpus = cpus, .memory_mib = mem, .argc = app_argc + 1, .argv = NULL};
-    char **eargv = calloc((size_t)app_argc + 2, sizeof(char *));
+                                .cpus = cpus, .memory_mib = mem, .argc = (int)im.n_args + 1, .argv = NULL};
+    char **eargv = calloc((size_t)im.n_args + 2, sizeof(char *));
     if (!eargv)
         goto out;
     eargv[0] = im.name;
-    for (int i = 0; i < app_argc; i++)
-        eargv[i + 1] = app_argv[i];
+    for (unsigned i = 0; i < im.n_args; i++)
+        eargv[i + 1] = im.args[i];
     sb.argv = eargv;
     pid_t pid;
     rc = cl_sim_sandbox_start(&sb, &pid);
