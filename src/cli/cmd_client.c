@@ -286,7 +286,7 @@ int cl_cmd_measure(int argc, char **argv)
      * key service answers and the enclave attests). */
     if (!kms_arn && !strncmp(header_key, "arn:", 4) && strstr(header_key, ":key/") &&
         strlen(header_key) < sizeof(t.kms_key_arn))
-        snprintf(t.kms_key_arn, sizeof(t.kms_key_arn), "%s", header_key);
+        memcpy(t.kms_key_arn, header_key, strlen(header_key) + 1); /* length checked just above */
     if ((kms_ep || kms_ca) && !t.kms_key_arn[0]) {
         fprintf(stderr, "cloister measure: the sealed header names no key ARN: give --kms-key-arn\n");
         ret = CL_EXIT_USAGE;
