@@ -38,13 +38,13 @@ int main(int argc, char **argv)
         return 1;
     }
     static const char q[] = "Summarize the radiology report: Findings: No focal consolidation. Impression: Normal chest.";
-    struct cl_chat_msg m = {"user", q, sizeof(q) - 1};
-    struct cl_chat_params p = {.has_max_tokens = true, .max_tokens = ntok, .has_temperature = true, .temperature = 0};
+    struct cl_client_msg m = {"user", q, sizeof(q) - 1};
+    struct cl_client_params p = {.has_max_tokens = true, .max_tokens = ntok, .has_temperature = true, .temperature = 0};
     double ttft = 0, tps = 0;
     for (int i = 0; i <= runs; i++) { /* run 0 warms up */
         struct timing t = {cl_now_us(), 0, 0};
-        struct cl_chat_result r;
-        cl_chat_result_init(&r);
+        struct cl_client_result r;
+        cl_client_result_init(&r);
         cl_err rc = cl_client_chat(c, &m, 1, &p, on_token, &t, &r);
         uint64_t end = cl_now_us();
         if (rc != CL_OK || !t.first) {
@@ -56,7 +56,7 @@ int main(int argc, char **argv)
             uint64_t n = r.has_usage ? r.completion_tokens : t.pieces;
             tps += n > 1 ? (double)(n - 1) / ((double)(end - t.first) / 1e6) : 0;
         }
-        cl_chat_result_free(&r);
+        cl_client_result_free(&r);
     }
     printf("{\"ttft_ms\":%.2f,\"tg_tps\":%.2f}\n", ttft / runs, tps / runs);
     cl_client_free(c);

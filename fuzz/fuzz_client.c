@@ -45,22 +45,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     case 2: {
-        struct cl_chat_result r;
-        cl_chat_result_init(&r);
+        struct cl_client_result r;
+        cl_client_result_init(&r);
         (void)cl_client_parse_completion(data, size, sel & 0x80 ? 400 : 200, &r);
-        cl_chat_result_free(&r);
+        cl_client_result_free(&r);
         break;
     }
     default: {
-        struct cl_chat_result r;
+        struct cl_client_result r;
         struct cl_client_sse s;
-        cl_chat_result_init(&r);
+        cl_client_result_init(&r);
         cl_client_sse_init(&s, cl_fuzz_token, NULL, &r);
         if (cl_client_sse_feed(&s, data, size / 2) == CL_OK &&
             cl_client_sse_feed(&s, data + size / 2, size - size / 2) == CL_OK)
             (void)cl_client_sse_finish(&s);
         cl_client_sse_free(&s);
-        cl_chat_result_free(&r);
+        cl_client_result_free(&r);
         break;
     }
     }

@@ -18,6 +18,8 @@
 #   stack_enclave_start / stack_enclave_stop
 #   stack_down                      stops everything, removes $D unless STACK_KEEP=1
 # STACK_CAPTURE=1 makes the host record every byte it moves (in $D/capture).
+# STACK_ENCLAVE_ARGS="..." are packed into the image as cloister-enclave's arguments (measured in PCR0),
+# e.g. --replay-window 4.
 # STACK_KMS_TLS=1 serves the key service over https with a fresh self-signed
 # certificate: the enclave then terminates TLS itself (the host pipes ciphertext).
 
@@ -51,7 +53,10 @@ stack_up() {
   local owner_acct=111122223333 operator_acct=444455556666
   "$SIM" init "$SIM_DIR" >/dev/null 2>&1
   "$SIM" root "$SIM_DIR" > "$D/sim-root.pem"
-  "$SIM" pack --app "$APP" --name cloister-enclave --memory 2048 -o "$D/enclave.img" >/dev/null
+  # STACK_ENCLAVE_ARGS are packed into the image (measured in PCR0).
+  local eargs=()
+  [ -n "${STACK_ENCLAVE_ARGS:-}" ] && read -r -a eargs <<< "$STACK_ENCLAVE_ARGS"
+  "$SIM" pack --app "$APP" --name cloister-enclave --memory 2048 -o "$D/enclave.img" ${eargs[@]+-- "${eargs[@]}"} >/dev/null
   "$SIM" measure "$D/enclave.img" --json > "$D/pcrs.json"
 
   "$KMS" init "$KMS_DIR" --account "$owner_acct" >/dev/null

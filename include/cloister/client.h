@@ -94,14 +94,14 @@ CL_MUST_CHECK cl_err cl_client_attest(cl_client *c);
 /* NULL until an attestation verified. */
 const struct cl_client_attestation *cl_client_attestation(const cl_client *c);
 
-struct cl_chat_msg {
+struct cl_client_msg {
     const char *role; /* "system", "user" or "assistant" */
     const char *content;
     size_t content_len;
 };
 
 /* Unset fields are omitted from the request (the enclave's defaults apply). */
-struct cl_chat_params {
+struct cl_client_params {
     const char *model; /* NULL = "cloister" */
     bool has_max_tokens, has_temperature, has_top_p, has_seed;
     uint64_t max_tokens;
@@ -109,8 +109,8 @@ struct cl_chat_params {
     uint64_t seed;
 };
 
-struct cl_chat_result {
-    struct cl_buf content; /* the answer, CL_BUF_SECURE (cl_chat_result_free) */
+struct cl_client_result {
+    struct cl_buf content; /* the answer, CL_BUF_SECURE (cl_client_result_free) */
     char finish_reason[32];
     uint64_t prompt_tokens, completion_tokens, total_tokens;
     bool has_usage;
@@ -121,8 +121,8 @@ struct cl_chat_result {
     char error_message[256];
 };
 
-void cl_chat_result_init(struct cl_chat_result *r);
-void cl_chat_result_free(struct cl_chat_result *r);
+void cl_client_result_init(struct cl_client_result *r);
+void cl_client_result_free(struct cl_client_result *r);
 
 /* Called for each streamed piece of the answer (not NUL-terminated); a
  * non-OK return aborts the exchange with that code. */
@@ -133,18 +133,18 @@ typedef cl_err (*cl_client_token_fn)(void *arg, const char *text, size_t n);
  * authenticates; res->content gets the whole answer either way. An error
  * status from the enclave fails with CL_E_NET_CLIENT_ANSWER_STATUS and fills
  * res->status/error_*. */
-CL_MUST_CHECK cl_err cl_client_chat(cl_client *c, const struct cl_chat_msg *msgs, size_t n,
-                                    const struct cl_chat_params *p, cl_client_token_fn on_token, void *arg,
-                                    struct cl_chat_result *res);
+CL_MUST_CHECK cl_err cl_client_chat(cl_client *c, const struct cl_client_msg *msgs, size_t n,
+                                    const struct cl_client_params *p, cl_client_token_fn on_token, void *arg,
+                                    struct cl_client_result *res);
 
 /* ---- pieces exposed for tests and fuzzing ---- */
 
 /* OpenAI chat-completions request JSON into out (give a CL_BUF_SECURE buffer). */
-CL_MUST_CHECK cl_err cl_client_request_json(const struct cl_chat_msg *msgs, size_t n, const struct cl_chat_params *p,
-                                            bool stream, struct cl_buf *out);
+CL_MUST_CHECK cl_err cl_client_request_json(const struct cl_client_msg *msgs, size_t n,
+                                            const struct cl_client_params *p, bool stream, struct cl_buf *out);
 /* Parses a chat.completion (status 200) or error object body into res. */
 CL_MUST_CHECK cl_err cl_client_parse_completion(const uint8_t *p, size_t n, uint16_t status,
-                                                struct cl_chat_result *res);
+                                                struct cl_client_result *res);
 
 /* Incremental server-sent-events reader for chat.completion.chunk streams. */
 struct cl_client_sse {
@@ -152,9 +152,9 @@ struct cl_client_sse {
     bool done;          /* data: [DONE] seen */
     cl_client_token_fn on_token;
     void *arg;
-    struct cl_chat_result *res;
+    struct cl_client_result *res;
 };
-void cl_client_sse_init(struct cl_client_sse *s, cl_client_token_fn on_token, void *arg, struct cl_chat_result *res);
+void cl_client_sse_init(struct cl_client_sse *s, cl_client_token_fn on_token, void *arg, struct cl_client_result *res);
 /* Feeds content bytes; complete events are parsed and passed on. */
 CL_MUST_CHECK cl_err cl_client_sse_feed(struct cl_client_sse *s, const uint8_t *p, size_t n);
 /* Fails unless data: [DONE] arrived (and nothing after it but blank lines). */

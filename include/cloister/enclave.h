@@ -13,6 +13,17 @@
 #include "cloister/chat.h"
 #include "cloister/ohttp.h"
 
+/* Requests one OHTTP key may open. The gateway remembers every encapsulated
+ * key its current key pair opened; when that seen-set is full it makes a new
+ * key pair (attested like the first) and wipes the old one, so a recorded
+ * request can never be replayed: within a key's life it is in the seen-set,
+ * afterwards nothing can open it. Clients re-attest once when the key
+ * changes. Tests may lower it (cl_enclave_limits.replay_window,
+ * cloister-enclave --replay-window), never raise it. */
+#ifndef CL_GW_REPLAY_WINDOW
+#define CL_GW_REPLAY_WINDOW 16384u
+#endif
+
 struct cl_enclave_limits {
     size_t max_request_bytes; /* decapsulated request */
     uint32_t max_tokens;      /* per answer */
@@ -20,6 +31,7 @@ struct cl_enclave_limits {
     uint32_t max_messages;
     uint32_t max_sessions;    /* concurrent exchanges */
     uint32_t request_timeout_ms;
+    uint32_t replay_window;   /* requests per OHTTP key, 1..CL_GW_REPLAY_WINDOW */
 };
 void cl_enclave_limits_default(struct cl_enclave_limits *l);
 
@@ -76,15 +88,22 @@ enum cl_gw_out { CL_GW_OUT_NONE = 0, CL_GW_OUT_RESPONSE, CL_GW_OUT_CHUNK, CL_GW_
 typedef cl_err (*cl_gw_emit_fn)(void *ctx, enum cl_gw_out kind, const uint8_t *p, size_t n);
 
 typedef struct cl_gateway cl_gateway;
-/* The gateway owns a fresh X25519 key (locked memory) and its OHTTP key
- * configuration with the given key id. */
+/* The gateway owns a fresh X25519 key and its OHTTP key configuration with
+ * the given key id; each rotation takes the next id (mod 256). */
 CL_MUST_CHECK cl_err cl_gateway_new(const struct cl_enclave_limits *l, const struct cl_generator *gen,
                                     uint8_t key_id, cl_gateway **out);
 void cl_gateway_free(cl_gateway *g);
-const struct cl_ohttp_keyconfig *cl_gateway_keyconfig(const cl_gateway *g);
+/* The current key configuration (what an attestation must carry now). */
+void cl_gateway_keyconfig(cl_gateway *g, struct cl_ohttp_keyconfig *out);
+/* Key rotations so far. */
+uint64_t cl_gateway_rotations(cl_gateway *g);
+/* HTTP status for an error of cl_gateway_handle: 401 when the request's key
+ * is stale (the client re-attests), 413 over a limit, else 400. */
+unsigned cl_gateway_http_status(cl_err rc);
 /* Handles one encapsulated request. Returns an error (and emits nothing)
- * only when the request cannot be decapsulated or is a replay; every later
- * failure becomes an encrypted HTTP error answer and CL_OK. */
+ * only when the request cannot be decapsulated, is a replay
+ * (CL_E_PROTO_REPLAY) or is for a retired key (CL_E_PROTO_OHTTP_KEY_RETIRED);
+ * every later failure becomes an encrypted HTTP error answer and CL_OK. */
 CL_MUST_CHECK cl_err cl_gateway_handle(cl_gateway *g, const uint8_t *enc_req, size_t n, bool chunked,
                                        cl_gw_emit_fn emit, void *emit_ctx);
 

@@ -20,6 +20,12 @@ struct cl_cli_cmd {
 int cl_cli_usage_error(const char *cmd, const char *fmt, ...) CL_PRINTF(2, 3);
 /* Prints "cloister <cmd>: <what>: <error message and detail>" and returns CL_EXIT_FAIL. */
 int cl_cli_fail(const char *cmd, const char *what, cl_err e);
+/* For every command that holds a secret (keys, credentials, prompts, answers,
+ * plaintext weights): no core files, not dumpable (so no ptrace or
+ * /proc/PID/mem by same-uid processes). Call it after the arguments are
+ * checked and before the first secret is read. Returns CL_EXIT_OK, or
+ * prints the failure and returns CL_EXIT_FAIL. */
+int cl_cli_harden(const char *cmd);
 /* True when argv[i] is -h or --help. */
 bool cl_cli_is_help(const char *arg);
 /* Parses a non-negative decimal number with range check. */

@@ -286,7 +286,7 @@ int cl_cmd_measure(int argc, char **argv)
      * key service answers and the enclave attests). */
     if (!kms_arn && !strncmp(header_key, "arn:", 4) && strstr(header_key, ":key/") &&
         strlen(header_key) < sizeof(t.kms_key_arn))
-        snprintf(t.kms_key_arn, sizeof(t.kms_key_arn), "%s", header_key);
+        memcpy(t.kms_key_arn, header_key, strlen(header_key) + 1); /* length checked just above */
     if ((kms_ep || kms_ca) && !t.kms_key_arn[0]) {
         fprintf(stderr, "cloister measure: the sealed header names no key ARN: give --kms-key-arn\n");
         ret = CL_EXIT_USAGE;
@@ -339,7 +339,7 @@ done:
 struct cl_askopt {
     const char *host, *trust, *system, *question;
     bool stream, json;
-    struct cl_chat_params p;
+    struct cl_client_params p;
     uint64_t timeout_s;
 };
 
@@ -525,7 +525,7 @@ static json_t *cl_ask_attestation_json(const struct cl_client_attestation *a)
     return o;
 }
 
-static int cl_ask_fail(const char *cmd, cl_err rc, const struct cl_chat_result *res)
+static int cl_ask_fail(const char *cmd, cl_err rc, const struct cl_client_result *res)
 {
     if (rc == CL_E_NET_CLIENT_ANSWER_STATUS && res->status) {
         fprintf(stderr, "cloister %s: the enclave answered %u%s%s%s: %s\n", cmd, (unsigned)res->status,
@@ -601,12 +601,14 @@ int cl_cmd_ask(int argc, char **argv)
     int ret = cl_ask_args("ask", argc, argv, &o);
     if (ret >= 0)
         return ret;
+    if (cl_cli_harden("ask") != CL_EXIT_OK)
+        return CL_EXIT_FAIL;
     ret = CL_EXIT_FAIL;
     cl_client *c = NULL;
     struct cl_buf q;
-    struct cl_chat_result res;
+    struct cl_client_result res;
     cl_buf_init(&q, CL_CMDC_MAX_QUESTION + 4096, CL_BUF_SECURE);
-    cl_chat_result_init(&res);
+    cl_client_result_init(&res);
     cl_err rc;
     if (!strcmp(o.question, "-")) {
         if ((rc = cl_ask_read_stdin(&q)) != CL_OK) {
@@ -623,11 +625,11 @@ int cl_cmd_ask(int argc, char **argv)
     }
     if (cl_ask_open("ask", &o, &c) != CL_OK)
         goto done;
-    struct cl_chat_msg msgs[2];
+    struct cl_client_msg msgs[2];
     size_t n = 0;
     if (o.system)
-        msgs[n++] = (struct cl_chat_msg){"system", o.system, strlen(o.system)};
-    msgs[n++] = (struct cl_chat_msg){"user", (const char *)q.data, q.len};
+        msgs[n++] = (struct cl_client_msg){"system", o.system, strlen(o.system)};
+    msgs[n++] = (struct cl_client_msg){"user", (const char *)q.data, q.len};
     /* Attest first, so the measurements are shown even if the answer fails. */
     if ((rc = cl_client_attest(c)) != CL_OK) {
         ret = cl_cli_fail("ask", "attestation refused, nothing was sent", rc);
@@ -674,7 +676,7 @@ int cl_cmd_ask(int argc, char **argv)
     }
     ret = CL_EXIT_OK;
 done:
-    cl_chat_result_free(&res);
+    cl_client_result_free(&res);
     cl_buf_free(&q);
     cl_client_free(c);
     return ret;
@@ -692,15 +694,17 @@ int cl_cmd_chat(int argc, char **argv)
     int ret = cl_ask_args("chat", argc, argv, &o);
     if (ret >= 0)
         return ret;
+    if (cl_cli_harden("chat") != CL_EXIT_OK)
+        return CL_EXIT_FAIL;
     ret = CL_EXIT_FAIL;
     cl_client *c = NULL;
     struct cl_chat_turn *turns = calloc(CL_CLIENT_MAX_MESSAGES, sizeof(*turns));
-    struct cl_chat_msg *msgs = calloc(CL_CLIENT_MAX_MESSAGES, sizeof(*msgs));
+    struct cl_client_msg *msgs = calloc(CL_CLIENT_MAX_MESSAGES, sizeof(*msgs));
     char *line = NULL;
     size_t nt = 0;
     bool tty = isatty(STDIN_FILENO);
-    struct cl_chat_result res;
-    cl_chat_result_init(&res);
+    struct cl_client_result res;
+    cl_client_result_init(&res);
     cl_err rc;
     if (!turns || !msgs) {
         fprintf(stderr, "cloister chat: out of memory\n");
@@ -758,7 +762,7 @@ int cl_cmd_chat(int argc, char **argv)
         }
         nt++;
         for (size_t i = 0; i < nt; i++)
-            msgs[i] = (struct cl_chat_msg){turns[i].role, (const char *)turns[i].text.data, turns[i].text.len};
+            msgs[i] = (struct cl_client_msg){turns[i].role, (const char *)turns[i].text.data, turns[i].text.len};
         rc = cl_client_chat(c, msgs, nt, &o.p, cl_ask_print_token, NULL, &res);
         fputc('\n', stdout);
         fflush(stdout);
@@ -788,7 +792,7 @@ done:
     free(turns);
     free(msgs);
     cl_secmem_free(line);
-    cl_chat_result_free(&res);
+    cl_client_result_free(&res);
     cl_client_free(c);
     return ret;
 }

@@ -47,6 +47,8 @@ int cl_cmd_kms_create_key(int argc, char **argv)
     }
     if (!url || optind != argc - 1)
         return cl_cli_usage_error("kms create-key", "expected --kms URL and no other arguments");
+    if (cl_cli_harden("kms create-key") != CL_EXIT_OK)
+        return CL_EXIT_FAIL;
     int status = CL_EXIT_FAIL;
     cl_err rc;
     void *mem = NULL;

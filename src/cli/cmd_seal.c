@@ -54,6 +54,8 @@ int cl_cmd_keygen(int argc, char **argv)
     }
     if (!out || optind != argc)
         return cl_cli_usage_error("keygen", "expected -o KEYFILE and nothing else");
+    if (cl_cli_harden("keygen") != CL_EXIT_OK)
+        return CL_EXIT_FAIL;
     cl_err rc = cl_seal_keyfile_create(out);
     if (rc != CL_OK)
         return cl_cli_fail("keygen", out, rc);
@@ -187,6 +189,8 @@ int cl_cmd_seal(int argc, char **argv)
         fprintf(stderr, "cloister seal: %s already exists (use --force to replace it)\n", out);
         return CL_EXIT_FAIL;
     }
+    if (cl_cli_harden("seal") != CL_EXIT_OK)
+        return CL_EXIT_FAIL;
 
     int status = CL_EXIT_FAIL;
     cl_err rc;
@@ -321,6 +325,8 @@ int cl_cmd_unseal(int argc, char **argv)
         fprintf(stderr, "cloister unseal: %s already exists (use --force to replace it)\n", out);
         return CL_EXIT_FAIL;
     }
+    if (cl_cli_harden("unseal") != CL_EXIT_OK)
+        return CL_EXIT_FAIL;
 
     int status = CL_EXIT_FAIL;
     cl_err rc;

@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "cloister/log.h"
+#include "cloister/secmem.h"
 
 int cl_cli_usage_error(const char *cmd, const char *fmt, ...)
 {
@@ -24,6 +25,12 @@ int cl_cli_fail(const char *cmd, const char *what, cl_err e)
     char buf[512];
     fprintf(stderr, "cloister %s: %s: %s\n", cmd, what, cl_err_format(e, buf, sizeof(buf)));
     return CL_EXIT_FAIL;
+}
+
+int cl_cli_harden(const char *cmd)
+{
+    cl_err rc = cl_secure_process_init();
+    return rc == CL_OK ? CL_EXIT_OK : cl_cli_fail(cmd, "process hardening (no core dumps, not dumpable)", rc);
 }
 
 bool cl_cli_is_help(const char *arg) { return !strcmp(arg, "-h") || !strcmp(arg, "--help"); }

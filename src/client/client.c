@@ -412,7 +412,7 @@ out:
 
 /* ---- chat ---- */
 
-static cl_err cl_client_build_request(const struct cl_chat_msg *msgs, size_t n, const struct cl_chat_params *p,
+static cl_err cl_client_build_request(const struct cl_client_msg *msgs, size_t n, const struct cl_client_params *p,
                                       bool stream, struct cl_buf *bhttp)
 {
     cl_err rc = CL_OK;
@@ -442,7 +442,7 @@ out:
 }
 
 /* The whole non-streamed answer. */
-static cl_err cl_client_finish_body(cl_ohttp_client *oc, const struct cl_client_xfer *x, struct cl_chat_result *res)
+static cl_err cl_client_finish_body(cl_ohttp_client *oc, const struct cl_client_xfer *x, struct cl_client_result *res)
 {
     cl_err rc = CL_OK;
     struct cl_buf pt;
@@ -467,7 +467,7 @@ out:
     return rc;
 }
 
-static cl_err cl_client_finish_stream(struct cl_client_xfer *x, struct cl_chat_result *res)
+static cl_err cl_client_finish_stream(struct cl_client_xfer *x, struct cl_client_result *res)
 {
     cl_err rc = CL_OK;
     CL_GUARD(cl_ohttp_client_feed(x->oc, NULL, 0, true, &x->pt));
@@ -485,8 +485,8 @@ out:
     return rc;
 }
 
-cl_err cl_client_chat(cl_client *c, const struct cl_chat_msg *msgs, size_t n, const struct cl_chat_params *p,
-                      cl_client_token_fn on_token, void *arg, struct cl_chat_result *res)
+cl_err cl_client_chat(cl_client *c, const struct cl_client_msg *msgs, size_t n, const struct cl_client_params *p,
+                      cl_client_token_fn on_token, void *arg, struct cl_client_result *res)
 {
     cl_err rc = CL_OK;
     bool stream = on_token != NULL;

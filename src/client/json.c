@@ -51,11 +51,11 @@ static bool cl_client_role_ok(const char *r)
     return r && (!strcmp(r, "system") || !strcmp(r, "user") || !strcmp(r, "assistant"));
 }
 
-cl_err cl_client_request_json(const struct cl_chat_msg *msgs, size_t n, const struct cl_chat_params *p,
+cl_err cl_client_request_json(const struct cl_client_msg *msgs, size_t n, const struct cl_client_params *p,
                               bool stream, struct cl_buf *out)
 {
     cl_err rc = CL_OK;
-    static const struct cl_chat_params none;
+    static const struct cl_client_params none;
     if (!p)
         p = &none;
     CL_ENSURE_D(n > 0 && n <= CL_CLIENT_MAX_MESSAGES, CL_E_CORE_INVALID_ARG, "%zu messages", n);
@@ -90,13 +90,13 @@ out:
 
 /* ---- answers ---- */
 
-void cl_chat_result_init(struct cl_chat_result *r)
+void cl_client_result_init(struct cl_client_result *r)
 {
     memset(r, 0, sizeof(*r));
     cl_buf_init(&r->content, CL_CLIENT_MAX_ANSWER, CL_BUF_SECURE);
 }
 
-void cl_chat_result_free(struct cl_chat_result *r)
+void cl_client_result_free(struct cl_client_result *r)
 {
     cl_buf_free(&r->content);
     cl_wipe(r, sizeof(*r));
@@ -115,7 +115,7 @@ static void cl_client_copy_text(char *dst, size_t cap, json_t *v)
     dst[o] = 0;
 }
 
-static void cl_client_usage(json_t *u, struct cl_chat_result *res)
+static void cl_client_usage(json_t *u, struct cl_client_result *res)
 {
     if (!json_is_object(u))
         return;
@@ -131,7 +131,7 @@ static void cl_client_usage(json_t *u, struct cl_chat_result *res)
     res->has_usage = true;
 }
 
-static cl_err cl_client_error_obj(json_t *root, uint16_t status, struct cl_chat_result *res)
+static cl_err cl_client_error_obj(json_t *root, uint16_t status, struct cl_client_result *res)
 {
     json_t *e = json_object_get(root, "error");
     res->status = status;
@@ -153,7 +153,7 @@ static json_t *cl_client_choice0(json_t *root)
     return json_is_object(c0) ? c0 : NULL;
 }
 
-cl_err cl_client_parse_completion(const uint8_t *p, size_t n, uint16_t status, struct cl_chat_result *res)
+cl_err cl_client_parse_completion(const uint8_t *p, size_t n, uint16_t status, struct cl_client_result *res)
 {
     cl_err rc = CL_OK;
     cl_json_secure();
@@ -182,7 +182,7 @@ out:
 
 /* ---- server-sent events ---- */
 
-void cl_client_sse_init(struct cl_client_sse *s, cl_client_token_fn on_token, void *arg, struct cl_chat_result *res)
+void cl_client_sse_init(struct cl_client_sse *s, cl_client_token_fn on_token, void *arg, struct cl_client_result *res)
 {
     memset(s, 0, sizeof(*s));
     cl_buf_init(&s->line, CL_CLIENT_SSE_MAX_LINE, CL_BUF_SECURE);

@@ -13,6 +13,7 @@ void cl_enclave_limits_default(struct cl_enclave_limits *l)
     l->max_messages = 256;
     l->max_sessions = 4;
     l->request_timeout_ms = 300000;
+    l->replay_window = CL_GW_REPLAY_WINDOW;
 }
 
 static bool cl_num_in(json_t *v, double lo, double hi, double *out)

@@ -8,45 +8,92 @@
 #include <time.h>
 
 #include "cloister/bhttp.h"
+#include "cloister/crypto.h"
 #include "cloister/encode.h"
 #include "cloister/log.h"
 #include "cloister/secmem.h"
 #include "enclave_internal.h"
 
-#define CL_GW_REPLAY_SLOTS 16384
+/* One OHTTP key pair and what it has opened. Requests are counted against
+ * the key: when the seen-set is full the key is retired and a fresh one
+ * takes its place, so the seen-set covers the key's whole life and a
+ * request recorded under a retired key can never be opened again. */
+struct cl_gw_key {
+    cl_pkey *sk;
+    struct cl_ohttp_keyconfig kc;
+    unsigned users; /* decapsulations in progress (under the gateway lock) */
+    bool retired;
+};
 
 struct cl_gateway {
     struct cl_enclave_limits lim;
     struct cl_generator gen;
-    cl_pkey *sk;
-    struct cl_ohttp_keyconfig kc;
     pthread_mutex_t mu;
-    uint8_t (*seen)[CL_HPKE_ENC_LEN]; /* ring of recently accepted encapsulated keys */
-    size_t seen_next, seen_count;
+    struct cl_gw_key *key; /* current key */
+    uint32_t window;       /* requests per key */
+    /* Encapsulated keys opened by the current key: open addressing, salted
+     * hash (the sender picks enc, so positions must not be predictable). */
+    uint8_t (*seen)[CL_HPKE_ENC_LEN];
+    uint8_t *used;
+    size_t slots, seen_count;
+    uint8_t salt[32];
+    uint8_t retired_ids[32]; /* bit i: key id i belonged to a retired key */
+    uint64_t rotations;
     atomic_uint active;
 };
+
+static void cl_gw_key_free(struct cl_gw_key *k)
+{
+    if (!k)
+        return;
+    cl_pkey_free(k->sk); /* OpenSSL clears the private key when it frees it */
+    cl_wipe(k, sizeof(*k));
+    free(k);
+}
+
+static cl_err cl_gw_key_new(uint8_t key_id, struct cl_gw_key **out)
+{
+    cl_err rc = CL_OK;
+    struct cl_gw_key *k = calloc(1, sizeof(*k));
+    CL_ENSURE(k, CL_E_CORE_NOMEM);
+    CL_GUARD(cl_pkey_generate(CL_PKEY_X25519, &k->sk));
+    CL_GUARD(cl_x25519_public_raw(k->sk, k->kc.pk));
+    k->kc.key_id = key_id;
+    k->kc.kem = CL_HPKE_KEM_X25519_SHA256;
+    const uint16_t aeads[3] = {CL_HPKE_AEAD_AES256GCM, CL_HPKE_AEAD_CHACHA20POLY1305, CL_HPKE_AEAD_AES128GCM};
+    for (int i = 0; i < 3; i++) {
+        k->kc.suites[i].kdf = CL_HPKE_KDF_SHA256;
+        k->kc.suites[i].aead = aeads[i];
+    }
+    k->kc.n_suites = 3;
+    *out = k;
+    k = NULL;
+out:
+    cl_gw_key_free(k);
+    return rc;
+}
 
 cl_err cl_gateway_new(const struct cl_enclave_limits *l, const struct cl_generator *gen, uint8_t key_id,
                       cl_gateway **out)
 {
     cl_err rc = CL_OK;
-    cl_gateway *g = calloc(1, sizeof(*g));
+    cl_gateway *g = NULL;
+    CL_ENSURE_D(l->replay_window >= 1 && l->replay_window <= CL_GW_REPLAY_WINDOW, CL_E_CORE_INVALID_ARG,
+                "replay_window %u: must be 1..%u", l->replay_window, (unsigned)CL_GW_REPLAY_WINDOW);
+    g = calloc(1, sizeof(*g));
     CL_ENSURE(g, CL_E_CORE_NOMEM);
     pthread_mutex_init(&g->mu, NULL);
     g->lim = *l;
     g->gen = *gen;
-    g->seen = calloc(CL_GW_REPLAY_SLOTS, CL_HPKE_ENC_LEN);
-    CL_ENSURE(g->seen, CL_E_CORE_NOMEM);
-    CL_GUARD(cl_pkey_generate(CL_PKEY_X25519, &g->sk));
-    CL_GUARD(cl_x25519_public_raw(g->sk, g->kc.pk));
-    g->kc.key_id = key_id;
-    g->kc.kem = CL_HPKE_KEM_X25519_SHA256;
-    const uint16_t aeads[3] = {CL_HPKE_AEAD_AES256GCM, CL_HPKE_AEAD_CHACHA20POLY1305, CL_HPKE_AEAD_AES128GCM};
-    for (int i = 0; i < 3; i++) {
-        g->kc.suites[i].kdf = CL_HPKE_KDF_SHA256;
-        g->kc.suites[i].aead = aeads[i];
-    }
-    g->kc.n_suites = 3;
+    g->window = l->replay_window;
+    g->slots = 2;
+    while (g->slots < 2 * (size_t)g->window) /* at most half full: short probes */
+        g->slots *= 2;
+    g->seen = calloc(g->slots, CL_HPKE_ENC_LEN);
+    g->used = calloc(g->slots, 1);
+    CL_ENSURE(g->seen && g->used, CL_E_CORE_NOMEM);
+    CL_GUARD(cl_random_bytes(g->salt, sizeof(g->salt)));
+    CL_GUARD(cl_gw_key_new(key_id, &g->key));
     *out = g;
     g = NULL;
 out:
@@ -58,31 +105,131 @@ void cl_gateway_free(cl_gateway *g)
 {
     if (!g)
         return;
-    cl_pkey_free(g->sk);
+    cl_gw_key_free(g->key);
     free(g->seen);
+    free(g->used);
     pthread_mutex_destroy(&g->mu);
+    cl_wipe(g->salt, sizeof(g->salt));
     free(g);
 }
 
-const struct cl_ohttp_keyconfig *cl_gateway_keyconfig(const cl_gateway *g) { return &g->kc; }
-
-/* Encapsulated keys are fresh per request, so a repeated one is a replay.
- * The key pair lives only for this boot, so older boots' requests cannot
- * be replayed at all; within a boot the last CL_GW_REPLAY_SLOTS are kept. */
-static bool cl_gw_seen_before(cl_gateway *g, const uint8_t enc[CL_HPKE_ENC_LEN])
+void cl_gateway_keyconfig(cl_gateway *g, struct cl_ohttp_keyconfig *out)
 {
-    bool dup = false;
     pthread_mutex_lock(&g->mu);
-    for (size_t i = 0; i < g->seen_count && !dup; i++)
-        dup = memcmp(g->seen[i], enc, CL_HPKE_ENC_LEN) == 0;
-    if (!dup) {
-        memcpy(g->seen[g->seen_next], enc, CL_HPKE_ENC_LEN);
-        g->seen_next = (g->seen_next + 1) % CL_GW_REPLAY_SLOTS;
-        if (g->seen_count < CL_GW_REPLAY_SLOTS)
-            g->seen_count++;
-    }
+    *out = g->key->kc;
     pthread_mutex_unlock(&g->mu);
-    return dup;
+}
+
+uint64_t cl_gateway_rotations(cl_gateway *g)
+{
+    pthread_mutex_lock(&g->mu);
+    uint64_t n = g->rotations;
+    pthread_mutex_unlock(&g->mu);
+    return n;
+}
+
+unsigned cl_gateway_http_status(cl_err rc)
+{
+    switch (rc) {
+    case CL_E_PROTO_OHTTP_KEY_ID:
+    case CL_E_PROTO_OHTTP_KEY_RETIRED:
+    case CL_E_PROTO_OHTTP_AUTH: return 401; /* stale key: the client re-attests */
+    case CL_E_PROTO_LIMIT: return 413;
+    default: return 400;
+    }
+}
+
+/* Replaces the current key (gateway lock held). The old key is wiped as
+ * soon as no decapsulation uses it any more. */
+static cl_err cl_gw_rotate_locked(cl_gateway *g)
+{
+    struct cl_gw_key *old = g->key, *k = NULL;
+    cl_err rc = cl_gw_key_new((uint8_t)(old->kc.key_id + 1), &k);
+    if (rc != CL_OK)
+        return rc;
+    g->retired_ids[old->kc.key_id / 8] |= (uint8_t)(1u << (old->kc.key_id % 8));
+    g->key = k;
+    old->retired = true;
+    if (!old->users)
+        cl_gw_key_free(old);
+    memset(g->used, 0, g->slots);
+    cl_wipe(g->seen, g->slots * CL_HPKE_ENC_LEN);
+    g->seen_count = 0;
+    g->rotations++;
+    CL_LOG(CL_LOG_INFO, "ohttp_key_rotated", CL_LOG_COUNT("key_id", k->kc.key_id),
+           CL_LOG_COUNT("rotations", g->rotations), CL_LOG_COUNT("window", g->window));
+    return CL_OK;
+}
+
+/* The key to open a request with, held until cl_gw_key_release. */
+static cl_err cl_gw_key_acquire(cl_gateway *g, const uint8_t *enc_req, size_t n, struct cl_gw_key **out)
+{
+    cl_err rc = CL_OK;
+    pthread_mutex_lock(&g->mu);
+    /* A rotation that failed (no randomness) is retried: a full key opens nothing more. */
+    if (g->seen_count >= g->window)
+        CL_GUARD(cl_gw_rotate_locked(g));
+    if (n && enc_req[0] != g->key->kc.key_id && (g->retired_ids[enc_req[0] / 8] & (1u << (enc_req[0] % 8))))
+        CL_FAIL(CL_E_PROTO_OHTTP_KEY_RETIRED, "key id %u was retired (the key changes every %u requests), serving %u",
+                enc_req[0], g->window, g->key->kc.key_id);
+    g->key->users++;
+    *out = g->key;
+out:
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+static void cl_gw_key_release_locked(struct cl_gw_key *k)
+{
+    if (--k->users == 0 && k->retired)
+        cl_gw_key_free(k);
+}
+
+static void cl_gw_key_release(cl_gateway *g, struct cl_gw_key *k)
+{
+    pthread_mutex_lock(&g->mu);
+    cl_gw_key_release_locked(k);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static size_t cl_gw_slot(const cl_gateway *g, const uint8_t enc[CL_HPKE_ENC_LEN], cl_err *rc)
+{
+    uint8_t in[sizeof(g->salt) + CL_HPKE_ENC_LEN], h[CL_SHA256_LEN];
+    memcpy(in, g->salt, sizeof(g->salt));
+    memcpy(in + sizeof(g->salt), enc, CL_HPKE_ENC_LEN);
+    *rc = cl_sha256(in, sizeof(in), h);
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | h[i];
+    cl_wipe(in, sizeof(in));
+    return (size_t)(v & (g->slots - 1));
+}
+
+/* Records the encapsulated key of a request that k opened; refuses a key
+ * seen before (encapsulated keys are fresh per request, so a repeat is a
+ * replay) and a request whose key was retired while it was being opened.
+ * Releases k either way. */
+static cl_err cl_gw_admit(cl_gateway *g, struct cl_gw_key *k, const uint8_t enc[CL_HPKE_ENC_LEN])
+{
+    cl_err rc = CL_OK;
+    pthread_mutex_lock(&g->mu);
+    CL_ENSURE_D(!k->retired, CL_E_PROTO_OHTTP_KEY_RETIRED, "key id %u was retired while the request was opened",
+                k->kc.key_id);
+    CL_ENSURE_D(g->seen_count < g->window, CL_E_PROTO_OHTTP_KEY_RETIRED, "key id %u opened its %u requests",
+                k->kc.key_id, g->window);
+    size_t i = cl_gw_slot(g, enc, &rc);
+    CL_GUARD(rc);
+    for (; g->used[i]; i = (i + 1) & (g->slots - 1))
+        CL_ENSURE_D(memcmp(g->seen[i], enc, CL_HPKE_ENC_LEN) != 0, CL_E_PROTO_REPLAY,
+                    "encapsulated key seen before by key id %u", k->kc.key_id);
+    memcpy(g->seen[i], enc, CL_HPKE_ENC_LEN);
+    g->used[i] = 1;
+    if (++g->seen_count == g->window && cl_gw_rotate_locked(g) != CL_OK)
+        CL_LOG(CL_LOG_ERROR, "ohttp_key_rotation_failed"); /* retried by the next request */
+out:
+    cl_gw_key_release_locked(k);
+    pthread_mutex_unlock(&g->mu);
+    return rc;
 }
 
 struct cl_gw_x {
@@ -343,12 +490,18 @@ cl_err cl_gateway_handle(cl_gateway *g, const uint8_t *enc_req, size_t n, bool c
     struct cl_buf plain;
     struct cl_gw_x x = {.g = g, .chunked = chunked, .emit = emit, .emit_ctx = emit_ctx};
     uint8_t rid[12];
+    struct cl_gw_key *k = NULL;
     cl_buf_init(&plain, g->lim.max_request_bytes + 4096, CL_BUF_SECURE);
     cl_buf_init(&x.pending, 64, CL_BUF_SECURE);
     cl_buf_init(&x.text, CL_OHTTP_MAX_MESSAGE, CL_BUF_SECURE);
     CL_ENSURE_D(n <= g->lim.max_request_bytes + 4096, CL_E_PROTO_LIMIT, "encapsulated request of %zu bytes", n);
-    CL_GUARD(cl_ohttp_server_decap(&g->kc, g->sk, chunked, enc_req, n, &plain, &x.srv));
-    CL_ENSURE_D(!cl_gw_seen_before(g, enc_req + CL_OHTTP_HDR_LEN), CL_E_PROTO_REPLAY, "encapsulated key seen before");
+    CL_GUARD(cl_gw_key_acquire(g, enc_req, n, &k));
+    rc = cl_ohttp_server_decap(&k->kc, k->sk, chunked, enc_req, n, &plain, &x.srv);
+    if (rc != CL_OK) {
+        cl_gw_key_release(g, k);
+        goto out;
+    }
+    CL_GUARD(cl_gw_admit(g, k, enc_req + CL_OHTTP_HDR_LEN));
     CL_GUARD(cl_random_bytes(rid, sizeof(rid)));
     memcpy(x.id, "chatcmpl-", 9);
     cl_hex_encode(rid, sizeof(rid), x.id + 9);

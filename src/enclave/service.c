@@ -37,24 +37,17 @@ static cl_err cl_svc_emit(void *ctx, enum cl_gw_out kind, const uint8_t *p, size
     return cl_wire_send(fd, kind == CL_GW_OUT_CHUNK ? CL_WIRE_OHTTP_CHUNK : CL_WIRE_OHTTP_RES, 0, p, n);
 }
 
-static unsigned cl_svc_status_for(cl_err rc)
-{
-    switch (rc) {
-    case CL_E_PROTO_OHTTP_KEY_ID:
-    case CL_E_PROTO_OHTTP_AUTH: return 401; /* stale key: the client re-attests */
-    case CL_E_PROTO_LIMIT: return 413;
-    default: return 400;
-    }
-}
-
 static cl_err cl_svc_attest(struct cl_service *s, int fd, const struct cl_buf *nonce)
 {
     struct cl_buf kc, doc;
+    struct cl_ohttp_keyconfig cur;
     cl_buf_init(&kc, 1024, CL_BUF_NONE);
     cl_buf_init(&doc, CL_NSM_RESPONSE_MAX, CL_BUF_NONE);
     cl_err rc = nonce->len <= 64 ? CL_OK : cl_err_fail(CL_E_PROTO_LIMIT, "nonce of %zu bytes", nonce->len);
-    if (rc == CL_OK)
-        rc = cl_ohttp_keyconfig_encode(cl_gateway_keyconfig(s->gw), &kc);
+    if (rc == CL_OK) {
+        cl_gateway_keyconfig(s->gw, &cur); /* the key now: it changes every limits->replay_window requests */
+        rc = cl_ohttp_keyconfig_encode(&cur, &kc);
+    }
     if (rc == CL_OK) {
         pthread_mutex_lock(&cl_svc_nsm_mu);
         rc = cl_nsm_attestation(s->nsm, s->user_data, s->user_data_len, nonce->len ? nonce->data : NULL, nonce->len,
@@ -72,8 +65,9 @@ static cl_err cl_svc_status(struct cl_service *s, int fd)
 {
     char hex[65];
     cl_hex_encode(s->model_sha256, 32, hex);
-    json_t *j = json_pack("{s:s,s:s,s:s,s:i}", "state", "ready", "model", s->model_name, "model_sha256", hex,
-                          "connections", (int)atomic_load(&cl_svc_conns));
+    json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:I}", "state", "ready", "model", s->model_name, "model_sha256", hex,
+                          "connections", (int)atomic_load(&cl_svc_conns), "ohttp_key_rotations",
+                          (json_int_t)cl_gateway_rotations(s->gw));
     char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
     cl_err rc = txt ? cl_wire_send(fd, CL_WIRE_STATUS_RES, 0, txt, strlen(txt)) : CL_E_CORE_NOMEM;
     cl_json_free_str(txt);
@@ -105,7 +99,7 @@ static void *cl_svc_conn_main(void *arg)
             if (rc == CL_OK && chunked)
                 rc = cl_wire_send(c->fd, CL_WIRE_END, 0, NULL, 0);
             else if (rc != CL_OK)
-                cl_svc_send_error(c->fd, cl_svc_status_for(rc), rc);
+                cl_svc_send_error(c->fd, cl_gateway_http_status(rc), rc);
             break;
         }
         default:

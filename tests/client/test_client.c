@@ -433,14 +433,14 @@ static cl_err on_token(void *arg, const char *p, size_t n)
     return CL_OK;
 }
 
-static const struct cl_chat_msg question[] = {
+static const struct cl_client_msg question[] = {
     {"system", "You are a careful medical assistant.", 36},
     {"user", "What helps with a \"mild\" fever?\n", 32},
 };
 
-static cl_err ask(cl_client *c, bool stream, struct cl_chat_result *res, struct tokens *t)
+static cl_err ask(cl_client *c, bool stream, struct cl_client_result *res, struct tokens *t)
 {
-    struct cl_chat_params p;
+    struct cl_client_params p;
     memset(&p, 0, sizeof(p));
     p.has_max_tokens = true;
     p.max_tokens = 32;
@@ -451,7 +451,7 @@ static cl_err ask(cl_client *c, bool stream, struct cl_chat_result *res, struct 
     return cl_client_chat(c, question, 2, &p, stream ? on_token : NULL, t, res);
 }
 
-static void expect_answer(const struct cl_chat_result *res)
+static void expect_answer(const struct cl_client_result *res)
 {
     const char *want = "Rest, fluids and paracetamol.";
     assert_int_equal(res->content.len, strlen(want));
@@ -479,8 +479,8 @@ static void test_happy(void **state)
     cl_client *c = NULL;
     assert_ok(cl_client_new(F.url, &t, &c));
     assert_null(cl_client_attestation(c));
-    struct cl_chat_result res;
-    cl_chat_result_init(&res);
+    struct cl_client_result res;
+    cl_client_result_init(&res);
     assert_ok(ask(c, false, &res, NULL));
     expect_answer(&res);
     assert_true(res.content.flags & CL_BUF_SECURE);
@@ -509,7 +509,7 @@ static void test_happy(void **state)
     assert_non_null(strstr(F.last_request, "\"stream\":true"));
     assert_int_equal(atomic_load(&F.n_attest), 1);
     assert_int_equal(atomic_load(&F.n_ohttp), 2);
-    cl_chat_result_free(&res);
+    cl_client_result_free(&res);
     cl_client_free(c);
     cl_trust_free(&t);
     cl_log_set_stream(stderr);
@@ -528,8 +528,8 @@ static void refused(int mode, cl_err want, struct cl_trust *t)
     reset_counts(mode);
     cl_client *c = NULL;
     assert_ok(cl_client_new(F.url, t, &c));
-    struct cl_chat_result res;
-    cl_chat_result_init(&res);
+    struct cl_client_result res;
+    cl_client_result_init(&res);
     struct tokens tk;
     memset(&tk, 0, sizeof(tk));
     assert_err(ask(c, mode % 2 == 0, &res, &tk), want);
@@ -537,7 +537,7 @@ static void refused(int mode, cl_err want, struct cl_trust *t)
     assert_int_equal(atomic_load(&F.n_attest), 1);
     assert_int_equal(atomic_load(&F.n_ohttp), 0);
     assert_null(cl_client_attestation(c));
-    cl_chat_result_free(&res);
+    cl_client_result_free(&res);
     cl_client_free(c);
 }
 
@@ -595,8 +595,8 @@ static void test_tampered(void **state)
     make_trust(&t, F.signer);
     cl_client *c = NULL;
     assert_ok(cl_client_new(F.url, &t, &c));
-    struct cl_chat_result res;
-    cl_chat_result_init(&res);
+    struct cl_client_result res;
+    cl_client_result_init(&res);
     struct tokens tk;
 
     reset_counts(FAKE_TAMPER);
@@ -620,8 +620,8 @@ static void test_tampered(void **state)
     assert_string_equal(res.error_type, "rate_limit");
     assert_string_equal(res.error_message, "too many sessions");
     memset(&tk, 0, sizeof(tk));
-    cl_chat_result_free(&res);
-    cl_chat_result_init(&res);
+    cl_client_result_free(&res);
+    cl_client_result_init(&res);
     assert_err(ask(c, true, &res, &tk), CL_E_NET_CLIENT_ANSWER_STATUS);
     assert_int_equal(res.status, 429);
     assert_string_equal(res.error_type, "rate_limit");
@@ -632,7 +632,7 @@ static void test_tampered(void **state)
     assert_ok(ask(c, false, &res, NULL));
     expect_answer(&res);
     assert_int_equal(cl_client_attestation(c)->count, 1);
-    cl_chat_result_free(&res);
+    cl_client_result_free(&res);
     cl_client_free(c);
     cl_trust_free(&t);
 }
@@ -644,8 +644,8 @@ static void test_key_rotation(void **state)
     make_trust(&t, F.signer);
     cl_client *c = NULL;
     assert_ok(cl_client_new(F.url, &t, &c));
-    struct cl_chat_result res;
-    cl_chat_result_init(&res);
+    struct cl_client_result res;
+    cl_client_result_init(&res);
     reset_counts(FAKE_NONE);
     assert_ok(cl_client_attest(c));
     uint8_t old_id = cl_client_attestation(c)->key.key_id;
@@ -887,8 +887,8 @@ static void test_request_json(void **state)
     struct cl_buf b;
     cl_buf_init(&b, 1 << 16, CL_BUF_SECURE);
     const char ctl[] = "tab\there\x01 \xc3\xa9";
-    struct cl_chat_msg m[] = {{"user", ctl, sizeof(ctl) - 1}};
-    struct cl_chat_params p;
+    struct cl_client_msg m[] = {{"user", ctl, sizeof(ctl) - 1}};
+    struct cl_client_params p;
     memset(&p, 0, sizeof(p));
     p.has_top_p = true;
     p.top_p = 0.9;
@@ -903,7 +903,7 @@ static void test_request_json(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "model")), "cloister");
     assert_null(json_object_get(j, "seed"));
     json_decref(j);
-    struct cl_chat_msg badrole[] = {{"tool", "x", 1}};
+    struct cl_client_msg badrole[] = {{"tool", "x", 1}};
     assert_err(cl_client_request_json(badrole, 1, NULL, false, &b), CL_E_CORE_INVALID_ARG);
     assert_err(cl_client_request_json(m, 0, NULL, false, &b), CL_E_CORE_INVALID_ARG);
     p.top_p = 2;
@@ -914,8 +914,8 @@ static void test_request_json(void **state)
 static void test_parse_answers(void **state)
 {
     (void)state;
-    struct cl_chat_result r;
-    cl_chat_result_init(&r);
+    struct cl_client_result r;
+    cl_client_result_init(&r);
     const char *bad[] = {"", "[]", "{}", "{\"choices\":[]}", "{\"choices\":[{\"message\":{}}]}",
                          "{\"choices\":[{\"message\":{\"content\":5}}]}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -964,7 +964,7 @@ static void test_parse_answers(void **state)
     assert_ok(cl_client_sse_feed(&sse, (const uint8_t *)"partial", 7));
     assert_err(cl_client_sse_finish(&sse), CL_E_NET_CLIENT_STREAM_INCOMPLETE);
     cl_client_sse_free(&sse);
-    cl_chat_result_free(&r);
+    cl_client_result_free(&r);
 }
 
 /* `test_client serve DIR`: runs the fake gateway for the CLI test

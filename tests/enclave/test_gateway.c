@@ -1,6 +1,8 @@
 #include "testutil.h"
 
 #include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 
 #include "cloister/bhttp.h"
@@ -8,7 +10,7 @@
 #include "enclave_internal.h"
 
 /* A generator that answers with fixed pieces, one of them splitting "é". */
-static int gen_calls;
+static atomic_int gen_calls;
 static cl_err fake_generate(void *self, const struct cl_chat_params *p, cl_chat_piece_fn piece, void *ctx,
                             struct cl_chat_result *res)
 {
@@ -61,7 +63,9 @@ static cl_err exchange(cl_gateway *g, const char *method, const char *path, cons
     m.fields[0] = (struct cl_bhttp_field){"content-type", 12, "application/json", 16};
     assert_ok(cl_bhttp_encode(&m, &req));
     cl_ohttp_client *c;
-    assert_ok(cl_ohttp_client_encap(cl_gateway_keyconfig(g), CL_HPKE_KDF_SHA256, CL_HPKE_AEAD_AES256GCM, chunked,
+    struct cl_ohttp_keyconfig kc;
+    cl_gateway_keyconfig(g, &kc);
+    assert_ok(cl_ohttp_client_encap(&kc, CL_HPKE_KDF_SHA256, CL_HPKE_AEAD_AES256GCM, chunked,
                                     req.data, req.len, &enc, &c));
     cl_buf_init(&s->bytes, 1 << 22, CL_BUF_NONE);
     s->responses = s->chunks = 0;
@@ -270,6 +274,194 @@ static void test_replay_and_tamper(void **state)
     cl_gateway_free(g);
 }
 
+static cl_gateway *mk_window(uint32_t window, uint8_t key_id)
+{
+    struct cl_enclave_limits l;
+    cl_enclave_limits_default(&l);
+    l.max_tokens = 64;
+    l.max_sessions = 8;
+    l.replay_window = window;
+    cl_gateway *g;
+    assert_ok(cl_gateway_new(&l, &fake, key_id, &g));
+    return g;
+}
+
+/* One valid chat request through g, as any client could make one. */
+static void valid_request(cl_gateway *g)
+{
+    struct answer a;
+    struct sink s;
+    assert_ok(exchange(g, "POST", "/v1/chat/completions", chat_req, false, &a, &s, NULL));
+    assert_int_equal(a.status, 200);
+    done(&a, &s);
+}
+
+/* The attack of issue 9: record a request, push the seen-set past its
+ * capacity with other valid requests (anyone can make them: the key is
+ * public), replay the recorded one. */
+static void test_replay_across_rotation(void **state)
+{
+    (void)state;
+    enum { W = 8 };
+    cl_gateway *g = mk_window(W, 40);
+    struct cl_ohttp_keyconfig k0, k1;
+    cl_gateway_keyconfig(g, &k0);
+    struct answer a;
+    struct sink s;
+    struct cl_buf rec, stale;
+    cl_buf_init(&rec, 1 << 20, CL_BUF_NONE);
+    cl_buf_init(&stale, 1 << 20, CL_BUF_NONE);
+    assert_ok(exchange(g, "POST", "/v1/chat/completions", chat_req, false, &a, &s, &rec));
+    assert_int_equal(a.status, 200);
+    done(&a, &s);
+    cl_buf_init(&s.bytes, 1 << 20, CL_BUF_NONE);
+    /* within the key's life: the seen-set refuses it */
+    assert_err(cl_gateway_handle(g, rec.data, rec.len, false, sink_emit, &s), CL_E_PROTO_REPLAY);
+    assert_int_equal(cl_gateway_http_status(CL_E_PROTO_REPLAY), 400);
+    /* a request sealed to the first key but held back by the host */
+    struct cl_buf req;
+    cl_buf_init(&req, 1 << 20, CL_BUF_NONE);
+    struct cl_bhttp_msg m = {.method = "POST", .method_len = 4, .scheme = "https", .scheme_len = 5,
+                             .path = "/v1/chat/completions", .path_len = 20,
+                             .content = (const uint8_t *)chat_req, .content_len = strlen(chat_req)};
+    assert_ok(cl_bhttp_encode(&m, &req));
+    cl_ohttp_client *held;
+    assert_ok(cl_ohttp_client_encap(&k0, CL_HPKE_KDF_SHA256, CL_HPKE_AEAD_AES256GCM, false, req.data, req.len, &stale,
+                                    &held));
+    cl_ohttp_client_free(held);
+    /* W - 1 more requests fill the first key's seen-set: it rotates on the last */
+    for (int i = 0; i < W - 1; i++) {
+        assert_int_equal(cl_gateway_rotations(g), 0);
+        valid_request(g);
+    }
+    assert_int_equal(cl_gateway_rotations(g), 1);
+    cl_gateway_keyconfig(g, &k1);
+    assert_int_equal(k1.key_id, 41); /* the next id: a stale client sees the change */
+    assert_memory_not_equal(k1.pk, k0.pk, sizeof(k0.pk));
+    /* and more, past the wrap of any W-entry ring */
+    for (int i = 0; i < W + 3; i++)
+        valid_request(g);
+    assert_int_equal(cl_gateway_rotations(g), 2);
+    int before = gen_calls;
+    assert_err(cl_gateway_handle(g, rec.data, rec.len, false, sink_emit, &s), CL_E_PROTO_OHTTP_KEY_RETIRED);
+    char why[256];
+    assert_non_null(strstr(cl_err_format(CL_E_PROTO_OHTTP_KEY_RETIRED, why, sizeof(why)), "key id 40 was retired"));
+    assert_int_equal(cl_gateway_http_status(CL_E_PROTO_OHTTP_KEY_RETIRED), 401); /* honest clients re-attest */
+    assert_err(cl_gateway_handle(g, stale.data, stale.len, false, sink_emit, &s), CL_E_PROTO_OHTTP_KEY_RETIRED);
+    /* relabelled with the current key id it still cannot be opened: the key that could is gone */
+    rec.data[0] = k1.key_id + 1;
+    assert_err(cl_gateway_handle(g, rec.data, rec.len, false, sink_emit, &s), CL_E_PROTO_OHTTP_AUTH);
+    assert_int_equal(cl_gateway_http_status(CL_E_PROTO_OHTTP_AUTH), 401);
+    assert_int_equal(s.bytes.len, 0); /* nothing emitted */
+    assert_int_equal(gen_calls, before); /* nothing executed */
+    /* clients of the current key are served */
+    valid_request(g);
+    cl_buf_free(&s.bytes);
+    cl_buf_free(&rec);
+    cl_buf_free(&stale);
+    cl_buf_free(&req);
+    cl_gateway_free(g);
+}
+
+/* Key ids are one byte: after 256 rotations an id comes back, with another key. */
+static void test_key_id_wrap(void **state)
+{
+    (void)state;
+    cl_gateway *g = mk_window(1, 255);
+    struct answer a;
+    struct sink s;
+    struct cl_buf rec;
+    cl_buf_init(&rec, 1 << 20, CL_BUF_NONE);
+    assert_ok(exchange(g, "POST", "/v1/chat/completions", chat_req, false, &a, &s, &rec));
+    done(&a, &s);
+    struct cl_ohttp_keyconfig kc;
+    cl_gateway_keyconfig(g, &kc);
+    assert_int_equal(kc.key_id, 0);
+    cl_buf_init(&s.bytes, 1 << 20, CL_BUF_NONE);
+    assert_err(cl_gateway_handle(g, rec.data, rec.len, false, sink_emit, &s), CL_E_PROTO_OHTTP_KEY_RETIRED);
+    for (int i = 0; i < 255; i++)
+        valid_request(g);
+    cl_gateway_keyconfig(g, &kc);
+    assert_int_equal(kc.key_id, 255);
+    assert_int_equal(cl_gateway_rotations(g), 256);
+    assert_err(cl_gateway_handle(g, rec.data, rec.len, false, sink_emit, &s), CL_E_PROTO_OHTTP_AUTH);
+    assert_int_equal(s.bytes.len, 0);
+    cl_buf_free(&s.bytes);
+    cl_buf_free(&rec);
+    cl_gateway_free(g);
+}
+
+static void test_window_bounds(void **state)
+{
+    (void)state;
+    struct cl_enclave_limits l;
+    cl_enclave_limits_default(&l);
+    assert_int_equal(l.replay_window, CL_GW_REPLAY_WINDOW);
+    cl_gateway *g = NULL;
+    l.replay_window = 0;
+    assert_err(cl_gateway_new(&l, &fake, 1, &g), CL_E_CORE_INVALID_ARG);
+    l.replay_window = CL_GW_REPLAY_WINDOW + 1; /* the knob only lowers it */
+    assert_err(cl_gateway_new(&l, &fake, 1, &g), CL_E_CORE_INVALID_ARG);
+    assert_null(g);
+    l.replay_window = CL_GW_REPLAY_WINDOW;
+    assert_ok(cl_gateway_new(&l, &fake, 1, &g));
+    cl_gateway_free(g);
+}
+
+/* Rotations while other threads are opening requests: every request is
+ * answered or refused as stale, and no retired key is used after it is
+ * freed (ASan in `make test SAN=1`). */
+static cl_gateway *race_g;
+static atomic_int race_ok, race_stale;
+
+static void *race_main(void *arg)
+{
+    (void)arg;
+    struct cl_buf req, enc;
+    cl_buf_init(&req, 1 << 16, CL_BUF_NONE);
+    cl_buf_init(&enc, 1 << 16, CL_BUF_NONE);
+    struct cl_bhttp_msg m = {.method = "GET", .method_len = 3, .scheme = "https", .scheme_len = 5,
+                             .path = "/v1/models", .path_len = 10};
+    if (cl_bhttp_encode(&m, &req) != CL_OK)
+        return NULL;
+    for (int i = 0; i < 60; i++) {
+        struct cl_ohttp_keyconfig kc;
+        cl_gateway_keyconfig(race_g, &kc);
+        cl_ohttp_client *c = NULL;
+        cl_buf_reset(&enc);
+        if (cl_ohttp_client_encap(&kc, CL_HPKE_KDF_SHA256, CL_HPKE_AEAD_AES128GCM, false, req.data, req.len, &enc,
+                                  &c) != CL_OK)
+            break;
+        struct sink s;
+        cl_buf_init(&s.bytes, 1 << 16, CL_BUF_NONE);
+        cl_err rc = cl_gateway_handle(race_g, enc.data, enc.len, false, sink_emit, &s);
+        if (rc == CL_OK)
+            atomic_fetch_add(&race_ok, 1);
+        else if (rc == CL_E_PROTO_OHTTP_KEY_RETIRED)
+            atomic_fetch_add(&race_stale, 1);
+        cl_buf_free(&s.bytes);
+        cl_ohttp_client_free(c);
+    }
+    cl_buf_free(&req);
+    cl_buf_free(&enc);
+    return NULL;
+}
+
+static void test_rotation_race(void **state)
+{
+    (void)state;
+    race_g = mk_window(5, 1);
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, race_main, NULL), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&race_ok) + atomic_load(&race_stale), 240);
+    assert_true(atomic_load(&race_ok) >= 5);
+    assert_true(cl_gateway_rotations(race_g) >= (uint64_t)atomic_load(&race_ok) / 5);
+    cl_gateway_free(race_g);
+}
+
 static void test_utf8(void **state)
 {
     (void)state;
@@ -344,6 +536,10 @@ int main(void)
 {
     cl_json_secure();
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_plain), cmocka_unit_test(test_stream),
-                                       cmocka_unit_test(test_errors), cmocka_unit_test(test_replay_and_tamper), cmocka_unit_test(test_utf8), cmocka_unit_test(test_time_limit)};
+                                       cmocka_unit_test(test_errors), cmocka_unit_test(test_replay_and_tamper),
+                                       cmocka_unit_test(test_replay_across_rotation),
+                                       cmocka_unit_test(test_key_id_wrap), cmocka_unit_test(test_window_bounds),
+                                       cmocka_unit_test(test_rotation_race), cmocka_unit_test(test_utf8),
+                                       cmocka_unit_test(test_time_limit)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

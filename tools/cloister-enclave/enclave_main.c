@@ -18,13 +18,19 @@ int cloister_enclave_main(int argc, char **argv);
 
 static void cl_enclave_help(void)
 {
-    printf("usage: cloister-enclave [--threads N] [--chat-template NAME]\n\n"
+    printf("usage: cloister-enclave [--threads N] [--chat-template NAME] [--replay-window N]\n\n"
            "Runs inside the enclave (Nitro, or `cloister-sim run IMAGE`). At boot it takes its\n"
            "configuration from the parent (vsock port %d), reads the sealed model's header\n"
            "(port %d), obtains the data key from the key service with Decrypt + Recipient\n"
            "through the parent's proxy (port %d), decrypts the model into locked memory and\n"
-           "serves attested OHTTP requests on port %d.\n",
-           CL_WIRE_PORT_BOOT, CL_WIRE_PORT_MODEL, CL_WIRE_PORT_KMS_PROXY, CL_WIRE_PORT_SERVICE);
+           "serves attested OHTTP requests on port %d.\n\n"
+           "  --replay-window N   requests one OHTTP key opens before it is replaced by a new,\n"
+           "                      freshly attested key (1..%u, default %u; it can only be\n"
+           "                      lowered, for tests; clients re-attest at each change)\n\n"
+           "Arguments are part of the image (cloister-sim pack ... -- ARGS; the EIF's command\n"
+           "line on Nitro), so they are measured.\n",
+           CL_WIRE_PORT_BOOT, CL_WIRE_PORT_MODEL, CL_WIRE_PORT_KMS_PROXY, CL_WIRE_PORT_SERVICE,
+           (unsigned)CL_GW_REPLAY_WINDOW, (unsigned)CL_GW_REPLAY_WINDOW);
 }
 
 static int cl_enclave_fail(const char *what, cl_err rc)
@@ -44,9 +50,11 @@ int cloister_enclave_main(int argc, char **argv)
 {
     static const struct option opts[] = {{"threads", required_argument, 0, 't'},
                                          {"chat-template", required_argument, 0, 'c'},
+                                         {"replay-window", required_argument, 0, 'r'},
                                          {"help", no_argument, 0, 'h'}, {0}};
     unsigned threads = 2;
     const char *tmpl = NULL;
+    unsigned long window = CL_GW_REPLAY_WINDOW;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
@@ -54,6 +62,14 @@ int cloister_enclave_main(int argc, char **argv)
             threads = (unsigned)strtoul(optarg, NULL, 10);
         else if (c == 'c')
             tmpl = optarg;
+        else if (c == 'r') {
+            char *end = NULL;
+            window = strtoul(optarg, &end, 10);
+            if (!*optarg || *end || optarg[0] == '-' || window < 1 || window > CL_GW_REPLAY_WINDOW) {
+                fprintf(stderr, "cloister-enclave: --replay-window must be 1..%u\n", (unsigned)CL_GW_REPLAY_WINDOW);
+                return 2;
+            }
+        }
         else if (c == 'h') {
             cl_enclave_help();
             return 0;
@@ -89,6 +105,7 @@ int cloister_enclave_main(int argc, char **argv)
     if ((rc = cl_boot_load_model(bt, nsm, threads)) != CL_OK)
         goto fail;
     cl_aws_credentials_wipe(&bt->cred); /* needed only for the key release */
+    bt->limits.replay_window = (uint32_t)window;
     step = "model";
     if ((rc = cl_engine_new(bt->model, bt->model_len, threads, tmpl, bt->limits.max_prompt_tokens, &eng)) != CL_OK)
         goto fail;
