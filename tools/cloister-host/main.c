@@ -21,7 +21,9 @@ static void cl_host_help(FILE *f)
             "usage: cloister-host --listen ADDR:PORT --enclave-cid N [--vsock-dir DIR]\n"
             "                     --model MODEL.sealed --kms URL --kms-credentials FILE\n"
             "                     [--max-body BYTES] [--max-inflight BYTES] [--timeout-ms N] [--max-tokens N]\n"
-            "                     [--max-sessions N] [--capture-dir DIR] [--log-level LEVEL]\n\n"
+            "                     [--max-sessions N] [--max-connections N] [--max-client-connections N]\n"
+            "                     [--header-timeout-ms N] [--idle-timeout-s N] [--http-threads N]\n"
+            "                     [--enclave-workers N] [--enclave-queue N] [--capture-dir DIR] [--log-level LEVEL]\n\n"
             "The untrusted host of a Cloister enclave. It never sees a prompt, an answer or a\n"
             "key: it relays attestation documents and OHTTP ciphertext, streams the sealed\n"
             "model into the enclave, and pipes the enclave's key-service traffic.\n\n"
@@ -52,6 +54,23 @@ static void cl_host_help(FILE *f)
             "                           also the enclave's per-request time limit\n"
             "  --max-tokens N           per-request token limit for the enclave, up to 65536 (default 2048)\n"
             "  --max-sessions N         concurrent sessions for the enclave, up to 256 (default 4)\n"
+            "\nHTTP front door (libmicrohttpd on a few epoll threads that never wait on the enclave):\n"
+            "  --max-connections N      open client connections, 16..65536 (default 4096); more are\n"
+            "                           answered 503 at accept. The soft RLIMIT_NOFILE is raised to fit\n"
+            "                           (2 descriptors per connection); the default shrinks to fit the\n"
+            "                           hard limit, an explicit value that does not fit is an error\n"
+            "  --max-client-connections N  open connections per client IP address, 1..65536 (default 256);\n"
+            "                           more get 503. Behind a proxy every client shares its address\n"
+            "  --header-timeout-ms N    a request's headers must be complete within N ms of the connection\n"
+            "                           opening or of its previous answer ending, however slowly bytes\n"
+            "                           trickle in; else the connection is closed. 100..600000 (default 10000)\n"
+            "  --idle-timeout-s N       longest client silence while sending a body or reading an answer,\n"
+            "                           1..3600 (default 60)\n"
+            "  --http-threads N         HTTP (epoll) threads, 1..64 (default: online CPUs, 2..16)\n"
+            "  --enclave-workers N      threads that carry enclave exchanges, 1..1024 (default 64); a\n"
+            "                           chunked answer holds one until it ends\n"
+            "  --enclave-queue N        exchanges waiting for a worker, 1..65536 (default 256); when full,\n"
+            "                           attestation, OHTTP and /readyz get 503 {\"error\":\"enclave queue full\"}\n\n"
             "  --capture-dir DIR        TEST HOOK: append every byte crossing the host's sockets\n"
             "                           to files in DIR (includes the boot configuration)\n"
             "  --log-level LEVEL        debug, info, warn or error (default info)\n\n"
@@ -151,6 +170,34 @@ int main(int argc, char **argv)
             if (cl_host_num(val, 1, 256, &v))
                 return cl_host_usage("--max-sessions must be 1..256", val);
             cfg.max_sessions = (unsigned)v;
+        } else if (!strcmp(a, "--max-connections")) {
+            if (cl_host_num(val, 16, CL_HOST_MAX_CONNECTIONS_LIMIT, &v))
+                return cl_host_usage("--max-connections must be 16..65536", val);
+            cfg.max_connections = (unsigned)v;
+        } else if (!strcmp(a, "--max-client-connections")) {
+            if (cl_host_num(val, 1, CL_HOST_MAX_CONNECTIONS_LIMIT, &v))
+                return cl_host_usage("--max-client-connections must be 1..65536", val);
+            cfg.max_client_connections = (unsigned)v;
+        } else if (!strcmp(a, "--header-timeout-ms")) {
+            if (cl_host_num(val, 100, 600000, &v))
+                return cl_host_usage("--header-timeout-ms must be 100..600000", val);
+            cfg.header_timeout_ms = (unsigned)v;
+        } else if (!strcmp(a, "--idle-timeout-s")) {
+            if (cl_host_num(val, 1, 3600, &v))
+                return cl_host_usage("--idle-timeout-s must be 1..3600", val);
+            cfg.idle_timeout_s = (unsigned)v;
+        } else if (!strcmp(a, "--http-threads")) {
+            if (cl_host_num(val, 1, CL_HOST_MAX_HTTP_THREADS, &v))
+                return cl_host_usage("--http-threads must be 1..64", val);
+            cfg.http_threads = (unsigned)v;
+        } else if (!strcmp(a, "--enclave-workers")) {
+            if (cl_host_num(val, 1, CL_HOST_MAX_ENCLAVE_WORKERS, &v))
+                return cl_host_usage("--enclave-workers must be 1..1024", val);
+            cfg.enclave_workers = (unsigned)v;
+        } else if (!strcmp(a, "--enclave-queue")) {
+            if (cl_host_num(val, 1, 65536, &v))
+                return cl_host_usage("--enclave-queue must be 1..65536", val);
+            cfg.enclave_queue = (unsigned)v;
         } else if (!strcmp(a, "--capture-dir")) {
             cfg.capture_dir = val;
         } else if (!strcmp(a, "--log-level")) {
