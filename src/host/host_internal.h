@@ -104,6 +104,7 @@ struct cl_host_pool {
     struct cl_host_job *head, *tail;
     unsigned queued;   /* jobs in the list */
     unsigned reserved; /* slots promised to requests that are about to push */
+    unsigned busy;     /* workers running a job */
     unsigned nthreads;
     pthread_t *threads;
     int stopping;

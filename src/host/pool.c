@@ -28,12 +28,14 @@ static void *cl_host_pool_main(void *arg)
         if (!p->head)
             p->tail = NULL;
         p->queued--;
+        p->busy++;
         atomic_store(&h->m.queue_depth, p->queued + p->reserved);
+        atomic_store(&h->m.workers_busy, p->busy);
         pthread_mutex_unlock(&p->mu);
-        atomic_fetch_add(&h->m.workers_busy, 1);
         j->run(j);
-        atomic_fetch_sub(&h->m.workers_busy, 1);
         pthread_mutex_lock(&p->mu);
+        p->busy--;
+        atomic_store(&h->m.workers_busy, p->busy);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -73,7 +75,8 @@ int cl_host_pool_reserve(struct cl_host *h)
     struct cl_host_pool *p = &h->pool;
     int ok = 0;
     pthread_mutex_lock(&p->mu);
-    if (!p->stopping && p->queued + p->reserved < h->cfg.enclave_queue) {
+    /* Capacity: a job for every idle worker plus the queue proper. */
+    if (!p->stopping && p->queued + p->reserved + p->busy < p->nthreads + h->cfg.enclave_queue) {
         p->reserved++;
         ok = 1;
     }
