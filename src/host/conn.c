@@ -260,6 +260,17 @@ void cl_host_conn_request_done(struct cl_host_conn *c)
     atomic_store(&c->in_headers, 1);
 }
 
+void cl_host_conn_shutdown_all(struct cl_host *h)
+{
+    if (!h->conn_mu_init)
+        return;
+    pthread_mutex_lock(&h->conn_mu);
+    for (struct cl_host_conn *c = h->conns; c; c = c->next)
+        if (c->ctl_fd >= 0)
+            (void)shutdown(c->ctl_fd, SHUT_RDWR);
+    pthread_mutex_unlock(&h->conn_mu);
+}
+
 static void cl_host_sweep_once(struct cl_host *h)
 {
     uint64_t now = cl_now_us(), limit = (uint64_t)h->cfg.header_timeout_ms * 1000u;

@@ -203,6 +203,8 @@ void cl_host_conn_notify(void *cls, struct MHD_Connection *conn, void **socket_c
                          enum MHD_ConnectionNotificationCode code);
 void cl_host_conn_headers_done(struct cl_host_conn *c);
 void cl_host_conn_request_done(struct cl_host_conn *c);
+/* Shuts every client socket down (stopping: the library then sees them end). */
+void cl_host_conn_shutdown_all(struct cl_host *h);
 CL_MUST_CHECK cl_err cl_host_sweep_start(struct cl_host *h);
 void cl_host_sweep_stop(struct cl_host *h);
 

@@ -933,6 +933,7 @@ void cl_host_http_stop(struct cl_host *h)
         close(h->http_fd);
     h->http_fd = -1;
     cl_host_pool_stop(h);
+    cl_host_conn_shutdown_all(h);
     if (h->mhd)
         MHD_stop_daemon(h->mhd);
     h->mhd = NULL;

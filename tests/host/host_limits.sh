@@ -28,7 +28,7 @@ printf '{"access_key_id":"AKIALIMITS","secret_access_key":"s","region":"eu-west-
 chmod 600 "$d/creds.json"
 wait_for() { for _ in $(seq 1 100); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 check() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1 (got $3, wanted $2)"; fi; }
-json() { python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read())[sys.argv[2]])' "$1" "$2"; }
+json() { sed -nE "s/.*\"$2\": (None|null|[0-9]+).*/\1/p" "$1" | sed 's/null/None/'; }
 in_range() { # DESC LO HI VALUE
   if [ "$4" != None ] && [ "$4" -ge "$2" ] && [ "$4" -le "$3" ]; then ok "$1 ($4)"; else bad "$1 (got $4, wanted $2..$3)"; fi
 }
