@@ -837,10 +837,13 @@ static void cl_host_accept_one(struct cl_host *h, int fd, struct sockaddr_storag
         close(fd);
         return;
     }
-    /* On failure libmicrohttpd has closed fd; c is dropped when the number
-     * comes back from accept or by the sweeper. */
-    if (MHD_add_connection(h->mhd, fd, (struct sockaddr *)peer, pl) != MHD_YES)
+    /* On failure libmicrohttpd has closed fd (our duplicate goes with c). A
+     * later failure inside the library, unreported, is cleaned up when the
+     * number comes back from accept or by the sweeper. */
+    if (MHD_add_connection(h->mhd, fd, (struct sockaddr *)peer, pl) != MHD_YES) {
+        cl_host_conn_release(h, c);
         CL_LOG(CL_LOG_WARN, "http_connection_dropped");
+    }
 }
 
 static void *cl_host_accept_main(void *arg)
