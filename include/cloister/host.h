@@ -19,6 +19,7 @@
 #define CL_HOST_DEFAULT_MAX_CONNECTIONS 4096u
 #define CL_HOST_DEFAULT_MAX_CLIENT_CONNECTIONS 256u
 #define CL_HOST_DEFAULT_HEADER_TIMEOUT_MS 10000u
+#define CL_HOST_DEFAULT_BODY_TIMEOUT_MS 60000u
 #define CL_HOST_DEFAULT_IDLE_TIMEOUT_S 60u
 #define CL_HOST_DEFAULT_ENCLAVE_WORKERS 64u
 #define CL_HOST_DEFAULT_ENCLAVE_QUEUE 256u
@@ -67,6 +68,7 @@ struct cl_host_config {
     unsigned max_client_connections; /* open connections per client address; more get 503 at accept */
     unsigned header_timeout_ms;      /* a request's headers must be complete this long after the connection
                                       * opened or its previous answer ended, however slowly bytes trickle in */
+    unsigned body_timeout_ms;        /* a request's body must be complete this long after its headers */
     unsigned idle_timeout_s;         /* longest client silence while sending a body or reading an answer */
     unsigned http_threads;           /* libmicrohttpd epoll threads (0 = online CPUs, 2..16) */
     unsigned enclave_workers;        /* threads that wait on the enclave; HTTP threads never do */

@@ -1,9 +1,9 @@
 /* The host's own bookkeeping of HTTP client connections, in front of
  * libmicrohttpd: the host-wide and per-client connection limits (checked at
  * accept, before libmicrohttpd sees the socket, with a 503 answer), and the
- * header-completion deadline (libmicrohttpd's idle timer restarts with every
- * byte, so a client trickling one header byte at a time would otherwise hold
- * its connection for ever). A sweeper thread enforces the deadline and
+ * header- and body-completion deadlines (libmicrohttpd's idle timer restarts
+ * with every byte, so a client trickling one byte at a time would otherwise
+ * hold its connection for ever). A sweeper thread enforces the deadlines and
  * finishes refused connections. */
 #include <errno.h>
 #include <fcntl.h>
@@ -186,8 +186,8 @@ int cl_host_conn_admit(struct cl_host *h, int fd, const struct sockaddr *peer, s
     c->client = cl;
     c->ctl_fd = c->mhd_fd = -1;
     c->t_accept_us = cl_now_us();
-    atomic_init(&c->in_headers, 1);
-    atomic_init(&c->hdr_start_us, c->t_accept_us);
+    atomic_init(&c->phase, CL_HOST_PHASE_HEADERS);
+    atomic_init(&c->phase_start_us, c->t_accept_us);
     c->next = h->conns;
     if (h->conns)
         h->conns->prev = c;
@@ -246,18 +246,26 @@ void cl_host_conn_notify(void *cls, struct MHD_Connection *conn, void **socket_c
     }
 }
 
-void cl_host_conn_headers_done(struct cl_host_conn *c)
+void cl_host_conn_headers_done(struct cl_host_conn *c, int body)
+{
+    if (!c)
+        return;
+    atomic_store(&c->phase_start_us, cl_now_us());
+    atomic_store(&c->phase, body ? CL_HOST_PHASE_BODY : CL_HOST_PHASE_NONE);
+}
+
+void cl_host_conn_body_done(struct cl_host_conn *c)
 {
     if (c)
-        atomic_store(&c->in_headers, 0);
+        atomic_store(&c->phase, CL_HOST_PHASE_NONE);
 }
 
 void cl_host_conn_request_done(struct cl_host_conn *c)
 {
     if (!c)
         return;
-    atomic_store(&c->hdr_start_us, cl_now_us());
-    atomic_store(&c->in_headers, 1);
+    atomic_store(&c->phase_start_us, cl_now_us());
+    atomic_store(&c->phase, CL_HOST_PHASE_HEADERS);
 }
 
 void cl_host_conn_shutdown_all(struct cl_host *h)
@@ -273,8 +281,10 @@ void cl_host_conn_shutdown_all(struct cl_host *h)
 
 static void cl_host_sweep_once(struct cl_host *h)
 {
-    uint64_t now = cl_now_us(), limit = (uint64_t)h->cfg.header_timeout_ms * 1000u;
-    unsigned killed = 0;
+    uint64_t now = cl_now_us(), limit[CL_HOST_PHASE_COUNT] = {0};
+    unsigned killed[CL_HOST_PHASE_COUNT] = {0};
+    limit[CL_HOST_PHASE_HEADERS] = (uint64_t)h->cfg.header_timeout_ms * 1000u;
+    limit[CL_HOST_PHASE_BODY] = (uint64_t)h->cfg.body_timeout_ms * 1000u;
     pthread_mutex_lock(&h->conn_mu);
     for (struct cl_host_conn *c = h->conns, *next; c; c = next) {
         next = c->next;
@@ -282,13 +292,15 @@ static void cl_host_sweep_once(struct cl_host *h)
             cl_host_conn_unlink(h, c);
             continue;
         }
-        uint64_t t0 = atomic_load(&c->hdr_start_us);
-        if (c->killed || !atomic_load(&c->in_headers) || c->ctl_fd < 0 || now < t0 || now - t0 <= limit)
+        uint64_t t0 = atomic_load(&c->phase_start_us);
+        int ph = atomic_load(&c->phase);
+        if (c->killed || ph <= CL_HOST_PHASE_NONE || ph >= CL_HOST_PHASE_COUNT || c->ctl_fd < 0 || now < t0 ||
+            now - t0 <= limit[ph])
             continue;
         /* libmicrohttpd sees end-of-stream and closes the connection itself. */
         (void)shutdown(c->ctl_fd, SHUT_RDWR);
         c->killed = 1;
-        killed++;
+        killed[ph]++;
     }
     for (unsigned i = 0; i < h->linger_n;) {
         struct cl_host_linger *l = &h->linger[i];
@@ -306,11 +318,16 @@ static void cl_host_sweep_once(struct cl_host *h)
         }
     }
     pthread_mutex_unlock(&h->conn_mu);
-    if (killed) {
-        atomic_fetch_add(&h->m.header_timeouts, killed);
-        CL_LOG(CL_LOG_WARN, "http_header_timeout", CL_LOG_COUNT("connections", killed),
+    if (killed[CL_HOST_PHASE_HEADERS]) {
+        atomic_fetch_add(&h->m.header_timeouts, killed[CL_HOST_PHASE_HEADERS]);
+        CL_LOG(CL_LOG_WARN, "http_header_timeout", CL_LOG_COUNT("connections", killed[CL_HOST_PHASE_HEADERS]),
                CL_LOG_COUNT("header_timeout_ms", h->cfg.header_timeout_ms),
                CL_LOG_ERR(CL_E_NET_HOST_HEADER_TIMEOUT));
+    }
+    if (killed[CL_HOST_PHASE_BODY]) {
+        atomic_fetch_add(&h->m.body_timeouts, killed[CL_HOST_PHASE_BODY]);
+        CL_LOG(CL_LOG_WARN, "http_body_timeout", CL_LOG_COUNT("connections", killed[CL_HOST_PHASE_BODY]),
+               CL_LOG_COUNT("body_timeout_ms", h->cfg.body_timeout_ms), CL_LOG_ERR(CL_E_NET_HOST_BODY_TIMEOUT));
     }
 }
 

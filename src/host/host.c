@@ -81,6 +81,8 @@ cl_err cl_host_start(const struct cl_host_config *cfg, struct cl_host **out)
         h->cfg.max_client_connections = CL_HOST_DEFAULT_MAX_CLIENT_CONNECTIONS;
     if (!h->cfg.header_timeout_ms)
         h->cfg.header_timeout_ms = CL_HOST_DEFAULT_HEADER_TIMEOUT_MS;
+    if (!h->cfg.body_timeout_ms)
+        h->cfg.body_timeout_ms = CL_HOST_DEFAULT_BODY_TIMEOUT_MS;
     if (!h->cfg.idle_timeout_s)
         h->cfg.idle_timeout_s = CL_HOST_DEFAULT_IDLE_TIMEOUT_S;
     if (!h->cfg.enclave_workers)

@@ -61,6 +61,7 @@ struct cl_host_metrics {
     atomic_uint_fast64_t conn_accepted;
     atomic_uint_fast64_t conn_rejects[2]; /* 0: host limit, 1: per-client limit */
     atomic_uint_fast64_t header_timeouts;
+    atomic_uint_fast64_t body_timeouts;
     atomic_uint_fast64_t queue_rejects;
     atomic_uint queue_depth;
     atomic_uint workers_busy;
@@ -78,9 +79,12 @@ struct cl_host_conn {
     int attached; /* libmicrohttpd reported it started */
     int killed;   /* header deadline passed: shut down */
     uint64_t t_accept_us;
-    atomic_int in_headers;             /* waiting for a request's headers */
-    atomic_uint_fast64_t hdr_start_us; /* since when */
+    atomic_int phase;                    /* enum cl_host_conn_phase */
+    atomic_uint_fast64_t phase_start_us; /* since when */
 };
+
+/* What a connection is waiting for from its client, each with a deadline. */
+enum cl_host_conn_phase { CL_HOST_PHASE_NONE = 0, CL_HOST_PHASE_HEADERS, CL_HOST_PHASE_BODY, CL_HOST_PHASE_COUNT };
 
 #define CL_HOST_LINGER_MAX 128u
 
@@ -201,7 +205,9 @@ void cl_host_conn_release(struct cl_host *h, struct cl_host_conn *c);
 /* libmicrohttpd connection notifications (MHD_OPTION_NOTIFY_CONNECTION). */
 void cl_host_conn_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
                          enum MHD_ConnectionNotificationCode code);
-void cl_host_conn_headers_done(struct cl_host_conn *c);
+/* Headers complete: a body follows (its deadline starts) or not. */
+void cl_host_conn_headers_done(struct cl_host_conn *c, int body);
+void cl_host_conn_body_done(struct cl_host_conn *c);
 void cl_host_conn_request_done(struct cl_host_conn *c);
 /* Shuts every client socket down (stopping: the library then sees them end). */
 void cl_host_conn_shutdown_all(struct cl_host *h);

@@ -532,6 +532,9 @@ static cl_err cl_host_metrics_text(struct cl_host *h, struct cl_buf *o)
                             "# HELP cloister_host_http_header_timeouts_total Connections closed: headers not complete in time.\n"
                             "# TYPE cloister_host_http_header_timeouts_total counter\n"
                             "cloister_host_http_header_timeouts_total %llu\n"
+                            "# HELP cloister_host_http_body_timeouts_total Connections closed: request body not complete in time.\n"
+                            "# TYPE cloister_host_http_body_timeouts_total counter\n"
+                            "cloister_host_http_body_timeouts_total %llu\n"
                             "# HELP cloister_host_enclave_queue_rejects_total Requests refused: enclave queue full.\n"
                             "# TYPE cloister_host_enclave_queue_rejects_total counter\n"
                             "cloister_host_enclave_queue_rejects_total %llu\n"
@@ -545,6 +548,7 @@ static cl_err cl_host_metrics_text(struct cl_host *h, struct cl_buf *o)
                             (unsigned long long)atomic_load(&m->conn_rejects[0]),
                             (unsigned long long)atomic_load(&m->conn_rejects[1]),
                             (unsigned long long)atomic_load(&m->header_timeouts),
+                            (unsigned long long)atomic_load(&m->body_timeouts),
                             (unsigned long long)atomic_load(&m->queue_rejects), atomic_load(&m->queue_depth),
                             atomic_load(&m->workers_busy)));
     CL_GUARD(cl_buf_append_str(o, "# HELP cloister_host_vsock_connections_total Enclave connections to boot services.\n"
@@ -645,10 +649,11 @@ static enum MHD_Result cl_host_access(void *cls, struct MHD_Connection *conn, co
         cl_buf_init(&r->pending, (size_t)CL_HOST_STREAM_HIGH + CL_WIRE_MAX_FRAME, CL_BUF_NONE);
         cl_buf_init(&r->nonce, CL_HOST_NONCE_MAX, CL_BUF_NONE);
         *con_cls = r;
-        /* The headers are complete: the header deadline is met. */
+        /* The headers are complete: the header deadline is met; a POST's
+         * body is on its own clock. */
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         r->hc = ci ? ci->socket_context : NULL;
-        cl_host_conn_headers_done(r->hc);
+        cl_host_conn_headers_done(r->hc, !strcmp(method, MHD_HTTP_METHOD_POST));
         int post = !strcmp(method, MHD_HTTP_METHOD_POST), get = !strcmp(method, MHD_HTTP_METHOD_GET);
         if (r->route == CL_HOST_ROUTE_OTHER)
             return cl_host_error(conn, r, MHD_HTTP_NOT_FOUND, "not found");
@@ -710,6 +715,7 @@ static enum MHD_Result cl_host_access(void *cls, struct MHD_Connection *conn, co
     if (r->started)
         return MHD_YES;
     r->started = 1;
+    cl_host_conn_body_done(r->hc);
     if (r->too_large)
         return cl_host_error(conn, r, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
     if (r->too_busy) {
@@ -917,6 +923,7 @@ cl_err cl_host_http_start(struct cl_host *h)
            CL_LOG_COUNT("max_connections", h->max_conns),
            CL_LOG_COUNT("max_client_connections", h->cfg.max_client_connections),
            CL_LOG_COUNT("header_timeout_ms", h->cfg.header_timeout_ms),
+           CL_LOG_COUNT("body_timeout_ms", h->cfg.body_timeout_ms),
            CL_LOG_COUNT("idle_timeout_s", h->cfg.idle_timeout_s),
            CL_LOG_COUNT("enclave_workers", h->cfg.enclave_workers),
            CL_LOG_COUNT("enclave_queue", h->cfg.enclave_queue));

@@ -3,7 +3,7 @@
 # connection version is tests/integration/host_load.sh): the per-client and
 # host-wide connection limits answer 503, the header-completion deadline
 # closes connections that trickle header bytes (which would reset an idle
-# timer for ever), a slow enclave holds no HTTP thread (/healthz answers) and
+# timer for ever) and the body deadline those that trickle a body, a slow enclave holds no HTTP thread (/healthz answers) and
 # a full enclave queue is a 503, and SIGTERM stops the host with requests and
 # slow connections in flight. Loopback only (127.0.0.2 and .3 as other clients).
 HOST=$1
@@ -50,7 +50,7 @@ wait_for "$d/fe.out" serving || bad "fake enclave did not start"
 
 # --- flags ------------------------------------------------------------------
 expect 0 "--help exits 0" "$HOST" --help
-for f in --max-connections --max-client-connections --header-timeout-ms --idle-timeout-s --http-threads \
+for f in --max-connections --max-client-connections --header-timeout-ms --body-timeout-ms --idle-timeout-s --http-threads \
   --enclave-workers --enclave-queue RLIMIT_NOFILE; do
   grep -q -- "$f" "$cl_tmp/out" && ok "--help documents $f" || bad "--help lacks $f"
 done
@@ -97,7 +97,7 @@ else
 fi
 
 # --- per-client limit and header deadline ----------------------------------
-start_host a --max-client-connections 5 --header-timeout-ms 1000 --idle-timeout-s 30
+start_host a --max-client-connections 5 --header-timeout-ms 1000 --body-timeout-ms 1500 --idle-timeout-s 30
 python3 "$LORIS" "${U##*:}" 8 --source 127.0.0.2 --interval 0.1 --duration 4 --ready-file "$d/l1.ready" >"$d/l1.json" &
 lpid=$!
 for _ in $(seq 50); do [ -f "$d/l1.ready" ] && break; sleep 0.05; done
@@ -129,6 +129,31 @@ EOF
 read -r _ code _ rest ms <"$d/ka.txt"
 check "keep-alive request answered" 200 "$code"
 in_range "an idle keep-alive connection closes at the header deadline (ms)" 800 2500 "$ms"
+# A body trickled one byte every 100 ms is cut at the body deadline.
+python3 - "${U##*:}" >"$d/body.txt" <<'EOF2'
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"POST /v1/ohttp HTTP/1.1\r\nHost: x\r\nContent-Type: message/ohttp-req\r\nContent-Length: 1000\r\n\r\n")
+t0 = time.monotonic()
+s.settimeout(0.1)
+while time.monotonic() - t0 < 5:
+    try:
+        if s.recv(4096) == b"":
+            break
+    except socket.timeout:
+        pass
+    except OSError:
+        break
+    try:
+        s.send(b"x")
+    except OSError:
+        break
+print(round((time.monotonic() - t0) * 1000))
+EOF2
+in_range "a body trickled a byte every 100 ms is closed at the 1500 ms body deadline (ms)" 1300 3000 "$(cat "$d/body.txt")"
+check "body timeouts counted" 1 "$(metric cloister_host_http_body_timeouts_total)"
+grep -q '"event":"http_body_timeout".*"error":"NET_HOST_BODY_TIMEOUT"' "$d/a.log" && ok "body timeout logged with the reason" \
+  || bad "no http_body_timeout log line"
 kill "$HPID"; wait "$HPID" 2>/dev/null
 
 # --- host-wide limit --------------------------------------------------------

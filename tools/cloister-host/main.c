@@ -22,8 +22,9 @@ static void cl_host_help(FILE *f)
             "                     --model MODEL.sealed --kms URL --kms-credentials FILE\n"
             "                     [--max-body BYTES] [--max-inflight BYTES] [--timeout-ms N] [--max-tokens N]\n"
             "                     [--max-sessions N] [--max-connections N] [--max-client-connections N]\n"
-            "                     [--header-timeout-ms N] [--idle-timeout-s N] [--http-threads N]\n"
-            "                     [--enclave-workers N] [--enclave-queue N] [--capture-dir DIR] [--log-level LEVEL]\n\n"
+            "                     [--header-timeout-ms N] [--body-timeout-ms N] [--idle-timeout-s N]\n"
+            "                     [--http-threads N] [--enclave-workers N] [--enclave-queue N]\n"
+            "                     [--capture-dir DIR] [--log-level LEVEL]\n\n"
             "The untrusted host of a Cloister enclave. It never sees a prompt, an answer or a\n"
             "key: it relays attestation documents and OHTTP ciphertext, streams the sealed\n"
             "model into the enclave, and pipes the enclave's key-service traffic.\n\n"
@@ -64,6 +65,8 @@ static void cl_host_help(FILE *f)
             "  --header-timeout-ms N    a request's headers must be complete within N ms of the connection\n"
             "                           opening or of its previous answer ending, however slowly bytes\n"
             "                           trickle in; else the connection is closed. 100..600000 (default 10000)\n"
+            "  --body-timeout-ms N      a request body must be complete within N ms of its headers, else the\n"
+            "                           connection is closed. 100..3600000 (default 60000)\n"
             "  --idle-timeout-s N       longest client silence while sending a body or reading an answer,\n"
             "                           1..3600 (default 60)\n"
             "  --http-threads N         HTTP (epoll) threads, 1..64 (default: online CPUs, 2..16)\n"
@@ -182,6 +185,10 @@ int main(int argc, char **argv)
             if (cl_host_num(val, 100, 600000, &v))
                 return cl_host_usage("--header-timeout-ms must be 100..600000", val);
             cfg.header_timeout_ms = (unsigned)v;
+        } else if (!strcmp(a, "--body-timeout-ms")) {
+            if (cl_host_num(val, 100, 3600000, &v))
+                return cl_host_usage("--body-timeout-ms must be 100..3600000", val);
+            cfg.body_timeout_ms = (unsigned)v;
         } else if (!strcmp(a, "--idle-timeout-s")) {
             if (cl_host_num(val, 1, 3600, &v))
                 return cl_host_usage("--idle-timeout-s must be 1..3600", val);
