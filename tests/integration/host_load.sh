@@ -32,6 +32,8 @@ export STACK_HOST_ARGS
 if stack_up "$BUILD" "$cl_tmp/m.gguf"; then ok "stack up"; else bad "stack up"; finish; exit 1; fi
 trap 'stack_down' EXIT
 HPID=$stack_host_pid
+# AddressSanitizer keeps up to 256 MiB of freed memory in quarantine, plus shadow memory.
+if nm "$HOST" 2>/dev/null | grep -q __asan_init; then RSS_MAX_KB=1048576; echo "# ASan build: RSS bound 1 GiB"; fi
 PORT=${host_url##*:}
 NONCE=00112233445566778899aabbccddeeff
 ask() { timeout 30 "$CL" ask --host "$host_url" --trust "$D/TRUST.json" -n 4 --temp 0 "$@"; }
