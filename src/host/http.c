@@ -89,7 +89,8 @@ struct cl_host_req {
     struct cl_buf pending;
     size_t pending_off;
     int stream_done;
-    int aborted;
+    atomic_int aborted;    /* the stream failed (read by the completion callback without mu) */
+    atomic_int stream_err; /* why */
     atomic_int gone; /* the HTTP side finished with this request */
 };
 
@@ -263,7 +264,7 @@ static void cl_host_stream_pump(struct cl_host_req *r, int efd)
         if (rc != CL_OK) {
             /* Ending with an error makes MHD drop the connection without the
              * final zero-length chunk: the client sees a truncated body. */
-            r->enclave_err = rc;
+            atomic_store(&r->stream_err, (int)rc);
             r->aborted = 1;
         }
         int done = r->stream_done || r->aborted;
@@ -762,8 +763,10 @@ static void cl_host_completed(void *cls, struct MHD_Connection *conn, void **con
             slot = i;
     while (b < CL_HOST_LAT_BUCKETS && us > cl_host_lat_us[b])
         b++;
-    int aborted = r->aborted || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
-    if (r->aborted)
+    int stream_aborted = atomic_load(&r->aborted);
+    int aborted = stream_aborted || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    cl_err err = r->enclave_err != CL_OK ? r->enclave_err : (cl_err)atomic_load(&r->stream_err);
+    if (stream_aborted)
         atomic_fetch_add(&h->m.stream_aborts, 1);
     atomic_fetch_add(&h->m.requests[r->route][slot], 1);
     atomic_fetch_add(&h->m.bytes_in[r->route], r->bytes_in);
@@ -775,11 +778,11 @@ static void cl_host_completed(void *cls, struct MHD_Connection *conn, void **con
     if (aborted)
         CL_LOG(CL_LOG_WARN, "http_request", CL_LOG_ID("request_id", &r->id), route, CL_LOG_COUNT("status", r->status),
                CL_LOG_SIZE("bytes_in", r->bytes_in), CL_LOG_SIZE("bytes_out", out), CL_LOG_US("duration_us", us),
-               CL_LOG_LIT("outcome", "aborted"), CL_LOG_ERR(r->enclave_err));
+               CL_LOG_LIT("outcome", "aborted"), CL_LOG_ERR(err));
     else
         CL_LOG(CL_LOG_INFO, "http_request", CL_LOG_ID("request_id", &r->id), route, CL_LOG_COUNT("status", r->status),
                CL_LOG_SIZE("bytes_in", r->bytes_in), CL_LOG_SIZE("bytes_out", out), CL_LOG_US("duration_us", us),
-               CL_LOG_ERR(r->enclave_err));
+               CL_LOG_ERR(err));
     cl_host_req_unref(r);
 }
 
