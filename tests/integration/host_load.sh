@@ -15,6 +15,12 @@ set -u
 command -v wrk >/dev/null || { echo "wrk not found (scripts/install-deps installs it): skipped"; exit 77; }
 command -v curl >/dev/null || { echo "curl not found: skipped"; exit 77; }
 command -v python3 >/dev/null || { echo "python3 not found: skipped"; exit 77; }
+# wrk, the slowloris client and the host each hold thousands of descriptors.
+hard=$(ulimit -Hn)
+if [ "$hard" != unlimited ] && [ "$hard" -lt 8192 ]; then
+  echo "RLIMIT_NOFILE hard limit $hard is below 8192: skipped"; exit 77
+fi
+ulimit -Sn 8192 2>/dev/null || true
 BUILD=$CLOISTER_BUILD_DIR
 LORIS=$CLOISTER_SOURCE_DIR/tests/host/slowloris.py
 N=1000              # keep-alive connections, and slow connections
