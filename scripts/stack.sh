@@ -20,6 +20,7 @@
 # STACK_CAPTURE=1 makes the host record every byte it moves (in $D/capture).
 # STACK_ENCLAVE_ARGS="..." are packed into the image as cloister-enclave's arguments (measured in PCR0),
 # e.g. --replay-window 4.
+# STACK_HOST_ARGS adds options to cloister-host (its pid is $stack_host_pid).
 # STACK_KMS_TLS=1 serves the key service over https with a fresh self-signed
 # certificate: the enclave then terminates TLS itself (the host pipes ciphertext).
 
@@ -94,8 +95,11 @@ stack_up() {
   mkdir -m 700 "$D/vsock"
   local cap=()
   if [ -n "${STACK_CAPTURE:-}" ]; then mkdir -m 700 "$D/capture"; cap=(--capture-dir "$D/capture"); fi
+  # shellcheck disable=SC2086 # STACK_HOST_ARGS is a list of extra options
   "$HOST" --listen 127.0.0.1:0 --enclave-cid 16 --vsock-dir "$D/vsock" --model "$D/model.sealed" \
-    --kms "$kms_url" --kms-credentials "$OPERATOR_DIR/operator.json" "${host_ca[@]}" "${cap[@]}" > "$D/host.out" 2> "$D/host.log" &
+    --kms "$kms_url" --kms-credentials "$OPERATOR_DIR/operator.json" "${host_ca[@]}" "${cap[@]}" ${STACK_HOST_ARGS:-} \
+    > "$D/host.out" 2> "$D/host.log" &
+  stack_host_pid=$!
   stack_pids+=($!)
   stack_wait_for "$D/host.out" 'listening on' 10 || return 1
   host_url=http://$(grep -oE '127\.0\.0\.1:[0-9]+' "$D/host.out" | head -1)

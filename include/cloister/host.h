@@ -16,6 +16,16 @@
 #define CL_HOST_DEFAULT_TIMEOUT_MS 120000u
 #define CL_HOST_DEFAULT_MAX_TOKENS 2048u
 #define CL_HOST_DEFAULT_MAX_SESSIONS 4u
+#define CL_HOST_DEFAULT_MAX_CONNECTIONS 4096u
+#define CL_HOST_DEFAULT_MAX_CLIENT_CONNECTIONS 256u
+#define CL_HOST_DEFAULT_HEADER_TIMEOUT_MS 10000u
+#define CL_HOST_DEFAULT_BODY_TIMEOUT_MS 60000u
+#define CL_HOST_DEFAULT_IDLE_TIMEOUT_S 60u
+#define CL_HOST_DEFAULT_ENCLAVE_WORKERS 64u
+#define CL_HOST_DEFAULT_ENCLAVE_QUEUE 256u
+#define CL_HOST_MAX_CONNECTIONS_LIMIT 65536u
+#define CL_HOST_MAX_HTTP_THREADS 64u
+#define CL_HOST_MAX_ENCLAVE_WORKERS 1024u
 #define CL_HOST_NONCE_MIN 16
 #define CL_HOST_NONCE_MAX 64
 
@@ -53,6 +63,17 @@ struct cl_host_config {
     unsigned max_prompt_tokens; /* 0 = the enclave's default */
     const char *capture_dir; /* test hook: every socket byte appended here; NULL = off */
     const char *kms_ca_pem;  /* extra CA (PEM) the enclave trusts for an https key service; NULL = system store */
+    /* The HTTP front door. 0 picks the default (CL_HOST_DEFAULT_*). */
+    unsigned max_connections;        /* open client connections; more get 503 at accept. The default is
+                                      * lowered to fit RLIMIT_NOFILE; an explicit value that does not fit fails */
+    unsigned max_client_connections; /* open connections per client address; more get 503 at accept */
+    unsigned header_timeout_ms;      /* a request's headers must be complete this long after the connection
+                                      * opened or its previous answer ended, however slowly bytes trickle in */
+    unsigned body_timeout_ms;        /* a request's body must be complete this long after its headers */
+    unsigned idle_timeout_s;         /* longest client silence while sending a body or reading an answer */
+    unsigned http_threads;           /* libmicrohttpd epoll threads (0 = online CPUs, 2..16) */
+    unsigned enclave_workers;        /* threads that wait on the enclave; HTTP threads never do */
+    unsigned enclave_queue;          /* enclave exchanges waiting for a worker; more get 503 */
 };
 
 struct cl_host;
@@ -61,6 +82,8 @@ struct cl_host;
  * 8000). Everything runs on background threads until cl_host_stop. */
 CL_MUST_CHECK cl_err cl_host_start(const struct cl_host_config *cfg, struct cl_host **out);
 uint16_t cl_host_port(const struct cl_host *h);
+/* The connection limit in force (the default may have been lowered to fit RLIMIT_NOFILE). */
+unsigned cl_host_max_connections(const struct cl_host *h);
 void cl_host_stop(struct cl_host *h);
 
 /* Reads a credentials file: a JSON object with string members access_key_id,

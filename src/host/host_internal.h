@@ -4,6 +4,8 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <microhttpd.h>
 #include <stdatomic.h>
 
 #include "cloister/host.h"
@@ -56,6 +58,60 @@ struct cl_host_metrics {
     atomic_uint_fast64_t model_bytes;
     atomic_uint_fast64_t kms_bytes_to;
     atomic_uint_fast64_t kms_bytes_from;
+    atomic_uint_fast64_t conn_accepted;
+    atomic_uint_fast64_t conn_rejects[2]; /* 0: host limit, 1: per-client limit */
+    atomic_uint_fast64_t header_timeouts;
+    atomic_uint_fast64_t body_timeouts;
+    atomic_uint_fast64_t queue_rejects;
+    atomic_uint queue_depth;
+    atomic_uint workers_busy;
+};
+
+/* One accepted HTTP client connection (conn.c). ctl_fd is our own duplicate
+ * of the socket: shutting it down ends the connection without any risk of
+ * touching a descriptor number libmicrohttpd has closed and reused. */
+struct cl_host_client;
+struct cl_host_conn {
+    struct cl_host_conn *prev, *next;
+    struct cl_host_client *client;
+    int ctl_fd;
+    int mhd_fd;
+    int attached; /* libmicrohttpd reported it started */
+    int killed;   /* header deadline passed: shut down */
+    uint64_t t_accept_us;
+    atomic_int phase;                    /* enum cl_host_conn_phase */
+    atomic_uint_fast64_t phase_start_us; /* since when */
+};
+
+/* What a connection is waiting for from its client, each with a deadline. */
+enum cl_host_conn_phase { CL_HOST_PHASE_NONE = 0, CL_HOST_PHASE_HEADERS, CL_HOST_PHASE_BODY, CL_HOST_PHASE_COUNT };
+
+#define CL_HOST_LINGER_MAX 128u
+
+/* A refused connection: 503 sent, its request drained until the peer closes
+ * or a second passes, so the client reads the answer instead of a reset. */
+struct cl_host_linger {
+    int fd;
+    uint64_t t0_us;
+};
+
+/* A unit of work for the enclave worker pool (pool.c). */
+struct cl_host_job {
+    struct cl_host_job *next;
+    void (*run)(struct cl_host_job *j);
+};
+
+struct cl_host_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int init;
+    struct cl_host_job *head, *tail;
+    unsigned queued;   /* jobs in the list */
+    unsigned reserved; /* slots promised to requests that are about to push */
+    unsigned busy;     /* workers running a job */
+    unsigned nthreads;
+    pthread_t *threads;
+    int stopping;
 };
 
 struct cl_host_listen_arg {
@@ -81,7 +137,22 @@ struct cl_host {
     atomic_uint workers;
     atomic_uint_fast64_t body_inflight; /* request body bytes held by all connections */
     uint64_t body_budget;
+    atomic_int stopping;
     struct cl_host_metrics m;
+    /* connections (conn.c), all under conn_mu */
+    pthread_mutex_t conn_mu;
+    int conn_mu_init;
+    struct cl_host_conn *conns;
+    struct cl_host_conn **by_fd; /* indexed by the descriptor handed to libmicrohttpd */
+    size_t by_fd_n;
+    struct cl_host_client **clients; /* hash of per-address counts */
+    unsigned conn_count;
+    struct cl_host_linger linger[CL_HOST_LINGER_MAX];
+    unsigned linger_n;
+    pthread_t sweep_thr;
+    int sweep_started;
+    unsigned max_conns;
+    struct cl_host_pool pool;
 };
 
 /* Capture files of one connection: bytes the host received (in) and sent (out). */
@@ -119,5 +190,37 @@ CL_MUST_CHECK cl_err cl_host_services_start(struct cl_host *h);
 void cl_host_services_stop(struct cl_host *h);
 CL_MUST_CHECK cl_err cl_host_http_start(struct cl_host *h);
 void cl_host_http_stop(struct cl_host *h);
+
+/* Connection accounting (conn.c). */
+CL_MUST_CHECK cl_err cl_host_conn_init(struct cl_host *h);
+void cl_host_conn_fini(struct cl_host *h);
+/* Called by the accept thread for a fresh socket: counts it against the
+ * host and per-client limits. On refusal answers 503 itself, takes fd and
+ * returns 0. Otherwise returns 1 with *out to attach after capture. */
+int cl_host_conn_admit(struct cl_host *h, int fd, const struct sockaddr *peer, socklen_t pl, struct cl_host_conn **out);
+/* Registers the descriptor libmicrohttpd will own; 0 on failure (c released). */
+int cl_host_conn_bind(struct cl_host *h, struct cl_host_conn *c, int mhd_fd);
+/* Releases a connection libmicrohttpd never took. */
+void cl_host_conn_release(struct cl_host *h, struct cl_host_conn *c);
+/* libmicrohttpd connection notifications (MHD_OPTION_NOTIFY_CONNECTION). */
+void cl_host_conn_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                         enum MHD_ConnectionNotificationCode code);
+/* Headers complete: a body follows (its deadline starts) or not. */
+void cl_host_conn_headers_done(struct cl_host_conn *c, int body);
+void cl_host_conn_body_done(struct cl_host_conn *c);
+void cl_host_conn_request_done(struct cl_host_conn *c);
+/* Shuts every client socket down (stopping: the library then sees them end). */
+void cl_host_conn_shutdown_all(struct cl_host *h);
+CL_MUST_CHECK cl_err cl_host_sweep_start(struct cl_host *h);
+void cl_host_sweep_stop(struct cl_host *h);
+
+/* Enclave worker pool (pool.c). */
+CL_MUST_CHECK cl_err cl_host_pool_start(struct cl_host *h);
+/* Claims a queue slot: 1 when granted, 0 when the queue is full or the
+ * host is stopping. A granted slot must be used by cl_host_pool_push. */
+int cl_host_pool_reserve(struct cl_host *h);
+void cl_host_pool_push(struct cl_host *h, struct cl_host_job *j);
+/* Runs every queued job (they fail fast once stopping is set) and joins. */
+void cl_host_pool_stop(struct cl_host *h);
 
 #endif

@@ -1,17 +1,21 @@
-/* The host's HTTP API (libmicrohttpd, one thread per connection): relays
- * attestation and OHTTP to the enclave, one fresh enclave connection per
- * request, and exports health and Prometheus metrics. Request and response
- * bodies are opaque here and never logged. */
+/* The host's HTTP API: libmicrohttpd with a small pool of epoll threads that
+ * never block; every wait on the enclave runs on the worker pool (pool.c)
+ * while the connection is suspended. Relays attestation and OHTTP to the
+ * enclave, one fresh enclave connection per request, and exports health and
+ * Prometheus metrics. Request and response bodies are opaque here and never
+ * logged. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cloister/log.h"
@@ -19,7 +23,6 @@
 
 #define CL_HOST_ATTEST_DOC_MAX (1u << 20)
 #define CL_HOST_STATUS_MAX (64u << 10)
-#define CL_HOST_MHD_CONN_LIMIT 256u
 
 static const char *const cl_host_route_names[CL_HOST_ROUTE_COUNT] = {
     [CL_HOST_ROUTE_NONE] = "none",       [CL_HOST_ROUTE_ATTESTATION] = "attestation", [CL_HOST_ROUTE_OHTTP] = "ohttp",
@@ -44,9 +47,15 @@ static const char *const cl_host_svc_names[CL_HOST_SVC_COUNT] = {
     [CL_HOST_SVC_NONE] = "none", [CL_HOST_SVC_MODEL] = "model", [CL_HOST_SVC_BOOT] = "boot",
     [CL_HOST_SVC_KMS_PROXY] = "kms_proxy"};
 
+enum cl_host_job_kind { CL_HOST_JOB_NONE = 0, CL_HOST_JOB_ATTEST, CL_HOST_JOB_OHTTP, CL_HOST_JOB_STATUS, CL_HOST_JOB_COUNT };
+
+/* One HTTP request. Enclave exchanges run on the worker pool while the
+ * connection is suspended: mu orders the worker's results and resumes
+ * against the HTTP thread's suspends (a connection is resumed only when it
+ * is suspended, and suspended only while a worker is bound to resume it). */
 struct cl_host_req {
     struct cl_host *h;
-    atomic_int refs; /* the connection and, while streaming, the response */
+    atomic_int refs; /* the connection, a queued or running job, a streaming response */
     struct cl_reqid id;
     uint64_t t0;
     enum cl_host_route route;
@@ -59,13 +68,33 @@ struct cl_host_req {
     uint64_t held; /* bytes of body counted in h->body_inflight */
     int started;
     cl_err enclave_err;
-    /* streaming */
-    int efd;
-    struct cl_buf frame;
-    size_t frame_off;
+    struct cl_host_conn *hc;
+    /* the enclave job */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct MHD_Connection *conn;
+    int suspended;
+    struct cl_host_job job;
+    enum cl_host_job_kind kind;
+    int job_queued;
+    int job_done;
+    int chunked;
+    struct cl_buf nonce;
+    cl_err job_rc;
+    enum cl_wire_type job_t;
+    enum cl_host_enclave_state job_state;
+    struct cl_buf frame; /* the first answer frame */
+    /* streaming: frames the worker read, not yet taken by the HTTP thread */
+    int streaming;
+    struct cl_buf pending;
+    size_t pending_off;
     int stream_done;
-    int aborted;
+    atomic_int aborted;    /* the stream failed (read by the completion callback without mu) */
+    atomic_int stream_err; /* why */
+    atomic_int gone; /* the HTTP side finished with this request */
 };
+
+#define CL_HOST_STREAM_HIGH (256u << 10) /* the worker stops reading the enclave above this */
 
 static void cl_host_req_drop_body(struct cl_host_req *r)
 {
@@ -78,11 +107,31 @@ static void cl_host_req_unref(struct cl_host_req *r)
 {
     if (atomic_fetch_sub(&r->refs, 1) != 1)
         return;
-    if (r->efd >= 0)
-        close(r->efd);
     cl_host_req_drop_body(r);
     cl_buf_free(&r->frame);
+    cl_buf_free(&r->pending);
+    cl_buf_free(&r->nonce);
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
     free(r);
+}
+
+/* Under r->mu. */
+static void cl_host_req_suspend(struct cl_host_req *r)
+{
+    if (r->suspended)
+        return;
+    r->suspended = 1;
+    MHD_suspend_connection(r->conn);
+}
+
+/* Under r->mu. */
+static void cl_host_req_resume(struct cl_host_req *r)
+{
+    if (!r->suspended)
+        return;
+    r->suspended = 0;
+    MHD_resume_connection(r->conn);
 }
 
 static enum MHD_Result cl_host_respond(struct MHD_Connection *conn, struct cl_host_req *r, unsigned status,
@@ -97,6 +146,8 @@ static enum MHD_Result cl_host_respond(struct MHD_Connection *conn, struct cl_ho
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
                                 r->route == CL_HOST_ROUTE_OHTTP ? "POST" : "GET");
+    if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     enum MHD_Result ret = MHD_queue_response(conn, status, resp);
     MHD_destroy_response(resp);
     r->status = status;
@@ -121,6 +172,8 @@ static enum MHD_Result cl_host_enclave_failure(struct MHD_Connection *conn, stru
         return cl_host_error(conn, r, MHD_HTTP_BAD_GATEWAY, "enclave unavailable");
     if (rc == CL_E_NET_HOST_ENCLAVE_TIMEOUT)
         return cl_host_error(conn, r, MHD_HTTP_GATEWAY_TIMEOUT, "enclave timeout");
+    if (rc == CL_E_NET_HOST_QUEUE_FULL)
+        return cl_host_error(conn, r, MHD_HTTP_SERVICE_UNAVAILABLE, "host stopping");
     return cl_host_error(conn, r, MHD_HTTP_BAD_GATEWAY, "enclave connection failed");
 }
 
@@ -140,13 +193,16 @@ static enum MHD_Result cl_host_enclave_error_frame(struct MHD_Connection *conn, 
 }
 
 /* Sends one frame on a fresh connection and reads the first answer frame.
- * On success *fd stays open (the caller closes it or keeps streaming). */
+ * On success *fd stays open (the caller closes it or keeps streaming).
+ * Runs on an enclave worker, never on an HTTP thread. */
 static cl_err cl_host_enclave_call(struct cl_host *h, enum cl_wire_type t, unsigned flags, const void *p, size_t n,
                                    size_t max, enum cl_wire_type *rt, struct cl_buf *resp, int *fd)
 {
     cl_err rc = CL_OK;
     unsigned rflags = 0;
     int efd = -1;
+    if (atomic_load(&h->stopping))
+        CL_FAIL(CL_E_NET_HOST_QUEUE_FULL, "host is stopping");
     CL_GUARD(cl_host_enclave_connect(h, &efd));
     if (cl_wire_send(efd, t, flags, p, n) != CL_OK)
         CL_FAIL(CL_E_NET_HOST_ENCLAVE_CLOSED, "sending %s", cl_wire_type_name(t));
@@ -159,140 +215,232 @@ out:
     return rc;
 }
 
-static enum MHD_Result cl_host_attestation(struct MHD_Connection *conn, struct cl_host_req *r)
+/* Worker side of a chunked answer: reads frames until END, an error, the
+ * client going away or the host stopping, handing each to the HTTP thread.
+ * Holds at most CL_HOST_STREAM_HIGH bytes (plus one frame) per request. */
+static void cl_host_stream_pump(struct cl_host_req *r, int efd)
 {
-    struct cl_buf nonce, doc;
-    enum cl_wire_type t = CL_WIRE_NONE;
-    enum MHD_Result ret;
-    int fd = -1;
-    cl_buf_init(&nonce, CL_HOST_NONCE_MAX, CL_BUF_NONE);
-    cl_buf_init(&doc, CL_HOST_ATTEST_DOC_MAX, CL_BUF_NONE);
-    const char *hex = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "nonce");
-    if (cl_host_nonce_parse(hex, &nonce) != CL_OK) {
-        ret = cl_host_error(conn, r, MHD_HTTP_BAD_REQUEST, "nonce must be 16 to 64 bytes of hex");
-        goto out;
+    struct cl_host *h = r->h;
+    struct cl_buf f;
+    cl_buf_init(&f, CL_WIRE_MAX_FRAME, CL_BUF_NONE);
+    for (;;) {
+        enum cl_wire_type t = CL_WIRE_NONE;
+        unsigned flags = 0;
+        cl_err rc = CL_OK;
+        uint64_t stall0 = cl_now_us();
+        pthread_mutex_lock(&r->mu);
+        while (r->pending.len - r->pending_off >= CL_HOST_STREAM_HIGH && !atomic_load(&r->gone) &&
+               !atomic_load(&h->stopping) && cl_now_us() - stall0 < (uint64_t)h->cfg.idle_timeout_s * 1000000u) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 100 * 1000 * 1000;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        }
+        int stop = atomic_load(&r->gone) || atomic_load(&h->stopping) ||
+                   r->pending.len - r->pending_off >= CL_HOST_STREAM_HIGH;
+        pthread_mutex_unlock(&r->mu);
+        if (stop)
+            rc = cl_err_fail(CL_E_NET_HOST_ENCLAVE_CLOSED, "client gone, stalled or host stopping");
+        else
+            rc = cl_host_enclave_recv(h, efd, CL_WIRE_MAX_FRAME, &t, &flags, &f);
+        pthread_mutex_lock(&r->mu);
+        if (rc == CL_OK && t == CL_WIRE_OHTTP_CHUNK) {
+            if (r->pending_off) {
+                memmove(r->pending.data, r->pending.data + r->pending_off, r->pending.len - r->pending_off);
+                r->pending.len -= r->pending_off;
+                r->pending_off = 0;
+            }
+            if (cl_buf_append(&r->pending, f.data, f.len) != CL_OK)
+                rc = cl_err_fail(CL_E_NET_HOST_ENCLAVE_PROTOCOL, "answer chunk over the stream buffer");
+        } else if (rc == CL_OK && t == CL_WIRE_END) {
+            r->stream_done = 1;
+        } else if (rc == CL_OK) {
+            rc = cl_err_fail(CL_E_NET_HOST_ENCLAVE_PROTOCOL, "unexpected %s in a stream", cl_wire_type_name(t));
+        }
+        if (rc != CL_OK) {
+            /* Ending with an error makes MHD drop the connection without the
+             * final zero-length chunk: the client sees a truncated body. */
+            atomic_store(&r->stream_err, (int)rc);
+            r->aborted = 1;
+        }
+        int done = r->stream_done || r->aborted;
+        cl_host_req_resume(r);
+        pthread_mutex_unlock(&r->mu);
+        f.len = 0;
+        if (done)
+            break;
     }
-    cl_err rc = cl_host_enclave_call(r->h, CL_WIRE_ATTEST_REQ, 0, nonce.data, nonce.len, CL_HOST_ATTEST_DOC_MAX, &t,
-                                     &doc, &fd);
-    if (rc != CL_OK)
-        ret = cl_host_enclave_failure(conn, r, rc);
-    else if (t == CL_WIRE_ATTEST_DOC)
-        ret = cl_host_respond(conn, r, MHD_HTTP_OK, "application/cbor", doc.data, doc.len);
-    else if (t == CL_WIRE_ERROR)
-        ret = cl_host_enclave_error_frame(conn, r, &doc);
-    else
-        ret = cl_host_enclave_failure(conn, r, CL_E_NET_HOST_ENCLAVE_PROTOCOL);
-out:
+    cl_buf_free(&f);
+}
+
+static void cl_host_job_run(struct cl_host_job *j)
+{
+    struct cl_host_req *r = (struct cl_host_req *)((char *)j - offsetof(struct cl_host_req, job));
+    struct cl_host *h = r->h;
+    enum cl_wire_type t = CL_WIRE_NONE;
+    enum cl_host_enclave_state es = CL_HOST_ENCLAVE_UNKNOWN;
+    struct cl_buf resp;
+    int fd = -1, stream = 0;
+    cl_err rc;
+    cl_buf_init(&resp, CL_WIRE_MAX_FRAME, CL_BUF_NONE);
+    switch (r->kind) {
+    case CL_HOST_JOB_ATTEST:
+        rc = cl_host_enclave_call(h, CL_WIRE_ATTEST_REQ, 0, r->nonce.data, r->nonce.len, CL_HOST_ATTEST_DOC_MAX, &t,
+                                  &resp, &fd);
+        break;
+    case CL_HOST_JOB_OHTTP:
+        rc = cl_host_enclave_call(h, CL_WIRE_OHTTP_REQ, r->chunked ? CL_WIRE_FLAG_CHUNKED : 0, r->body.data,
+                                  r->body.len, CL_WIRE_MAX_FRAME, &t, &resp, &fd);
+        cl_host_req_drop_body(r);
+        stream = rc == CL_OK && r->chunked && (t == CL_WIRE_OHTTP_CHUNK || t == CL_WIRE_END);
+        break;
+    default: {
+        struct cl_buf state;
+        cl_buf_init(&state, 64, CL_BUF_NONE);
+        rc = cl_host_enclave_call(h, CL_WIRE_STATUS_REQ, 0, NULL, 0, CL_HOST_STATUS_MAX, &t, &resp, &fd);
+        es = CL_HOST_ENCLAVE_UNREACHABLE;
+        if (rc == CL_OK) {
+            es = CL_HOST_ENCLAVE_NOT_READY;
+            if (t == CL_WIRE_STATUS_RES && cl_host_json_get_string(resp.data, resp.len, "state", &state) == CL_OK &&
+                state.len == 5 && !memcmp(state.data, "ready", 5))
+                es = CL_HOST_ENCLAVE_READY;
+        }
+        if (rc != CL_E_NET_HOST_QUEUE_FULL)
+            atomic_store(&h->m.enclave_state, es);
+        cl_buf_free(&state);
+        break;
+    }
+    }
+    if (fd >= 0 && !stream) {
+        close(fd);
+        fd = -1;
+    }
+    pthread_mutex_lock(&r->mu);
+    r->job_rc = rc;
+    r->job_t = t;
+    r->job_state = es;
+    if (stream) {
+        r->streaming = 1;
+        if (t == CL_WIRE_END)
+            r->stream_done = 1;
+        else if (cl_buf_append(&r->pending, resp.data, resp.len) != CL_OK)
+            r->aborted = 1;
+    } else {
+        /* swap the answer into the request */
+        struct cl_buf tmp = r->frame;
+        r->frame = resp;
+        resp = tmp;
+    }
+    r->job_done = 1;
+    cl_host_req_resume(r);
+    int pump = stream && !r->stream_done && !r->aborted;
+    pthread_mutex_unlock(&r->mu);
+    cl_buf_free(&resp);
+    if (pump)
+        cl_host_stream_pump(r, fd);
     if (fd >= 0)
         close(fd);
-    cl_buf_free(&nonce);
-    cl_buf_free(&doc);
-    return ret;
+    cl_host_req_unref(r);
+}
+
+/* Queues the enclave exchange and parks the connection until it is done. */
+static enum MHD_Result cl_host_start_job(struct MHD_Connection *conn, struct cl_host_req *r, enum cl_host_job_kind k)
+{
+    struct cl_host *h = r->h;
+    if (!cl_host_pool_reserve(h)) {
+        atomic_fetch_add(&h->m.queue_rejects, 1);
+        r->enclave_err = CL_E_NET_HOST_QUEUE_FULL;
+        return cl_host_error(conn, r, MHD_HTTP_SERVICE_UNAVAILABLE,
+                             atomic_load(&h->stopping) ? "host stopping" : "enclave queue full");
+    }
+    r->kind = k;
+    r->job.run = cl_host_job_run;
+    r->job_queued = 1;
+    atomic_fetch_add(&r->refs, 1);
+    pthread_mutex_lock(&r->mu);
+    r->conn = conn;
+    cl_host_req_suspend(r);
+    pthread_mutex_unlock(&r->mu);
+    cl_host_pool_push(h, &r->job);
+    return MHD_YES;
 }
 
 static ssize_t cl_host_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     struct cl_host_req *r = cls;
+    ssize_t ret;
     (void)pos;
-    while (r->frame_off >= r->frame.len) {
-        enum cl_wire_type t = CL_WIRE_NONE;
-        unsigned flags = 0;
-        if (r->stream_done)
-            return MHD_CONTENT_READER_END_OF_STREAM;
-        cl_err rc = cl_host_enclave_recv(r->h, r->efd, CL_WIRE_MAX_FRAME, &t, &flags, &r->frame);
-        r->frame_off = 0;
-        if (rc == CL_OK && t == CL_WIRE_END) {
-            r->stream_done = 1;
-            r->frame.len = 0;
-        } else if (rc != CL_OK || t != CL_WIRE_OHTTP_CHUNK) {
-            /* Ending with an error makes MHD drop the connection without the
-             * final zero-length chunk: the client sees a truncated body. */
-            r->enclave_err = rc != CL_OK ? rc : CL_E_NET_HOST_ENCLAVE_PROTOCOL;
-            r->aborted = 1;
-            r->frame.len = 0;
-            return MHD_CONTENT_READER_END_WITH_ERROR;
-        }
+    pthread_mutex_lock(&r->mu);
+    size_t n = r->pending.len - r->pending_off;
+    if (n) {
+        if (n > max)
+            n = max;
+        memcpy(buf, r->pending.data + r->pending_off, n);
+        r->pending_off += n;
+        if (r->pending_off == r->pending.len)
+            r->pending.len = r->pending_off = 0;
+        atomic_fetch_add(&r->bytes_out, n);
+        pthread_cond_signal(&r->cv);
+        ret = (ssize_t)n;
+    } else if (r->aborted) {
+        ret = MHD_CONTENT_READER_END_WITH_ERROR;
+    } else if (r->stream_done) {
+        ret = MHD_CONTENT_READER_END_OF_STREAM;
+    } else {
+        /* Nothing yet: park the connection; the worker resumes it. */
+        cl_host_req_suspend(r);
+        ret = 0;
     }
-    size_t n = r->frame.len - r->frame_off;
-    if (n > max)
-        n = max;
-    memcpy(buf, r->frame.data + r->frame_off, n);
-    r->frame_off += n;
-    atomic_fetch_add(&r->bytes_out, n);
-    return (ssize_t)n;
+    pthread_mutex_unlock(&r->mu);
+    return ret;
 }
 
 static void cl_host_stream_free(void *cls) { cl_host_req_unref(cls); }
 
-static enum MHD_Result cl_host_ohttp(struct MHD_Connection *conn, struct cl_host_req *r, int chunked)
+/* Builds the answer once the worker is done (the connection was resumed). */
+static enum MHD_Result cl_host_job_answer(struct MHD_Connection *conn, struct cl_host_req *r)
 {
-    enum cl_wire_type t = CL_WIRE_NONE;
-    enum MHD_Result ret;
-    int fd = -1;
-    cl_buf_init(&r->frame, CL_WIRE_MAX_FRAME, CL_BUF_NONE);
-    cl_err rc = cl_host_enclave_call(r->h, CL_WIRE_OHTTP_REQ, chunked ? CL_WIRE_FLAG_CHUNKED : 0, r->body.data,
-                                     r->body.len, CL_WIRE_MAX_FRAME, &t, &r->frame, &fd);
-    cl_host_req_drop_body(r);
+    cl_err rc = r->job_rc;
+    enum cl_wire_type t = r->job_t;
+    if (r->kind == CL_HOST_JOB_STATUS) {
+        if (rc == CL_E_NET_HOST_QUEUE_FULL)
+            return cl_host_enclave_failure(conn, r, rc);
+        if (rc != CL_OK)
+            r->enclave_err = rc;
+        if (r->job_state == CL_HOST_ENCLAVE_READY)
+            return cl_host_respond(conn, r, MHD_HTTP_OK, "application/json", "{\"state\":\"ready\"}", 17);
+        return cl_host_error(conn, r, MHD_HTTP_SERVICE_UNAVAILABLE,
+                             r->job_state == CL_HOST_ENCLAVE_UNREACHABLE ? "enclave unreachable" : "enclave not ready");
+    }
     if (rc != CL_OK)
         return cl_host_enclave_failure(conn, r, rc);
-    if (t == CL_WIRE_ERROR) {
-        ret = cl_host_enclave_error_frame(conn, r, &r->frame);
-    } else if (!chunked && t == CL_WIRE_OHTTP_RES) {
-        ret = cl_host_respond(conn, r, MHD_HTTP_OK, "message/ohttp-res", r->frame.data, r->frame.len);
-    } else if (chunked && (t == CL_WIRE_OHTTP_CHUNK || t == CL_WIRE_END)) {
-        r->efd = fd;
-        fd = -1;
-        r->frame_off = 0;
-        if (t == CL_WIRE_END) {
-            r->stream_done = 1;
-            r->frame.len = 0;
-        }
-        atomic_fetch_add(&r->refs, 1);
-        struct MHD_Response *resp =
-            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16u << 10, cl_host_stream_read, r, cl_host_stream_free);
-        if (!resp) {
-            cl_host_req_unref(r);
-            return MHD_NO;
-        }
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "message/ohttp-chunked-res");
-        MHD_add_response_header(resp, "Cache-Control", "no-store");
-        r->status = MHD_HTTP_OK;
-        ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
-        MHD_destroy_response(resp);
-    } else {
-        ret = cl_host_enclave_failure(conn, r, CL_E_NET_HOST_ENCLAVE_PROTOCOL);
+    if (t == CL_WIRE_ERROR)
+        return cl_host_enclave_error_frame(conn, r, &r->frame);
+    if (r->kind == CL_HOST_JOB_ATTEST)
+        return t == CL_WIRE_ATTEST_DOC
+                   ? cl_host_respond(conn, r, MHD_HTTP_OK, "application/cbor", r->frame.data, r->frame.len)
+                   : cl_host_enclave_failure(conn, r, CL_E_NET_HOST_ENCLAVE_PROTOCOL);
+    if (!r->chunked && t == CL_WIRE_OHTTP_RES)
+        return cl_host_respond(conn, r, MHD_HTTP_OK, "message/ohttp-res", r->frame.data, r->frame.len);
+    if (!r->streaming)
+        return cl_host_enclave_failure(conn, r, CL_E_NET_HOST_ENCLAVE_PROTOCOL);
+    atomic_fetch_add(&r->refs, 1);
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16u << 10, cl_host_stream_read, r, cl_host_stream_free);
+    if (!resp) {
+        cl_host_req_unref(r);
+        return MHD_NO;
     }
-    if (fd >= 0)
-        close(fd);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "message/ohttp-chunked-res");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    r->status = MHD_HTTP_OK;
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
     return ret;
-}
-
-static enum MHD_Result cl_host_readyz(struct MHD_Connection *conn, struct cl_host_req *r)
-{
-    struct cl_buf st, state;
-    enum cl_wire_type t = CL_WIRE_NONE;
-    enum cl_host_enclave_state es = CL_HOST_ENCLAVE_UNREACHABLE;
-    int fd = -1;
-    cl_buf_init(&st, CL_HOST_STATUS_MAX, CL_BUF_NONE);
-    cl_buf_init(&state, 64, CL_BUF_NONE);
-    cl_err rc = cl_host_enclave_call(r->h, CL_WIRE_STATUS_REQ, 0, NULL, 0, CL_HOST_STATUS_MAX, &t, &st, &fd);
-    if (rc == CL_OK) {
-        es = CL_HOST_ENCLAVE_NOT_READY;
-        if (t == CL_WIRE_STATUS_RES && cl_host_json_get_string(st.data, st.len, "state", &state) == CL_OK &&
-            state.len == 5 && !memcmp(state.data, "ready", 5))
-            es = CL_HOST_ENCLAVE_READY;
-    } else {
-        r->enclave_err = rc;
-    }
-    atomic_store(&r->h->m.enclave_state, es);
-    if (fd >= 0)
-        close(fd);
-    cl_buf_free(&st);
-    cl_buf_free(&state);
-    if (es == CL_HOST_ENCLAVE_READY)
-        return cl_host_respond(conn, r, MHD_HTTP_OK, "application/json", "{\"state\":\"ready\"}", 17);
-    return cl_host_error(conn, r, MHD_HTTP_SERVICE_UNAVAILABLE,
-                         es == CL_HOST_ENCLAVE_UNREACHABLE ? "enclave unreachable" : "enclave not ready");
 }
 
 static cl_err cl_host_metrics_text(struct cl_host *h, struct cl_buf *o)
@@ -367,6 +515,43 @@ static cl_err cl_host_metrics_text(struct cl_host *h, struct cl_buf *o)
                             (unsigned long long)atomic_load(&m->enclave_timeouts),
                             (unsigned long long)atomic_load(&m->stream_aborts),
                             (unsigned long long)atomic_load(&m->busy_rejects)));
+    unsigned open_conns;
+    pthread_mutex_lock(&h->conn_mu);
+    open_conns = h->conn_count;
+    pthread_mutex_unlock(&h->conn_mu);
+    CL_GUARD(cl_buf_appendf(o,
+                            "# HELP cloister_host_http_connections Open HTTP client connections.\n"
+                            "# TYPE cloister_host_http_connections gauge\n"
+                            "cloister_host_http_connections %u\n"
+                            "# HELP cloister_host_http_connections_total HTTP client connections accepted.\n"
+                            "# TYPE cloister_host_http_connections_total counter\n"
+                            "cloister_host_http_connections_total %llu\n"
+                            "# HELP cloister_host_http_connection_rejects_total Connections refused with 503 at accept.\n"
+                            "# TYPE cloister_host_http_connection_rejects_total counter\n"
+                            "cloister_host_http_connection_rejects_total{reason=\"host_limit\"} %llu\n"
+                            "cloister_host_http_connection_rejects_total{reason=\"client_limit\"} %llu\n"
+                            "# HELP cloister_host_http_header_timeouts_total Connections closed: headers not complete in time.\n"
+                            "# TYPE cloister_host_http_header_timeouts_total counter\n"
+                            "cloister_host_http_header_timeouts_total %llu\n"
+                            "# HELP cloister_host_http_body_timeouts_total Connections closed: request body not complete in time.\n"
+                            "# TYPE cloister_host_http_body_timeouts_total counter\n"
+                            "cloister_host_http_body_timeouts_total %llu\n"
+                            "# HELP cloister_host_enclave_queue_rejects_total Requests refused: enclave queue full.\n"
+                            "# TYPE cloister_host_enclave_queue_rejects_total counter\n"
+                            "cloister_host_enclave_queue_rejects_total %llu\n"
+                            "# HELP cloister_host_enclave_queue_depth Enclave exchanges waiting for a worker.\n"
+                            "# TYPE cloister_host_enclave_queue_depth gauge\n"
+                            "cloister_host_enclave_queue_depth %u\n"
+                            "# HELP cloister_host_enclave_workers_busy Enclave workers in an exchange.\n"
+                            "# TYPE cloister_host_enclave_workers_busy gauge\n"
+                            "cloister_host_enclave_workers_busy %u\n",
+                            open_conns, (unsigned long long)atomic_load(&m->conn_accepted),
+                            (unsigned long long)atomic_load(&m->conn_rejects[0]),
+                            (unsigned long long)atomic_load(&m->conn_rejects[1]),
+                            (unsigned long long)atomic_load(&m->header_timeouts),
+                            (unsigned long long)atomic_load(&m->body_timeouts),
+                            (unsigned long long)atomic_load(&m->queue_rejects), atomic_load(&m->queue_depth),
+                            atomic_load(&m->workers_busy)));
     CL_GUARD(cl_buf_append_str(o, "# HELP cloister_host_vsock_connections_total Enclave connections to boot services.\n"
                                   "# TYPE cloister_host_vsock_connections_total counter\n"));
     for (int s = CL_HOST_SVC_MODEL; s < CL_HOST_SVC_COUNT; s++)
@@ -445,15 +630,31 @@ static enum MHD_Result cl_host_access(void *cls, struct MHD_Connection *conn, co
         r = calloc(1, sizeof(*r));
         if (!r)
             return MHD_NO;
+        if (pthread_mutex_init(&r->mu, NULL) != 0) {
+            free(r);
+            return MHD_NO;
+        }
+        if (pthread_cond_init(&r->cv, NULL) != 0) {
+            pthread_mutex_destroy(&r->mu);
+            free(r);
+            return MHD_NO;
+        }
         r->h = h;
         atomic_init(&r->refs, 1);
-        r->efd = -1;
         r->t0 = cl_now_us();
         cl_reqid_new(&r->id);
         r->route = cl_host_route_of(url);
+        r->conn = conn;
         cl_buf_init(&r->body, h->cfg.max_body ? h->cfg.max_body : 1, CL_BUF_NONE);
         cl_buf_init(&r->frame, 1, CL_BUF_NONE);
+        cl_buf_init(&r->pending, (size_t)CL_HOST_STREAM_HIGH + CL_WIRE_MAX_FRAME, CL_BUF_NONE);
+        cl_buf_init(&r->nonce, CL_HOST_NONCE_MAX, CL_BUF_NONE);
         *con_cls = r;
+        /* The headers are complete: the header deadline is met; a POST's
+         * body is on its own clock. */
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        r->hc = ci ? ci->socket_context : NULL;
+        cl_host_conn_headers_done(r->hc, !strcmp(method, MHD_HTTP_METHOD_POST));
         int post = !strcmp(method, MHD_HTTP_METHOD_POST), get = !strcmp(method, MHD_HTTP_METHOD_GET);
         if (r->route == CL_HOST_ROUTE_OTHER)
             return cl_host_error(conn, r, MHD_HTTP_NOT_FOUND, "not found");
@@ -500,9 +701,22 @@ static enum MHD_Result cl_host_access(void *cls, struct MHD_Connection *conn, co
         *upload_data_size = 0;
         return MHD_YES;
     }
+    if (r->job_queued) {
+        /* Called again after the worker resumed the connection. */
+        pthread_mutex_lock(&r->mu);
+        int done = r->job_done;
+        if (!done)
+            cl_host_req_suspend(r);
+        pthread_mutex_unlock(&r->mu);
+        if (!done)
+            return MHD_YES;
+        r->job_queued = 0;
+        return cl_host_job_answer(conn, r);
+    }
     if (r->started)
         return MHD_YES;
     r->started = 1;
+    cl_host_conn_body_done(r->hc);
     if (r->too_large)
         return cl_host_error(conn, r, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
     if (r->too_busy) {
@@ -510,15 +724,21 @@ static enum MHD_Result cl_host_access(void *cls, struct MHD_Connection *conn, co
         return cl_host_error(conn, r, MHD_HTTP_SERVICE_UNAVAILABLE, "host busy");
     }
     switch (r->route) {
-    case CL_HOST_ROUTE_ATTESTATION: return cl_host_attestation(conn, r);
+    case CL_HOST_ROUTE_ATTESTATION: {
+        const char *hex = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "nonce");
+        if (cl_host_nonce_parse(hex, &r->nonce) != CL_OK)
+            return cl_host_error(conn, r, MHD_HTTP_BAD_REQUEST, "nonce must be 16 to 64 bytes of hex");
+        return cl_host_start_job(conn, r, CL_HOST_JOB_ATTEST);
+    }
     case CL_HOST_ROUTE_OHTTP: {
         const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
         if (!r->body.len)
             return cl_host_error(conn, r, MHD_HTTP_BAD_REQUEST, "empty request body");
-        return cl_host_ohttp(conn, r, cl_host_ctype_is(ct, "message/ohttp-chunked-req"));
+        r->chunked = cl_host_ctype_is(ct, "message/ohttp-chunked-req");
+        return cl_host_start_job(conn, r, CL_HOST_JOB_OHTTP);
     }
     case CL_HOST_ROUTE_HEALTHZ: return cl_host_respond(conn, r, MHD_HTTP_OK, "text/plain", "ok\n", 3);
-    case CL_HOST_ROUTE_READYZ: return cl_host_readyz(conn, r);
+    case CL_HOST_ROUTE_READYZ: return cl_host_start_job(conn, r, CL_HOST_JOB_STATUS);
     case CL_HOST_ROUTE_METRICS: return cl_host_metrics(conn, r);
     default: return cl_host_error(conn, r, MHD_HTTP_NOT_FOUND, "not found");
     }
@@ -533,6 +753,9 @@ static void cl_host_completed(void *cls, struct MHD_Connection *conn, void **con
     if (!r)
         return;
     *con_cls = NULL;
+    atomic_store(&r->gone, 1);
+    /* The next request's headers are on the clock from now. */
+    cl_host_conn_request_done(r->hc);
     uint64_t us = cl_now_us() - r->t0, out = atomic_load(&r->bytes_out);
     int slot = CL_HOST_STATUS_SLOTS, b = 0;
     for (int i = 0; i < CL_HOST_STATUS_SLOTS; i++)
@@ -540,8 +763,10 @@ static void cl_host_completed(void *cls, struct MHD_Connection *conn, void **con
             slot = i;
     while (b < CL_HOST_LAT_BUCKETS && us > cl_host_lat_us[b])
         b++;
-    int aborted = r->aborted || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
-    if (r->aborted)
+    int stream_aborted = atomic_load(&r->aborted);
+    int aborted = stream_aborted || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    cl_err err = r->enclave_err != CL_OK ? r->enclave_err : (cl_err)atomic_load(&r->stream_err);
+    if (stream_aborted)
         atomic_fetch_add(&h->m.stream_aborts, 1);
     atomic_fetch_add(&h->m.requests[r->route][slot], 1);
     atomic_fetch_add(&h->m.bytes_in[r->route], r->bytes_in);
@@ -553,11 +778,11 @@ static void cl_host_completed(void *cls, struct MHD_Connection *conn, void **con
     if (aborted)
         CL_LOG(CL_LOG_WARN, "http_request", CL_LOG_ID("request_id", &r->id), route, CL_LOG_COUNT("status", r->status),
                CL_LOG_SIZE("bytes_in", r->bytes_in), CL_LOG_SIZE("bytes_out", out), CL_LOG_US("duration_us", us),
-               CL_LOG_LIT("outcome", "aborted"), CL_LOG_ERR(r->enclave_err));
+               CL_LOG_LIT("outcome", "aborted"), CL_LOG_ERR(err));
     else
         CL_LOG(CL_LOG_INFO, "http_request", CL_LOG_ID("request_id", &r->id), route, CL_LOG_COUNT("status", r->status),
                CL_LOG_SIZE("bytes_in", r->bytes_in), CL_LOG_SIZE("bytes_out", out), CL_LOG_US("duration_us", us),
-               CL_LOG_ERR(r->enclave_err));
+               CL_LOG_ERR(err));
     cl_host_req_unref(r);
 }
 
@@ -604,8 +829,32 @@ static cl_err cl_host_parse_listen(const char *addr, struct sockaddr_storage *ss
     return CL_OK;
 }
 
-/* Accepts clients ourselves and hands them to libmicrohttpd, so the capture
- * hook can interpose on the socket. */
+/* Accepts clients ourselves, so the connection limits answer 503 before
+ * libmicrohttpd ever sees an excess socket (0.9.75 leaks a lock if an
+ * externally added connection finds its own limit reached, which wedged every
+ * thread), and so the capture hook can interpose on the socket. */
+static void cl_host_accept_one(struct cl_host *h, int fd, struct sockaddr_storage *peer, socklen_t pl)
+{
+    struct cl_host_conn *c = NULL;
+    if (!cl_host_conn_admit(h, fd, (struct sockaddr *)peer, pl, &c))
+        return;
+    if (cl_host_capture_wrap(h, "http", &fd) != CL_OK) {
+        cl_host_conn_release(h, c);
+        return;
+    }
+    if (!cl_host_conn_bind(h, c, fd)) {
+        close(fd);
+        return;
+    }
+    /* On failure libmicrohttpd has closed fd (our duplicate goes with c). A
+     * later failure inside the library, unreported, is cleaned up when the
+     * number comes back from accept or by the sweeper. */
+    if (MHD_add_connection(h->mhd, fd, (struct sockaddr *)peer, pl) != MHD_YES) {
+        cl_host_conn_release(h, c);
+        CL_LOG(CL_LOG_WARN, "http_connection_dropped");
+    }
+}
+
 static void *cl_host_accept_main(void *arg)
 {
     struct cl_host *h = arg;
@@ -616,21 +865,26 @@ static void *cl_host_accept_main(void *arg)
             continue;
         if (r < 0 || p[1].revents)
             break;
-        struct sockaddr_storage peer;
-        socklen_t pl = sizeof(peer);
-        int fd = accept4(h->http_fd, (struct sockaddr *)&peer, &pl, SOCK_CLOEXEC);
-        if (fd < 0) {
-            /* Out of descriptors or memory: back off instead of spinning. */
-            if (errno != EINTR && errno != ECONNABORTED && errno != EAGAIN)
-                poll(NULL, 0, 50);
-            continue;
+        for (int burst = 0; burst < 256; burst++) {
+            struct sockaddr_storage peer;
+            socklen_t pl = sizeof(peer);
+            int fd = accept4(h->http_fd, (struct sockaddr *)&peer, &pl, SOCK_CLOEXEC | SOCK_NONBLOCK);
+            if (fd < 0) {
+                /* Out of descriptors or memory: back off instead of spinning. */
+                if (errno != EINTR && errno != ECONNABORTED && errno != EAGAIN && errno != EWOULDBLOCK)
+                    poll(NULL, 0, 50);
+                break;
+            }
+            cl_host_accept_one(h, fd, &peer, pl);
         }
-        if (cl_host_capture_wrap(h, "http", &fd) != CL_OK)
-            continue;
-        if (MHD_add_connection(h->mhd, fd, (struct sockaddr *)&peer, pl) != MHD_YES)
-            CL_LOG(CL_LOG_WARN, "http_connection_refused");
     }
     return NULL;
+}
+
+static unsigned cl_host_default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 2 ? 2u : n > 16 ? 16u : (unsigned)n;
 }
 
 cl_err cl_host_http_start(struct cl_host *h)
@@ -640,30 +894,49 @@ cl_err cl_host_http_start(struct cl_host *h)
     socklen_t sl = 0;
     int one = 1;
     CL_GUARD(cl_host_parse_listen(h->cfg.listen, &ss, &sl));
-    h->http_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    h->http_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     CL_ENSURE_D(h->http_fd >= 0, CL_E_NET_HOST_LISTEN, "socket errno %d", errno);
     (void)setsockopt(h->http_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     CL_ENSURE_D(bind(h->http_fd, (struct sockaddr *)&ss, sl) == 0, CL_E_NET_HOST_LISTEN, "bind %s errno %d",
                 "--listen address", errno);
-    CL_ENSURE_D(listen(h->http_fd, 128) == 0, CL_E_NET_HOST_LISTEN, "listen errno %d", errno);
+    CL_ENSURE_D(listen(h->http_fd, 4096) == 0, CL_E_NET_HOST_LISTEN, "listen errno %d", errno);
     sl = sizeof(ss);
     CL_ENSURE_D(getsockname(h->http_fd, (struct sockaddr *)&ss, &sl) == 0, CL_E_NET_HOST_LISTEN, "getsockname");
     h->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                              : ((struct sockaddr_in *)&ss)->sin_port);
-    unsigned client_timeout_s = h->cfg.timeout_ms / 1000u + 30u;
-    h->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                                  MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC | MHD_USE_ERROR_LOG,
+    CL_GUARD(cl_host_conn_init(h));
+    CL_GUARD(cl_host_pool_start(h));
+    unsigned threads = h->cfg.http_threads ? h->cfg.http_threads : cl_host_default_threads();
+    /* Our own limits (conn.c) stop admission long before libmicrohttpd's:
+     * its limit is split across its threads and counts closing connections
+     * for a while, so it gets ample room and is never the one to refuse. */
+    unsigned mhd_limit = (h->max_conns * 2u + 64u) * threads;
+    h->mhd = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME |
+                                  MHD_USE_ERROR_LOG,
                               0, NULL, NULL, cl_host_access, h, MHD_OPTION_NOTIFY_COMPLETED, cl_host_completed, h,
-                              MHD_OPTION_CONNECTION_TIMEOUT, client_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
-                              CL_HOST_MHD_CONN_LIMIT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64u << 10),
-                              MHD_OPTION_EXTERNAL_LOGGER, cl_host_mhd_log, NULL, MHD_OPTION_END);
+                              MHD_OPTION_NOTIFY_CONNECTION, cl_host_conn_notify, h, MHD_OPTION_THREAD_POOL_SIZE,
+                              threads, MHD_OPTION_CONNECTION_TIMEOUT, h->cfg.idle_timeout_s,
+                              MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                              (size_t)(64u << 10), MHD_OPTION_EXTERNAL_LOGGER, cl_host_mhd_log, NULL, MHD_OPTION_END);
     CL_ENSURE_D(h->mhd, CL_E_NET_HOST_LISTEN, "HTTP daemon did not start");
+    CL_GUARD(cl_host_sweep_start(h));
     CL_ENSURE_D(pthread_create(&h->http_thr, NULL, cl_host_accept_main, h) == 0, CL_E_CORE_THREAD, "accept thread");
     h->http_thr_started = 1;
+    CL_LOG(CL_LOG_INFO, "http_front_door", CL_LOG_COUNT("http_threads", threads),
+           CL_LOG_COUNT("max_connections", h->max_conns),
+           CL_LOG_COUNT("max_client_connections", h->cfg.max_client_connections),
+           CL_LOG_COUNT("header_timeout_ms", h->cfg.header_timeout_ms),
+           CL_LOG_COUNT("body_timeout_ms", h->cfg.body_timeout_ms),
+           CL_LOG_COUNT("idle_timeout_s", h->cfg.idle_timeout_s),
+           CL_LOG_COUNT("enclave_workers", h->cfg.enclave_workers),
+           CL_LOG_COUNT("enclave_queue", h->cfg.enclave_queue));
 out:
     return rc;
 }
 
+/* Order matters: no new connections, then every enclave job finishes (each
+ * resumes its connection; libmicrohttpd refuses to stop with one suspended),
+ * then libmicrohttpd closes the connections, then our bookkeeping goes. */
 void cl_host_http_stop(struct cl_host *h)
 {
     if (h->http_thr_started)
@@ -672,7 +945,11 @@ void cl_host_http_stop(struct cl_host *h)
     if (h->http_fd >= 0)
         close(h->http_fd);
     h->http_fd = -1;
+    cl_host_pool_stop(h);
+    cl_host_conn_shutdown_all(h);
     if (h->mhd)
         MHD_stop_daemon(h->mhd);
     h->mhd = NULL;
+    cl_host_sweep_stop(h);
+    cl_host_conn_fini(h);
 }

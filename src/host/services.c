@@ -29,7 +29,7 @@ static const uint32_t cl_host_svc_port[CL_HOST_SVC_COUNT] = {
     [CL_HOST_SVC_KMS_PROXY] = CL_WIRE_PORT_KMS_PROXY,
 };
 
-struct cl_host_conn {
+struct cl_host_svc_conn {
     struct cl_host *h;
     enum cl_host_svc svc;
     int fd;
@@ -145,7 +145,7 @@ out:
 
 static void *cl_host_conn_main(void *arg)
 {
-    struct cl_host_conn *c = arg;
+    struct cl_host_svc_conn *c = arg;
     struct cl_host *h = c->h;
     static const char *const kinds[CL_HOST_SVC_COUNT] = {
         [CL_HOST_SVC_MODEL] = "model", [CL_HOST_SVC_BOOT] = "boot", [CL_HOST_SVC_KMS_PROXY] = "kmsproxy"};
@@ -185,9 +185,9 @@ static void *cl_host_listen_main(void *arg)
             continue;
         }
         atomic_fetch_add(&h->m.svc_connections[svc], 1);
-        struct cl_host_conn *c = malloc(sizeof(*c));
+        struct cl_host_svc_conn *c = malloc(sizeof(*c));
         if (c)
-            *c = (struct cl_host_conn){h, svc, fd};
+            *c = (struct cl_host_svc_conn){h, svc, fd};
         if (!c || cl_host_spawn(h, cl_host_conn_main, c) != CL_OK) {
             free(c);
             atomic_fetch_add(&h->m.svc_failures[svc], 1);

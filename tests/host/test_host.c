@@ -303,6 +303,16 @@ static void test_start_rejects_bad_config(void **state)
     assert_err(cl_host_start(&cfg, &h), CL_E_NET_HOST_CONFIG);
     cfg.listen = "999.0.0.1:80";
     assert_err(cl_host_start(&cfg, &h), CL_E_NET_HOST_CONFIG);
+    /* Front-door limits beyond their caps are refused, not clamped. */
+    cfg.listen = "127.0.0.1:0";
+    cfg.max_connections = CL_HOST_MAX_CONNECTIONS_LIMIT + 1;
+    assert_err(cl_host_start(&cfg, &h), CL_E_NET_HOST_CONFIG);
+    cfg.max_connections = 0;
+    cfg.http_threads = CL_HOST_MAX_HTTP_THREADS + 1;
+    assert_err(cl_host_start(&cfg, &h), CL_E_NET_HOST_CONFIG);
+    cfg.http_threads = 0;
+    cfg.enclave_workers = CL_HOST_MAX_ENCLAVE_WORKERS + 1;
+    assert_err(cl_host_start(&cfg, &h), CL_E_NET_HOST_CONFIG);
     assert_null(h);
     unsetenv("CLOISTER_VSOCK_DIR");
     cl_host_creds_free(&c);

@@ -22,7 +22,15 @@ static void cl_host_help(FILE *f)
             "usage: cloister-host --listen ADDR:PORT --enclave-cid N [--vsock-dir DIR]\n"
             "                     --model MODEL.sealed --kms URL --kms-credentials FILE\n"
             "                     [--max-body BYTES] [--max-inflight BYTES] [--timeout-ms N] [--max-tokens N]\n"
-            "                     [--max-prompt-tokens N] [--max-sessions N] [--capture-dir DIR] [--log-level LEVEL]\n\n"
+            "                     [--max-prompt-tokens N] [--max-sessions N] [--max-connections N]
+"
+            "                     [--max-client-connections N] [--header-timeout-ms N] [--body-timeout-ms N]
+"
+            "                     [--idle-timeout-s N] [--http-threads N] [--enclave-workers N] [--enclave-queue N]
+"
+            "                     [--capture-dir DIR] [--log-level LEVEL]
+
+"
             "The untrusted host of a Cloister enclave. It never sees a prompt, an answer or a\n"
             "key: it relays attestation documents and OHTTP ciphertext, streams the sealed\n"
             "model into the enclave, and pipes the enclave's key-service traffic.\n\n"
@@ -55,6 +63,25 @@ static void cl_host_help(FILE *f)
             "  --max-prompt-tokens N    per-request prompt token limit for the enclave, up to 1048576\n"
             "                           (default 4096)\n"
             "  --max-sessions N         concurrent sessions for the enclave, up to 256 (default 4)\n"
+            "\nHTTP front door (libmicrohttpd on a few epoll threads that never wait on the enclave):\n"
+            "  --max-connections N      open client connections, 16..65536 (default 4096); more are\n"
+            "                           answered 503 at accept. The soft RLIMIT_NOFILE is raised to fit\n"
+            "                           (2 descriptors per connection); the default shrinks to fit the\n"
+            "                           hard limit, an explicit value that does not fit is an error\n"
+            "  --max-client-connections N  open connections per client IP address, 1..65536 (default 256);\n"
+            "                           more get 503. Behind a proxy every client shares its address\n"
+            "  --header-timeout-ms N    a request's headers must be complete within N ms of the connection\n"
+            "                           opening or of its previous answer ending, however slowly bytes\n"
+            "                           trickle in; else the connection is closed. 100..600000 (default 10000)\n"
+            "  --body-timeout-ms N      a request body must be complete within N ms of its headers, else the\n"
+            "                           connection is closed. 100..3600000 (default 60000)\n"
+            "  --idle-timeout-s N       longest client silence while sending a body or reading an answer,\n"
+            "                           1..3600 (default 60)\n"
+            "  --http-threads N         HTTP (epoll) threads, 1..64 (default: online CPUs, 2..16)\n"
+            "  --enclave-workers N      threads that carry enclave exchanges, 1..1024 (default 64); a\n"
+            "                           chunked answer holds one until it ends\n"
+            "  --enclave-queue N        exchanges waiting for a worker, 1..65536 (default 256); when full,\n"
+            "                           attestation, OHTTP and /readyz get 503 {\"error\":\"enclave queue full\"}\n\n"
             "  --capture-dir DIR        TEST HOOK: append every byte crossing the host's sockets\n"
             "                           to files in DIR (includes the boot configuration)\n"
             "  --log-level LEVEL        debug, info, warn or error (default info)\n\n"
@@ -170,6 +197,38 @@ int main(int argc, char **argv)
             if (cl_host_lim(a, val, CL_BOOTCFG_LIM_MAX_SESSIONS, &v))
                 return CL_HOST_EXIT_USAGE;
             cfg.max_sessions = (unsigned)v;
+        } else if (!strcmp(a, "--max-connections")) {
+            if (cl_host_num(val, 16, CL_HOST_MAX_CONNECTIONS_LIMIT, &v))
+                return cl_host_usage("--max-connections must be 16..65536", val);
+            cfg.max_connections = (unsigned)v;
+        } else if (!strcmp(a, "--max-client-connections")) {
+            if (cl_host_num(val, 1, CL_HOST_MAX_CONNECTIONS_LIMIT, &v))
+                return cl_host_usage("--max-client-connections must be 1..65536", val);
+            cfg.max_client_connections = (unsigned)v;
+        } else if (!strcmp(a, "--header-timeout-ms")) {
+            if (cl_host_num(val, 100, 600000, &v))
+                return cl_host_usage("--header-timeout-ms must be 100..600000", val);
+            cfg.header_timeout_ms = (unsigned)v;
+        } else if (!strcmp(a, "--body-timeout-ms")) {
+            if (cl_host_num(val, 100, 3600000, &v))
+                return cl_host_usage("--body-timeout-ms must be 100..3600000", val);
+            cfg.body_timeout_ms = (unsigned)v;
+        } else if (!strcmp(a, "--idle-timeout-s")) {
+            if (cl_host_num(val, 1, 3600, &v))
+                return cl_host_usage("--idle-timeout-s must be 1..3600", val);
+            cfg.idle_timeout_s = (unsigned)v;
+        } else if (!strcmp(a, "--http-threads")) {
+            if (cl_host_num(val, 1, CL_HOST_MAX_HTTP_THREADS, &v))
+                return cl_host_usage("--http-threads must be 1..64", val);
+            cfg.http_threads = (unsigned)v;
+        } else if (!strcmp(a, "--enclave-workers")) {
+            if (cl_host_num(val, 1, CL_HOST_MAX_ENCLAVE_WORKERS, &v))
+                return cl_host_usage("--enclave-workers must be 1..1024", val);
+            cfg.enclave_workers = (unsigned)v;
+        } else if (!strcmp(a, "--enclave-queue")) {
+            if (cl_host_num(val, 1, 65536, &v))
+                return cl_host_usage("--enclave-queue must be 1..65536", val);
+            cfg.enclave_queue = (unsigned)v;
         } else if (!strcmp(a, "--capture-dir")) {
             cfg.capture_dir = val;
         } else if (!strcmp(a, "--log-level")) {
@@ -197,6 +256,11 @@ int main(int argc, char **argv)
         return cl_host_usage("--kms-credentials is required", NULL);
 
     cl_log_set_component("host");
+    /* Each log line is flushed whole (one write) instead of one write per
+     * character on unbuffered stderr, all under the logger's lock: under
+     * load that lock was the HTTP threads' bottleneck. */
+    static char log_buf[64u << 10];
+    setvbuf(stderr, log_buf, _IOFBF, sizeof(log_buf));
     cl_err rc = cl_host_kms_url_parse(kms_url, &kms);
     if (rc)
         return cl_host_fail("--kms", rc);
