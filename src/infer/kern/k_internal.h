@@ -15,37 +15,109 @@ typedef float (*cl_k_dot_fn)(const void *w, const void *a, size_t n);
 /* Rows [r0, r1) against n_cols activation columns (arguments pre-checked). */
 typedef void (*cl_k_mm_fn)(const void *w, size_t w_stride, size_t r0, size_t r1, const void *a, size_t a_stride,
                            size_t n_cols, size_t n, float *out, size_t out_stride);
+/* A row of n elements (n a multiple of the block size) to floats and back. */
+typedef void (*cl_k_to_float_fn)(const void *src, float *dst, size_t n);
+typedef void (*cl_k_from_float_fn)(const float *src, void *dst, size_t n);
 
-struct cl_k_impl {
-    cl_k_dot_fn dot;
-    cl_k_mm_fn mm; /* NULL: generic loop over dot */
-    const char *name;
+/* The kernels of one ggml type on one code path. A SIMD path lists only what
+ * it speeds up: a NULL field there means "the next lower path's". */
+struct cl_k_kern {
+    cl_k_to_float_fn to_float;         /* dequantize or widen a row */
+    cl_k_from_float_fn from_float_ref; /* ggml's quantize_row_*_ref (model files) */
+    cl_k_from_float_fn from_float;     /* ggml's x86 CPU from_float (activations) */
+    cl_k_dot_fn dot;                   /* weight row . activation row in vec_dot_type */
+    cl_k_mm_fn mm;                     /* rows x columns; NULL: a loop over dot */
+    const char *dot_path;              /* the path dot and mm come from (set by k_type.c) */
 };
 
-/* Fill *impl for a weight type on a path; false when the path has no kernel
- * for that type (the caller falls back to the next lower path). */
-bool cl_k_scalar_impl(uint32_t wtype, struct cl_k_impl *impl);
-bool cl_k_avx2_impl(uint32_t wtype, struct cl_k_impl *impl);
-bool cl_k_avx512_impl(uint32_t wtype, bool vnni, struct cl_k_impl *impl);
+/* Everything the kernels know about one ggml type (k_type.c). */
+struct cl_k_type {
+    const char *name;                  /* NULL: an id ggml_types.h does not know */
+    uint32_t block_elems;              /* elements per block (from cl_ggml_type_info) */
+    uint32_t block_bytes;              /* bytes per block */
+    uint32_t vec_dot_type;             /* activations of its dot; CL_GGML_TYPE_COUNT: not a weight type */
+    struct cl_k_kern at[CL_CPU_COUNT]; /* per CPU level, resolved once (at[CL_CPU_NONE] is empty) */
+};
 
-/* Activation quantizers with SIMD versions (same results as scalar). */
+/* Float helpers with SIMD versions (k_f32.c); per path like struct cl_k_kern. */
+struct cl_k_vec_fns {
+    void (*axpy_f32)(float *y, float a, const float *x, size_t n);
+    void (*axpy_f16)(float *y, float a, const uint16_t *x, size_t n);
+    void (*scale_f32)(float *y, float s, size_t n);
+    void (*add_f32)(float *y, const float *x, size_t n);
+    void (*mul_f32)(float *y, const float *x, size_t n);
+};
+
+/* One SIMD path: its level, the kernels it adds per type, its float helpers. */
+struct cl_k_path {
+    const char *name;
+    enum cl_cpu_level level;
+    bool needs_vnni; /* only on CPUs with AVX512-VNNI (else the level keeps the lower path's) */
+    struct cl_k_kern kern[CL_GGML_TYPE_COUNT];
+    struct cl_k_vec_fns vec;
+};
+
+extern const struct cl_k_path cl_k_avx2_path;
+extern const struct cl_k_path cl_k_avx512_path;
+
+/* The table entry of a type id, or NULL when type >= CL_GGML_TYPE_COUNT. */
+const struct cl_k_type *cl_k_type(uint32_t type);
+/* The kernels of a type (< CL_GGML_TYPE_COUNT) at the current cl_cpu_level(),
+ * which is read on every call because tests and CLOISTER_CPU may cap it. */
+const struct cl_k_kern *cl_k_kern_now(uint32_t type);
+/* The float helpers at the current cl_cpu_level(). */
+const struct cl_k_vec_fns *cl_k_vec_now(void);
+
+/* ---- scalar references, listed in the type table (k_type.c) ---- */
+
+/* k_convert.c: rows of plain types. */
+void cl_k_f32_to_float(const void *src, float *dst, size_t n);
+void cl_k_f32_from_float(const float *src, void *dst, size_t n);
+void cl_k_f16_to_float(const void *src, float *dst, size_t n);
+void cl_k_f16_from_float(const float *src, void *dst, size_t n);
+void cl_k_bf16_to_float(const void *src, float *dst, size_t n);
+void cl_k_bf16_from_float(const float *src, void *dst, size_t n);
+
+/* k_quant.c: ggml's quantize_row_*_ref, dequantize_row_*, and the x86 CPU
+ * activation quantizers (from_float) that have SIMD versions. */
+void cl_k_q4_0_ref(const float *x, void *dst, size_t n);
+void cl_k_q4_1_ref(const float *x, void *dst, size_t n);
+void cl_k_q5_0_ref(const float *x, void *dst, size_t n);
+void cl_k_q5_1_ref(const float *x, void *dst, size_t n);
+void cl_k_q8_0_ref(const float *x, void *dst, size_t n);
+void cl_k_q8_1_ref(const float *x, void *dst, size_t n);
+void cl_k_q4_k_ref(const float *x, void *dst, size_t n);
+void cl_k_q5_k_ref(const float *x, void *dst, size_t n);
+void cl_k_q6_k_ref(const float *x, void *dst, size_t n);
+void cl_k_deq_q4_0(const void *src, float *y, size_t n);
+void cl_k_deq_q4_1(const void *src, float *y, size_t n);
+void cl_k_deq_q5_0(const void *src, float *y, size_t n);
+void cl_k_deq_q5_1(const void *src, float *y, size_t n);
+void cl_k_deq_q8_0(const void *src, float *y, size_t n);
+void cl_k_deq_q8_1(const void *src, float *y, size_t n);
+void cl_k_deq_q4_k(const void *src, float *y, size_t n);
+void cl_k_deq_q5_k(const void *src, float *y, size_t n);
+void cl_k_deq_q6_k(const void *src, float *y, size_t n);
+void cl_k_deq_q8_k(const void *src, float *y, size_t n);
 void cl_k_act_q8_0_scalar(const float *x, void *dst, size_t n);
 void cl_k_act_q8_1_scalar(const float *x, void *dst, size_t n);
-void cl_k_act_q8_0_avx2(const float *x, void *dst, size_t n);
-void cl_k_act_q8_1_avx2(const float *x, void *dst, size_t n);
-void cl_k_act_q8_k_scalar(const float *x, void *dst, size_t n);
-void cl_k_act_q8_k_avx2(const float *x, void *dst, size_t n);
+void cl_k_act_q8_k_scalar(const float *x, void *dst, size_t n); /* also Q8_K's _ref */
 
-/* F16C row conversions (round to nearest even, identical to the scalar ones). */
-void cl_k_fp32_to_fp16_row_avx2(const float *src, uint16_t *dst, size_t n);
-void cl_k_fp16_to_fp32_row_avx2(const uint16_t *src, float *dst, size_t n);
+/* k_dot.c: dot products, the ground truth the SIMD paths are tested against. */
+float cl_k_dot_q4_0(const void *w, const void *a, size_t n);
+float cl_k_dot_q4_1(const void *w, const void *a, size_t n);
+float cl_k_dot_q5_0(const void *w, const void *a, size_t n);
+float cl_k_dot_q5_1(const void *w, const void *a, size_t n);
+float cl_k_dot_q8_0(const void *w, const void *a, size_t n);
+float cl_k_dot_q4_k(const void *w, const void *a, size_t n);
+float cl_k_dot_q5_k(const void *w, const void *a, size_t n);
+float cl_k_dot_q6_k(const void *w, const void *a, size_t n);
+float cl_k_sdot_f32(const void *w, const void *a, size_t n);
+float cl_k_sdot_f16(const void *w, const void *a, size_t n);
+float cl_k_sdot_bf16(const void *w, const void *a, size_t n);
 
-/* AVX2 float helpers (same results as scalar except FMA rounding in axpy). */
-void cl_k_axpy_f32_avx2(float *y, float a, const float *x, size_t n);
-void cl_k_axpy_f16_avx2(float *y, float a, const uint16_t *x, size_t n);
-void cl_k_scale_f32_avx2(float *y, float s, size_t n);
-void cl_k_add_f32_avx2(float *y, const float *x, size_t n);
-void cl_k_mul_f32_avx2(float *y, const float *x, size_t n);
+/* k_f32.c: the float helpers' scalar path. */
+extern const struct cl_k_vec_fns cl_k_vec_scalar;
 
 /* Q4_K/Q5_K 6-bit scale and min of sub-block j (0..7). */
 static inline void cl_k_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)

@@ -1,5 +1,7 @@
 /* Reference quantizers (ggml's quantize_row_*_ref semantics, bit for bit),
- * activation quantizers (ggml's x86 CPU from_float) and dequantizers. The
+ * activation quantizers (ggml's x86 CPU from_float) and dequantizers, each
+ * taking n elements (a multiple of the block size) and listed in the type
+ * table (k_type.c), which checks the arguments. The
  * operation order matters for bit-exactness; this file is built with
  * -ffp-contract=off so no multiply-add is fused. */
 #include <float.h>
@@ -46,8 +48,10 @@ static inline int cl_k_trunc_clamp(float v, int hi)
 
 /* ------------------------------------------------------------ 32-blocks */
 
-static void cl_k_q4_0_ref(const float *x, struct cl_k_block_q4_0 *y, size_t nb)
+void cl_k_q4_0_ref(const float *x, void *dst, size_t n)
 {
+    struct cl_k_block_q4_0 *y = dst;
+    const size_t nb = n / CL_K_QK;
     for (size_t i = 0; i < nb; i++, x += CL_K_QK) {
         float amax = 0.0f, max = 0.0f;
         for (int j = 0; j < CL_K_QK; j++) {
@@ -67,8 +71,10 @@ static void cl_k_q4_0_ref(const float *x, struct cl_k_block_q4_0 *y, size_t nb)
     }
 }
 
-static void cl_k_q4_1_ref(const float *x, struct cl_k_block_q4_1 *y, size_t nb)
+void cl_k_q4_1_ref(const float *x, void *dst, size_t n)
 {
+    struct cl_k_block_q4_1 *y = dst;
+    const size_t nb = n / CL_K_QK;
     for (size_t i = 0; i < nb; i++, x += CL_K_QK) {
         float min = FLT_MAX, max = -FLT_MAX;
         for (int j = 0; j < CL_K_QK; j++) {
@@ -89,8 +95,10 @@ static void cl_k_q4_1_ref(const float *x, struct cl_k_block_q4_1 *y, size_t nb)
     }
 }
 
-static void cl_k_q5_0_ref(const float *x, struct cl_k_block_q5_0 *y, size_t nb)
+void cl_k_q5_0_ref(const float *x, void *dst, size_t n)
 {
+    struct cl_k_block_q5_0 *y = dst;
+    const size_t nb = n / CL_K_QK;
     for (size_t i = 0; i < nb; i++, x += CL_K_QK) {
         float amax = 0.0f, max = 0.0f;
         for (int j = 0; j < CL_K_QK; j++) {
@@ -115,8 +123,10 @@ static void cl_k_q5_0_ref(const float *x, struct cl_k_block_q5_0 *y, size_t nb)
     }
 }
 
-static void cl_k_q5_1_ref(const float *x, struct cl_k_block_q5_1 *y, size_t nb)
+void cl_k_q5_1_ref(const float *x, void *dst, size_t n)
 {
+    struct cl_k_block_q5_1 *y = dst;
+    const size_t nb = n / CL_K_QK;
     for (size_t i = 0; i < nb; i++, x += CL_K_QK) {
         float min = FLT_MAX, max = -FLT_MAX;
         for (int j = 0; j < CL_K_QK; j++) {
@@ -150,8 +160,10 @@ static float cl_k_amax32(const float *x)
     return amax;
 }
 
-static void cl_k_q8_0_ref(const float *x, struct cl_k_block_q8_0 *y, size_t nb)
+void cl_k_q8_0_ref(const float *x, void *dst, size_t n)
 {
+    struct cl_k_block_q8_0 *y = dst;
+    const size_t nb = n / CL_K_QK;
     for (size_t i = 0; i < nb; i++, x += CL_K_QK) {
         const float d = cl_k_amax32(x) / 127;
         const float id = d ? 1.0f / d : 0.0f;
@@ -161,8 +173,10 @@ static void cl_k_q8_0_ref(const float *x, struct cl_k_block_q8_0 *y, size_t nb)
     }
 }
 
-static void cl_k_q8_1_ref(const float *x, struct cl_k_block_q8_1 *y, size_t nb)
+void cl_k_q8_1_ref(const float *x, void *dst, size_t n)
 {
+    struct cl_k_block_q8_1 *y = dst;
+    const size_t nb = n / CL_K_QK;
     for (size_t i = 0; i < nb; i++, x += CL_K_QK) {
         const float d = cl_k_amax32(x) / 127;
         const float id = d ? 1.0f / d : 0.0f;
@@ -373,8 +387,10 @@ static void cl_k_fit_k4(const float *x, int nmax, float rmin, float rdelta, int 
     }
 }
 
-static void cl_k_q4_k_ref(const float *x, struct cl_k_block_q4_k *y, size_t nb)
+void cl_k_q4_k_ref(const float *x, void *dst, size_t n)
 {
+    struct cl_k_block_q4_k *y = dst;
+    const size_t nb = n / CL_K_QK_K;
     uint8_t L[CL_K_QK_K];
     float scales[8], mins[8];
     for (size_t i = 0; i < nb; i++, x += CL_K_QK_K) {
@@ -392,8 +408,10 @@ static void cl_k_q4_k_ref(const float *x, struct cl_k_block_q4_k *y, size_t nb)
     }
 }
 
-static void cl_k_q5_k_ref(const float *x, struct cl_k_block_q5_k *y, size_t nb)
+void cl_k_q5_k_ref(const float *x, void *dst, size_t n)
 {
+    struct cl_k_block_q5_k *y = dst;
+    const size_t nb = n / CL_K_QK_K;
     uint8_t L[CL_K_QK_K];
     float scales[8], mins[8];
     for (size_t i = 0; i < nb; i++, x += CL_K_QK_K) {
@@ -407,9 +425,9 @@ static void cl_k_q5_k_ref(const float *x, struct cl_k_block_q5_k *y, size_t nb)
         uint8_t *qh = y[i].qh, *ql = y[i].qs;
         memset(qh, 0, CL_K_QK_K / 8);
         uint8_t m1 = 1, m2 = 2;
-        for (int n = 0; n < CL_K_QK_K; n += 64, ql += 32) {
+        for (int k = 0; k < CL_K_QK_K; k += 64, ql += 32) {
             for (int j = 0; j < 32; j++) {
-                int l1 = L[n + j], l2 = L[n + j + 32];
+                int l1 = L[k + j], l2 = L[k + j + 32];
                 if (l1 > 15) {
                     l1 -= 16;
                     qh[j] |= m1;
@@ -477,8 +495,10 @@ static float cl_k_qx(int n, int nmax, const float *x, int8_t *L)
     return scale;
 }
 
-static void cl_k_q6_k_ref(const float *x, struct cl_k_block_q6_k *y, size_t nb)
+void cl_k_q6_k_ref(const float *x, void *dst, size_t n)
 {
+    struct cl_k_block_q6_k *y = dst;
+    const size_t nb = n / CL_K_QK_K;
     int8_t L[CL_K_QK_K];
     float scales[CL_K_QK_K / 16];
     for (size_t i = 0; i < nb; i++, x += CL_K_QK_K) {
@@ -525,8 +545,10 @@ static void cl_k_q6_k_ref(const float *x, struct cl_k_block_q6_k *y, size_t nb)
 
 /* ------------------------------------------------------------ dequantize */
 
-static void cl_k_deq_q4_0(const struct cl_k_block_q4_0 *x, float *y, size_t nb)
+void cl_k_deq_q4_0(const void *src, float *y, size_t n)
 {
+    const struct cl_k_block_q4_0 *x = src;
+    const size_t nb = n / CL_K_QK;
     for (size_t i = 0; i < nb; i++, y += CL_K_QK) {
         const float d = cl_k_fp16_to_fp32(x[i].d);
         for (int j = 0; j < 16; j++) {
@@ -536,8 +558,10 @@ static void cl_k_deq_q4_0(const struct cl_k_block_q4_0 *x, float *y, size_t nb)
     }
 }
 
-static void cl_k_deq_q4_1(const struct cl_k_block_q4_1 *x, float *y, size_t nb)
+void cl_k_deq_q4_1(const void *src, float *y, size_t n)
 {
+    const struct cl_k_block_q4_1 *x = src;
+    const size_t nb = n / CL_K_QK;
     for (size_t i = 0; i < nb; i++, y += CL_K_QK) {
         const float d = cl_k_fp16_to_fp32(x[i].d), m = cl_k_fp16_to_fp32(x[i].m);
         for (int j = 0; j < 16; j++) {
@@ -552,8 +576,10 @@ static uint32_t cl_k_qh32(const uint8_t *qh)
     return (uint32_t)qh[0] | ((uint32_t)qh[1] << 8) | ((uint32_t)qh[2] << 16) | ((uint32_t)qh[3] << 24);
 }
 
-static void cl_k_deq_q5_0(const struct cl_k_block_q5_0 *x, float *y, size_t nb)
+void cl_k_deq_q5_0(const void *src, float *y, size_t n)
 {
+    const struct cl_k_block_q5_0 *x = src;
+    const size_t nb = n / CL_K_QK;
     for (size_t i = 0; i < nb; i++, y += CL_K_QK) {
         const float d = cl_k_fp16_to_fp32(x[i].d);
         const uint32_t qh = cl_k_qh32(x[i].qh);
@@ -566,8 +592,10 @@ static void cl_k_deq_q5_0(const struct cl_k_block_q5_0 *x, float *y, size_t nb)
     }
 }
 
-static void cl_k_deq_q5_1(const struct cl_k_block_q5_1 *x, float *y, size_t nb)
+void cl_k_deq_q5_1(const void *src, float *y, size_t n)
 {
+    const struct cl_k_block_q5_1 *x = src;
+    const size_t nb = n / CL_K_QK;
     for (size_t i = 0; i < nb; i++, y += CL_K_QK) {
         const float d = cl_k_fp16_to_fp32(x[i].d), m = cl_k_fp16_to_fp32(x[i].m);
         const uint32_t qh = cl_k_qh32(x[i].qh);
@@ -580,8 +608,10 @@ static void cl_k_deq_q5_1(const struct cl_k_block_q5_1 *x, float *y, size_t nb)
     }
 }
 
-static void cl_k_deq_q8_0(const struct cl_k_block_q8_0 *x, float *y, size_t nb)
+void cl_k_deq_q8_0(const void *src, float *y, size_t n)
 {
+    const struct cl_k_block_q8_0 *x = src;
+    const size_t nb = n / CL_K_QK;
     for (size_t i = 0; i < nb; i++, y += CL_K_QK) {
         const float d = cl_k_fp16_to_fp32(x[i].d);
         for (int j = 0; j < CL_K_QK; j++)
@@ -589,8 +619,10 @@ static void cl_k_deq_q8_0(const struct cl_k_block_q8_0 *x, float *y, size_t nb)
     }
 }
 
-static void cl_k_deq_q8_1(const struct cl_k_block_q8_1 *x, float *y, size_t nb)
+void cl_k_deq_q8_1(const void *src, float *y, size_t n)
 {
+    const struct cl_k_block_q8_1 *x = src;
+    const size_t nb = n / CL_K_QK;
     for (size_t i = 0; i < nb; i++, y += CL_K_QK) {
         const float d = cl_k_fp16_to_fp32(x[i].d);
         for (int j = 0; j < CL_K_QK; j++)
@@ -598,8 +630,10 @@ static void cl_k_deq_q8_1(const struct cl_k_block_q8_1 *x, float *y, size_t nb)
     }
 }
 
-static void cl_k_deq_q4_k(const struct cl_k_block_q4_k *x, float *y, size_t nb)
+void cl_k_deq_q4_k(const void *src, float *y, size_t n)
 {
+    const struct cl_k_block_q4_k *x = src;
+    const size_t nb = n / CL_K_QK_K;
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *q = x[i].qs;
         const float d = cl_k_fp16_to_fp32(x[i].d), min = cl_k_fp16_to_fp32(x[i].dmin);
@@ -617,8 +651,10 @@ static void cl_k_deq_q4_k(const struct cl_k_block_q4_k *x, float *y, size_t nb)
     }
 }
 
-static void cl_k_deq_q5_k(const struct cl_k_block_q5_k *x, float *y, size_t nb)
+void cl_k_deq_q5_k(const void *src, float *y, size_t n)
 {
+    const struct cl_k_block_q5_k *x = src;
+    const size_t nb = n / CL_K_QK_K;
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *ql = x[i].qs, *qh = x[i].qh;
         const float d = cl_k_fp16_to_fp32(x[i].d), min = cl_k_fp16_to_fp32(x[i].dmin);
@@ -637,13 +673,15 @@ static void cl_k_deq_q5_k(const struct cl_k_block_q5_k *x, float *y, size_t nb)
     }
 }
 
-static void cl_k_deq_q6_k(const struct cl_k_block_q6_k *x, float *y, size_t nb)
+void cl_k_deq_q6_k(const void *src, float *y, size_t n)
 {
+    const struct cl_k_block_q6_k *x = src;
+    const size_t nb = n / CL_K_QK_K;
     for (size_t i = 0; i < nb; i++) {
         const float d = cl_k_fp16_to_fp32(x[i].d);
         const uint8_t *ql = x[i].ql, *qh = x[i].qh;
         const int8_t *sc = x[i].scales;
-        for (int n = 0; n < CL_K_QK_K; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {
+        for (int k = 0; k < CL_K_QK_K; k += 128, y += 128, ql += 64, qh += 32, sc += 8) {
             for (int l = 0; l < 32; l++) {
                 int is = l / 16;
                 const int q1 = (int)((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
@@ -659,97 +697,11 @@ static void cl_k_deq_q6_k(const struct cl_k_block_q6_k *x, float *y, size_t nb)
     }
 }
 
-static void cl_k_deq_q8_k(const struct cl_k_block_q8_k *x, float *y, size_t nb)
+void cl_k_deq_q8_k(const void *src, float *y, size_t n)
 {
+    const struct cl_k_block_q8_k *x = src;
+    const size_t nb = n / CL_K_QK_K;
     for (size_t i = 0; i < nb; i++, y += CL_K_QK_K)
         for (int j = 0; j < CL_K_QK_K; j++)
             y[j] = x[i].d * x[i].qs[j];
-}
-
-/* ------------------------------------------------------------ entry points */
-
-static cl_err cl_k_check_len(uint32_t type, size_t n, size_t *nb)
-{
-    const struct cl_ggml_type_info *ti = cl_ggml_type_info(type);
-    if (!ti)
-        return cl_err_fail(CL_E_INFER_K_TYPE, "type id %u", (unsigned)type);
-    if (n == 0 || n % ti->block_elems)
-        return cl_err_fail(CL_E_INFER_K_LENGTH, "n %zu for %s (block %u)", n, ti->name, (unsigned)ti->block_elems);
-    *nb = n / ti->block_elems;
-    return CL_OK;
-}
-
-cl_err cl_k_dequantize_row(uint32_t type, const void *src, float *dst, size_t n)
-{
-    size_t nb = 0;
-    cl_err rc = cl_k_check_len(type, n, &nb);
-    if (rc != CL_OK)
-        return rc;
-    if (!src || !dst)
-        return cl_err_fail(CL_E_INFER_K_ARG, "NULL %s", !src ? "src" : "dst");
-    switch (type) {
-    case CL_GGML_F32: memmove(dst, src, n * sizeof(float)); break;
-    case CL_GGML_F16: cl_k_fp16_to_fp32_row(src, dst, n); break;
-    case CL_GGML_BF16: cl_k_bf16_to_fp32_row(src, dst, n); break;
-    case CL_GGML_Q4_0: cl_k_deq_q4_0(src, dst, nb); break;
-    case CL_GGML_Q4_1: cl_k_deq_q4_1(src, dst, nb); break;
-    case CL_GGML_Q5_0: cl_k_deq_q5_0(src, dst, nb); break;
-    case CL_GGML_Q5_1: cl_k_deq_q5_1(src, dst, nb); break;
-    case CL_GGML_Q8_0: cl_k_deq_q8_0(src, dst, nb); break;
-    case CL_GGML_Q8_1: cl_k_deq_q8_1(src, dst, nb); break;
-    case CL_GGML_Q4_K: cl_k_deq_q4_k(src, dst, nb); break;
-    case CL_GGML_Q5_K: cl_k_deq_q5_k(src, dst, nb); break;
-    case CL_GGML_Q6_K: cl_k_deq_q6_k(src, dst, nb); break;
-    case CL_GGML_Q8_K: cl_k_deq_q8_k(src, dst, nb); break;
-    default: return cl_err_fail(CL_E_INFER_K_TYPE, "dequantize %s", cl_ggml_type_info(type)->name);
-    }
-    return CL_OK;
-}
-
-cl_err cl_k_quantize_row(uint32_t type, const float *src, void *dst, size_t n)
-{
-    size_t nb = 0;
-    cl_err rc = cl_k_check_len(type, n, &nb);
-    if (rc != CL_OK)
-        return rc;
-    if (!src || !dst)
-        return cl_err_fail(CL_E_INFER_K_ARG, "NULL %s", !src ? "src" : "dst");
-    switch (type) {
-    case CL_GGML_F32: memmove(dst, src, n * sizeof(float)); break;
-    case CL_GGML_F16: cl_k_fp32_to_fp16_row(src, dst, n); break;
-    case CL_GGML_BF16: cl_k_fp32_to_bf16_row(src, dst, n); break;
-    case CL_GGML_Q4_0: cl_k_q4_0_ref(src, dst, nb); break;
-    case CL_GGML_Q4_1: cl_k_q4_1_ref(src, dst, nb); break;
-    case CL_GGML_Q5_0: cl_k_q5_0_ref(src, dst, nb); break;
-    case CL_GGML_Q5_1: cl_k_q5_1_ref(src, dst, nb); break;
-    case CL_GGML_Q8_0: cl_k_q8_0_ref(src, dst, nb); break;
-    case CL_GGML_Q8_1: cl_k_q8_1_ref(src, dst, nb); break;
-    case CL_GGML_Q4_K: cl_k_q4_k_ref(src, dst, nb); break;
-    case CL_GGML_Q5_K: cl_k_q5_k_ref(src, dst, nb); break;
-    case CL_GGML_Q6_K: cl_k_q6_k_ref(src, dst, nb); break;
-    case CL_GGML_Q8_K: cl_k_act_q8_k_scalar(src, dst, n); break;
-    default: return cl_err_fail(CL_E_INFER_K_TYPE, "quantize %s", cl_ggml_type_info(type)->name);
-    }
-    return CL_OK;
-}
-
-cl_err cl_k_act_quantize(uint32_t act_type, const float *src, void *dst, size_t n)
-{
-    size_t nb = 0;
-    cl_err rc = cl_k_check_len(act_type, n, &nb);
-    if (rc != CL_OK)
-        return rc;
-    if (!src || !dst)
-        return cl_err_fail(CL_E_INFER_K_ARG, "NULL %s", !src ? "src" : "dst");
-    bool simd = cl_cpu_level() >= CL_CPU_AVX2;
-    switch (act_type) {
-    case CL_GGML_F32: memmove(dst, src, n * sizeof(float)); break;
-    case CL_GGML_F16: cl_k_fp32_to_fp16_row(src, dst, n); break;
-    case CL_GGML_BF16: cl_k_fp32_to_bf16_row(src, dst, n); break;
-    case CL_GGML_Q8_0: (simd ? cl_k_act_q8_0_avx2 : cl_k_act_q8_0_scalar)(src, dst, n); break;
-    case CL_GGML_Q8_1: (simd ? cl_k_act_q8_1_avx2 : cl_k_act_q8_1_scalar)(src, dst, n); break;
-    case CL_GGML_Q8_K: (simd ? cl_k_act_q8_k_avx2 : cl_k_act_q8_k_scalar)(src, dst, n); break;
-    default: return cl_err_fail(CL_E_INFER_K_TYPE, "activation type %s", cl_ggml_type_info(act_type)->name);
-    }
-    return CL_OK;
 }
