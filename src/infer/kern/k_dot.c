@@ -6,39 +6,25 @@
 
 #include "k_internal.h"
 
+/* Integer dot of a 4- or 5-bit 32-block (values minus off) with 32 int8s. */
+static inline int cl_k_isum_q45(const uint8_t *qs, uint32_t qh, int off, const int8_t *y)
+{
+    int isum = 0;
+    for (int j = 0; j < 16; j++)
+        isum += (cl_k_q45_lo(qs, qh, j) - off) * y[j] + (cl_k_q45_hi(qs, qh, j) - off) * y[j + 16];
+    return isum;
+}
+
 float cl_k_dot_q4_0(const void *w, const void *a, size_t n)
 {
     const struct cl_k_block_q4_0 *x = w;
     const struct cl_k_block_q8_0 *y = a;
     float sum = 0;
     for (size_t i = 0; i < n / CL_K_QK; i++) {
-        int isum = 0;
-        for (int j = 0; j < 16; j++)
-            isum += ((x[i].qs[j] & 0xF) - 8) * y[i].qs[j] + ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + 16];
+        const int isum = cl_k_isum_q45(x[i].qs, 0, 8, y[i].qs);
         sum += (float)isum * (cl_k_h2f(x[i].d) * cl_k_h2f(y[i].d));
     }
     return sum;
-}
-
-float cl_k_dot_q4_1(const void *w, const void *a, size_t n)
-{
-    const struct cl_k_block_q4_1 *x = w;
-    const struct cl_k_block_q8_1 *y = a;
-    float sum = 0;
-    for (size_t i = 0; i < n / CL_K_QK; i++) {
-        int isum = 0;
-        for (int j = 0; j < 16; j++)
-            isum += (x[i].qs[j] & 0xF) * y[i].qs[j] + (x[i].qs[j] >> 4) * y[i].qs[j + 16];
-        sum += (cl_k_h2f(x[i].d) * cl_k_h2f(y[i].d)) * (float)isum + cl_k_h2f(x[i].m) * cl_k_h2f(y[i].s);
-    }
-    return sum;
-}
-
-static inline uint32_t cl_k_ld32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
 }
 
 float cl_k_dot_q5_0(const void *w, const void *a, size_t n)
@@ -47,14 +33,21 @@ float cl_k_dot_q5_0(const void *w, const void *a, size_t n)
     const struct cl_k_block_q8_0 *y = a;
     float sum = 0;
     for (size_t i = 0; i < n / CL_K_QK; i++) {
-        const uint32_t qh = cl_k_ld32(x[i].qh);
-        int isum = 0;
-        for (int j = 0; j < 16; j++) {
-            int q0 = (int)((x[i].qs[j] & 0xF) | (((qh >> j) & 1) << 4)) - 16;
-            int q1 = (int)((x[i].qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16;
-            isum += q0 * y[i].qs[j] + q1 * y[i].qs[j + 16];
-        }
+        const int isum = cl_k_isum_q45(x[i].qs, cl_k_qh32(x[i].qh), 16, y[i].qs);
         sum += (float)isum * (cl_k_h2f(x[i].d) * cl_k_h2f(y[i].d));
+    }
+    return sum;
+}
+
+/* Q4_1/Q5_1 blocks add their min times the activations' sum (Q8_1's s). */
+float cl_k_dot_q4_1(const void *w, const void *a, size_t n)
+{
+    const struct cl_k_block_q4_1 *x = w;
+    const struct cl_k_block_q8_1 *y = a;
+    float sum = 0;
+    for (size_t i = 0; i < n / CL_K_QK; i++) {
+        const int isum = cl_k_isum_q45(x[i].qs, 0, 0, y[i].qs);
+        sum += (cl_k_h2f(x[i].d) * cl_k_h2f(y[i].d)) * (float)isum + cl_k_h2f(x[i].m) * cl_k_h2f(y[i].s);
     }
     return sum;
 }
@@ -65,13 +58,7 @@ float cl_k_dot_q5_1(const void *w, const void *a, size_t n)
     const struct cl_k_block_q8_1 *y = a;
     float sum = 0;
     for (size_t i = 0; i < n / CL_K_QK; i++) {
-        const uint32_t qh = cl_k_ld32(x[i].qh);
-        int isum = 0;
-        for (int j = 0; j < 16; j++) {
-            int q0 = (int)((x[i].qs[j] & 0xF) | (((qh >> j) & 1) << 4));
-            int q1 = (int)((x[i].qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
-            isum += q0 * y[i].qs[j] + q1 * y[i].qs[j + 16];
-        }
+        const int isum = cl_k_isum_q45(x[i].qs, cl_k_qh32(x[i].qh), 0, y[i].qs);
         sum += (cl_k_h2f(x[i].d) * cl_k_h2f(y[i].d)) * (float)isum + cl_k_h2f(x[i].m) * cl_k_h2f(y[i].s);
     }
     return sum;
@@ -91,29 +78,38 @@ float cl_k_dot_q8_0(const void *w, const void *a, size_t n)
     return sum;
 }
 
-/* Q4_K/Q5_K super-block: sum_j sc_j * dot_j scaled by d*dy, minus the mins
- * term dmin*dy * sum_j m_j * (bsum of the 32 activations of sub-block j). */
+/* Integer sums of a Q4_K/Q5_K super-block (qh NULL for Q4_K) against Q8_K:
+ * *isum = sum_j sc_j * dot_j, *msum = sum_j m_j * (bsum of the 32
+ * activations of sub-block j). The block is d*dy*isum - dmin*dy*msum. */
+__attribute__((always_inline)) static inline void cl_k_isum_k45(const uint8_t *scales, const uint8_t *q, const uint8_t *qh,
+                                 const struct cl_k_block_q8_k *y, int *isum_out, int *msum_out)
+{
+    int isum = 0, msum = 0;
+    const int8_t *p = y->qs;
+    for (int j = 0; j < 8; j += 2, q += 32, p += 64) {
+        uint8_t sc0, m0, sc1, m1;
+        cl_k_scale_min_k4(j, scales, &sc0, &m0);
+        cl_k_scale_min_k4(j + 1, scales, &sc1, &m1);
+        int s0 = 0, s1 = 0;
+        for (int l = 0; l < 32; l++) {
+            s0 += cl_k_k45_q(q, qh, j, l) * p[l];
+            s1 += cl_k_k45_q(q, qh, j + 1, l) * p[l + 32];
+        }
+        isum += sc0 * s0 + sc1 * s1;
+        msum += m0 * (y->bsums[2 * j] + y->bsums[2 * j + 1]) + m1 * (y->bsums[2 * j + 2] + y->bsums[2 * j + 3]);
+    }
+    *isum_out = isum;
+    *msum_out = msum;
+}
+
 float cl_k_dot_q4_k(const void *w, const void *a, size_t n)
 {
     const struct cl_k_block_q4_k *x = w;
     const struct cl_k_block_q8_k *y = a;
     float sum = 0;
     for (size_t i = 0; i < n / CL_K_QK_K; i++) {
-        int isum = 0, msum = 0;
-        const uint8_t *q = x[i].qs;
-        const int8_t *p = y[i].qs;
-        for (int j = 0; j < 8; j += 2, q += 32, p += 64) {
-            uint8_t sc0, m0, sc1, m1;
-            cl_k_scale_min_k4(j, x[i].scales, &sc0, &m0);
-            cl_k_scale_min_k4(j + 1, x[i].scales, &sc1, &m1);
-            int s0 = 0, s1 = 0;
-            for (int l = 0; l < 32; l++) {
-                s0 += (q[l] & 0xF) * p[l];
-                s1 += (q[l] >> 4) * p[l + 32];
-            }
-            isum += sc0 * s0 + sc1 * s1;
-            msum += m0 * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]) + m1 * (y[i].bsums[2 * j + 2] + y[i].bsums[2 * j + 3]);
-        }
+        int isum, msum;
+        cl_k_isum_k45(x[i].scales, x[i].qs, NULL, &y[i], &isum, &msum);
         const float d = cl_k_h2f(x[i].d) * y[i].d;
         const float dmin = cl_k_h2f(x[i].dmin) * y[i].d;
         sum += d * (float)isum - dmin * (float)msum;
@@ -127,21 +123,8 @@ float cl_k_dot_q5_k(const void *w, const void *a, size_t n)
     const struct cl_k_block_q8_k *y = a;
     float sum = 0;
     for (size_t i = 0; i < n / CL_K_QK_K; i++) {
-        int isum = 0, msum = 0;
-        const uint8_t *q = x[i].qs, *qh = x[i].qh;
-        const int8_t *p = y[i].qs;
-        for (int j = 0; j < 8; j += 2, q += 32, p += 64) {
-            uint8_t sc0, m0, sc1, m1;
-            cl_k_scale_min_k4(j, x[i].scales, &sc0, &m0);
-            cl_k_scale_min_k4(j + 1, x[i].scales, &sc1, &m1);
-            int s0 = 0, s1 = 0;
-            for (int l = 0; l < 32; l++) {
-                s0 += ((q[l] & 0xF) | (((qh[l] >> j) & 1) << 4)) * p[l];
-                s1 += ((q[l] >> 4) | (((qh[l] >> (j + 1)) & 1) << 4)) * p[l + 32];
-            }
-            isum += sc0 * s0 + sc1 * s1;
-            msum += m0 * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]) + m1 * (y[i].bsums[2 * j + 2] + y[i].bsums[2 * j + 3]);
-        }
+        int isum, msum;
+        cl_k_isum_k45(x[i].scales, x[i].qs, x[i].qh, &y[i], &isum, &msum);
         const float d = cl_k_h2f(x[i].d) * y[i].d;
         const float dmin = cl_k_h2f(x[i].dmin) * y[i].d;
         sum += d * (float)isum - dmin * (float)msum;
@@ -161,15 +144,10 @@ float cl_k_dot_q6_k(const void *w, const void *a, size_t n)
         for (int h = 0; h < 2; h++, ql += 64, qh += 32, sc += 8, p += 128) {
             int s[8] = {0};
             for (int l = 0; l < 32; l++) {
-                int is = l / 16;
-                const int q1 = (int)((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-                const int q2 = (int)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                const int q3 = (int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                const int q4 = (int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                s[is] += q1 * p[l];
-                s[is + 2] += q2 * p[l + 32];
-                s[is + 4] += q3 * p[l + 64];
-                s[is + 6] += q4 * p[l + 96];
+                int q[4];
+                cl_k_q6_k_quad(ql, qh, l, q);
+                for (int k = 0; k < 4; k++)
+                    s[l / 16 + 2 * k] += q[k] * p[l + 32 * k];
             }
             for (int k = 0; k < 8; k++)
                 isum += sc[k] * s[k];

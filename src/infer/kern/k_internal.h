@@ -119,6 +119,41 @@ float cl_k_sdot_bf16(const void *w, const void *a, size_t n);
 /* k_f32.c: the float helpers' scalar path. */
 extern const struct cl_k_vec_fns cl_k_vec_scalar;
 
+/* The 5th-bit word of a Q5_0/Q5_1 block (little-endian). */
+static inline uint32_t cl_k_qh32(const uint8_t *qh)
+{
+    return (uint32_t)qh[0] | ((uint32_t)qh[1] << 8) | ((uint32_t)qh[2] << 16) | ((uint32_t)qh[3] << 24);
+}
+
+/* Elements j and j+16 (j 0..15) of a 4- or 5-bit 32-block: the nibble, plus
+ * the 5th bit from qh (0 for Q4_0/Q4_1). */
+static inline int cl_k_q45_lo(const uint8_t *qs, uint32_t qh, int j)
+{
+    return (int)((qs[j] & 0xF) | (((qh >> j) & 1) << 4));
+}
+
+static inline int cl_k_q45_hi(const uint8_t *qs, uint32_t qh, int j)
+{
+    return (int)((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
+}
+
+/* Q4_K/Q5_K element l (0..31) of sub-block j (0..7); q points at the 32 bytes
+ * that hold sub-blocks j & ~1 and j | 1, qh is NULL for Q4_K. */
+static inline int cl_k_k45_q(const uint8_t *q, const uint8_t *qh, int j, int l)
+{
+    return (int)(((q[l] >> (4 * (j & 1))) & 0xF) | (qh ? ((qh[l] >> j) & 1) << 4 : 0));
+}
+
+/* Q6_K elements l, l+32, l+64, l+96 (l 0..31) of a 128-element half whose
+ * low bits are at ql and high bits at qh, each minus 32. */
+static inline void cl_k_q6_k_quad(const uint8_t *ql, const uint8_t *qh, int l, int q[4])
+{
+    q[0] = (int)((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+    q[1] = (int)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+    q[2] = (int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+    q[3] = (int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+}
+
 /* Q4_K/Q5_K 6-bit scale and min of sub-block j (0..7). */
 static inline void cl_k_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
 {

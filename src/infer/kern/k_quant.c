@@ -545,163 +545,119 @@ void cl_k_q6_k_ref(const float *x, void *dst, size_t n)
 
 /* ------------------------------------------------------------ dequantize */
 
+/* One 4- or 5-bit 32-block: (q - off) * d, then + m for the _1 types (not
+ * + 0 for the _0 ones, which would turn -0 into +0). */
+static inline void cl_k_deq_q45(const uint8_t *qs, uint32_t qh, int off, float d, bool has_min, float m, float *y)
+{
+    for (int j = 0; j < 16; j++) {
+        const int a = cl_k_q45_lo(qs, qh, j) - off, b = cl_k_q45_hi(qs, qh, j) - off;
+        y[j] = has_min ? a * d + m : a * d;
+        y[j + 16] = has_min ? b * d + m : b * d;
+    }
+}
+
 void cl_k_deq_q4_0(const void *src, float *y, size_t n)
 {
     const struct cl_k_block_q4_0 *x = src;
-    const size_t nb = n / CL_K_QK;
-    for (size_t i = 0; i < nb; i++, y += CL_K_QK) {
-        const float d = cl_k_fp16_to_fp32(x[i].d);
-        for (int j = 0; j < 16; j++) {
-            y[j] = ((x[i].qs[j] & 0xF) - 8) * d;
-            y[j + 16] = ((x[i].qs[j] >> 4) - 8) * d;
-        }
-    }
-}
-
-void cl_k_deq_q4_1(const void *src, float *y, size_t n)
-{
-    const struct cl_k_block_q4_1 *x = src;
-    const size_t nb = n / CL_K_QK;
-    for (size_t i = 0; i < nb; i++, y += CL_K_QK) {
-        const float d = cl_k_fp16_to_fp32(x[i].d), m = cl_k_fp16_to_fp32(x[i].m);
-        for (int j = 0; j < 16; j++) {
-            y[j] = (x[i].qs[j] & 0xF) * d + m;
-            y[j + 16] = (x[i].qs[j] >> 4) * d + m;
-        }
-    }
-}
-
-static uint32_t cl_k_qh32(const uint8_t *qh)
-{
-    return (uint32_t)qh[0] | ((uint32_t)qh[1] << 8) | ((uint32_t)qh[2] << 16) | ((uint32_t)qh[3] << 24);
+    for (size_t i = 0; i < n / CL_K_QK; i++, y += CL_K_QK)
+        cl_k_deq_q45(x[i].qs, 0, 8, cl_k_fp16_to_fp32(x[i].d), false, 0.0f, y);
 }
 
 void cl_k_deq_q5_0(const void *src, float *y, size_t n)
 {
     const struct cl_k_block_q5_0 *x = src;
-    const size_t nb = n / CL_K_QK;
-    for (size_t i = 0; i < nb; i++, y += CL_K_QK) {
-        const float d = cl_k_fp16_to_fp32(x[i].d);
-        const uint32_t qh = cl_k_qh32(x[i].qh);
-        for (int j = 0; j < 16; j++) {
-            int a = (int)((x[i].qs[j] & 0xF) | (((qh >> j) & 1) << 4)) - 16;
-            int b = (int)((x[i].qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16;
-            y[j] = a * d;
-            y[j + 16] = b * d;
-        }
-    }
+    for (size_t i = 0; i < n / CL_K_QK; i++, y += CL_K_QK)
+        cl_k_deq_q45(x[i].qs, cl_k_qh32(x[i].qh), 16, cl_k_fp16_to_fp32(x[i].d), false, 0.0f, y);
+}
+
+void cl_k_deq_q4_1(const void *src, float *y, size_t n)
+{
+    const struct cl_k_block_q4_1 *x = src;
+    for (size_t i = 0; i < n / CL_K_QK; i++, y += CL_K_QK)
+        cl_k_deq_q45(x[i].qs, 0, 0, cl_k_fp16_to_fp32(x[i].d), true, cl_k_fp16_to_fp32(x[i].m), y);
 }
 
 void cl_k_deq_q5_1(const void *src, float *y, size_t n)
 {
     const struct cl_k_block_q5_1 *x = src;
-    const size_t nb = n / CL_K_QK;
-    for (size_t i = 0; i < nb; i++, y += CL_K_QK) {
-        const float d = cl_k_fp16_to_fp32(x[i].d), m = cl_k_fp16_to_fp32(x[i].m);
-        const uint32_t qh = cl_k_qh32(x[i].qh);
-        for (int j = 0; j < 16; j++) {
-            int a = (int)((x[i].qs[j] & 0xF) | (((qh >> j) & 1) << 4));
-            int b = (int)((x[i].qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
-            y[j] = a * d + m;
-            y[j + 16] = b * d + m;
-        }
-    }
+    for (size_t i = 0; i < n / CL_K_QK; i++, y += CL_K_QK)
+        cl_k_deq_q45(x[i].qs, cl_k_qh32(x[i].qh), 0, cl_k_fp16_to_fp32(x[i].d), true, cl_k_fp16_to_fp32(x[i].m), y);
+}
+
+/* len int8 values times d (Q8_0, Q8_1, Q8_K). */
+static inline void cl_k_deq_q8(const int8_t *qs, float d, size_t len, float *y)
+{
+    for (size_t j = 0; j < len; j++)
+        y[j] = qs[j] * d;
 }
 
 void cl_k_deq_q8_0(const void *src, float *y, size_t n)
 {
     const struct cl_k_block_q8_0 *x = src;
-    const size_t nb = n / CL_K_QK;
-    for (size_t i = 0; i < nb; i++, y += CL_K_QK) {
-        const float d = cl_k_fp16_to_fp32(x[i].d);
-        for (int j = 0; j < CL_K_QK; j++)
-            y[j] = x[i].qs[j] * d;
-    }
+    for (size_t i = 0; i < n / CL_K_QK; i++, y += CL_K_QK)
+        cl_k_deq_q8(x[i].qs, cl_k_fp16_to_fp32(x[i].d), CL_K_QK, y);
 }
 
 void cl_k_deq_q8_1(const void *src, float *y, size_t n)
 {
     const struct cl_k_block_q8_1 *x = src;
-    const size_t nb = n / CL_K_QK;
-    for (size_t i = 0; i < nb; i++, y += CL_K_QK) {
-        const float d = cl_k_fp16_to_fp32(x[i].d);
-        for (int j = 0; j < CL_K_QK; j++)
-            y[j] = x[i].qs[j] * d;
+    for (size_t i = 0; i < n / CL_K_QK; i++, y += CL_K_QK)
+        cl_k_deq_q8(x[i].qs, cl_k_fp16_to_fp32(x[i].d), CL_K_QK, y);
+}
+
+void cl_k_deq_q8_k(const void *src, float *y, size_t n)
+{
+    const struct cl_k_block_q8_k *x = src;
+    for (size_t i = 0; i < n / CL_K_QK_K; i++, y += CL_K_QK_K)
+        cl_k_deq_q8(x[i].qs, x[i].d, CL_K_QK_K, y);
+}
+
+/* One Q4_K/Q5_K super-block (qh NULL for Q4_K): d*sc*q - dmin*m. */
+static inline void cl_k_deq_k45(const uint8_t *scales, const uint8_t *q, const uint8_t *qh, uint16_t d16,
+                                uint16_t dmin16, float *y)
+{
+    const float d = cl_k_fp16_to_fp32(d16), min = cl_k_fp16_to_fp32(dmin16);
+    for (int j = 0; j < 8; j += 2, q += 32) {
+        uint8_t sc, m;
+        cl_k_scale_min_k4(j, scales, &sc, &m);
+        const float d1 = d * sc, m1 = min * m;
+        cl_k_scale_min_k4(j + 1, scales, &sc, &m);
+        const float d2 = d * sc, m2 = min * m;
+        for (int l = 0; l < 32; l++)
+            *y++ = d1 * cl_k_k45_q(q, qh, j, l) - m1;
+        for (int l = 0; l < 32; l++)
+            *y++ = d2 * cl_k_k45_q(q, qh, j + 1, l) - m2;
     }
 }
 
 void cl_k_deq_q4_k(const void *src, float *y, size_t n)
 {
     const struct cl_k_block_q4_k *x = src;
-    const size_t nb = n / CL_K_QK_K;
-    for (size_t i = 0; i < nb; i++) {
-        const uint8_t *q = x[i].qs;
-        const float d = cl_k_fp16_to_fp32(x[i].d), min = cl_k_fp16_to_fp32(x[i].dmin);
-        for (int j = 0, is = 0; j < CL_K_QK_K; j += 64, q += 32, is += 2) {
-            uint8_t sc, m;
-            cl_k_scale_min_k4(is, x[i].scales, &sc, &m);
-            const float d1 = d * sc, m1 = min * m;
-            cl_k_scale_min_k4(is + 1, x[i].scales, &sc, &m);
-            const float d2 = d * sc, m2 = min * m;
-            for (int l = 0; l < 32; l++)
-                *y++ = d1 * (q[l] & 0xF) - m1;
-            for (int l = 0; l < 32; l++)
-                *y++ = d2 * (q[l] >> 4) - m2;
-        }
-    }
+    for (size_t i = 0; i < n / CL_K_QK_K; i++, y += CL_K_QK_K)
+        cl_k_deq_k45(x[i].scales, x[i].qs, NULL, x[i].d, x[i].dmin, y);
 }
 
 void cl_k_deq_q5_k(const void *src, float *y, size_t n)
 {
     const struct cl_k_block_q5_k *x = src;
-    const size_t nb = n / CL_K_QK_K;
-    for (size_t i = 0; i < nb; i++) {
-        const uint8_t *ql = x[i].qs, *qh = x[i].qh;
-        const float d = cl_k_fp16_to_fp32(x[i].d), min = cl_k_fp16_to_fp32(x[i].dmin);
-        unsigned u1 = 1, u2 = 2;
-        for (int j = 0, is = 0; j < CL_K_QK_K; j += 64, ql += 32, is += 2, u1 <<= 2, u2 <<= 2) {
-            uint8_t sc, m;
-            cl_k_scale_min_k4(is, x[i].scales, &sc, &m);
-            const float d1 = d * sc, m1 = min * m;
-            cl_k_scale_min_k4(is + 1, x[i].scales, &sc, &m);
-            const float d2 = d * sc, m2 = min * m;
-            for (int l = 0; l < 32; l++)
-                *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
-            for (int l = 0; l < 32; l++)
-                *y++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
-        }
-    }
+    for (size_t i = 0; i < n / CL_K_QK_K; i++, y += CL_K_QK_K)
+        cl_k_deq_k45(x[i].scales, x[i].qs, x[i].qh, x[i].d, x[i].dmin, y);
 }
 
 void cl_k_deq_q6_k(const void *src, float *y, size_t n)
 {
     const struct cl_k_block_q6_k *x = src;
-    const size_t nb = n / CL_K_QK_K;
-    for (size_t i = 0; i < nb; i++) {
+    for (size_t i = 0; i < n / CL_K_QK_K; i++) {
         const float d = cl_k_fp16_to_fp32(x[i].d);
         const uint8_t *ql = x[i].ql, *qh = x[i].qh;
         const int8_t *sc = x[i].scales;
-        for (int k = 0; k < CL_K_QK_K; k += 128, y += 128, ql += 64, qh += 32, sc += 8) {
+        for (int h = 0; h < 2; h++, y += 128, ql += 64, qh += 32, sc += 8) {
             for (int l = 0; l < 32; l++) {
-                int is = l / 16;
-                const int q1 = (int)((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-                const int q2 = (int)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                const int q3 = (int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                const int q4 = (int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                y[l] = d * sc[is] * q1;
-                y[l + 32] = d * sc[is + 2] * q2;
-                y[l + 64] = d * sc[is + 4] * q3;
-                y[l + 96] = d * sc[is + 6] * q4;
+                int q[4];
+                cl_k_q6_k_quad(ql, qh, l, q);
+                for (int k = 0; k < 4; k++)
+                    y[l + 32 * k] = d * sc[l / 16 + 2 * k] * q[k];
             }
         }
     }
-}
-
-void cl_k_deq_q8_k(const void *src, float *y, size_t n)
-{
-    const struct cl_k_block_q8_k *x = src;
-    const size_t nb = n / CL_K_QK_K;
-    for (size_t i = 0; i < nb; i++, y += CL_K_QK_K)
-        for (int j = 0; j < CL_K_QK_K; j++)
-            y[j] = x[i].d * x[i].qs[j];
 }
