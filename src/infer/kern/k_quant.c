@@ -48,177 +48,164 @@ static inline int cl_k_trunc_clamp(float v, int hi)
 
 /* ------------------------------------------------------------ 32-blocks */
 
+/* Nibbles (and 5th bits, when qh is not NULL) of a 4- or 5-bit 32-block:
+ * q = clamp(trunc((x - min) * id + bias), 0, nmax). For the _0 types min is
+ * 0, and x - 0 is x exactly. */
+static inline void cl_k_pack_q45(const float *x, float min, float id, float bias, int nmax, uint8_t *qs, uint8_t *qh)
+{
+    uint32_t h = 0;
+    for (int j = 0; j < CL_K_QK / 2; j++) {
+        int a = cl_k_trunc_clamp((x[j] - min) * id + bias, nmax);
+        int b = cl_k_trunc_clamp((x[j + 16] - min) * id + bias, nmax);
+        qs[j] = (uint8_t)((a & 0xF) | ((b & 0xF) << 4));
+        h |= (uint32_t)((a >> 4) & 1) << j;
+        h |= (uint32_t)((b >> 4) & 1) << (j + 16);
+    }
+    if (qh)
+        for (int k = 0; k < 4; k++)
+            qh[k] = (uint8_t)(h >> (8 * k));
+}
+
+/* One Q4_0 (half 8) or Q5_0 (half 16) block: d = (value of largest
+ * magnitude, first on ties) / -half, q = x/d + half rounded. Returns d. */
+static inline float cl_k_ref_q45_0(const float *x, int half, uint8_t *qs, uint8_t *qh)
+{
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < CL_K_QK; j++) {
+        if (amax < fabsf(x[j])) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    }
+    const float d = max / (float)-half;
+    const float id = d ? 1.0f / d : 0.0f;
+    cl_k_pack_q45(x, 0.0f, id, (float)half + 0.5f, 2 * half - 1, qs, qh);
+    return d;
+}
+
+/* One Q4_1 (nmax 15) or Q5_1 (nmax 31) block: m = min, d = (max - min) /
+ * nmax. Returns d; *m_out gets m. */
+static inline float cl_k_ref_q45_1(const float *x, int nmax, float *m_out, uint8_t *qs, uint8_t *qh)
+{
+    float min = FLT_MAX, max = -FLT_MAX;
+    for (int j = 0; j < CL_K_QK; j++) {
+        if (x[j] < min)
+            min = x[j];
+        if (x[j] > max)
+            max = x[j];
+    }
+    const float d = (max - min) / (float)nmax;
+    const float id = d ? 1.0f / d : 0.0f;
+    cl_k_pack_q45(x, min, id, 0.5f, nmax, qs, qh);
+    *m_out = min;
+    return d;
+}
+
 void cl_k_q4_0_ref(const float *x, void *dst, size_t n)
 {
     struct cl_k_block_q4_0 *y = dst;
-    const size_t nb = n / CL_K_QK;
-    for (size_t i = 0; i < nb; i++, x += CL_K_QK) {
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < CL_K_QK; j++) {
-            if (amax < fabsf(x[j])) {
-                amax = fabsf(x[j]);
-                max = x[j];
-            }
-        }
-        const float d = max / -8;
-        const float id = d ? 1.0f / d : 0.0f;
-        y[i].d = cl_k_fp32_to_fp16(d);
-        for (int j = 0; j < CL_K_QK / 2; j++) {
-            int a = cl_k_trunc_clamp(x[j] * id + 8.5f, 15);
-            int b = cl_k_trunc_clamp(x[j + 16] * id + 8.5f, 15);
-            y[i].qs[j] = (uint8_t)(a | (b << 4));
-        }
-    }
-}
-
-void cl_k_q4_1_ref(const float *x, void *dst, size_t n)
-{
-    struct cl_k_block_q4_1 *y = dst;
-    const size_t nb = n / CL_K_QK;
-    for (size_t i = 0; i < nb; i++, x += CL_K_QK) {
-        float min = FLT_MAX, max = -FLT_MAX;
-        for (int j = 0; j < CL_K_QK; j++) {
-            if (x[j] < min)
-                min = x[j];
-            if (x[j] > max)
-                max = x[j];
-        }
-        const float d = (max - min) / 15;
-        const float id = d ? 1.0f / d : 0.0f;
-        y[i].d = cl_k_fp32_to_fp16(d);
-        y[i].m = cl_k_fp32_to_fp16(min);
-        for (int j = 0; j < CL_K_QK / 2; j++) {
-            int a = cl_k_trunc_clamp((x[j] - min) * id + 0.5f, 15);
-            int b = cl_k_trunc_clamp((x[j + 16] - min) * id + 0.5f, 15);
-            y[i].qs[j] = (uint8_t)(a | (b << 4));
-        }
-    }
+    for (size_t i = 0; i < n / CL_K_QK; i++, x += CL_K_QK)
+        y[i].d = cl_k_fp32_to_fp16(cl_k_ref_q45_0(x, 8, y[i].qs, NULL));
 }
 
 void cl_k_q5_0_ref(const float *x, void *dst, size_t n)
 {
     struct cl_k_block_q5_0 *y = dst;
-    const size_t nb = n / CL_K_QK;
-    for (size_t i = 0; i < nb; i++, x += CL_K_QK) {
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < CL_K_QK; j++) {
-            if (amax < fabsf(x[j])) {
-                amax = fabsf(x[j]);
-                max = x[j];
-            }
-        }
-        const float d = max / -16;
-        const float id = d ? 1.0f / d : 0.0f;
-        y[i].d = cl_k_fp32_to_fp16(d);
-        uint32_t qh = 0;
-        for (int j = 0; j < CL_K_QK / 2; j++) {
-            int a = cl_k_trunc_clamp(x[j] * id + 16.5f, 31);
-            int b = cl_k_trunc_clamp(x[j + 16] * id + 16.5f, 31);
-            y[i].qs[j] = (uint8_t)((a & 0xF) | ((b & 0xF) << 4));
-            qh |= (uint32_t)((a >> 4) & 1) << j;
-            qh |= (uint32_t)((b >> 4) & 1) << (j + 16);
-        }
-        for (int k = 0; k < 4; k++)
-            y[i].qh[k] = (uint8_t)(qh >> (8 * k));
+    for (size_t i = 0; i < n / CL_K_QK; i++, x += CL_K_QK)
+        y[i].d = cl_k_fp32_to_fp16(cl_k_ref_q45_0(x, 16, y[i].qs, y[i].qh));
+}
+
+void cl_k_q4_1_ref(const float *x, void *dst, size_t n)
+{
+    struct cl_k_block_q4_1 *y = dst;
+    for (size_t i = 0; i < n / CL_K_QK; i++, x += CL_K_QK) {
+        float m;
+        y[i].d = cl_k_fp32_to_fp16(cl_k_ref_q45_1(x, 15, &m, y[i].qs, NULL));
+        y[i].m = cl_k_fp32_to_fp16(m);
     }
 }
 
 void cl_k_q5_1_ref(const float *x, void *dst, size_t n)
 {
     struct cl_k_block_q5_1 *y = dst;
-    const size_t nb = n / CL_K_QK;
-    for (size_t i = 0; i < nb; i++, x += CL_K_QK) {
-        float min = FLT_MAX, max = -FLT_MAX;
-        for (int j = 0; j < CL_K_QK; j++) {
-            if (x[j] < min)
-                min = x[j];
-            if (x[j] > max)
-                max = x[j];
-        }
-        const float d = (max - min) / 31;
-        const float id = d ? 1.0f / d : 0.0f;
-        y[i].d = cl_k_fp32_to_fp16(d);
-        y[i].m = cl_k_fp32_to_fp16(min);
-        uint32_t qh = 0;
-        for (int j = 0; j < CL_K_QK / 2; j++) {
-            int a = cl_k_trunc_clamp((x[j] - min) * id + 0.5f, 31);
-            int b = cl_k_trunc_clamp((x[j + 16] - min) * id + 0.5f, 31);
-            y[i].qs[j] = (uint8_t)((a & 0xF) | ((b & 0xF) << 4));
-            qh |= (uint32_t)((a >> 4) & 1) << j;
-            qh |= (uint32_t)((b >> 4) & 1) << (j + 16);
-        }
-        for (int k = 0; k < 4; k++)
-            y[i].qh[k] = (uint8_t)(qh >> (8 * k));
+    for (size_t i = 0; i < n / CL_K_QK; i++, x += CL_K_QK) {
+        float m;
+        y[i].d = cl_k_fp32_to_fp16(cl_k_ref_q45_1(x, 31, &m, y[i].qs, y[i].qh));
+        y[i].m = cl_k_fp32_to_fp16(m);
     }
 }
 
-static float cl_k_amax32(const float *x)
+/* Scale of a Q8_0/Q8_1 block, d = amax/127; *id is 1/d for the reference
+ * quantizer and 127/amax for ggml's x86 from_float, which differ in the last
+ * bit. */
+static inline float cl_k_q8_scale(const float *x, bool x86, float *id)
 {
     float amax = 0.0f;
     for (int j = 0; j < CL_K_QK; j++)
         amax = CL_K_MAX(amax, fabsf(x[j]));
-    return amax;
+    const float d = amax / 127.f;
+    if (x86)
+        *id = amax != 0.0f ? 127.f / amax : 0.0f;
+    else
+        *id = d ? 1.0f / d : 0.0f;
+    return d;
+}
+
+/* The int8s of a Q8_0/Q8_1 block, rounded half away from zero (reference)
+ * or half to even (x86 from_float); returns their sum. */
+static inline int cl_k_q8_fill(const float *x, float id, bool x86, int8_t *qs)
+{
+    int sum = 0;
+    for (int j = 0; j < CL_K_QK; j++) {
+        qs[j] = cl_k_sat_i8(x86 ? nearbyintf(x[j] * id) : roundf(x[j] * id));
+        sum += qs[j];
+    }
+    return sum;
+}
+
+static inline void cl_k_q8_0_block(const float *x, bool x86, struct cl_k_block_q8_0 *y)
+{
+    float id;
+    const float d = cl_k_q8_scale(x, x86, &id);
+    y->d = cl_k_fp32_to_fp16(d);
+    (void)cl_k_q8_fill(x, id, x86, y->qs);
+}
+
+static inline void cl_k_q8_1_block(const float *x, bool x86, struct cl_k_block_q8_1 *y)
+{
+    float id;
+    const float d = cl_k_q8_scale(x, x86, &id);
+    y->d = cl_k_fp32_to_fp16(d);
+    y->s = cl_k_fp32_to_fp16(d * (float)cl_k_q8_fill(x, id, x86, y->qs));
 }
 
 void cl_k_q8_0_ref(const float *x, void *dst, size_t n)
 {
     struct cl_k_block_q8_0 *y = dst;
-    const size_t nb = n / CL_K_QK;
-    for (size_t i = 0; i < nb; i++, x += CL_K_QK) {
-        const float d = cl_k_amax32(x) / 127;
-        const float id = d ? 1.0f / d : 0.0f;
-        y[i].d = cl_k_fp32_to_fp16(d);
-        for (int j = 0; j < CL_K_QK; j++)
-            y[i].qs[j] = cl_k_sat_i8(roundf(x[j] * id));
-    }
+    for (size_t i = 0; i < n / CL_K_QK; i++, x += CL_K_QK)
+        cl_k_q8_0_block(x, false, &y[i]);
 }
 
 void cl_k_q8_1_ref(const float *x, void *dst, size_t n)
 {
     struct cl_k_block_q8_1 *y = dst;
-    const size_t nb = n / CL_K_QK;
-    for (size_t i = 0; i < nb; i++, x += CL_K_QK) {
-        const float d = cl_k_amax32(x) / 127;
-        const float id = d ? 1.0f / d : 0.0f;
-        y[i].d = cl_k_fp32_to_fp16(d);
-        int sum = 0;
-        for (int j = 0; j < CL_K_QK; j++) {
-            y[i].qs[j] = cl_k_sat_i8(roundf(x[j] * id));
-            sum += y[i].qs[j];
-        }
-        y[i].s = cl_k_fp32_to_fp16((float)sum * d);
-    }
+    for (size_t i = 0; i < n / CL_K_QK; i++, x += CL_K_QK)
+        cl_k_q8_1_block(x, false, &y[i]);
 }
 
 /* ggml x86 quantize_row_q8_0/q8_1: multiplier 127/amax, round half even. */
 void cl_k_act_q8_0_scalar(const float *x, void *dst, size_t n)
 {
     struct cl_k_block_q8_0 *y = dst;
-    for (size_t i = 0; i < n / CL_K_QK; i++, x += CL_K_QK) {
-        const float amax = cl_k_amax32(x);
-        const float d = amax / 127.f;
-        const float id = amax != 0.0f ? 127.f / amax : 0.0f;
-        y[i].d = cl_k_fp32_to_fp16(d);
-        for (int j = 0; j < CL_K_QK; j++)
-            y[i].qs[j] = cl_k_sat_i8(nearbyintf(x[j] * id));
-    }
+    for (size_t i = 0; i < n / CL_K_QK; i++, x += CL_K_QK)
+        cl_k_q8_0_block(x, true, &y[i]);
 }
 
 void cl_k_act_q8_1_scalar(const float *x, void *dst, size_t n)
 {
     struct cl_k_block_q8_1 *y = dst;
-    for (size_t i = 0; i < n / CL_K_QK; i++, x += CL_K_QK) {
-        const float amax = cl_k_amax32(x);
-        const float d = amax / 127.f;
-        const float id = amax != 0.0f ? 127.f / amax : 0.0f;
-        y[i].d = cl_k_fp32_to_fp16(d);
-        int sum = 0;
-        for (int j = 0; j < CL_K_QK; j++) {
-            y[i].qs[j] = cl_k_sat_i8(nearbyintf(x[j] * id));
-            sum += y[i].qs[j];
-        }
-        y[i].s = cl_k_fp32_to_fp16(d * (float)sum);
-    }
+    for (size_t i = 0; i < n / CL_K_QK; i++, x += CL_K_QK)
+        cl_k_q8_1_block(x, true, &y[i]);
 }
 
 /* ------------------------------------------------------------ K-quants */
