@@ -1,7 +1,7 @@
 /* Scalar reference dot products (the ground truth the SIMD paths are tested
  * against; listed in the type table, k_type.c) and the dot and matmul entry
- * points. Each block's
- * integer dot product is exact; blocks are combined in float as ggml does. */
+ * points. Each block's integer dot product is exact; blocks are combined in
+ * float as ggml does. */
 #include <math.h>
 
 #include "k_internal.h"
