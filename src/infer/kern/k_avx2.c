@@ -450,7 +450,7 @@ CL_K_TI bool cl_k2_q8_block(const float *x, int8_t *qs, float *d_out, __m256i *s
     return true;
 }
 
-CL_K_T void cl_k_act_q8_0_avx2(const float *x, void *dst, size_t n)
+CL_K_T static void cl_k_act_q8_0_avx2(const float *x, void *dst, size_t n)
 {
     struct cl_k_block_q8_0 *y = dst;
     for (size_t i = 0; i < n / CL_K_QK; i++) {
@@ -464,7 +464,7 @@ CL_K_T void cl_k_act_q8_0_avx2(const float *x, void *dst, size_t n)
     }
 }
 
-CL_K_T void cl_k_act_q8_1_avx2(const float *x, void *dst, size_t n)
+CL_K_T static void cl_k_act_q8_1_avx2(const float *x, void *dst, size_t n)
 {
     struct cl_k_block_q8_1 *y = dst;
     for (size_t i = 0; i < n / CL_K_QK; i++) {
@@ -484,27 +484,9 @@ CL_K_T void cl_k_act_q8_1_avx2(const float *x, void *dst, size_t n)
 
 /* ---------------------------------------------------- table */
 
-bool cl_k_avx2_impl(uint32_t wtype, struct cl_k_impl *impl)
-{
-    switch (wtype) {
-    case CL_GGML_Q8_0: impl->dot = cl_k2_dot_q8_0; impl->mm = cl_k2_mm_q8_0; break;
-    case CL_GGML_Q4_0: impl->dot = cl_k2_dot_q4_0; impl->mm = cl_k2_mm_q4_0; break;
-    case CL_GGML_Q5_0: impl->dot = cl_k2_dot_q5_0; impl->mm = cl_k2_mm_q5_0; break;
-    case CL_GGML_Q4_K: impl->dot = cl_k2_dot_q4_k; impl->mm = cl_k2_mm_q4_k; break;
-    case CL_GGML_Q5_K: impl->dot = cl_k2_dot_q5_k; impl->mm = cl_k2_mm_q5_k; break;
-    case CL_GGML_Q6_K: impl->dot = cl_k2_dot_q6_k; impl->mm = cl_k2_mm_q6_k; break;
-    case CL_GGML_F32: impl->dot = cl_k2_dot_f32; impl->mm = cl_k2_mm_f32; break;
-    case CL_GGML_F16: impl->dot = cl_k2_dot_f16; impl->mm = cl_k2_mm_f16; break;
-    case CL_GGML_BF16: impl->dot = cl_k2_dot_bf16; impl->mm = cl_k2_mm_bf16; break;
-    default: return false;
-    }
-    impl->name = "avx2";
-    return true;
-}
-
 /* ---------------------------------------------------- float helpers */
 
-CL_K_T void cl_k_axpy_f32_avx2(float *y, float a, const float *x, size_t n)
+CL_K_T static void cl_k_axpy_f32_avx2(float *y, float a, const float *x, size_t n)
 {
     const __m256 av = _mm256_set1_ps(a);
     size_t i = 0;
@@ -514,7 +496,7 @@ CL_K_T void cl_k_axpy_f32_avx2(float *y, float a, const float *x, size_t n)
         y[i] += a * x[i];
 }
 
-CL_K_T void cl_k_axpy_f16_avx2(float *y, float a, const uint16_t *x, size_t n)
+CL_K_T static void cl_k_axpy_f16_avx2(float *y, float a, const uint16_t *x, size_t n)
 {
     const __m256 av = _mm256_set1_ps(a);
     size_t i = 0;
@@ -526,7 +508,7 @@ CL_K_T void cl_k_axpy_f16_avx2(float *y, float a, const uint16_t *x, size_t n)
         y[i] += a * _cvtsh_ss(x[i]);
 }
 
-CL_K_T void cl_k_scale_f32_avx2(float *y, float s, size_t n)
+CL_K_T static void cl_k_scale_f32_avx2(float *y, float s, size_t n)
 {
     const __m256 sv = _mm256_set1_ps(s);
     size_t i = 0;
@@ -536,7 +518,7 @@ CL_K_T void cl_k_scale_f32_avx2(float *y, float s, size_t n)
         y[i] *= s;
 }
 
-CL_K_T void cl_k_add_f32_avx2(float *y, const float *x, size_t n)
+CL_K_T static void cl_k_add_f32_avx2(float *y, const float *x, size_t n)
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -545,7 +527,7 @@ CL_K_T void cl_k_add_f32_avx2(float *y, const float *x, size_t n)
         y[i] += x[i];
 }
 
-CL_K_T void cl_k_mul_f32_avx2(float *y, const float *x, size_t n)
+CL_K_T static void cl_k_mul_f32_avx2(float *y, const float *x, size_t n)
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -557,7 +539,7 @@ CL_K_T void cl_k_mul_f32_avx2(float *y, const float *x, size_t n)
 /* Q8_K activations, bit-identical to cl_k_act_q8_k_scalar: the signed value
  * of largest magnitude (first one on ties), iscale = -127/max, q =
  * min(127, round-half-even(iscale*x)), d = 1/iscale, 16-element sums. */
-CL_K_T void cl_k_act_q8_k_avx2(const float *x, void *dst, size_t n)
+CL_K_T static void cl_k_act_q8_k_avx2(const float *x, void *dst, size_t n)
 {
     struct cl_k_block_q8_k *y = dst;
     const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -618,8 +600,9 @@ CL_K_T void cl_k_act_q8_k_avx2(const float *x, void *dst, size_t n)
 
 /* ---------------------------------------------------- row conversions */
 
-CL_K_T void cl_k_fp32_to_fp16_row_avx2(const float *src, uint16_t *dst, size_t n)
+CL_K_T static void cl_k_fp32_to_fp16_row_avx2(const float *src, void *dstv, size_t n)
 {
+    uint16_t *dst = dstv;
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), 0));
@@ -627,11 +610,43 @@ CL_K_T void cl_k_fp32_to_fp16_row_avx2(const float *src, uint16_t *dst, size_t n
         dst[i] = (uint16_t)_cvtss_sh(src[i], 0);
 }
 
-CL_K_T void cl_k_fp16_to_fp32_row_avx2(const uint16_t *src, float *dst, size_t n)
+CL_K_T static void cl_k_fp16_to_fp32_row_avx2(const void *srcv, float *dst, size_t n)
 {
+    const uint16_t *src = srcv;
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
     for (; i < n; i++)
         dst[i] = _cvtsh_ss(src[i]);
 }
+
+/* ---------------------------------------------------- table */
+
+/* What AVX2 adds to the type table (k_type.c); Q4_1/Q5_1 stay scalar. */
+const struct cl_k_path cl_k_avx2_path = {
+    .name = "avx2",
+    .level = CL_CPU_AVX2,
+    .kern =
+        {
+            [CL_GGML_F32] = {.dot = cl_k2_dot_f32, .mm = cl_k2_mm_f32},
+            [CL_GGML_F16] = {.to_float = cl_k_fp16_to_fp32_row_avx2,
+                             .from_float_ref = cl_k_fp32_to_fp16_row_avx2,
+                             .from_float = cl_k_fp32_to_fp16_row_avx2,
+                             .dot = cl_k2_dot_f16,
+                             .mm = cl_k2_mm_f16},
+            [CL_GGML_BF16] = {.dot = cl_k2_dot_bf16, .mm = cl_k2_mm_bf16},
+            [CL_GGML_Q4_0] = {.dot = cl_k2_dot_q4_0, .mm = cl_k2_mm_q4_0},
+            [CL_GGML_Q5_0] = {.dot = cl_k2_dot_q5_0, .mm = cl_k2_mm_q5_0},
+            [CL_GGML_Q8_0] = {.from_float = cl_k_act_q8_0_avx2, .dot = cl_k2_dot_q8_0, .mm = cl_k2_mm_q8_0},
+            [CL_GGML_Q8_1] = {.from_float = cl_k_act_q8_1_avx2},
+            [CL_GGML_Q4_K] = {.dot = cl_k2_dot_q4_k, .mm = cl_k2_mm_q4_k},
+            [CL_GGML_Q5_K] = {.dot = cl_k2_dot_q5_k, .mm = cl_k2_mm_q5_k},
+            [CL_GGML_Q6_K] = {.dot = cl_k2_dot_q6_k, .mm = cl_k2_mm_q6_k},
+            [CL_GGML_Q8_K] = {.from_float = cl_k_act_q8_k_avx2},
+        },
+    .vec = {.axpy_f32 = cl_k_axpy_f32_avx2,
+            .axpy_f16 = cl_k_axpy_f16_avx2,
+            .scale_f32 = cl_k_scale_f32_avx2,
+            .add_f32 = cl_k_add_f32_avx2,
+            .mul_f32 = cl_k_mul_f32_avx2},
+};

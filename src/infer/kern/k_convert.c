@@ -69,34 +69,35 @@ uint16_t cl_k_fp32_to_bf16(float f)
     return (uint16_t)((u + (0x7fff + ((u >> 16) & 1))) >> 16);
 }
 
-void cl_k_fp16_to_fp32_row(const uint16_t *src, float *dst, size_t n)
+/* Scalar rows for the type table; the SIMD paths list their own. */
+void cl_k_f32_to_float(const void *src, float *dst, size_t n) { memmove(dst, src, n * sizeof(float)); }
+
+void cl_k_f32_from_float(const float *src, void *dst, size_t n) { memmove(dst, src, n * sizeof(float)); }
+
+void cl_k_f16_to_float(const void *src, float *dst, size_t n)
 {
-    if (cl_cpu_level() >= CL_CPU_AVX2) {
-        cl_k_fp16_to_fp32_row_avx2(src, dst, n);
-        return;
-    }
+    const uint16_t *h = src;
     for (size_t i = 0; i < n; i++)
-        dst[i] = cl_k_fp16_to_fp32(src[i]);
+        dst[i] = cl_k_fp16_to_fp32(h[i]);
 }
 
-void cl_k_fp32_to_fp16_row(const float *src, uint16_t *dst, size_t n)
+void cl_k_f16_from_float(const float *src, void *dst, size_t n)
 {
-    if (cl_cpu_level() >= CL_CPU_AVX2) {
-        cl_k_fp32_to_fp16_row_avx2(src, dst, n);
-        return;
-    }
+    uint16_t *h = dst;
     for (size_t i = 0; i < n; i++)
-        dst[i] = cl_k_fp32_to_fp16(src[i]);
+        h[i] = cl_k_fp32_to_fp16(src[i]);
 }
 
-void cl_k_bf16_to_fp32_row(const uint16_t *src, float *dst, size_t n)
+void cl_k_bf16_to_float(const void *src, float *dst, size_t n)
 {
+    const uint16_t *h = src;
     for (size_t i = 0; i < n; i++)
-        dst[i] = cl_k_bf16_to_fp32(src[i]);
+        dst[i] = cl_k_bf16_to_fp32(h[i]);
 }
 
-void cl_k_fp32_to_bf16_row(const float *src, uint16_t *dst, size_t n)
+void cl_k_bf16_from_float(const float *src, void *dst, size_t n)
 {
+    uint16_t *h = dst;
     for (size_t i = 0; i < n; i++)
-        dst[i] = cl_k_fp32_to_bf16(src[i]);
+        h[i] = cl_k_fp32_to_bf16(src[i]);
 }

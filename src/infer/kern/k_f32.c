@@ -15,57 +15,50 @@ float cl_k_dot_f32(const float *a, const float *b, size_t n)
     return cl_k_vec_dot(CL_GGML_F32, a, b, n);
 }
 
-static inline bool cl_k_simd(void) { return cl_cpu_level() >= CL_CPU_AVX2; }
-
-void cl_k_axpy_f32(float *y, float a, const float *x, size_t n)
+/* Scalar float helpers; SIMD paths list theirs in struct cl_k_path. */
+static void cl_k_axpy_f32_scalar(float *y, float a, const float *x, size_t n)
 {
-    if (cl_k_simd()) {
-        cl_k_axpy_f32_avx2(y, a, x, n);
-        return;
-    }
     for (size_t i = 0; i < n; i++)
         y[i] += a * x[i];
 }
 
-void cl_k_axpy_f16(float *y, float a, const uint16_t *x, size_t n)
+static void cl_k_axpy_f16_scalar(float *y, float a, const uint16_t *x, size_t n)
 {
-    if (cl_k_simd()) {
-        cl_k_axpy_f16_avx2(y, a, x, n);
-        return;
-    }
     for (size_t i = 0; i < n; i++)
         y[i] += a * cl_k_fp16_to_fp32(x[i]);
 }
 
-void cl_k_scale_f32(float *y, float s, size_t n)
+static void cl_k_scale_f32_scalar(float *y, float s, size_t n)
 {
-    if (cl_k_simd()) {
-        cl_k_scale_f32_avx2(y, s, n);
-        return;
-    }
     for (size_t i = 0; i < n; i++)
         y[i] *= s;
 }
 
-void cl_k_add_f32(float *y, const float *x, size_t n)
+static void cl_k_add_f32_scalar(float *y, const float *x, size_t n)
 {
-    if (cl_k_simd()) {
-        cl_k_add_f32_avx2(y, x, n);
-        return;
-    }
     for (size_t i = 0; i < n; i++)
         y[i] += x[i];
 }
 
-void cl_k_mul_f32(float *y, const float *x, size_t n)
+static void cl_k_mul_f32_scalar(float *y, const float *x, size_t n)
 {
-    if (cl_k_simd()) {
-        cl_k_mul_f32_avx2(y, x, n);
-        return;
-    }
     for (size_t i = 0; i < n; i++)
         y[i] *= x[i];
 }
+
+const struct cl_k_vec_fns cl_k_vec_scalar = {
+    .axpy_f32 = cl_k_axpy_f32_scalar,
+    .axpy_f16 = cl_k_axpy_f16_scalar,
+    .scale_f32 = cl_k_scale_f32_scalar,
+    .add_f32 = cl_k_add_f32_scalar,
+    .mul_f32 = cl_k_mul_f32_scalar,
+};
+
+void cl_k_axpy_f32(float *y, float a, const float *x, size_t n) { cl_k_vec_now()->axpy_f32(y, a, x, n); }
+void cl_k_axpy_f16(float *y, float a, const uint16_t *x, size_t n) { cl_k_vec_now()->axpy_f16(y, a, x, n); }
+void cl_k_scale_f32(float *y, float s, size_t n) { cl_k_vec_now()->scale_f32(y, s, n); }
+void cl_k_add_f32(float *y, const float *x, size_t n) { cl_k_vec_now()->add_f32(y, x, n); }
+void cl_k_mul_f32(float *y, const float *x, size_t n) { cl_k_vec_now()->mul_f32(y, x, n); }
 
 float cl_k_softmax_f32(float *x, size_t n)
 {

@@ -566,22 +566,22 @@ CL_K5_FLOAT(f32, 4)
 CL_K5_FLOAT(f16, 2)
 CL_K5_FLOAT(bf16, 2)
 
-bool cl_k_avx512_impl(uint32_t wtype, bool vnni, struct cl_k_impl *impl)
-{
-    if (!vnni)
-        return false;
-    switch (wtype) {
-    case CL_GGML_Q8_0: impl->dot = cl_k5_dot_q8_0; impl->mm = cl_k5_mm_q8_0; break;
-    case CL_GGML_Q4_0: impl->dot = cl_k5_dot_q4_0; impl->mm = cl_k5_mm_q4_0; break;
-    case CL_GGML_Q5_0: impl->dot = cl_k5_dot_q5_0; impl->mm = cl_k5_mm_q5_0; break;
-    case CL_GGML_Q4_K: impl->dot = cl_k5_dot_q4_k; impl->mm = cl_k5_mm_q4_k; break;
-    case CL_GGML_Q5_K: impl->dot = cl_k5_dot_q5_k; impl->mm = cl_k5_mm_q5_k; break;
-    case CL_GGML_Q6_K: impl->dot = cl_k5_dot_q6_k; impl->mm = cl_k5_mm_q6_k; break;
-    case CL_GGML_F32: impl->dot = cl_k5_dot_f32; impl->mm = cl_k5_mm_f32; break;
-    case CL_GGML_F16: impl->dot = cl_k5_dot_f16; impl->mm = cl_k5_mm_f16; break;
-    case CL_GGML_BF16: impl->dot = cl_k5_dot_bf16; impl->mm = cl_k5_mm_bf16; break;
-    default: return false;
-    }
-    impl->name = "avx512vnni";
-    return true;
-}
+/* What AVX-512 with VNNI adds to the type table (k_type.c); without VNNI the
+ * AVX-512 level keeps the AVX2 kernels. */
+const struct cl_k_path cl_k_avx512_path = {
+    .name = "avx512vnni",
+    .level = CL_CPU_AVX512,
+    .needs_vnni = true,
+    .kern =
+        {
+            [CL_GGML_F32] = {.dot = cl_k5_dot_f32, .mm = cl_k5_mm_f32},
+            [CL_GGML_F16] = {.dot = cl_k5_dot_f16, .mm = cl_k5_mm_f16},
+            [CL_GGML_BF16] = {.dot = cl_k5_dot_bf16, .mm = cl_k5_mm_bf16},
+            [CL_GGML_Q4_0] = {.dot = cl_k5_dot_q4_0, .mm = cl_k5_mm_q4_0},
+            [CL_GGML_Q5_0] = {.dot = cl_k5_dot_q5_0, .mm = cl_k5_mm_q5_0},
+            [CL_GGML_Q8_0] = {.dot = cl_k5_dot_q8_0, .mm = cl_k5_mm_q8_0},
+            [CL_GGML_Q4_K] = {.dot = cl_k5_dot_q4_k, .mm = cl_k5_mm_q4_k},
+            [CL_GGML_Q5_K] = {.dot = cl_k5_dot_q5_k, .mm = cl_k5_mm_q5_k},
+            [CL_GGML_Q6_K] = {.dot = cl_k5_dot_q6_k, .mm = cl_k5_mm_q6_k},
+        },
+};
