@@ -22,15 +22,10 @@ static void cl_host_help(FILE *f)
             "usage: cloister-host --listen ADDR:PORT --enclave-cid N [--vsock-dir DIR]\n"
             "                     --model MODEL.sealed --kms URL --kms-credentials FILE\n"
             "                     [--max-body BYTES] [--max-inflight BYTES] [--timeout-ms N] [--max-tokens N]\n"
-            "                     [--max-prompt-tokens N] [--max-sessions N] [--max-connections N]
-"
-            "                     [--max-client-connections N] [--header-timeout-ms N] [--body-timeout-ms N]
-"
-            "                     [--idle-timeout-s N] [--http-threads N] [--enclave-workers N] [--enclave-queue N]
-"
-            "                     [--capture-dir DIR] [--log-level LEVEL]
-
-"
+            "                     [--max-prompt-tokens N] [--max-sessions N] [--max-connections N]\n"
+            "                     [--max-client-connections N] [--header-timeout-ms N] [--body-timeout-ms N]\n"
+            "                     [--idle-timeout-s N] [--http-threads N] [--enclave-workers N] [--enclave-queue N]\n"
+            "                     [--capture-dir DIR] [--log-level LEVEL]\n\n"
             "The untrusted host of a Cloister enclave. It never sees a prompt, an answer or a\n"
             "key: it relays attestation documents and OHTTP ciphertext, streams the sealed\n"
             "model into the enclave, and pipes the enclave's key-service traffic.\n\n"
