@@ -31,7 +31,7 @@ bench: deps
 fuzz: deps
 	CC=clang cmake -S . -B build-fuzz -G Ninja -DCL_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug
 	cmake --build build-fuzz -j $(JOBS)
-	scripts/run-fuzz build-fuzz $(FUZZ_SECONDS)
+	scripts/run-fuzz build-fuzz $(or $(FUZZ_SECONDS),20) $(FUZZ_RUNS)
 
 demo: deps
 	@$(MAKE) --no-print-directory build
