@@ -12,7 +12,7 @@
 #include "cloister/file.h"
 #include "cloister/log.h"
 #include "cloister/secmem.h"
-#include "enclave_internal.h"
+#include "cloister/enclave_runtime.h"
 
 struct timing {
     uint64_t first;

@@ -1,2 +1,1 @@
 cl_fuzz_target(chat_request ${CMAKE_CURRENT_LIST_DIR}/fuzz_chat_request.c cl_enclave cl_core)
-target_include_directories(fuzz_chat_request PRIVATE ${CMAKE_SOURCE_DIR}/src/enclave)

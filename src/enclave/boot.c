@@ -19,7 +19,8 @@
 #include "cloister/seal.h"
 #include "cloister/vsock.h"
 #include "cloister/wire.h"
-#include "enclave_boot.h"
+#include "cloister/enclave_runtime.h"
+#include "kms_bridge.h"
 
 static cl_err cl_boot_dial(uint32_t port, int *fd)
 {

@@ -3,7 +3,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "enclave_internal.h"
+#include "cloister/enclave_runtime.h"
 
 void cl_enclave_limits_default(struct cl_enclave_limits *l)
 {

@@ -14,7 +14,7 @@
 #include "cloister/sample.h"
 #include "cloister/secmem.h"
 #include "cloister/tokenizer.h"
-#include "enclave_internal.h"
+#include "cloister/enclave_runtime.h"
 
 struct cl_engine {
     struct cl_gguf *g;

@@ -12,7 +12,7 @@
 #include "cloister/encode.h"
 #include "cloister/log.h"
 #include "cloister/secmem.h"
-#include "enclave_internal.h"
+#include "cloister/enclave_runtime.h"
 
 /* One OHTTP key pair and what it has opened. Requests are counted against
  * the key: when the seen-set is full the key is retired and a fresh one

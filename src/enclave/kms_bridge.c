@@ -16,7 +16,8 @@
 #include "cloister/log.h"
 #include "cloister/vsock.h"
 #include "cloister/wire.h"
-#include "enclave_boot.h"
+#include "cloister/enclave_runtime.h"
+#include "kms_bridge.h"
 
 static void cl_bridge_pipe(int a, int b)
 {

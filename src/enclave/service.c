@@ -13,8 +13,7 @@
 #include "cloister/log.h"
 #include "cloister/vsock.h"
 #include "cloister/wire.h"
-#include "enclave_boot.h"
-#include "enclave_internal.h"
+#include "cloister/enclave_runtime.h"
 
 static pthread_mutex_t cl_svc_nsm_mu = PTHREAD_MUTEX_INITIALIZER; /* one NSM exchange at a time */
 static atomic_uint cl_svc_conns;

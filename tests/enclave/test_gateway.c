@@ -7,7 +7,7 @@
 
 #include "cloister/bhttp.h"
 #include "cloister/enclave.h"
-#include "enclave_internal.h"
+#include "cloister/enclave_runtime.h"
 
 /* A generator that answers with fixed pieces, one of them splitting "é". */
 static atomic_int gen_calls;

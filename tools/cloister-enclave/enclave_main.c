@@ -11,8 +11,7 @@
 #include "cloister/nsm.h"
 #include "cloister/secmem.h"
 #include "cloister/wire.h"
-#include "enclave_boot.h"
-#include "enclave_internal.h"
+#include "cloister/enclave_runtime.h"
 
 int cloister_enclave_main(int argc, char **argv);
 

@@ -1,14 +1,45 @@
-#ifndef CLOISTER_ENCLAVE_BOOT_H
-#define CLOISTER_ENCLAVE_BOOT_H
+/* The enclave application's runtime (lib cl_enclave): boot (configuration,
+ * key release, model digest), the engine-backed generator, the service loop
+ * and request parsing. An internal API: for tools/cloister-enclave and the
+ * enclave's own tests, benchmarks and fuzz targets, not for other modules
+ * (the gateway's public face is cloister/enclave.h). */
+#ifndef CLOISTER_ENCLAVE_RUNTIME_H
+#define CLOISTER_ENCLAVE_RUNTIME_H
+
+#include <jansson.h>
+#include <stdbool.h>
 
 #include "cloister/attest_user_data.h"
 #include "cloister/bootcfg.h"
 #include "cloister/crypto.h"
 #include "cloister/enclave.h"
+#include "cloister/encode.h"
+#include "cloister/json_secure.h"
 #include "cloister/kms_client.h"
 #include "cloister/nsm.h"
 #include "cloister/seal.h"
 
+/* Parses an OpenAI chat-completions request. On failure, *why is a fixed
+ * message for the client (never an echo of the input). msgs point into
+ * `root`, which the caller keeps alive and releases with json_decref. */
+CL_MUST_CHECK cl_err cl_chat_request_parse(const uint8_t *body, size_t n, const struct cl_enclave_limits *l,
+                                           json_t **root, struct cl_chat_msg *msgs, struct cl_chat_params *p,
+                                           const char **why);
+
+
+/* ---- the engine-backed generator (engine.c) ---- */
+#define CL_ENGINE_MAX_NAME 128
+struct cl_engine;
+/* model: the decrypted GGUF in secure memory; it must outlive the engine. */
+CL_MUST_CHECK cl_err cl_engine_new(const void *model, size_t len, unsigned threads, const char *tmpl_override,
+                                   uint32_t max_prompt_tokens, struct cl_engine **out);
+void cl_engine_free(struct cl_engine *e);
+const char *cl_engine_name(const struct cl_engine *e);
+/* Matches struct cl_generator's generate (self = the engine). */
+CL_MUST_CHECK cl_err cl_engine_generate(void *self, const struct cl_chat_params *p, cl_chat_piece_fn piece,
+                                        void *piece_ctx, struct cl_chat_result *res);
+
+/* ---- boot and service (boot.c, service.c) ---- */
 /* Lives in secure memory: it holds the key-service credentials. */
 struct cl_enclave_boot {
     struct cl_bootcfg cfg; /* as the host sent it (checked by cl_bootcfg_parse) */
@@ -22,9 +53,6 @@ struct cl_enclave_boot {
     size_t model_len;
 };
 
-/* Starts the abstract-UNIX-socket bridge to the key-service proxy; writes
- * its name ("@...") into name. */
-CL_MUST_CHECK cl_err cl_kms_bridge_start(char *name, size_t cap);
 CL_MUST_CHECK cl_err cl_boot_get_config(struct cl_enclave_boot *bt);
 /* The canonical public text of the configuration (credentials excluded)
  * whose SHA-256 is config_sha256 (docs/protocol.md section 4). */
