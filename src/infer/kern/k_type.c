@@ -17,12 +17,11 @@ static struct cl_k_type cl_k_types[CL_GGML_TYPE_COUNT] = {
     /* Plain types: the "quantizer" is a conversion, the same for weights and
      * activations (ggml's from_float for F16/BF16 rounds to nearest even). */
     [CL_GGML_F32] = {.vec_dot_type = CL_GGML_F32,
-                     .at[CL_CPU_SCALAR] = {cl_k_f32_to_float, cl_k_f32_from_float, cl_k_f32_from_float, cl_k_sdot_f32}},
+                     .at[CL_CPU_SCALAR] = {.to_float = cl_k_f32_to_float, .from_float_ref = cl_k_f32_from_float, .from_float = cl_k_f32_from_float, .dot = cl_k_sdot_f32}},
     [CL_GGML_F16] = {.vec_dot_type = CL_GGML_F16,
-                     .at[CL_CPU_SCALAR] = {cl_k_f16_to_float, cl_k_f16_from_float, cl_k_f16_from_float, cl_k_sdot_f16}},
+                     .at[CL_CPU_SCALAR] = {.to_float = cl_k_f16_to_float, .from_float_ref = cl_k_f16_from_float, .from_float = cl_k_f16_from_float, .dot = cl_k_sdot_f16}},
     [CL_GGML_BF16] = {.vec_dot_type = CL_GGML_BF16,
-                      .at[CL_CPU_SCALAR] = {cl_k_bf16_to_float, cl_k_bf16_from_float, cl_k_bf16_from_float,
-                                            cl_k_sdot_bf16}},
+                      .at[CL_CPU_SCALAR] = {.to_float = cl_k_bf16_to_float, .from_float_ref = cl_k_bf16_from_float, .from_float = cl_k_bf16_from_float, .dot = cl_k_sdot_bf16}},
     CL_K_WEIGHT(CL_GGML_Q4_0, CL_GGML_Q8_0, cl_k_deq_q4_0, cl_k_q4_0_ref, cl_k_dot_q4_0),
     CL_K_WEIGHT(CL_GGML_Q4_1, CL_GGML_Q8_1, cl_k_deq_q4_1, cl_k_q4_1_ref, cl_k_dot_q4_1),
     CL_K_WEIGHT(CL_GGML_Q5_0, CL_GGML_Q8_0, cl_k_deq_q5_0, cl_k_q5_0_ref, cl_k_dot_q5_0),
@@ -34,11 +33,11 @@ static struct cl_k_type cl_k_types[CL_GGML_TYPE_COUNT] = {
      * activations. Their from_float (ggml's x86 one) differs from _ref in the
      * last bit for Q8_0/Q8_1; for Q8_K it is the reference quantizer. */
     [CL_GGML_Q8_0] = {.vec_dot_type = CL_GGML_Q8_0,
-                      .at[CL_CPU_SCALAR] = {cl_k_deq_q8_0, cl_k_q8_0_ref, cl_k_act_q8_0_scalar, cl_k_dot_q8_0}},
+                      .at[CL_CPU_SCALAR] = {.to_float = cl_k_deq_q8_0, .from_float_ref = cl_k_q8_0_ref, .from_float = cl_k_act_q8_0_scalar, .dot = cl_k_dot_q8_0}},
     [CL_GGML_Q8_1] = {.vec_dot_type = CL_GGML_TYPE_COUNT,
-                      .at[CL_CPU_SCALAR] = {cl_k_deq_q8_1, cl_k_q8_1_ref, cl_k_act_q8_1_scalar, NULL}},
+                      .at[CL_CPU_SCALAR] = {.to_float = cl_k_deq_q8_1, .from_float_ref = cl_k_q8_1_ref, .from_float = cl_k_act_q8_1_scalar, .dot = NULL}},
     [CL_GGML_Q8_K] = {.vec_dot_type = CL_GGML_TYPE_COUNT,
-                      .at[CL_CPU_SCALAR] = {cl_k_deq_q8_k, cl_k_act_q8_k_scalar, cl_k_act_q8_k_scalar, NULL}},
+                      .at[CL_CPU_SCALAR] = {.to_float = cl_k_deq_q8_k, .from_float_ref = cl_k_act_q8_k_scalar, .from_float = cl_k_act_q8_k_scalar, .dot = NULL}},
 };
 
 /* The float helpers per level, laid out like the type table's levels. */
