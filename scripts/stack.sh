@@ -20,6 +20,7 @@
 # STACK_CAPTURE=1 makes the host record every byte it moves (in $D/capture).
 # STACK_ENCLAVE_ARGS="..." are packed into the image as cloister-enclave's arguments (measured in PCR0),
 # e.g. --replay-window 4.
+# STACK_ENCLAVE_MEMORY (MiB, default 2048) sizes the enclave image for larger models.
 # STACK_HOST_ARGS adds options to cloister-host (its pid is $stack_host_pid).
 # STACK_KMS_TLS=1 serves the key service over https with a fresh self-signed
 # certificate: the enclave then terminates TLS itself (the host pipes ciphertext).
@@ -57,7 +58,7 @@ stack_up() {
   # STACK_ENCLAVE_ARGS are packed into the image (measured in PCR0).
   local eargs=()
   [ -n "${STACK_ENCLAVE_ARGS:-}" ] && read -r -a eargs <<< "$STACK_ENCLAVE_ARGS"
-  "$SIM" pack --app "$APP" --name cloister-enclave --memory 2048 -o "$D/enclave.img" ${eargs[@]+-- "${eargs[@]}"} >/dev/null
+  "$SIM" pack --app "$APP" --name cloister-enclave --memory "${STACK_ENCLAVE_MEMORY:-2048}" -o "$D/enclave.img" ${eargs[@]+-- "${eargs[@]}"} >/dev/null
   "$SIM" measure "$D/enclave.img" --json > "$D/pcrs.json"
 
   "$KMS" init "$KMS_DIR" --account "$owner_acct" >/dev/null
