@@ -88,7 +88,7 @@ static int t_forge(int argc, char **argv)
     uint8_t pcr[CL_ATTEST_MAX_PCRS][CL_ATTEST_PCR_LEN];
     uint32_t mask = 0;
     memset(pcr, 0, sizeof(pcr));
-    for (int i = 4; i < argc; i++) {
+    for (int i = 4; i < argc; i += 2) {
         unsigned n;
         int off = 0;
         if (strcmp(argv[i], "--pcr") || i + 1 == argc || sscanf(argv[i + 1], "%u=%n", &n, &off) != 1 || !off ||
@@ -98,7 +98,6 @@ static int t_forge(int argc, char **argv)
             return 2;
         }
         mask |= 1u << n;
-        i++;
     }
     cl_err rc;
     cl_attest_signer *s = NULL;
