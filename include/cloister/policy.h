@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cloister/aws.h"
 #include "cloister/err.h"
 
 #define CL_POLICY_MAX_BYTES 32768 /* AWS key policy size limit */
@@ -31,11 +32,6 @@ struct cl_policy; /* parsed, validated policy */
 CL_MUST_CHECK cl_err cl_policy_parse(const char *json, size_t len, struct cl_policy **out);
 void cl_policy_free(struct cl_policy *p);
 
-struct cl_policy_kv {
-    const char *key;
-    const char *value;
-};
-
 /* What a verified attestation document contributes to conditions. */
 struct cl_policy_recipient {
     uint8_t image_sha384[CL_POLICY_PCR_LEN]; /* = PCR0 on Nitro */
@@ -55,7 +51,7 @@ struct cl_policy_ctx {
     const char *action;         /* kms:Decrypt */
     const char *resource;       /* key ARN */
     int64_t now;                /* aws:CurrentTime, seconds since the epoch */
-    const struct cl_policy_kv *enc_ctx;
+    const struct cl_aws_kv *enc_ctx;
     size_t n_enc_ctx;
     const struct cl_policy_recipient *recipient; /* NULL: no Recipient in the request */
 };

@@ -10,7 +10,7 @@
 #include "cloister/crypto.h"
 #include "cloister/encode.h"
 #include "cloister/kms.h"
-#include "cloister/kms_client.h"
+#include "cloister/aws.h"
 #include "cloister/secmem.h"
 #include "cloister/sigv4.h"
 
@@ -165,7 +165,7 @@ static cl_err cl_kms_get_b64(const json_t *in, const char *name, bool required, 
 }
 
 struct cl_kms_ctx {
-    struct cl_policy_kv kv[CL_KMS_MAX_ENC_CTX_PAIRS];
+    struct cl_aws_kv kv[CL_KMS_MAX_ENC_CTX_PAIRS];
     size_t n;
 };
 
@@ -379,9 +379,9 @@ static cl_err cl_kms_emit_plaintext(struct cl_kms_req *q, const uint8_t *pt, siz
 {
     cl_err rc = CL_OK;
     struct cl_buf cms;
-    cl_buf_init(&cms, CL_KMS_CMS_MAX, CL_BUF_NONE);
+    cl_buf_init(&cms, CL_AWS_CMS_MAX, CL_BUF_NONE);
     if (q->has_att) {
-        CL_GUARD(cl_kms_recipient_wrap(q->att.public_key, q->att.public_key_len, pt, n, &cms));
+        CL_GUARD(cl_aws_recipient_wrap(q->att.public_key, q->att.public_key_len, pt, n, &cms));
         CL_GUARD(cl_kms_set_b64(q->out, "CiphertextForRecipient", cms.data, cms.len));
     } else {
         CL_GUARD(cl_kms_set_b64(q->out, "Plaintext", pt, n));
