@@ -1,6 +1,7 @@
-/* cloister-kms: the key service's storage, ciphertext format, Recipient
- * envelope and HTTP server (lib cl_kms). The client side (SigV4, KMS HTTP
- * client) is in cloister/kms_client.h (lib cl_kmsc).
+/* cloister-kms: the key service's storage, ciphertext format and HTTP
+ * server (lib cl_kms). What it shares with clients (SigV4, the Recipient
+ * envelope) is in cloister/sigv4.h and cloister/aws.h (lib cl_aws); the
+ * client is cloister/kms_client.h (lib cl_kmsc).
  *
  * Storage: one directory holding kms.db (SQLite, WAL, synchronous=FULL) and
  * root.key (32 random bytes, mode 0600). Key material and user secrets are

@@ -1,7 +1,8 @@
 /* IAM-style JSON key policies, evaluated the way AWS KMS evaluates a key
  * policy: an explicit Deny wins over any Allow; with no matching Allow the
  * request is implicitly denied. The decision names the deciding statement
- * (its Sid, or "#<index>" when it has none). */
+ * (its Sid, or "#<index>" when it has none). Lib cl_kms_policy (no SQLite,
+ * no HTTP server), which cl_kms links. */
 #ifndef CLOISTER_POLICY_H
 #define CLOISTER_POLICY_H
 
