@@ -2,7 +2,7 @@
 #include <stdlib.h>
 
 #include "cloister/kms.h"
-#include "cloister/kms_client.h"
+#include "cloister/aws.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -15,8 +15,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!rsa && cl_pkey_generate(CL_PKEY_RSA, &rsa) != CL_OK)
         abort();
     struct cl_buf pt;
-    cl_buf_init(&pt, CL_KMS_CMS_MAX, CL_BUF_SECURE);
-    (void)cl_kms_recipient_unwrap(rsa, data, size, &pt);
+    cl_buf_init(&pt, CL_AWS_CMS_MAX, CL_BUF_SECURE);
+    (void)cl_aws_recipient_unwrap(rsa, data, size, &pt);
     cl_buf_free(&pt);
     return 0;
 }

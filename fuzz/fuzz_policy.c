@@ -17,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct cl_policy *p = NULL;
     if (cl_policy_parse((const char *)data, size, &p) != CL_OK)
         return 0;
-    struct cl_policy_kv kv = {"model", "m"};
+    struct cl_aws_kv kv = {"model", "m"};
     struct cl_policy_recipient r = {.pcr_mask = 7};
     struct cl_policy_ctx ctx = {.principal_arn = "arn:aws:iam::1:user/a", .caller_account = "1",
                                 .action = "kms:Decrypt", .resource = "arn:aws:kms:r:1:key/k", .now = 1,

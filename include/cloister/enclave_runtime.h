@@ -43,7 +43,7 @@ CL_MUST_CHECK cl_err cl_engine_generate(void *self, const struct cl_chat_params 
 /* Lives in secure memory: it holds the key-service credentials. */
 struct cl_enclave_boot {
     struct cl_bootcfg cfg; /* as the host sent it (checked by cl_bootcfg_parse) */
-    struct cl_aws_credentials cred;
+    struct cl_kmsc_credentials cred;
     struct cl_enclave_limits limits;
     uint8_t config_sha256[32]; /* of cl_boot_config_text */
     /* Computed here, over the plaintext loaded: never the header's claim. */

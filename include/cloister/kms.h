@@ -1,6 +1,7 @@
-/* cloister-kms: the key service's storage, ciphertext format, Recipient
- * envelope and HTTP server (lib cl_kms). The client side (SigV4, KMS HTTP
- * client) is in cloister/kms_client.h (lib cl_awsclient).
+/* cloister-kms: the key service's storage, ciphertext format and HTTP
+ * server (lib cl_kms). What it shares with clients (SigV4, the Recipient
+ * envelope) is in cloister/sigv4.h and cloister/aws.h (lib cl_aws); the
+ * client is cloister/kms_client.h (lib cl_kmsc).
  *
  * Storage: one directory holding kms.db (SQLite, WAL, synchronous=FULL) and
  * root.key (32 random bytes, mode 0600). Key material and user secrets are
@@ -89,13 +90,13 @@ CL_MUST_CHECK cl_err cl_kms_alias_list(struct cl_kms_store *s, const char *key_i
 /* blob = "CLK" | version | key id | key version u32be | IV | tag | ciphertext;
  * AAD = the header before the IV || canonical encryption context. */
 CL_MUST_CHECK cl_err cl_kms_encrypt(struct cl_kms_store *s, const char *key_id, const uint8_t *pt, size_t n,
-                                    const struct cl_policy_kv *ctx, size_t n_ctx, struct cl_buf *blob);
+                                    const struct cl_aws_kv *ctx, size_t n_ctx, struct cl_buf *blob);
 /* Reads the key id from the blob (out_key_id), decrypts into pt (secure). */
 CL_MUST_CHECK cl_err cl_kms_blob_key_id(const uint8_t *blob, size_t n, char out_key_id[CL_KMS_KEY_ID_LEN + 1]);
 CL_MUST_CHECK cl_err cl_kms_decrypt(struct cl_kms_store *s, const uint8_t *blob, size_t n,
-                                    const struct cl_policy_kv *ctx, size_t n_ctx, struct cl_buf *pt);
+                                    const struct cl_aws_kv *ctx, size_t n_ctx, struct cl_buf *pt);
 /* Canonical encryption-context encoding (sorted by key, length-prefixed). */
-CL_MUST_CHECK cl_err cl_kms_enc_ctx_encode(const struct cl_policy_kv *ctx, size_t n_ctx, struct cl_buf *out);
+CL_MUST_CHECK cl_err cl_kms_enc_ctx_encode(const struct cl_aws_kv *ctx, size_t n_ctx, struct cl_buf *out);
 
 /* ---- users (SigV4 credentials) ---- */
 #define CL_KMS_ACCESS_KEY_LEN 20

@@ -1,46 +1,33 @@
-/* Client side of the AWS KMS protocol (lib cl_awsclient; links no server
- * code): the Recipient envelope (CMS EnvelopedData, as AWS KMS returns in
- * CiphertextForRecipient) and a small KMS JSON client for GenerateDataKey
- * and Decrypt that works against cloister-kms and AWS KMS alike. */
+/* Client side of the AWS KMS protocol (lib cl_kmsc; links no server code):
+ * AWS credentials and region loading, and a small KMS JSON client for
+ * GenerateDataKey and Decrypt that works against cloister-kms and AWS KMS
+ * alike. What it shares with the server (SigV4, the Recipient envelope, the
+ * encryption-context pair) is in cloister/aws.h and cloister/sigv4.h. */
 #ifndef CLOISTER_KMS_CLIENT_H
 #define CLOISTER_KMS_CLIENT_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cloister/aws.h"
 #include "cloister/buf.h"
 #include "cloister/crypto.h"
-#include "cloister/policy.h"
 
-#define CL_KMS_CMS_MAX (16 * 1024)
-
-/* Server side: CMS EnvelopedData with one KeyTransRecipientInfo
- * (RSAES-OAEP, SHA-256, MGF1-SHA-256) to the RSA public key rsa_pub
- * (SubjectPublicKeyInfo DER or PEM), content AES-256-CBC. DER into out. */
-CL_MUST_CHECK cl_err cl_kms_recipient_wrap(const uint8_t *rsa_pub, size_t pub_len, const uint8_t *pt, size_t n,
-                                           struct cl_buf *out);
-/* Enclave side: checks the structure (EnvelopedData, exactly one KTRI,
- * RSAES-OAEP with SHA-256, AES-256-CBC content) and decrypts with the
- * enclave's RSA private key into pt (give a CL_BUF_SECURE buffer). */
-CL_MUST_CHECK cl_err cl_kms_recipient_unwrap(const cl_pkey *rsa_priv, const uint8_t *cms, size_t n,
-                                             struct cl_buf *pt);
-
-/* ---- KMS JSON client ---- */
-struct cl_aws_credentials {
+struct cl_kmsc_credentials {
     char access_key[129];
-    char secret[257];        /* wiped by cl_aws_credentials_wipe */
+    char secret[257];        /* wiped by cl_kmsc_credentials_wipe */
     char session_token[4096];
 };
 /* AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else the
  * shared credentials file (AWS_SHARED_CREDENTIALS_FILE or
  * ~/.aws/credentials) for AWS_PROFILE (default "default"). */
-CL_MUST_CHECK cl_err cl_aws_credentials_load(struct cl_aws_credentials *out);
-void cl_aws_credentials_wipe(struct cl_aws_credentials *c);
+CL_MUST_CHECK cl_err cl_kmsc_credentials_load(struct cl_kmsc_credentials *out);
+void cl_kmsc_credentials_wipe(struct cl_kmsc_credentials *c);
 /* AWS_REGION, AWS_DEFAULT_REGION, else the profile's region in
  * ~/.aws/config; out is left unchanged when none is found. */
-CL_MUST_CHECK cl_err cl_aws_region_load(char *out, size_t n);
+CL_MUST_CHECK cl_err cl_kmsc_region_load(char *out, size_t n);
 
-struct cl_kms_endpoint {
+struct cl_kmsc_endpoint {
     const char *url;     /* "https://kms.us-east-1.amazonaws.com" or "http://127.0.0.1:8080"; NULL = AWS */
     const char *region;  /* signing region */
     const char *ca_file; /* optional extra CA bundle for https (default: $AWS_CA_BUNDLE, as AWS SDKs) */
@@ -55,21 +42,21 @@ struct cl_kms_endpoint {
 /* GenerateDataKey (AES_256). plaintext_key: CL_BUF_SECURE buffer of at
  * least 32 bytes; ciphertext_blob: the wrapped key to store; key_arn (cap
  * bytes, optional): the KeyId (ARN) the service answered with. */
-CL_MUST_CHECK cl_err cl_kms_generate_data_key(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred,
-                                              const char *key_id, const struct cl_policy_kv *enc_ctx, size_t n_ctx,
+CL_MUST_CHECK cl_err cl_kmsc_generate_data_key(const struct cl_kmsc_endpoint *ep, const struct cl_kmsc_credentials *cred,
+                                              const char *key_id, const struct cl_aws_kv *enc_ctx, size_t n_ctx,
                                               struct cl_buf *plaintext_key, struct cl_buf *ciphertext_blob,
                                               char *key_arn, size_t cap);
 /* Decrypt without Recipient (key_id may be NULL). */
-CL_MUST_CHECK cl_err cl_kms_decrypt_blob(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred,
+CL_MUST_CHECK cl_err cl_kmsc_decrypt(const struct cl_kmsc_endpoint *ep, const struct cl_kmsc_credentials *cred,
                                          const char *key_id, const uint8_t *blob, size_t blob_len,
-                                         const struct cl_policy_kv *enc_ctx, size_t n_ctx, struct cl_buf *plaintext);
+                                         const struct cl_aws_kv *enc_ctx, size_t n_ctx, struct cl_buf *plaintext);
 /* Decrypt with Recipient: sends the attestation document and unwraps
  * CiphertextForRecipient with rsa_priv. key_arn (cap bytes) receives the
  * KeyId the service answered with (required: 1..cap-1 printable characters). */
-CL_MUST_CHECK cl_err cl_kms_decrypt_for_recipient(const struct cl_kms_endpoint *ep,
-                                                  const struct cl_aws_credentials *cred, const char *key_id,
+CL_MUST_CHECK cl_err cl_kmsc_decrypt_for_recipient(const struct cl_kmsc_endpoint *ep,
+                                                  const struct cl_kmsc_credentials *cred, const char *key_id,
                                                   const uint8_t *blob, size_t blob_len,
-                                                  const struct cl_policy_kv *enc_ctx, size_t n_ctx,
+                                                  const struct cl_aws_kv *enc_ctx, size_t n_ctx,
                                                   const uint8_t *attestation_doc, size_t doc_len,
                                                   const cl_pkey *rsa_priv, struct cl_buf *plaintext,
                                                   char *key_arn, size_t cap);
@@ -78,7 +65,7 @@ CL_MUST_CHECK cl_err cl_kms_decrypt_for_recipient(const struct cl_kms_endpoint *
  * JSON response (a jansson json_t, caller json_decref). Non-200 responses
  * fail with CL_E_NET_HTTP_STATUS naming the KMS exception. */
 struct json_t;
-CL_MUST_CHECK cl_err cl_kms_client_call(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred,
+CL_MUST_CHECK cl_err cl_kmsc_call(const struct cl_kmsc_endpoint *ep, const struct cl_kmsc_credentials *cred,
                                         const char *op, const char *body, struct json_t **out);
 
 #endif

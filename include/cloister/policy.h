@@ -1,7 +1,8 @@
 /* IAM-style JSON key policies, evaluated the way AWS KMS evaluates a key
  * policy: an explicit Deny wins over any Allow; with no matching Allow the
  * request is implicitly denied. The decision names the deciding statement
- * (its Sid, or "#<index>" when it has none). */
+ * (its Sid, or "#<index>" when it has none). Lib cl_kms_policy (no SQLite,
+ * no HTTP server), which cl_kms links. */
 #ifndef CLOISTER_POLICY_H
 #define CLOISTER_POLICY_H
 
@@ -9,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cloister/aws.h"
 #include "cloister/err.h"
 
 #define CL_POLICY_MAX_BYTES 32768 /* AWS key policy size limit */
@@ -31,11 +33,6 @@ struct cl_policy; /* parsed, validated policy */
 CL_MUST_CHECK cl_err cl_policy_parse(const char *json, size_t len, struct cl_policy **out);
 void cl_policy_free(struct cl_policy *p);
 
-struct cl_policy_kv {
-    const char *key;
-    const char *value;
-};
-
 /* What a verified attestation document contributes to conditions. */
 struct cl_policy_recipient {
     uint8_t image_sha384[CL_POLICY_PCR_LEN]; /* = PCR0 on Nitro */
@@ -55,7 +52,7 @@ struct cl_policy_ctx {
     const char *action;         /* kms:Decrypt */
     const char *resource;       /* key ARN */
     int64_t now;                /* aws:CurrentTime, seconds since the epoch */
-    const struct cl_policy_kv *enc_ctx;
+    const struct cl_aws_kv *enc_ctx;
     size_t n_enc_ctx;
     const struct cl_policy_recipient *recipient; /* NULL: no Recipient in the request */
 };

@@ -1,6 +1,6 @@
 /* AWS Signature Version 4: canonicaliser, signer, Authorization header parser
  * and verifier. Shared by cloister-kms (verifies) and Cloister's own clients
- * (signs). Lives in cl_awsclient, which links no server code. */
+ * (signs). Lives in cl_aws, which links no server and no client code. */
 #ifndef CLOISTER_SIGV4_H
 #define CLOISTER_SIGV4_H
 

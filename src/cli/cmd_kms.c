@@ -1,4 +1,5 @@
-/* cloister kms: audit listing and sealed-model key policy generation. */
+/* cloister kms: sealed-model key policy generation and key creation. The audit
+ * listing reads the key service's own database: it is `cloister-kms audit`. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,18 +11,13 @@
 #include "cloister/crypto.h"
 #include "cloister/encode.h"
 #include "cloister/file.h"
-#include "cloister/kms.h"
 #include "cloister/policy.h"
 
 static void cl_kms_cli_help(FILE *f)
 {
     fprintf(f,
-            "usage: cloister kms audit [--dir DIR] [--json]\n"
-            "       cloister kms policy --pcr0 HEX [--pcr1 HEX] [--pcr2 HEX] [--pcr8 HEX]\n"
+            "usage: cloister kms policy --pcr0 HEX [--pcr1 HEX] [--pcr2 HEX] [--pcr8 HEX]\n"
             "                           --model-digest HEX --root ROOT.pem --principal ARN --admin ARN\n\n"
-            "audit   lists cloister-kms's audit rows (time, principal, operation, key,\n"
-            "        decision and deciding statement, attestation module and PCRs, request id).\n"
-            "        DIR defaults to $CLOISTER_KMS_DIR.\n"
             "policy  prints a least-privilege key policy for a sealed model: Decrypt is allowed\n"
             "        to PRINCIPAL (the operator's release principal) only with a Recipient\n"
             "        attestation whose PCRs match, verified by the pinned ROOT\n"
@@ -32,63 +28,8 @@ static void cl_kms_cli_help(FILE *f)
             "        ADMIN (required; the owner's own principal, not PRINCIPAL and not the root of\n"
             "        PRINCIPAL's account) manages the key and seals (GenerateDataKey) with the\n"
             "        same context. The output is checked: PRINCIPAL gets nothing unattested.\n"
-            "        PCR values are 48-byte SHA-384 (96 hex); the digest is SHA-256 (64 hex).\n");
-}
-
-struct cl_kms_audit_print {
-    bool json;
-};
-
-static void cl_kms_cli_audit_row(void *arg, int64_t seq, const struct cl_kms_audit_row *r)
-{
-    const struct cl_kms_audit_print *p = arg;
-    if (p->json) {
-        json_t *o = json_pack("{s:I,s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "seq", (json_int_t)seq, "time_ms",
-                              (json_int_t)r->time_ms, "request_id", r->request_id, "principal", r->principal,
-                              "operation", r->operation, "key_id", r->key_id, "decision", r->decision, "statement",
-                              r->statement, "error", r->error, "module_id", r->module_id, "pcrs", r->pcrs);
-        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        if (s)
-            printf("%s\n", s);
-        free(s);
-        json_decref(o);
-        return;
-    }
-    printf("%-6lld %-13lld %-28s %-40s %-36s %-5s %-20s %s%s%s\n", (long long)seq, (long long)r->time_ms,
-           r->operation, r->principal, r->key_id[0] ? r->key_id : "-", r->decision,
-           r->statement[0] ? r->statement : "-", r->error, r->module_id[0] ? " module=" : "", r->module_id);
-}
-
-static int cl_kms_cli_audit(int argc, char **argv)
-{
-    const char *dir = getenv("CLOISTER_KMS_DIR");
-    struct cl_kms_audit_print p = {false};
-    for (int i = 2; i < argc; i++) {
-        if (cl_cli_is_help(argv[i])) {
-            cl_kms_cli_help(stdout);
-            return CL_EXIT_OK;
-        } else if (!strcmp(argv[i], "--json")) {
-            p.json = true;
-        } else if (!strcmp(argv[i], "--dir") && i + 1 < argc) {
-            dir = argv[++i];
-        } else {
-            return cl_cli_usage_error("kms", "audit: unexpected argument '%s'", argv[i]);
-        }
-    }
-    if (!dir)
-        return cl_cli_usage_error("kms", "audit: --dir DIR (or $CLOISTER_KMS_DIR) is required");
-    struct cl_kms_store *st = NULL;
-    cl_err rc = cl_kms_store_open(dir, &st);
-    if (rc)
-        return cl_cli_fail("kms", "open key store", rc);
-    if (!p.json)
-        printf("%-6s %-13s %-28s %-40s %-36s %-5s %-20s %s\n", "seq", "time_ms", "operation", "principal", "key",
-               "dec", "statement", "error");
-    rc = cl_kms_audit_list(st, cl_kms_cli_audit_row, &p);
-    cl_kms_store_close(st);
-    if (rc)
-        return cl_cli_fail("kms", "read audit", rc);
-    return CL_EXIT_OK;
+            "        PCR values are 48-byte SHA-384 (96 hex); the digest is SHA-256 (64 hex).\n\n"
+            "The audit listing reads the key service's database: 'cloister-kms audit DIR [--json]'.\n");
 }
 
 static bool cl_kms_cli_hex_ok(const char *s, size_t bytes)
@@ -292,10 +233,10 @@ int cl_cmd_kms(int argc, char **argv)
         return argc < 2 ? CL_EXIT_USAGE : CL_EXIT_OK;
     }
     if (!strcmp(argv[1], "audit"))
-        return cl_kms_cli_audit(argc, argv);
+        return cl_cli_usage_error("kms", "audit has moved to the key service: run 'cloister-kms audit DIR [--json]'");
     if (!strcmp(argv[1], "policy"))
         return cl_kms_cli_policy(argc, argv);
     if (!strcmp(argv[1], "create-key"))
         return cl_cmd_kms_create_key(argc, argv);
-    return cl_cli_usage_error("kms", "unknown subcommand '%s' (audit, policy or create-key)", argv[1]);
+    return cl_cli_usage_error("kms", "unknown subcommand '%s' (policy or create-key)", argv[1]);
 }

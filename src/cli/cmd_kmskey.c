@@ -65,20 +65,20 @@ int cl_cmd_kms_create_key(int argc, char **argv)
         }
         json_object_set_new(req, "Policy", json_string((const char *)pol.data));
     }
-    if ((rc = cl_secmem_alloc(sizeof(struct cl_aws_credentials), &mem)) != CL_OK ||
-        (rc = cl_aws_credentials_load(mem)) != CL_OK) {
+    if ((rc = cl_secmem_alloc(sizeof(struct cl_kmsc_credentials), &mem)) != CL_OK ||
+        (rc = cl_kmsc_credentials_load(mem)) != CL_OK) {
         status = cl_cli_fail("kms create-key", "credentials", rc);
         goto out;
     }
     if (region_opt)
         snprintf(region, sizeof(region), "%s", region_opt);
-    else if ((rc = cl_aws_region_load(region, sizeof(region))) != CL_OK) {
+    else if ((rc = cl_kmsc_region_load(region, sizeof(region))) != CL_OK) {
         status = cl_cli_fail("kms create-key", "region", rc);
         goto out;
     }
-    struct cl_kms_endpoint ep = {.url = strcmp(url, "aws") ? url : NULL, .region = region};
+    struct cl_kmsc_endpoint ep = {.url = strcmp(url, "aws") ? url : NULL, .region = region};
     body = json_dumps(req, JSON_COMPACT);
-    if ((rc = cl_kms_client_call(&ep, mem, "CreateKey", body, &resp)) != CL_OK) {
+    if ((rc = cl_kmsc_call(&ep, mem, "CreateKey", body, &resp)) != CL_OK) {
         status = cl_cli_fail("kms create-key", "CreateKey", rc);
         goto out;
     }
@@ -90,7 +90,7 @@ int cl_cmd_kms_create_key(int argc, char **argv)
     if (alias) {
         json_t *a = json_pack("{s:s,s:s}", "AliasName", alias, "TargetKeyId", key_id), *ar = NULL;
         char *ab = json_dumps(a, JSON_COMPACT);
-        rc = cl_kms_client_call(&ep, mem, "CreateAlias", ab, &ar);
+        rc = cl_kmsc_call(&ep, mem, "CreateAlias", ab, &ar);
         free(ab);
         json_decref(a);
         json_decref(ar);
@@ -103,7 +103,7 @@ int cl_cmd_kms_create_key(int argc, char **argv)
     status = CL_EXIT_OK;
 out:
     if (mem)
-        cl_aws_credentials_wipe(mem);
+        cl_kmsc_credentials_wipe(mem);
     cl_secmem_free(mem);
     free(body);
     json_decref(req);

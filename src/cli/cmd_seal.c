@@ -92,7 +92,7 @@ static cl_err cl_seal_kms_data_key(const char *url, const char *key_id, const ch
                                    size_t *wl, char *key_arn, size_t arn_cap)
 {
     cl_err rc = CL_OK;
-    struct cl_aws_credentials *cred = NULL;
+    struct cl_kmsc_credentials *cred = NULL;
     struct cl_buf key, blob;
     char region[64] = "us-east-1";
     void *mem = NULL;
@@ -100,21 +100,21 @@ static cl_err cl_seal_kms_data_key(const char *url, const char *key_id, const ch
     cl_buf_init(&blob, cap, CL_BUF_NONE);
     CL_GUARD(cl_secmem_alloc(sizeof(*cred), &mem));
     cred = mem;
-    CL_GUARD(cl_aws_credentials_load(cred));
+    CL_GUARD(cl_kmsc_credentials_load(cred));
     if (region_opt)
         snprintf(region, sizeof(region), "%s", region_opt);
     else
-        CL_GUARD(cl_aws_region_load(region, sizeof(region)));
-    const struct cl_policy_kv kv[2] = {{ctx[0].key, ctx[0].value}, {ctx[1].key, ctx[1].value}};
-    struct cl_kms_endpoint ep = {.url = strcmp(url, "aws") ? url : NULL, .region = region};
-    CL_GUARD(cl_kms_generate_data_key(&ep, cred, key_id, kv, 2, &key, &blob, key_arn, arn_cap));
+        CL_GUARD(cl_kmsc_region_load(region, sizeof(region)));
+    const struct cl_aws_kv kv[2] = {{ctx[0].key, ctx[0].value}, {ctx[1].key, ctx[1].value}};
+    struct cl_kmsc_endpoint ep = {.url = strcmp(url, "aws") ? url : NULL, .region = region};
+    CL_GUARD(cl_kmsc_generate_data_key(&ep, cred, key_id, kv, 2, &key, &blob, key_arn, arn_cap));
     CL_ENSURE_D(key.len == 32, CL_E_SEAL_UNWRAP, "data key of %zu bytes (want 32: use AES_256)", key.len);
     memcpy(dk, key.data, 32);
     memcpy(wrapped, blob.data, blob.len);
     *wl = blob.len;
 out:
     if (cred)
-        cl_aws_credentials_wipe(cred);
+        cl_kmsc_credentials_wipe(cred);
     cl_secmem_free(mem);
     cl_buf_free(&key);
     cl_buf_free(&blob);

@@ -19,7 +19,7 @@ static const struct cl_cli_cmd cl_commands[] = {
     {"logits", "print teacher-forced top logits of a GGUF model", cl_cmd_logits},
     {"bench", "measure prompt and generation speed of a GGUF model", cl_cmd_bench},
     {"mkmodel", "write a random-weight llama/gemma3 GGUF at any shape", cl_cmd_mkmodel},
-    {"kms", "cloister-kms audit log and sealed-model key policies", cl_cmd_kms},
+    {"kms", "sealed-model key policies and KMS keys", cl_cmd_kms},
     {"measure", "write TRUST.json (root, PCRs, model digest) for ask/chat", cl_cmd_measure},
     {"ask", "ask an attested enclave one question (OHTTP, verified first)", cl_cmd_ask},
     {"chat", "interactive chat with an attested enclave, streamed", cl_cmd_chat},

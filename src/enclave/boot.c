@@ -101,7 +101,7 @@ static cl_err cl_boot_fetch_key(struct cl_enclave_boot *bt, cl_nsm *nsm, const s
     cl_err rc = CL_OK;
     cl_pkey *rsa = NULL;
     struct cl_buf spki, doc, key;
-    struct cl_policy_kv ctx[CL_SEAL_MAX_CTX];
+    struct cl_aws_kv ctx[CL_SEAL_MAX_CTX];
     cl_buf_init(&spki, 4096, CL_BUF_NONE);
     cl_buf_init(&doc, CL_NSM_RESPONSE_MAX, CL_BUF_NONE);
     cl_buf_init(&key, 256, CL_BUF_SECURE);
@@ -111,13 +111,13 @@ static cl_err cl_boot_fetch_key(struct cl_enclave_boot *bt, cl_nsm *nsm, const s
     CL_GUARD(cl_pkey_public_der(rsa, &spki));
     CL_GUARD(cl_nsm_attestation(nsm, NULL, 0, NULL, 0, spki.data, spki.len, &doc));
     for (size_t i = 0; i < h->n_ctx; i++)
-        ctx[i] = (struct cl_policy_kv){h->ctx[i].key, h->ctx[i].value};
+        ctx[i] = (struct cl_aws_kv){h->ctx[i].key, h->ctx[i].value};
     char bridge[64];
     CL_GUARD(cl_kms_bridge_start(bridge, sizeof(bridge)));
-    struct cl_kms_endpoint ep = {.url = bt->cfg.kms_endpoint, .region = bt->cfg.kms_region, .unix_socket = bridge,
+    struct cl_kmsc_endpoint ep = {.url = bt->cfg.kms_endpoint, .region = bt->cfg.kms_region, .unix_socket = bridge,
                                  .ca_pem = bt->cfg.kms_ca_pem[0] ? bt->cfg.kms_ca_pem : NULL};
     uint64_t t0 = cl_now_us();
-    CL_GUARD(cl_kms_decrypt_for_recipient(&ep, &bt->cred, h->key_id, h->wrapped, h->wrapped_len, ctx, h->n_ctx,
+    CL_GUARD(cl_kmsc_decrypt_for_recipient(&ep, &bt->cred, h->key_id, h->wrapped, h->wrapped_len, ctx, h->n_ctx,
                                           doc.data, doc.len, rsa, &key, bt->kms_key_arn, sizeof(bt->kms_key_arn)));
     CL_ENSURE_D(key.len == CL_SEAL_KEY_LEN, CL_E_SEAL_UNWRAP, "data key of %zu bytes", key.len);
     memcpy(dk, key.data, CL_SEAL_KEY_LEN);

@@ -10,7 +10,7 @@
 #include "cloister/crypto.h"
 #include "cloister/encode.h"
 #include "cloister/kms.h"
-#include "cloister/kms_client.h"
+#include "cloister/aws.h"
 #include "cloister/secmem.h"
 #include "cloister/sigv4.h"
 
@@ -165,7 +165,7 @@ static cl_err cl_kms_get_b64(const json_t *in, const char *name, bool required, 
 }
 
 struct cl_kms_ctx {
-    struct cl_policy_kv kv[CL_KMS_MAX_ENC_CTX_PAIRS];
+    struct cl_aws_kv kv[CL_KMS_MAX_ENC_CTX_PAIRS];
     size_t n;
 };
 
@@ -379,9 +379,9 @@ static cl_err cl_kms_emit_plaintext(struct cl_kms_req *q, const uint8_t *pt, siz
 {
     cl_err rc = CL_OK;
     struct cl_buf cms;
-    cl_buf_init(&cms, CL_KMS_CMS_MAX, CL_BUF_NONE);
+    cl_buf_init(&cms, CL_AWS_CMS_MAX, CL_BUF_NONE);
     if (q->has_att) {
-        CL_GUARD(cl_kms_recipient_wrap(q->att.public_key, q->att.public_key_len, pt, n, &cms));
+        CL_GUARD(cl_aws_recipient_wrap(q->att.public_key, q->att.public_key_len, pt, n, &cms));
         CL_GUARD(cl_kms_set_b64(q->out, "CiphertextForRecipient", cms.data, cms.len));
     } else {
         CL_GUARD(cl_kms_set_b64(q->out, "Plaintext", pt, n));
@@ -926,7 +926,6 @@ out:
 struct cl_kms_opdef {
     const char *name;
     cl_err (*fn)(struct cl_kms_req *q);
-    const char *action; /* for the state/generic helpers */
 };
 
 static cl_err cl_kms_op_enable(struct cl_kms_req *q) { return cl_kms_op_state(q, "kms:EnableKey"); }
@@ -938,26 +937,26 @@ static cl_err cl_kms_op_gdk_pt(struct cl_kms_req *q) { return cl_kms_op_gdk(q, t
 static cl_err cl_kms_op_gdk_nopt(struct cl_kms_req *q) { return cl_kms_op_gdk(q, false); }
 
 static const struct cl_kms_opdef cl_kms_ops[] = {
-    {"CreateKey", cl_kms_op_create_key, NULL},
-    {"DescribeKey", cl_kms_op_describe_key, NULL},
-    {"ListKeys", cl_kms_op_list_keys, NULL},
-    {"CreateAlias", cl_kms_op_create_alias, NULL},
-    {"ListAliases", cl_kms_op_list_aliases, NULL},
-    {"DeleteAlias", cl_kms_op_delete_alias, NULL},
-    {"EnableKey", cl_kms_op_enable, NULL},
-    {"DisableKey", cl_kms_op_disable, NULL},
-    {"ScheduleKeyDeletion", cl_kms_op_schedule, NULL},
-    {"CancelKeyDeletion", cl_kms_op_cancel, NULL},
-    {"RotateKeyOnDemand", cl_kms_op_rotate, NULL},
-    {"GetKeyPolicy", cl_kms_op_get_policy, NULL},
-    {"PutKeyPolicy", cl_kms_op_put_policy, NULL},
-    {"CreateGrant", cl_kms_op_create_grant, NULL},
-    {"Encrypt", cl_kms_op_encrypt, NULL},
-    {"Decrypt", cl_kms_op_decrypt, NULL},
-    {"ReEncrypt", cl_kms_op_reencrypt, NULL},
-    {"GenerateDataKey", cl_kms_op_gdk_pt, NULL},
-    {"GenerateDataKeyWithoutPlaintext", cl_kms_op_gdk_nopt, NULL},
-    {"GenerateRandom", cl_kms_op_generate_random, NULL},
+    {"CreateKey", cl_kms_op_create_key},
+    {"DescribeKey", cl_kms_op_describe_key},
+    {"ListKeys", cl_kms_op_list_keys},
+    {"CreateAlias", cl_kms_op_create_alias},
+    {"ListAliases", cl_kms_op_list_aliases},
+    {"DeleteAlias", cl_kms_op_delete_alias},
+    {"EnableKey", cl_kms_op_enable},
+    {"DisableKey", cl_kms_op_disable},
+    {"ScheduleKeyDeletion", cl_kms_op_schedule},
+    {"CancelKeyDeletion", cl_kms_op_cancel},
+    {"RotateKeyOnDemand", cl_kms_op_rotate},
+    {"GetKeyPolicy", cl_kms_op_get_policy},
+    {"PutKeyPolicy", cl_kms_op_put_policy},
+    {"CreateGrant", cl_kms_op_create_grant},
+    {"Encrypt", cl_kms_op_encrypt},
+    {"Decrypt", cl_kms_op_decrypt},
+    {"ReEncrypt", cl_kms_op_reencrypt},
+    {"GenerateDataKey", cl_kms_op_gdk_pt},
+    {"GenerateDataKeyWithoutPlaintext", cl_kms_op_gdk_nopt},
+    {"GenerateRandom", cl_kms_op_generate_random},
 };
 
 static void cl_kms_finish(struct cl_kms_req *q, struct cl_kms_response *resp, int status, const char *type,

@@ -655,13 +655,13 @@ cl_err cl_kms_alias_list(struct cl_kms_store *s, const char *key_id, cl_kms_alia
 
 static int cl_kms_kv_cmp(const void *a, const void *b)
 {
-    return strcmp(((const struct cl_policy_kv *)a)->key, ((const struct cl_policy_kv *)b)->key);
+    return strcmp(((const struct cl_aws_kv *)a)->key, ((const struct cl_aws_kv *)b)->key);
 }
 
-cl_err cl_kms_enc_ctx_encode(const struct cl_policy_kv *ctx, size_t n_ctx, struct cl_buf *out)
+cl_err cl_kms_enc_ctx_encode(const struct cl_aws_kv *ctx, size_t n_ctx, struct cl_buf *out)
 {
     cl_err rc = CL_OK;
-    struct cl_policy_kv sorted[CL_KMS_MAX_ENC_CTX_PAIRS];
+    struct cl_aws_kv sorted[CL_KMS_MAX_ENC_CTX_PAIRS];
     CL_ENSURE_D(n_ctx <= CL_KMS_MAX_ENC_CTX_PAIRS, CL_E_KMS_VALIDATION, "EncryptionContext has more than %d pairs",
                 CL_KMS_MAX_ENC_CTX_PAIRS);
     if (n_ctx)
@@ -686,7 +686,7 @@ out:
 #define CL_KMS_BLOB_HDR (3 + 1 + CL_KMS_KEY_ID_LEN + 4)
 
 cl_err cl_kms_encrypt(struct cl_kms_store *s, const char *key_id, const uint8_t *pt, size_t n,
-                      const struct cl_policy_kv *ctx, size_t n_ctx, struct cl_buf *blob)
+                      const struct cl_aws_kv *ctx, size_t n_ctx, struct cl_buf *blob)
 {
     cl_err rc = CL_OK;
     uint8_t *mat = NULL, *p;
@@ -739,7 +739,7 @@ out:
     return rc;
 }
 
-cl_err cl_kms_decrypt(struct cl_kms_store *s, const uint8_t *blob, size_t n, const struct cl_policy_kv *ctx,
+cl_err cl_kms_decrypt(struct cl_kms_store *s, const uint8_t *blob, size_t n, const struct cl_aws_kv *ctx,
                       size_t n_ctx, struct cl_buf *pt)
 {
     cl_err rc = CL_OK;

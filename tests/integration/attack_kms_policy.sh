@@ -118,7 +118,7 @@ expect 0 "  (and then the operator can decrypt: the check is what stood in the w
   "$T" call "$URL" "$OPS/operator.json" Decrypt "{\"CiphertextBlob\":\"$BLOB\",\"EncryptionContext\":$CTX}"
 
 # --- the audit trail names each refusal --------------------------------------
-"$CL" kms audit --dir "$OWN/kms" --json > "$W/audit.json" 2>/dev/null
+"$KMS" audit "$OWN/kms" --json > "$W/audit.json" 2>/dev/null
 n=$(grep -c "\"principal\":\"$OP_ARN\".*\"decision\":\"deny\"" "$W/audit.json")
 [ "$n" -ge 6 ] && ok "audit: $n operator requests denied, each with its statement" || bad "audit: $n operator denials"
 finish

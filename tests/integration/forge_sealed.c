@@ -23,7 +23,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: cl_forge_sealed IN OUT KMS_URL KEY_ID HEADER_SHA256 CONTEXT_SHA256\n");
         return 2;
     }
-    static struct cl_aws_credentials cred;
+    static struct cl_kmsc_credentials cred;
     static struct cl_seal_ctx_pair ctx[2];
     uint8_t hdr[32], dk[32], salt[32], wrapped[4096];
     struct cl_buf pt, key, blob;
@@ -38,14 +38,14 @@ int main(int argc, char **argv)
     snprintf(ctx[0].value, sizeof(ctx[0].value), "forged");
     snprintf(ctx[1].key, sizeof(ctx[1].key), "cloister:model-sha256");
     snprintf(ctx[1].value, sizeof(ctx[1].value), "%s", argv[6]);
-    const struct cl_policy_kv kv[2] = {{ctx[0].key, ctx[0].value}, {ctx[1].key, ctx[1].value}};
-    struct cl_kms_endpoint ep = {.url = argv[3], .region = "us-east-1"};
+    const struct cl_aws_kv kv[2] = {{ctx[0].key, ctx[0].value}, {ctx[1].key, ctx[1].value}};
+    struct cl_kmsc_endpoint ep = {.url = argv[3], .region = "us-east-1"};
     char arn[512];
     cl_err rc = cl_file_read(argv[1], pt.max, &pt);
     if (rc == CL_OK)
-        rc = cl_aws_credentials_load(&cred);
+        rc = cl_kmsc_credentials_load(&cred);
     if (rc == CL_OK)
-        rc = cl_kms_generate_data_key(&ep, &cred, argv[4], kv, 2, &key, &blob, arn, sizeof(arn));
+        rc = cl_kmsc_generate_data_key(&ep, &cred, argv[4], kv, 2, &key, &blob, arn, sizeof(arn));
     if (rc == CL_OK)
         rc = cl_random_bytes(salt, sizeof(salt));
     if (rc == CL_OK) {

@@ -37,7 +37,7 @@ static int t_call(int argc, char **argv)
         fprintf(stderr, "usage: kms_attack_tool call URL CREDS.json OPERATION BODY|@FILE\n");
         return 2;
     }
-    struct cl_aws_credentials cred;
+    struct cl_kmsc_credentials cred;
     memset(&cred, 0, sizeof(cred));
     json_error_t jerr;
     json_t *c = json_load_file(argv[3], 0, &jerr);
@@ -64,11 +64,11 @@ static int t_call(int argc, char **argv)
     }
     if (!rc)
         rc = cl_buf_append_u8(&body, 0);
-    struct cl_kms_endpoint ep = {.url = argv[2], .region = reg};
+    struct cl_kmsc_endpoint ep = {.url = argv[2], .region = reg};
     json_t *out = NULL;
     if (!rc)
-        rc = cl_kms_client_call(&ep, &cred, argv[4], (const char *)body.data, (struct json_t **)&out);
-    cl_aws_credentials_wipe(&cred);
+        rc = cl_kmsc_call(&ep, &cred, argv[4], (const char *)body.data, (struct json_t **)&out);
+    cl_kmsc_credentials_wipe(&cred);
     cl_buf_free(&body);
     if (rc)
         return t_fail(argv[4], rc);

@@ -59,11 +59,22 @@ body="$(curl -sk -X POST "https://127.0.0.1:$port/" -H 'X-Amz-Target: TrentServi
 case "$body" in *SerializationException*) ;; *) echo "FAIL content-type: $body"; fails=$((fails+1));; esac
 kill "$pid"; wait "$pid" 2>/dev/null; pid=""
 # audit lists the refused requests, never bodies
-expect 0 "$cli" kms audit --dir "$tmp/s" --json
+expect 0 "$kms" audit "$tmp/s" --json
 [ "$(grep -c '"decision":"error"' "$tmp/out")" -ge 2 ] || { echo "FAIL audit rows"; cat "$tmp/out"; fails=$((fails+1)); }
-expect 0 "$cli" kms audit --dir "$tmp/s"
-expect 2 "$cli" kms audit
-expect 1 "$cli" kms audit --dir "$tmp/nope"
+grep -q '"operation":"ListKeys".*"error":"MissingAuthenticationTokenException"' "$tmp/out" || { echo "FAIL audit row fields"; cat "$tmp/out"; fails=$((fails+1)); }
+expect 0 "$kms" audit "$tmp/s"
+head -1 "$tmp/out" | grep -q '^seq  *time_ms  *operation  *principal' || { echo "FAIL audit header"; cat "$tmp/out"; fails=$((fails+1)); }
+[ "$(grep -c 'MissingAuthenticationTokenException' "$tmp/out")" -ge 1 ] || { echo "FAIL audit text rows"; cat "$tmp/out"; fails=$((fails+1)); }
+CLOISTER_KMS_DIR="$tmp/s" expect 0 "$kms" audit --json
+expect 0 "$kms" audit --help
+grep -q 'audit DIR \[--json\]' "$tmp/out" || { echo "FAIL audit help"; fails=$((fails+1)); }
+env -u CLOISTER_KMS_DIR "$kms" audit >/dev/null 2>"$tmp/err"; [ $? = 2 ] || { echo "FAIL audit without DIR"; fails=$((fails+1)); }
+expect 2 "$kms" audit "$tmp/s" --frob
+expect 2 "$kms" audit "$tmp/s" "$tmp/s"
+expect 1 "$kms" audit "$tmp/nope"
+# the client tool no longer opens the key service's database: it points there
+expect 2 "$cli" kms audit --dir "$tmp/s"
+grep -q "cloister-kms audit DIR" "$tmp/err" || { echo "FAIL cloister kms audit pointer"; cat "$tmp/err"; fails=$((fails+1)); }
 expect 2 "$cli" kms
 expect 0 "$cli" kms --help
 p0=$(printf 'a%.0s' $(seq 96)); d=$(printf 'B%.0s' $(seq 64))

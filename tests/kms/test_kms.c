@@ -79,9 +79,9 @@ static void test_keys_encrypt_decrypt(void **state)
     assert_err(cl_kms_key_get(s, "00000000-0000-4000-8000-000000000000", &m2), CL_E_KMS_NOT_FOUND);
     assert_err(cl_kms_key_get(s, "not-a-key", &m2), CL_E_KMS_NOT_FOUND);
 
-    struct cl_policy_kv ctx[2] = {{"model", "medgemma"}, {"digest", "abc"}};
-    struct cl_policy_kv ctx_rev[2] = {{"digest", "abc"}, {"model", "medgemma"}};
-    struct cl_policy_kv ctx_bad[2] = {{"model", "medgemma"}, {"digest", "abd"}};
+    struct cl_aws_kv ctx[2] = {{"model", "medgemma"}, {"digest", "abc"}};
+    struct cl_aws_kv ctx_rev[2] = {{"digest", "abc"}, {"model", "medgemma"}};
+    struct cl_aws_kv ctx_bad[2] = {{"model", "medgemma"}, {"digest", "abd"}};
     const char *pt = "PLAINTEXT-MARKER-0123456789";
     struct cl_buf blob, out;
     cl_buf_init(&blob, CL_KMS_MAX_CIPHERTEXT, CL_BUF_NONE);
@@ -117,7 +117,7 @@ static void test_keys_encrypt_decrypt(void **state)
     cl_buf_reset(&b2);
     assert_err(cl_kms_encrypt(s, m.key_id, big, CL_KMS_MAX_PLAINTEXT + 1, NULL, 0, &b2), CL_E_KMS_VALIDATION);
     assert_err(cl_kms_encrypt(s, m.key_id, big, 0, NULL, 0, &b2), CL_E_KMS_VALIDATION);
-    struct cl_policy_kv dup[2] = {{"a", "1"}, {"a", "2"}};
+    struct cl_aws_kv dup[2] = {{"a", "1"}, {"a", "2"}};
     assert_err(cl_kms_encrypt(s, m.key_id, big, 1, dup, 2, &b2), CL_E_KMS_VALIDATION);
     cl_buf_free(&b2);
 

@@ -451,10 +451,10 @@ static void test_recipient_matrix(void **state)
     const char *cfr = json_string_value(json_object_get(d, "CiphertextForRecipient"));
     assert_non_null(cfr);
     struct cl_buf cms, key;
-    cl_buf_init(&cms, CL_KMS_CMS_MAX, CL_BUF_NONE);
+    cl_buf_init(&cms, CL_AWS_CMS_MAX, CL_BUF_NONE);
     cl_buf_init(&key, 1024, CL_BUF_SECURE);
     assert_ok(cl_b64_decode(cfr, strlen(cfr), CL_B64_STD, &cms));
-    assert_ok(cl_kms_recipient_unwrap(t_rsa, cms.data, cms.len, &key));
+    assert_ok(cl_aws_recipient_unwrap(t_rsa, cms.data, cms.len, &key));
     assert_int_equal(key.len, 32);
     /* the same key GenerateDataKey gave the owner */
     struct cl_buf okey;
@@ -467,10 +467,10 @@ static void test_recipient_matrix(void **state)
     cl_pkey *other = NULL;
     assert_ok(cl_pkey_generate(CL_PKEY_RSA, &other));
     cl_buf_reset(&key);
-    assert_err(cl_kms_recipient_unwrap(other, cms.data, cms.len, &key), CL_E_KMS_CMS);
+    assert_err(cl_aws_recipient_unwrap(other, cms.data, cms.len, &key), CL_E_KMS_CMS);
     cms.data[cms.len - 5] ^= 1;
-    assert_err(cl_kms_recipient_unwrap(t_rsa, cms.data, cms.len, &key), CL_E_KMS_CMS);
-    assert_err(cl_kms_recipient_unwrap(t_rsa, cms.data, cms.len - 1, &key), CL_E_KMS_CMS);
+    assert_err(cl_aws_recipient_unwrap(t_rsa, cms.data, cms.len, &key), CL_E_KMS_CMS);
+    assert_err(cl_aws_recipient_unwrap(t_rsa, cms.data, cms.len - 1, &key), CL_E_KMS_CMS);
     cl_pkey_free(other);
     json_decref(d);
     /* refused: wrong PCR (explicit deny), debug doc, untrusted root, context */
@@ -506,7 +506,7 @@ static void test_recipient_matrix(void **state)
     cl_buf_reset(&cms);
     cl_buf_reset(&key);
     assert_ok(cl_b64_decode(cfr, strlen(cfr), CL_B64_STD, &cms));
-    assert_ok(cl_kms_recipient_unwrap(t_rsa, cms.data, cms.len, &key));
+    assert_ok(cl_aws_recipient_unwrap(t_rsa, cms.data, cms.len, &key));
     assert_int_equal(key.len, 24);
     json_decref(rr);
     snprintf(body, sizeof(body), "{\"NumberOfBytes\":24,\"Recipient\":{\"AttestationDocument\":\"%s\"}}", rogue);

@@ -1,4 +1,4 @@
-/* cl_awsclient's KMS client against a real cloister-kms: GenerateDataKey,
+/* cl_kmsc (the KMS client) against a real cloister-kms: GenerateDataKey,
  * Decrypt, Decrypt with Recipient, errors; AWS credential/region loading. */
 #include "testutil.h"
 
@@ -17,7 +17,7 @@ static char t_arn[257]; /* KeyId of the last Decrypt + Recipient */
 
 static char t_dir[256], t_url[64];
 static pid_t t_pid;
-static struct cl_aws_credentials t_cred;
+static struct cl_kmsc_credentials t_cred;
 static cl_attest_signer *t_signer;
 
 static int t_setup(void **state)
@@ -82,27 +82,27 @@ static int t_teardown(void **state)
 static void test_gdk_decrypt_recipient(void **state)
 {
     (void)state;
-    struct cl_kms_endpoint ep = {.url = t_url, .region = "eu-west-1"};
+    struct cl_kmsc_endpoint ep = {.url = t_url, .region = "eu-west-1"};
     json_t *o = NULL;
-    assert_ok(cl_kms_client_call(&ep, &t_cred, "CreateKey", "{}", (struct json_t **)&o));
+    assert_ok(cl_kmsc_call(&ep, &t_cred, "CreateKey", "{}", (struct json_t **)&o));
     char key_id[64];
     snprintf(key_id, sizeof(key_id), "%s",
              json_string_value(json_object_get(json_object_get(o, "KeyMetadata"), "KeyId")));
     json_decref(o);
 
-    struct cl_policy_kv ctx[2] = {{"cloister:model", "tiny"}, {"cloister:model-sha256", "ab"}};
+    struct cl_aws_kv ctx[2] = {{"cloister:model", "tiny"}, {"cloister:model-sha256", "ab"}};
     struct cl_buf pk, blob, pt;
     cl_buf_init(&pk, 64, CL_BUF_SECURE);
     cl_buf_init(&blob, 8192, CL_BUF_NONE);
     cl_buf_init(&pt, 64, CL_BUF_SECURE);
-    assert_ok(cl_kms_generate_data_key(&ep, &t_cred, key_id, ctx, 2, &pk, &blob, NULL, 0));
+    assert_ok(cl_kmsc_generate_data_key(&ep, &t_cred, key_id, ctx, 2, &pk, &blob, NULL, 0));
     assert_int_equal(pk.len, 32);
-    assert_ok(cl_kms_decrypt_blob(&ep, &t_cred, NULL, blob.data, blob.len, ctx, 2, &pt));
+    assert_ok(cl_kmsc_decrypt(&ep, &t_cred, NULL, blob.data, blob.len, ctx, 2, &pt));
     assert_int_equal(pt.len, 32);
     assert_memory_equal(pt.data, pk.data, 32);
     /* wrong context: the KMS exception is named */
     cl_buf_reset(&pt);
-    assert_err(cl_kms_decrypt_blob(&ep, &t_cred, NULL, blob.data, blob.len, ctx, 1, &pt), CL_E_NET_HTTP_STATUS);
+    assert_err(cl_kmsc_decrypt(&ep, &t_cred, NULL, blob.data, blob.len, ctx, 1, &pt), CL_E_NET_HTTP_STATUS);
     assert_non_null(strstr(cl_err_detail(), "InvalidCiphertextException"));
     /* Recipient: sim-signed document with a fresh RSA key */
     cl_pkey *rsa = NULL;
@@ -116,23 +116,23 @@ static void test_gdk_decrypt_recipient(void **state)
     cl_attest_signer_set_pcrs(t_signer, 7, (const uint8_t(*)[CL_ATTEST_PCR_LEN])pcr);
     assert_ok(cl_attest_signer_sign(t_signer, pub.data, pub.len, NULL, 0, NULL, 0, &doc));
     cl_buf_reset(&pt);
-    assert_ok(cl_kms_decrypt_for_recipient(&ep, &t_cred, key_id, blob.data, blob.len, ctx, 2, doc.data, doc.len, rsa,
+    assert_ok(cl_kmsc_decrypt_for_recipient(&ep, &t_cred, key_id, blob.data, blob.len, ctx, 2, doc.data, doc.len, rsa,
                                            &pt, t_arn, sizeof(t_arn)));
     assert_memory_equal(pt.data, pk.data, 32);
     assert_true(!strncmp(t_arn, "arn:aws:kms:", 12)); /* the key's ARN, which the enclave attests */
     /* a bad secret, a bad URL, a closed port */
-    struct cl_aws_credentials bad = t_cred;
+    struct cl_kmsc_credentials bad = t_cred;
     bad.secret[0] ^= 1;
     cl_buf_reset(&pt);
-    assert_err(cl_kms_decrypt_blob(&ep, &bad, NULL, blob.data, blob.len, ctx, 2, &pt), CL_E_NET_HTTP_STATUS);
+    assert_err(cl_kmsc_decrypt(&ep, &bad, NULL, blob.data, blob.len, ctx, 2, &pt), CL_E_NET_HTTP_STATUS);
     assert_non_null(strstr(cl_err_detail(), "InvalidSignatureException"));
-    struct cl_kms_endpoint bad_url = {.url = "ftp://x", .region = "eu-west-1"};
-    assert_err(cl_kms_decrypt_blob(&bad_url, &t_cred, NULL, blob.data, blob.len, ctx, 2, &pt), CL_E_NET_URL);
-    struct cl_kms_endpoint closed = {.url = "http://127.0.0.1:1", .region = "eu-west-1"};
-    assert_err(cl_kms_decrypt_blob(&closed, &t_cred, NULL, blob.data, blob.len, ctx, 2, &pt), CL_E_NET_HTTP);
+    struct cl_kmsc_endpoint bad_url = {.url = "ftp://x", .region = "eu-west-1"};
+    assert_err(cl_kmsc_decrypt(&bad_url, &t_cred, NULL, blob.data, blob.len, ctx, 2, &pt), CL_E_NET_URL);
+    struct cl_kmsc_endpoint closed = {.url = "http://127.0.0.1:1", .region = "eu-west-1"};
+    assert_err(cl_kmsc_decrypt(&closed, &t_cred, NULL, blob.data, blob.len, ctx, 2, &pt), CL_E_NET_HTTP);
     struct cl_buf notsecure;
     cl_buf_init(&notsecure, 64, CL_BUF_NONE);
-    assert_err(cl_kms_generate_data_key(&ep, &t_cred, key_id, ctx, 2, &notsecure, &blob, NULL, 0), CL_E_CORE_INVALID_ARG);
+    assert_err(cl_kmsc_generate_data_key(&ep, &t_cred, key_id, ctx, 2, &notsecure, &blob, NULL, 0), CL_E_CORE_INVALID_ARG);
     cl_pkey_free(rsa);
     cl_buf_free(&pub);
     cl_buf_free(&doc);
@@ -160,9 +160,9 @@ static void t_doc(cl_attest_signer *s, cl_pkey *rsa, uint8_t pcr_byte, bool debu
 static void test_policy_matrix_http(void **state)
 {
     (void)state;
-    struct cl_kms_endpoint ep = {.url = t_url, .region = "eu-west-1"};
+    struct cl_kmsc_endpoint ep = {.url = t_url, .region = "eu-west-1"};
     json_t *o = NULL;
-    assert_ok(cl_kms_client_call(&ep, &t_cred, "CreateKey", "{}", (struct json_t **)&o));
+    assert_ok(cl_kmsc_call(&ep, &t_cred, "CreateKey", "{}", (struct json_t **)&o));
     char kid[64], body[8192], pcr[97];
     snprintf(kid, sizeof(kid), "%s", json_string_value(json_object_get(json_object_get(o, "KeyMetadata"), "KeyId")));
     json_decref(o);
@@ -186,24 +186,24 @@ static void test_policy_matrix_http(void **state)
              "\\\"StringNotEqualsIgnoreCase\\\":{\\\"kms:RecipientAttestation:PCR0\\\":\\\"%s\\\"}}}]}\"%s}",
              kid, pcr, digest, pcr, "");
     /* refused without the overrides, each naming its reason */
-    assert_err(cl_kms_client_call(&ep, &t_cred, "PutKeyPolicy", body, (struct json_t **)&o), CL_E_NET_HTTP_STATUS);
+    assert_err(cl_kmsc_call(&ep, &t_cred, "PutKeyPolicy", body, (struct json_t **)&o), CL_E_NET_HTTP_STATUS);
     assert_non_null(strstr(cl_err_detail(), "lockout safety check"));
     body[strlen(body) - 1] = 0;
     strcat(body, ",\"BypassPolicyLockoutSafetyCheck\":true}");
-    assert_err(cl_kms_client_call(&ep, &t_cred, "PutKeyPolicy", body, (struct json_t **)&o), CL_E_NET_HTTP_STATUS);
+    assert_err(cl_kmsc_call(&ep, &t_cred, "PutKeyPolicy", body, (struct json_t **)&o), CL_E_NET_HTTP_STATUS);
     assert_non_null(strstr(cl_err_detail(), "perform kms:GenerateDataKey without an attestation document"));
     body[strlen(body) - 1] = 0;
     strcat(body, ",\"CloisterAllowUnattestedRelease\":true}");
-    assert_ok(cl_kms_client_call(&ep, &t_cred, "PutKeyPolicy", body, (struct json_t **)&o));
+    assert_ok(cl_kmsc_call(&ep, &t_cred, "PutKeyPolicy", body, (struct json_t **)&o));
     json_decref(o);
-    struct cl_policy_kv ctx[1] = {{"cloister:model-sha256", digest}};
-    struct cl_policy_kv bad_ctx[1] = {{"cloister:model-sha256", "00"}};
+    struct cl_aws_kv ctx[1] = {{"cloister:model-sha256", digest}};
+    struct cl_aws_kv bad_ctx[1] = {{"cloister:model-sha256", "00"}};
     struct cl_buf pk, blob, pt, doc;
     cl_buf_init(&pk, 64, CL_BUF_SECURE);
     cl_buf_init(&blob, 8192, CL_BUF_NONE);
     cl_buf_init(&pt, 64, CL_BUF_SECURE);
     cl_buf_init(&doc, CL_ATTEST_MAX_DOC, CL_BUF_NONE);
-    assert_ok(cl_kms_generate_data_key(&ep, &t_cred, kid, ctx, 1, &pk, &blob, t_arn, sizeof(t_arn)));
+    assert_ok(cl_kmsc_generate_data_key(&ep, &t_cred, kid, ctx, 1, &pk, &blob, t_arn, sizeof(t_arn)));
     cl_pkey *rsa = NULL;
     assert_ok(cl_pkey_generate(CL_PKEY_RSA, &rsa));
     cl_attest_signer *rogue = NULL;
@@ -211,7 +211,7 @@ static void test_policy_matrix_http(void **state)
 #define T_REFUSED(dctx, n, want)                                                                                   \
     do {                                                                                                           \
         cl_buf_reset(&pt);                                                                                         \
-        assert_err(cl_kms_decrypt_for_recipient(&ep, &t_cred, NULL, blob.data, blob.len, dctx, n, doc.data,        \
+        assert_err(cl_kmsc_decrypt_for_recipient(&ep, &t_cred, NULL, blob.data, blob.len, dctx, n, doc.data,        \
                                                 doc.len, rsa, &pt, t_arn, sizeof(t_arn)),                          \
                    CL_E_NET_HTTP_STATUS);                                                                          \
         if (!strstr(cl_err_detail(), want))                                                                        \
@@ -220,7 +220,7 @@ static void test_policy_matrix_http(void **state)
     /* release with matching PCRs */
     t_doc(t_signer, rsa, 0xaa, false, &doc);
     cl_buf_reset(&pt);
-    assert_ok(cl_kms_decrypt_for_recipient(&ep, &t_cred, kid, blob.data, blob.len, ctx, 1, doc.data, doc.len, rsa,
+    assert_ok(cl_kmsc_decrypt_for_recipient(&ep, &t_cred, kid, blob.data, blob.len, ctx, 1, doc.data, doc.len, rsa,
                                            &pt, t_arn, sizeof(t_arn)));
     assert_memory_equal(pt.data, pk.data, 32);
     /* wrong / missing encryption context */
@@ -228,10 +228,10 @@ static void test_policy_matrix_http(void **state)
     T_REFUSED(ctx, 0, "AccessDeniedException");
     /* disabled key */
     snprintf(body, sizeof(body), "{\"KeyId\":\"%s\"}", kid);
-    assert_ok(cl_kms_client_call(&ep, &t_cred, "DisableKey", body, (struct json_t **)&o));
+    assert_ok(cl_kmsc_call(&ep, &t_cred, "DisableKey", body, (struct json_t **)&o));
     json_decref(o);
     T_REFUSED(ctx, 1, "DisabledException");
-    assert_ok(cl_kms_client_call(&ep, &t_cred, "EnableKey", body, (struct json_t **)&o));
+    assert_ok(cl_kmsc_call(&ep, &t_cred, "EnableKey", body, (struct json_t **)&o));
     json_decref(o);
     /* wrong PCR: the Deny statement decides */
     t_doc(t_signer, rsa, 0xbb, false, &doc);
@@ -244,7 +244,7 @@ static void test_policy_matrix_http(void **state)
     T_REFUSED(ctx, 1, "ValidationException");
     /* no Recipient: the Release condition fails and the Deny applies */
     cl_buf_reset(&pt);
-    assert_err(cl_kms_decrypt_blob(&ep, &t_cred, NULL, blob.data, blob.len, ctx, 1, &pt), CL_E_NET_HTTP_STATUS);
+    assert_err(cl_kmsc_decrypt(&ep, &t_cred, NULL, blob.data, blob.len, ctx, 1, &pt), CL_E_NET_HTTP_STATUS);
     assert_non_null(strstr(cl_err_detail(), "explicit deny"));
 #undef T_REFUSED
     cl_attest_signer_free(rogue);
@@ -258,12 +258,12 @@ static void test_policy_matrix_http(void **state)
 static void test_credentials(void **state)
 {
     (void)state;
-    struct cl_aws_credentials c;
+    struct cl_kmsc_credentials c;
     char path[400], cfg[400], region[64] = "";
     setenv("AWS_ACCESS_KEY_ID", "AKIDENV", 1);
     setenv("AWS_SECRET_ACCESS_KEY", "envsecret", 1);
     setenv("AWS_SESSION_TOKEN", "tok", 1);
-    assert_ok(cl_aws_credentials_load(&c));
+    assert_ok(cl_kmsc_credentials_load(&c));
     assert_string_equal(c.access_key, "AKIDENV");
     assert_string_equal(c.session_token, "tok");
     unsetenv("AWS_ACCESS_KEY_ID");
@@ -274,15 +274,15 @@ static void test_credentials(void **state)
                       "[ other ]\n aws_access_key_id = AKIDOTHER \naws_secret_access_key = othersecret\n";
     assert_ok(cl_file_write_atomic(path, ini, strlen(ini), 0600, 0));
     setenv("AWS_SHARED_CREDENTIALS_FILE", path, 1);
-    assert_ok(cl_aws_credentials_load(&c));
+    assert_ok(cl_kmsc_credentials_load(&c));
     assert_string_equal(c.access_key, "AKIDDEF");
     assert_string_equal(c.secret, "defsecret");
     setenv("AWS_PROFILE", "other", 1);
-    assert_ok(cl_aws_credentials_load(&c));
+    assert_ok(cl_kmsc_credentials_load(&c));
     assert_string_equal(c.access_key, "AKIDOTHER");
     assert_string_equal(c.secret, "othersecret");
     setenv("AWS_PROFILE", "missing", 1);
-    assert_err(cl_aws_credentials_load(&c), CL_E_NET_CREDENTIALS);
+    assert_err(cl_kmsc_credentials_load(&c), CL_E_NET_CREDENTIALS);
     snprintf(cfg, sizeof(cfg), "%s/config", t_dir);
     const char *ci = "[default]\nregion = us-west-2\n[profile other]\nregion=ap-south-1\n";
     assert_ok(cl_file_write_atomic(cfg, ci, strlen(ci), 0600, 0));
@@ -290,16 +290,16 @@ static void test_credentials(void **state)
     setenv("AWS_PROFILE", "other", 1);
     unsetenv("AWS_REGION");
     unsetenv("AWS_DEFAULT_REGION");
-    assert_ok(cl_aws_region_load(region, sizeof(region)));
+    assert_ok(cl_kmsc_region_load(region, sizeof(region)));
     assert_string_equal(region, "ap-south-1");
     setenv("AWS_REGION", "eu-central-1", 1);
-    assert_ok(cl_aws_region_load(region, sizeof(region)));
+    assert_ok(cl_kmsc_region_load(region, sizeof(region)));
     assert_string_equal(region, "eu-central-1");
     unsetenv("AWS_PROFILE");
     unsetenv("AWS_REGION");
     unsetenv("AWS_SHARED_CREDENTIALS_FILE");
     unsetenv("AWS_CONFIG_FILE");
-    cl_aws_credentials_wipe(&c);
+    cl_kmsc_credentials_wipe(&c);
 }
 
 int main(void)

@@ -30,7 +30,7 @@ static size_t t_nrec;
 static pthread_mutex_t t_mu = PTHREAD_MUTEX_INITIALIZER;
 static volatile int t_stop;
 static char t_dir[256], t_url[64], t_first_key[40];
-static struct cl_aws_credentials t_cred;
+static struct cl_kmsc_credentials t_cred;
 static size_t t_failures_after_kill;
 
 static pid_t t_start_server(void)
@@ -70,9 +70,9 @@ static pid_t t_start_server(void)
 
 static json_t *t_call(const char *op, const char *body)
 {
-    struct cl_kms_endpoint ep = {.url = t_url, .region = "us-east-1"};
+    struct cl_kmsc_endpoint ep = {.url = t_url, .region = "us-east-1"};
     json_t *o = NULL;
-    if (cl_kms_client_call(&ep, &t_cred, op, body, (struct json_t **)&o) != CL_OK)
+    if (cl_kmsc_call(&ep, &t_cred, op, body, (struct json_t **)&o) != CL_OK)
         return NULL;
     return o;
 }

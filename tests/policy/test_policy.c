@@ -44,7 +44,7 @@ struct t_case {
 
 static void t_run(const struct cl_policy *p, const struct t_case *c)
 {
-    struct cl_policy_kv kv[2] = {{c->ec_key, c->ec_val}, {"extra", "x"}};
+    struct cl_aws_kv kv[2] = {{c->ec_key, c->ec_val}, {"extra", "x"}};
     struct cl_policy_ctx ctx = {
         .principal_arn = c->principal,
         .caller_account = c->account,

@@ -103,7 +103,7 @@ int cloister_enclave_main(int argc, char **argv)
     step = "sealed model";
     if ((rc = cl_boot_load_model(bt, nsm, threads)) != CL_OK)
         goto fail;
-    cl_aws_credentials_wipe(&bt->cred); /* needed only for the key release */
+    cl_kmsc_credentials_wipe(&bt->cred); /* needed only for the key release */
     bt->limits.replay_window = (uint32_t)window;
     step = "model";
     if ((rc = cl_engine_new(bt->model, bt->model_len, threads, tmpl, bt->limits.max_prompt_tokens, &eng)) != CL_OK)

@@ -4,12 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "cloister/kms.h"
+#include "cloister/kms_attest.h"
 #include "cloister/log.h"
 #include "cloister/secmem.h"
-#ifdef CL_KMS_HAVE_ATTEST
-#include "cloister/kms_attest.h"
-#endif
 
 enum { CL_KMS_EXIT_OK = 0, CL_KMS_EXIT_FAIL = 1, CL_KMS_EXIT_USAGE = 2 };
 
@@ -50,7 +50,11 @@ static void cl_kms_help(FILE *f)
             "        is named in key policies by its full ARN, as across accounts on AWS.\n"
             "        An account principal (ACCOUNT or arn:aws:iam::ACCOUNT:root) in a key policy\n"
             "        names only that account's root identity, never its users: there is no IAM\n"
-            "        layer to delegate to (see docs/kms.md)\n\n"
+            "        layer to delegate to (see docs/kms.md)\n"
+            "  audit DIR [--json]\n"
+            "        list the audit rows (time, principal, operation, key, decision and deciding\n"
+            "        statement, attestation module and PCRs, request id), one per line or, with\n"
+            "        --json, one JSON object per line\n\n"
             "DIR may also come from $CLOISTER_KMS_DIR. exit status: 0 ok, 1 failure, 2 usage.\n");
 }
 
@@ -137,7 +141,6 @@ static int cl_kms_cmd_serve(int argc, char **argv)
     if (rc)
         return cl_kms_fail("open key store", rc);
     struct cl_kms_server_config cfg = {.store = st, .skew_s = 300};
-#ifdef CL_KMS_HAVE_ATTEST
     struct cl_kms_attest_roots *ar = NULL;
     if (nroots) {
         rc = cl_kms_attest_roots_load(roots, nroots, (uint64_t)max_age * 1000, &ar);
@@ -162,14 +165,6 @@ static int cl_kms_cmd_serve(int argc, char **argv)
                             "cloister:attestation-root-sha256 release keys to a Recipient\n",
                     nroots);
     }
-#else
-    (void)max_age;
-    (void)roots;
-    if (nroots) {
-        cl_kms_store_close(st);
-        return cl_kms_usage("serve: this build has no attestation verifier (--trust-root unsupported)");
-    }
-#endif
     struct cl_kms_listen l = {listen, cert, key};
     struct cl_kms_server *srv = NULL;
     rc = cl_kms_server_start(&cfg, &l, &srv);
@@ -192,9 +187,7 @@ static int cl_kms_cmd_serve(int argc, char **argv)
     while (!cl_kms_stop)
         pause();
     cl_kms_server_stop(srv);
-#ifdef CL_KMS_HAVE_ATTEST
     cl_kms_attest_roots_free(ar);
-#endif
     cl_kms_store_close(st);
     return CL_KMS_EXIT_OK;
 }
@@ -249,6 +242,61 @@ static int cl_kms_cmd_user(int argc, char **argv)
     return CL_KMS_EXIT_OK;
 }
 
+static void cl_kms_audit_print_row(void *arg, int64_t seq, const struct cl_kms_audit_row *r)
+{
+    const bool *json = arg;
+    if (*json) {
+        json_t *o = json_pack("{s:I,s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "seq", (json_int_t)seq, "time_ms",
+                              (json_int_t)r->time_ms, "request_id", r->request_id, "principal", r->principal,
+                              "operation", r->operation, "key_id", r->key_id, "decision", r->decision, "statement",
+                              r->statement, "error", r->error, "module_id", r->module_id, "pcrs", r->pcrs);
+        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        if (s)
+            printf("%s\n", s);
+        free(s);
+        json_decref(o);
+        return;
+    }
+    printf("%-6lld %-13lld %-28s %-40s %-36s %-5s %-20s %s%s%s\n", (long long)seq, (long long)r->time_ms,
+           r->operation, r->principal, r->key_id[0] ? r->key_id : "-", r->decision,
+           r->statement[0] ? r->statement : "-", r->error, r->module_id[0] ? " module=" : "", r->module_id);
+}
+
+static int cl_kms_cmd_audit(int argc, char **argv)
+{
+    const char *dir = getenv("CLOISTER_KMS_DIR");
+    bool json = false, dir_given = false;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            cl_kms_help(stdout);
+            return CL_KMS_EXIT_OK;
+        } else if (!strcmp(argv[i], "--json")) {
+            json = true;
+        } else if (argv[i][0] == '-') {
+            return cl_kms_usage("audit: unknown option");
+        } else if (!dir_given) {
+            dir = argv[i];
+            dir_given = true;
+        } else {
+            return cl_kms_usage("audit: more than one DIR");
+        }
+    }
+    if (!dir)
+        return cl_kms_usage("audit: DIR is required");
+    struct cl_kms_store *st = NULL;
+    cl_err rc = cl_kms_store_open(dir, &st);
+    if (rc)
+        return cl_kms_fail("open key store", rc);
+    if (!json)
+        printf("%-6s %-13s %-28s %-40s %-36s %-5s %-20s %s\n", "seq", "time_ms", "operation", "principal", "key",
+               "dec", "statement", "error");
+    rc = cl_kms_audit_list(st, cl_kms_audit_print_row, &json);
+    cl_kms_store_close(st);
+    if (rc)
+        return cl_kms_fail("read audit", rc);
+    return CL_KMS_EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
     cl_log_set_component("kms");
@@ -265,6 +313,8 @@ int main(int argc, char **argv)
         return cl_kms_cmd_serve(argc, argv);
     if (!strcmp(argv[1], "user"))
         return cl_kms_cmd_user(argc, argv);
+    if (!strcmp(argv[1], "audit"))
+        return cl_kms_cmd_audit(argc, argv);
     fprintf(stderr, "cloister-kms: unknown command '%s' (try 'cloister-kms --help')\n", argv[1]);
     return CL_KMS_EXIT_USAGE;
 }

@@ -9,14 +9,14 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
-#include "cloister/kms_client.h"
+#include "cloister/aws.h"
 #include "cloister/secmem.h"
 
 /* OpenSSL's CMS API addresses a key-transport recipient by certificate. The
  * enclave only has a bare public key, so it is placed in a throwaway
  * certificate (signed by a one-off key) that only supplies the key and the
  * issuer/serial identifier; nothing ever validates it. */
-static cl_err cl_kms_holder_cert(EVP_PKEY *pub, X509 **out)
+static cl_err cl_aws_holder_cert(EVP_PKEY *pub, X509 **out)
 {
     cl_err rc = CL_OK;
     X509 *x = X509_new();
@@ -40,7 +40,7 @@ out:
     return rc;
 }
 
-cl_err cl_kms_recipient_wrap(const uint8_t *rsa_pub, size_t pub_len, const uint8_t *pt, size_t n, struct cl_buf *out)
+cl_err cl_aws_recipient_wrap(const uint8_t *rsa_pub, size_t pub_len, const uint8_t *pt, size_t n, struct cl_buf *out)
 {
     cl_err rc = CL_OK;
     cl_pkey *k = NULL;
@@ -52,7 +52,7 @@ cl_err cl_kms_recipient_wrap(const uint8_t *rsa_pub, size_t pub_len, const uint8
     CL_ENSURE_D(cl_pkey_type(k) == CL_PKEY_RSA, CL_E_KMS_RECIPIENT, "attested public key is not RSA");
     CL_ENSURE_D(EVP_PKEY_get_bits(cl_pkey_evp(k)) >= 2048 && EVP_PKEY_get_bits(cl_pkey_evp(k)) <= 4096,
                 CL_E_KMS_RECIPIENT, "attested RSA key size %d not in 2048..4096", EVP_PKEY_get_bits(cl_pkey_evp(k)));
-    CL_GUARD(cl_kms_holder_cert(cl_pkey_evp(k), &cert));
+    CL_GUARD(cl_aws_holder_cert(cl_pkey_evp(k), &cert));
     in = BIO_new_mem_buf(pt, (int)n);
     CL_ENSURE(in, CL_E_CORE_NOMEM);
     unsigned flags = CMS_BINARY | CMS_PARTIAL | CMS_KEY_PARAM;
@@ -80,7 +80,7 @@ out:
     return rc;
 }
 
-cl_err cl_kms_recipient_unwrap(const cl_pkey *rsa_priv, const uint8_t *cms_der, size_t n, struct cl_buf *pt)
+cl_err cl_aws_recipient_unwrap(const cl_pkey *rsa_priv, const uint8_t *cms_der, size_t n, struct cl_buf *pt)
 {
     cl_err rc = CL_OK;
     CMS_ContentInfo *cms = NULL;
@@ -88,7 +88,7 @@ cl_err cl_kms_recipient_unwrap(const cl_pkey *rsa_priv, const uint8_t *cms_der, 
     const unsigned char *p = cms_der;
     CL_ENSURE_D(rsa_priv && cl_pkey_type(rsa_priv) == CL_PKEY_RSA,
                 CL_E_CORE_INVALID_ARG, "unwrap needs an RSA private key");
-    CL_ENSURE_D(n > 0 && n <= CL_KMS_CMS_MAX, CL_E_KMS_CMS, "CiphertextForRecipient length %zu", n);
+    CL_ENSURE_D(n > 0 && n <= CL_AWS_CMS_MAX, CL_E_KMS_CMS, "CiphertextForRecipient length %zu", n);
     cms = d2i_CMS_ContentInfo(NULL, &p, (long)n);
     CL_ENSURE_D(cms, CL_E_KMS_CMS, "CiphertextForRecipient is not CMS DER");
     CL_ENSURE_D(p == cms_der + n, CL_E_KMS_CMS, "trailing bytes after CMS");
@@ -131,7 +131,7 @@ cl_err cl_kms_recipient_unwrap(const cl_pkey *rsa_priv, const uint8_t *cms_der, 
     CL_ENSURE_D(CMS_decrypt(cms, NULL, NULL, NULL, outb, CMS_BINARY) == 1, CL_E_KMS_CMS, "CMS content decryption");
     char *data = NULL;
     long dl = BIO_get_mem_data(outb, &data);
-    CL_ENSURE_D(dl >= 0 && (size_t)dl <= CL_KMS_CMS_MAX, CL_E_KMS_CMS, "content length");
+    CL_ENSURE_D(dl >= 0 && (size_t)dl <= CL_AWS_CMS_MAX, CL_E_KMS_CMS, "content length");
     rc = cl_buf_append(pt, data, (size_t)dl);
     if (dl > 0)
         cl_wipe(data, (size_t)dl);

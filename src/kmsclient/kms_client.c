@@ -14,13 +14,13 @@
 #include "cloister/secmem.h"
 #include "cloister/sigv4.h"
 
-#define CL_KMS_CLIENT_MAX_RESPONSE (256 * 1024)
-#define CL_AWS_MAX_CONFIG_FILE (256 * 1024)
+#define CL_KMSC_MAX_RESPONSE (256 * 1024)
+#define CL_KMSC_MAX_CONFIG_FILE (256 * 1024)
 
-void cl_aws_credentials_wipe(struct cl_aws_credentials *c) { cl_wipe(c, sizeof(*c)); }
+void cl_kmsc_credentials_wipe(struct cl_kmsc_credentials *c) { cl_wipe(c, sizeof(*c)); }
 
 /* Finds `key = value` in section [section] of an INI file held in f. */
-static bool cl_aws_ini_get(const struct cl_buf *f, const char *section, const char *key, char *out, size_t n)
+static bool cl_kmsc_ini_get(const struct cl_buf *f, const char *section, const char *key, char *out, size_t n)
 {
     struct cl_cursor c;
     cl_cursor_init(&c, f->data, f->len);
@@ -73,18 +73,18 @@ static bool cl_aws_ini_get(const struct cl_buf *f, const char *section, const ch
     return false;
 }
 
-static const char *cl_aws_profile(void)
+static const char *cl_kmsc_profile(void)
 {
     const char *p = getenv("AWS_PROFILE");
     return p && *p ? p : "default";
 }
 
-cl_err cl_aws_credentials_load(struct cl_aws_credentials *out)
+cl_err cl_kmsc_credentials_load(struct cl_kmsc_credentials *out)
 {
     cl_err rc = CL_OK;
     struct cl_buf f;
     char path[4096];
-    cl_buf_init(&f, CL_AWS_MAX_CONFIG_FILE, CL_BUF_SECURE);
+    cl_buf_init(&f, CL_KMSC_MAX_CONFIG_FILE, CL_BUF_SECURE);
     memset(out, 0, sizeof(*out));
     const char *ak = getenv("AWS_ACCESS_KEY_ID"), *sk = getenv("AWS_SECRET_ACCESS_KEY");
     if (ak && *ak && sk && *sk) {
@@ -106,26 +106,26 @@ cl_err cl_aws_credentials_load(struct cl_aws_credentials *out)
         snprintf(path, sizeof(path), "%s/.aws/credentials", home);
     else
         CL_FAIL(CL_E_NET_CREDENTIALS, "no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and no HOME for ~/.aws/credentials");
-    if (cl_file_read(path, CL_AWS_MAX_CONFIG_FILE, &f) != CL_OK)
+    if (cl_file_read(path, CL_KMSC_MAX_CONFIG_FILE, &f) != CL_OK)
         CL_FAIL(CL_E_NET_CREDENTIALS, "no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and the credentials file is unreadable");
-    const char *prof = cl_aws_profile();
-    CL_ENSURE_D(cl_aws_ini_get(&f, prof, "aws_access_key_id", out->access_key, sizeof(out->access_key)) &&
-                    cl_aws_ini_get(&f, prof, "aws_secret_access_key", out->secret, sizeof(out->secret)),
+    const char *prof = cl_kmsc_profile();
+    CL_ENSURE_D(cl_kmsc_ini_get(&f, prof, "aws_access_key_id", out->access_key, sizeof(out->access_key)) &&
+                    cl_kmsc_ini_get(&f, prof, "aws_secret_access_key", out->secret, sizeof(out->secret)),
                 CL_E_NET_CREDENTIALS, "credentials file has no aws_access_key_id/aws_secret_access_key for the profile");
-    (void)cl_aws_ini_get(&f, prof, "aws_session_token", out->session_token, sizeof(out->session_token));
+    (void)cl_kmsc_ini_get(&f, prof, "aws_session_token", out->session_token, sizeof(out->session_token));
 out:
     if (rc)
-        cl_aws_credentials_wipe(out);
+        cl_kmsc_credentials_wipe(out);
     cl_buf_free(&f);
     return rc;
 }
 
-cl_err cl_aws_region_load(char *out, size_t n)
+cl_err cl_kmsc_region_load(char *out, size_t n)
 {
     cl_err rc = CL_OK;
     struct cl_buf f;
     char path[4096], sect[300];
-    cl_buf_init(&f, CL_AWS_MAX_CONFIG_FILE, CL_BUF_NONE);
+    cl_buf_init(&f, CL_KMSC_MAX_CONFIG_FILE, CL_BUF_NONE);
     const char *r = getenv("AWS_REGION");
     if (!r || !*r)
         r = getenv("AWS_DEFAULT_REGION");
@@ -141,22 +141,22 @@ cl_err cl_aws_region_load(char *out, size_t n)
         snprintf(path, sizeof(path), "%s/.aws/config", home);
     else
         goto out;
-    if (cl_file_read(path, CL_AWS_MAX_CONFIG_FILE, &f) != CL_OK)
+    if (cl_file_read(path, CL_KMSC_MAX_CONFIG_FILE, &f) != CL_OK)
         goto out;
-    const char *prof = cl_aws_profile();
+    const char *prof = cl_kmsc_profile();
     if (!strcmp(prof, "default"))
         snprintf(sect, sizeof(sect), "default");
     else
         snprintf(sect, sizeof(sect), "profile %s", prof);
     char tmp[64];
-    if (cl_aws_ini_get(&f, sect, "region", tmp, sizeof(tmp)) && strlen(tmp) < n)
+    if (cl_kmsc_ini_get(&f, sect, "region", tmp, sizeof(tmp)) && strlen(tmp) < n)
         snprintf(out, n, "%s", tmp);
 out:
     cl_buf_free(&f);
     return rc;
 }
 
-static size_t cl_kms_curl_write(char *p, size_t sz, size_t nm, void *arg)
+static size_t cl_kmsc_curl_write(char *p, size_t sz, size_t nm, void *arg)
 {
     struct cl_buf *b = arg;
     size_t n = sz * nm;
@@ -166,7 +166,7 @@ static size_t cl_kms_curl_write(char *p, size_t sz, size_t nm, void *arg)
 }
 
 /* Splits "scheme://host[:port][/...]" and returns the Host header value. */
-static cl_err cl_kms_url_host(const char *url, char *host, size_t n)
+static cl_err cl_kmsc_url_host(const char *url, char *host, size_t n)
 {
     const char *p = strstr(url, "://");
     if (!p || (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)))
@@ -182,7 +182,7 @@ static cl_err cl_kms_url_host(const char *url, char *host, size_t n)
     return CL_OK;
 }
 
-static cl_err cl_kms_call(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred, const char *op,
+static cl_err cl_kmsc_http_call(const struct cl_kmsc_endpoint *ep, const struct cl_kmsc_credentials *cred, const char *op,
                           const char *body, json_t **out)
 {
     cl_err rc = CL_OK;
@@ -192,18 +192,18 @@ static cl_err cl_kms_call(const struct cl_kms_endpoint *ep, const struct cl_aws_
     CURL *c = NULL;
     char *hdr = NULL;
     cl_buf_init(&authz, 4096, CL_BUF_NONE);
-    cl_buf_init(&resp, CL_KMS_CLIENT_MAX_RESPONSE, CL_BUF_SECURE);
+    cl_buf_init(&resp, CL_KMSC_MAX_RESPONSE, CL_BUF_SECURE);
     *out = NULL;
     CL_ENSURE_D(ep && cred && cred->access_key[0] && cred->secret[0], CL_E_NET_CREDENTIALS, "credentials missing");
     snprintf(region, sizeof(region), "%s", ep->region ? ep->region : "");
     if (!region[0])
-        CL_GUARD(cl_aws_region_load(region, sizeof(region)));
+        CL_GUARD(cl_kmsc_region_load(region, sizeof(region)));
     CL_ENSURE_D(region[0], CL_E_NET_CREDENTIALS, "no region (set AWS_REGION)");
     if (ep->url)
         snprintf(url, sizeof(url), "%s", ep->url);
     else
         snprintf(url, sizeof(url), "https://kms.%s.amazonaws.com/", region);
-    CL_GUARD(cl_kms_url_host(url, host, sizeof(host)));
+    CL_GUARD(cl_kmsc_url_host(url, host, sizeof(host)));
     cl_sigv4_format_date((int64_t)time(NULL), date);
     snprintf(target, sizeof(target), "TrentService.%s", op);
     struct cl_sigv4_header h[5] = {
@@ -240,7 +240,7 @@ static cl_err cl_kms_call(const struct cl_kms_endpoint *ep, const struct cl_aws_
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, cl_kms_curl_write);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, cl_kmsc_curl_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
@@ -285,7 +285,7 @@ out:
     return rc;
 }
 
-static cl_err cl_kms_ctx_json(json_t *req, const char *field, const struct cl_policy_kv *ctx, size_t n)
+static cl_err cl_kmsc_ctx_json(json_t *req, const char *field, const struct cl_aws_kv *ctx, size_t n)
 {
     if (!n)
         return CL_OK;
@@ -298,7 +298,7 @@ static cl_err cl_kms_ctx_json(json_t *req, const char *field, const struct cl_po
     return CL_OK;
 }
 
-static cl_err cl_kms_b64_field(const json_t *o, const char *field, struct cl_buf *out, const char *op)
+static cl_err cl_kmsc_b64_field(const json_t *o, const char *field, struct cl_buf *out, const char *op)
 {
     const char *s = json_string_value(json_object_get(o, field));
     if (!s)
@@ -308,7 +308,7 @@ static cl_err cl_kms_b64_field(const json_t *o, const char *field, struct cl_buf
     return CL_OK;
 }
 
-static cl_err cl_kms_dump_secure(json_t *req, char **out)
+static cl_err cl_kmsc_dump_secure(json_t *req, char **out)
 {
     /* The body may hold a base64 ciphertext but never plaintext: requests
      * from this client carry no Plaintext. */
@@ -316,8 +316,8 @@ static cl_err cl_kms_dump_secure(json_t *req, char **out)
     return *out ? CL_OK : CL_E_CORE_NOMEM;
 }
 
-cl_err cl_kms_generate_data_key(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred,
-                                const char *key_id, const struct cl_policy_kv *enc_ctx, size_t n_ctx,
+cl_err cl_kmsc_generate_data_key(const struct cl_kmsc_endpoint *ep, const struct cl_kmsc_credentials *cred,
+                                const char *key_id, const struct cl_aws_kv *enc_ctx, size_t n_ctx,
                                 struct cl_buf *plaintext_key, struct cl_buf *ciphertext_blob, char *key_arn,
                                 size_t cap)
 {
@@ -326,13 +326,13 @@ cl_err cl_kms_generate_data_key(const struct cl_kms_endpoint *ep, const struct c
     char *body = NULL;
     CL_ENSURE(req, CL_E_CORE_NOMEM);
     CL_ENSURE_D(plaintext_key->flags & CL_BUF_SECURE, CL_E_CORE_INVALID_ARG, "plaintext_key must be CL_BUF_SECURE");
-    CL_GUARD(cl_kms_ctx_json(req, "EncryptionContext", enc_ctx, n_ctx));
-    CL_GUARD(cl_kms_dump_secure(req, &body));
-    CL_GUARD(cl_kms_call(ep, cred, "GenerateDataKey", body, &resp));
+    CL_GUARD(cl_kmsc_ctx_json(req, "EncryptionContext", enc_ctx, n_ctx));
+    CL_GUARD(cl_kmsc_dump_secure(req, &body));
+    CL_GUARD(cl_kmsc_http_call(ep, cred, "GenerateDataKey", body, &resp));
     size_t p0 = plaintext_key->len, c0 = ciphertext_blob->len;
-    rc = cl_kms_b64_field(resp, "Plaintext", plaintext_key, "GenerateDataKey");
+    rc = cl_kmsc_b64_field(resp, "Plaintext", plaintext_key, "GenerateDataKey");
     if (!rc)
-        rc = cl_kms_b64_field(resp, "CiphertextBlob", ciphertext_blob, "GenerateDataKey");
+        rc = cl_kmsc_b64_field(resp, "CiphertextBlob", ciphertext_blob, "GenerateDataKey");
     if (!rc && plaintext_key->len - p0 != 32)
         rc = cl_err_fail(CL_E_NET_RESPONSE, "GenerateDataKey: Plaintext is %zu bytes, not 32", plaintext_key->len - p0);
     if (!rc && key_arn) {
@@ -361,9 +361,9 @@ out:
     return rc;
 }
 
-static cl_err cl_kms_decrypt_common(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred,
+static cl_err cl_kmsc_decrypt_common(const struct cl_kmsc_endpoint *ep, const struct cl_kmsc_credentials *cred,
                                     const char *key_id, const uint8_t *blob, size_t blob_len,
-                                    const struct cl_policy_kv *enc_ctx, size_t n_ctx, const uint8_t *doc,
+                                    const struct cl_aws_kv *enc_ctx, size_t n_ctx, const uint8_t *doc,
                                     size_t doc_len, const cl_pkey *rsa_priv, struct cl_buf *plaintext,
                                     char *key_arn, size_t cap)
 {
@@ -373,7 +373,7 @@ static cl_err cl_kms_decrypt_common(const struct cl_kms_endpoint *ep, const stru
     char *body = NULL;
     cl_buf_init(&b64, 4 * blob_len / 3 + 8, CL_BUF_NONE);
     cl_buf_init(&docb64, 4 * doc_len / 3 + 8, CL_BUF_NONE);
-    cl_buf_init(&cms, CL_KMS_CMS_MAX, CL_BUF_NONE);
+    cl_buf_init(&cms, CL_AWS_CMS_MAX, CL_BUF_NONE);
     CL_ENSURE(req, CL_E_CORE_NOMEM);
     CL_ENSURE_D(plaintext->flags & CL_BUF_SECURE, CL_E_CORE_INVALID_ARG, "plaintext must be CL_BUF_SECURE");
     CL_ENSURE_D(blob_len > 0 && blob_len <= 6144, CL_E_CORE_INVALID_ARG, "ciphertext blob length");
@@ -381,15 +381,15 @@ static cl_err cl_kms_decrypt_common(const struct cl_kms_endpoint *ep, const stru
     json_object_set_new(req, "CiphertextBlob", json_stringn((const char *)b64.data, b64.len));
     if (key_id)
         json_object_set_new(req, "KeyId", json_string(key_id));
-    CL_GUARD(cl_kms_ctx_json(req, "EncryptionContext", enc_ctx, n_ctx));
+    CL_GUARD(cl_kmsc_ctx_json(req, "EncryptionContext", enc_ctx, n_ctx));
     if (doc) {
         CL_GUARD(cl_b64_encode(doc, doc_len, CL_B64_STD, &docb64));
         json_object_set_new(req, "Recipient",
                             json_pack("{s:s,s:s%}", "KeyEncryptionAlgorithm", "RSAES_OAEP_SHA_256",
                                       "AttestationDocument", (const char *)docb64.data, docb64.len));
     }
-    CL_GUARD(cl_kms_dump_secure(req, &body));
-    CL_GUARD(cl_kms_call(ep, cred, "Decrypt", body, &resp));
+    CL_GUARD(cl_kmsc_dump_secure(req, &body));
+    CL_GUARD(cl_kmsc_http_call(ep, cred, "Decrypt", body, &resp));
     if (doc) {
         CL_ENSURE_D(!json_object_get(resp, "Plaintext"), CL_E_NET_RESPONSE,
                     "Decrypt: service returned Plaintext to a Recipient request");
@@ -401,11 +401,11 @@ static cl_err cl_kms_decrypt_common(const struct cl_kms_endpoint *ep, const stru
                     cap - 1);
         for (size_t i = 0; i < kl; i++)
             CL_ENSURE_D(ks[i] > 0x20 && ks[i] < 0x7f, CL_E_NET_RESPONSE, "Decrypt: KeyId is not printable");
-        CL_GUARD(cl_kms_b64_field(resp, "CiphertextForRecipient", &cms, "Decrypt"));
-        CL_GUARD(cl_kms_recipient_unwrap(rsa_priv, cms.data, cms.len, plaintext));
+        CL_GUARD(cl_kmsc_b64_field(resp, "CiphertextForRecipient", &cms, "Decrypt"));
+        CL_GUARD(cl_aws_recipient_unwrap(rsa_priv, cms.data, cms.len, plaintext));
         memcpy(key_arn, ks, kl + 1);
     } else {
-        CL_GUARD(cl_kms_b64_field(resp, "Plaintext", plaintext, "Decrypt"));
+        CL_GUARD(cl_kmsc_b64_field(resp, "Plaintext", plaintext, "Decrypt"));
     }
 out:
     if (resp) {
@@ -422,27 +422,27 @@ out:
     return rc;
 }
 
-cl_err cl_kms_decrypt_blob(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred,
+cl_err cl_kmsc_decrypt(const struct cl_kmsc_endpoint *ep, const struct cl_kmsc_credentials *cred,
                            const char *key_id, const uint8_t *blob, size_t blob_len,
-                           const struct cl_policy_kv *enc_ctx, size_t n_ctx, struct cl_buf *plaintext)
+                           const struct cl_aws_kv *enc_ctx, size_t n_ctx, struct cl_buf *plaintext)
 {
-    return cl_kms_decrypt_common(ep, cred, key_id, blob, blob_len, enc_ctx, n_ctx, NULL, 0, NULL, plaintext, NULL, 0);
+    return cl_kmsc_decrypt_common(ep, cred, key_id, blob, blob_len, enc_ctx, n_ctx, NULL, 0, NULL, plaintext, NULL, 0);
 }
 
-cl_err cl_kms_decrypt_for_recipient(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred,
+cl_err cl_kmsc_decrypt_for_recipient(const struct cl_kmsc_endpoint *ep, const struct cl_kmsc_credentials *cred,
                                     const char *key_id, const uint8_t *blob, size_t blob_len,
-                                    const struct cl_policy_kv *enc_ctx, size_t n_ctx,
+                                    const struct cl_aws_kv *enc_ctx, size_t n_ctx,
                                     const uint8_t *attestation_doc, size_t doc_len, const cl_pkey *rsa_priv,
                                     struct cl_buf *plaintext, char *key_arn, size_t cap)
 {
     if (!attestation_doc || !doc_len || !rsa_priv || !key_arn || cap < 2)
         return cl_err_fail(CL_E_CORE_INVALID_ARG, "Recipient needs an attestation document and the RSA key");
-    return cl_kms_decrypt_common(ep, cred, key_id, blob, blob_len, enc_ctx, n_ctx, attestation_doc, doc_len,
+    return cl_kmsc_decrypt_common(ep, cred, key_id, blob, blob_len, enc_ctx, n_ctx, attestation_doc, doc_len,
                                  rsa_priv, plaintext, key_arn, cap);
 }
 
-cl_err cl_kms_client_call(const struct cl_kms_endpoint *ep, const struct cl_aws_credentials *cred, const char *op,
+cl_err cl_kmsc_call(const struct cl_kmsc_endpoint *ep, const struct cl_kmsc_credentials *cred, const char *op,
                           const char *body, struct json_t **out)
 {
-    return cl_kms_call(ep, cred, op, body, out);
+    return cl_kmsc_http_call(ep, cred, op, body, out);
 }
