@@ -42,7 +42,10 @@ bool cl_cli_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
  * -h/--help prints help to stdout; an unknown option or a missing value prints
  * "cloister CMD: message (see 'cloister CMD --help')". Both end the loop with
  * CL_CLI_STOP and the exit code (0 or 2) in a.exit. The option tables list
- * CL_CLI_OPT_HELP; the short options need no leading ':' nor 'h'. */
+ * CL_CLI_OPT_HELP; the short options need no leading ':' nor 'h'.
+ * With .json set, --json (CL_CLI_OPT_JSON) sets *json; with .threads set,
+ * -t/--threads (CL_CLI_OPT_THREADS, "t:") is checked against 1..max_threads
+ * and stored: neither is returned to the command. */
 #define CL_CLI_STOP (-2)
 #define CL_CLI_OPT_HELP {"help", no_argument, NULL, 'h'}
 #define CL_CLI_OPT_JSON {"json", no_argument, NULL, 'J'}
@@ -53,6 +56,9 @@ struct cl_cli_args {
     void (*help)(FILE *f);         /* the command's usage text */
     const char *shortopts;         /* getopt's, e.g. "p:n:t:" */
     const struct option *longopts; /* ends with CL_CLI_OPT_END */
+    bool *json;                    /* optional: --json */
+    uint64_t *threads;             /* optional: -t/--threads */
+    unsigned max_threads;
     int exit;                      /* valid after CL_CLI_STOP */
     bool started;
     char spec[64];

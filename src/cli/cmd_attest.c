@@ -147,12 +147,9 @@ static int cl_attest_cli_show(int argc, char **argv)
     const char *doc = NULL;
     bool json = false;
     static const struct option opts[] = {CL_CLI_OPT_HELP, CL_CLI_OPT_JSON, CL_CLI_OPT_END};
-    struct cl_cli_args a = {.cmd = "attest show", .help = cl_attest_cli_help, .longopts = opts};
-    for (int o; (o = cl_cli_next(&a, argc, argv)) != -1;) {
-        if (o != 'J')
-            return a.exit;
-        json = true;
-    }
+    struct cl_cli_args a = {.cmd = "attest show", .help = cl_attest_cli_help, .longopts = opts, .json = &json};
+    if (cl_cli_next(&a, argc, argv) != -1)
+        return a.exit;
     if (optind + 1 < argc)
         return cl_cli_usage_error("attest show", "more than one DOC given");
     doc = optind < argc ? argv[optind] : NULL;
@@ -253,10 +250,9 @@ static int cl_attest_cli_verify(int argc, char **argv)
         {"pcr", required_argument, NULL, O_PCR},
         CL_CLI_OPT_END,
     };
-    struct cl_cli_args args = {.cmd = cmd, .help = cl_attest_cli_help, .longopts = opts};
+    struct cl_cli_args args = {.cmd = cmd, .help = cl_attest_cli_help, .longopts = opts, .json = &json};
     for (int o; (o = cl_cli_next(&args, argc, argv)) != -1;) {
         switch (o) {
-        case 'J': json = true; break;
         case O_ALLOW_DEBUG: pol.allow_debug = true; break;
         case O_ALLOW_ANY_PCR: pol.allow_any_pcr = true; break;
         case O_ROOT: root = optarg; break;

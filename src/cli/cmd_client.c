@@ -415,11 +415,11 @@ static int cl_ask_args(const char *cmd, int argc, char **argv, struct cl_askopt 
     struct cl_cli_args a = {.cmd = cmd,
                             .help = ask ? cl_ask_help_ask : cl_ask_help_chat,
                             .shortopts = "n:",
-                            .longopts = ask ? ask_opts : chat_opts};
+                            .longopts = ask ? ask_opts : chat_opts,
+                            .json = &o->json};
     for (int c; (c = cl_cli_next(&a, argc, argv)) != -1;) {
         switch (c) {
         case O_STREAM: o->stream = true; break;
-        case 'J': o->json = true; break;
         case O_HOST: o->host = optarg; break;
         case O_TRUST: o->trust = optarg; break;
         case O_SYSTEM: o->system = optarg; break;

@@ -186,7 +186,8 @@ int cl_cmd_logits(int argc, char **argv)
         {"kv-f16", no_argument, NULL, CL_INFER_O_KV_F16},
         CL_CLI_OPT_END,
     };
-    struct cl_cli_args a = {.cmd = cmd, .help = cl_infer_logits_help, .shortopts = "t:", .longopts = opts};
+    struct cl_cli_args a = {.cmd = cmd, .help = cl_infer_logits_help, .shortopts = "t:", .longopts = opts,
+                            .json = &json, .threads = &threads, .max_threads = CL_POOL_MAX_THREADS};
     for (int o; (o = cl_cli_next(&a, argc, argv)) != -1;) {
         switch (o) {
         case CL_INFER_O_TOKENS: tokstr = optarg; break;
@@ -198,11 +199,6 @@ int cl_cmd_logits(int argc, char **argv)
             if (!cl_cli_u64_opt(cmd, optarg, 0, CL_INFER_MAX_TOKENS, &from, "--from needs a position"))
                 return CL_EXIT_USAGE;
             break;
-        case 't':
-            if (!cl_cli_threads(cmd, optarg, CL_POOL_MAX_THREADS, &threads))
-                return CL_EXIT_USAGE;
-            break;
-        case 'J': json = true; break;
         case CL_INFER_O_KV_F16: kv_f16 = true; break;
         default: return a.exit;
         }
@@ -320,7 +316,8 @@ int cl_cmd_bench(int argc, char **argv)
         {"kv-f16", no_argument, NULL, CL_INFER_O_KV_F16},
         CL_CLI_OPT_END,
     };
-    struct cl_cli_args a = {.cmd = cmd, .help = cl_infer_bench_help, .shortopts = "p:n:r:t:", .longopts = opts};
+    struct cl_cli_args a = {.cmd = cmd, .help = cl_infer_bench_help, .shortopts = "p:n:r:t:", .longopts = opts,
+                            .json = &json, .threads = &threads, .max_threads = CL_POOL_MAX_THREADS};
     for (int o; (o = cl_cli_next(&a, argc, argv)) != -1;) {
         switch (o) {
         case 'p':
@@ -335,11 +332,6 @@ int cl_cmd_bench(int argc, char **argv)
             if (!cl_cli_u64_opt(cmd, optarg, 1, 100, &reps, "-r needs a repetition count in 1..100"))
                 return CL_EXIT_USAGE;
             break;
-        case 't':
-            if (!cl_cli_threads(cmd, optarg, CL_POOL_MAX_THREADS, &threads))
-                return CL_EXIT_USAGE;
-            break;
-        case 'J': json = true; break;
         case CL_INFER_O_KV_F16: kv_f16 = true; break;
         default: return a.exit;
         }
@@ -430,7 +422,8 @@ int cl_cmd_mkmodel(int argc, char **argv)
         {"seed", required_argument, NULL, CL_INFER_O_SEED},
         CL_CLI_OPT_END,
     };
-    struct cl_cli_args a = {.cmd = cmd, .help = cl_infer_mkmodel_help, .shortopts = "o:t:", .longopts = opts};
+    struct cl_cli_args a = {.cmd = cmd, .help = cl_infer_mkmodel_help, .shortopts = "o:t:", .longopts = opts,
+                            .threads = &threads, .max_threads = CL_POOL_MAX_THREADS};
     for (int o; (o = cl_cli_next(&a, argc, argv)) != -1;) {
         switch (o) {
         case CL_INFER_O_ARCH: arch_s = optarg; break;
@@ -440,10 +433,6 @@ int cl_cmd_mkmodel(int argc, char **argv)
         case CL_INFER_O_VOCAB: vocab = optarg; break;
         case CL_INFER_O_SEED:
             if (!cl_cli_u64_opt(cmd, optarg, 0, UINT64_MAX, &seed, "--seed needs a number"))
-                return CL_EXIT_USAGE;
-            break;
-        case 't':
-            if (!cl_cli_threads(cmd, optarg, CL_POOL_MAX_THREADS, &threads))
                 return CL_EXIT_USAGE;
             break;
         default: return a.exit;
@@ -548,7 +537,8 @@ int cl_cmd_run(int argc, char **argv)
         {"kv-f16", no_argument, NULL, CL_INFER_O_KV_F16},
         CL_CLI_OPT_END,
     };
-    struct cl_cli_args a = {.cmd = cmd, .help = cl_infer_run_help, .shortopts = "p:n:c:t:", .longopts = opts};
+    struct cl_cli_args a = {.cmd = cmd, .help = cl_infer_run_help, .shortopts = "p:n:c:t:", .longopts = opts,
+                            .json = &json, .threads = &threads, .max_threads = CL_POOL_MAX_THREADS};
     for (int o; (o = cl_cli_next(&a, argc, argv)) != -1;) {
         switch (o) {
         case 'p': prompt = optarg; break;
@@ -573,17 +563,12 @@ int cl_cmd_run(int argc, char **argv)
                 return cl_cli_usage_error(cmd, "--temp needs a number in 0..100");
             break;
         }
-        case 't':
-            if (!cl_cli_threads(cmd, optarg, CL_POOL_MAX_THREADS, &threads))
-                return CL_EXIT_USAGE;
-            break;
         case CL_INFER_O_CHAT: chat = true; break;
         case CL_INFER_O_CHAT_TEMPLATE:
             chat = true;
             tmpl = optarg;
             break;
         case CL_INFER_O_IGNORE_EOS: ignore_eos = true; break;
-        case 'J': json = true; break;
         case CL_INFER_O_KV_F16: kv_f16 = true; break;
         default: return a.exit;
         }

@@ -66,13 +66,11 @@ static int cl_kms_cli_audit(int argc, char **argv)
     enum { O_DIR = 256 };
     static const struct option opts[] = {
         CL_CLI_OPT_HELP, CL_CLI_OPT_JSON, {"dir", required_argument, NULL, O_DIR}, CL_CLI_OPT_END};
-    struct cl_cli_args a = {.cmd = "kms audit", .help = cl_kms_cli_help, .longopts = opts};
+    struct cl_cli_args a = {.cmd = "kms audit", .help = cl_kms_cli_help, .longopts = opts, .json = &p.json};
     for (int o; (o = cl_cli_next(&a, argc - 1, argv + 1)) != -1;) {
-        switch (o) {
-        case 'J': p.json = true; break;
-        case O_DIR: dir = optarg; break;
-        default: return a.exit;
-        }
+        if (o != O_DIR)
+            return a.exit;
+        dir = optarg;
     }
     if (optind + 1 < argc)
         return cl_cli_usage_error("kms audit", "unexpected argument '%s'", argv[optind + 1]);

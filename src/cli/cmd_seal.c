@@ -150,12 +150,13 @@ int cl_cmd_seal(int argc, char **argv)
         {"kms", required_argument, 0, O_KMS},    {"key-id", required_argument, 0, O_KEYID},
         {"region", required_argument, 0, O_REGION},
         {"name", required_argument, 0, O_NAME},  {"chunk-size", required_argument, 0, O_CHUNK},
-        {"threads", required_argument, 0, 't'},  {"force", no_argument, 0, O_FORCE},
+        CL_CLI_OPT_THREADS,  {"force", no_argument, 0, O_FORCE},
         CL_CLI_OPT_HELP,                         CL_CLI_OPT_END};
     const char *out = NULL, *keyfile = NULL, *name_opt = NULL, *kms = NULL, *key_id = NULL, *region_opt = NULL;
     uint64_t chunk = CL_SEAL_DEFAULT_CHUNK, threads = cl_default_threads();
     bool force = false;
-    struct cl_cli_args args = {.cmd = "seal", .help = cl_seal_help, .shortopts = "o:t:", .longopts = opts};
+    struct cl_cli_args args = {.cmd = "seal", .help = cl_seal_help, .shortopts = "o:t:", .longopts = opts,
+                               .threads = &threads, .max_threads = 64};
     for (int c; (c = cl_cli_next(&args, argc, argv)) != -1;) {
         switch (c) {
         case 'o': out = optarg; break;
@@ -167,10 +168,6 @@ int cl_cmd_seal(int argc, char **argv)
         case O_CHUNK:
             if (!cl_cli_parse_u64(optarg, CL_SEAL_MIN_CHUNK, CL_SEAL_MAX_CHUNK, &chunk))
                 return cl_cli_usage_error("seal", "--chunk-size must be %u..%u", CL_SEAL_MIN_CHUNK, CL_SEAL_MAX_CHUNK);
-            break;
-        case 't':
-            if (!cl_cli_threads("seal", optarg, 64, &threads))
-                return CL_EXIT_USAGE;
             break;
         case O_FORCE: force = true; break;
         default: return args.exit;
@@ -294,22 +291,19 @@ int cl_cmd_unseal(int argc, char **argv)
     enum { O_KEYFILE = 256, O_VERIFY, O_FORCE };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'}, {"key-file", required_argument, 0, O_KEYFILE},
-        {"verify", no_argument, 0, O_VERIFY},  {"threads", required_argument, 0, 't'},
+        {"verify", no_argument, 0, O_VERIFY},  CL_CLI_OPT_THREADS,
         {"force", no_argument, 0, O_FORCE},    CL_CLI_OPT_HELP, CL_CLI_OPT_END};
     const char *out = NULL, *keyfile = NULL;
     bool verify = false, force = false;
     uint64_t threads = cl_default_threads();
-    struct cl_cli_args args = {.cmd = "unseal", .help = cl_unseal_help, .shortopts = "o:t:", .longopts = opts};
+    struct cl_cli_args args = {.cmd = "unseal", .help = cl_unseal_help, .shortopts = "o:t:", .longopts = opts,
+                               .threads = &threads, .max_threads = 64};
     for (int c; (c = cl_cli_next(&args, argc, argv)) != -1;) {
         switch (c) {
         case 'o': out = optarg; break;
         case O_KEYFILE: keyfile = optarg; break;
         case O_VERIFY: verify = true; break;
         case O_FORCE: force = true; break;
-        case 't':
-            if (!cl_cli_threads("unseal", optarg, 64, &threads))
-                return CL_EXIT_USAGE;
-            break;
         default: return args.exit;
         }
     }
@@ -440,12 +434,9 @@ int cl_cmd_inspect(int argc, char **argv)
 {
     static const struct option opts[] = {CL_CLI_OPT_JSON, CL_CLI_OPT_HELP, CL_CLI_OPT_END};
     bool json = false;
-    struct cl_cli_args args = {.cmd = "inspect", .help = cl_inspect_help, .longopts = opts};
-    for (int c; (c = cl_cli_next(&args, argc, argv)) != -1;) {
-        if (c != 'J')
-            return args.exit;
-        json = true;
-    }
+    struct cl_cli_args args = {.cmd = "inspect", .help = cl_inspect_help, .longopts = opts, .json = &json};
+    if (cl_cli_next(&args, argc, argv) != -1)
+        return args.exit;
     if (optind + 1 != argc)
         return cl_cli_usage_error("inspect", "expected exactly one MODEL.sealed");
     const char *in = argv[optind];

@@ -80,7 +80,8 @@ int cl_cmd_tokenize(int argc, char **argv)
         {"no-add-special", no_argument, NULL, O_NO_ADD_SPECIAL},
         CL_CLI_OPT_END,
     };
-    struct cl_cli_args args = {.cmd = "tokenize", .help = cl_tokenize_help, .shortopts = "p:f:", .longopts = opts};
+    struct cl_cli_args args = {.cmd = "tokenize", .help = cl_tokenize_help, .shortopts = "p:f:", .longopts = opts,
+                               .json = &json};
     for (int o; (o = cl_cli_next(&args, argc, argv)) != -1;) {
         switch (o) {
         case 'p':
@@ -96,7 +97,6 @@ int cl_cmd_tokenize(int argc, char **argv)
             break;
         case O_SPECIAL: special = true; break;
         case O_NO_ADD_SPECIAL: add_special = false; break;
-        case 'J': json = true; break;
         default: rc = args.exit; goto out;
         }
     }

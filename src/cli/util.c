@@ -107,24 +107,36 @@ int cl_cli_next(struct cl_cli_args *a, int argc, char **argv)
         optind = 0; /* glibc: a full reset, also when a command parses twice */
     }
     opterr = 0;
-    int c = getopt_long(argc, argv, a->spec, a->longopts, NULL);
-    const char *opt = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
-    switch (c) {
-    case 'h':
-        a->help(stdout);
-        a->exit = CL_EXIT_OK;
-        return CL_CLI_STOP;
-    case ':':
-        a->exit = cl_cli_usage_error(a->cmd, "option '%s' needs a value", opt);
-        return CL_CLI_STOP;
-    case '?':
-        if (optopt > 0 && strncmp(opt, "--", 2) != 0)
-            a->exit = cl_cli_usage_error(a->cmd, "unknown option '-%c'", optopt);
-        else
-            a->exit = cl_cli_usage_error(a->cmd, "unknown option '%s'", opt);
-        return CL_CLI_STOP;
-    default:
-        return c;
+    for (;;) {
+        int c = getopt_long(argc, argv, a->spec, a->longopts, NULL);
+        const char *opt = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+        switch (c) {
+        case 'J':
+            if (!a->json)
+                return c;
+            *a->json = true;
+            break;
+        case 't':
+            if (!a->threads)
+                return c;
+            if (!cl_cli_threads(a->cmd, optarg, a->max_threads, a->threads))
+                return CL_CLI_STOP;
+            break;
+        case 'h':
+            a->help(stdout);
+            a->exit = CL_EXIT_OK;
+            return CL_CLI_STOP;
+        case ':':
+            a->exit = cl_cli_usage_error(a->cmd, "option '%s' needs a value", opt);
+            return CL_CLI_STOP;
+        case '?':
+            if (optopt > 0 && strncmp(opt, "--", 2) != 0)
+                a->exit = cl_cli_usage_error(a->cmd, "unknown option '-%c'", optopt);
+            else
+                a->exit = cl_cli_usage_error(a->cmd, "unknown option '%s'", opt);
+            return CL_CLI_STOP;
+        default: return c;
+        }
     }
 }
 
