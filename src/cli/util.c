@@ -11,14 +11,20 @@
 #include "cloister/log.h"
 #include "cloister/secmem.h"
 
+static void cl_cli_vusage(const char *cmd, const char *fmt, va_list ap) CL_PRINTF(2, 0);
+static void cl_cli_vusage(const char *cmd, const char *fmt, va_list ap)
+{
+    fprintf(stderr, "cloister %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see 'cloister %s --help')\n", cmd);
+}
+
 int cl_cli_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "cloister %s: ", cmd);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    cl_cli_vusage(cmd, fmt, ap);
     va_end(ap);
-    fprintf(stderr, " (see 'cloister %s --help')\n", cmd);
     return CL_EXIT_USAGE;
 }
 
@@ -145,11 +151,9 @@ bool cl_cli_u64_opt(const char *cmd, const char *v, uint64_t min, uint64_t max, 
     if (cl_cli_parse_u64(v, min, max, out))
         return true;
     va_list ap;
-    fprintf(stderr, "cloister %s: ", cmd);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    cl_cli_vusage(cmd, fmt, ap);
     va_end(ap);
-    fprintf(stderr, " (see 'cloister %s --help')\n", cmd);
     return false;
 }
 
