@@ -54,7 +54,7 @@ bool cl_cli_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 struct cl_cli_args {
     const char *cmd;               /* as in messages: "run", "kms policy" */
     void (*help)(FILE *f);         /* the command's usage text */
-    const char *shortopts;         /* getopt's, e.g. "p:n:t:" */
+    const char *shortopts;         /* getopt's, e.g. "p:n:t:" (at most 61 characters) */
     const struct option *longopts; /* ends with CL_CLI_OPT_END */
     bool *json;                    /* optional: --json */
     uint64_t *threads;             /* optional: -t/--threads */
