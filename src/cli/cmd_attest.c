@@ -51,21 +51,6 @@ static void cl_attest_cli_hex(FILE *f, const uint8_t *p, size_t n)
         fprintf(f, "%02x", p[i]);
 }
 
-/* Document fields are attacker-chosen bytes: made valid UTF-8, then escaped. */
-static void cl_attest_cli_json_str(FILE *f, const uint8_t *p, size_t n)
-{
-    struct cl_buf utf8, esc;
-    size_t used = 0;
-    cl_buf_init(&utf8, 3 * n + 16, CL_BUF_NONE);
-    cl_buf_init(&esc, 18 * n + 16, CL_BUF_NONE);
-    fputc('"', f);
-    if (cl_utf8_take(p, n, true, &utf8, &used) == CL_OK && cl_json_escape(utf8.data, utf8.len, &esc) == CL_OK)
-        fwrite(esc.data, 1, esc.len, f);
-    fputc('"', f);
-    cl_buf_free(&utf8);
-    cl_buf_free(&esc);
-}
-
 static void cl_attest_cli_time(uint64_t ms, char *buf, size_t len)
 {
     time_t t = (time_t)(ms / 1000);
@@ -83,7 +68,7 @@ static void cl_attest_cli_show_json(const struct cl_attest_doc *d)
     char ts[64];
     cl_attest_cli_time(d->timestamp_ms, ts, sizeof(ts));
     printf("{\"module_id\":");
-    cl_attest_cli_json_str(stdout, d->module_id.p, d->module_id.len);
+    cl_cli_json_str(stdout, d->module_id.p, d->module_id.len);
     printf(",\"digest\":\"SHA384\",\"timestamp\":%llu,\"time\":\"%s\",\"debug\":%s,\"pcrs\":{",
            (unsigned long long)d->timestamp_ms, ts, cl_attest_is_debug(d) ? "true" : "false");
     bool first = true;
@@ -161,20 +146,13 @@ static int cl_attest_cli_show(int argc, char **argv)
 {
     const char *doc = NULL;
     bool json = false;
-    for (int i = 1; i < argc; i++) {
-        if (cl_cli_is_help(argv[i])) {
-            cl_attest_cli_help(stdout);
-            return CL_EXIT_OK;
-        } else if (!strcmp(argv[i], "--json")) {
-            json = true;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            return cl_cli_usage_error("attest show", "unknown option '%s'", argv[i]);
-        } else if (!doc) {
-            doc = argv[i];
-        } else {
-            return cl_cli_usage_error("attest show", "more than one DOC given");
-        }
-    }
+    static const struct option opts[] = {CL_CLI_OPT_HELP, CL_CLI_OPT_JSON, CL_CLI_OPT_END};
+    struct cl_cli_args a = {.cmd = "attest show", .help = cl_attest_cli_help, .longopts = opts, .json = &json};
+    if (cl_cli_next(&a, argc, argv) != -1)
+        return a.exit;
+    if (optind + 1 < argc)
+        return cl_cli_usage_error("attest show", "more than one DOC given");
+    doc = optind < argc ? argv[optind] : NULL;
     if (!doc)
         return cl_cli_usage_error("attest show", "DOC is required");
     struct cl_buf raw;
@@ -257,39 +235,51 @@ static int cl_attest_cli_verify(int argc, char **argv)
     cl_buf_init(&raw, CL_ATTEST_CLI_MAX_FILE, CL_BUF_NONE);
     cl_buf_init(&rootbuf, CL_ATTEST_CLI_MAX_FILE, CL_BUF_NONE);
     cl_buf_init(&rootder, CL_ATTEST_CLI_MAX_FILE, CL_BUF_NONE);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        bool has_val = i + 1 < argc;
-        if (cl_cli_is_help(a)) {
-            cl_attest_cli_help(stdout);
-            ret = CL_EXIT_OK;
-            goto out;
-        } else if (!strcmp(a, "--json")) {
-            json = true;
-        } else if (!strcmp(a, "--allow-debug")) {
-            pol.allow_debug = true;
-        } else if (!strcmp(a, "--allow-any-pcr")) {
-            pol.allow_any_pcr = true;
-        } else if (!strcmp(a, "--root") && has_val) {
-            root = argv[++i];
-        } else if (!strcmp(a, "--at") && has_val) {
-            if (!cl_attest_cli_parse_time(argv[++i], &pol.at_ms)) {
-                ret = cl_cli_usage_error(cmd, "--at: '%s' is not an RFC 3339 time like 2024-09-07T15:00:00Z", argv[i]);
+    enum { O_ALLOW_DEBUG = 256, O_ALLOW_ANY_PCR, O_ROOT, O_AT, O_MAX_AGE, O_NONCE, O_PUBLIC_KEY, O_USER_DATA, O_PCR };
+    static const struct option opts[] = {
+        CL_CLI_OPT_HELP,
+        CL_CLI_OPT_JSON,
+        {"allow-debug", no_argument, NULL, O_ALLOW_DEBUG},
+        {"allow-any-pcr", no_argument, NULL, O_ALLOW_ANY_PCR},
+        {"root", required_argument, NULL, O_ROOT},
+        {"at", required_argument, NULL, O_AT},
+        {"max-age", required_argument, NULL, O_MAX_AGE},
+        {"nonce", required_argument, NULL, O_NONCE},
+        {"public-key", required_argument, NULL, O_PUBLIC_KEY},
+        {"user-data", required_argument, NULL, O_USER_DATA},
+        {"pcr", required_argument, NULL, O_PCR},
+        CL_CLI_OPT_END,
+    };
+    struct cl_cli_args args = {.cmd = cmd, .help = cl_attest_cli_help, .longopts = opts, .json = &json};
+    for (int o; (o = cl_cli_next(&args, argc, argv)) != -1;) {
+        switch (o) {
+        case O_ALLOW_DEBUG: pol.allow_debug = true; break;
+        case O_ALLOW_ANY_PCR: pol.allow_any_pcr = true; break;
+        case O_ROOT: root = optarg; break;
+        case O_AT:
+            if (!cl_attest_cli_parse_time(optarg, &pol.at_ms)) {
+                ret = cl_cli_usage_error(cmd, "--at: '%s' is not an RFC 3339 time like 2024-09-07T15:00:00Z", optarg);
                 goto out;
             }
-        } else if (!strcmp(a, "--max-age") && has_val) {
+            break;
+        case O_MAX_AGE: {
             uint64_t secs;
-            if (!cl_cli_parse_u64(argv[++i], 1, UINT64_MAX / 1000, &secs)) {
-                ret = cl_cli_usage_error(cmd, "--max-age: '%s' is not a positive number of seconds", argv[i]);
+            if (!cl_cli_parse_u64(optarg, 1, UINT64_MAX / 1000, &secs)) {
+                ret = cl_cli_usage_error(cmd, "--max-age: '%s' is not a positive number of seconds", optarg);
                 goto out;
             }
             pol.max_age_ms = secs * 1000;
-        } else if ((!strcmp(a, "--nonce") || !strcmp(a, "--public-key") || !strcmp(a, "--user-data")) && has_val) {
-            struct cl_buf *b = a[2] == 'n' ? &nonce : a[2] == 'p' ? &pk : &ud;
-            const char *v = argv[++i];
+            break;
+        }
+        case O_NONCE:
+        case O_PUBLIC_KEY:
+        case O_USER_DATA: {
+            struct cl_buf *b = o == O_NONCE ? &nonce : o == O_PUBLIC_KEY ? &pk : &ud;
             cl_buf_reset(b);
-            if (!*v || cl_hex_decode(v, strlen(v), b) != CL_OK) {
-                ret = cl_cli_usage_error(cmd, "%s: not hex of at most %d bytes", a, CL_ATTEST_MAX_DOC_FIELD);
+            if (!*optarg || cl_hex_decode(optarg, strlen(optarg), b) != CL_OK) {
+                ret = cl_cli_usage_error(cmd, "--%s: not hex of at most %d bytes",
+                                         o == O_NONCE ? "nonce" : o == O_PUBLIC_KEY ? "public-key" : "user-data",
+                                         CL_ATTEST_MAX_DOC_FIELD);
                 goto out;
             }
             if (b == &nonce)
@@ -298,8 +288,10 @@ static int cl_attest_cli_verify(int argc, char **argv)
                 pol.check_public_key = true;
             else
                 pol.check_user_data = true;
-        } else if (!strcmp(a, "--pcr") && has_val) {
-            const char *v = argv[++i], *eq = strchr(v, '=');
+            break;
+        }
+        case O_PCR: {
+            const char *v = optarg, *eq = strchr(v, '=');
             uint64_t idx;
             char num[8];
             if (!eq || (size_t)(eq - v) >= sizeof(num)) {
@@ -324,16 +316,16 @@ static int cl_attest_cli_verify(int argc, char **argv)
                 goto out;
             }
             pol.npcrs++;
-        } else if (a[0] == '-' && a[1]) {
-            ret = cl_cli_usage_error(cmd, "unknown option or missing value: '%s'", a);
-            goto out;
-        } else if (!doc) {
-            doc = a;
-        } else {
-            ret = cl_cli_usage_error(cmd, "more than one DOC given");
-            goto out;
+            break;
+        }
+        default: ret = args.exit; goto out;
         }
     }
+    if (optind + 1 < argc) {
+        ret = cl_cli_usage_error(cmd, "more than one DOC given");
+        goto out;
+    }
+    doc = optind < argc ? argv[optind] : NULL;
     if (!doc || !root) {
         ret = cl_cli_usage_error(cmd, "%s is required", !doc ? "DOC" : "--root ROOT.pem");
         goto out;
@@ -360,7 +352,7 @@ static int cl_attest_cli_verify(int argc, char **argv)
         printf("{\"ok\":%s", rc == CL_OK ? "true" : "false");
         if (rc != CL_OK) {
             printf(",\"check\":\"%s\",\"message\":", cl_err_name(rc) ? cl_err_name(rc) : "UNKNOWN");
-            cl_attest_cli_json_str(stdout, (const uint8_t *)msg, strlen(msg));
+            cl_cli_json_str(stdout, (const uint8_t *)msg, strlen(msg));
         }
         printf("}\n");
     } else if (rc == CL_OK) {

@@ -162,57 +162,62 @@ int cl_cmd_measure(int argc, char **argv)
     t.max_age_seconds = CL_TRUST_MAX_AGE_DEFAULT;
     struct cl_trust extra;
     memset(&extra, 0, sizeof(extra));
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (cl_cli_is_help(a)) {
-            cl_measure_help(stdout);
-            return CL_EXIT_OK;
-        } else if (!strcmp(a, "--allow-debug")) {
-            t.allow_debug = true;
-        } else if (!strcmp(a, "--force")) {
-            force = true;
-        } else if (!strcmp(a, "--debug")) {
+    enum {
+        O_ALLOW_DEBUG = 256, O_FORCE, O_DEBUG, O_SIM, O_NITRO, O_ROOT, O_MODEL, O_MODEL_SHA, O_PCR, O_MAX_AGE,
+        O_KMS_ARN, O_KMS_EP, O_KMS_CA, O_CONFIG_SHA,
+    };
+    static const struct option opts[] = {
+        CL_CLI_OPT_HELP,
+        {"allow-debug", no_argument, NULL, O_ALLOW_DEBUG},
+        {"force", no_argument, NULL, O_FORCE},
+        {"debug", no_argument, NULL, O_DEBUG},
+        {"sim-image", required_argument, NULL, O_SIM},
+        {"nitro-pcrs", required_argument, NULL, O_NITRO},
+        {"root", required_argument, NULL, O_ROOT},
+        {"model", required_argument, NULL, O_MODEL},
+        {"model-sha256", required_argument, NULL, O_MODEL_SHA},
+        {"output", required_argument, NULL, 'o'},
+        {"pcr", required_argument, NULL, O_PCR},
+        {"max-age", required_argument, NULL, O_MAX_AGE},
+        {"kms-key-arn", required_argument, NULL, O_KMS_ARN},
+        {"kms-endpoint", required_argument, NULL, O_KMS_EP},
+        {"kms-ca", required_argument, NULL, O_KMS_CA},
+        {"config-sha256", required_argument, NULL, O_CONFIG_SHA},
+        CL_CLI_OPT_END,
+    };
+    struct cl_cli_args a = {.cmd = cmd, .help = cl_measure_help, .shortopts = "o:", .longopts = opts};
+    for (int o; (o = cl_cli_next(&a, argc, argv)) != -1;) {
+        switch (o) {
+        case O_ALLOW_DEBUG: t.allow_debug = true; break;
+        case O_FORCE: force = true; break;
+        case O_DEBUG:
             debug = true;
             t.allow_debug = true;
-        } else if (!strcmp(a, "--sim-image") || !strcmp(a, "--nitro-pcrs") || !strcmp(a, "--root") ||
-                   !strcmp(a, "--model") || !strcmp(a, "--model-sha256") || !strcmp(a, "-o") ||
-                   !strcmp(a, "--output") || !strcmp(a, "--pcr") || !strcmp(a, "--max-age") ||
-                   !strcmp(a, "--kms-key-arn") || !strcmp(a, "--kms-endpoint") || !strcmp(a, "--kms-ca") ||
-                   !strcmp(a, "--config-sha256")) {
-            if (!v)
-                return cl_cli_usage_error(cmd, "%s needs a value", a);
-            i++;
-            if (!strcmp(a, "--sim-image"))
-                sim = v;
-            else if (!strcmp(a, "--nitro-pcrs"))
-                nitro = v;
-            else if (!strcmp(a, "--root"))
-                root = v;
-            else if (!strcmp(a, "--model"))
-                model = v;
-            else if (!strcmp(a, "--model-sha256"))
-                model_hex = v;
-            else if (!strcmp(a, "-o") || !strcmp(a, "--output"))
-                outp = v;
-            else if (!strcmp(a, "--kms-key-arn"))
-                kms_arn = v;
-            else if (!strcmp(a, "--kms-endpoint"))
-                kms_ep = v;
-            else if (!strcmp(a, "--kms-ca"))
-                kms_ca = v;
-            else if (!strcmp(a, "--config-sha256"))
-                config_hex = v;
-            else if (!strcmp(a, "--pcr")) {
-                if (!cl_measure_parse_pcr(v, &extra))
-                    return cl_cli_usage_error(cmd, "--pcr expects N=HEX with N 0-31 and 96 hex digits");
-            } else if (!cl_cli_parse_u64(v, 1, CL_TRUST_MAX_AGE_LIMIT, &t.max_age_seconds)) {
-                return cl_cli_usage_error(cmd, "--max-age expects 1-%d seconds", CL_TRUST_MAX_AGE_LIMIT);
-            }
-        } else {
-            return cl_cli_usage_error(cmd, "unexpected argument '%s'", a);
+            break;
+        case O_SIM: sim = optarg; break;
+        case O_NITRO: nitro = optarg; break;
+        case O_ROOT: root = optarg; break;
+        case O_MODEL: model = optarg; break;
+        case O_MODEL_SHA: model_hex = optarg; break;
+        case 'o': outp = optarg; break;
+        case O_KMS_ARN: kms_arn = optarg; break;
+        case O_KMS_EP: kms_ep = optarg; break;
+        case O_KMS_CA: kms_ca = optarg; break;
+        case O_CONFIG_SHA: config_hex = optarg; break;
+        case O_PCR:
+            if (!cl_measure_parse_pcr(optarg, &extra))
+                return cl_cli_usage_error(cmd, "--pcr expects N=HEX with N 0-31 and 96 hex digits");
+            break;
+        case O_MAX_AGE:
+            if (!cl_cli_u64_opt(cmd, optarg, 1, CL_TRUST_MAX_AGE_LIMIT, &t.max_age_seconds,
+                                "--max-age expects 1-%d seconds", CL_TRUST_MAX_AGE_LIMIT))
+                return CL_EXIT_USAGE;
+            break;
+        default: return a.exit;
         }
     }
+    if (optind < argc)
+        return cl_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (sim && nitro)
         return cl_cli_usage_error(cmd, "--sim-image and --nitro-pcrs are exclusive");
     if (debug && (sim || nitro))
@@ -377,6 +382,9 @@ static void cl_ask_help(FILE *f, const char *cmd)
     fprintf(f, "\nexit status: 0 answered, 1 failure (attestation refused, transport, enclave error), 2 usage.\n");
 }
 
+static void cl_ask_help_ask(FILE *f) { cl_ask_help(f, "ask"); }
+static void cl_ask_help_chat(FILE *f) { cl_ask_help(f, "chat"); }
+
 static bool cl_ask_parse_double(const char *s, double lo, double hi, double *out)
 {
     char *end;
@@ -394,55 +402,58 @@ static int cl_ask_args(const char *cmd, int argc, char **argv, struct cl_askopt 
     memset(o, 0, sizeof(*o));
     o->timeout_s = 300;
     bool ask = !strcmp(cmd, "ask");
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (cl_cli_is_help(a)) {
-            cl_ask_help(stdout, cmd);
-            return CL_EXIT_OK;
-        } else if (ask && !strcmp(a, "--stream")) {
-            o->stream = true;
-        } else if (ask && !strcmp(a, "--json")) {
-            o->json = true;
-        } else if (!strcmp(a, "--host") || !strcmp(a, "--trust") || !strcmp(a, "--system") || !strcmp(a, "-n") ||
-                   !strcmp(a, "--max-tokens") || !strcmp(a, "--temp") || !strcmp(a, "--top-p") ||
-                   !strcmp(a, "--seed") || !strcmp(a, "--timeout")) {
-            if (!v)
-                return cl_cli_usage_error(cmd, "%s needs a value", a);
-            i++;
-            if (!strcmp(a, "--host")) {
-                o->host = v;
-            } else if (!strcmp(a, "--trust")) {
-                o->trust = v;
-            } else if (!strcmp(a, "--system")) {
-                o->system = v;
-            } else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) {
-                if (!cl_cli_parse_u64(v, 1, 1u << 20, &o->p.max_tokens))
-                    return cl_cli_usage_error(cmd, "%s expects a number of tokens 1-%u", a, 1u << 20);
-                o->p.has_max_tokens = true;
-            } else if (!strcmp(a, "--temp")) {
-                if (!cl_ask_parse_double(v, 0, 100, &o->p.temperature))
-                    return cl_cli_usage_error(cmd, "--temp expects a number 0-100");
-                o->p.has_temperature = true;
-            } else if (!strcmp(a, "--top-p")) {
-                if (!cl_ask_parse_double(v, 0, 1, &o->p.top_p))
-                    return cl_cli_usage_error(cmd, "--top-p expects a number 0-1");
-                o->p.has_top_p = true;
-            } else if (!strcmp(a, "--seed")) {
-                if (!cl_cli_parse_u64(v, 0, UINT64_MAX, &o->p.seed))
-                    return cl_cli_usage_error(cmd, "--seed expects a non-negative integer");
-                o->p.has_seed = true;
-            } else if (!cl_cli_parse_u64(v, 1, 86400, &o->timeout_s)) {
-                return cl_cli_usage_error(cmd, "--timeout expects 1-86400 seconds");
-            }
-        } else if (ask && (a[0] != '-' || !strcmp(a, "-")) && !o->question) {
-            o->question = a;
-        } else if (a[0] == '-') {
-            return cl_cli_usage_error(cmd, "unknown option '%s'", a);
-        } else {
-            return cl_cli_usage_error(cmd, "unexpected argument '%s'", a);
+    enum { O_STREAM = 256, O_HOST, O_TRUST, O_SYSTEM, O_TEMP, O_TOP_P, O_SEED, O_TIMEOUT };
+#define CL_ASK_OPTS                                                                                                     \
+    CL_CLI_OPT_HELP, {"host", required_argument, NULL, O_HOST}, {"trust", required_argument, NULL, O_TRUST},          \
+        {"system", required_argument, NULL, O_SYSTEM}, {"max-tokens", required_argument, NULL, 'n'},                    \
+        {"temp", required_argument, NULL, O_TEMP}, {"top-p", required_argument, NULL, O_TOP_P},                         \
+        {"seed", required_argument, NULL, O_SEED}, {"timeout", required_argument, NULL, O_TIMEOUT}
+    static const struct option ask_opts[] = {
+        CL_ASK_OPTS, CL_CLI_OPT_JSON, {"stream", no_argument, NULL, O_STREAM}, CL_CLI_OPT_END};
+    static const struct option chat_opts[] = {CL_ASK_OPTS, CL_CLI_OPT_END};
+#undef CL_ASK_OPTS
+    struct cl_cli_args a = {.cmd = cmd,
+                            .help = ask ? cl_ask_help_ask : cl_ask_help_chat,
+                            .shortopts = "n:",
+                            .longopts = ask ? ask_opts : chat_opts,
+                            .json = &o->json};
+    for (int c; (c = cl_cli_next(&a, argc, argv)) != -1;) {
+        switch (c) {
+        case O_STREAM: o->stream = true; break;
+        case O_HOST: o->host = optarg; break;
+        case O_TRUST: o->trust = optarg; break;
+        case O_SYSTEM: o->system = optarg; break;
+        case 'n':
+            if (!cl_cli_u64_opt(cmd, optarg, 1, 1u << 20, &o->p.max_tokens, "-n/--max-tokens expects a number of tokens 1-%u", 1u << 20))
+                return CL_EXIT_USAGE;
+            o->p.has_max_tokens = true;
+            break;
+        case O_TEMP:
+            if (!cl_ask_parse_double(optarg, 0, 100, &o->p.temperature))
+                return cl_cli_usage_error(cmd, "--temp expects a number 0-100");
+            o->p.has_temperature = true;
+            break;
+        case O_TOP_P:
+            if (!cl_ask_parse_double(optarg, 0, 1, &o->p.top_p))
+                return cl_cli_usage_error(cmd, "--top-p expects a number 0-1");
+            o->p.has_top_p = true;
+            break;
+        case O_SEED:
+            if (!cl_cli_u64_opt(cmd, optarg, 0, UINT64_MAX, &o->p.seed, "--seed expects a non-negative integer"))
+                return CL_EXIT_USAGE;
+            o->p.has_seed = true;
+            break;
+        case O_TIMEOUT:
+            if (!cl_cli_u64_opt(cmd, optarg, 1, 86400, &o->timeout_s, "--timeout expects 1-86400 seconds"))
+                return CL_EXIT_USAGE;
+            break;
+        default: return a.exit;
         }
     }
+    if (ask && optind < argc)
+        o->question = argv[optind++];
+    if (optind < argc)
+        return cl_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!o->host)
         return cl_cli_usage_error(cmd, "--host URL is required");
     if (!o->trust)

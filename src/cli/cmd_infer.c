@@ -95,12 +95,32 @@ static bool cl_infer_parse_tokens(const char *s, int32_t **out, size_t *n)
     return true;
 }
 
-static bool cl_infer_u32_arg(int argc, char **argv, int *i, uint64_t min, uint64_t max, uint64_t *v)
+/* Long options without a short form. */
+enum {
+    CL_INFER_O_TOKENS = 256,
+    CL_INFER_O_TOP,
+    CL_INFER_O_FROM,
+    CL_INFER_O_KV_F16,
+    CL_INFER_O_ARCH,
+    CL_INFER_O_SHAPE,
+    CL_INFER_O_TYPE,
+    CL_INFER_O_VOCAB,
+    CL_INFER_O_SEED,
+    CL_INFER_O_TEMP,
+    CL_INFER_O_CHAT,
+    CL_INFER_O_CHAT_TEMPLATE,
+    CL_INFER_O_IGNORE_EOS,
+};
+
+/* The one MODEL.gguf operand after the options. */
+static int cl_infer_model_arg(const char *cmd, int argc, char **argv, const char **model)
 {
-    if (*i + 1 >= argc)
-        return false;
-    (*i)++;
-    return cl_cli_parse_u64(argv[*i], min, max, v);
+    if (optind >= argc)
+        return cl_cli_usage_error(cmd, "missing MODEL.gguf");
+    if (optind + 1 < argc)
+        return cl_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind + 1]);
+    *model = argv[optind];
+    return CL_EXIT_OK;
 }
 
 /* ---- logits ---------------------------------------------------------- */
@@ -158,35 +178,34 @@ int cl_cmd_logits(int argc, char **argv)
     const char *cmd = "logits", *model = NULL, *tokstr = NULL;
     uint64_t top_k = 20, from = 0, threads = 2;
     bool json = false, kv_f16 = false;
-    for (int i = 1; i < argc; i++) {
-        if (cl_cli_is_help(argv[i])) {
-            cl_infer_logits_help(stdout);
-            return CL_EXIT_OK;
-        } else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) {
-            tokstr = argv[++i];
-        } else if (!strcmp(argv[i], "--top")) {
-            if (!cl_infer_u32_arg(argc, argv, &i, 1, 1000, &top_k))
-                return cl_cli_usage_error(cmd, "--top needs a number in 1..1000");
-        } else if (!strcmp(argv[i], "--from")) {
-            if (!cl_infer_u32_arg(argc, argv, &i, 0, CL_INFER_MAX_TOKENS, &from))
-                return cl_cli_usage_error(cmd, "--from needs a position");
-        } else if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads")) {
-            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_POOL_MAX_THREADS, &threads))
-                return cl_cli_usage_error(cmd, "-t needs a thread count in 1..%u", CL_POOL_MAX_THREADS);
-        } else if (!strcmp(argv[i], "--json")) {
-            json = true;
-        } else if (!strcmp(argv[i], "--kv-f16")) {
-            kv_f16 = true;
-        } else if (argv[i][0] == '-') {
-            return cl_cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[i]);
-        } else if (!model) {
-            model = argv[i];
-        } else {
-            return cl_cli_usage_error(cmd, "unexpected argument '%s'", argv[i]);
+    static const struct option opts[] = {
+        CL_CLI_OPT_HELP, CL_CLI_OPT_JSON, CL_CLI_OPT_THREADS,
+        {"tokens", required_argument, NULL, CL_INFER_O_TOKENS},
+        {"top", required_argument, NULL, CL_INFER_O_TOP},
+        {"from", required_argument, NULL, CL_INFER_O_FROM},
+        {"kv-f16", no_argument, NULL, CL_INFER_O_KV_F16},
+        CL_CLI_OPT_END,
+    };
+    struct cl_cli_args a = {.cmd = cmd, .help = cl_infer_logits_help, .shortopts = "t:", .longopts = opts,
+                            .json = &json, .threads = &threads, .max_threads = CL_POOL_MAX_THREADS};
+    for (int o; (o = cl_cli_next(&a, argc, argv)) != -1;) {
+        switch (o) {
+        case CL_INFER_O_TOKENS: tokstr = optarg; break;
+        case CL_INFER_O_TOP:
+            if (!cl_cli_u64_opt(cmd, optarg, 1, 1000, &top_k, "--top needs a number in 1..1000"))
+                return CL_EXIT_USAGE;
+            break;
+        case CL_INFER_O_FROM:
+            if (!cl_cli_u64_opt(cmd, optarg, 0, CL_INFER_MAX_TOKENS, &from, "--from needs a position"))
+                return CL_EXIT_USAGE;
+            break;
+        case CL_INFER_O_KV_F16: kv_f16 = true; break;
+        default: return a.exit;
         }
     }
-    if (!model)
-        return cl_cli_usage_error(cmd, "missing MODEL.gguf");
+    int ex = cl_infer_model_arg(cmd, argc, argv, &model);
+    if (ex != CL_EXIT_OK)
+        return ex;
     if (!tokstr)
         return cl_cli_usage_error(cmd, "missing --tokens");
     int32_t *toks = NULL;
@@ -198,7 +217,7 @@ int cl_cmd_logits(int argc, char **argv)
         return cl_cli_usage_error(cmd, "--from %llu is not below the %zu tokens", (unsigned long long)from, n);
     }
     struct cl_infer_ctx c;
-    int ex = cl_infer_open(cmd, model, (unsigned)threads, &c);
+    ex = cl_infer_open(cmd, model, (unsigned)threads, &c);
     if (ex != CL_EXIT_OK) {
         free(toks);
         return ex;
@@ -292,40 +311,38 @@ int cl_cmd_bench(int argc, char **argv)
     const char *cmd = "bench", *model = NULL;
     uint64_t np = 128, ng = 32, threads = 2, reps = 3;
     bool json = false, kv_f16 = false;
-    for (int i = 1; i < argc; i++) {
-        if (cl_cli_is_help(argv[i])) {
-            cl_infer_bench_help(stdout);
-            return CL_EXIT_OK;
-        } else if (!strcmp(argv[i], "-p")) {
-            if (!cl_infer_u32_arg(argc, argv, &i, 0, 8192, &np))
-                return cl_cli_usage_error(cmd, "-p needs a token count in 0..8192");
-        } else if (!strcmp(argv[i], "-n")) {
-            if (!cl_infer_u32_arg(argc, argv, &i, 0, 8192, &ng))
-                return cl_cli_usage_error(cmd, "-n needs a token count in 0..8192");
-        } else if (!strcmp(argv[i], "-r")) {
-            if (!cl_infer_u32_arg(argc, argv, &i, 1, 100, &reps))
-                return cl_cli_usage_error(cmd, "-r needs a repetition count in 1..100");
-        } else if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads")) {
-            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_POOL_MAX_THREADS, &threads))
-                return cl_cli_usage_error(cmd, "-t needs a thread count in 1..%u", CL_POOL_MAX_THREADS);
-        } else if (!strcmp(argv[i], "--json")) {
-            json = true;
-        } else if (!strcmp(argv[i], "--kv-f16")) {
-            kv_f16 = true;
-        } else if (argv[i][0] == '-') {
-            return cl_cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[i]);
-        } else if (!model) {
-            model = argv[i];
-        } else {
-            return cl_cli_usage_error(cmd, "unexpected argument '%s'", argv[i]);
+    static const struct option opts[] = {
+        CL_CLI_OPT_HELP, CL_CLI_OPT_JSON, CL_CLI_OPT_THREADS,
+        {"kv-f16", no_argument, NULL, CL_INFER_O_KV_F16},
+        CL_CLI_OPT_END,
+    };
+    struct cl_cli_args a = {.cmd = cmd, .help = cl_infer_bench_help, .shortopts = "p:n:r:t:", .longopts = opts,
+                            .json = &json, .threads = &threads, .max_threads = CL_POOL_MAX_THREADS};
+    for (int o; (o = cl_cli_next(&a, argc, argv)) != -1;) {
+        switch (o) {
+        case 'p':
+            if (!cl_cli_u64_opt(cmd, optarg, 0, 8192, &np, "-p needs a token count in 0..8192"))
+                return CL_EXIT_USAGE;
+            break;
+        case 'n':
+            if (!cl_cli_u64_opt(cmd, optarg, 0, 8192, &ng, "-n needs a token count in 0..8192"))
+                return CL_EXIT_USAGE;
+            break;
+        case 'r':
+            if (!cl_cli_u64_opt(cmd, optarg, 1, 100, &reps, "-r needs a repetition count in 1..100"))
+                return CL_EXIT_USAGE;
+            break;
+        case CL_INFER_O_KV_F16: kv_f16 = true; break;
+        default: return a.exit;
         }
     }
-    if (!model)
-        return cl_cli_usage_error(cmd, "missing MODEL.gguf");
+    int ex = cl_infer_model_arg(cmd, argc, argv, &model);
+    if (ex != CL_EXIT_OK)
+        return ex;
     if (np + ng == 0)
         return cl_cli_usage_error(cmd, "nothing to measure (-p 0 -n 0)");
     struct cl_infer_ctx c;
-    int ex = cl_infer_open(cmd, model, (unsigned)threads, &c);
+    ex = cl_infer_open(cmd, model, (unsigned)threads, &c);
     if (ex != CL_EXIT_OK)
         return ex;
     const struct cl_model_hparams *hp = cl_model_hparams(c.m);
@@ -396,30 +413,33 @@ int cl_cmd_mkmodel(int argc, char **argv)
 {
     const char *cmd = "mkmodel", *arch_s = NULL, *shape_s = NULL, *type_s = NULL, *out = NULL, *vocab = NULL;
     uint64_t seed = 1, threads = 2;
-    for (int i = 1; i < argc; i++) {
-        if (cl_cli_is_help(argv[i])) {
-            cl_infer_mkmodel_help(stdout);
-            return CL_EXIT_OK;
-        } else if (!strcmp(argv[i], "--arch") && i + 1 < argc) {
-            arch_s = argv[++i];
-        } else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
-            shape_s = argv[++i];
-        } else if (!strcmp(argv[i], "--type") && i + 1 < argc) {
-            type_s = argv[++i];
-        } else if (!strcmp(argv[i], "-o") && i + 1 < argc) {
-            out = argv[++i];
-        } else if (!strcmp(argv[i], "--vocab") && i + 1 < argc) {
-            vocab = argv[++i];
-        } else if (!strcmp(argv[i], "--seed")) {
-            if (!cl_infer_u32_arg(argc, argv, &i, 0, UINT64_MAX, &seed))
-                return cl_cli_usage_error(cmd, "--seed needs a number");
-        } else if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads")) {
-            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_POOL_MAX_THREADS, &threads))
-                return cl_cli_usage_error(cmd, "-t needs a thread count in 1..%u", CL_POOL_MAX_THREADS);
-        } else {
-            return cl_cli_usage_error(cmd, "unknown or incomplete argument '%s'", argv[i]);
+    static const struct option opts[] = {
+        CL_CLI_OPT_HELP, CL_CLI_OPT_THREADS,
+        {"arch", required_argument, NULL, CL_INFER_O_ARCH},
+        {"shape", required_argument, NULL, CL_INFER_O_SHAPE},
+        {"type", required_argument, NULL, CL_INFER_O_TYPE},
+        {"vocab", required_argument, NULL, CL_INFER_O_VOCAB},
+        {"seed", required_argument, NULL, CL_INFER_O_SEED},
+        CL_CLI_OPT_END,
+    };
+    struct cl_cli_args a = {.cmd = cmd, .help = cl_infer_mkmodel_help, .shortopts = "o:t:", .longopts = opts,
+                            .threads = &threads, .max_threads = CL_POOL_MAX_THREADS};
+    for (int o; (o = cl_cli_next(&a, argc, argv)) != -1;) {
+        switch (o) {
+        case CL_INFER_O_ARCH: arch_s = optarg; break;
+        case CL_INFER_O_SHAPE: shape_s = optarg; break;
+        case CL_INFER_O_TYPE: type_s = optarg; break;
+        case 'o': out = optarg; break;
+        case CL_INFER_O_VOCAB: vocab = optarg; break;
+        case CL_INFER_O_SEED:
+            if (!cl_cli_u64_opt(cmd, optarg, 0, UINT64_MAX, &seed, "--seed needs a number"))
+                return CL_EXIT_USAGE;
+            break;
+        default: return a.exit;
         }
     }
+    if (optind < argc)
+        return cl_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!arch_s || !shape_s || !type_s || !out)
         return cl_cli_usage_error(cmd, "--arch, --shape, --type and -o are required");
     enum cl_model_arch arch = !strcmp(arch_s, "llama") ? CL_MODEL_ARCH_LLAMA
@@ -479,19 +499,6 @@ static int cl_infer_stream(void *user, int32_t token, const char *text, size_t l
     return 0;
 }
 
-/* JSON string body: escapes, and invalid UTF-8 bytes as U+FFFD. */
-static void cl_infer_json_str(FILE *f, const uint8_t *p, size_t n)
-{
-    struct cl_buf utf8, esc;
-    size_t used = 0;
-    cl_buf_init(&utf8, 3 * n + 16, CL_BUF_SECURE);
-    cl_buf_init(&esc, 18 * n + 16, CL_BUF_SECURE);
-    if (cl_utf8_take(p, n, true, &utf8, &used) == CL_OK && cl_json_escape(utf8.data, utf8.len, &esc) == CL_OK)
-        fwrite(esc.data, 1, esc.len, f);
-    cl_buf_free(&utf8);
-    cl_buf_free(&esc);
-}
-
 static void cl_infer_json_ids(FILE *f, const int32_t *ids, size_t n)
 {
     fputc('[', f);
@@ -519,54 +526,60 @@ int cl_cmd_run(int argc, char **argv)
     uint64_t n_gen = 64, seed = 0, threads = 2, n_ctx = 0;
     double temp = 0.0;
     bool json = false, chat = false, ignore_eos = false, kv_f16 = false;
-    for (int i = 1; i < argc; i++) {
-        if (cl_cli_is_help(argv[i])) {
-            cl_infer_run_help(stdout);
-            return CL_EXIT_OK;
-        } else if ((!strcmp(argv[i], "-p") || !strcmp(argv[i], "--prompt")) && i + 1 < argc) {
-            prompt = argv[++i];
-        } else if (!strcmp(argv[i], "-n")) {
-            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_MODEL_MAX_CTX, &n_gen))
-                return cl_cli_usage_error(cmd, "-n needs a token count in 1..%u", CL_MODEL_MAX_CTX);
-        } else if (!strcmp(argv[i], "-c")) {
-            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_MODEL_MAX_CTX, &n_ctx))
-                return cl_cli_usage_error(cmd, "-c needs a context size in 1..%u", CL_MODEL_MAX_CTX);
-        } else if (!strcmp(argv[i], "--seed")) {
-            if (!cl_infer_u32_arg(argc, argv, &i, 0, UINT64_MAX, &seed))
-                return cl_cli_usage_error(cmd, "--seed needs a number");
-        } else if (!strcmp(argv[i], "--temp") && i + 1 < argc) {
+    static const struct option opts[] = {
+        CL_CLI_OPT_HELP, CL_CLI_OPT_JSON, CL_CLI_OPT_THREADS,
+        {"prompt", required_argument, NULL, 'p'},
+        {"seed", required_argument, NULL, CL_INFER_O_SEED},
+        {"temp", required_argument, NULL, CL_INFER_O_TEMP},
+        {"chat", no_argument, NULL, CL_INFER_O_CHAT},
+        {"chat-template", required_argument, NULL, CL_INFER_O_CHAT_TEMPLATE},
+        {"ignore-eos", no_argument, NULL, CL_INFER_O_IGNORE_EOS},
+        {"kv-f16", no_argument, NULL, CL_INFER_O_KV_F16},
+        CL_CLI_OPT_END,
+    };
+    struct cl_cli_args a = {.cmd = cmd, .help = cl_infer_run_help, .shortopts = "p:n:c:t:", .longopts = opts,
+                            .json = &json, .threads = &threads, .max_threads = CL_POOL_MAX_THREADS};
+    for (int o; (o = cl_cli_next(&a, argc, argv)) != -1;) {
+        switch (o) {
+        case 'p': prompt = optarg; break;
+        case 'n':
+            if (!cl_cli_u64_opt(cmd, optarg, 1, CL_MODEL_MAX_CTX, &n_gen, "-n needs a token count in 1..%u",
+                                CL_MODEL_MAX_CTX))
+                return CL_EXIT_USAGE;
+            break;
+        case 'c':
+            if (!cl_cli_u64_opt(cmd, optarg, 1, CL_MODEL_MAX_CTX, &n_ctx, "-c needs a context size in 1..%u",
+                                CL_MODEL_MAX_CTX))
+                return CL_EXIT_USAGE;
+            break;
+        case CL_INFER_O_SEED:
+            if (!cl_cli_u64_opt(cmd, optarg, 0, UINT64_MAX, &seed, "--seed needs a number"))
+                return CL_EXIT_USAGE;
+            break;
+        case CL_INFER_O_TEMP: {
             char *end;
-            temp = strtod(argv[++i], &end);
+            temp = strtod(optarg, &end);
             if (*end || !(temp >= 0.0 && temp <= 100.0))
                 return cl_cli_usage_error(cmd, "--temp needs a number in 0..100");
-        } else if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads")) {
-            if (!cl_infer_u32_arg(argc, argv, &i, 1, CL_POOL_MAX_THREADS, &threads))
-                return cl_cli_usage_error(cmd, "-t needs a thread count in 1..%u", CL_POOL_MAX_THREADS);
-        } else if (!strcmp(argv[i], "--chat")) {
+            break;
+        }
+        case CL_INFER_O_CHAT: chat = true; break;
+        case CL_INFER_O_CHAT_TEMPLATE:
             chat = true;
-        } else if (!strcmp(argv[i], "--chat-template") && i + 1 < argc) {
-            chat = true;
-            tmpl = argv[++i];
-        } else if (!strcmp(argv[i], "--ignore-eos")) {
-            ignore_eos = true;
-        } else if (!strcmp(argv[i], "--json")) {
-            json = true;
-        } else if (!strcmp(argv[i], "--kv-f16")) {
-            kv_f16 = true;
-        } else if (argv[i][0] == '-') {
-            return cl_cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[i]);
-        } else if (!model) {
-            model = argv[i];
-        } else {
-            return cl_cli_usage_error(cmd, "unexpected argument '%s'", argv[i]);
+            tmpl = optarg;
+            break;
+        case CL_INFER_O_IGNORE_EOS: ignore_eos = true; break;
+        case CL_INFER_O_KV_F16: kv_f16 = true; break;
+        default: return a.exit;
         }
     }
-    if (!model)
-        return cl_cli_usage_error(cmd, "missing MODEL.gguf");
+    int ex = cl_infer_model_arg(cmd, argc, argv, &model);
+    if (ex != CL_EXIT_OK)
+        return ex;
     if (!prompt)
         return cl_cli_usage_error(cmd, "missing -p TEXT");
     struct cl_infer_ctx c;
-    int ex = cl_infer_open(cmd, model, (unsigned)threads, &c);
+    ex = cl_infer_open(cmd, model, (unsigned)threads, &c);
     if (ex != CL_EXIT_OK)
         return ex;
     cl_tokenizer *tok = NULL;
@@ -627,9 +640,9 @@ int cl_cmd_run(int argc, char **argv)
             cl_infer_json_ids(stdout, ptoks, n_prompt);
             printf(",\"tokens\":");
             cl_infer_json_ids(stdout, gen, n_out);
-            printf(",\"text\":\"");
-            cl_infer_json_str(stdout, text.data, text.len);
-            printf("\"}\n");
+            printf(",\"text\":");
+            cl_cli_json_str(stdout, text.data, text.len);
+            printf("}\n");
         }
     } else if (rc == CL_OK) {
         printf("\n");

@@ -79,59 +79,70 @@ static int cl_kms_cli_policy(int argc, char **argv)
     const char *digest = NULL, *principal = NULL, *admin = NULL;
     const char *roots[CL_KMS_CLI_MAX_ROOTS];
     size_t nroots = 0;
-    for (int i = 2; i < argc; i++) {
-        unsigned idx;
-        char tail;
-        if (cl_cli_is_help(argv[i])) {
-            cl_kms_cli_help(stdout);
-            return CL_EXIT_OK;
-        } else if (sscanf(argv[i], "--pcr%u%c", &idx, &tail) == 1 && i + 1 < argc) {
-            if (idx >= CL_POLICY_PCR_COUNT)
-                return cl_cli_usage_error("kms", "policy: PCR index %u is not 0..31", idx);
-            if (!cl_kms_cli_hex_ok(argv[i + 1], CL_POLICY_PCR_LEN))
-                return cl_cli_usage_error("kms", "policy: --pcr%u must be 96 hex digits (SHA-384)", idx);
-            pcr[idx] = argv[++i];
-        } else if (!strcmp(argv[i], "--model-digest") && i + 1 < argc) {
-            digest = argv[++i];
+    /* --pcr0 .. --pcr31: option values 0..31 */
+    enum { O_DIGEST = 256, O_PRINCIPAL, O_ADMIN, O_ROOT };
+    static char names[CL_POLICY_PCR_COUNT][8];
+    static struct option opts[CL_POLICY_PCR_COUNT + 6] = {
+        CL_CLI_OPT_HELP,
+        {"model-digest", required_argument, NULL, O_DIGEST},
+        {"principal", required_argument, NULL, O_PRINCIPAL},
+        {"admin", required_argument, NULL, O_ADMIN},
+        {"root", required_argument, NULL, O_ROOT},
+    };
+    for (unsigned k = 0; k < CL_POLICY_PCR_COUNT; k++) {
+        snprintf(names[k], sizeof(names[k]), "pcr%u", k);
+        opts[5 + k] = (struct option){names[k], required_argument, NULL, (int)k};
+    }
+    struct cl_cli_args args = {.cmd = "kms policy", .help = cl_kms_cli_help, .longopts = opts};
+    for (int o; (o = cl_cli_next(&args, argc - 1, argv + 1)) != -1;) {
+        switch (o) {
+        case O_DIGEST:
+            digest = optarg;
             if (!cl_kms_cli_hex_ok(digest, 32))
-                return cl_cli_usage_error("kms", "policy: --model-digest must be 64 hex digits (SHA-256)");
-        } else if (!strcmp(argv[i], "--principal") && i + 1 < argc) {
-            principal = argv[++i];
-        } else if (!strcmp(argv[i], "--admin") && i + 1 < argc) {
-            admin = argv[++i];
-        } else if (!strcmp(argv[i], "--root") && i + 1 < argc) {
+                return cl_cli_usage_error("kms policy", "--model-digest must be 64 hex digits (SHA-256)");
+            break;
+        case O_PRINCIPAL: principal = optarg; break;
+        case O_ADMIN: admin = optarg; break;
+        case O_ROOT:
             if (nroots == CL_KMS_CLI_MAX_ROOTS)
-                return cl_cli_usage_error("kms", "policy: at most %d --root", CL_KMS_CLI_MAX_ROOTS);
-            roots[nroots++] = argv[++i];
-        } else {
-            return cl_cli_usage_error("kms", "policy: unexpected argument '%s'", argv[i]);
+                return cl_cli_usage_error("kms policy", "at most %d --root", CL_KMS_CLI_MAX_ROOTS);
+            roots[nroots++] = optarg;
+            break;
+        default:
+            if (o < 0 || o >= CL_POLICY_PCR_COUNT)
+                return args.exit;
+            if (!cl_kms_cli_hex_ok(optarg, CL_POLICY_PCR_LEN))
+                return cl_cli_usage_error("kms policy", "--pcr%d must be 96 hex digits (SHA-384)", o);
+            pcr[o] = optarg;
         }
     }
+    if (optind + 1 < argc)
+        return cl_cli_usage_error("kms policy", "unexpected argument '%s'", argv[optind + 1]);
     if (!pcr[0])
-        return cl_cli_usage_error("kms", "policy: --pcr0 is required");
+        return cl_cli_usage_error("kms policy", "--pcr0 is required");
     if (!digest)
-        return cl_cli_usage_error("kms", "policy: --model-digest is required");
+        return cl_cli_usage_error("kms policy", "--model-digest is required");
     if (!nroots)
-        return cl_cli_usage_error("kms", "policy: --root ROOT.pem is required (the attestation root the key "
+        return cl_cli_usage_error("kms policy", "--root ROOT.pem is required (the attestation root the key "
                                          "service must have verified the enclave's document with)");
     char pacct[13], aacct[13];
     if (!cl_kms_cli_iam_arn(principal, pacct))
-        return cl_cli_usage_error("kms", "policy: --principal must be an IAM ARN (arn:aws:iam::ACCOUNT:user/NAME "
+        return cl_cli_usage_error("kms policy", "--principal must be an IAM ARN (arn:aws:iam::ACCOUNT:user/NAME "
                                          "or :role/NAME), without wildcards");
     if (!strcmp(principal + 26, "root"))
-        return cl_cli_usage_error("kms", "policy: --principal must name one principal, not an account root "
+        return cl_cli_usage_error("kms policy", "--principal must name one principal, not an account root "
                                          "(on AWS that is every principal the account's IAM allows)");
     if (!admin)
-        return cl_cli_usage_error("kms", "policy: --admin ARN is required: the owner's administrator, a "
+        return cl_cli_usage_error("kms policy", "--admin ARN is required: the owner's administrator, a "
                                          "principal other than --principal");
     if (!cl_kms_cli_iam_arn(admin, aacct))
-        return cl_cli_usage_error("kms", "policy: --admin must be an IAM ARN (arn:aws:iam::ACCOUNT:...), without "
+        return cl_cli_usage_error("kms policy", "--admin must be an IAM ARN (arn:aws:iam::ACCOUNT:...), without "
                                          "wildcards");
     if (!strcmp(admin, principal))
-        return cl_cli_usage_error("kms", "policy: --admin must differ from --principal: the release principal "
+        return cl_cli_usage_error("kms policy", "--admin must differ from --principal: the release principal "
                                          "(the operator's credentials) must not administer the key");
     if (!strcmp(admin + 26, "root") && !strcmp(aacct, pacct))
-        return cl_cli_usage_error("kms", "policy: --admin %s is the account root of --principal's account: on AWS "
+        return cl_cli_usage_error("kms policy", "--admin %s is the account root of --principal's account: on AWS "
                                          "it delegates to that account's IAM, so the operator could administer "
                                          "the key; name the owner's own principal",
                                   admin);

@@ -12,9 +12,9 @@
 #include "cloister/kms_client.h"
 #include "cloister/secmem.h"
 
-static void cl_kmskey_help(void)
+static void cl_kmskey_help(FILE *f)
 {
-    printf("usage: cloister kms create-key --kms URL [--policy FILE] [--alias alias/NAME]\n"
+    fprintf(f, "usage: cloister kms create-key --kms URL [--policy FILE] [--alias alias/NAME]\n"
            "                             [--description TEXT] [--region R]\n\n"
            "Creates a symmetric key (SYMMETRIC_DEFAULT) and prints its KeyId. --policy sets\n"
            "its key policy at creation (see `cloister kms policy`). URL is a cloister-kms\n"
@@ -30,19 +30,17 @@ int cl_cmd_kms_create_key(int argc, char **argv)
                                          {"alias", required_argument, 0, O_ALIAS},
                                          {"description", required_argument, 0, O_DESC},
                                          {"region", required_argument, 0, O_REGION},
-                                         {"help", no_argument, 0, 'h'}, {0}};
+                                         CL_CLI_OPT_HELP, CL_CLI_OPT_END};
     const char *url = NULL, *policy = NULL, *alias = NULL, *desc = "cloister sealed model key", *region_opt = NULL;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc - 1, argv + 1, "h", opts, NULL)) != -1) {
+    struct cl_cli_args args = {.cmd = "kms create-key", .help = cl_kmskey_help, .longopts = opts};
+    for (int c; (c = cl_cli_next(&args, argc - 1, argv + 1)) != -1;) {
         switch (c) {
         case O_KMS: url = optarg; break;
         case O_POLICY: policy = optarg; break;
         case O_ALIAS: alias = optarg; break;
         case O_DESC: desc = optarg; break;
         case O_REGION: region_opt = optarg; break;
-        case 'h': cl_kmskey_help(); return CL_EXIT_OK;
-        default: return cl_cli_usage_error("kms create-key", "unknown option");
+        default: return args.exit;
         }
     }
     if (!url || optind != argc - 1)

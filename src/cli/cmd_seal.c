@@ -35,22 +35,23 @@ static bool cl_path_exists(const char *p)
     return lstat(p, &st) == 0;
 }
 
+static void cl_keygen_help(FILE *f)
+{
+    fprintf(f, "usage: cloister keygen -o KEYFILE\n\n"
+               "Creates a new random 256-bit key file readable only by you (mode 0600).\n"
+               "Refuses to overwrite an existing file. Keep it off shared storage: whoever\n"
+               "holds it can unseal every model sealed under it.\n");
+}
+
 int cl_cmd_keygen(int argc, char **argv)
 {
-    static const struct option opts[] = {{"output", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'}, {0}};
+    static const struct option opts[] = {{"output", required_argument, 0, 'o'}, CL_CLI_OPT_HELP, CL_CLI_OPT_END};
     const char *out = NULL;
-    int c;
-    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
-        if (c == 'o')
-            out = optarg;
-        else if (c == 'h') {
-            printf("usage: cloister keygen -o KEYFILE\n\n"
-                   "Creates a new random 256-bit key file readable only by you (mode 0600).\n"
-                   "Refuses to overwrite an existing file. Keep it off shared storage: whoever\n"
-                   "holds it can unseal every model sealed under it.\n");
-            return CL_EXIT_OK;
-        } else
-            return cl_cli_usage_error("keygen", "unknown option");
+    struct cl_cli_args args = {.cmd = "keygen", .help = cl_keygen_help, .shortopts = "o:", .longopts = opts};
+    for (int c; (c = cl_cli_next(&args, argc, argv)) != -1;) {
+        if (c != 'o')
+            return args.exit;
+        out = optarg;
     }
     if (!out || optind != argc)
         return cl_cli_usage_error("keygen", "expected -o KEYFILE and nothing else");
@@ -121,9 +122,9 @@ out:
     return rc;
 }
 
-static void cl_seal_help(void)
+static void cl_seal_help(FILE *f)
 {
-    printf("usage: cloister seal MODEL.gguf -o MODEL.sealed (--key-file KEYFILE | --kms URL --key-id ID) [options]\n\n"
+    fprintf(f, "usage: cloister seal MODEL.gguf -o MODEL.sealed (--key-file KEYFILE | --kms URL --key-id ID) [options]\n\n"
            "Encrypts a GGUF model into a sealed model file (docs/formats/sealed-model.md):\n"
            "a fresh data key per file, wrapped under KEYFILE or by the key service\n"
            "(GenerateDataKey), bound to an encryption context naming the model and its\n"
@@ -149,13 +150,14 @@ int cl_cmd_seal(int argc, char **argv)
         {"kms", required_argument, 0, O_KMS},    {"key-id", required_argument, 0, O_KEYID},
         {"region", required_argument, 0, O_REGION},
         {"name", required_argument, 0, O_NAME},  {"chunk-size", required_argument, 0, O_CHUNK},
-        {"threads", required_argument, 0, 't'},  {"force", no_argument, 0, O_FORCE},
-        {"help", no_argument, 0, 'h'},           {0}};
+        CL_CLI_OPT_THREADS,  {"force", no_argument, 0, O_FORCE},
+        CL_CLI_OPT_HELP,                         CL_CLI_OPT_END};
     const char *out = NULL, *keyfile = NULL, *name_opt = NULL, *kms = NULL, *key_id = NULL, *region_opt = NULL;
     uint64_t chunk = CL_SEAL_DEFAULT_CHUNK, threads = cl_default_threads();
     bool force = false;
-    int c;
-    while ((c = getopt_long(argc, argv, "o:t:h", opts, NULL)) != -1) {
+    struct cl_cli_args args = {.cmd = "seal", .help = cl_seal_help, .shortopts = "o:t:", .longopts = opts,
+                               .threads = &threads, .max_threads = 64};
+    for (int c; (c = cl_cli_next(&args, argc, argv)) != -1;) {
         switch (c) {
         case 'o': out = optarg; break;
         case O_KEYFILE: keyfile = optarg; break;
@@ -167,13 +169,8 @@ int cl_cmd_seal(int argc, char **argv)
             if (!cl_cli_parse_u64(optarg, CL_SEAL_MIN_CHUNK, CL_SEAL_MAX_CHUNK, &chunk))
                 return cl_cli_usage_error("seal", "--chunk-size must be %u..%u", CL_SEAL_MIN_CHUNK, CL_SEAL_MAX_CHUNK);
             break;
-        case 't':
-            if (!cl_cli_parse_u64(optarg, 1, 64, &threads))
-                return cl_cli_usage_error("seal", "--threads must be 1..64");
-            break;
         case O_FORCE: force = true; break;
-        case 'h': cl_seal_help(); return CL_EXIT_OK;
-        default: return cl_cli_usage_error("seal", "unknown option");
+        default: return args.exit;
         }
     }
     if (optind + 1 != argc)
@@ -274,9 +271,9 @@ out:
     return status;
 }
 
-static void cl_unseal_help(void)
+static void cl_unseal_help(FILE *f)
 {
-    printf("usage: cloister unseal MODEL.sealed --key-file KEYFILE (-o OUT | --verify) [options]\n\n"
+    fprintf(f, "usage: cloister unseal MODEL.sealed --key-file KEYFILE (-o OUT | --verify) [options]\n\n"
            "Authenticates every chunk of a sealed model and decrypts it. With -o the plaintext\n"
            "is written to a temporary file that is renamed to OUT only after every chunk and\n"
            "the model digest verified; nothing is left behind on failure. With --verify\n"
@@ -294,24 +291,20 @@ int cl_cmd_unseal(int argc, char **argv)
     enum { O_KEYFILE = 256, O_VERIFY, O_FORCE };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'}, {"key-file", required_argument, 0, O_KEYFILE},
-        {"verify", no_argument, 0, O_VERIFY},  {"threads", required_argument, 0, 't'},
-        {"force", no_argument, 0, O_FORCE},    {"help", no_argument, 0, 'h'}, {0}};
+        {"verify", no_argument, 0, O_VERIFY},  CL_CLI_OPT_THREADS,
+        {"force", no_argument, 0, O_FORCE},    CL_CLI_OPT_HELP, CL_CLI_OPT_END};
     const char *out = NULL, *keyfile = NULL;
     bool verify = false, force = false;
     uint64_t threads = cl_default_threads();
-    int c;
-    while ((c = getopt_long(argc, argv, "o:t:h", opts, NULL)) != -1) {
+    struct cl_cli_args args = {.cmd = "unseal", .help = cl_unseal_help, .shortopts = "o:t:", .longopts = opts,
+                               .threads = &threads, .max_threads = 64};
+    for (int c; (c = cl_cli_next(&args, argc, argv)) != -1;) {
         switch (c) {
         case 'o': out = optarg; break;
         case O_KEYFILE: keyfile = optarg; break;
         case O_VERIFY: verify = true; break;
         case O_FORCE: force = true; break;
-        case 't':
-            if (!cl_cli_parse_u64(optarg, 1, 64, &threads))
-                return cl_cli_usage_error("unseal", "--threads must be 1..64");
-            break;
-        case 'h': cl_unseal_help(); return CL_EXIT_OK;
-        default: return cl_cli_usage_error("unseal", "unknown option");
+        default: return args.exit;
         }
     }
     if (optind + 1 != argc)
@@ -429,23 +422,21 @@ static void cl_inspect_print(const struct cl_seal_header *h, bool json)
     json_decref(o);
 }
 
+static void cl_inspect_help(FILE *f)
+{
+    fprintf(f, "usage: cloister inspect MODEL.sealed [--json]\n\n"
+               "Prints the sealed model's header: name, architecture, sizes, digest, key id,\n"
+               "encryption context. Never prints or needs a key; the header is authenticated\n"
+               "only by `cloister unseal`.\n");
+}
+
 int cl_cmd_inspect(int argc, char **argv)
 {
-    static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0}};
+    static const struct option opts[] = {CL_CLI_OPT_JSON, CL_CLI_OPT_HELP, CL_CLI_OPT_END};
     bool json = false;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c == 'j')
-            json = true;
-        else if (c == 'h') {
-            printf("usage: cloister inspect MODEL.sealed [--json]\n\n"
-                   "Prints the sealed model's header: name, architecture, sizes, digest, key id,\n"
-                   "encryption context. Never prints or needs a key; the header is authenticated\n"
-                   "only by `cloister unseal`.\n");
-            return CL_EXIT_OK;
-        } else
-            return cl_cli_usage_error("inspect", "unknown option");
-    }
+    struct cl_cli_args args = {.cmd = "inspect", .help = cl_inspect_help, .longopts = opts, .json = &json};
+    if (cl_cli_next(&args, argc, argv) != -1)
+        return args.exit;
     if (optind + 1 != argc)
         return cl_cli_usage_error("inspect", "expected exactly one MODEL.sealed");
     const char *in = argv[optind];

@@ -72,41 +72,39 @@ int cl_cmd_tokenize(int argc, char **argv)
     cl_buf_init(&in, CL_TOKENIZE_MAX_TEXT, CL_BUF_SECURE);
     cl_buf_init(&piece, 1 << 16, CL_BUF_SECURE);
 
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (cl_cli_is_help(a)) {
-            cl_tokenize_help(stdout);
-            rc = CL_EXIT_OK;
-            goto out;
-        } else if (!strcmp(a, "-p") || !strcmp(a, "-f")) {
-            if (i + 1 >= argc) {
-                rc = cl_cli_usage_error("tokenize", "%s needs a value", a);
-                goto out;
-            }
+    enum { O_SPECIAL = 256, O_NO_ADD_SPECIAL };
+    static const struct option opts[] = {
+        CL_CLI_OPT_HELP,
+        CL_CLI_OPT_JSON,
+        {"special", no_argument, NULL, O_SPECIAL},
+        {"no-add-special", no_argument, NULL, O_NO_ADD_SPECIAL},
+        CL_CLI_OPT_END,
+    };
+    struct cl_cli_args args = {.cmd = "tokenize", .help = cl_tokenize_help, .shortopts = "p:f:", .longopts = opts,
+                               .json = &json};
+    for (int o; (o = cl_cli_next(&args, argc, argv)) != -1;) {
+        switch (o) {
+        case 'p':
+        case 'f':
             if (text || file) {
                 rc = cl_cli_usage_error("tokenize", "give the text once, with -p or -f");
                 goto out;
             }
-            if (a[1] == 'p')
-                text = argv[++i];
+            if (o == 'p')
+                text = optarg;
             else
-                file = argv[++i];
-        } else if (!strcmp(a, "--special")) {
-            special = true;
-        } else if (!strcmp(a, "--no-add-special")) {
-            add_special = false;
-        } else if (!strcmp(a, "--json")) {
-            json = true;
-        } else if (a[0] == '-' && a[1]) {
-            rc = cl_cli_usage_error("tokenize", "unknown option '%s'", a);
-            goto out;
-        } else if (!model) {
-            model = a;
-        } else {
-            rc = cl_cli_usage_error("tokenize", "more than one model given");
-            goto out;
+                file = optarg;
+            break;
+        case O_SPECIAL: special = true; break;
+        case O_NO_ADD_SPECIAL: add_special = false; break;
+        default: rc = args.exit; goto out;
         }
     }
+    if (optind + 1 < argc) {
+        rc = cl_cli_usage_error("tokenize", "more than one model given");
+        goto out;
+    }
+    model = optind < argc ? argv[optind] : NULL;
     if (!model) {
         rc = cl_cli_usage_error("tokenize", "no MODEL.gguf given");
         goto out;
