@@ -308,6 +308,24 @@ static cl_err cl_kmsc_b64_field(const json_t *o, const char *field, struct cl_bu
     return CL_OK;
 }
 
+#define CL_KMSC_MAX_KEY_ID 2048
+
+/* The KeyId (ARN) a response names: 1..cap-1 printable characters, copied to
+ * out; what the enclave attests and the sealed header records. */
+static cl_err cl_kmsc_key_id_field(const json_t *resp, const char *op, char *out, size_t cap)
+{
+    json_t *kid = json_object_get(resp, "KeyId");
+    const char *ks = json_string_value(kid);
+    size_t kl = ks ? json_string_length(kid) : 0;
+    if (!ks || kl == 0 || kl >= cap)
+        return cl_err_fail(CL_E_NET_RESPONSE, "%s: response lacks a KeyId of 1-%zu bytes", op, cap - 1);
+    for (size_t i = 0; i < kl; i++)
+        if (ks[i] <= 0x20 || ks[i] >= 0x7f)
+            return cl_err_fail(CL_E_NET_RESPONSE, "%s: KeyId is not printable", op);
+    memcpy(out, ks, kl + 1);
+    return CL_OK;
+}
+
 static cl_err cl_kmsc_dump_secure(json_t *req, char **out)
 {
     /* The body may hold a base64 ciphertext but never plaintext: requests
@@ -335,14 +353,8 @@ cl_err cl_kmsc_generate_data_key(const struct cl_kmsc_endpoint *ep, const struct
         rc = cl_kmsc_b64_field(resp, "CiphertextBlob", ciphertext_blob, "GenerateDataKey");
     if (!rc && plaintext_key->len - p0 != 32)
         rc = cl_err_fail(CL_E_NET_RESPONSE, "GenerateDataKey: Plaintext is %zu bytes, not 32", plaintext_key->len - p0);
-    if (!rc && key_arn) {
-        json_t *kid = json_object_get(resp, "KeyId");
-        size_t kl = json_is_string(kid) ? json_string_length(kid) : 0;
-        if (kl == 0 || kl >= cap || strlen(json_string_value(kid)) != kl)
-            rc = cl_err_fail(CL_E_NET_RESPONSE, "GenerateDataKey: response lacks a KeyId of 1-%zu bytes", cap - 1);
-        else
-            memcpy(key_arn, json_string_value(kid), kl + 1);
-    }
+    if (!rc && key_arn)
+        rc = cl_kmsc_key_id_field(resp, "GenerateDataKey", key_arn, cap);
     if (rc) {
         cl_wipe(plaintext_key->data + p0, plaintext_key->len - p0);
         plaintext_key->len = p0;
@@ -394,16 +406,11 @@ static cl_err cl_kmsc_decrypt_common(const struct cl_kmsc_endpoint *ep, const st
         CL_ENSURE_D(!json_object_get(resp, "Plaintext"), CL_E_NET_RESPONSE,
                     "Decrypt: service returned Plaintext to a Recipient request");
         /* The key's identity as the service names it: the enclave attests it. */
-        json_t *kid = json_object_get(resp, "KeyId");
-        const char *ks = json_string_value(kid);
-        size_t kl = ks ? json_string_length(kid) : 0;
-        CL_ENSURE_D(ks && kl > 0 && kl < cap, CL_E_NET_RESPONSE, "Decrypt: response lacks a KeyId of 1-%zu bytes",
-                    cap - 1);
-        for (size_t i = 0; i < kl; i++)
-            CL_ENSURE_D(ks[i] > 0x20 && ks[i] < 0x7f, CL_E_NET_RESPONSE, "Decrypt: KeyId is not printable");
+        char arn[CL_KMSC_MAX_KEY_ID + 1];
+        CL_GUARD(cl_kmsc_key_id_field(resp, "Decrypt", arn, cap < sizeof(arn) ? cap : sizeof(arn)));
         CL_GUARD(cl_kmsc_b64_field(resp, "CiphertextForRecipient", &cms, "Decrypt"));
         CL_GUARD(cl_aws_recipient_unwrap(rsa_priv, cms.data, cms.len, plaintext));
-        memcpy(key_arn, ks, kl + 1);
+        memcpy(key_arn, arn, strlen(arn) + 1);
     } else {
         CL_GUARD(cl_kmsc_b64_field(resp, "Plaintext", plaintext, "Decrypt"));
     }
