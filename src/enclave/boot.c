@@ -31,12 +31,21 @@ static cl_err cl_boot_dial(uint32_t port, int *fd)
 }
 
 /* Takes the checked boot configuration into the enclave's own settings. */
+_Static_assert(sizeof(((struct cl_bootcfg *)0)->access_key_id) == sizeof(((struct cl_kmsc_credentials *)0)->access_key) &&
+                   sizeof(((struct cl_bootcfg *)0)->secret_access_key) == sizeof(((struct cl_kmsc_credentials *)0)->secret) &&
+                   sizeof(((struct cl_bootcfg *)0)->session_token) == sizeof(((struct cl_kmsc_credentials *)0)->session_token),
+               "boot configuration and key-service credentials fields differ in size");
+
 static void cl_boot_apply(struct cl_enclave_boot *bt)
 {
-    const struct cl_bootcfg *c = &bt->cfg;
+    struct cl_bootcfg *c = &bt->cfg;
     memcpy(bt->cred.access_key, c->access_key_id, sizeof(c->access_key_id));
     memcpy(bt->cred.secret, c->secret_access_key, sizeof(c->secret_access_key));
     memcpy(bt->cred.session_token, c->session_token, sizeof(c->session_token));
+    /* One copy of the credentials (wiped once the key is released), not two. */
+    cl_wipe(c->access_key_id, sizeof(c->access_key_id));
+    cl_wipe(c->secret_access_key, sizeof(c->secret_access_key));
+    cl_wipe(c->session_token, sizeof(c->session_token));
     cl_enclave_limits_default(&bt->limits);
     bt->limits.max_request_bytes = (size_t)c->limits[CL_BOOTCFG_LIM_MAX_REQUEST_BYTES];
     bt->limits.max_tokens = (uint32_t)c->limits[CL_BOOTCFG_LIM_MAX_TOKENS];
