@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cloister/log.h"
@@ -22,6 +23,8 @@
 #define CL_HOST_SWEEP_MS 100
 #define CL_HOST_LINGER_US 1000000u
 #define CL_HOST_UNATTACHED_US 10000000u /* handed over but never started: dropped by the library */
+#define CL_HOST_ATTACH_GRACE_US 100000u
+#define CL_HOST_PEEK_US 500000u /* how often an idle connection is checked for a departed client */
 
 struct cl_host_client {
     struct cl_host_client *next;
@@ -279,6 +282,35 @@ void cl_host_conn_shutdown_all(struct cl_host *h)
     pthread_mutex_unlock(&h->conn_mu);
 }
 
+/* Whether libmicrohttpd has let go of a connection it never reported as
+ * started: its descriptor number is closed or now names another socket. (It
+ * can close a connection whose client left before it was set up without
+ * telling us; our duplicate would then hold the socket in CLOSE-WAIT and the
+ * client's slot for ever.) Under conn_mu: a number is re-bound only under it. */
+static int cl_host_conn_dropped(const struct cl_host_conn *c)
+{
+    struct stat a, b;
+    if (fstat(c->ctl_fd, &a) != 0)
+        return 1;
+    if (fstat(c->mhd_fd, &b) != 0)
+        return 1;
+    return a.st_dev != b.st_dev || a.st_ino != b.st_ino;
+}
+
+/* Whether the client of a connection waiting for its next request has gone
+ * (end of stream, nothing pending). libmicrohttpd can miss that end of stream
+ * on a keep-alive connection when the client leaves while the answer is being
+ * sent; the socket would then sit in CLOSE-WAIT holding a slot of the client's
+ * limit until the header deadline. Shutting it down wakes the library. */
+static int cl_host_conn_left(struct cl_host_conn *c, uint64_t now)
+{
+    char b;
+    if (now - c->t_peek_us < CL_HOST_PEEK_US)
+        return 0;
+    c->t_peek_us = now;
+    return recv(c->ctl_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 static void cl_host_sweep_once(struct cl_host *h)
 {
     uint64_t now = cl_now_us(), limit[CL_HOST_PHASE_COUNT] = {0};
@@ -288,12 +320,19 @@ static void cl_host_sweep_once(struct cl_host *h)
     pthread_mutex_lock(&h->conn_mu);
     for (struct cl_host_conn *c = h->conns, *next; c; c = next) {
         next = c->next;
-        if (!c->attached && c->mhd_fd >= 0 && now - c->t_accept_us > CL_HOST_UNATTACHED_US) {
+        if (!c->attached && c->mhd_fd >= 0 && now - c->t_accept_us > CL_HOST_ATTACH_GRACE_US &&
+            (now - c->t_accept_us > CL_HOST_UNATTACHED_US || cl_host_conn_dropped(c))) {
             cl_host_conn_unlink(h, c);
             continue;
         }
         uint64_t t0 = atomic_load(&c->phase_start_us);
         int ph = atomic_load(&c->phase);
+        if (!c->killed && c->attached && ph == CL_HOST_PHASE_HEADERS && c->ctl_fd >= 0 && now >= t0 &&
+            now - t0 > CL_HOST_ATTACH_GRACE_US && cl_host_conn_left(c, now)) {
+            (void)shutdown(c->ctl_fd, SHUT_RDWR);
+            c->killed = 1;
+            continue;
+        }
         if (c->killed || ph <= CL_HOST_PHASE_NONE || ph >= CL_HOST_PHASE_COUNT || c->ctl_fd < 0 || now < t0 ||
             now - t0 <= limit[ph])
             continue;

@@ -79,6 +79,7 @@ struct cl_host_conn {
     int attached; /* libmicrohttpd reported it started */
     int killed;   /* header deadline passed: shut down */
     uint64_t t_accept_us;
+    uint64_t t_peek_us; /* last check for a client that left (sweeper) */
     atomic_int phase;                    /* enum cl_host_conn_phase */
     atomic_uint_fast64_t phase_start_us; /* since when */
 };
