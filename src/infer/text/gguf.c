@@ -49,8 +49,7 @@ const char *cl_gguf_type_name(enum cl_gguf_type t)
     return (unsigned)t < CL_GGUF_TYPE_COUNT ? cl_gguf_type_names[t] : "invalid";
 }
 
-/* Fixed size of a scalar type, 0 for STRING/ARRAY/invalid. */
-static size_t cl_gguf_scalar_size(uint32_t t)
+size_t cl_gguf_scalar_size(uint32_t t)
 {
     switch (t) {
     case CL_GGUF_UINT8: case CL_GGUF_INT8: case CL_GGUF_BOOL: return 1;
