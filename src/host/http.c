@@ -45,7 +45,7 @@ static const char *const cl_host_state_names[CL_HOST_ENCLAVE_STATE_COUNT] = {
 
 static const char *const cl_host_svc_names[CL_HOST_SVC_COUNT] = {
     [CL_HOST_SVC_NONE] = "none", [CL_HOST_SVC_MODEL] = "model", [CL_HOST_SVC_BOOT] = "boot",
-    [CL_HOST_SVC_KMS_PROXY] = "kms_proxy"};
+    [CL_HOST_SVC_KMS_PROXY] = "kms_proxy", [CL_HOST_SVC_MMPROJ] = "mmproj"};
 
 enum cl_host_job_kind { CL_HOST_JOB_NONE = 0, CL_HOST_JOB_ATTEST, CL_HOST_JOB_OHTTP, CL_HOST_JOB_STATUS, CL_HOST_JOB_COUNT };
 
