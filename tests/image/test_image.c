@@ -4,6 +4,7 @@
 
 #include <png.h>
 #include <zlib.h>
+#include <jpeglib.h>
 
 #include "cloister/file.h"
 #include "cloister/image.h"
@@ -338,6 +339,157 @@ static void test_format_and_size(void **state)
     assert_err(cl_image_decode(NULL, 5, NULL, &img), CL_E_IMAGE_ARG);
 }
 
+
+/* ---- JPEG ---- */
+
+/* Compresses w x h samples (components 1, 3 or 4 with the given colour space) with libjpeg. */
+static struct mem make_jpeg(uint32_t w, uint32_t h, int comps, J_COLOR_SPACE cs, int progressive, const uint8_t *px)
+{
+    struct jpeg_compress_struct ci;
+    struct jpeg_error_mgr je;
+    unsigned char *buf = NULL;
+    unsigned long n = 0;
+    ci.err = jpeg_std_error(&je);
+    jpeg_create_compress(&ci);
+    jpeg_mem_dest(&ci, &buf, &n);
+    ci.image_width = w;
+    ci.image_height = h;
+    ci.input_components = comps;
+    ci.in_color_space = cs;
+    jpeg_set_defaults(&ci);
+    jpeg_set_quality(&ci, 100, TRUE);
+    if (progressive)
+        jpeg_simple_progression(&ci);
+    jpeg_start_compress(&ci, TRUE);
+    while (ci.next_scanline < h) {
+        JSAMPROW row = (JSAMPROW)(px + (size_t)ci.next_scanline * w * (size_t)comps);
+        jpeg_write_scanlines(&ci, &row, 1);
+    }
+    jpeg_finish_compress(&ci);
+    jpeg_destroy_compress(&ci);
+    struct mem m = {.p = buf, .n = n, .cap = n};
+    return m;
+}
+
+static void expect_close(const struct cl_image *img, uint32_t w, uint32_t h, const uint8_t *rgb, int tol)
+{
+    assert_int_equal(img->w, w);
+    assert_int_equal(img->h, h);
+    for (size_t i = 0; i < (size_t)w * h * 3; i++)
+        if (abs((int)img->rgb[i] - (int)rgb[i]) > tol)
+            fail_msg("pixel byte %zu: got %u, want %u +- %d", i, img->rgb[i], rgb[i], tol);
+}
+
+enum { JW = 48, JH = 32 };
+
+static void smooth_rgb(uint8_t *px)
+{
+    for (int y = 0; y < JH; y++)
+        for (int x = 0; x < JW; x++) {
+            px[(y * JW + x) * 3 + 0] = (uint8_t)(40 + x * 3);
+            px[(y * JW + x) * 3 + 1] = (uint8_t)(60 + y * 4);
+            px[(y * JW + x) * 3 + 2] = (uint8_t)(200 - x - y);
+        }
+}
+
+static void test_jpeg_rgb_gray_progressive(void **state)
+{
+    (void)state;
+    uint8_t px[JW * JH * 3], g[JW * JH], gw[JW * JH * 3];
+    smooth_rgb(px);
+    struct cl_image img = {0};
+    for (int prog = 0; prog < 2; prog++) {
+        struct mem m = make_jpeg(JW, JH, 3, JCS_RGB, prog, px);
+        assert_int_equal(cl_image_sniff(m.p, m.n), CL_IMAGE_FMT_JPEG);
+        assert_ok(cl_image_decode(m.p, m.n, NULL, &img));
+        expect_close(&img, JW, JH, px, 4); /* lossy, at quality 100 */
+        cl_image_free(&img);
+        free(m.p);
+    }
+    for (int i = 0; i < JW * JH; i++) {
+        g[i] = (uint8_t)(i % JW * 5);
+        memset(gw + i * 3, g[i], 3);
+    }
+    for (int prog = 0; prog < 2; prog++) {
+        struct mem m = make_jpeg(JW, JH, 1, JCS_GRAYSCALE, prog, g);
+        assert_ok(cl_image_decode(m.p, m.n, NULL, &img));
+        expect_close(&img, JW, JH, gw, 3);
+        for (size_t i = 0; i < (size_t)JW * JH; i++) /* gray copied into R, G and B */
+            assert_true(img.rgb[i * 3] == img.rgb[i * 3 + 1] && img.rgb[i * 3] == img.rgb[i * 3 + 2]);
+        cl_image_free(&img);
+        free(m.p);
+    }
+}
+
+static void test_jpeg_cmyk_refused(void **state)
+{
+    (void)state;
+    uint8_t px[JW * JH * 4];
+    for (size_t i = 0; i < sizeof(px); i++)
+        px[i] = (uint8_t)(i * 3);
+    struct cl_image img = {0};
+    struct mem m = make_jpeg(JW, JH, 4, JCS_CMYK, 0, px);
+    assert_err(cl_image_decode(m.p, m.n, NULL, &img), CL_E_IMAGE_UNSUPPORTED);
+    assert_non_null(strstr(cl_err_detail(), "CMYK"));
+    assert_null(img.rgb);
+    free(m.p);
+}
+
+/* Finds the SOFn segment and rewrites its height and width. */
+static void jpeg_set_dims(uint8_t *p, size_t n, uint16_t w, uint16_t h)
+{
+    for (size_t i = 2; i + 9 < n;) {
+        assert_int_equal(p[i], 0xff);
+        uint8_t mk = p[i + 1];
+        size_t seg = (size_t)p[i + 2] << 8 | p[i + 3];
+        if (mk == 0xc0 || mk == 0xc2) {
+            p[i + 5] = (uint8_t)(h >> 8); p[i + 6] = (uint8_t)h;
+            p[i + 7] = (uint8_t)(w >> 8); p[i + 8] = (uint8_t)w;
+            return;
+        }
+        i += 2 + seg;
+    }
+    fail_msg("no SOF marker");
+}
+
+static void test_jpeg_bomb_truncated_corrupt(void **state)
+{
+    (void)state;
+    uint8_t px[JW * JH * 3];
+    smooth_rgb(px);
+    struct cl_image img = {0};
+    struct mem m = make_jpeg(JW, JH, 3, JCS_RGB, 0, px);
+    uint8_t *b = malloc(m.n);
+    /* header claims 65500 x 65500 (4.3 Gpixel): refused from the header, before any pixel allocation */
+    memcpy(b, m.p, m.n);
+    jpeg_set_dims(b, m.n, 65500, 65500);
+    assert_err(cl_image_decode(b, m.n, NULL, &img), CL_E_IMAGE_DIMENSIONS);
+    assert_non_null(strstr(cl_err_detail(), "jpeg: width 65500"));
+    assert_null(img.rgb);
+    /* 6000 x 6000 is within width and height, over a tighter pixel limit */
+    struct cl_image_limits lim;
+    cl_image_limits_default(&lim);
+    lim.max_pixels = 1000000;
+    jpeg_set_dims(b, m.n, 6000, 6000);
+    assert_err(cl_image_decode(b, m.n, &lim, &img), CL_E_IMAGE_DIMENSIONS);
+    /* truncated anywhere after the header: an error, never a grey-filled image */
+    size_t cuts[] = {4, 100, m.n / 2, m.n - 2};
+    for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+        cl_err rc = cl_image_decode(m.p, cuts[i], NULL, &img);
+        if (rc != CL_E_IMAGE_TRUNCATED)
+            fail_msg("cut at %zu of %zu: %s", cuts[i], m.n, cl_err_name(rc) ? cl_err_name(rc) : "?");
+        assert_null(img.rgb);
+    }
+    /* a bad marker inside the header */
+    memcpy(b, m.p, m.n);
+    b[3] = 0x01; b[2] = 0xff;
+    cl_err rc = cl_image_decode(b, m.n, NULL, &img);
+    assert_true(rc == CL_E_IMAGE_CORRUPT || rc == CL_E_IMAGE_TRUNCATED);
+    assert_non_null(strstr(cl_err_detail(), "jpeg"));
+    free(b);
+    free(m.p);
+}
+
 /* ---- preprocessing arithmetic ---- */
 
 static void test_preprocess_square_and_pad(void **state)
@@ -386,6 +538,9 @@ int main(void)
         cmocka_unit_test(test_png_truncated_and_corrupt),
         cmocka_unit_test(test_format_and_size),
         cmocka_unit_test(test_preprocess_square_and_pad),
+        cmocka_unit_test(test_jpeg_rgb_gray_progressive),
+        cmocka_unit_test(test_jpeg_cmyk_refused),
+        cmocka_unit_test(test_jpeg_bomb_truncated_corrupt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
