@@ -5,6 +5,8 @@
 #include <png.h>
 #include <zlib.h>
 #include <jpeglib.h>
+#include <math.h>
+#include <stdbool.h>
 
 #include "cloister/file.h"
 #include "cloister/image.h"
@@ -490,6 +492,340 @@ static void test_jpeg_bomb_truncated_corrupt(void **state)
     free(m.p);
 }
 
+
+/* ---- DICOM ---- */
+
+#define SECRET_NAME "ZZSECRET^PATIENTNAME"
+
+/* A tiny explicit-VR-LE writer for hand-made files. */
+struct dw {
+    uint8_t b[8192];
+    size_t n;
+};
+static void dw_raw(struct dw *w, const void *p, size_t n) { assert_true(w->n + n <= sizeof(w->b)); memcpy(w->b + w->n, p, n); w->n += n; }
+static void dw_u16(struct dw *w, uint16_t v) { uint8_t t[2] = {(uint8_t)v, (uint8_t)(v >> 8)}; dw_raw(w, t, 2); }
+static void dw_u32(struct dw *w, uint32_t v) { dw_u16(w, (uint16_t)v); dw_u16(w, (uint16_t)(v >> 16)); }
+static void dw_tag(struct dw *w, uint16_t g, uint16_t e) { dw_u16(w, g); dw_u16(w, e); }
+static void dw_short(struct dw *w, uint16_t g, uint16_t e, const char *vr, const void *v, uint16_t n)
+{
+    dw_tag(w, g, e); dw_raw(w, vr, 2); dw_u16(w, n); dw_raw(w, v, n);
+}
+static void dw_us(struct dw *w, uint16_t g, uint16_t e, uint16_t v) { uint8_t t[2] = {(uint8_t)v, (uint8_t)(v >> 8)}; dw_short(w, g, e, "US", t, 2); }
+static void dw_long(struct dw *w, uint16_t g, uint16_t e, const char *vr, uint32_t n)
+{
+    dw_tag(w, g, e); dw_raw(w, vr, 2); dw_u16(w, 0); dw_u32(w, n);
+}
+static void dw_start(struct dw *w, const char *ts)
+{
+    memset(w, 0, sizeof(*w));
+    w->n = 128;
+    dw_raw(w, "DICM", 4);
+    size_t l = strlen(ts);
+    char uid[64] = {0};
+    memcpy(uid, ts, l);
+    dw_short(w, 0x0002, 0x0010, "UI", uid, (uint16_t)((l + 1) & ~(size_t)1));
+}
+/* 2x2 MONOCHROME2 8-bit, explicit VR, with a PatientName. */
+static void dw_small_image(struct dw *w, uint16_t rows, uint16_t cols)
+{
+    dw_start(w, "1.2.840.10008.1.2.1");
+    dw_short(w, 0x0010, 0x0010, "PN", SECRET_NAME, 20);
+    dw_us(w, 0x0028, 0x0002, 1);
+    dw_short(w, 0x0028, 0x0004, "CS", "MONOCHROME2 ", 12);
+    dw_us(w, 0x0028, 0x0010, rows);
+    dw_us(w, 0x0028, 0x0011, cols);
+    dw_us(w, 0x0028, 0x0100, 8);
+    dw_long(w, 0x7fe0, 0x0010, "OB", 4);
+    uint8_t px[4] = {0, 10, 20, 255};
+    dw_raw(w, px, 4);
+}
+
+static void expect_no_secret(void)
+{
+    if (strstr(cl_err_detail(), "ZZSECRET"))
+        fail_msg("patient name in an error detail");
+}
+
+static void test_dicom_handmade(void **state)
+{
+    (void)state;
+    struct dw w;
+    struct cl_image img = {0};
+    dw_small_image(&w, 2, 2);
+    assert_int_equal(cl_image_sniff(w.b, w.n), CL_IMAGE_FMT_DICOM);
+    assert_ok(cl_image_decode(w.b, w.n, NULL, &img));
+    uint8_t want[12] = {0, 0, 0, 10, 10, 10, 20, 20, 20, 255, 255, 255};
+    expect_rgb(&img, 2, 2, want);
+    cl_image_free(&img);
+    /* every truncation is an error, never a read past the end */
+    for (size_t cut = 0; cut < w.n; cut++) {
+        cl_err rc = cl_image_decode(w.b, cut, NULL, &img);
+        assert_true(rc != CL_OK);
+        assert_null(img.rgb);
+        expect_no_secret();
+    }
+    /* the header claims 65535 x 65535: refused before any pixel allocation */
+    dw_small_image(&w, 65535, 65535);
+    assert_err(cl_image_decode(w.b, w.n, NULL, &img), CL_E_IMAGE_DIMENSIONS);
+    assert_non_null(strstr(cl_err_detail(), "dicom"));
+    /* rows/columns right but pixel data short */
+    dw_small_image(&w, 2, 3);
+    assert_err(cl_image_decode(w.b, w.n, NULL, &img), CL_E_IMAGE_DICOM_MALFORMED);
+    /* big-endian transfer syntax */
+    dw_start(&w, "1.2.840.10008.1.2.2");
+    assert_err(cl_image_decode(w.b, w.n, NULL, &img), CL_E_IMAGE_DICOM_UNSUPPORTED);
+    /* no transfer syntax */
+    dw_start(&w, "1.2.840.10008.1.2.1");
+    memset(w.b + 132, 0, 4);
+    w.b[132] = 2; w.b[134] = 0x12; /* (0002,0012) instead of (0002,0010) */
+    assert_err(cl_image_decode(w.b, w.n, NULL, &img), CL_E_IMAGE_DICOM_MISSING);
+    /* Rows missing */
+    dw_start(&w, "1.2.840.10008.1.2.1");
+    dw_short(&w, 0x0010, 0x0010, "PN", SECRET_NAME, 20);
+    dw_short(&w, 0x0028, 0x0004, "CS", "MONOCHROME2 ", 12);
+    dw_us(&w, 0x0028, 0x0011, 2);
+    dw_us(&w, 0x0028, 0x0100, 8);
+    dw_long(&w, 0x7fe0, 0x0010, "OB", 4);
+    dw_u32(&w, 0);
+    assert_err(cl_image_decode(w.b, w.n, NULL, &img), CL_E_IMAGE_DICOM_MISSING);
+    assert_non_null(strstr(cl_err_detail(), "Rows"));
+    expect_no_secret();
+    /* elements out of order */
+    dw_start(&w, "1.2.840.10008.1.2.1");
+    dw_us(&w, 0x0028, 0x0011, 2);
+    dw_us(&w, 0x0028, 0x0010, 2);
+    assert_err(cl_image_decode(w.b, w.n, NULL, &img), CL_E_IMAGE_DICOM_MALFORMED);
+    /* an unsupported photometric interpretation: the error does not echo the value */
+    dw_start(&w, "1.2.840.10008.1.2.1");
+    dw_short(&w, 0x0028, 0x0004, "CS", "ZZSECRET", 8);
+    assert_err(cl_image_decode(w.b, w.n, NULL, &img), CL_E_IMAGE_DICOM_UNSUPPORTED);
+    expect_no_secret();
+    /* sequences nested 40 deep (undefined lengths): the depth limit, not the stack */
+    dw_start(&w, "1.2.840.10008.1.2.1");
+    for (int i = 0; i < 40; i++) {
+        dw_long(&w, 0x0008, 0x1140, "SQ", 0xffffffffu);
+        dw_tag(&w, 0xfffe, 0xe000);
+        dw_u32(&w, 0xffffffffu);
+    }
+    assert_err(cl_image_decode(w.b, w.n, NULL, &img), CL_E_IMAGE_DICOM_DEPTH);
+    /* an item delimiter at the top level */
+    dw_start(&w, "1.2.840.10008.1.2.1");
+    dw_tag(&w, 0xfffe, 0xe00d);
+    dw_u32(&w, 0);
+    assert_err(cl_image_decode(w.b, w.n, NULL, &img), CL_E_IMAGE_DICOM_MALFORMED);
+    /* a JPEG Baseline file whose fragment is not a JPEG */
+    dw_start(&w, "1.2.840.10008.1.2.4.50");
+    dw_short(&w, 0x0028, 0x0004, "CS", "MONOCHROME2 ", 12);
+    dw_us(&w, 0x0028, 0x0010, 2);
+    dw_us(&w, 0x0028, 0x0011, 2);
+    dw_us(&w, 0x0028, 0x0100, 8);
+    dw_long(&w, 0x7fe0, 0x0010, "OB", 0xffffffffu);
+    dw_tag(&w, 0xfffe, 0xe000); dw_u32(&w, 0);
+    dw_tag(&w, 0xfffe, 0xe000); dw_u32(&w, 4); dw_u32(&w, 0x12345678);
+    dw_tag(&w, 0xfffe, 0xe0dd); dw_u32(&w, 0);
+    cl_err rc = cl_image_decode(w.b, w.n, NULL, &img);
+    assert_true(rc == CL_E_IMAGE_CORRUPT || rc == CL_E_IMAGE_TRUNCATED);
+}
+
+static bool have_dcmtk(void)
+{
+    if (system("command -v img2dcm >/dev/null 2>&1 && command -v dump2dcm >/dev/null 2>&1 && "
+               "command -v dcmconv >/dev/null 2>&1 && command -v dcmdjpeg >/dev/null 2>&1") != 0) {
+        print_message("skipped: DCMTK (img2dcm, dump2dcm, dcmconv, dcmdjpeg) not installed; scripts/install-deps adds it\n");
+        return false;
+    }
+    return true;
+}
+
+static const char *work_dir(void)
+{
+    static char dir[900];
+    const char *b = getenv("CLOISTER_BUILD_DIR");
+    snprintf(dir, sizeof(dir), "%s/tests/image/dicom-work", b && *b ? b : ".");
+    char cmd[2000];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s' && mkdir -p '%s'", dir, dir);
+    assert_int_equal(system(cmd), 0);
+    return dir;
+}
+
+static void run(const char *fmt, ...) CL_PRINTF(1, 2);
+static void run(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    if (system(cmd) != 0)
+        fail_msg("command failed: %s", cmd);
+}
+
+static uint8_t *read_rel(const char *dir, const char *name, size_t *n)
+{
+    char p[1200];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    return read_file(p, n);
+}
+
+static void decode_file(const char *dir, const char *name, struct cl_image *img)
+{
+    size_t n = 0;
+    uint8_t *d = read_rel(dir, name, &n);
+    assert_non_null(memmem(d, n, SECRET_NAME, strlen(SECRET_NAME))); /* the file does carry it */
+    assert_int_equal(cl_image_sniff(d, n), CL_IMAGE_FMT_DICOM);
+    cl_err rc = cl_image_decode(d, n, NULL, img);
+    if (rc != CL_OK) {
+        char b[400];
+        fail_msg("%s: %s", name, cl_err_format(rc, b, sizeof(b)));
+    }
+    /* a truncated copy fails without naming the patient */
+    struct cl_image bad = {0};
+    assert_true(cl_image_decode(d, n - n / 3, NULL, &bad) != CL_OK);
+    assert_null(bad.rgb);
+    expect_no_secret();
+    free(d);
+}
+
+#define M16_DUMP \
+    "(0008,0016) UI =SecondaryCaptureImageStorage\n" \
+    "(0008,0018) UI 1.2.826.0.1.3680043.2.1125.1\n" \
+    "(0008,1140) SQ (Sequence with undefined length #=1)\n" \
+    "  (fffe,e000) na (Item with undefined length #=1)\n" \
+    "    (0008,1150) UI =CTImageStorage\n" \
+    "    (0088,0200) SQ (Sequence with undefined length #=1)\n" \
+    "      (fffe,e000) na (Item with undefined length #=1)\n" \
+    "        (0028,0010) US 1\n" \
+    "        (0028,0011) US 1\n" \
+    "        (7fe0,0010) OB 01\n" \
+    "      (fffe,e00d) na (ItemDelimitationItem)\n" \
+    "    (fffe,e0dd) na (SequenceDelimitationItem)\n" \
+    "  (fffe,e00d) na (ItemDelimitationItem)\n" \
+    "(fffe,e0dd) na (SequenceDelimitationItem)\n" \
+    "(0010,0010) PN [" SECRET_NAME "]\n" \
+    "(0010,0020) LO [ID-77-SECRET]\n" \
+    "(0028,0002) US 1\n" \
+    "(0028,0004) CS [%s]\n" \
+    "(0028,0010) US 2\n" \
+    "(0028,0011) US 3\n" \
+    "(0028,0100) US 16\n" \
+    "(0028,0101) US 12\n" \
+    "(0028,0102) US 11\n" \
+    "(0028,0103) US 1\n" \
+    "%s" \
+    "(0028,1052) DS [-50]\n" \
+    "(0028,1053) DS [2]\n" \
+    "(7fe0,0010) OW 0000\\0001\\0fff\\0800\\07ff\\0064\n"
+
+static void gray_rgb(const uint8_t *g, size_t n, uint8_t *rgb)
+{
+    for (size_t i = 0; i < n; i++)
+        memset(rgb + i * 3, g[i], 3);
+}
+
+/* 16-bit signed, 12 bits stored, slope 2, intercept -50: stored 0, 1, -1, -2048, 2047, 100 become -50, -48, -52,
+ * -4146, 4044, 150; window 100/401 maps them (linear VOI, rounded) to 32, 33, 31, 0, 255, 160; without a window
+ * min..max gives 128, 128, 127, 0, 255, 134; MONOCHROME1 inverts. */
+static void test_dicom_dcmtk_16bit(void **state)
+{
+    (void)state;
+    if (!have_dcmtk())
+        skip();
+    const char *dir = work_dir();
+    static const uint8_t win[6] = {32, 33, 31, 0, 255, 160}, minmax[6] = {128, 128, 127, 0, 255, 134};
+    const char *window = "(0028,1050) DS [100\\200]\n(0028,1051) DS [401\\100]\n";
+    struct {
+        const char *photo, *voi, *opts, *name;
+        const uint8_t *want;
+        bool invert;
+    } cases[] = {
+        {"MONOCHROME2", window, "+te -e", "m2-win-explicit-undef.dcm", win, false},
+        {"MONOCHROME2", window, "+ti", "m2-win-implicit.dcm", win, false},
+        {"MONOCHROME2", window, "+te", "m2-win-explicit.dcm", win, false},
+        {"MONOCHROME1", window, "+ti -e", "m1-win-implicit-undef.dcm", win, true},
+        {"MONOCHROME2", "", "+te", "m2-minmax.dcm", minmax, false},
+        {"MONOCHROME1", "", "+ti", "m1-minmax.dcm", minmax, true},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char path[1200], text[4096];
+        snprintf(path, sizeof(path), "%s/in.dump", dir);
+        snprintf(text, sizeof(text), M16_DUMP, cases[i].photo, cases[i].voi);
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fputs(text, f);
+        fclose(f);
+        run("dump2dcm -q %s '%s' '%s/%s'", cases[i].opts, path, dir, cases[i].name);
+        struct cl_image img = {0};
+        decode_file(dir, cases[i].name, &img);
+        uint8_t g[6], rgb[18];
+        for (int k = 0; k < 6; k++)
+            g[k] = cases[i].invert ? (uint8_t)(255 - cases[i].want[k]) : cases[i].want[k];
+        gray_rgb(g, 6, rgb);
+        expect_rgb(&img, 3, 2, rgb);
+        cl_image_free(&img);
+    }
+}
+
+/* A test X-ray as JPEG -> img2dcm (JPEG Baseline), dcmdjpeg (native), dcmconv +te / +ti. */
+static void test_dicom_dcmtk_xray(void **state)
+{
+    (void)state;
+    char png_path[1024];
+    CL_TESTDATA("images/chest-xray/00000001_000.png", png_path);
+    if (!have_dcmtk())
+        skip();
+    const char *dir = work_dir();
+    size_t n = 0;
+    uint8_t *png = read_file(png_path, &n);
+    struct cl_image x = {0};
+    assert_ok(cl_image_decode(png, n, NULL, &x));
+    free(png);
+    size_t np = (size_t)x.w * x.h;
+    uint8_t *g = malloc(np);
+    for (size_t i = 0; i < np; i++)
+        g[i] = x.rgb[i * 3];
+    struct mem j = make_jpeg(x.w, x.h, 1, JCS_GRAYSCALE, 0, g);
+    char p[1200];
+    snprintf(p, sizeof(p), "%s/xray.jpg", dir);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(j.p, 1, j.n, f), j.n);
+    fclose(f);
+
+    /* expected: libjpeg's samples stretched min..max (img2dcm writes no window) */
+    struct cl_image jd = {0};
+    assert_ok(cl_image_decode(j.p, j.n, NULL, &jd));
+    int lo = 255, hi = 0;
+    for (size_t i = 0; i < np; i++) {
+        lo = jd.rgb[i * 3] < lo ? jd.rgb[i * 3] : lo;
+        hi = jd.rgb[i * 3] > hi ? jd.rgb[i * 3] : hi;
+    }
+    assert_true(hi > lo);
+    uint8_t *want = malloc(np * 3);
+    for (size_t i = 0; i < np; i++)
+        memset(want + i * 3, (int)lround((jd.rgb[i * 3] - lo) * 255.0 / (hi - lo)), 3);
+
+    run("img2dcm -q -k 'PatientName=" SECRET_NAME "' -k 'PatientID=ID-77-SECRET' '%s' '%s/x-jpeg.dcm'", p, dir);
+    run("dcmdjpeg -q '%s/x-jpeg.dcm' '%s/x-native.dcm'", dir, dir);
+    run("dcmconv -q +te -e '%s/x-native.dcm' '%s/x-explicit.dcm'", dir, dir);
+    run("dcmconv -q +ti '%s/x-native.dcm' '%s/x-implicit.dcm'", dir, dir);
+    struct cl_image a = {0}, b = {0}, c = {0};
+    decode_file(dir, "x-jpeg.dcm", &a);
+    expect_rgb(&a, x.w, x.h, want);
+    decode_file(dir, "x-explicit.dcm", &b);
+    decode_file(dir, "x-implicit.dcm", &c);
+    expect_rgb(&c, b.w, b.h, b.rgb);
+    /* DCMTK's own JPEG decoder made the native pixels: within a level of libjpeg-turbo's */
+    expect_close(&b, x.w, x.h, want, 1);
+    cl_image_free(&a);
+    cl_image_free(&b);
+    cl_image_free(&c);
+    cl_image_free(&jd);
+    cl_image_free(&x);
+    free(want);
+    free(g);
+    free(j.p);
+}
+
 /* ---- preprocessing arithmetic ---- */
 
 static void test_preprocess_square_and_pad(void **state)
@@ -541,6 +877,9 @@ int main(void)
         cmocka_unit_test(test_jpeg_rgb_gray_progressive),
         cmocka_unit_test(test_jpeg_cmyk_refused),
         cmocka_unit_test(test_jpeg_bomb_truncated_corrupt),
+        cmocka_unit_test(test_dicom_handmade),
+        cmocka_unit_test(test_dicom_dcmtk_16bit),
+        cmocka_unit_test(test_dicom_dcmtk_xray),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
