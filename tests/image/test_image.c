@@ -7,6 +7,7 @@
 #include <jpeglib.h>
 #include <math.h>
 #include <stdbool.h>
+#include <sys/wait.h>
 
 #include "cloister/file.h"
 #include "cloister/image.h"
@@ -667,6 +668,32 @@ static uint8_t *read_rel(const char *dir, const char *name, size_t *n)
     return read_file(p, n);
 }
 
+
+/* Runs `cloister ARGS` with stdout and stderr captured together; returns the exit status. */
+static int cli(char *out, size_t cap, const char *fmt, ...) CL_PRINTF(3, 4);
+static int cli(char *out, size_t cap, const char *fmt, ...)
+{
+    char args[2000], cmd[3000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    const char *b = getenv("CLOISTER_BUILD_DIR");
+    snprintf(cmd, sizeof(cmd), "'%s/src/cli/cloister' %s 2>&1", b && *b ? b : ".", args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void expect_cli_clean(const char *out)
+{
+    if (strstr(out, "ZZSECRET") || strstr(out, "ID-77"))
+        fail_msg("patient identifier in cloister's output: %s", out);
+}
+
 static void decode_file(const char *dir, const char *name, struct cl_image *img)
 {
     size_t n = 0;
@@ -762,6 +789,14 @@ static void test_dicom_dcmtk_16bit(void **state)
         gray_rgb(g, 6, rgb);
         expect_rgb(&img, 3, 2, rgb);
         cl_image_free(&img);
+        char out[4096];
+        assert_int_equal(cli(out, sizeof(out), "image '%s/%s' --size 4 --json", dir, cases[i].name), 0);
+        assert_non_null(strstr(out, "\"format\":\"dicom\",\"width\":3,\"height\":2"));
+        expect_cli_clean(out);
+        run("head -c 300 '%s/%s' > '%s/cut.dcm'", dir, cases[i].name, dir);
+        assert_int_equal(cli(out, sizeof(out), "image '%s/cut.dcm'", dir), 1);
+        assert_non_null(strstr(out, "cloister image: decode:"));
+        expect_cli_clean(out);
     }
 }
 
@@ -826,6 +861,33 @@ static void test_dicom_dcmtk_xray(void **state)
     free(j.p);
 }
 
+
+/* ---- the CLI ---- */
+
+static void test_cli(void **state)
+{
+    (void)state;
+    char out[4096], png[1024], ref[1024];
+    assert_int_equal(cli(out, sizeof(out), "image --help"), 0);
+    assert_non_null(strstr(out, "usage: cloister image FILE"));
+    assert_int_equal(cli(out, sizeof(out), "image"), 2);
+    assert_int_equal(cli(out, sizeof(out), "image x.png --size 0"), 2);
+    assert_int_equal(cli(out, sizeof(out), "image /nonexistent.png"), 1);
+    CL_TESTDATA("images/chest-xray/00027426_000.png", png);
+    CL_REFERENCE("tiny/tiny-gemma3-f32/IMG-00027426_000.f32kv.json", ref);
+    assert_int_equal(cli(out, sizeof(out), "image '%s' --size 224 --json", png), 0);
+    assert_non_null(strstr(out, "{\"format\":\"png\",\"width\":512,\"height\":512,\"size\":224,"));
+    size_t n = 0;
+    char *j = (char *)read_file(ref, &n);
+    char *k = strstr(j, "\"image_input_sum\"");
+    assert_non_null(k);
+    double want = strtod(strchr(k, ':') + 1, NULL);
+    double got = strtod(strstr(out, "\"sum\":") + 6, NULL);
+    if (fabs(got - want) > 1e-3)
+        fail_msg("sum %.6f, reference %.6f", got, want);
+    free(j);
+}
+
 /* ---- preprocessing arithmetic ---- */
 
 static void test_preprocess_square_and_pad(void **state)
@@ -880,6 +942,7 @@ int main(void)
         cmocka_unit_test(test_dicom_handmade),
         cmocka_unit_test(test_dicom_dcmtk_16bit),
         cmocka_unit_test(test_dicom_dcmtk_xray),
+        cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
