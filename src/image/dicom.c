@@ -396,35 +396,56 @@ out:
     return rc;
 }
 
-/* Maps stored monochrome values to 8-bit gray: rescale, then the window (PS3.3 C.11.2.1.2.1, linear) or, with no
- * window, the rescaled values' min..max; MONOCHROME1 inverted. */
-static void cl_dcm_voi(const struct cl_dcm *d, const double *x, size_t n, uint8_t *gray)
+/* The rescaled value of monochrome pixel i: stored bits extracted by HighBit/BitsStored, sign-extended when
+ * PixelRepresentation is 1, times RescaleSlope plus RescaleIntercept. */
+struct cl_dcm_mono {
+    const uint8_t *src;
+    bool wide, is_signed;
+    unsigned shift, bits;
+    uint32_t mask;
+    double slope, icpt;
+};
+
+static double cl_dcm_mono_value(const struct cl_dcm_mono *m, size_t i)
+{
+    uint32_t raw = m->wide ? cl_dcm_le16(m->src + i * 2) : m->src[i];
+    uint32_t u = (raw >> m->shift) & m->mask;
+    int32_t s = (int32_t)u;
+    if (m->is_signed && (u >> (m->bits - 1)) & 1)
+        s = (int32_t)u - (int32_t)(m->mask + 1); /* two's complement in BitsStored bits */
+    return (double)s * m->slope + m->icpt;
+}
+
+/* Maps monochrome pixels to 8-bit gray in R, G and B: the window (PS3.3 C.11.2.1.2.1, linear) or, with no
+ * window, the rescaled values' min..max; rounded; MONOCHROME1 inverted. Two passes, nothing stored. */
+static void cl_dcm_voi(const struct cl_dcm *d, const struct cl_dcm_mono *m, size_t n, uint8_t *rgb)
 {
     double lo = 0, hi = 0;
     bool window = d->seen[CL_DCM_F_WC] && d->seen[CL_DCM_F_WW] && d->ww >= 1.0;
     if (!window && n > 0) {
-        lo = hi = x[0];
+        lo = hi = cl_dcm_mono_value(m, 0);
         for (size_t i = 1; i < n; i++) {
-            lo = x[i] < lo ? x[i] : lo;
-            hi = x[i] > hi ? x[i] : hi;
+            double x = cl_dcm_mono_value(m, i);
+            lo = x < lo ? x : lo;
+            hi = x > hi ? x : hi;
         }
     }
     for (size_t i = 0; i < n; i++) {
-        double y;
+        double x = cl_dcm_mono_value(m, i), y;
         if (window) {
             double c = d->wc - 0.5, w = d->ww - 1.0;
-            if (x[i] <= c - w / 2)
+            if (x <= c - w / 2)
                 y = 0;
-            else if (x[i] > c + w / 2)
+            else if (x > c + w / 2)
                 y = 255;
             else
-                y = ((x[i] - c) / w + 0.5) * 255.0;
+                y = ((x - c) / w + 0.5) * 255.0;
         } else {
-            y = hi > lo ? (x[i] - lo) / (hi - lo) * 255.0 : 0;
+            y = hi > lo ? (x - lo) / (hi - lo) * 255.0 : 0;
         }
         long q = lround(y);
         q = q < 0 ? 0 : q > 255 ? 255 : q;
-        gray[i] = (uint8_t)(d->photo == CL_DCM_PHOTO_MONO1 ? 255 - q : q);
+        memset(rgb + i * 3, (int)(d->photo == CL_DCM_PHOTO_MONO1 ? 255 - q : q), 3);
     }
 }
 
@@ -432,9 +453,8 @@ static cl_err cl_dcm_pixels(struct cl_dcm *d, const struct cl_image_limits *lim,
 {
     cl_err rc = CL_OK;
     static const int required[] = {CL_DCM_F_PHOTO, CL_DCM_F_ROWS, CL_DCM_F_COLS, CL_DCM_F_BA, CL_DCM_F_PIXEL};
-    size_t rgb_bytes = 0, n = 0, x_bytes = 0;
-    double *x = NULL;
-    uint8_t *jpeg = NULL, *gray = NULL;
+    size_t rgb_bytes = 0, n = 0;
+    uint8_t *jpeg = NULL;
     size_t jpeg_bytes = 0;
     struct cl_image img = {0};
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++)
@@ -491,36 +511,21 @@ static cl_err cl_dcm_pixels(struct cl_dcm *d, const struct cl_image_limits *lim,
             for (int ch = 0; ch < 3; ch++)
                 img.rgb[i * 3 + (size_t)ch] = planar ? src[(size_t)ch * n + i] : src[i * 3 + (size_t)ch];
     } else {
-        CL_GUARD(cl_size_mul(n, sizeof(double), &x_bytes));
-        x = malloc(x_bytes);
-        gray = malloc(n);
-        CL_ENSURE_D(x && gray, CL_E_CORE_NOMEM, "dicom: %zu pixels", n);
-        double slope = d->seen[CL_DCM_F_RS] ? d->rs : 1.0, icpt = d->seen[CL_DCM_F_RI] ? d->ri : 0.0;
-        unsigned shift = (unsigned)(d->hb + 1 - d->bs);
-        uint32_t mask = d->bs >= 32 ? 0xffffffffu : ((1u << d->bs) - 1);
-        for (size_t i = 0; i < n; i++) {
-            uint32_t raw = d->ba == 16 ? cl_dcm_le16(src + i * 2) : src[i];
-            uint32_t u = (raw >> shift) & mask;
-            int32_t s = (int32_t)u;
-            if (d->pr == 1 && (u >> (d->bs - 1)) & 1)
-                s = (int32_t)u - (int32_t)(mask + 1); /* two's complement in BitsStored bits */
-            x[i] = (double)s * slope + icpt;
-        }
-        cl_dcm_voi(d, x, n, gray);
-        for (size_t i = 0; i < n; i++)
-            memset(img.rgb + i * 3, gray[i], 3);
+        struct cl_dcm_mono m = {
+            .src = src,
+            .wide = d->ba == 16,
+            .is_signed = d->pr == 1,
+            .shift = (unsigned)(d->hb + 1 - d->bs),
+            .bits = d->bs,
+            .mask = (uint32_t)((1u << d->bs) - 1), /* bs <= 16 */
+            .slope = d->seen[CL_DCM_F_RS] ? d->rs : 1.0,
+            .icpt = d->seen[CL_DCM_F_RI] ? d->ri : 0.0,
+        };
+        cl_dcm_voi(d, &m, n, img.rgb);
     }
     *out = img;
     img.rgb = NULL;
 out:
-    if (x) {
-        cl_wipe(x, x_bytes);
-        free(x);
-    }
-    if (gray) {
-        cl_wipe(gray, n);
-        free(gray);
-    }
     if (jpeg) {
         cl_wipe(jpeg, jpeg_bytes);
         free(jpeg);
