@@ -851,6 +851,19 @@ static void test_dicom_dcmtk_xray(void **state)
     expect_rgb(&c, b.w, b.h, b.rgb);
     /* DCMTK's own JPEG decoder made the native pixels: within a level of libjpeg-turbo's */
     expect_close(&b, x.w, x.h, want, 1);
+    /* DCMTK's JPEG Baseline encoder, the frame split into 8 KiB fragments that the reader must join */
+    run("dcmcjpeg -q +eb +fs 8 '%s/x-native.dcm' '%s/x-frag.dcm'", dir, dir);
+    run("dcmdump '%s/x-frag.dcm' | grep -c '(fffe,e000) pi' | awk '$1 < 4 {exit 1}'", dir);
+    struct cl_image fr = {0};
+    decode_file(dir, "x-frag.dcm", &fr);
+    assert_int_equal(fr.w, x.w);
+    assert_int_equal(fr.h, x.h);
+    double dsum = 0;
+    for (size_t i = 0; i < np * 3; i++)
+        dsum += fabs((double)fr.rgb[i] - (double)b.rgb[i]);
+    if (dsum / (double)(np * 3) > 2.0) /* lossy at quality 90: close, not equal */
+        fail_msg("fragmented JPEG DICOM: mean difference %.3f", dsum / (double)(np * 3));
+    cl_image_free(&fr);
     cl_image_free(&a);
     cl_image_free(&b);
     cl_image_free(&c);
