@@ -3,6 +3,7 @@
  * copied into R, G and B, alpha (and tRNS) is dropped without compositing, gamma chunks are ignored. */
 #include <png.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,16 +38,33 @@ static void cl_png_read(png_structp png, png_bytep dst, size_t n)
     c->off += n;
 }
 
+/* libpng prefixes chunk errors with the chunk's name, 4 bytes of the file: kept only when it is a standard chunk,
+ * so no file-chosen bytes reach an error detail. */
+static bool cl_png_known_chunk(const char *n)
+{
+    static const char known[] = "IHDR PLTE IDAT IEND tRNS gAMA cHRM sRGB iCCP sBIT bKGD hIST pHYs sPLT tIME tEXt "
+                                "zTXt iTXt oFFs pCAL sCAL eXIf acTL fcTL fdAT";
+    for (const char *k = known; *k; k += 5)
+        if (!memcmp(k, n, 4))
+            return true;
+    return false;
+}
+
 static void cl_png_error(png_structp png, png_const_charp msg)
 {
     struct cl_png_ctx *c = png_get_error_ptr(png);
     if (c->rc == CL_OK) {
         c->rc = CL_E_IMAGE_CORRUPT;
-        /* libpng's messages are fixed strings plus chunk names and numbers, never pixel data; chunk names come
-         * from the file, so only printable ASCII is kept. */
+        const char *m = msg ? msg : "decoder error";
         size_t i = 0;
-        for (; msg && msg[i] && i + 1 < sizeof(c->what); i++)
-            c->what[i] = (msg[i] >= 0x20 && msg[i] < 0x7f) ? msg[i] : '?';
+        if (strlen(m) > 6 && m[4] == ':' && m[5] == ' ' && !cl_png_known_chunk(m)) {
+            memcpy(c->what, "chunk", 5);
+            i = 5;
+            m += 4;
+        }
+        /* the rest is libpng's fixed text and numbers; printable ASCII only */
+        for (; *m && i + 1 < sizeof(c->what); m++, i++)
+            c->what[i] = (*m >= 0x20 && *m < 0x7f) ? *m : '?';
         c->what[i] = 0;
     }
     png_longjmp(png, 1);
