@@ -44,8 +44,8 @@ static bool cl_png_known_chunk(const char *n)
 {
     static const char known[] = "IHDR PLTE IDAT IEND tRNS gAMA cHRM sRGB iCCP sBIT bKGD hIST pHYs sPLT tIME tEXt "
                                 "zTXt iTXt oFFs pCAL sCAL eXIf acTL fcTL fdAT";
-    for (const char *k = known; *k; k += 5)
-        if (!memcmp(k, n, 4))
+    for (size_t k = 0; k + 4 <= sizeof(known) - 1; k += 5)
+        if (!memcmp(known + k, n, 4))
             return true;
     return false;
 }
