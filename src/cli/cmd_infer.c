@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "cloister/encode.h"
 #include "cloister/gguf.h"
+#include "cloister/infer/answer.h"
 #include "cloister/infer/model.h"
 #include "cloister/infer/model_mk.h"
 #include "cloister/log.h"
@@ -507,19 +508,6 @@ static void cl_infer_json_ids(FILE *f, const int32_t *ids, size_t n)
     fputc(']', f);
 }
 
-/* The prompt as one user turn in the model's chat template (or the named one). */
-static cl_err cl_infer_chat_format(const cl_gguf *g, const char *name, const char *prompt, size_t len,
-                                   struct cl_buf *out)
-{
-    cl_err rc = CL_OK;
-    enum cl_chat_template t;
-    struct cl_chat_msg msg = {"user", prompt, len};
-    CL_GUARD(cl_chat_for_model(g, name, &t));
-    CL_GUARD(cl_chat_render(t, &msg, 1, true, out));
-out:
-    return rc;
-}
-
 int cl_cmd_run(int argc, char **argv)
 {
     const char *cmd = "run", *model = NULL, *prompt = NULL, *tmpl = NULL;
@@ -583,63 +571,40 @@ int cl_cmd_run(int argc, char **argv)
     if (ex != CL_EXIT_OK)
         return ex;
     cl_tokenizer *tok = NULL;
-    struct cl_model_session *s = NULL;
-    struct cl_buf text, formatted;
-    int32_t *ptoks = NULL, *gen = NULL;
-    size_t n_prompt = 0, n_out = 0;
+    struct cl_buf text;
+    struct cl_model_answer ans = {0};
+    int32_t *gen = NULL;
     const char *what = "loading tokenizer";
     cl_buf_init(&text, (size_t)1 << 26, CL_BUF_SECURE);
-    cl_buf_init(&formatted, (size_t)1 << 26, CL_BUF_SECURE);
     cl_err rc = cl_tokenizer_new(c.g, &tok);
-    const char *ptext = prompt;
-    size_t plen = strlen(prompt);
-    unsigned tflags = CL_TOK_ADD_SPECIAL;
+    struct cl_chat_msg msg = {"user", prompt, strlen(prompt)};
+    struct cl_model_request rq = {.text = prompt, .text_len = strlen(prompt), .n_ctx = (uint32_t)n_ctx,
+                                  .kv_f16 = kv_f16};
     if (rc == CL_OK && chat) {
         what = "formatting chat prompt";
-        rc = cl_infer_chat_format(c.g, tmpl, prompt, plen, &formatted);
-        if (rc == CL_OK) {
-            ptext = (const char *)formatted.data;
-            plen = formatted.len;
-            tflags |= CL_TOK_PARSE_SPECIAL;
-        }
+        rc = cl_chat_for_model(c.g, tmpl, &rq.tmpl);
+        rq.msgs = &msg;
+        rq.n_msgs = 1;
     }
     if (rc == CL_OK) {
-        what = "tokenizing prompt";
-        size_t cap = plen + 2;
-        ptoks = malloc(cap * sizeof(*ptoks));
-        rc = ptoks ? cl_tokenize(tok, ptext, plen, tflags, ptoks, cap, &n_prompt) : CL_E_CORE_NOMEM;
-        if (rc == CL_OK && n_prompt == 0)
-            rc = cl_err_fail(CL_E_CORE_INVALID_ARG, "the prompt produced no tokens");
-    }
-    if (rc == CL_OK) {
-        what = "creating session";
-        uint64_t need = n_prompt + n_gen;
-        if (n_ctx == 0)
-            n_ctx = need < CL_MODEL_MAX_CTX ? need : CL_MODEL_MAX_CTX;
+        what = "answering";
         gen = calloc(n_gen, sizeof(*gen));
-        struct cl_model_seq_params sp = {.n_ctx = (uint32_t)n_ctx, .kv_f16 = kv_f16};
-        rc = gen ? cl_model_session_new(c.m, tok, &sp, c.pool, &s) : CL_E_CORE_NOMEM;
-    }
-    if (rc == CL_OK) {
-        what = "evaluating prompt";
-        rc = cl_model_session_feed(s, ptoks, n_prompt);
-    }
-    if (rc == CL_OK) {
-        what = "generating";
-        struct cl_model_gen g = {.max_tokens = (uint32_t)n_gen, .stop_at_eog = !ignore_eos,
-                                 .on_token = json ? NULL : cl_infer_stream};
-        cl_sample_params_default(&g.sample, seed);
-        g.sample.temperature = (float)temp;
-        rc = cl_model_session_generate(s, &g, gen, n_gen, &n_out, NULL);
+        rq.tokens = gen;
+        rq.tokens_cap = n_gen;
+        rq.gen = (struct cl_model_gen){.max_tokens = (uint32_t)n_gen, .stop_at_eog = !ignore_eos,
+                                       .on_token = json ? NULL : cl_infer_stream};
+        cl_sample_params_default(&rq.gen.sample, seed);
+        rq.gen.sample.temperature = (float)temp;
+        rc = gen ? cl_model_answer(c.m, tok, c.pool, &rq, json, &ans) : CL_E_CORE_NOMEM;
     }
     if (rc == CL_OK && json) {
         what = "detokenizing";
-        rc = cl_detokenize(tok, gen, n_out, CL_TOK_NONE, &text);
+        rc = cl_detokenize(tok, gen, ans.n_out, CL_TOK_NONE, &text);
         if (rc == CL_OK) {
             printf("{\"prompt_tokens\":");
-            cl_infer_json_ids(stdout, ptoks, n_prompt);
+            cl_infer_json_ids(stdout, ans.prompt_tokens, ans.n_prompt);
             printf(",\"tokens\":");
-            cl_infer_json_ids(stdout, gen, n_out);
+            cl_infer_json_ids(stdout, gen, ans.n_out);
             printf(",\"text\":");
             cl_cli_json_str(stdout, text.data, text.len);
             printf("}\n");
@@ -647,15 +612,11 @@ int cl_cmd_run(int argc, char **argv)
     } else if (rc == CL_OK) {
         printf("\n");
     }
-    if (ptoks)
-        cl_wipe(ptoks, n_prompt * sizeof(*ptoks));
-    free(ptoks);
     if (gen)
         cl_wipe(gen, n_gen * sizeof(*gen));
     free(gen);
+    cl_model_answer_free(&ans);
     cl_buf_free(&text);
-    cl_buf_free(&formatted);
-    cl_model_session_free(s);
     cl_tokenizer_free(tok);
     cl_infer_close(&c);
     if (rc != CL_OK)
