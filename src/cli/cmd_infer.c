@@ -274,12 +274,17 @@ int cl_cmd_logits(int argc, char **argv)
 
 static void cl_infer_bench_help(FILE *f)
 {
-    fprintf(f, "usage: cloister bench MODEL.gguf [-p N_PROMPT] [-n N_GEN] [-t THREADS] [-r REPS] [--kv-f16] [--json]\n\n"
+    fprintf(f, "usage: cloister bench MODEL.gguf [-p N_PROMPT] [-n N_GEN] [-t THREADS] [-r REPS] [--kv-f16] [--json]\n"
+               "                      [--mmproj P.gguf [--image FILE|--image-f32 FILE]]\n\n"
                "Measures prompt processing (N_PROMPT tokens in one batch, default 128) and\n"
                "generation (N_GEN tokens one at a time, default 32) in tokens/s, like\n"
                "llama-bench, averaged over REPS runs (default 3) after a warm-up. Tokens are\n"
                "random ids. --json prints {\"pp_tps\":..,\"tg_tps\":..} (means) plus the best\n"
-               "run (pp_best, tg_best).\n");
+               "run (pp_best, tg_best).\n"
+               "With --mmproj it also encodes one image (the file given, else a generated\n"
+               "gray pattern) REPS times and adds \"image_tokens\", \"image_encode_ms\" (best\n"
+               "run), \"image_prompt_ms\" (evaluating the image block) and \"ttft_ms\" (encode +\n"
+               "the N_PROMPT tokens and the image block + first token's logits).\n");
 }
 
 static uint32_t cl_infer_xorshift(uint64_t *st)
@@ -319,8 +324,12 @@ int cl_cmd_bench(int argc, char **argv)
     static const struct option opts[] = {
         CL_CLI_OPT_HELP, CL_CLI_OPT_JSON, CL_CLI_OPT_THREADS,
         {"kv-f16", no_argument, NULL, CL_INFER_O_KV_F16},
+        {"mmproj", required_argument, NULL, CL_INFER_O_MMPROJ},
+        {"image", required_argument, NULL, CL_INFER_O_IMAGE},
+        {"image-f32", required_argument, NULL, CL_INFER_O_IMAGE_F32},
         CL_CLI_OPT_END,
     };
+    struct cl_cli_images im = {0};
     struct cl_cli_args a = {.cmd = cmd, .help = cl_infer_bench_help, .shortopts = "p:n:r:t:", .longopts = opts,
                             .json = &json, .threads = &threads, .max_threads = CL_POOL_MAX_THREADS};
     for (int o; (o = cl_cli_next(&a, argc, argv)) != -1;) {
@@ -338,20 +347,32 @@ int cl_cmd_bench(int argc, char **argv)
                 return CL_EXIT_USAGE;
             break;
         case CL_INFER_O_KV_F16: kv_f16 = true; break;
+        case CL_INFER_O_MMPROJ: im.mmproj = optarg; break;
+        case CL_INFER_O_IMAGE:
+        case CL_INFER_O_IMAGE_F32:
+            if (im.n > 0)
+                return cl_cli_usage_error(cmd, "bench takes one image");
+            if (!cl_cli_images_add(cmd, &im, optarg, o == CL_INFER_O_IMAGE_F32))
+                return CL_EXIT_USAGE;
+            break;
         default: return a.exit;
         }
     }
     int ex = cl_infer_model_arg(cmd, argc, argv, &model);
     if (ex != CL_EXIT_OK)
         return ex;
-    if (np + ng == 0)
+    if (np + ng == 0 && !im.mmproj)
         return cl_cli_usage_error(cmd, "nothing to measure (-p 0 -n 0)");
+    if (im.n > 0 && !im.mmproj)
+        return cl_cli_usage_error(cmd, "--image needs --mmproj (the vision projector)");
     struct cl_infer_ctx c;
     ex = cl_infer_open(cmd, model, (unsigned)threads, &c);
     if (ex != CL_EXIT_OK)
         return ex;
     const struct cl_model_hparams *hp = cl_model_hparams(c.m);
     size_t nt = np > ng ? np : ng;
+    if (nt == 0)
+        nt = 1;
     int32_t *toks = calloc(nt, sizeof(*toks));
     float *logits = malloc((size_t)hp->n_vocab * sizeof(float));
     struct cl_model_seq *s = NULL;
@@ -375,6 +396,56 @@ int cl_cmd_bench(int argc, char **argv)
         pp_min = r == 0 || pp < pp_min ? pp : pp_min;
         tg_min = r == 0 || tg < tg_min ? tg : tg_min;
     }
+    /* image: encode REPS times (best), then the block alone and the whole first-token path */
+    double enc_best = 0, img_pp_best = 0, ttft_best = 0;
+    uint32_t img_tokens = 0;
+    if (rc == CL_OK && im.mmproj) {
+        cl_model_seq_free(s);
+        s = NULL;
+        for (uint64_t r = 0; r < reps; r++) {
+            const char *mm = im.mmproj;
+            const char *f0 = im.files[0];
+            bool raw0 = im.raw[0];
+            size_t n0 = im.n;
+            cl_cli_images_free(&im);
+            im.mmproj = mm;
+            im.files[0] = f0;
+            im.raw[0] = raw0;
+            im.n = n0;
+            uint64_t t0 = cl_now_us();
+            ex = cl_cli_images_encode(cmd, &im, c.m, c.pool, true);
+            if (ex != CL_EXIT_OK)
+                break;
+            double enc = im.encode_ms;
+            img_tokens = im.media[0].n_tokens;
+            struct cl_model_seq_params sp = {.n_ctx = (uint32_t)(np + img_tokens + 1),
+                                             .n_ubatch = img_tokens > 256 ? img_tokens : 256, .kv_f16 = kv_f16};
+            rc = cl_model_seq_new_ex(c.m, &sp, c.pool, &s);
+            uint64_t t1 = cl_now_us();
+            if (rc == CL_OK && np)
+                rc = cl_model_seq_eval(s, toks, np, NULL, false);
+            if (rc == CL_OK)
+                rc = cl_model_seq_eval_embd(s, im.media[0].embd, img_tokens, true, logits, false);
+            double pp_img = (double)(cl_now_us() - t1) / 1000.0;
+            double ttft = (double)(cl_now_us() - t0) / 1000.0;
+            cl_model_seq_free(s);
+            s = NULL;
+            if (rc != CL_OK)
+                break;
+            enc_best = r == 0 || enc < enc_best ? enc : enc_best;
+            img_pp_best = r == 0 || pp_img < img_pp_best ? pp_img : img_pp_best;
+            ttft_best = r == 0 || ttft < ttft_best ? ttft : ttft_best;
+            (void)pp_img;
+        }
+        if (ex != CL_EXIT_OK) {
+            free(logits);
+            free(toks);
+            cl_cli_images_free(&im);
+            cl_infer_close(&c);
+            return ex;
+        }
+    }
+    cl_cli_images_free(&im);
     double pp_tps = np && pp_sum > 0 ? (double)(np * reps) / pp_sum : 0.0;
     double tg_tps = ng && tg_sum > 0 ? (double)(ng * reps) / tg_sum : 0.0;
     /* best run: on a shared machine the mean mostly measures the neighbours */
@@ -386,15 +457,23 @@ int cl_cmd_bench(int argc, char **argv)
     cl_infer_close(&c);
     if (rc != CL_OK)
         return cl_cli_fail(cmd, "benchmark", rc);
-    if (json)
+    if (json) {
         printf("{\"pp_tps\":%.2f,\"tg_tps\":%.2f,\"pp_best\":%.2f,\"tg_best\":%.2f,\"n_prompt\":%llu,\"n_gen\":%llu,"
-               "\"threads\":%llu,\"reps\":%llu}\n",
+               "\"threads\":%llu,\"reps\":%llu",
                pp_tps, tg_tps, pp_best, tg_best, (unsigned long long)np, (unsigned long long)ng,
                (unsigned long long)threads, (unsigned long long)reps);
-    else
+        if (img_tokens)
+            printf(",\"image_tokens\":%u,\"image_encode_ms\":%.1f,\"image_prompt_ms\":%.1f,\"ttft_ms\":%.1f", img_tokens,
+                   enc_best, img_pp_best, ttft_best);
+        printf("}\n");
+    } else {
+        if (img_tokens)
+            printf("image: %u tokens, encode %.1f ms, image block %.1f ms, first token %.1f ms (best of %llu)\n",
+                   img_tokens, enc_best, img_pp_best, ttft_best, (unsigned long long)reps);
         printf("pp%llu: %.2f tokens/s (best %.2f)   tg%llu: %.2f tokens/s (best %.2f)   (%llu threads, %llu runs)\n",
                (unsigned long long)np, pp_tps, pp_best, (unsigned long long)ng, tg_tps, tg_best,
                (unsigned long long)threads, (unsigned long long)reps);
+    }
     return CL_EXIT_OK;
 }
 
@@ -626,7 +705,7 @@ int cl_cmd_run(int argc, char **argv)
         msg.content_len = content.len;
     }
     struct cl_model_request rq = {.text = prompt, .text_len = strlen(prompt), .n_ctx = (uint32_t)n_ctx,
-                                  .kv_f16 = kv_f16, .media = im.media, .n_media = im.n};
+                                  .kv_f16 = kv_f16, .media = im.media, .n_media = im.n_media};
     if (rc == CL_OK && chat) {
         what = "formatting chat prompt";
         rc = cl_chat_for_model(c.g, tmpl, &rq.tmpl);

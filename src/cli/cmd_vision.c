@@ -92,7 +92,7 @@ int cl_cli_images_encode(const char *cmd, struct cl_cli_images *im, const struct
         im->media[i] = (struct cl_model_media){im->embd[i], hp->n_tokens, hp->proj_dim};
     }
     im->encode_ms = (double)(cl_now_us() - t0) / 1000.0;
-    im->n = count;
+    im->n_media = count;
 out:
     cl_secmem_free(px);
     if (rc != CL_OK)

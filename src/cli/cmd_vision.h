@@ -22,6 +22,7 @@ struct cl_cli_images {
     struct cl_vision *v;
     float *embd[CL_CLI_MAX_IMAGES]; /* secure memory */
     struct cl_model_media media[CL_CLI_MAX_IMAGES];
+    size_t n_media;                 /* encoded: n, or 1 for the generated pattern */
     double encode_ms;               /* all images, wall clock */
 };
 
