@@ -54,6 +54,10 @@ struct cl_trust {
     bool kms_ca_none; /* pinned: no extra CA at all */
     uint8_t kms_ca_sha256[CL_CLIENT_DIGEST_LEN];
     uint8_t config_sha256[CL_CLIENT_DIGEST_LEN];
+    /* Optional pin of the vision projector ("mmproj_sha256"): the enclave
+     * must have loaded exactly this one. */
+    bool pin_mmproj;
+    uint8_t mmproj_sha256[CL_CLIENT_DIGEST_LEN];
 };
 
 /* Strict parse: a JSON object with exactly the documented keys (root_pem,

@@ -32,6 +32,8 @@ struct cl_enclave_limits {
     uint32_t max_sessions;    /* concurrent exchanges */
     uint32_t request_timeout_ms;
     uint32_t replay_window;   /* requests per OHTTP key, 1..CL_GW_REPLAY_WINDOW */
+    uint32_t max_images;      /* image content parts per request (0: images refused) */
+    size_t max_image_bytes;   /* decoded from base64, per image */
 };
 void cl_enclave_limits_default(struct cl_enclave_limits *l);
 

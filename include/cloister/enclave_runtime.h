@@ -51,6 +51,10 @@ struct cl_enclave_boot {
     char kms_key_arn[CL_ATTEST_UD_MAX_KMS_TEXT + 1]; /* the KeyId the key service answered with */
     uint8_t *model; /* decrypted GGUF, secure memory */
     size_t model_len;
+    bool has_mmproj; /* a vision projector was loaded (cfg.mmproj) */
+    uint8_t mmproj_sha256[32];
+    uint8_t *mmproj; /* decrypted projector GGUF, secure memory */
+    size_t mmproj_len;
 };
 
 CL_MUST_CHECK cl_err cl_boot_get_config(struct cl_enclave_boot *bt);
@@ -60,6 +64,8 @@ CL_MUST_CHECK cl_err cl_boot_config_text(const struct cl_bootcfg *c, struct cl_b
 /* The sealed header's model-digest claim must be the value of the
  * cloister:model-sha256 encryption context the key is released under. */
 CL_MUST_CHECK cl_err cl_boot_check_context(const struct cl_seal_header *h);
+/* The sealed model (port 5001) and, when the configuration says so, the
+ * sealed projector (5003) under the same key: each digested here. */
 CL_MUST_CHECK cl_err cl_boot_load_model(struct cl_enclave_boot *bt, cl_nsm *nsm, unsigned threads);
 /* The attestation user_data (cloister/attest_user_data.h). */
 CL_MUST_CHECK cl_err cl_boot_user_data(const struct cl_enclave_boot *bt, const cl_pkey *audit, struct cl_buf *out);

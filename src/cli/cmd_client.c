@@ -33,7 +33,7 @@ static void cl_measure_help(FILE *f)
             "                        --root ROOT.pem (--model MODEL.sealed | --model-sha256 HEX)\n"
             "                        -o TRUST.json [--max-age SECS] [--allow-debug] [--force]\n"
             "                        [--kms-key-arn ARN] [--kms-endpoint URL] [--kms-ca FILE|none]\n"
-            "                        [--config-sha256 HEX]\n\n"
+            "                        [--config-sha256 HEX] [--mmproj PROJECTOR.sealed | --mmproj-sha256 HEX]\n\n"
             "Writes TRUST.json (docs/formats/trust.md): what `cloister ask` and `cloister chat` pin\n"
             "before they send anything to an enclave.\n\n"
             "  --sim-image IMAGE     PCR0-2 of a cloister-sim enclave image (as `cloister-sim measure`)\n"
@@ -49,6 +49,9 @@ static void cl_measure_help(FILE *f)
             "  --kms-ca FILE|none    pin the extra CA the host gives the enclave for that endpoint\n"
             "                        (its PEM file), or none: a CA from the host is then refused\n"
             "  --config-sha256 HEX   pin the enclave's whole public configuration (limits, key service)\n"
+            "  --mmproj FILE         the sealed vision projector: its digest is pinned, and an enclave\n"
+            "                        without exactly this projector is refused\n"
+            "  --mmproj-sha256 HEX   the projector digest given directly instead\n"
             "  -o, --output FILE     where to write TRUST.json (refuses to overwrite without --force)\n"
             "  --max-age SECS        attestation freshness window, 1-86400 (default 300)\n"
             "  --allow-debug         accept debug-mode enclaves (PCR0-2 zero): never for real data\n"
@@ -155,7 +158,8 @@ int cl_cmd_measure(int argc, char **argv)
 {
     const char *cmd = "measure";
     const char *sim = NULL, *nitro = NULL, *root = NULL, *model = NULL, *model_hex = NULL, *outp = NULL;
-    const char *kms_arn = NULL, *kms_ep = NULL, *kms_ca = NULL, *config_hex = NULL;
+    const char *kms_arn = NULL, *kms_ep = NULL, *kms_ca = NULL, *config_hex = NULL, *mmproj = NULL,
+               *mmproj_hex = NULL;
     bool force = false, debug = false;
     struct cl_trust t;
     memset(&t, 0, sizeof(t));
@@ -164,7 +168,7 @@ int cl_cmd_measure(int argc, char **argv)
     memset(&extra, 0, sizeof(extra));
     enum {
         O_ALLOW_DEBUG = 256, O_FORCE, O_DEBUG, O_SIM, O_NITRO, O_ROOT, O_MODEL, O_MODEL_SHA, O_PCR, O_MAX_AGE,
-        O_KMS_ARN, O_KMS_EP, O_KMS_CA, O_CONFIG_SHA,
+        O_KMS_ARN, O_KMS_EP, O_KMS_CA, O_CONFIG_SHA, O_MMPROJ, O_MMPROJ_SHA,
     };
     static const struct option opts[] = {
         CL_CLI_OPT_HELP,
@@ -183,6 +187,8 @@ int cl_cmd_measure(int argc, char **argv)
         {"kms-endpoint", required_argument, NULL, O_KMS_EP},
         {"kms-ca", required_argument, NULL, O_KMS_CA},
         {"config-sha256", required_argument, NULL, O_CONFIG_SHA},
+        {"mmproj", required_argument, NULL, O_MMPROJ},
+        {"mmproj-sha256", required_argument, NULL, O_MMPROJ_SHA},
         CL_CLI_OPT_END,
     };
     struct cl_cli_args a = {.cmd = cmd, .help = cl_measure_help, .shortopts = "o:", .longopts = opts};
@@ -204,6 +210,8 @@ int cl_cmd_measure(int argc, char **argv)
         case O_KMS_EP: kms_ep = optarg; break;
         case O_KMS_CA: kms_ca = optarg; break;
         case O_CONFIG_SHA: config_hex = optarg; break;
+        case O_MMPROJ: mmproj = optarg; break;
+        case O_MMPROJ_SHA: mmproj_hex = optarg; break;
         case O_PCR:
             if (!cl_measure_parse_pcr(optarg, &extra))
                 return cl_cli_usage_error(cmd, "--pcr expects N=HEX with N 0-31 and 96 hex digits");
@@ -235,6 +243,11 @@ int cl_cmd_measure(int argc, char **argv)
     if (config_hex && cl_hex_decode_fixed(config_hex, strlen(config_hex), t.config_sha256, 32) != CL_OK)
         return cl_cli_usage_error(cmd, "--config-sha256 expects 64 hex digits");
     t.pin_config = config_hex != NULL;
+    if (mmproj && mmproj_hex)
+        return cl_cli_usage_error(cmd, "--mmproj and --mmproj-sha256 are exclusive");
+    if (mmproj_hex && cl_hex_decode_fixed(mmproj_hex, strlen(mmproj_hex), t.mmproj_sha256, 32) != CL_OK)
+        return cl_cli_usage_error(cmd, "--mmproj-sha256 expects 64 hex digits");
+    t.pin_mmproj = mmproj || mmproj_hex;
     if ((kms_ep || kms_ca) && !kms_arn && !model)
         return cl_cli_usage_error(cmd, "--kms-endpoint and --kms-ca need the key: --kms-key-arn or --model");
     if (kms_arn && (strlen(kms_arn) >= sizeof(t.kms_key_arn) || !*kms_arn))
@@ -287,6 +300,17 @@ int cl_cmd_measure(int argc, char **argv)
         ret = cl_cli_fail(cmd, model, rc);
         goto done;
     }
+    char mmproj_key[CL_SEAL_MAX_KEY_ID + 1] = "";
+    if (mmproj && (rc = cl_measure_model(mmproj, t.mmproj_sha256, mmproj_key, sizeof(mmproj_key))) != CL_OK) {
+        ret = cl_cli_fail(cmd, mmproj, rc);
+        goto done;
+    }
+    if (mmproj && model && strcmp(mmproj_key, header_key) != 0) {
+        fprintf(stderr, "cloister measure: the projector is sealed under another key than the model; an enclave "
+                        "refuses that: seal both with the same --kms-key\n");
+        ret = CL_EXIT_FAIL;
+        goto done;
+    }
     /* The key named in the sealed header, when it is a key ARN (what the
      * key service answers and the enclave attests). */
     if (!kms_arn && !strncmp(header_key, "arn:", 4) && strstr(header_key, ":key/") &&
@@ -327,6 +351,10 @@ int cl_cmd_measure(int argc, char **argv)
         }
     cl_hex_encode(t.model_sha256, 32, hex);
     fprintf(stderr, "  model  %s\n", hex);
+    if (t.pin_mmproj) {
+        cl_hex_encode(t.mmproj_sha256, 32, hex);
+        fprintf(stderr, "  mmproj %s\n", hex);
+    }
     if (t.pin_kms)
         fprintf(stderr, "  key    %s%s%s\n", t.kms_key_arn, t.pin_kms_endpoint ? " at " : "",
                 t.pin_kms_endpoint ? t.kms_endpoint : "");
