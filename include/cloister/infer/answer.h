@@ -17,6 +17,17 @@
 #include "cloister/chat.h"
 #include "cloister/infer/model.h"
 
+/* Where an image goes in the prompt text (as llama.cpp's mtmd). */
+#define CL_MODEL_MEDIA_MARKER "<__media__>"
+
+/* One image already encoded (cl_vision_encode): n_tokens rows of n_embd
+ * floats, which must equal the text model's embedding width. */
+struct cl_model_media {
+    const float *embd;
+    uint32_t n_tokens;
+    uint32_t n_embd;
+};
+
 struct cl_model_request {
     /* The prompt: with tmpl set, the messages rendered with it (generation
      * prompt opened, special-token texts parsed); with CL_CHAT_NONE, text
@@ -32,19 +43,28 @@ struct cl_model_request {
     struct cl_model_gen gen; /* sampling, max_tokens (required > 0), stops, stream */
     int32_t *tokens;         /* generated ids (may be NULL) */
     size_t tokens_cap;
+    /* Images (gemma3 only): the prompt text (rendered) must hold exactly
+     * n_media CL_MODEL_MEDIA_MARKERs; marker i becomes <start_of_image>,
+     * media[i]'s embeddings (one position each, attending to each other
+     * non-causally, not scaled) and <end_of_image>. Text around the markers
+     * is tokenized in separate pieces, BOS in front of the first, as
+     * llama.cpp's mtmd_tokenize. Image positions count as prompt tokens. */
+    const struct cl_model_media *media;
+    size_t n_media;
 };
 
 struct cl_model_answer {
     size_t n_prompt;
     size_t n_out;
     enum cl_gen_stop why;
-    int32_t *prompt_tokens; /* when asked for (keep_prompt): the fed ids, cl_model_answer_free */
+    int32_t *prompt_tokens; /* when asked for (keep_prompt): the fed ids (-1 at image positions), cl_model_answer_free */
 };
 
 /* Answers rq on m. With keep_prompt the prompt's token ids are returned in
  * out->prompt_tokens. Fails with CL_E_CORE_INVALID_ARG when the prompt gives
- * no tokens and CL_E_PROTO_LIMIT over max_prompt_tokens; *out is set only on
- * success. */
+ * no tokens or its media markers do not match n_media, CL_E_PROTO_LIMIT over
+ * max_prompt_tokens, CL_E_INFER_VISION_MISMATCH for images on a model that
+ * cannot take them or of the wrong width; *out is set only on success. */
 CL_MUST_CHECK cl_err cl_model_answer(const struct cl_model *m, const cl_tokenizer *tok, struct cl_pool *pool,
                                      const struct cl_model_request *rq, bool keep_prompt,
                                      struct cl_model_answer *out);
