@@ -98,10 +98,21 @@ CL_MUST_CHECK cl_err cl_client_attest(cl_client *c);
 /* NULL until an attestation verified. */
 const struct cl_client_attestation *cl_client_attestation(const cl_client *c);
 
+/* An image sent with a message: its encoded bytes (PNG, JPEG or DICOM),
+ * sent as a base64 data: URL content part inside the encryption. */
+struct cl_client_image {
+    const uint8_t *data;
+    size_t len;
+    const char *mime; /* "image/png", "image/jpeg" or "application/dicom" */
+};
+
 struct cl_client_msg {
     const char *role; /* "system", "user" or "assistant" */
     const char *content;
     size_t content_len;
+    /* Images (user messages): sent before the text, as content parts. */
+    const struct cl_client_image *images;
+    size_t n_images;
 };
 
 /* Unset fields are omitted from the request (the enclave's defaults apply). */

@@ -21,10 +21,13 @@
 
 /* Parses an OpenAI chat-completions request. On failure, *why is a fixed
  * message for the client (never an echo of the input). msgs point into
- * `root`, which the caller keeps alive and releases with json_decref. */
+ * `root`, which the caller keeps alive and releases with json_decref, and
+ * into p->owned (contents assembled from parts, image bytes), released with
+ * cl_chat_params_release on success. */
 CL_MUST_CHECK cl_err cl_chat_request_parse(const uint8_t *body, size_t n, const struct cl_enclave_limits *l,
                                            json_t **root, struct cl_chat_msg *msgs, struct cl_chat_params *p,
                                            const char **why);
+void cl_chat_params_release(struct cl_chat_params *p);
 
 
 /* ---- the engine-backed generator (engine.c) ---- */
@@ -33,6 +36,10 @@ struct cl_engine;
 /* model: the decrypted GGUF in secure memory; it must outlive the engine. */
 CL_MUST_CHECK cl_err cl_engine_new(const void *model, size_t len, unsigned threads, const char *tmpl_override,
                                    uint32_t max_prompt_tokens, struct cl_engine **out);
+/* Adds the vision encoder: mmproj is the decrypted projector GGUF in secure
+ * memory (it must outlive the engine) whose output width must match the
+ * model's. Without it the engine refuses images. */
+CL_MUST_CHECK cl_err cl_engine_set_vision(struct cl_engine *e, const void *mmproj, size_t len);
 void cl_engine_free(struct cl_engine *e);
 const char *cl_engine_name(const struct cl_engine *e);
 /* Matches struct cl_generator's generate (self = the engine). */

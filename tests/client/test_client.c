@@ -434,8 +434,8 @@ static cl_err on_token(void *arg, const char *p, size_t n)
 }
 
 static const struct cl_client_msg question[] = {
-    {"system", "You are a careful medical assistant.", 36},
-    {"user", "What helps with a \"mild\" fever?\n", 32},
+    {.role = "system", .content = "You are a careful medical assistant.", .content_len = 36},
+    {.role = "user", .content = "What helps with a \"mild\" fever?\n", .content_len = 32},
 };
 
 static cl_err ask(cl_client *c, bool stream, struct cl_client_result *res, struct tokens *t)
@@ -911,7 +911,7 @@ static void test_request_json(void **state)
     struct cl_buf b;
     cl_buf_init(&b, 1 << 16, CL_BUF_SECURE);
     const char ctl[] = "tab\there\x01 \xc3\xa9";
-    struct cl_client_msg m[] = {{"user", ctl, sizeof(ctl) - 1}};
+    struct cl_client_msg m[] = {{.role = "user", .content = ctl, .content_len = sizeof(ctl) - 1}};
     struct cl_client_params p;
     memset(&p, 0, sizeof(p));
     p.has_top_p = true;
@@ -927,7 +927,7 @@ static void test_request_json(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "model")), "cloister");
     assert_null(json_object_get(j, "seed"));
     json_decref(j);
-    struct cl_client_msg badrole[] = {{"tool", "x", 1}};
+    struct cl_client_msg badrole[] = {{.role = "tool", .content = "x", .content_len = 1}};
     assert_err(cl_client_request_json(badrole, 1, NULL, false, &b), CL_E_CORE_INVALID_ARG);
     assert_err(cl_client_request_json(m, 0, NULL, false, &b), CL_E_CORE_INVALID_ARG);
     p.top_p = 2;
