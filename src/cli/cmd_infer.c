@@ -578,12 +578,12 @@ static void cl_infer_run_help(FILE *f)
                "{\"prompt_tokens\":[...],\"tokens\":[...],\"text\":\"...\"}; otherwise the text streams.\n"
                "--kv-f16 keeps the KV cache in fp16 (half the memory; llama.cpp's default).\n"
                "Images (gemma3 models, as llama-mtmd-cli): --mmproj is the vision projector;\n"
-               "each --image (PNG/JPEG) or --image-f32 (a preprocessed planar float32 tensor,\n"
-               "3 x size x size) is encoded and placed where the prompt says "
-               CL_MODEL_MEDIA_MARKER ",\n"
-               "in order, or in front of the prompt when it has no marker. Images imply\n"
-               "--chat. --json adds \"image_tokens\" and \"image_encode_ms\"; image positions\n"
-               "show as -1 in prompt_tokens.\n");
+               "each --image (PNG, JPEG or DICOM, decoded and preprocessed as llama.cpp does)\n"
+               "or --image-f32 (an already preprocessed planar float32 tensor, 3 x size x\n"
+               "size) is encoded and placed where the prompt says " CL_MODEL_MEDIA_MARKER ", in order,\n"
+               "or in front of the prompt when it has no marker. Images imply --chat.\n"
+               "--json adds \"image_tokens\" and \"image_encode_ms\"; image positions show as -1\n"
+               "in prompt_tokens.\n");
 }
 
 static int cl_infer_stream(void *user, int32_t token, const char *text, size_t len)

@@ -9,6 +9,7 @@
 #include "cloister/buf.h"
 #include "cloister/log.h"
 #include "cloister/file.h"
+#include "cloister/image.h"
 #include "cloister/infer/kernels.h"
 #include "cloister/infer/vision_mk.h"
 #include "cloister/secmem.h"
@@ -40,17 +41,23 @@ static cl_err cl_cli_image_pixels(const struct cl_vision_hparams *hp, const char
     cl_err rc = CL_OK;
     struct cl_buf b;
     const size_t n = 3u * hp->image_size * hp->image_size;
-    cl_buf_init(&b, (size_t)64 << 20, CL_BUF_SECURE);
-    CL_GUARD(cl_file_read(path, (size_t)64 << 20, &b));
+    struct cl_image img = {0};
+    struct cl_image_limits lim;
+    cl_image_limits_default(&lim);
+    cl_buf_init(&b, raw ? (size_t)64 << 20 : lim.max_bytes, CL_BUF_SECURE);
+    CL_GUARD(cl_file_read(path, raw ? (size_t)64 << 20 : lim.max_bytes, &b));
     if (raw) {
         CL_ENSURE_D(b.len == n * sizeof(float), CL_E_INFER_VISION_MISMATCH,
                     "preprocessed tensor has %zu bytes, the projector needs %zu (3x%ux%u float32)", b.len,
                     n * sizeof(float), hp->image_size, hp->image_size);
         memcpy(px, b.data, b.len);
     } else {
-        CL_FAIL(CL_E_INFER_VISION_MISMATCH, "encoded images (PNG/JPEG) need the image module; use --image-f32");
+        /* PNG, JPEG or DICOM, with the default size limits checked before any pixel allocation */
+        CL_GUARD(cl_image_decode(b.data, b.len, &lim, &img));
+        CL_GUARD(cl_image_preprocess(&img, hp->image_size, hp->mean, hp->std, px));
     }
 out:
+    cl_image_free(&img);
     cl_buf_free(&b);
     return rc;
 }

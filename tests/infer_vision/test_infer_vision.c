@@ -534,6 +534,30 @@ static void test_cli(void **state)
         json_decref(want);
         free(out);
     }
+    /* from the PNG itself (decoded and preprocessed by the image module): both references exactly */
+    for (size_t ii = 0; ii < 2; ii++) {
+        char png[1024];
+        snprintf(rel, sizeof(rel), "images/chest-xray/%s.png", cl_t_images[ii]);
+        CL_TESTDATA(rel, png);
+        char *argv[] = {cli, "run", model, "--mmproj", mmproj, "--image", png, "-p", "Describe this image.",
+                        "-n", "24", "--ignore-eos", "--json", NULL};
+        char *out = cl_t_exec(argv, &st);
+        assert_int_equal(st, 0);
+        json_t *got = json_loads(out, 0, NULL);
+        assert_non_null(got);
+        json_t *want = cl_t_ref("tiny-gemma3-f32", cl_t_images[ii]);
+        assert_true(json_equal(json_object_get(got, "prompt_tokens"), json_object_get(want, "prompt_tokens")));
+        assert_true(json_equal(json_object_get(got, "tokens"), json_object_get(want, "generated_tokens")));
+        json_decref(got);
+        json_decref(want);
+        free(out);
+    }
+    {
+        /* not an image / a truncated PNG: a clear failure, exit 1 */
+        char *bad[] = {cli, "run", model, "--mmproj", mmproj, "--image", model, "-p", "x", NULL};
+        free(cl_t_exec(bad, &st));
+        assert_int_equal(st, 1);
+    }
     /* a written projector loads and runs with the tiny model */
     char tmp[] = "/tmp/cl-vision-XXXXXX";
     assert_non_null(mkdtemp(tmp));
