@@ -16,7 +16,8 @@
 
 #define CL_CLIENT_MAX_URL 2048
 #define CL_CLIENT_MAX_ERROR_BODY (64 * 1024)
-#define CL_CLIENT_MAX_REQUEST ((size_t)8 << 20)
+/* A request with images (base64) fits the host's largest body (32 MiB, less framing). */
+#define CL_CLIENT_MAX_REQUEST (((size_t)32 << 20) - 16384)
 #define CL_CLIENT_DEFAULT_TIMEOUT_MS ((uint64_t)300 * 1000)
 
 struct cl_client {
