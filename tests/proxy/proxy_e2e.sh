@@ -67,6 +67,16 @@ grep -qF "fever" "$T/main.log" && bad "the question is in the proxy's log" || ok
 grep -qF "$WANT_GREEDY" "$T/main.log" && bad "the answer is in the proxy's log" || ok "the answer is not in the proxy's log"
 grep -q '"event":"proxy_chat"' "$T/main.log" && ok "requests logged as JSON lines" || bad "no proxy_chat log lines"
 
+# The enclave restarts with a new key: the proxy's clients attest again, and the request goes through.
+n_before=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["verifications"])' "$T/att.json")
+stack_enclave_stop
+stack_enclave_start >>"$T/stack.log" 2>&1 && ok "enclave restarted (new OHTTP key)" || bad "enclave restart"
+code=$(curl -s -o "$T/r" -w '%{http_code}' -H 'Content-Type: application/json' \
+  -d '{"model":"cloister","messages":[{"role":"user","content":"hi"}],"max_tokens":2}' "$purl/v1/chat/completions")
+n_after=$(curl -s "$purl/v1/attestation" | python3 -c 'import json,sys; print(json.load(sys.stdin)["verifications"])')
+[ "$code" = 200 ] && [ "$n_after" -gt "$n_before" ] && ok "after the key changed: re-attested ($n_before -> $n_after verifications) and answered" \
+  || bad "after restart: $code $(head -c 200 "$T/r"), verifications $n_before -> $n_after"
+
 # Requests from elsewhere: another Host (DNS rebinding) or another page's Origin.
 code=$(curl -s -o "$T/r" -w '%{http_code}' -H 'Host: attacker.example:80' "$purl/v1/models")
 [ "$code" = 403 ] && grep -q host_refused "$T/r" && ok "a foreign Host header is refused (403)" || bad "Host check: $code $(cat "$T/r")"
