@@ -51,4 +51,8 @@ export PCR2=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["p
 export MODEL_SHA256=$(sha256sum "$D/model.gguf" | cut -d' ' -f1)
 HOME=$T timeout 120 node "$HERE/interop/browser.mjs" 2>&1; rc=$?
 [ "$rc" = 0 ] && ok "browser checks (screenshots in $ARTIFACTS)" || bad "browser checks (exit $rc)"
+# The proxies stop cleanly on SIGTERM (under ASan/UBSan: with no report).
+for p in "${proxy_pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+proxy_pids=()
+if grep -lE "Sanitizer|runtime error" "$T"/*.log >/dev/null 2>&1; then bad "sanitizer report in: $(grep -lE "Sanitizer|runtime error" "$T"/*.log | tr '\n' ' ')"; grep -hE -A5 "Sanitizer|runtime error" "$T"/*.log | head -30; else ok "the proxies stopped without a sanitizer report"; fi
 finish

@@ -132,4 +132,8 @@ expect_err "16-4096 bytes" "the refusal names the length"
 expect 0 "--help" "$CL" proxy --help
 grep -q "from openai import OpenAI" "$T/out" && grep -q 'import OpenAI from "openai"' "$T/out" \
   && ok "--help shows the Python and JavaScript clients" || bad "--help examples"
+# The proxies stop cleanly on SIGTERM (under ASan/UBSan: with no report).
+for p in "${proxy_pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+proxy_pids=()
+if grep -lE "Sanitizer|runtime error" "$T"/*.log >/dev/null 2>&1; then bad "sanitizer report in: $(grep -lE "Sanitizer|runtime error" "$T"/*.log | tr '\n' ' ')"; grep -hE -A5 "Sanitizer|runtime error" "$T"/*.log | head -30; else ok "the proxies stopped without a sanitizer report"; fi
 finish
