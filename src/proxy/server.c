@@ -58,16 +58,20 @@ static uint64_t cl_proxy_wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void cl_proxy_note(cl_proxy *p, cl_client *c, unsigned before, cl_err rc)
+/* Records what an attestation established or why it failed. attest_call: rc
+ * is cl_client_attest's own (any failure counts, the host unreachable too);
+ * otherwise rc is a chat's, which re-attests only when the key changed. */
+static void cl_proxy_note(cl_proxy *p, cl_client *c, unsigned before, cl_err rc, bool attest_call)
 {
     const struct cl_client_attestation *a = cl_client_attestation(c);
     bool fresh = a && a->count != before;
-    if (!fresh && !(rc != CL_OK && cl_proxy_is_attestation_error(rc)))
+    bool failed = rc != CL_OK && (attest_call || cl_proxy_is_attestation_error(rc));
+    if (!fresh && !failed)
         return;
     pthread_mutex_lock(&p->mu);
     p->st.checked = true;
     p->st.checked_ms = cl_proxy_wall_ms();
-    if (rc != CL_OK && cl_proxy_is_attestation_error(rc)) {
+    if (failed) {
         p->st.ok = false;
         p->st.err = rc;
         cl_err_format(rc, p->st.message, sizeof(p->st.message));
@@ -98,7 +102,7 @@ static cl_err cl_proxy_client_get(cl_proxy *p, cl_client **out)
     }
     if (!cl_client_attestation(c)) {
         rc = cl_client_attest(c);
-        cl_proxy_note(p, c, 0, rc);
+        cl_proxy_note(p, c, 0, rc, true);
         CL_GUARD(rc);
     }
     *out = c;
@@ -403,7 +407,7 @@ static void *cl_proxy_stream_main(void *arg)
     struct cl_proxy_stream *s = arg;
     unsigned before = cl_client_attestation(s->c) ? cl_client_attestation(s->c)->count : 0;
     cl_err rc = cl_client_chat_json(s->c, s->req.data, s->req.len, cl_proxy_on_piece, s, &s->res);
-    cl_proxy_note(s->p, s->c, before, rc);
+    cl_proxy_note(s->p, s->c, before, rc, false);
     pthread_mutex_lock(&s->mu);
     if (s->started) {
         cl_err e2 = CL_OK;
@@ -580,7 +584,7 @@ static enum MHD_Result cl_proxy_chat(cl_proxy *p, struct MHD_Connection *conn, s
     }
     unsigned before = cl_client_attestation(c)->count;
     rc = cl_client_chat_json(c, req.data, req.len, NULL, NULL, &res);
-    cl_proxy_note(p, c, before, rc);
+    cl_proxy_note(p, c, before, rc, false);
     cl_proxy_client_put(p, c);
     char id[48];
     cl_proxy_new_id(id, sizeof(id));

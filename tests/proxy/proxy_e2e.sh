@@ -112,6 +112,14 @@ for case in "other-pcr:ATTEST_PCR|PCR" "other-model:NET_CLIENT_MODEL|model"; do
     || bad "$name: OHTTP requests went out ($before -> $after)"
 done
 
+# No host at all: 503, and the panel's record says why.
+proxy_start nohost --trust "$D/TRUST.json" --host http://127.0.0.1:1 --timeout 5 || bad "proxy (no host) did not start"
+code=$(curl -s -o "$T/r" -w '%{http_code}' -H 'Content-Type: application/json' \
+  -d '{"model":"cloister","messages":[{"role":"user","content":"hi"}]}' "$purl/v1/chat/completions")
+[ "$code" = 503 ] && grep -q '"code":"net_client_http"' "$T/r" && ok "host unreachable: 503 net_client_http" || bad "no host: $code $(cat "$T/r")"
+curl -s "$purl/v1/attestation" | grep -q '"ok":false.*"check":"NET_CLIENT_HTTP"' && ok "host unreachable: /v1/attestation not ok, says why" \
+  || bad "no host: attestation record"
+
 # 3. bearer token (file or environment, never argv) and loopback-only listening
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/token"
 proxy_start token --trust "$D/TRUST.json" --token-file "$T/token" || bad "proxy with a token did not start"
