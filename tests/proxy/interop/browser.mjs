@@ -90,6 +90,20 @@ try {
   check(outcome === "Answered." || /^4\d\d: the enclave answered/.test(outcome),
     "the enclave answered, or its refusal of images is shown", outcome);
   await shot(page, "image-sent");
+  // drag and drop onto the question area: previewed; Remove takes it away again
+  const b64 = fs.readFileSync(env.PNG_FILE).toString("base64");
+  await page.evaluate((data) => {
+    const bytes = Uint8Array.from(atob(data), (ch) => ch.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], "dropped-xray.png", { type: "image/png" }));
+    const target = document.getElementById("drop");
+    target.dispatchEvent(new DragEvent("dragover", { dataTransfer: dt, bubbles: true, cancelable: true }));
+    target.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, b64);
+  await page.waitForSelector("#preview-box:not([hidden])", { timeout: 5000 });
+  check((await page.$eval("#preview-name", (e) => e.textContent)) === "dropped-xray.png", "a dropped image is previewed");
+  await page.click("#remove-image");
+  check(await page.$eval("#preview-box", (e) => e.hidden && getComputedStyle(e).display === "none"), "Remove image hides the preview");
   check(cspErrors.length === 0, "no Content-Security-Policy violations", cspErrors.join(" | "));
 
   // a proxy whose TRUST.json does not match: red, naming the check
