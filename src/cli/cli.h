@@ -101,5 +101,6 @@ int cl_cmd_measure(int argc, char **argv);
 int cl_cmd_ask(int argc, char **argv);
 int cl_cmd_chat(int argc, char **argv);
 int cl_cmd_image(int argc, char **argv);
+int cl_cmd_proxy(int argc, char **argv);
 
 #endif
