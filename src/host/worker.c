@@ -29,15 +29,14 @@ static cl_err cl_worker_exchange(const struct cl_host_worker_config *c, const st
     int fd = -1;
     enum cl_wire_type t = CL_WIRE_NONE;
     unsigned fl = 0;
-    CL_GUARD(cl_vsock_connect(c->enclave_cid, CL_WIRE_PORT_SERVICE, &fd));
+    if (cl_vsock_connect(c->enclave_cid, CL_WIRE_PORT_SERVICE, &fd) != CL_OK)
+        CL_FAIL(CL_E_NET_HOST_ENCLAVE_CONNECT, "enclave CID %u port %u", c->enclave_cid, CL_WIRE_PORT_SERVICE);
     struct timeval tv = {(time_t)(c->timeout_ms / 1000), (suseconds_t)(c->timeout_ms % 1000) * 1000};
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    CL_GUARD(cl_wire_send(fd, CL_WIRE_JOB_REQ, 0, job->data, job->len));
-    rc = cl_wire_recv(fd, res->max, &t, &fl, res);
-    if (rc != CL_OK) {
-        rc = cl_err_fail(CL_E_NET_INTERNAL, "the enclave closed or timed out mid-job");
-        goto out;
-    }
+    if (cl_wire_send(fd, CL_WIRE_JOB_REQ, 0, job->data, job->len) != CL_OK)
+        CL_FAIL(CL_E_NET_HOST_ENCLAVE_CLOSED, "sending the job");
+    if (cl_wire_recv(fd, res->max, &t, &fl, res) != CL_OK)
+        CL_FAIL(CL_E_NET_HOST_ENCLAVE_CLOSED, "the enclave closed or timed out mid-job");
     if (t == CL_WIRE_ERROR) {
         unsigned status = 0;
         cl_err code = CL_OK;
@@ -56,7 +55,11 @@ out:
  * not bring a job closer to the dead-letter queue. */
 static bool cl_worker_transient(cl_err rc)
 {
-    return cl_err_category(rc) == CL_ERRCAT_NET || rc == CL_E_PROTO_BUSY ||
+    /* A key service that answered (HTTP status, malformed answer, signature)
+     * refused: that counts. One that could not be reached does not. */
+    bool net_refusal = rc == CL_E_NET_HTTP_STATUS || rc == CL_E_NET_RESPONSE || rc == CL_E_NET_CREDENTIALS ||
+                       rc == CL_E_NET_URL || (rc >= CL_E_NET_SIGV4_MALFORMED && rc <= CL_E_NET_SIGV4_LIMIT);
+    return (cl_err_category(rc) == CL_ERRCAT_NET && !net_refusal) || rc == CL_E_PROTO_BUSY ||
            (cl_err_category(rc) == CL_ERRCAT_STORE && rc != CL_E_STORE_NOT_FOUND);
 }
 
