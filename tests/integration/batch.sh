@@ -178,9 +178,9 @@ tamper reordered 'a, b = rc(ids[1]), rc(ids[4]); db.execute("UPDATE receipts SET
 grep -q "^reordered: " "$cl_tmp/out" && ok "reordered receipts named" || bad "reordered: $(cat "$cl_tmp/out")"
 tamper inserted 'db.execute("INSERT INTO receipts(chain, seq, job_id, receipt, at) SELECT chain, seq, job_id, receipt, at FROM receipts WHERE id = ?", (ids[2],))'
 grep -q "^inserted: .*a second receipt with seq 3" "$cl_tmp/out" && ok "inserted (duplicated) receipt named" || bad "inserted: $(cat "$cl_tmp/out")"
-tamper uncertified 'db.execute("UPDATE attestations SET doc = x\"00\" || doc WHERE chain = ?", (chain,))'
+tamper uncertified 'd = db.execute("SELECT doc FROM attestations WHERE chain = ?", (chain,)).fetchone()[0]; db.execute("UPDATE attestations SET doc = ? WHERE chain = ?", (d[:-1] + bytes([d[-1] ^ 1]), chain))'
 grep -q "^inserted: .*no valid attestation certifies" "$cl_tmp/out" && ok "receipts whose audit key no valid attestation certifies are refused" || bad "uncertified: $(cat "$cl_tmp/out")"
-tamper result 'db.execute("UPDATE results SET result = result || x\"00\" WHERE job_id = (SELECT job_id FROM results LIMIT 1)")'
+tamper result 'j, d = db.execute("SELECT job_id, result FROM results LIMIT 1").fetchone(); db.execute("UPDATE results SET result = ? WHERE job_id = ?", (d[:-1] + bytes([d[-1] ^ 1]), j))'
 grep -q "^altered: .*stored result differs" "$cl_tmp/out" && ok "altered result named" || bad "result: $(cat "$cl_tmp/out")"
 
 # 6. a full disk (file-size limit) for the object store: clear error, nothing half-written
