@@ -88,6 +88,8 @@ static void *cl_svc_conn_main(void *arg)
     struct timeval tv = {(time_t)(s->limits->request_timeout_ms / 1000), (suseconds_t)(s->limits->request_timeout_ms % 1000) * 1000};
     (void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     cl_err rc = cl_wire_recv(c->fd, in.max, &t, &fl, &in);
+    if (rc == CL_E_PROTO_LIMIT) /* named, so a worker counts an oversized job instead of retrying it */
+        cl_svc_send_error(c->fd, 413, rc);
     if (rc == CL_OK) {
         switch (t) {
         case CL_WIRE_ATTEST_REQ: rc = cl_svc_attest(s, c->fd, &in); break;

@@ -2,6 +2,7 @@
  * moves ciphertext between the queue, the object store, the enclave and the
  * result store; it never holds a key, a prompt or an answer. */
 #include <signal.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -33,10 +34,11 @@ static cl_err cl_worker_exchange(const struct cl_host_worker_config *c, const st
         CL_FAIL(CL_E_NET_HOST_ENCLAVE_CONNECT, "enclave CID %u port %u", c->enclave_cid, CL_WIRE_PORT_SERVICE);
     struct timeval tv = {(time_t)(c->timeout_ms / 1000), (suseconds_t)(c->timeout_ms % 1000) * 1000};
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    if (cl_wire_send(fd, CL_WIRE_JOB_REQ, 0, job->data, job->len) != CL_OK)
-        CL_FAIL(CL_E_NET_HOST_ENCLAVE_CLOSED, "sending the job");
+    /* A refusal (an oversized job, say) may come while the job is still
+     * being sent: read the answer even when the send failed. */
+    bool sent = cl_wire_send(fd, CL_WIRE_JOB_REQ, 0, job->data, job->len) == CL_OK;
     if (cl_wire_recv(fd, res->max, &t, &fl, res) != CL_OK)
-        CL_FAIL(CL_E_NET_HOST_ENCLAVE_CLOSED, "the enclave closed or timed out mid-job");
+        CL_FAIL(CL_E_NET_HOST_ENCLAVE_CLOSED, sent ? "the enclave closed or timed out mid-job" : "sending the job");
     if (t == CL_WIRE_ERROR) {
         unsigned status = 0;
         cl_err code = CL_OK;

@@ -11,6 +11,7 @@
 #include "cloister/batch_store.h"
 #include "cloister/crypto.h"
 #include "cloister/secmem.h"
+#include "cloister/wire_job.h"
 
 static void cl_t_header(struct cl_batch_job_header *h, const char *id)
 {
@@ -122,6 +123,32 @@ static void test_receipt(void **state)
     cl_buf_free(&out);
     cl_pkey_free(key);
     cl_pkey_free(other);
+}
+
+static void test_wire_job_res(void **state)
+{
+    (void)state;
+    struct cl_buf b;
+    struct cl_wire_job_res r = {(const uint8_t *)"RES", 3, (const uint8_t *)"RCPT", 4, (const uint8_t *)"ATT", 3,
+                                "job-1", true, "", 5}, g;
+    memset(r.chain, 'a', 64);
+    cl_buf_init(&b, 4096, CL_BUF_NONE);
+    assert_ok(cl_wire_job_res_encode(&r, &b));
+    assert_ok(cl_wire_job_res_parse(b.data, b.len, &g));
+    assert_string_equal(g.job_id, "job-1");
+    assert_int_equal(g.seq, 5);
+    assert_true(g.ok);
+    assert_int_equal(g.receipt_len, 4);
+    assert_memory_equal(g.attestation, "ATT", 3);
+    /* truncated blobs, and meta with an extra member, are refused */
+    assert_err(cl_wire_job_res_parse(b.data, 9, &g), CL_E_PROTO_REQUEST_INVALID);
+    b.len--;
+    assert_ok(cl_buf_append_str(&b, ",\"x\":1}"));
+    assert_err(cl_wire_job_res_parse(b.data, b.len, &g), CL_E_PROTO_REQUEST_INVALID);
+    snprintf(r.job_id, sizeof(r.job_id), "../etc");
+    b.len = 0;
+    assert_err(cl_wire_job_res_encode(&r, &b), CL_E_PROTO_REQUEST_INVALID);
+    cl_buf_free(&b);
 }
 
 static char cl_t_dir[256];
@@ -264,7 +291,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_job_roundtrip),   cmocka_unit_test(test_result_roundtrip),
-        cmocka_unit_test(test_receipt),         cmocka_unit_test(test_store_objects),
+        cmocka_unit_test(test_receipt),         cmocka_unit_test(test_wire_job_res),
+        cmocka_unit_test(test_store_objects),
         cmocka_unit_test(test_store_queue),     cmocka_unit_test(test_store_results),
     };
     return cmocka_run_group_tests(tests, cl_t_setup, cl_t_teardown);

@@ -46,7 +46,8 @@ bpids+=($!)
 stack_wait_for "$D/host2.out" 'listening on' 10 || { bad "host 2"; finish; exit 1; }
 host2_url=http://$(grep -oE '127\.0\.0\.1:[0-9]+' "$D/host2.out" | head -1)
 "$SIM" run "$D/enclave.img" --dir "$SIM_DIR" --vsock-dir "$D/vsock2" --cid 16 > "$D/enclave2.out" 2> "$D/enclave2.log" &
-bpids+=($!)
+enc2=$!
+bpids+=($enc2)
 for _ in $(seq 1 300); do curl -sf "$host2_url/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -sf "$host2_url/readyz" >/dev/null && ok "host and enclave 2 up" || { bad "enclave 2 not ready"; finish; exit 1; }
 
@@ -99,9 +100,11 @@ head -c 300 /dev/urandom > "$S/objects/poison.job"
 sqlite3 "$S/queue.db" "INSERT INTO queue(job_id, object, visible_at, sent_at) VALUES('poison', 'poison.job', 0, 0)"
 
 "$HOST" --worker --enclave-cid 16 --vsock-dir "$D/vsock" "${wargs[@]}" 2> "$D/worker1.log" &
-bpids+=($!)
+wk1=$!
+bpids+=($wk1)
 "$HOST" --worker --enclave-cid 16 --vsock-dir "$D/vsock2" "${wargs[@]}" 2> "$D/worker2.log" &
-bpids+=($!)
+wk2=$!
+bpids+=($wk2)
 for _ in $(seq 1 1200); do
   st=$("$CL" batch status --queue "$Q" --results "$R" --json 2>/dev/null)
   python3 -c 'import json,sys; s=json.loads(sys.argv[1]); sys.exit(0 if s["results"]>=21 and s["dead"]>=1 and s["queued"]+s["in_flight"]==0 else 1)' "$st" 2>/dev/null && break
@@ -195,5 +198,41 @@ rc=$?
 expect_err "storage full" "the full disk is named (STORE_FULL)"
 [ "$(ls -A "$S/objects" | wc -l)" = "$before" ] && ok "no partial object or temp file left" || bad "objects dir changed: $(ls -A "$S/objects" | head)"
 expect 0 "an image job submits with room on the disk" cons batch submit "${sub[@]}" --image "$cl_tmp/scan.png" "Patient $marker: describe the scan"
+
+# 7. the key service down for a while: jobs wait (no dead letter) and complete after it returns
+wait_done() { # JOB... : until every job is done (60 s)
+  for _ in $(seq 1 600); do
+    "$CL" batch status --queue "$Q" --results "$R" "$@" > "$cl_tmp/st" 2>/dev/null
+    [ "$(grep -c ' done$' "$cl_tmp/st")" = $# ] && return 0; sleep 0.1
+  done; return 1
+}
+kill -STOP $wk1 $wk2
+k1=$(cons batch submit "${sub[@]}" -n 8 --temp 0 "Patient $marker: kms outage job one")
+k2=$(cons batch submit "${sub[@]}" -n 8 --temp 0 "Patient $marker: kms outage job two")
+kms_pid=${stack_pids[0]}
+kill "$kms_pid"; wait "$kms_pid" 2>/dev/null
+kill -CONT $wk1 $wk2
+sleep 3
+"$CL" batch status --queue "$Q" --results "$R" "$k1" "$k2" > "$cl_tmp/st"
+[ "$(grep -c ' pending$' "$cl_tmp/st")" = 2 ] && ok "key service down: both jobs wait (not dead-lettered)" || bad "during the outage: $(cat "$cl_tmp/st")"
+grep -q '"event":"job_retry".*"transient":1' "$D/worker1.log" "$D/worker2.log" && ok "the outage is retried as transient" || bad "no transient retry logged"
+"$KMS" serve "$KMS_DIR" --listen "${kms_url#http://}" --trust-root "$D/sim-root.pem" > "$D/kms2.out" 2> "$D/kms2.log" &
+bpids+=($!)
+stack_wait_for "$D/kms2.out" 'listening on' 10 || bad "key service restart"
+wait_done "$k1" "$k2" && ok "both jobs complete after the key service returns" || bad "after the outage: $(cat "$cl_tmp/st")"
+
+# 8. kill -9 of an enclave mid-job: the job is redelivered and completed once (by the other enclave)
+kill -STOP $wk1
+k3=$(cons batch submit "${sub[@]}" -n 600 --temp 0 "Patient $marker: enclave crash job")
+for _ in $(seq 1 200); do
+  [ "$(sqlite3 "$S/queue.db" "SELECT receives FROM queue WHERE job_id = '$k3'" 2>/dev/null)" = 1 ] && break; sleep 0.05
+done
+sleep 0.3
+kill -9 $enc2; wait $enc2 2>/dev/null
+kill -CONT $wk1
+wait_done "$k3" && ok "enclave killed mid-job: the job completed on the other enclave" || bad "after the enclave crash: $(cat "$cl_tmp/st")"
+[ "$(sqlite3 "$S/results.db" "SELECT count(*) FROM results WHERE job_id = '$k3'")" = 1 ] && ok "stored exactly once" || bad "job stored more than once"
+grep -q '"event":"job_retry".*"error":"NET_HOST_ENCLAVE_CLOSED"' "$D/worker2.log" && ok "worker 2 saw the enclave close mid-job and released the job" || bad "worker 2 log: $(grep job_retry "$D/worker2.log" | tail -2)"
+expect 0 "audit verify after the crashes" "$CL" audit verify --results "$R" "${pins[@]}"
 
 finish
