@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 
 #include "cloister/batch.h"
@@ -237,6 +239,11 @@ cl_err cl_jobs_handle(struct cl_jobs *j, int fd, const uint8_t *job, size_t n)
     r.started_ms = (uint64_t)time(NULL) * 1000 - (cl_now_us() - t0) / 1000;
     r.duration_us = cl_now_us() - t0;
 
+    /* The chain's lock is held while sending: a worker that stops reading
+     * must not hold every other job's receipt for longer than this. */
+    struct timeval tv = {(time_t)(j->lim->request_timeout_ms / 1000),
+                         (suseconds_t)(j->lim->request_timeout_ms % 1000) * 1000};
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     pthread_mutex_lock(&j->chain_mu);
     locked = true;
     r.seq = j->seq + 1;
