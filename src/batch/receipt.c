@@ -102,6 +102,10 @@ cl_err cl_batch_receipt_parse(const uint8_t *p, size_t n, struct cl_batch_receip
     CL_GUARD(cl_rcpt_uint(j, "started_ms", UINT64_MAX >> 12, &r->started_ms));
     CL_GUARD(cl_rcpt_uint(j, "duration_us", UINT64_MAX >> 12, &r->duration_us));
     CL_ENSURE_D(!strcmp(st, "ok") || !strcmp(st, "error"), CL_E_PROTO_RECEIPT_MALFORMED, "member status");
+    CL_ENSURE_D(cl_batch_id_valid(r->kind) && cl_batch_id_valid(r->job_id) &&
+                    cl_batch_text_valid(r->consumer, CL_BATCH_CONSUMER_MAX) &&
+                    (!r->error[0] || cl_batch_id_valid(r->error)),
+                CL_E_PROTO_RECEIPT_MALFORMED, "kind, job_id, consumer or error");
     r->ok = !strcmp(st, "ok");
     r->prompt_tokens = (uint32_t)pt;
     r->completion_tokens = (uint32_t)ct;
