@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "cloister/attest.h"
@@ -17,6 +18,7 @@
 #include "cloister/file.h"
 #include "cloister/json_secure.h"
 #include "cloister/kms_client.h"
+#include "cloister/log.h"
 #include "cloister/secmem.h"
 
 #define CL_BATCH_MAX_IMAGES 8
@@ -431,31 +433,48 @@ out:
 
 static void cl_bcli_status_help(FILE *f)
 {
-    fprintf(f, "usage: cloister batch status --queue URL --results URL [JOB...] [--json]\n\n"
+    fprintf(f, "usage: cloister batch status --queue URL --results URL [JOB... | --jobs FILE] [--wait]\n"
+               "                             [--timeout S] [--json]\n\n"
                "Counts of queued (visible), in-flight and dead-lettered messages, stored results and\n"
                "receipts; for each JOB given: done, error (the enclave answered with an error, sealed\n"
                "for the consumer), dead (with the error record's code and receive count) or pending.\n"
-               "Reads only public metadata: no key or credential is needed.\n");
+               "Reads only public metadata: no key or credential is needed.\n\n"
+               "  --jobs FILE   job ids, one per line (what 'batch submit' printed; '-' for stdin)\n"
+               "  --wait        wait until every JOB is done, error or dead (without JOBs: until the\n"
+               "                queue is empty), with a progress bar on stderr when it is a terminal\n"
+               "  --timeout S   give up waiting after S seconds, 1..604800 (default 3600): exit 1\n");
 }
 
 static int cl_bcli_status(int argc, char **argv)
 {
     const char *cmd = "batch status";
-    enum { O_QUEUE = 256, O_RESULTS };
+    enum { O_QUEUE = 256, O_RESULTS, O_WAIT, O_TIMEOUT, O_JOBS };
     static const struct option opts[] = {CL_CLI_OPT_HELP, CL_CLI_OPT_JSON, {"queue", required_argument, NULL, O_QUEUE},
-                                         {"results", required_argument, NULL, O_RESULTS}, CL_CLI_OPT_END};
-    const char *qu = NULL, *ru = NULL;
-    bool json = false;
+                                         {"results", required_argument, NULL, O_RESULTS},
+                                         {"wait", no_argument, NULL, O_WAIT},
+                                         {"timeout", required_argument, NULL, O_TIMEOUT},
+                                         {"jobs", required_argument, NULL, O_JOBS}, CL_CLI_OPT_END};
+    const char *qu = NULL, *ru = NULL, *jobs_file = NULL;
+    bool json = false, wait = false;
+    uint64_t timeout_s = 3600;
     struct cl_cli_args a = {.cmd = cmd, .help = cl_bcli_status_help, .longopts = opts, .json = &json};
     for (int c; (c = cl_cli_next(&a, argc, argv)) != -1;) {
         switch (c) {
         case O_QUEUE: qu = optarg; break;
         case O_RESULTS: ru = optarg; break;
+        case O_WAIT: wait = true; break;
+        case O_JOBS: jobs_file = optarg; break;
+        case O_TIMEOUT:
+            if (!cl_cli_u64_opt(cmd, optarg, 1, 604800, &timeout_s, "--timeout expects 1-604800 seconds"))
+                return CL_EXIT_USAGE;
+            break;
         default: return a.exit;
         }
     }
     if (!qu || !ru)
         return cl_cli_usage_error(cmd, "--queue and --results are required");
+    if (jobs_file && optind < argc)
+        return cl_cli_usage_error(cmd, "give JOB ids or --jobs FILE, not both");
     cl_bstore_queue *q = NULL;
     cl_bstore_results *r = NULL;
     struct cl_bstore_queue_counts qc;
@@ -463,14 +482,73 @@ static int cl_bcli_status(int argc, char **argv)
     struct cl_buf a1, a2;
     cl_buf_init(&a1, CL_BATCH_RESULT_MAX_PLAINTEXT + CL_BATCH_OVERHEAD, CL_BUF_NONE);
     cl_buf_init(&a2, CL_BATCH_RECEIPT_MAX, CL_BUF_NONE);
-    cl_err rc = cl_bstore_queue_open(qu, &q);
+    struct cl_buf idf;
+    char **ids = NULL;
+    size_t nids = 0;
+    cl_buf_init(&idf, 64 << 20, CL_BUF_NONE);
+    int ret = CL_EXIT_OK;
+    cl_err rc = CL_OK;
+    if (jobs_file) {
+        rc = cl_file_read(!strcmp(jobs_file, "-") ? "/dev/stdin" : jobs_file, idf.max - 1, &idf);
+        if (rc == CL_OK)
+            rc = cl_buf_append_u8(&idf, 0);
+        if (rc != CL_OK) {
+            ret = cl_cli_fail(cmd, "--jobs", rc);
+            goto out;
+        }
+        for (size_t i = 0; i + 1 < idf.len; i++)
+            nids += idf.data[i] == '\n' || i + 2 == idf.len;
+        ids = calloc(nids + 1, sizeof(*ids));
+        nids = 0;
+        for (char *sv = NULL, *t = ids ? strtok_r((char *)idf.data, "\r\n", &sv) : NULL; t; t = strtok_r(NULL, "\r\n", &sv))
+            ids[nids++] = t;
+    } else {
+        ids = argv + optind;
+        nids = (size_t)(argc - optind);
+    }
+    if (jobs_file && !ids) {
+        ret = cl_cli_fail(cmd, "memory", CL_E_CORE_NOMEM);
+        goto out;
+    }
+    rc = cl_bstore_queue_open(qu, &q);
     if (rc == CL_OK)
         rc = cl_bstore_results_open(ru, &r);
-    if (rc == CL_OK)
-        rc = cl_bstore_queue_counts(q, &qc);
-    if (rc == CL_OK)
-        rc = cl_bstore_results_count(r, &nres, &nrec);
-    int ret = CL_EXIT_OK;
+    struct cl_progress prog = {0};
+    uint64_t t_end = cl_now_us() + timeout_s * 1000000u;
+    if (wait)
+        cl_progress_start(&prog, "waiting", nids ? nids : 1);
+    for (;;) {
+        if (rc == CL_OK)
+            rc = cl_bstore_queue_counts(q, &qc);
+        if (rc == CL_OK)
+            rc = cl_bstore_results_count(r, &nres, &nrec);
+        if (rc != CL_OK || !wait)
+            break;
+        size_t final = 0;
+        for (size_t i = 0; i < nids; i++) {
+            bool ok = false, found = false;
+            char err[CL_BSTORE_ERROR_MAX + 1];
+            uint32_t rcv = 0;
+            if (!cl_batch_id_valid(ids[i]) || cl_bstore_results_get(r, ids[i], &ok, &a1, &a2) == CL_OK ||
+                (cl_bstore_queue_dead_find(q, ids[i], err, &rcv, &found) == CL_OK && found))
+                final++;
+        }
+        bool done = nids ? final == nids : qc.visible + qc.in_flight == 0;
+        cl_progress_update(&prog, nids ? final : done);
+        if (done)
+            break;
+        if (cl_now_us() > t_end) {
+            cl_progress_finish(&prog);
+            fprintf(stderr, "cloister %s: --timeout: %zu of %zu jobs finished after %llu s\n", cmd, final, nids,
+                    (unsigned long long)timeout_s);
+            ret = CL_EXIT_FAIL;
+            break;
+        }
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (wait)
+        cl_progress_finish(&prog);
     if (rc != CL_OK) {
         ret = cl_cli_fail(cmd, "stores", rc);
         goto out;
@@ -483,8 +561,8 @@ static int cl_bcli_status(int argc, char **argv)
         printf("queued %llu, in flight %llu, dead letters %llu, results %llu, receipts %llu\n",
                (unsigned long long)qc.visible, (unsigned long long)qc.in_flight, (unsigned long long)qc.dead,
                (unsigned long long)nres, (unsigned long long)nrec);
-    for (int i = optind; i < argc; i++) {
-        const char *id = argv[i];
+    for (size_t i = 0; i < nids; i++) {
+        const char *id = ids[i];
         bool ok = false, found = false;
         char err[CL_BSTORE_ERROR_MAX + 1] = "";
         uint32_t rcv = 0;
@@ -497,7 +575,7 @@ static int cl_bcli_status(int argc, char **argv)
             st = "dead";
         }
         if (json)
-            printf("%s{\"job_id\":\"%s\",\"state\":\"%s\",\"error\":\"%s\",\"receives\":%u}", i > optind ? "," : "",
+            printf("%s{\"job_id\":\"%s\",\"state\":\"%s\",\"error\":\"%s\",\"receives\":%u}", i ? "," : "",
                    cl_batch_id_valid(id) ? id : "", st, err, rcv);
         else if (!strcmp(st, "dead"))
             printf("%s dead (%s after %u receives)\n", id, err, rcv);
@@ -507,6 +585,9 @@ static int cl_bcli_status(int argc, char **argv)
     if (json)
         printf("]}\n");
 out:
+    if (jobs_file)
+        free(ids);
+    cl_buf_free(&idf);
     cl_bstore_queue_close(q);
     cl_bstore_results_close(r);
     cl_buf_free(&a1);

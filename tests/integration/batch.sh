@@ -114,6 +114,10 @@ echo "status: $st"
 python3 -c 'import json,sys; s=json.loads(sys.argv[1]); sys.exit(0 if s["results"]==21 and s["dead"]==1 else 1)' "$st" \
   && ok "21 results, 1 dead letter, queue empty" || bad "pipeline did not finish: $st"
 [ "$(sqlite3 "$S/results.db" "SELECT count(DISTINCT job_id) FROM results")" = 21 ] && ok "no job stored twice" || bad "duplicate results"
+expect 0 "batch status --wait --jobs: every submitted job finished" "$CL" batch status --queue "$Q" --results "$R" --jobs "$cl_tmp/ids" --wait --timeout 60
+[ "$(grep -c ' done$' "$cl_tmp/out")" = 20 ] && ok "status lists the 20 jobs done" || bad "status: $(tail -3 "$cl_tmp/out")"
+expect 1 "batch status --wait gives up after --timeout" "$CL" batch status --queue "$Q" --results "$R" --wait --timeout 1 never-submitted
+expect_err "timeout: 0 of 1 jobs finished" "the timeout is named"
 grep -q '"event":"job_stored".*"receives":2' "$D/worker1.log" "$D/worker2.log" \
   && ok "the killed worker's job was redelivered (receive count 2)" || bad "no redelivered job in the worker logs"
 expect 0 "batch status names the long job done" "$CL" batch status --queue "$Q" --results "$R" "$long"
@@ -198,6 +202,12 @@ rc=$?
 expect_err "storage full" "the full disk is named (STORE_FULL)"
 [ "$(ls -A "$S/objects" | wc -l)" = "$before" ] && ok "no partial object or temp file left" || bad "objects dir changed: $(ls -A "$S/objects" | head)"
 expect 0 "an image job submits with room on the disk" cons batch submit "${sub[@]}" --image "$cl_tmp/scan.png" "Patient $marker: describe the scan"
+img=$(cat "$cl_tmp/out")
+expect 0 "the image job finishes" "$CL" batch status --queue "$Q" --results "$R" --wait --timeout 60 "$img"
+# until the engine takes images, the enclave answers with an error sealed for the consumer (and a receipt)
+grep -q "$img error" "$cl_tmp/out" && ok "image job answered (an error until images land), not dead-lettered" || bad "image job: $(cat "$cl_tmp/out")"
+expect 1 "batch result names the enclave's error answer" cons batch result "$img" --results "$R" --objects "$O" --kms "$kms_url" "${pins[@]}"
+expect_err "answered job $img with an error: " "the error answer is decrypted and shown"
 
 # 7. the key service down for a while: jobs wait (no dead letter) and complete after it returns
 wait_done() { # JOB... : until every job is done (60 s)
