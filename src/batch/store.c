@@ -96,7 +96,8 @@ cl_err cl_bstore_objects_put(cl_bstore_objects *o, const char *name, const uint8
     if (fd < 0) {
         int e = errno;
         tmp[0] = 0;
-        CL_FAIL(cl_bstore_errno(e, "create temp object in", o->dir), "%s", cl_err_detail());
+        rc = cl_bstore_errno(e, "create temp object in", o->dir);
+        goto out;
     }
     for (size_t off = 0; off < n;) {
         ssize_t w = write(fd, p + off, n - off);
