@@ -431,7 +431,7 @@ CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8
     *acc = _mm512_fmadd_ps(_mm512_set1_ps(u->d * y->d), _mm512_cvtepi32_ps(isum), *acc);
 }
 
-#define CL_K5_KQ(NAME, BT, UT, UNPACK, BLOCK)                                                                         \
+#define CL_K5_KQ(NAME, BT, UT, UNPACK, BLOCK, BLOCK2)                                                                         \
     CL_K_TI void cl_k5_tile_##NAME(const BT *x, const uint8_t *const *yc, int M, size_t nb, float *res)             \
     {                                                                                                                  \
         __m512 acc[CL_K_TILE], macc[CL_K_TILE];                                                                        \
@@ -457,11 +457,67 @@ CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8
         cl_k5_tile_##NAME(w, yc, 1, n / CL_K_QK_K, &r);                                                               \
         return r;                                                                                                      \
     }                                                                                                                  \
+    /* Two weight rows against M columns from rows unpacked once into u0/u1:   \
+     * each activation block is loaded once for both rows, and every (row,      \
+     * column) pair runs exactly the operations of the single-row tile, so the  \
+     * results equal the dot product's bit for bit. */                          \
+    CL_K_TI void cl_k5_tile2_##NAME(const UT *u0, const UT *u1, const uint8_t *const *yc, int M, size_t nb,        \
+                                    float *res0, float *res1)                                                      \
+    {                                                                                                              \
+        __m512 acc[CL_K_TILE], macc[CL_K_TILE], acc1[CL_K_TILE], macc1[CL_K_TILE];                                 \
+        for (int j = 0; j < M; j++)                                                                                \
+            acc[j] = macc[j] = acc1[j] = macc1[j] = _mm512_setzero_ps();                                           \
+        for (size_t b = 0; b < nb; b++) {                                                                          \
+            for (int j = 0; j < M; j++) {                                                                          \
+                const struct cl_k_block_q8_k *y = (const struct cl_k_block_q8_k *)yc[j] + b;                      \
+                {                                                                                                  \
+                    const UT *up = &u0[b];                                                                         \
+                    BLOCK2(up, acc[j], macc[j]);                                                                   \
+                }                                                                                                  \
+                {                                                                                                  \
+                    const UT *up = &u1[b];                                                                         \
+                    BLOCK2(up, acc1[j], macc1[j]);                                                                 \
+                }                                                                                                  \
+            }                                                                                                      \
+        }                                                                                                          \
+        for (int j = 0; j < M; j++) {                                                                              \
+            res0[j] = _mm512_reduce_add_ps(acc[j]) - _mm512_reduce_add_ps(macc[j]);                                \
+            res1[j] = _mm512_reduce_add_ps(acc1[j]) - _mm512_reduce_add_ps(macc1[j]);                              \
+        }                                                                                                          \
+    }                                                                                                              \
     CL_K_T static void cl_k5_mm_##NAME(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as,      \
                                        size_t nc, size_t n, float *out, size_t os)                                     \
     {                                                                                                                  \
         const size_t nb = n / CL_K_QK_K;                                                                               \
-        for (size_t r = r0; r < r1; r++) {                                                                             \
+        size_t r = r0;                                                                                                 \
+        if (nc >= 2 && nb <= CL_K5_KQ_MAXB) {                                                                          \
+            UT u0[CL_K5_KQ_MAXB], u1[CL_K5_KQ_MAXB];                                                                   \
+            for (; r + 2 <= r1; r += 2) {                                                                              \
+                const BT *x0 = (const BT *)((const uint8_t *)w + r * ws);                                              \
+                const BT *x1 = (const BT *)((const uint8_t *)w + (r + 1) * ws);                                        \
+                for (size_t b = 0; b < nb; b++) {                                                                      \
+                    UNPACK(&x0[b], &u0[b]);                                                                            \
+                    UNPACK(&x1[b], &u1[b]);                                                                            \
+                }                                                                                                      \
+                size_t c = 0;                                                                                          \
+                for (; c + CL_K_TILE <= nc; c += CL_K_TILE) {                                                          \
+                    const uint8_t *yc[CL_K_TILE];                                                                      \
+                    float res0[CL_K_TILE], res1[CL_K_TILE];                                                            \
+                    for (int j = 0; j < CL_K_TILE; j++)                                                                \
+                        yc[j] = (const uint8_t *)a + (c + (size_t)j) * as;                                             \
+                    cl_k5_tile2_##NAME(u0, u1, yc, CL_K_TILE, nb, res0, res1);                                         \
+                    for (int j = 0; j < CL_K_TILE; j++) {                                                              \
+                        out[(c + (size_t)j) * os + r] = res0[j];                                                       \
+                        out[(c + (size_t)j) * os + r + 1] = res1[j];                                                   \
+                    }                                                                                                  \
+                }                                                                                                      \
+                for (; c < nc; c++) {                                                                                  \
+                    const uint8_t *yc[1] = {(const uint8_t *)a + c * as};                                              \
+                    cl_k5_tile2_##NAME(u0, u1, yc, 1, nb, &out[c * os + r], &out[c * os + r + 1]);                     \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+        for (; r < r1; r++) {                                                                                          \
             const BT *x = (const BT *)((const uint8_t *)w + r * ws);                                                   \
             size_t c = 0;                                                                                              \
             for (; c + CL_K_TILE <= nc; c += CL_K_TILE) {                                                              \
@@ -480,9 +536,18 @@ CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8
         }                                                                                                              \
     }
 
-CL_K5_KQ(q4_k, struct cl_k_block_q4_k, struct cl_k5_k4, cl_k5_unpack_q4_k, cl_k5_k4_block(&u, y, &acc[j], &macc[j]))
-CL_K5_KQ(q5_k, struct cl_k_block_q5_k, struct cl_k5_k4, cl_k5_unpack_q5_k, cl_k5_k4_block(&u, y, &acc[j], &macc[j]))
-CL_K5_KQ(q6_k, struct cl_k_block_q6_k, struct cl_k5_q6, cl_k5_unpack_q6_k, cl_k5_q6_block(&u, y, &acc[j]))
+/* Rows of up to this many super-blocks (16384 elements) are unpacked once per
+ * pair of rows for all columns; longer rows use the single-row tiles. */
+#define CL_K5_KQ_MAXB 64
+
+#define CL_K5_K4_BLOCK2(up, A, MA) cl_k5_k4_block(up, y, &(A), &(MA))
+#define CL_K5_Q6_BLOCK2(up, A, MA) cl_k5_q6_block(up, y, &(A))
+CL_K5_KQ(q4_k, struct cl_k_block_q4_k, struct cl_k5_k4, cl_k5_unpack_q4_k, cl_k5_k4_block(&u, y, &acc[j], &macc[j]),
+         CL_K5_K4_BLOCK2)
+CL_K5_KQ(q5_k, struct cl_k_block_q5_k, struct cl_k5_k4, cl_k5_unpack_q5_k, cl_k5_k4_block(&u, y, &acc[j], &macc[j]),
+         CL_K5_K4_BLOCK2)
+CL_K5_KQ(q6_k, struct cl_k_block_q6_k, struct cl_k5_q6, cl_k5_unpack_q6_k, cl_k5_q6_block(&u, y, &acc[j]),
+         CL_K5_Q6_BLOCK2)
 
 /* ---------------------------------------------------- F32 / F16 */
 
