@@ -17,7 +17,7 @@ model=$cl_tmp/m.gguf
 
 # --- packing
 expect 0 "pack sizes the enclave from the model" "$SIMB" pack --app "$APPB" --name e --memory-for "$model" -o "$cl_tmp/a.img"
-expect_err "enclave memory [0-9]+ MiB = model [0-9.]+ MiB \+ projector 0.0 MiB \+ one sequence of 6144 positions [0-9.]+ MiB \+ runtime 384 MiB" \
+expect_err "enclave memory [0-9]+ MiB = model [0-9.]+ MiB \+ projector 0.0 MiB \+ one sequence of 6144 positions [0-9.]+ MiB \+ runtime 768 MiB" \
   "pack prints the figure and its parts"
 need=$(sed -nE 's/.*enclave memory ([0-9]+) MiB.*/\1/p' "$cl_tmp/err")
 seq_mib=$(sed -nE 's/.*one sequence of 6144 positions ([0-9.]+) MiB.*/\1/p' "$cl_tmp/err")
@@ -43,7 +43,7 @@ expect 2 "--ctx 0 is a usage error" "$SIMB" pack --app "$APPB" --name e --memory
 # --- boot: an image packed too small for the model itself
 export TMPDIR=$cl_tmp/tmp && mkdir -p "$TMPDIR"
 mbytes=$(stat -c %s "$model")
-floor=$(( (mbytes + (384 << 20) + (1 << 20) - 1) >> 20 ))   # the model with the runtime
+floor=$(( (mbytes + (768 << 20) + (1 << 20) - 1) >> 20 ))   # the model with the runtime
 small=$(( floor - 40 ))
 if STACK_ENCLAVE_MEMORY=$small stack_up "$BUILD" "$model" 2>"$cl_tmp/stack.err"; then
   bad "an enclave of $small MiB must not boot a model needing $floor MiB"
