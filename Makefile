@@ -35,7 +35,7 @@ fuzz: deps
 
 demo: deps
 	@$(MAKE) --no-print-directory build
-	scripts/demo $(BUILD)
+	DEMO_MODEL="$(MODEL)" scripts/demo $(BUILD)
 
 clean:
 	rm -rf build build-san build-fuzz build-bench

@@ -20,7 +20,8 @@
 # STACK_CAPTURE=1 makes the host record every byte it moves (in $D/capture).
 # STACK_ENCLAVE_ARGS="..." are packed into the image as cloister-enclave's arguments (measured in PCR0),
 # e.g. --replay-window 4.
-# STACK_ENCLAVE_MEMORY (MiB, default 2048) sizes the enclave image for larger models.
+# STACK_ENCLAVE_MEMORY (MiB) sets the enclave image's memory; by default `cloister-sim pack --memory-for`
+# sizes it from the model (model + one sequence's KV and scratch + runtime) and prints the figure.
 # STACK_HOST_ARGS adds options to cloister-host (its pid is $stack_host_pid).
 # STACK_MMPROJ=FILE.gguf adds a vision projector: in the key policy, sealed under the model's key
 # ($D/mmproj.sealed), streamed by the host (--mmproj) and pinned in TRUST.json.
@@ -67,7 +68,10 @@ stack_up() {
   # STACK_ENCLAVE_ARGS are packed into the image (measured in PCR0).
   local eargs=()
   [ -n "${STACK_ENCLAVE_ARGS:-}" ] && read -r -a eargs <<< "$STACK_ENCLAVE_ARGS"
-  "$SIM" pack --app "$APP" --name cloister-enclave --memory "${STACK_ENCLAVE_MEMORY:-2048}" -o "$D/enclave.img" ${eargs[@]+-- "${eargs[@]}"} >/dev/null
+  # the enclave's memory is sized from the model (plus KV budget and runtime) unless given
+  local memargs=(--memory-for "$D/model.gguf")
+  [ -n "${STACK_ENCLAVE_MEMORY:-}" ] && memargs=(--memory "$STACK_ENCLAVE_MEMORY")
+  "$SIM" pack --app "$APP" --name cloister-enclave "${memargs[@]}" -o "$D/enclave.img" ${eargs[@]+-- "${eargs[@]}"} >/dev/null
   "$SIM" measure "$D/enclave.img" --json > "$D/pcrs.json"
 
   "$KMS" init "$KMS_DIR" --account "$owner_acct" >/dev/null

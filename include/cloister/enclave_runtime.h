@@ -42,6 +42,10 @@ CL_MUST_CHECK cl_err cl_engine_new(const void *model, size_t len, unsigned threa
  * model's. Without it the engine refuses images. */
 CL_MUST_CHECK cl_err cl_engine_set_vision(struct cl_engine *e, const void *mmproj, size_t len);
 void cl_engine_free(struct cl_engine *e);
+/* Memory the engine needs to serve requests of up to n_ctx positions
+ * (cl_model_enclave_mem_need over its model of model_len bytes). */
+CL_MUST_CHECK cl_err cl_engine_mem_need(const struct cl_engine *e, size_t model_len, uint32_t n_ctx, unsigned threads,
+                                        size_t *out);
 const char *cl_engine_name(const struct cl_engine *e);
 /* Matches struct cl_generator's generate (self = the engine). */
 CL_MUST_CHECK cl_err cl_engine_generate(void *self, const struct cl_chat_params *p, cl_chat_piece_fn piece,
@@ -65,6 +69,12 @@ struct cl_enclave_boot {
     size_t mmproj_len;
 };
 
+/* The memory this enclave may use: its address-space limit (cloister-sim
+ * sets it from the image), else the machine's physical memory. */
+CL_MUST_CHECK cl_err cl_enclave_mem_available(size_t *out);
+/* CL_E_CORE_MEMORY_SMALL, naming the size needed, when need bytes (for
+ * `what`) exceed cl_enclave_mem_available. */
+CL_MUST_CHECK cl_err cl_enclave_mem_check(size_t need, size_t model_bytes, const char *what);
 CL_MUST_CHECK cl_err cl_boot_get_config(struct cl_enclave_boot *bt);
 /* The canonical public text of the configuration (credentials excluded)
  * whose SHA-256 is config_sha256 (docs/protocol.md section 4). */

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "cmd_vision.h"
@@ -274,13 +276,16 @@ int cl_cmd_logits(int argc, char **argv)
 
 static void cl_infer_bench_help(FILE *f)
 {
-    fprintf(f, "usage: cloister bench MODEL.gguf [-p N_PROMPT] [-n N_GEN] [-t THREADS] [-r REPS] [--kv-f16] [--json]\n"
-               "                      [--mmproj P.gguf [--image FILE|--image-f32 FILE]]\n\n"
+    fprintf(f, "usage: cloister bench MODEL.gguf [-p N_PROMPT] [-n N_GEN] [-d DEPTH] [-t THREADS] [-r REPS] [--kv-f16]\n"
+               "                      [--mmproj P.gguf [--image FILE|--image-f32 FILE]] [--json]\n\n"
                "Measures prompt processing (N_PROMPT tokens in one batch, default 128) and\n"
                "generation (N_GEN tokens one at a time, default 32) in tokens/s, like\n"
                "llama-bench, averaged over REPS runs (default 3) after a warm-up. Tokens are\n"
-               "random ids. --json prints {\"pp_tps\":..,\"tg_tps\":..} (means) plus the best\n"
-               "run (pp_best, tg_best).\n"
+               "random ids. -d DEPTH (default 0) first fills the context with DEPTH tokens\n"
+               "(not timed) and measures after them, as llama-bench -d. --json prints\n"
+               "{\"pp_tps\":..,\"tg_tps\":..} (means) plus the best run (pp_best, tg_best) and the\n"
+               "process's peak resident memory (peak_rss_mib) beside the model file's size\n"
+               "(model_mib).\n"
                "With --mmproj it also encodes one image (the file given, else a generated\n"
                "gray pattern) REPS times and adds \"image_tokens\", \"image_encode_ms\" (best\n"
                "run), \"image_prompt_ms\" (evaluating the image block) and \"ttft_ms\" (encode +\n"
@@ -295,21 +300,30 @@ static uint32_t cl_infer_xorshift(uint64_t *st)
     return (uint32_t)(*st >> 16);
 }
 
-static cl_err cl_infer_bench_once(struct cl_model_seq *s, const int32_t *toks, size_t np, size_t ng, float *logits,
-                                  double *pp_s, double *tg_s)
+/* The context up to depth is filled once (toks[0..depth)); each measurement
+ * goes back to it, like llama-bench -d. */
+static cl_err cl_infer_bench_once(struct cl_model_seq *s, const int32_t *toks, size_t depth, size_t np, size_t ng,
+                                  float *logits, double *pp_s, double *tg_s)
 {
     cl_err rc = CL_OK;
+    const int32_t *run = toks + depth;
     if (np > 0) {
-        cl_model_seq_reset(s);
+        if (depth == 0)
+            cl_model_seq_reset(s);
+        else
+            CL_GUARD(cl_model_seq_truncate(s, (uint32_t)depth));
         uint64_t t0 = cl_now_us();
-        CL_GUARD(cl_model_seq_eval(s, toks, np, logits, false));
+        CL_GUARD(cl_model_seq_eval(s, run, np, logits, false));
         *pp_s = (double)(cl_now_us() - t0) / 1e6;
     }
     if (ng > 0) {
-        cl_model_seq_reset(s);
+        if (depth == 0)
+            cl_model_seq_reset(s);
+        else
+            CL_GUARD(cl_model_seq_truncate(s, (uint32_t)depth));
         uint64_t t0 = cl_now_us();
         for (size_t i = 0; i < ng; i++)
-            CL_GUARD(cl_model_seq_eval(s, toks + i, 1, logits, false));
+            CL_GUARD(cl_model_seq_eval(s, run + i, 1, logits, false));
         *tg_s = (double)(cl_now_us() - t0) / 1e6;
     }
 out:
@@ -319,7 +333,7 @@ out:
 int cl_cmd_bench(int argc, char **argv)
 {
     const char *cmd = "bench", *model = NULL;
-    uint64_t np = 128, ng = 32, threads = 2, reps = 3;
+    uint64_t np = 128, ng = 32, threads = 2, reps = 3, depth = 0;
     bool json = false, kv_f16 = false;
     static const struct option opts[] = {
         CL_CLI_OPT_HELP, CL_CLI_OPT_JSON, CL_CLI_OPT_THREADS,
@@ -330,8 +344,8 @@ int cl_cmd_bench(int argc, char **argv)
         CL_CLI_OPT_END,
     };
     struct cl_cli_images im = {0};
-    struct cl_cli_args a = {.cmd = cmd, .help = cl_infer_bench_help, .shortopts = "p:n:r:t:", .longopts = opts,
-                            .json = &json, .threads = &threads, .max_threads = CL_POOL_MAX_THREADS};
+    struct cl_cli_args a = {.cmd = cmd, .help = cl_infer_bench_help, .shortopts = "p:n:d:r:t:",
+                            .longopts = opts, .json = &json, .threads = &threads, .max_threads = CL_POOL_MAX_THREADS};
     for (int o; (o = cl_cli_next(&a, argc, argv)) != -1;) {
         switch (o) {
         case 'p':
@@ -340,6 +354,10 @@ int cl_cmd_bench(int argc, char **argv)
             break;
         case 'n':
             if (!cl_cli_u64_opt(cmd, optarg, 0, 8192, &ng, "-n needs a token count in 0..8192"))
+                return CL_EXIT_USAGE;
+            break;
+        case 'd':
+            if (!cl_cli_u64_opt(cmd, optarg, 0, 65536, &depth, "-d needs a context depth in 0..65536"))
                 return CL_EXIT_USAGE;
             break;
         case 'r':
@@ -370,7 +388,7 @@ int cl_cmd_bench(int argc, char **argv)
     if (ex != CL_EXIT_OK)
         return ex;
     const struct cl_model_hparams *hp = cl_model_hparams(c.m);
-    size_t nt = np > ng ? np : ng;
+    size_t nt = depth + (np > ng ? np : ng);
     if (nt == 0)
         nt = 1;
     int32_t *toks = calloc(nt, sizeof(*toks));
@@ -383,14 +401,20 @@ int cl_cmd_bench(int argc, char **argv)
     if (rc == CL_OK)
     {
         struct cl_model_seq_params sp = {.n_ctx = (uint32_t)(nt + 1), .kv_f16 = kv_f16};
+        /* going back to the depth keeps a sliding-window ring valid only if
+         * the ring also holds the measured batch */
+        if (depth > 0 && np > 256)
+            sp.n_ubatch = (uint32_t)np;
         rc = cl_model_seq_new_ex(c.m, &sp, c.pool, &s);
     }
+    if (rc == CL_OK && depth > 0) /* the filled context every run starts from */
+        rc = cl_model_seq_eval(s, toks, depth, NULL, false);
     double pp = 0, tg = 0, pp_sum = 0, tg_sum = 0, pp_min = 0, tg_min = 0;
     /* warm-up: touches every weight page and wakes the threads */
     if (rc == CL_OK)
-        rc = cl_infer_bench_once(s, toks, np ? (np < 8 ? np : 8) : 0, ng ? 1 : 0, logits, &pp, &tg);
+        rc = cl_infer_bench_once(s, toks, depth, np ? (np < 8 ? np : 8) : 0, ng ? 1 : 0, logits, &pp, &tg);
     for (uint64_t r = 0; rc == CL_OK && r < reps; r++) {
-        rc = cl_infer_bench_once(s, toks, np, ng, logits, &pp, &tg);
+        rc = cl_infer_bench_once(s, toks, depth, np, ng, logits, &pp, &tg);
         pp_sum += pp;
         tg_sum += tg;
         pp_min = r == 0 || pp < pp_min ? pp : pp_min;
@@ -457,11 +481,15 @@ int cl_cmd_bench(int argc, char **argv)
     cl_infer_close(&c);
     if (rc != CL_OK)
         return cl_cli_fail(cmd, "benchmark", rc);
+    struct rusage ru;
+    struct stat st_m;
+    double rss_mib = getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : 0.0;
+    double model_mib = stat(model, &st_m) == 0 ? (double)st_m.st_size / 1048576.0 : 0.0;
     if (json) {
         printf("{\"pp_tps\":%.2f,\"tg_tps\":%.2f,\"pp_best\":%.2f,\"tg_best\":%.2f,\"n_prompt\":%llu,\"n_gen\":%llu,"
-               "\"threads\":%llu,\"reps\":%llu",
+               "\"depth\":%llu,\"threads\":%llu,\"reps\":%llu,\"peak_rss_mib\":%.1f,\"model_mib\":%.1f",
                pp_tps, tg_tps, pp_best, tg_best, (unsigned long long)np, (unsigned long long)ng,
-               (unsigned long long)threads, (unsigned long long)reps);
+               (unsigned long long)depth, (unsigned long long)threads, (unsigned long long)reps, rss_mib, model_mib);
         if (img_tokens)
             printf(",\"image_tokens\":%u,\"image_encode_ms\":%.1f,\"image_prompt_ms\":%.1f,\"ttft_ms\":%.1f", img_tokens,
                    enc_best, img_pp_best, ttft_best);

@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "cloister/attest.h"
 #include "cloister/encode.h"
+#include "cloister/infer/model.h"
 #include "cloister/kms_client.h"
 #include "cloister/log.h"
 #include "cloister/nsm.h"
@@ -179,6 +181,33 @@ cl_err cl_boot_check_context(const struct cl_seal_header *h)
                                           "released under no model digest", key);
 }
 
+cl_err cl_enclave_mem_available(size_t *out)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        *out = (size_t)rl.rlim_cur;
+        return CL_OK;
+    }
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || psz <= 0)
+        return cl_err_fail(CL_E_CORE_UNSUPPORTED, "the enclave's memory size is unknown");
+    *out = (size_t)pages * (size_t)psz;
+    return CL_OK;
+}
+
+cl_err cl_enclave_mem_check(size_t need, size_t model_bytes, const char *what)
+{
+    cl_err rc = CL_OK;
+    size_t avail;
+    CL_GUARD(cl_enclave_mem_available(&avail));
+    CL_ENSURE_D(need <= avail, CL_E_CORE_MEMORY_SMALL,
+                "enclave memory %zu MiB is too small for a %zu MiB model: %s needs at least %zu MiB (pack the image "
+                "with cloister-sim pack --memory-for MODEL.gguf, or a larger --memory)",
+                avail >> 20, model_bytes >> 20, what, (need + (1u << 20) - 1) >> 20);
+out:
+    return rc;
+}
+
 /* One sealed file streamed by the host on port: header, key release under
  * its encryption context, decryption into secure memory, and the enclave's
  * own digest of the plaintext, which must equal the claims. what names the
@@ -202,6 +231,12 @@ static cl_err cl_boot_load_sealed(struct cl_enclave_boot *bt, cl_nsm *nsm, unsig
     CL_ENSURE_D(h->provider == CL_SEAL_PROVIDER_KMS, CL_E_SEAL_WRONG_KEY,
                 "the %s was sealed with a local key file; an enclave needs a key-service-sealed file", what);
     CL_GUARD(cl_boot_check_context(h));
+    {
+        /* before the key release and the stream: the model alone must fit */
+        size_t need;
+        CL_GUARD(cl_size_add(h->plaintext_size, CL_MODEL_RUNTIME_BYTES, &need));
+        CL_GUARD(cl_enclave_mem_check(need, h->plaintext_size, "the model with the runtime"));
+    }
     CL_GUARD(cl_secmem_alloc(h->plaintext_size, &pt));
     uint64_t t1 = cl_now_us();
     *job = (struct cl_boot_key_job){.bt = bt, .nsm = nsm, .h = h, .raw = raw.data};

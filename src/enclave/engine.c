@@ -28,9 +28,17 @@ struct cl_engine {
     uint32_t max_prompt_tokens;
     struct cl_gguf *vg; /* vision projector, when set */
     struct cl_vision *vis;
+    size_t mmproj_len;
     pthread_mutex_t mu;
     char name[CL_ENGINE_MAX_NAME + 1];
 };
+
+cl_err cl_engine_mem_need(const struct cl_engine *e, size_t model_len, uint32_t n_ctx, unsigned threads, size_t *out)
+{
+    if (!e || !out)
+        return cl_err_fail(CL_E_CORE_INVALID_ARG, "engine or out is NULL");
+    return cl_model_enclave_mem_need(e->m, model_len, e->vis ? e->mmproj_len : 0, n_ctx, threads, out);
+}
 
 cl_err cl_engine_new(const void *model, size_t len, unsigned threads, const char *tmpl_override,
                      uint32_t max_prompt_tokens, struct cl_engine **out)
@@ -69,6 +77,7 @@ cl_err cl_engine_set_vision(struct cl_engine *e, const void *mmproj, size_t len)
     CL_GUARD(cl_vision_check_model(v, e->m));
     e->vg = g;
     e->vis = v;
+    e->mmproj_len = len;
     g = NULL;
     v = NULL;
 out:

@@ -588,6 +588,59 @@ static void test_matmul(void **state)
     assert_true(out[0] == 0.0f);
 }
 
+/* A prompt batch (many rows x many columns through the tiled matmul kernels,
+ * row and column counts that leave remainders of every tile) gives exactly
+ * the single-row dot product of the same path for every (row, column): the
+ * tiles reuse weights and activations across rows and columns but run the
+ * same operations per pair, so batching never changes a logit. */
+static void t_matmul_exact(uint32_t wt, size_t n, size_t rows, size_t cols, enum cl_cpu_level lvl)
+{
+    size_t rb = cl_k_row_bytes(wt, n);
+    uint32_t at = cl_k_vec_dot_type(wt);
+    size_t ab = cl_k_row_bytes(at, n);
+    char *W = calloc(rows, rb), *A = calloc(cols, ab);
+    float *x = malloc(n * sizeof(float)), *out = malloc(rows * cols * sizeof(float));
+    assert_non_null(W);
+    assert_non_null(A);
+    assert_non_null(x);
+    assert_non_null(out);
+    for (size_t r = 0; r < rows; r++) {
+        t_fill(x, n, 0.1f);
+        assert_ok(cl_k_quantize_row(wt, x, W + r * rb, n));
+    }
+    for (size_t c = 0; c < cols; c++) {
+        t_fill(x, n, 1.0f);
+        assert_ok(cl_k_act_quantize(at, x, A + c * ab, n));
+    }
+    cl_cpu_set_level(lvl);
+    /* two thread-like row ranges, the first ending on an odd row */
+    assert_ok(cl_k_matmul_rows(wt, W, rb, 0, 5, A, ab, cols, n, out, rows));
+    assert_ok(cl_k_matmul_rows(wt, W, rb, 5, rows, A, ab, cols, n, out, rows));
+    for (size_t c = 0; c < cols; c++)
+        for (size_t r = 0; r < rows; r++) {
+            float want = cl_k_vec_dot(wt, W + r * rb, A + c * ab, n), got = out[c * rows + r];
+            if (memcmp(&got, &want, sizeof(float)) != 0)
+                fail_msg("%s %s (%s) n=%zu row %zu col %zu: batched %.9g, single-row %.9g",
+                         cl_ggml_type_info(wt)->name, cl_cpu_level_name(lvl), cl_k_path_name(wt), n, r, c, got, want);
+        }
+    cl_cpu_set_level(CL_CPU_NONE);
+    free(W);
+    free(A);
+    free(x);
+    free(out);
+}
+
+static void test_matmul_batch_exact(void **state)
+{
+    (void)state;
+    enum cl_cpu_level top = cl_cpu_level();
+    for (enum cl_cpu_level lvl = CL_CPU_SCALAR; lvl <= top; lvl++)
+        for (size_t i = 0; i < T_NW; i++) {
+            t_matmul_exact(t_wtypes[i], 512, 13, 11, lvl);
+            t_matmul_exact(t_wtypes[i], 2560, 9, 6, lvl);
+        }
+}
+
 /* ------------------------------------------------------------ SIMD vs scalar */
 
 static void test_simd_vs_scalar(void **state)
@@ -1089,6 +1142,7 @@ int main(void)
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_simd_vs_scalar),
         cmocka_unit_test(test_simd_integer_exact),
+        cmocka_unit_test(test_matmul_batch_exact),
         cmocka_unit_test(test_f32_helpers),
         cmocka_unit_test(test_reference_quantization),
     };

@@ -195,6 +195,22 @@ static void test_gemma3_ring(void **state)
     assert_ok(cl_model_seq_truncate(s, 92));
     assert_err(cl_model_seq_truncate(s, 80), CL_E_CORE_STATE);
     assert_ok(cl_model_seq_truncate(full, 0));
+    /* the sizing used to pack enclaves covers what the sequences hold, F32 and F16 KV */
+    size_t need_s, need_full;
+    assert_ok(cl_model_seq_mem_need(tm.m, &sp, cl_pool_threads(tm.pool), &need_s));
+    struct cl_model_seq_params fp = {.n_ctx = 256};
+    assert_ok(cl_model_seq_mem_need(tm.m, &fp, cl_pool_threads(tm.pool), &need_full));
+    assert_true(need_s >= cl_model_seq_kv_bytes(s) && need_full >= cl_model_seq_kv_bytes(full));
+    assert_true(need_full > need_s);
+    struct cl_model_seq_params hp16 = {.n_ctx = 256, .kv_f16 = true};
+    size_t need16;
+    assert_ok(cl_model_seq_mem_need(tm.m, &hp16, 1, &need16));
+    assert_true(need16 < need_full && need16 >= cl_model_seq_kv_bytes(full) / 2);
+    size_t enc;
+    assert_ok(cl_model_enclave_mem_need(tm.m, 1000, 24, 256, 1, &enc));
+    assert_true(enc >= 1000 + 24 + cl_model_seq_kv_bytes(full) + CL_MODEL_RUNTIME_BYTES);
+    struct cl_model_seq_params bad = {.n_ctx = CL_MODEL_MAX_CTX + 1};
+    assert_err(cl_model_seq_mem_need(tm.m, &bad, 1, &enc), CL_E_INFER_MODEL_CTX);
     cl_model_seq_free(s);
     cl_model_seq_free(full);
     cl_t_close(&tm);

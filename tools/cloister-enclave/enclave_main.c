@@ -116,6 +116,16 @@ int cloister_enclave_main(int argc, char **argv)
     step = "vision projector";
     if (bt->has_mmproj && (rc = cl_engine_set_vision(eng, bt->mmproj, bt->mmproj_len)) != CL_OK)
         goto fail;
+    step = "memory";
+    {
+        /* the largest request it accepts must fit too, or it would fail later on a patient's request */
+        size_t need;
+        uint32_t n_ctx = bt->limits.max_prompt_tokens + bt->limits.max_tokens;
+        if ((rc = cl_engine_mem_need(eng, bt->model_len, n_ctx, threads, &need)) != CL_OK ||
+            (rc = cl_enclave_mem_check(need, bt->model_len, "serving the longest request")) != CL_OK)
+            goto fail;
+        CL_LOG(CL_LOG_INFO, "memory_sized", CL_LOG_SIZE("need_bytes", need), CL_LOG_COUNT("max_ctx", n_ctx));
+    }
     step = "keys";
     if ((rc = cl_random_bytes(&key_id, 1)) != CL_OK || (rc = cl_pkey_generate(CL_PKEY_P384, &audit)) != CL_OK ||
         (rc = cl_boot_user_data(bt, audit, &ud)) != CL_OK)

@@ -18,6 +18,8 @@
 #include "cloister/attest.h"
 #include "cloister/encode.h"
 #include "cloister/file.h"
+#include "cloister/gguf.h"
+#include "cloister/infer/model.h"
 #include "cloister/nsm.h"
 #include "cloister/vsock.h"
 #include "sandbox.h"
@@ -35,8 +37,14 @@ static void cl_sim_help(FILE *f)
             "  init DIR                 create a P-384 root and intermediate CA in DIR (keys 0600)\n"
             "  root DIR [--der]         print the root certificate verifiers pin (PEM, or DER)\n"
             "  pack --app SO --name NAME [--memory MiB] [--cpus N] -o IMAGE [-- ARGS...]\n"
+            "       [--memory-for MODEL.gguf [--projector P.gguf] [--ctx N]]\n"
             "                           build an enclave image (docs/formats/enclave-image.md);\n"
-            "                           ARGS are the application's arguments, measured in PCR0\n"
+            "                           ARGS are the application's arguments, measured in PCR0.\n"
+            "                           --memory-for sizes the enclave for a model: its size, the\n"
+            "                           projector's, one sequence of N positions (default 6144: 4096\n"
+            "                           prompt + 2048 answer tokens, the host's defaults), the runtime\n"
+            "                           and 16 MiB of slack; prints the figure, refuses a --memory\n"
+            "                           below it\n"
             "  measure IMAGE [--json]   print PCR0/1/2 of an image\n"
             "  run IMAGE --dir DIR [--cpus N] [--memory MiB] [--debug] [--vsock-dir VDIR] [--cid N]\n"
             "                           run the image in the sandbox with the arguments packed into\n"
@@ -163,12 +171,55 @@ static int cl_sim_cmd_root(int argc, char **argv)
     return ret;
 }
 
+/* The enclave memory a model needs (cl_model_enclave_mem_need), in MiB
+ * rounded up, printed with its parts. */
+static int cl_sim_memory_for(const char *model, const char *projector, uint32_t ctx, unsigned threads,
+                             uint64_t *need_mib)
+{
+    cl_gguf *g = NULL;
+    struct cl_model *m = NULL;
+    struct stat st_m, st_p;
+    size_t need = 0, seq = 0;
+    cl_err rc;
+    if (stat(model, &st_m) != 0) {
+        fprintf(stderr, "cloister-sim: pack: %s: %s\n", model, strerror(errno));
+        return CL_SIM_FAIL;
+    }
+    if (projector && stat(projector, &st_p) != 0) {
+        fprintf(stderr, "cloister-sim: pack: %s: %s\n", projector, strerror(errno));
+        return CL_SIM_FAIL;
+    }
+    size_t proj = projector ? (size_t)st_p.st_size : 0;
+    struct cl_model_seq_params sp = {.n_ctx = ctx};
+    if ((rc = cl_gguf_open_file(model, &g)) != CL_OK || (rc = cl_model_load(g, &m)) != CL_OK ||
+        (rc = cl_model_seq_mem_need(m, &sp, threads, &seq)) != CL_OK ||
+        (rc = cl_model_enclave_mem_need(m, (size_t)st_m.st_size, proj, ctx, threads, &need)) != CL_OK) {
+        cl_model_free(m);
+        cl_gguf_free(g);
+        char eb[256];
+        fprintf(stderr, "cloister-sim: pack: sizing the enclave for %s (a plain GGUF model is needed): %s\n", model,
+                cl_err_format(rc, eb, sizeof(eb)));
+        return CL_SIM_FAIL;
+    }
+    cl_model_free(m);
+    cl_gguf_free(g);
+    /* 16 MiB of slack: the enclave's thread count and limits may differ a little */
+    *need_mib = ((need + (1u << 20) - 1) >> 20) + 16;
+    fprintf(stderr,
+            "cloister-sim: pack: enclave memory %llu MiB = model %.1f MiB + projector %.1f MiB + one sequence of %u "
+            "positions %.1f MiB + runtime %zu MiB + 16\n",
+            (unsigned long long)*need_mib, (double)st_m.st_size / 1048576.0, (double)proj / 1048576.0, ctx,
+            (double)seq / 1048576.0, CL_MODEL_RUNTIME_BYTES >> 20);
+    return CL_SIM_OK;
+}
+
 static int cl_sim_cmd_pack(int argc, char **argv)
 {
     const char *app = NULL, *name = NULL, *outp = NULL;
     const char *const *app_args = NULL;
+    const char *model = NULL, *projector = NULL;
     unsigned n_app_args = 0;
-    uint64_t mem = 0, cpus = 0;
+    uint64_t mem = 0, cpus = 0, ctx = 6144;
     for (int i = 1; i < argc; i++) {
         bool v = i + 1 < argc;
         if (cl_sim_is_help(argv[i])) {
@@ -192,12 +243,32 @@ static int cl_sim_cmd_pack(int argc, char **argv)
         } else if (!strcmp(argv[i], "--cpus") && v) {
             if (!cl_sim_u64(argv[++i], 1024, &cpus))
                 return cl_sim_usage("pack: --cpus '%s' is not a CPU count", argv[i]);
+        } else if (!strcmp(argv[i], "--memory-for") && v) {
+            model = argv[++i];
+        } else if (!strcmp(argv[i], "--projector") && v) {
+            projector = argv[++i];
+        } else if (!strcmp(argv[i], "--ctx") && v) {
+            if (!cl_sim_u64(argv[++i], 1 << 20, &ctx) || ctx == 0)
+                return cl_sim_usage("pack: --ctx '%s' is not a number of positions in 1..1048576", argv[i]);
         } else {
             return cl_sim_usage("pack: unknown option or missing value '%s'", argv[i]);
         }
     }
     if (!app || !name || !outp)
         return cl_sim_usage("pack: --app, --name and -o are required");
+    if (projector && !model)
+        return cl_sim_usage("pack: --projector needs --memory-for MODEL.gguf");
+    if (model) {
+        uint64_t need_mib;
+        int st = cl_sim_memory_for(model, projector, (uint32_t)ctx, cpus ? (unsigned)cpus : 2, &need_mib);
+        if (st != CL_SIM_OK)
+            return st;
+        if (mem && mem < need_mib)
+            return cl_sim_usage("pack: --memory %llu MiB is too small for %s: the enclave needs at least %llu MiB",
+                                (unsigned long long)mem, model, (unsigned long long)need_mib);
+        if (!mem)
+            mem = need_mib;
+    }
     struct cl_buf a, img;
     cl_buf_init(&a, CL_SIM_IMAGE_MAX_APP, CL_BUF_NONE);
     cl_buf_init(&img, CL_SIM_IMAGE_MAX, CL_BUF_NONE);

@@ -92,6 +92,24 @@ CL_MUST_CHECK cl_err cl_model_seq_new_ex(const struct cl_model *m, const struct 
                                          struct cl_pool *pool, struct cl_model_seq **out);
 /* Bytes of K and V cache the sequence holds. */
 size_t cl_model_seq_kv_bytes(const struct cl_model_seq *s);
+/* Bytes a sequence with these settings allocates (KV cache, scratch for
+ * n_threads, one position's logits), computed without allocating: an upper
+ * bound of what cl_model_seq_new_ex takes. */
+CL_MUST_CHECK cl_err cl_model_seq_mem_need(const struct cl_model *m, const struct cl_model_seq_params *p,
+                                           unsigned n_threads, size_t *out);
+
+/* What an enclave's runtime takes besides the model and its sequences
+ * (code, thread stacks, allocator arenas, the gateway's buffers). Under
+ * cloister-sim the limit is RLIMIT_AS, which counts address space reserved,
+ * not memory used: the enclave with a 3 MiB model peaks at 406 MiB of it
+ * (VmPeak, 6 concurrent requests), hence the margin. */
+#define CL_MODEL_RUNTIME_BYTES ((size_t)768 << 20)
+/* Memory an enclave serving m needs: the model as loaded (model_bytes, the
+ * GGUF held in memory), a projector (projector_bytes, 0 if none), one
+ * sequence of n_ctx positions (F32 KV, as the enclave uses) at n_threads,
+ * and CL_MODEL_RUNTIME_BYTES. */
+CL_MUST_CHECK cl_err cl_model_enclave_mem_need(const struct cl_model *m, size_t model_bytes, size_t projector_bytes,
+                                               uint32_t n_ctx, unsigned n_threads, size_t *out);
 void cl_model_seq_free(struct cl_model_seq *s);
 /* Forgets every position (the cache is wiped). */
 void cl_model_seq_reset(struct cl_model_seq *s);

@@ -273,7 +273,7 @@ CL_K_TI void cl_k2_q6_block(const struct cl_k2_q6 *u, const struct cl_k_block_q8
     *acc = _mm256_fmadd_ps(_mm256_set1_ps(u->d * y->d), _mm256_cvtepi32_ps(isum), *acc);
 }
 
-#define CL_K2_KQ(NAME, BT, UT, UNPACK, BLOCK, HASMIN)                                                                 \
+#define CL_K2_KQ(NAME, BT, UT, UNPACK, BLOCK, HASMIN, BLOCK2)                                                                 \
     CL_K_TI void cl_k2_tile_##NAME(const BT *x, const uint8_t *const *yc, int M, size_t nb, float *res)             \
     {                                                                                                                  \
         __m256 acc[CL_K_TILE];                                                                                         \
@@ -303,11 +303,63 @@ CL_K_TI void cl_k2_q6_block(const struct cl_k2_q6 *u, const struct cl_k_block_q8
         cl_k2_tile_##NAME(w, yc, 1, n / CL_K_QK_K, &r);                                                               \
         return r;                                                                                                      \
     }                                                                                                                  \
+    /* Two weight rows against M columns from rows unpacked once into u0/u1:   \
+     * each activation block is loaded once for both rows, and every (row,      \
+     * column) pair runs exactly the operations of the single-row tile. */     \
+    CL_K_TI void cl_k2_tile2_##NAME(const UT *u0, const UT *u1, const uint8_t *const *yc, int M, size_t nb,        \
+                                    float *res0, float *res1)                                                      \
+    {                                                                                                              \
+        __m256 acc0[CL_K_TILE], acc1[CL_K_TILE];                                                                   \
+        float macc0[CL_K_TILE], macc1[CL_K_TILE];                                                                  \
+        for (int j = 0; j < M; j++) {                                                                              \
+            acc0[j] = acc1[j] = _mm256_setzero_ps();                                                               \
+            macc0[j] = macc1[j] = 0.0f;                                                                            \
+        }                                                                                                          \
+        for (size_t b = 0; b < nb; b++) {                                                                          \
+            for (int j = 0; j < M; j++) {                                                                          \
+                const struct cl_k_block_q8_k *y = (const struct cl_k_block_q8_k *)yc[j] + b;                      \
+                BLOCK2(&u0[b], acc0[j], macc0[j]);                                                                 \
+                BLOCK2(&u1[b], acc1[j], macc1[j]);                                                                 \
+            }                                                                                                      \
+        }                                                                                                          \
+        for (int j = 0; j < M; j++) {                                                                              \
+            res0[j] = cl_k2_hsum(acc0[j]) - macc0[j];                                                              \
+            res1[j] = cl_k2_hsum(acc1[j]) - macc1[j];                                                              \
+        }                                                                                                          \
+    }                                                                                                              \
     CL_K_T static void cl_k2_mm_##NAME(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as,      \
                                        size_t nc, size_t n, float *out, size_t os)                                     \
     {                                                                                                                  \
         const size_t nb = n / CL_K_QK_K;                                                                               \
-        for (size_t r = r0; r < r1; r++) {                                                                             \
+        size_t r = r0;                                                                                                 \
+        if (nc >= 2 && nb <= CL_K2_KQ_MAXB) {                                                                          \
+            UT u0[CL_K2_KQ_MAXB], u1[CL_K2_KQ_MAXB];                                                                   \
+            for (; r + 2 <= r1; r += 2) {                                                                              \
+                const BT *x0 = (const BT *)((const uint8_t *)w + r * ws);                                              \
+                const BT *x1 = (const BT *)((const uint8_t *)w + (r + 1) * ws);                                        \
+                for (size_t b = 0; b < nb; b++) {                                                                      \
+                    UNPACK(&x0[b], &u0[b]);                                                                            \
+                    UNPACK(&x1[b], &u1[b]);                                                                            \
+                }                                                                                                      \
+                size_t c = 0;                                                                                          \
+                for (; c + CL_K_TILE <= nc; c += CL_K_TILE) {                                                          \
+                    const uint8_t *yc[CL_K_TILE];                                                                      \
+                    float res0[CL_K_TILE], res1[CL_K_TILE];                                                            \
+                    for (int j = 0; j < CL_K_TILE; j++)                                                                \
+                        yc[j] = (const uint8_t *)a + (c + (size_t)j) * as;                                             \
+                    cl_k2_tile2_##NAME(u0, u1, yc, CL_K_TILE, nb, res0, res1);                                         \
+                    for (int j = 0; j < CL_K_TILE; j++) {                                                              \
+                        out[(c + (size_t)j) * os + r] = res0[j];                                                       \
+                        out[(c + (size_t)j) * os + r + 1] = res1[j];                                                   \
+                    }                                                                                                  \
+                }                                                                                                      \
+                for (; c < nc; c++) {                                                                                  \
+                    const uint8_t *yc[1] = {(const uint8_t *)a + c * as};                                              \
+                    cl_k2_tile2_##NAME(u0, u1, yc, 1, nb, &out[c * os + r], &out[c * os + r + 1]);                     \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+        for (; r < r1; r++) {                                                                                          \
             const BT *x = (const BT *)((const uint8_t *)w + r * ws);                                                   \
             size_t c = 0;                                                                                              \
             for (; c + CL_K_TILE <= nc; c += CL_K_TILE) {                                                              \
@@ -326,9 +378,18 @@ CL_K_TI void cl_k2_q6_block(const struct cl_k2_q6 *u, const struct cl_k_block_q8
         }                                                                                                              \
     }
 
-CL_K2_KQ(q4_k, struct cl_k_block_q4_k, struct cl_k2_k4, cl_k2_unpack_q4_k, cl_k2_k4_block(&u, y, &acc[j], &macc[j]), 1)
-CL_K2_KQ(q5_k, struct cl_k_block_q5_k, struct cl_k2_k4, cl_k2_unpack_q5_k, cl_k2_k4_block(&u, y, &acc[j], &macc[j]), 1)
-CL_K2_KQ(q6_k, struct cl_k_block_q6_k, struct cl_k2_q6, cl_k2_unpack_q6_k, cl_k2_q6_block(&u, y, &acc[j]), 0)
+/* Rows of up to this many super-blocks are unpacked once per pair of rows for
+ * all columns; longer rows use the single-row tiles. */
+#define CL_K2_KQ_MAXB 64
+#define CL_K2_K4_BLOCK2(up, A, MA) cl_k2_k4_block(up, y, &(A), &(MA))
+#define CL_K2_Q6_BLOCK2(up, A, MA) cl_k2_q6_block(up, y, &(A))
+
+CL_K2_KQ(q4_k, struct cl_k_block_q4_k, struct cl_k2_k4, cl_k2_unpack_q4_k, cl_k2_k4_block(&u, y, &acc[j], &macc[j]), 1,
+         CL_K2_K4_BLOCK2)
+CL_K2_KQ(q5_k, struct cl_k_block_q5_k, struct cl_k2_k4, cl_k2_unpack_q5_k, cl_k2_k4_block(&u, y, &acc[j], &macc[j]), 1,
+         CL_K2_K4_BLOCK2)
+CL_K2_KQ(q6_k, struct cl_k_block_q6_k, struct cl_k2_q6, cl_k2_unpack_q6_k, cl_k2_q6_block(&u, y, &acc[j]), 0,
+         CL_K2_Q6_BLOCK2)
 
 /* ---------------------------------------------------- F32 / F16 */
 

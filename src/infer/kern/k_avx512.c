@@ -315,23 +315,49 @@ CL_K5_Q8ACT(q5_0, struct cl_k_block_q5_0, 16)
  * matching int16 scale vectors. */
 struct cl_k5_k4 {
     __m512i q[4];
-    __m512i sc[4];
+    __m512i sc2[2]; /* int16 scales matching cl_k5_pack_pair of vectors 2p, 2p+1 */
     __m512i m16; /* min of sub-block s at int16 lanes 2s, 2s+1 (lanes 16.. zero) */
     float d, dmin;
 };
+
+/* Sums of 4 products (vpdpbusd) of two vectors packed to int16 (|sum| <=
+ * 4 * 63 * 128 < 32768 for 6-bit weights and 8-bit activations, so the
+ * saturating pack is exact): 128-bit lane L holds a's int32 lanes 4L..4L+3,
+ * then b's. One vpdpwssd with per-lane scales then replaces two
+ * vpmaddubsw + vpdpwssd pairs. */
+CL_K_TI __m512i cl_k5_pack_pair(__m512i qa, __m512i ya, __m512i qb, __m512i yb)
+{
+    const __m512i z = _mm512_setzero_si512();
+    return _mm512_packs_epi32(_mm512_dpbusd_epi32(z, qa, ya), _mm512_dpbusd_epi32(z, qb, yb));
+}
+
+/* Q4_K/Q5_K: int16 lane i of the packed pair p comes from sub-block
+ * 4p + (L >> 1) (positions 0..3 of 128-bit lane L = i / 8) or 4p + 2 + (L >> 1)
+ * (positions 4..7): vector 2k holds sub-blocks 2k (lanes 0..7), 2k+1 (8..15). */
+static const short cl_k5_k4_idx[2][32] = {
+    {0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2, 1, 1, 1, 1, 3, 3, 3, 3, 1, 1, 1, 1, 3, 3, 3, 3},
+    {4, 4, 4, 4, 6, 6, 6, 6, 4, 4, 4, 4, 6, 6, 6, 6, 5, 5, 5, 5, 7, 7, 7, 7, 5, 5, 5, 5, 7, 7, 7, 7},
+};
+CL_K_TI __m512i cl_k5_k4_sel(int p) { return _mm512_loadu_si512((const void *)cl_k5_k4_idx[p]); }
+
+/* Q6_K: the same packing over 16-element groups: vector k holds groups
+ * 4k..4k+3 (4 int32 lanes each), so lane i of pair p is group 8p + L or
+ * 8p + 4 + L. */
+static const short cl_k5_q6_idx[2][32] = {
+    {0, 0, 0, 0, 4, 4, 4, 4, 1, 1, 1, 1, 5, 5, 5, 5, 2, 2, 2, 2, 6, 6, 6, 6, 3, 3, 3, 3, 7, 7, 7, 7},
+    {8, 8, 8, 8, 12, 12, 12, 12, 9, 9, 9, 9, 13, 13, 13, 13, 10, 10, 10, 10, 14, 14, 14, 14, 11, 11, 11, 11, 15, 15, 15, 15},
+};
+CL_K_TI __m512i cl_k5_q6_sel(int p) { return _mm512_loadu_si512((const void *)cl_k5_q6_idx[p]); }
 
 CL_K_TI void cl_k5_k4_scales(const uint8_t *scales, struct cl_k5_k4 *u)
 {
     uint8_t sm[16];
     cl_k_scales_mins_k4(scales, sm);
     const __m128i v = _mm_loadu_si128((const __m128i *)sm);
-    /* scales as int16 in lanes 0..7, then pick sub-blocks 2k / 2k+1 per half */
+    /* scales as int16 in lanes 0..7, laid out as cl_k5_pack_pair leaves the sums */
     const __m512i s16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(v));
-    for (int k = 0; k < 4; k++) {
-        const __m512i idx = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)(2 * k))),
-                                               _mm256_set1_epi16((short)(2 * k + 1)), 1);
-        u->sc[k] = _mm512_permutexvar_epi16(idx, s16);
-    }
+    u->sc2[0] = _mm512_permutexvar_epi16(cl_k5_k4_sel(0), s16);
+    u->sc2[1] = _mm512_permutexvar_epi16(cl_k5_k4_sel(1), s16);
     /* mins duplicated per pair of 16-element bsums */
     const __m128i mdup = _mm_unpackhi_epi8(v, v);
     u->m16 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_cvtepu8_epi16(mdup), 0);
@@ -370,9 +396,10 @@ CL_K_TI void cl_k5_unpack_q5_k(const struct cl_k_block_q5_k *x, struct cl_k5_k4 
 CL_K_TI void cl_k5_k4_block(const struct cl_k5_k4 *u, const struct cl_k_block_q8_k *y, __m512 *acc, __m512 *macc)
 {
     __m512i isum = _mm512_setzero_si512();
-    for (int k = 0; k < 4; k++) {
-        const __m512i p = _mm512_maddubs_epi16(u->q[k], _mm512_loadu_si512((const void *)(y->qs + 64 * k)));
-        isum = _mm512_dpwssd_epi32(isum, p, u->sc[k]);
+    for (int p = 0; p < 2; p++) {
+        const __m512i pk = cl_k5_pack_pair(u->q[2 * p], _mm512_loadu_si512((const void *)(y->qs + 128 * p)),
+                                           u->q[2 * p + 1], _mm512_loadu_si512((const void *)(y->qs + 128 * p + 64)));
+        isum = _mm512_dpwssd_epi32(isum, pk, u->sc2[p]);
     }
     /* mins: sum_s m_s * (bsums[2s] + bsums[2s+1]) in lanes 0..7 */
     const __m512i ms = _mm512_madd_epi16(_mm512_maskz_loadu_epi16(0xFFFF, y->bsums), u->m16);
@@ -384,7 +411,7 @@ CL_K_TI void cl_k5_k4_block(const struct cl_k5_k4 *u, const struct cl_k_block_q8
  * int16 scales (4 groups of 16 per vector). */
 struct cl_k5_q6 {
     __m512i q[4];
-    __m512i sc[4];
+    __m512i sc2[2]; /* int16 scales matching cl_k5_pack_pair of vectors 2p, 2p+1 */
     __m512i nsc32; /* -32 * scale of group g at int16 lane g (lanes 16.. zero) */
     float d;
 };
@@ -410,12 +437,8 @@ CL_K_TI void cl_k5_unpack_q6_k(const struct cl_k_block_q6_k *x, struct cl_k5_q6 
     /* scale of 16-element group g, replicated over its 8 int16 products */
     const __m512i s16 =
         _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales)), 0);
-    for (int k = 0; k < 4; k++) {
-        const long long g = 4 * k, r = 0x0001000100010001ll;
-        const __m512i idx = _mm512_set_epi64((g + 3) * r, (g + 3) * r, (g + 2) * r, (g + 2) * r, (g + 1) * r,
-                                             (g + 1) * r, g * r, g * r);
-        u->sc[k] = _mm512_permutexvar_epi16(idx, s16);
-    }
+    u->sc2[0] = _mm512_permutexvar_epi16(cl_k5_q6_sel(0), s16);
+    u->sc2[1] = _mm512_permutexvar_epi16(cl_k5_q6_sel(1), s16);
     u->nsc32 = _mm512_mullo_epi16(s16, _mm512_set1_epi16(-32));
     u->d = cl_k5_h2f(&x->d);
 }
@@ -424,14 +447,15 @@ CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8
 {
     /* values are q-32: start from -32 * sum_g sc_g * bsum_g */
     __m512i isum = _mm512_madd_epi16(_mm512_maskz_loadu_epi16(0xFFFF, y->bsums), u->nsc32);
-    for (int k = 0; k < 4; k++) {
-        const __m512i p = _mm512_maddubs_epi16(u->q[k], _mm512_loadu_si512((const void *)(y->qs + 64 * k)));
-        isum = _mm512_dpwssd_epi32(isum, p, u->sc[k]);
+    for (int p = 0; p < 2; p++) {
+        const __m512i pk = cl_k5_pack_pair(u->q[2 * p], _mm512_loadu_si512((const void *)(y->qs + 128 * p)),
+                                           u->q[2 * p + 1], _mm512_loadu_si512((const void *)(y->qs + 128 * p + 64)));
+        isum = _mm512_dpwssd_epi32(isum, pk, u->sc2[p]);
     }
     *acc = _mm512_fmadd_ps(_mm512_set1_ps(u->d * y->d), _mm512_cvtepi32_ps(isum), *acc);
 }
 
-#define CL_K5_KQ(NAME, BT, UT, UNPACK, BLOCK)                                                                         \
+#define CL_K5_KQ(NAME, BT, UT, UNPACK, BLOCK, BLOCK2)                                                                         \
     CL_K_TI void cl_k5_tile_##NAME(const BT *x, const uint8_t *const *yc, int M, size_t nb, float *res)             \
     {                                                                                                                  \
         __m512 acc[CL_K_TILE], macc[CL_K_TILE];                                                                        \
@@ -457,11 +481,67 @@ CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8
         cl_k5_tile_##NAME(w, yc, 1, n / CL_K_QK_K, &r);                                                               \
         return r;                                                                                                      \
     }                                                                                                                  \
+    /* Two weight rows against M columns from rows unpacked once into u0/u1:   \
+     * each activation block is loaded once for both rows, and every (row,      \
+     * column) pair runs exactly the operations of the single-row tile, so the  \
+     * results equal the dot product's bit for bit. */                          \
+    CL_K_TI void cl_k5_tile2_##NAME(const UT *u0, const UT *u1, const uint8_t *const *yc, int M, size_t nb,        \
+                                    float *res0, float *res1)                                                      \
+    {                                                                                                              \
+        __m512 acc[CL_K_TILE], macc[CL_K_TILE], acc1[CL_K_TILE], macc1[CL_K_TILE];                                 \
+        for (int j = 0; j < M; j++)                                                                                \
+            acc[j] = macc[j] = acc1[j] = macc1[j] = _mm512_setzero_ps();                                           \
+        for (size_t b = 0; b < nb; b++) {                                                                          \
+            for (int j = 0; j < M; j++) {                                                                          \
+                const struct cl_k_block_q8_k *y = (const struct cl_k_block_q8_k *)yc[j] + b;                      \
+                {                                                                                                  \
+                    const UT *up = &u0[b];                                                                         \
+                    BLOCK2(up, acc[j], macc[j]);                                                                   \
+                }                                                                                                  \
+                {                                                                                                  \
+                    const UT *up = &u1[b];                                                                         \
+                    BLOCK2(up, acc1[j], macc1[j]);                                                                 \
+                }                                                                                                  \
+            }                                                                                                      \
+        }                                                                                                          \
+        for (int j = 0; j < M; j++) {                                                                              \
+            res0[j] = _mm512_reduce_add_ps(acc[j]) - _mm512_reduce_add_ps(macc[j]);                                \
+            res1[j] = _mm512_reduce_add_ps(acc1[j]) - _mm512_reduce_add_ps(macc1[j]);                              \
+        }                                                                                                          \
+    }                                                                                                              \
     CL_K_T static void cl_k5_mm_##NAME(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as,      \
                                        size_t nc, size_t n, float *out, size_t os)                                     \
     {                                                                                                                  \
         const size_t nb = n / CL_K_QK_K;                                                                               \
-        for (size_t r = r0; r < r1; r++) {                                                                             \
+        size_t r = r0;                                                                                                 \
+        if (nc >= 2 && nb <= CL_K5_KQ_MAXB) {                                                                          \
+            UT u0[CL_K5_KQ_MAXB], u1[CL_K5_KQ_MAXB];                                                                   \
+            for (; r + 2 <= r1; r += 2) {                                                                              \
+                const BT *x0 = (const BT *)((const uint8_t *)w + r * ws);                                              \
+                const BT *x1 = (const BT *)((const uint8_t *)w + (r + 1) * ws);                                        \
+                for (size_t b = 0; b < nb; b++) {                                                                      \
+                    UNPACK(&x0[b], &u0[b]);                                                                            \
+                    UNPACK(&x1[b], &u1[b]);                                                                            \
+                }                                                                                                      \
+                size_t c = 0;                                                                                          \
+                for (; c + CL_K_TILE <= nc; c += CL_K_TILE) {                                                          \
+                    const uint8_t *yc[CL_K_TILE];                                                                      \
+                    float res0[CL_K_TILE], res1[CL_K_TILE];                                                            \
+                    for (int j = 0; j < CL_K_TILE; j++)                                                                \
+                        yc[j] = (const uint8_t *)a + (c + (size_t)j) * as;                                             \
+                    cl_k5_tile2_##NAME(u0, u1, yc, CL_K_TILE, nb, res0, res1);                                         \
+                    for (int j = 0; j < CL_K_TILE; j++) {                                                              \
+                        out[(c + (size_t)j) * os + r] = res0[j];                                                       \
+                        out[(c + (size_t)j) * os + r + 1] = res1[j];                                                   \
+                    }                                                                                                  \
+                }                                                                                                      \
+                for (; c < nc; c++) {                                                                                  \
+                    const uint8_t *yc[1] = {(const uint8_t *)a + c * as};                                              \
+                    cl_k5_tile2_##NAME(u0, u1, yc, 1, nb, &out[c * os + r], &out[c * os + r + 1]);                     \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+        for (; r < r1; r++) {                                                                                          \
             const BT *x = (const BT *)((const uint8_t *)w + r * ws);                                                   \
             size_t c = 0;                                                                                              \
             for (; c + CL_K_TILE <= nc; c += CL_K_TILE) {                                                              \
@@ -480,9 +560,18 @@ CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8
         }                                                                                                              \
     }
 
-CL_K5_KQ(q4_k, struct cl_k_block_q4_k, struct cl_k5_k4, cl_k5_unpack_q4_k, cl_k5_k4_block(&u, y, &acc[j], &macc[j]))
-CL_K5_KQ(q5_k, struct cl_k_block_q5_k, struct cl_k5_k4, cl_k5_unpack_q5_k, cl_k5_k4_block(&u, y, &acc[j], &macc[j]))
-CL_K5_KQ(q6_k, struct cl_k_block_q6_k, struct cl_k5_q6, cl_k5_unpack_q6_k, cl_k5_q6_block(&u, y, &acc[j]))
+/* Rows of up to this many super-blocks (16384 elements) are unpacked once per
+ * pair of rows for all columns; longer rows use the single-row tiles. */
+#define CL_K5_KQ_MAXB 64
+
+#define CL_K5_K4_BLOCK2(up, A, MA) cl_k5_k4_block(up, y, &(A), &(MA))
+#define CL_K5_Q6_BLOCK2(up, A, MA) cl_k5_q6_block(up, y, &(A))
+CL_K5_KQ(q4_k, struct cl_k_block_q4_k, struct cl_k5_k4, cl_k5_unpack_q4_k, cl_k5_k4_block(&u, y, &acc[j], &macc[j]),
+         CL_K5_K4_BLOCK2)
+CL_K5_KQ(q5_k, struct cl_k_block_q5_k, struct cl_k5_k4, cl_k5_unpack_q5_k, cl_k5_k4_block(&u, y, &acc[j], &macc[j]),
+         CL_K5_K4_BLOCK2)
+CL_K5_KQ(q6_k, struct cl_k_block_q6_k, struct cl_k5_q6, cl_k5_unpack_q6_k, cl_k5_q6_block(&u, y, &acc[j]),
+         CL_K5_Q6_BLOCK2)
 
 /* ---------------------------------------------------- F32 / F16 */
 
