@@ -70,6 +70,7 @@ stack_up() {
   [ -n "${STACK_ENCLAVE_ARGS:-}" ] && read -r -a eargs <<< "$STACK_ENCLAVE_ARGS"
   # the enclave's memory is sized from the model (plus KV budget and runtime) unless given
   local memargs=(--memory-for "$D/model.gguf")
+  [ -n "${STACK_MMPROJ:-}" ] && memargs+=(--projector "$D/mmproj.gguf")
   [ -n "${STACK_ENCLAVE_MEMORY:-}" ] && memargs=(--memory "$STACK_ENCLAVE_MEMORY")
   "$SIM" pack --app "$APP" --name cloister-enclave "${memargs[@]}" -o "$D/enclave.img" ${eargs[@]+-- "${eargs[@]}"} >/dev/null
   "$SIM" measure "$D/enclave.img" --json > "$D/pcrs.json"
