@@ -323,6 +323,13 @@ static void test_png_truncated_and_corrupt(void **state)
     assert_err(cl_image_decode(ins, m.n + sizeof(zz), NULL, &img), CL_E_IMAGE_CORRUPT);
     assert_null(strstr(cl_err_detail(), "ZZSE"));
     assert_non_null(strstr(cl_err_detail(), "png: chunk"));
+    /* a text chunk declaring 100 MB in a small file: refused from the chunk walk, nothing allocated for it */
+    memcpy(ins, m.p, 33);
+    put32(ins + 33, 100u << 20);
+    memcpy(ins + 37, "tEXt", 4);
+    memcpy(ins + 41, m.p + 33, m.n - 33);
+    assert_err(cl_image_decode(ins, m.n + 8, NULL, &img), CL_E_IMAGE_TRUNCATED);
+    assert_non_null(strstr(cl_err_detail(), "length 104857600"));
     free(ins);
     /* a flipped bit in IHDR's CRC */
     memcpy(bad, m.p, m.n);
