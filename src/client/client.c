@@ -335,6 +335,12 @@ cl_err cl_client_check_pins(const struct cl_trust *t, const struct cl_attest_use
     if (t->pin_config)
         CL_ENSURE_D(cl_ct_equal(u->config_sha256, t->config_sha256, CL_CLIENT_DIGEST_LEN), CL_E_NET_CLIENT_CONFIG,
                     "user_data.config_sha256 differs from TRUST.json config_sha256");
+    if (t->pin_mmproj) {
+        CL_ENSURE_D(u->has_mmproj, CL_E_NET_CLIENT_MODEL,
+                    "the enclave loaded no vision projector; TRUST.json pins mmproj_sha256");
+        CL_ENSURE_D(cl_ct_equal(u->mmproj_sha256, t->mmproj_sha256, CL_CLIENT_DIGEST_LEN), CL_E_NET_CLIENT_MODEL,
+                    "user_data.mmproj_sha256 differs from TRUST.json mmproj_sha256");
+    }
 out:
     return rc;
 }
