@@ -152,6 +152,14 @@ CL_MUST_CHECK cl_err cl_client_chat(cl_client *c, const struct cl_client_msg *ms
                                     const struct cl_client_params *p, cl_client_token_fn on_token, void *arg,
                                     struct cl_client_result *res);
 
+/* The same with a prepared OpenAI chat-completions request body (JSON, at
+ * most 8 MiB; its "stream" member must agree with on_token): sent unchanged
+ * inside the OHTTP request, so content parts the caller validated (text,
+ * image_url) reach the enclave as they are. Attestation, re-attestation and
+ * the answer handling are those of cl_client_chat. */
+CL_MUST_CHECK cl_err cl_client_chat_json(cl_client *c, const uint8_t *body, size_t body_len,
+                                         cl_client_token_fn on_token, void *arg, struct cl_client_result *res);
+
 /* ---- pieces exposed for tests and fuzzing ---- */
 
 /* OpenAI chat-completions request JSON into out (give a CL_BUF_SECURE buffer). */

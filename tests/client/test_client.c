@@ -714,6 +714,40 @@ static void test_http_errors(void **state)
     cl_trust_free(&t);
 }
 
+/* A prepared request body goes to the enclave byte for byte (content parts
+ * included); a bad body fails before anything is sent. */
+static void test_chat_json(void **state)
+{
+    (void)state;
+    reset_counts(FAKE_NONE);
+    struct cl_trust t;
+    make_trust(&t, F.signer);
+    cl_client *c = NULL;
+    assert_ok(cl_client_new(F.url, &t, &c));
+    struct cl_client_result res;
+    cl_client_result_init(&res);
+    assert_err(cl_client_chat_json(c, (const uint8_t *)"", 0, NULL, NULL, &res), CL_E_CORE_INVALID_ARG);
+    uint8_t *big = calloc(1, ((size_t)8 << 20) + 1);
+    assert_non_null(big);
+    assert_err(cl_client_chat_json(c, big, ((size_t)8 << 20) + 1, NULL, NULL, &res), CL_E_NET_CLIENT_LIMIT);
+    free(big);
+    assert_int_equal(atomic_load(&F.n_attest), 0);
+    assert_int_equal(atomic_load(&F.n_ohttp), 0);
+    static const char body[] =
+        "{\"model\":\"cloister\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+        "\"text\":\"what?\"},{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,AAAA\"}}]}],"
+        "\"stream\":true}";
+    struct tokens tk;
+    memset(&tk, 0, sizeof(tk));
+    assert_ok(cl_client_chat_json(c, (const uint8_t *)body, sizeof(body) - 1, on_token, &tk, &res));
+    expect_answer(&res);
+    assert_string_equal(F.last_request, body);
+    assert_int_equal(atomic_load(&F.n_attest), 1);
+    cl_client_result_free(&res);
+    cl_client_free(c);
+    cl_trust_free(&t);
+}
+
 /* ---- TRUST.json ---- */
 
 static void trust_json(char *out, size_t cap, const char *pem_json, const char *extra)
@@ -1047,7 +1081,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_request_json),   cmocka_unit_test(test_parse_answers),
         cmocka_unit_test(test_happy),          cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_tampered),       cmocka_unit_test(test_key_rotation),
-        cmocka_unit_test(test_http_errors),
+        cmocka_unit_test(test_http_errors),    cmocka_unit_test(test_chat_json),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
