@@ -11,7 +11,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct cl_image_limits lim = {.max_bytes = 1 << 20, .max_width = 1024, .max_height = 1024, .max_pixels = 1 << 18};
+    struct cl_image_limits lim = {.max_bytes = 1 << 20, .max_width = 512, .max_height = 512, .max_pixels = 1 << 16};
     struct cl_image img = {0};
     if (size > lim.max_bytes - 132)
         return 0;

@@ -12,7 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static float out[3 * 16 * 16];
     static const float half[3] = {0.5f, 0.5f, 0.5f};
-    struct cl_image_limits lim = {.max_bytes = 1 << 20, .max_width = 1024, .max_height = 1024, .max_pixels = 1 << 18};
+    struct cl_image_limits lim = {.max_bytes = 1 << 20, .max_width = 512, .max_height = 512, .max_pixels = 1 << 16};
     struct cl_image img = {0};
     (void)cl_image_sniff(data, size);
     if (cl_image_decode(data, size, &lim, &img) == CL_OK) {

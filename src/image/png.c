@@ -81,6 +81,28 @@ static uint32_t cl_png_be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* Walks the chunk list of the whole buffer before libpng runs: libpng allocates (and zeroes) a buffer of a chunk's
+ * declared length before reading it, so a 200-byte file declaring a 100 MB text chunk would cost 100 MB. After this
+ * walk every declared length fits inside the file (itself within max_bytes). */
+static cl_err cl_png_walk_chunks(const uint8_t *data, size_t len)
+{
+    size_t off = 8;
+    for (;;) {
+        if (len - off < 12)
+            return cl_err_fail(CL_E_IMAGE_TRUNCATED, "png: chunk header at byte %zu: data ends at byte %zu", off, len);
+        uint32_t n = cl_png_be32(data + off);
+        if (n > 0x7fffffffu)
+            return cl_err_fail(CL_E_IMAGE_CORRUPT, "png: chunk at byte %zu: length %u over 2^31-1", off, (unsigned)n);
+        if (n > len - off - 12)
+            return cl_err_fail(CL_E_IMAGE_TRUNCATED, "png: chunk at byte %zu: length %u, data ends at byte %zu", off,
+                               (unsigned)n, len);
+        bool end = !memcmp(data + off + 4, "IEND", 4);
+        off += 12 + (size_t)n;
+        if (end)
+            return CL_OK;
+    }
+}
+
 static cl_err cl_png_run(struct cl_png_ctx *c)
 {
     if (setjmp(png_jmpbuf(c->png)))
@@ -142,6 +164,7 @@ cl_err cl_image_png_decode(const uint8_t *data, size_t len, const struct cl_imag
     CL_ENSURE_D(len >= 33, CL_E_IMAGE_TRUNCATED, "png: %zu bytes, no complete IHDR", len);
     CL_ENSURE_D(!memcmp(data + 12, "IHDR", 4), CL_E_IMAGE_CORRUPT, "png: first chunk is not IHDR");
     CL_GUARD(cl_image_check_dims(cl_png_be32(data + 16), cl_png_be32(data + 20), lim, "png", &rgb_bytes));
+    CL_GUARD(cl_png_walk_chunks(data, len));
     c = calloc(1, sizeof(*c));
     CL_ENSURE_D(c, CL_E_CORE_NOMEM, "png: context");
     c->data = data;
