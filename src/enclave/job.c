@@ -168,8 +168,13 @@ static cl_err cl_jobs_run(struct cl_jobs *j, const char *job_id, const struct cl
         if (rc == CL_OK)
             rc = cl_utf8_take(t.raw.data, t.raw.len, true, &clean, &used);
         if (rc != CL_OK) {
-            out = json_pack("{s:{s:s,s:s,s:s}}", "error", "message", "generation failed", "type", "server_error",
-                            "code", cl_err_name(rc));
+            /* An image is the consumer's input: which one failed and how is
+             * named (as the interactive path does), never its content. */
+            char msg[160] = "generation failed";
+            if (res->bad_image)
+                snprintf(msg, sizeof(msg), "image %u could not be used: %s", (unsigned)res->bad_image, cl_err_str(rc));
+            out = json_pack("{s:{s:s,s:s,s:s}}", "error", "message", msg, "type",
+                            res->bad_image ? "invalid_request_error" : "server_error", "code", cl_err_name(rc));
             rc = CL_OK;
         } else {
             char id[16 + CL_BATCH_ID_MAX];
