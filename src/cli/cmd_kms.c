@@ -138,8 +138,8 @@ static int cl_kms_cli_policy(int argc, char **argv)
     if (!pcr[0])
         return cl_cli_usage_error("kms policy", "--pcr0 is required");
     if (!ndigests == !consumer)
-        return cl_cli_usage_error("kms policy", "give --model-digest HEX (a sealed model's key) or --consumer NAME "
-                                                "(a batch consumer's job key), not both");
+        return cl_cli_usage_error("kms policy", "give exactly one of --model-digest HEX (a sealed model's key; may "
+                                                "repeat) or --consumer NAME (a batch consumer's job key)");
     if (!nroots)
         return cl_cli_usage_error("kms policy", "--root ROOT.pem is required (the attestation root the key "
                                          "service must have verified the enclave's document with)");
@@ -170,21 +170,22 @@ static int cl_kms_cli_policy(int argc, char **argv)
         if (frc)
             return cl_cli_fail("kms", "policy: read --root", frc);
     }
-    /* One digest: a string; several: any of them (an array). */
-    json_t *digestv = ndigests == 1 ? NULL : json_array();
+    /* One digest: a string; several: any of them (an array); a consumer's name. */
+    json_t *ctx_val = ndigests > 1 ? json_array() : NULL;
     for (size_t d = 0; d < ndigests; d++) {
         char lower[65];
         for (size_t i = 0; i < 64; i++)
             lower[i] = (char)(digests[d][i] | 0x20);
         lower[64] = 0;
-        if (digestv)
-            json_array_append_new(digestv, json_string(lower));
+        if (ctx_val)
+            json_array_append_new(ctx_val, json_string(lower));
         else
-            digestv = json_string(lower);
+            ctx_val = json_string(lower);
     }
-    /* A batch consumer's job key: its context names the consumer. */
-    const char *ctx_key = consumer ? "kms:EncryptionContext:cloister:consumer" : "kms:EncryptionContext:cloister:model-sha256";
-    json_t *ctxv = consumer ? json_string(consumer) : json_incref(digestv);
+    if (consumer)
+        ctx_val = json_string(consumer);
+    const char *ctx_key =
+        consumer ? "kms:EncryptionContext:cloister:consumer" : "kms:EncryptionContext:cloister:model-sha256";
     const char *deny_who = consumer ? principal : "*";
     json_t *rootv = nroots == 1 ? json_string(fps[0]) : json_array();
     for (size_t i = 0; nroots > 1 && i < nroots; i++)
@@ -198,11 +199,11 @@ static int cl_kms_cli_policy(int argc, char **argv)
     json_array_append_new(stmts, json_pack("{s:s,s:s,s:{s:s},s:s,s:s,s:{s:{s:O}}}", "Sid",
                                            consumer ? "SubmitJobs" : "SealModel", "Effect", "Allow", "Principal",
                                            "AWS", admin, "Action", "kms:GenerateDataKey", "Resource", "*",
-                                           "Condition", "StringEquals", ctx_key, ctxv));
+                                           "Condition", "StringEquals", ctx_key, ctx_val));
     if (consumer) /* the consumer reads its own results */
         json_array_append_new(stmts, json_pack("{s:s,s:s,s:{s:s},s:s,s:s,s:{s:{s:O}}}", "Sid", "ReadResults",
                                                "Effect", "Allow", "Principal", "AWS", admin, "Action", "kms:Decrypt",
-                                               "Resource", "*", "Condition", "StringEquals", ctx_key, ctxv));
+                                               "Resource", "*", "Condition", "StringEquals", ctx_key, ctx_val));
     json_t *pcr_cond = json_object();
     for (unsigned i = 0; i < CL_POLICY_PCR_COUNT; i++)
         if (pcr[i]) {
@@ -213,7 +214,7 @@ static int cl_kms_cli_policy(int argc, char **argv)
     json_array_append_new(stmts, json_pack("{s:s,s:s,s:{s:s},s:s,s:s,s:{s:O,s:{s:O,s:O}}}", "Sid",
                                            "ReleaseToAttestedEnclave", "Effect", "Allow", "Principal", "AWS",
                                            principal, "Action", "kms:Decrypt", "Resource", "*", "Condition",
-                                           "StringEqualsIgnoreCase", pcr_cond, "StringEquals", ctx_key, ctxv,
+                                           "StringEqualsIgnoreCase", pcr_cond, "StringEquals", ctx_key, ctx_val,
                                            CL_POLICY_ROOT_KEY, rootv));
     /* One Deny per PCR: a Decrypt whose attestation lacks or differs in
      * any pinned PCR is refused whatever else the policy says. */
@@ -246,8 +247,7 @@ static int cl_kms_cli_policy(int argc, char **argv)
                                            "kms:ScheduleKeyDeletion", "Resource", "*"));
     json_decref(pcr_cond);
     json_decref(rootv);
-    json_decref(digestv);
-    json_decref(ctxv);
+    json_decref(ctx_val);
     json_t *doc = json_pack("{s:s,s:o}", "Version", "2012-10-17", "Statement", stmts);
     char *s = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(doc);

@@ -148,6 +148,7 @@ static cl_err cl_jobs_run(struct cl_jobs *j, const char *job_id, const struct cl
     json_t *root = NULL, *out = NULL;
     struct cl_chat_params p;
     const char *why = NULL;
+    bool parsed = false;
     char *txt = NULL;
     struct cl_jobs_text t;
     struct cl_buf clean;
@@ -163,18 +164,21 @@ static cl_err cl_jobs_run(struct cl_jobs *j, const char *job_id, const struct cl
                         "invalid_request_error", "code", cl_err_name(rc));
         rc = CL_OK;
     } else {
+        parsed = true;
         p.stream = false;
         rc = j->gen.generate(j->gen.self, &p, cl_jobs_piece, &t, res);
         if (rc == CL_OK)
             rc = cl_utf8_take(t.raw.data, t.raw.len, true, &clean, &used);
-        if (rc != CL_OK) {
-            /* An image is the consumer's input: which one failed and how is
-             * named (as the interactive path does), never its content. */
-            char msg[160] = "generation failed";
-            if (res->bad_image)
-                snprintf(msg, sizeof(msg), "image %u could not be used: %s", (unsigned)res->bad_image, cl_err_str(rc));
-            out = json_pack("{s:{s:s,s:s,s:s}}", "error", "message", msg, "type",
-                            res->bad_image ? "invalid_request_error" : "server_error", "code", cl_err_name(rc));
+        if (rc != CL_OK && res->bad_image) {
+            /* which image and what kind of fault, never its content */
+            char m[160];
+            snprintf(m, sizeof(m), "image %u could not be used: %s", (unsigned)res->bad_image, cl_err_str(rc));
+            out = json_pack("{s:{s:s,s:s,s:s}}", "error", "message", m, "type", "invalid_request_error", "code",
+                            cl_err_name(rc));
+            rc = CL_OK;
+        } else if (rc != CL_OK) {
+            out = json_pack("{s:{s:s,s:s,s:s}}", "error", "message", "generation failed", "type", "server_error",
+                            "code", cl_err_name(rc));
             rc = CL_OK;
         } else {
             char id[16 + CL_BATCH_ID_MAX];
@@ -198,6 +202,8 @@ static cl_err cl_jobs_run(struct cl_jobs *j, const char *job_id, const struct cl
 out:
     cl_json_free_str(txt);
     json_decref(out);
+    if (parsed)
+        cl_chat_params_release(&p);
     json_decref(root);
     free(msgs);
     cl_buf_free(&t.raw);
