@@ -197,13 +197,14 @@ static cl_err cl_bcli_request(const struct cl_bcli_submit *o, const char *text, 
     if (o->system)
         json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "system", "content", o->system));
     if (o->nimages) {
+        /* images first, then the text: the order cloister ask and run use */
         content = json_array();
-        json_array_append_new(content, json_pack("{s:s,s:s%}", "type", "text", "text", text, n));
         for (size_t i = 0; i < o->nimages; i++) {
             json_t *part = NULL;
             CL_GUARD(cl_bcli_image_part(o->images[i], &part));
             json_array_append_new(content, part);
         }
+        json_array_append_new(content, json_pack("{s:s,s:s%}", "type", "text", "text", text, n));
     } else {
         content = json_stringn(text, n);
         CL_ENSURE_D(content, CL_E_CLI_USAGE, "the question is not valid UTF-8");
