@@ -207,8 +207,7 @@ static void cl_vision_attn_worker(void *arg, unsigned ith, unsigned nth)
         }
         for (size_t i = 0; i < nq; i++) {
             float *row = sc + i * T;
-            cl_k_scale_f32(row, scale, T);
-            (void)cl_k_softmax_f32(row, T);
+            cl_vision_softmax(row, T, scale);
         }
         /* att[(q0+i)*E + hd*dh + d] = sum_key p[i][key] * v[key][d], via vt rows (d) of T */
         if (j->gemm) {

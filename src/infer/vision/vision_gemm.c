@@ -6,6 +6,7 @@
  * depend on the thread count. AVX-512 only; other CPUs use the model
  * runtime's matmul. */
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -108,4 +109,67 @@ CL_VG_T static void cl_vg_rows_avx512(const struct cl_vision_gemm *g, size_t r0,
 void cl_vision_gemm_rows(const struct cl_vision_gemm *g, size_t r0, size_t r1)
 {
     cl_vg_rows_avx512(g, r0, r1);
+}
+
+/* exp(x) for x <= 0 (softmax arguments): x = n ln2 + r, |r| <= ln2/2, a degree-6
+ * polynomial for e^r (relative error ~2e-7, as libm's expf to a few ulp),
+ * times 2^n; below -87 the result is 0. */
+CL_VG_T static inline __m512 cl_vg_exp(__m512 x)
+{
+    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
+    r = _mm512_fnmadd_ps(n, ln2_lo, r);
+    __m512 p = _mm512_set1_ps(1.3981999507e-3f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
+    p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+CL_VG_T static void cl_vg_softmax_avx512(float *x, size_t n, float scale)
+{
+    const __m512 sv = _mm512_set1_ps(scale);
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        mv = _mm512_max_ps(mv, _mm512_mul_ps(_mm512_loadu_ps(x + i), sv));
+    float mx = _mm512_reduce_max_ps(mv);
+    for (size_t k = i; k < n; k++)
+        mx = x[k] * scale > mx ? x[k] * scale : mx;
+    const __m512 mxv = _mm512_set1_ps(mx);
+    /* sum in double, as ggml's soft_max */
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (i = 0; i + 16 <= n; i += 16) {
+        __m512 e = cl_vg_exp(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), sv), mxv));
+        _mm512_storeu_ps(x + i, e);
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+    }
+    double sum = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    for (; i < n; i++) {
+        float e = expf(x[i] * scale - mx);
+        x[i] = e;
+        sum += (double)e;
+    }
+    const __m512 inv = _mm512_set1_ps((float)(1.0 / sum));
+    for (i = 0; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), inv));
+    for (; i < n; i++)
+        x[i] *= (float)(1.0 / sum);
+}
+
+void cl_vision_softmax(float *x, size_t n, float scale)
+{
+    if (cl_cpu_level() >= CL_CPU_AVX512) {
+        cl_vg_softmax_avx512(x, n, scale);
+        return;
+    }
+    cl_k_scale_f32(x, scale, n);
+    (void)cl_k_softmax_f32(x, n);
 }

@@ -25,4 +25,7 @@ bool cl_vision_gemm_ok(uint32_t wtype);
 /* Rows [r0, r1) of the product. */
 void cl_vision_gemm_rows(const struct cl_vision_gemm *g, size_t r0, size_t r1);
 
+/* x = softmax(x * scale) in place (sum in double as ggml); n > 0. */
+void cl_vision_softmax(float *x, size_t n, float scale);
+
 #endif
