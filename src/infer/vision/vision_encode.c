@@ -124,10 +124,14 @@ static void cl_vision_round_worker(void *arg, unsigned ith, unsigned nth)
     const struct cl_vision_mm_job *j = arg;
     size_t lo, hi;
     cl_pool_split(j->round_rows, 1, ith, nth, &lo, &hi);
+    uint16_t h[256];
     for (size_t r = lo; r < hi; r++) {
         float *x = j->round + r * j->round_ld;
-        for (size_t i = 0; i < j->round_n; i++)
-            x[i] = cl_k_fp16_to_fp32(cl_k_fp32_to_fp16(x[i]));
+        for (size_t i = 0; i < j->round_n; i += 256) {
+            size_t m = j->round_n - i < 256 ? j->round_n - i : 256;
+            cl_k_fp32_to_fp16_row(x + i, h, m);
+            cl_k_fp16_to_fp32_row(h, x + i, m);
+        }
     }
 }
 
