@@ -98,10 +98,21 @@ CL_MUST_CHECK cl_err cl_client_attest(cl_client *c);
 /* NULL until an attestation verified. */
 const struct cl_client_attestation *cl_client_attestation(const cl_client *c);
 
+/* An image sent with a message: its encoded bytes (PNG, JPEG or DICOM),
+ * sent as a base64 data: URL content part inside the encryption. */
+struct cl_client_image {
+    const uint8_t *data;
+    size_t len;
+    const char *mime; /* "image/png", "image/jpeg" or "application/dicom" */
+};
+
 struct cl_client_msg {
     const char *role; /* "system", "user" or "assistant" */
     const char *content;
     size_t content_len;
+    /* Images (user messages): sent before the text, as content parts. */
+    const struct cl_client_image *images;
+    size_t n_images;
 };
 
 /* Unset fields are omitted from the request (the enclave's defaults apply). */
@@ -140,6 +151,14 @@ typedef cl_err (*cl_client_token_fn)(void *arg, const char *text, size_t n);
 CL_MUST_CHECK cl_err cl_client_chat(cl_client *c, const struct cl_client_msg *msgs, size_t n,
                                     const struct cl_client_params *p, cl_client_token_fn on_token, void *arg,
                                     struct cl_client_result *res);
+
+/* The same with a prepared OpenAI chat-completions request body (JSON, at
+ * most 8 MiB; its "stream" member must agree with on_token): sent unchanged
+ * inside the OHTTP request, so content parts the caller validated (text,
+ * image_url) reach the enclave as they are. Attestation, re-attestation and
+ * the answer handling are those of cl_client_chat. */
+CL_MUST_CHECK cl_err cl_client_chat_json(cl_client *c, const uint8_t *body, size_t body_len,
+                                         cl_client_token_fn on_token, void *arg, struct cl_client_result *res);
 
 /* ---- pieces exposed for tests and fuzzing ---- */
 

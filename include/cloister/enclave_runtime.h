@@ -7,6 +7,7 @@
 #define CLOISTER_ENCLAVE_RUNTIME_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdbool.h>
 
 #include "cloister/attest_user_data.h"
@@ -21,10 +22,13 @@
 
 /* Parses an OpenAI chat-completions request. On failure, *why is a fixed
  * message for the client (never an echo of the input). msgs point into
- * `root`, which the caller keeps alive and releases with json_decref. */
+ * `root`, which the caller keeps alive and releases with json_decref, and
+ * into p->owned (contents assembled from parts, image bytes), released with
+ * cl_chat_params_release on success. */
 CL_MUST_CHECK cl_err cl_chat_request_parse(const uint8_t *body, size_t n, const struct cl_enclave_limits *l,
                                            json_t **root, struct cl_chat_msg *msgs, struct cl_chat_params *p,
                                            const char **why);
+void cl_chat_params_release(struct cl_chat_params *p);
 
 
 /* ---- the engine-backed generator (engine.c) ---- */
@@ -33,6 +37,10 @@ struct cl_engine;
 /* model: the decrypted GGUF in secure memory; it must outlive the engine. */
 CL_MUST_CHECK cl_err cl_engine_new(const void *model, size_t len, unsigned threads, const char *tmpl_override,
                                    uint32_t max_prompt_tokens, struct cl_engine **out);
+/* Adds the vision encoder: mmproj is the decrypted projector GGUF in secure
+ * memory (it must outlive the engine) whose output width must match the
+ * model's. Without it the engine refuses images. */
+CL_MUST_CHECK cl_err cl_engine_set_vision(struct cl_engine *e, const void *mmproj, size_t len);
 void cl_engine_free(struct cl_engine *e);
 const char *cl_engine_name(const struct cl_engine *e);
 /* Matches struct cl_generator's generate (self = the engine). */
@@ -80,7 +88,23 @@ struct cl_service {
     const struct cl_enclave_limits *limits;
     const char *model_name;
     const uint8_t *model_sha256;
+    struct cl_jobs *jobs; /* batch jobs (JOB_REQ); NULL: refused */
 };
 CL_MUST_CHECK cl_err cl_service_run(struct cl_service *s);
+/* One NSM exchange at a time, whoever asks (service, jobs). */
+extern pthread_mutex_t cl_enclave_nsm_mu;
+
+/* ---- batch jobs (job.c, docs/batch.md) ---- */
+struct cl_jobs;
+/* bt must keep the key-service credentials for the job keys' release. Makes
+ * the attestation document that certifies the audit key (its digest names
+ * the receipt chain). */
+CL_MUST_CHECK cl_err cl_jobs_new(struct cl_enclave_boot *bt, cl_nsm *nsm, const cl_pkey *audit, const uint8_t *ud,
+                                 size_t ud_len, const struct cl_generator *gen, const struct cl_enclave_limits *lim,
+                                 struct cl_jobs **out);
+void cl_jobs_free(struct cl_jobs *j);
+/* Handles one JOB_REQ on fd: a JOB_RES, or an ERROR frame (returned code)
+ * when the job cannot be opened: malformed, or its key refused. */
+CL_MUST_CHECK cl_err cl_jobs_handle(struct cl_jobs *j, int fd, const uint8_t *job, size_t n);
 
 #endif

@@ -15,6 +15,7 @@
 #include "cloister/attest.h"
 #include "cloister/bootcfg.h"
 #include "cloister/client.h"
+#include "cloister/image.h"
 #include "cloister/encode.h"
 #include "cloister/file.h"
 #include "cloister/seal.h"
@@ -369,8 +370,13 @@ done:
 
 /* ------------------------------------------------------------ ask / chat */
 
+#define CL_CMDC_MAX_IMAGES 16
+#define CL_CMDC_MAX_IMAGE_FILE ((size_t)32 << 20)
+
 struct cl_askopt {
     const char *host, *trust, *system, *question;
+    const char *images[CL_CMDC_MAX_IMAGES];
+    size_t n_images;
     bool stream, json;
     struct cl_client_params p;
     uint64_t timeout_s;
@@ -381,14 +387,16 @@ static void cl_ask_help(FILE *f, const char *cmd)
     bool ask = !strcmp(cmd, "ask");
     if (ask)
         fprintf(f, "usage: cloister ask --host URL --trust TRUST.json [--stream] [-n N] [--temp T] [--top-p P]\n"
-                   "                    [--seed S] [--system TEXT] [--json] [--timeout SECS] QUESTION|-\n\n"
+                   "                    [--seed S] [--system TEXT] [--image FILE]... [--json] [--timeout SECS]\n"
+                   "                    QUESTION|-\n\n"
                    "Asks one question. QUESTION '-' (or none, with stdin not a terminal) reads it from\n"
                    "stdin, which keeps it out of the process list.\n\n");
     else
         fprintf(f, "usage: cloister chat --host URL --trust TRUST.json [-n N] [--temp T] [--top-p P]\n"
                    "                     [--seed S] [--system TEXT] [--timeout SECS]\n\n"
                    "Interactive: one message per line on stdin, answers streamed as they are produced;\n"
-                   "the conversation is kept. '/quit' or end of input ends it.\n\n");
+                   "the conversation is kept. '/image FILE' attaches an image (PNG, JPEG or DICOM) to\n"
+                   "the next message. '/quit' or end of input ends it.\n\n");
     fprintf(f,
             "Before anything is sent, the enclave's attestation is requested with a fresh random nonce and\n"
             "verified against TRUST.json (see `cloister measure`): chain to the pinned root, signature,\n"
@@ -402,6 +410,8 @@ static void cl_ask_help(FILE *f, const char *cmd)
             "  --top-p P         nucleus sampling\n"
             "  --seed S          sampling seed\n"
             "  --system TEXT     system message\n"
+            "  --image FILE      (ask) an image for the question: PNG, JPEG or DICOM, sent encrypted like\n"
+            "                    the text (repeatable, up to 16; the enclave needs a vision projector)\n"
             "  --timeout SECS    limit for each HTTP exchange (default 300)\n");
     if (ask)
         fprintf(f, "  --stream          print the answer token by token as it arrives\n"
@@ -430,14 +440,15 @@ static int cl_ask_args(const char *cmd, int argc, char **argv, struct cl_askopt 
     memset(o, 0, sizeof(*o));
     o->timeout_s = 300;
     bool ask = !strcmp(cmd, "ask");
-    enum { O_STREAM = 256, O_HOST, O_TRUST, O_SYSTEM, O_TEMP, O_TOP_P, O_SEED, O_TIMEOUT };
+    enum { O_STREAM = 256, O_HOST, O_TRUST, O_SYSTEM, O_TEMP, O_TOP_P, O_SEED, O_TIMEOUT, O_IMAGE };
 #define CL_ASK_OPTS                                                                                                     \
     CL_CLI_OPT_HELP, {"host", required_argument, NULL, O_HOST}, {"trust", required_argument, NULL, O_TRUST},          \
         {"system", required_argument, NULL, O_SYSTEM}, {"max-tokens", required_argument, NULL, 'n'},                    \
         {"temp", required_argument, NULL, O_TEMP}, {"top-p", required_argument, NULL, O_TOP_P},                         \
         {"seed", required_argument, NULL, O_SEED}, {"timeout", required_argument, NULL, O_TIMEOUT}
     static const struct option ask_opts[] = {
-        CL_ASK_OPTS, CL_CLI_OPT_JSON, {"stream", no_argument, NULL, O_STREAM}, CL_CLI_OPT_END};
+        CL_ASK_OPTS, CL_CLI_OPT_JSON, {"stream", no_argument, NULL, O_STREAM}, {"image", required_argument, NULL, O_IMAGE},
+        CL_CLI_OPT_END};
     static const struct option chat_opts[] = {CL_ASK_OPTS, CL_CLI_OPT_END};
 #undef CL_ASK_OPTS
     struct cl_cli_args a = {.cmd = cmd,
@@ -448,6 +459,11 @@ static int cl_ask_args(const char *cmd, int argc, char **argv, struct cl_askopt 
     for (int c; (c = cl_cli_next(&a, argc, argv)) != -1;) {
         switch (c) {
         case O_STREAM: o->stream = true; break;
+        case O_IMAGE:
+            if (o->n_images == CL_CMDC_MAX_IMAGES)
+                return cl_cli_usage_error(cmd, "at most %d --image", CL_CMDC_MAX_IMAGES);
+            o->images[o->n_images++] = optarg;
+            break;
         case O_HOST: o->host = optarg; break;
         case O_TRUST: o->trust = optarg; break;
         case O_SYSTEM: o->system = optarg; break;
@@ -634,6 +650,24 @@ static cl_err cl_ask_open(const char *cmd, const struct cl_askopt *o, cl_client 
     return CL_OK;
 }
 
+/* An image file for a message: read into secure memory (it is patient
+ * data), its type told by its first bytes. */
+static cl_err cl_ask_image(const char *path, struct cl_buf *b, struct cl_client_image *im)
+{
+    cl_err rc = CL_OK;
+    CL_GUARD(cl_file_read(path, CL_CMDC_MAX_IMAGE_FILE, b));
+    switch (cl_image_sniff(b->data, b->len)) {
+    case CL_IMAGE_FMT_PNG: im->mime = "image/png"; break;
+    case CL_IMAGE_FMT_JPEG: im->mime = "image/jpeg"; break;
+    case CL_IMAGE_FMT_DICOM: im->mime = "application/dicom"; break;
+    default: CL_FAIL(CL_E_IMAGE_FORMAT, "not PNG, JPEG or DICOM");
+    }
+    im->data = b->data;
+    im->len = b->len;
+out:
+    return rc;
+}
+
 int cl_cmd_ask(int argc, char **argv)
 {
     struct cl_askopt o;
@@ -646,6 +680,9 @@ int cl_cmd_ask(int argc, char **argv)
     cl_client *c = NULL;
     struct cl_buf q;
     struct cl_client_result res;
+    struct cl_buf imgb[CL_CMDC_MAX_IMAGES];
+    struct cl_client_image imgs[CL_CMDC_MAX_IMAGES];
+    size_t n_imgb = 0;
     cl_buf_init(&q, CL_CMDC_MAX_QUESTION + 4096, CL_BUF_SECURE);
     cl_client_result_init(&res);
     cl_err rc;
@@ -662,13 +699,22 @@ int cl_cmd_ask(int argc, char **argv)
         ret = cl_cli_usage_error("ask", "the question is empty");
         goto done;
     }
+    for (size_t i = 0; i < o.n_images; i++) {
+        cl_buf_init(&imgb[i], CL_CMDC_MAX_IMAGE_FILE, CL_BUF_SECURE);
+        n_imgb = i + 1;
+        if ((rc = cl_ask_image(o.images[i], &imgb[i], &imgs[i])) != CL_OK) {
+            ret = cl_cli_fail("ask", o.images[i], rc);
+            goto done;
+        }
+    }
     if (cl_ask_open("ask", &o, &c) != CL_OK)
         goto done;
     struct cl_client_msg msgs[2];
     size_t n = 0;
     if (o.system)
-        msgs[n++] = (struct cl_client_msg){"system", o.system, strlen(o.system)};
-    msgs[n++] = (struct cl_client_msg){"user", (const char *)q.data, q.len};
+        msgs[n++] = (struct cl_client_msg){.role = "system", .content = o.system, .content_len = strlen(o.system)};
+    msgs[n++] = (struct cl_client_msg){.role = "user", .content = (const char *)q.data, .content_len = q.len,
+                                       .images = imgs, .n_images = o.n_images};
     /* Attest first, so the measurements are shown even if the answer fails. */
     if ((rc = cl_client_attest(c)) != CL_OK) {
         ret = cl_cli_fail("ask", "attestation refused, nothing was sent", rc);
@@ -715,17 +761,33 @@ int cl_cmd_ask(int argc, char **argv)
     }
     ret = CL_EXIT_OK;
 done:
+    for (size_t i = 0; i < n_imgb; i++)
+        cl_buf_free(&imgb[i]);
     cl_client_result_free(&res);
     cl_buf_free(&q);
     cl_client_free(c);
     return ret;
 }
 
-/* One turn of the conversation kept by `chat`. */
+/* One turn of the conversation kept by `chat`, with the images attached to
+ * it (kept: the whole conversation is sent each time). */
 struct cl_chat_turn {
     const char *role;
     struct cl_buf text; /* CL_BUF_SECURE */
+    struct cl_buf *img_bufs;
+    struct cl_client_image *imgs;
+    size_t n_imgs;
 };
+
+static void cl_chat_turn_free(struct cl_chat_turn *t)
+{
+    cl_buf_free(&t->text);
+    for (size_t i = 0; i < t->n_imgs; i++)
+        cl_buf_free(&t->img_bufs[i]);
+    free(t->img_bufs);
+    free(t->imgs);
+    memset(t, 0, sizeof(*t));
+}
 
 int cl_cmd_chat(int argc, char **argv)
 {
@@ -789,6 +851,29 @@ int cl_cmd_chat(int argc, char **argv)
             continue;
         if (!strcmp(line, "/quit") || !strcmp(line, "/exit"))
             break;
+        if (!strncmp(line, "/image ", 7)) {
+            /* attached to the next message, kept pending in turns[nt] */
+            struct cl_chat_turn *t = &turns[nt];
+            if (!t->imgs && (!(t->imgs = calloc(CL_CMDC_MAX_IMAGES, sizeof(*t->imgs))) ||
+                             !(t->img_bufs = calloc(CL_CMDC_MAX_IMAGES, sizeof(*t->img_bufs))))) {
+                fprintf(stderr, "cloister chat: out of memory\n");
+                goto done;
+            }
+            if (t->n_imgs == CL_CMDC_MAX_IMAGES) {
+                fprintf(stderr, "cloister chat: at most %d images per message\n", CL_CMDC_MAX_IMAGES);
+                continue;
+            }
+            cl_buf_init(&t->img_bufs[t->n_imgs], CL_CMDC_MAX_IMAGE_FILE, CL_BUF_SECURE);
+            if ((rc = cl_ask_image(line + 7, &t->img_bufs[t->n_imgs], &t->imgs[t->n_imgs])) != CL_OK) {
+                cl_buf_free(&t->img_bufs[t->n_imgs]);
+                cl_cli_fail("chat", "image", rc); /* the path is the user's own input: not echoed */
+                continue;
+            }
+            t->n_imgs++;
+            if (tty)
+                fprintf(stderr, "(image %zu attached to your next message)\n", t->n_imgs);
+            continue;
+        }
         if (nt + 2 > CL_CLIENT_MAX_MESSAGES) {
             fprintf(stderr, "cloister chat: conversation over %d messages\n", CL_CLIENT_MAX_MESSAGES);
             goto done;
@@ -801,7 +886,9 @@ int cl_cmd_chat(int argc, char **argv)
         }
         nt++;
         for (size_t i = 0; i < nt; i++)
-            msgs[i] = (struct cl_client_msg){turns[i].role, (const char *)turns[i].text.data, turns[i].text.len};
+            msgs[i] = (struct cl_client_msg){.role = turns[i].role, .content = (const char *)turns[i].text.data,
+                                             .content_len = turns[i].text.len, .images = turns[i].imgs,
+                                             .n_images = turns[i].n_imgs};
         rc = cl_client_chat(c, msgs, nt, &o.p, cl_ask_print_token, NULL, &res);
         fputc('\n', stdout);
         fflush(stdout);
@@ -825,9 +912,9 @@ int cl_cmd_chat(int argc, char **argv)
     }
     ret = CL_EXIT_OK;
 done:
-    if (turns)
-        for (size_t i = 0; i < nt; i++)
-            cl_buf_free(&turns[i].text);
+    if (turns) /* with the pending turn's images */
+        for (size_t i = 0; i <= nt && i < CL_CLIENT_MAX_MESSAGES; i++)
+            cl_chat_turn_free(&turns[i]);
     free(turns);
     free(msgs);
     cl_secmem_free(line);

@@ -24,6 +24,9 @@ static const struct cl_cli_cmd cl_commands[] = {
     {"ask", "ask an attested enclave one question (OHTTP, verified first)", cl_cmd_ask},
     {"chat", "interactive chat with an attested enclave, streamed", cl_cmd_chat},
     {"image", "decode an image (PNG, JPEG, DICOM) and show its preprocessed checksums", cl_cmd_image},
+    {"proxy", "attesting OpenAI-compatible endpoint and chat page on this machine", cl_cmd_proxy},
+    {"batch", "submit encrypted batch jobs, check their state, read verified results", cl_cmd_batch},
+    {"audit", "verify or show the enclave's signed receipts", cl_cmd_audit},
 };
 
 static void cl_main_help(FILE *f)

@@ -16,7 +16,8 @@
 
 #define CL_CLIENT_MAX_URL 2048
 #define CL_CLIENT_MAX_ERROR_BODY (64 * 1024)
-#define CL_CLIENT_MAX_REQUEST ((size_t)8 << 20)
+/* A request with images (base64) fits the host's largest body (32 MiB, less framing). */
+#define CL_CLIENT_MAX_REQUEST (((size_t)32 << 20) - 16384)
 #define CL_CLIENT_DEFAULT_TIMEOUT_MS ((uint64_t)300 * 1000)
 
 struct cl_client {
@@ -418,13 +419,13 @@ out:
 
 /* ---- chat ---- */
 
-static cl_err cl_client_build_request(const struct cl_client_msg *msgs, size_t n, const struct cl_client_params *p,
-                                      bool stream, struct cl_buf *bhttp)
+/* A prepared chat-completions body into one binary HTTP request. */
+static cl_err cl_client_wrap_request(const uint8_t *json, size_t json_len, struct cl_buf *bhttp)
 {
     cl_err rc = CL_OK;
-    struct cl_buf json;
-    cl_buf_init(&json, CL_CLIENT_MAX_REQUEST, CL_BUF_SECURE);
-    CL_GUARD(cl_client_request_json(msgs, n, p, stream, &json));
+    CL_ENSURE_D(json && json_len, CL_E_CORE_INVALID_ARG, "empty request body");
+    CL_ENSURE_D(json_len <= CL_CLIENT_MAX_REQUEST, CL_E_NET_CLIENT_LIMIT, "request body over %zu bytes",
+                CL_CLIENT_MAX_REQUEST);
     struct cl_bhttp_msg m;
     memset(&m, 0, sizeof(m));
     m.method = "POST";
@@ -439,11 +440,10 @@ static cl_err cl_client_build_request(const struct cl_client_msg *msgs, size_t n
     m.fields[0].name_len = 12;
     m.fields[0].value = "application/json";
     m.fields[0].value_len = 16;
-    m.content = json.data;
-    m.content_len = json.len;
+    m.content = json;
+    m.content_len = json_len;
     CL_GUARD(cl_bhttp_encode(&m, bhttp));
 out:
-    cl_buf_free(&json);
     return rc;
 }
 
@@ -495,6 +495,19 @@ cl_err cl_client_chat(cl_client *c, const struct cl_client_msg *msgs, size_t n, 
                       cl_client_token_fn on_token, void *arg, struct cl_client_result *res)
 {
     cl_err rc = CL_OK;
+    struct cl_buf json;
+    cl_buf_init(&json, CL_CLIENT_MAX_REQUEST, CL_BUF_SECURE);
+    CL_GUARD(cl_client_request_json(msgs, n, p, on_token != NULL, &json));
+    CL_GUARD(cl_client_chat_json(c, json.data, json.len, on_token, arg, res));
+out:
+    cl_buf_free(&json);
+    return rc;
+}
+
+cl_err cl_client_chat_json(cl_client *c, const uint8_t *body, size_t body_len, cl_client_token_fn on_token,
+                           void *arg, struct cl_client_result *res)
+{
+    cl_err rc = CL_OK;
     bool stream = on_token != NULL;
     struct cl_buf req, enc;
     cl_ohttp_client *oc = NULL;
@@ -509,7 +522,7 @@ cl_err cl_client_chat(cl_client *c, const struct cl_client_msg *msgs, size_t n, 
     res->has_usage = false;
     res->prompt_tokens = res->completion_tokens = res->total_tokens = 0;
     res->finish_reason[0] = res->error_type[0] = res->error_message[0] = 0;
-    CL_GUARD(cl_client_build_request(msgs, n, p, stream, &req));
+    CL_GUARD(cl_client_wrap_request(body, body_len, &req));
     if (!c->attested)
         CL_GUARD(cl_client_attest(c));
     snprintf(url, sizeof(url), "%s/v1/ohttp", c->base);

@@ -8,7 +8,9 @@
 
 #include "cloister/chat.h"
 #include "cloister/gguf.h"
+#include "cloister/image.h"
 #include "cloister/infer/answer.h"
+#include "cloister/infer/vision.h"
 #include "cloister/infer/model.h"
 #include "cloister/infer/pool.h"
 #include "cloister/log.h"
@@ -24,6 +26,8 @@ struct cl_engine {
     struct cl_pool *pool;
     enum cl_chat_template tmpl;
     uint32_t max_prompt_tokens;
+    struct cl_gguf *vg; /* vision projector, when set */
+    struct cl_vision *vis;
     pthread_mutex_t mu;
     char name[CL_ENGINE_MAX_NAME + 1];
 };
@@ -55,10 +59,30 @@ out:
     return rc;
 }
 
+cl_err cl_engine_set_vision(struct cl_engine *e, const void *mmproj, size_t len)
+{
+    cl_err rc = CL_OK;
+    struct cl_gguf *g = NULL;
+    struct cl_vision *v = NULL;
+    CL_ENSURE_D(!e->vis, CL_E_CORE_STATE, "vision encoder already set");
+    CL_GUARD(cl_vision_open_memory(mmproj, len, &g, &v));
+    CL_GUARD(cl_vision_check_model(v, e->m));
+    e->vg = g;
+    e->vis = v;
+    g = NULL;
+    v = NULL;
+out:
+    cl_vision_free(v);
+    cl_gguf_free(g);
+    return rc;
+}
+
 void cl_engine_free(struct cl_engine *e)
 {
     if (!e)
         return;
+    cl_vision_free(e->vis);
+    cl_gguf_free(e->vg);
     cl_pool_free(e->pool);
     cl_tokenizer_free(e->tok);
     cl_model_free(e->m);
@@ -81,6 +105,41 @@ static int cl_engine_stream(void *user, int32_t token, const char *text, size_t 
     return r->piece(r->piece_ctx, text, len) ? 0 : 1;
 }
 
+/* The request's images, decoded (PNG, JPEG, DICOM), preprocessed as
+ * llama.cpp does and encoded: n_tokens x n_embd floats each, in one secure
+ * allocation. On an image's failure *bad is its 1-based index. */
+static cl_err cl_engine_images(struct cl_engine *e, const struct cl_chat_params *p, struct cl_model_media *media,
+                               float **embd_out, uint32_t *bad)
+{
+    cl_err rc = CL_OK;
+    const struct cl_vision_hparams *hp = cl_vision_hparams(e->vis);
+    size_t per = (size_t)hp->n_tokens * hp->proj_dim, npix = (size_t)3 * hp->image_size * hp->image_size;
+    void *embd = NULL, *pix = NULL;
+    struct cl_image img = {0};
+    struct cl_image_limits lim;
+    cl_image_limits_default(&lim);
+    CL_GUARD(cl_secmem_alloc(p->n_images * per * sizeof(float), &embd));
+    CL_GUARD(cl_secmem_alloc(npix * sizeof(float), &pix));
+    for (size_t i = 0; i < p->n_images; i++) {
+        *bad = (uint32_t)i + 1;
+        CL_GUARD(cl_image_decode(p->images[i].data, p->images[i].len, &lim, &img));
+        CL_GUARD(cl_image_preprocess(&img, hp->image_size, hp->mean, hp->std, pix));
+        cl_image_free(&img);
+        *bad = 0;
+        float *dst = (float *)embd + i * per;
+        CL_GUARD(cl_vision_encode(e->vis, e->pool, pix, npix, dst, per));
+        media[i] = (struct cl_model_media){dst, hp->n_tokens, hp->proj_dim};
+    }
+    *bad = 0;
+    *embd_out = embd;
+    embd = NULL;
+out:
+    cl_image_free(&img);
+    cl_secmem_free(pix);
+    cl_secmem_free(embd);
+    return rc;
+}
+
 cl_err cl_engine_generate(void *self, const struct cl_chat_params *p, cl_chat_piece_fn piece, void *piece_ctx,
                           struct cl_chat_result *res)
 {
@@ -89,6 +148,8 @@ cl_err cl_engine_generate(void *self, const struct cl_chat_params *p, cl_chat_pi
     struct cl_engine_run r = {.piece = piece, .piece_ctx = piece_ctx};
     const char *stops[CL_CHAT_MAX_STOP];
     struct cl_model_answer a = {0};
+    struct cl_model_media media[CL_CHAT_MAX_IMAGES];
+    float *embd = NULL;
     /* F32 KV cache and the same sampling defaults as `cloister run`,
      * overridden only by what the request gave, so the same seed and
      * settings give the same answer. */
@@ -112,13 +173,21 @@ cl_err cl_engine_generate(void *self, const struct cl_chat_params *p, cl_chat_pi
     if (p->set & CL_CHAT_SET_REPEAT)
         rq.gen.sample.repeat_penalty = p->repeat_penalty;
     pthread_mutex_lock(&e->mu);
-    rc = cl_model_answer(e->m, e->tok, e->pool, &rq, false, &a);
+    if (p->n_images) {
+        rc = e->vis ? cl_engine_images(e, p, media, &embd, &res->bad_image)
+                    : cl_err_fail(CL_E_INFER_VISION_MISMATCH, "no vision projector loaded");
+        rq.media = media;
+        rq.n_media = p->n_images;
+    }
+    if (rc == CL_OK)
+        rc = cl_model_answer(e->m, e->tok, e->pool, &rq, false, &a);
     pthread_mutex_unlock(&e->mu);
     CL_GUARD(rc);
     res->prompt_tokens = (uint32_t)a.n_prompt;
     res->completion_tokens = (uint32_t)a.n_out;
     res->finish = a.why == CL_GEN_STOP_MAX_TOKENS ? CL_CHAT_FINISH_LENGTH : CL_CHAT_FINISH_STOP;
 out:
+    cl_secmem_free(embd); /* wipes the image embeddings */
     cl_wipe(&seed, sizeof(seed));
     return rc;
 }

@@ -6,7 +6,8 @@
 . "$(dirname "$0")/../integration/lib.sh"
 CL=$1
 cmds=(keygen seal unseal inspect "attest show" "attest verify" tokenize run logits bench mkmodel
-      "kms policy" "kms create-key" measure ask chat)
+      "kms policy" "kms create-key" measure ask chat proxy "batch submit" "batch status" "batch result" "audit verify"
+      "audit show")
 for c in "${cmds[@]}"; do
   read -ra w <<<"$c"
   expect 0 "$c --help" "$CL" "${w[@]}" --help
@@ -20,7 +21,7 @@ done
 # a value-taking option at the end: named, never read past argv
 for c in "run:-p" "run:--prompt" "logits:--tokens" "bench:-p" "mkmodel:--arch" "tokenize:-f" "measure:--root" \
          "ask:--host" "chat:--trust" "attest verify:--root" "kms policy:--pcr0" "seal:-o" \
-         "unseal:--key-file" "kms create-key:--kms" "keygen:-o"; do
+         "unseal:--key-file" "kms create-key:--kms" "keygen:-o" "proxy:--listen"; do
   cmd=${c%%:*} opt=${c#*:}
   read -ra w <<<"$cmd"
   expect 2 "$cmd $opt without a value" "$CL" "${w[@]}" "$opt"

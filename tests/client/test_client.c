@@ -434,8 +434,8 @@ static cl_err on_token(void *arg, const char *p, size_t n)
 }
 
 static const struct cl_client_msg question[] = {
-    {"system", "You are a careful medical assistant.", 36},
-    {"user", "What helps with a \"mild\" fever?\n", 32},
+    {.role = "system", .content = "You are a careful medical assistant.", .content_len = 36},
+    {.role = "user", .content = "What helps with a \"mild\" fever?\n", .content_len = 32},
 };
 
 static cl_err ask(cl_client *c, bool stream, struct cl_client_result *res, struct tokens *t)
@@ -714,6 +714,40 @@ static void test_http_errors(void **state)
     cl_trust_free(&t);
 }
 
+/* A prepared request body goes to the enclave byte for byte (content parts
+ * included); a bad body fails before anything is sent. */
+static void test_chat_json(void **state)
+{
+    (void)state;
+    reset_counts(FAKE_NONE);
+    struct cl_trust t;
+    make_trust(&t, F.signer);
+    cl_client *c = NULL;
+    assert_ok(cl_client_new(F.url, &t, &c));
+    struct cl_client_result res;
+    cl_client_result_init(&res);
+    assert_err(cl_client_chat_json(c, (const uint8_t *)"", 0, NULL, NULL, &res), CL_E_CORE_INVALID_ARG);
+    uint8_t *big = calloc(1, ((size_t)32 << 20) + 1);
+    assert_non_null(big);
+    assert_err(cl_client_chat_json(c, big, ((size_t)32 << 20) + 1, NULL, NULL, &res), CL_E_NET_CLIENT_LIMIT);
+    free(big);
+    assert_int_equal(atomic_load(&F.n_attest), 0);
+    assert_int_equal(atomic_load(&F.n_ohttp), 0);
+    static const char body[] =
+        "{\"model\":\"cloister\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+        "\"text\":\"what?\"},{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,AAAA\"}}]}],"
+        "\"stream\":true}";
+    struct tokens tk;
+    memset(&tk, 0, sizeof(tk));
+    assert_ok(cl_client_chat_json(c, (const uint8_t *)body, sizeof(body) - 1, on_token, &tk, &res));
+    expect_answer(&res);
+    assert_string_equal(F.last_request, body);
+    assert_int_equal(atomic_load(&F.n_attest), 1);
+    cl_client_result_free(&res);
+    cl_client_free(c);
+    cl_trust_free(&t);
+}
+
 /* ---- TRUST.json ---- */
 
 static void trust_json(char *out, size_t cap, const char *pem_json, const char *extra)
@@ -911,7 +945,7 @@ static void test_request_json(void **state)
     struct cl_buf b;
     cl_buf_init(&b, 1 << 16, CL_BUF_SECURE);
     const char ctl[] = "tab\there\x01 \xc3\xa9";
-    struct cl_client_msg m[] = {{"user", ctl, sizeof(ctl) - 1}};
+    struct cl_client_msg m[] = {{.role = "user", .content = ctl, .content_len = sizeof(ctl) - 1}};
     struct cl_client_params p;
     memset(&p, 0, sizeof(p));
     p.has_top_p = true;
@@ -927,7 +961,7 @@ static void test_request_json(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "model")), "cloister");
     assert_null(json_object_get(j, "seed"));
     json_decref(j);
-    struct cl_client_msg badrole[] = {{"tool", "x", 1}};
+    struct cl_client_msg badrole[] = {{.role = "tool", .content = "x", .content_len = 1}};
     assert_err(cl_client_request_json(badrole, 1, NULL, false, &b), CL_E_CORE_INVALID_ARG);
     assert_err(cl_client_request_json(m, 0, NULL, false, &b), CL_E_CORE_INVALID_ARG);
     p.top_p = 2;
@@ -1047,7 +1081,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_request_json),   cmocka_unit_test(test_parse_answers),
         cmocka_unit_test(test_happy),          cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_tampered),       cmocka_unit_test(test_key_rotation),
-        cmocka_unit_test(test_http_errors),
+        cmocka_unit_test(test_http_errors),    cmocka_unit_test(test_chat_json),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
