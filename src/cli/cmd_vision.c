@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "cmd_vision.h"
@@ -62,6 +63,14 @@ out:
     return rc;
 }
 
+static double cl_cli_cpu_ms(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0)
+        return 0.0;
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
 int cl_cli_images_encode(const char *cmd, struct cl_cli_images *im, const struct cl_model *m, struct cl_pool *pool,
                          bool synthetic)
 {
@@ -80,6 +89,7 @@ int cl_cli_images_encode(const char *cmd, struct cl_cli_images *im, const struct
     if (count == 0 && synthetic)
         count = 1;
     uint64_t t0 = cl_now_us();
+    double c0 = cl_cli_cpu_ms();
     for (size_t i = 0; i < count; i++) {
         what = "reading image";
         if (im->n == 0) {
@@ -99,6 +109,7 @@ int cl_cli_images_encode(const char *cmd, struct cl_cli_images *im, const struct
         im->media[i] = (struct cl_model_media){im->embd[i], hp->n_tokens, hp->proj_dim};
     }
     im->encode_ms = (double)(cl_now_us() - t0) / 1000.0;
+    im->encode_cpu_ms = cl_cli_cpu_ms() - c0;
     im->n_media = count;
 out:
     cl_secmem_free(px);

@@ -24,6 +24,7 @@ struct cl_cli_images {
     struct cl_model_media media[CL_CLI_MAX_IMAGES];
     size_t n_media;                 /* encoded: n, or 1 for the generated pattern */
     double encode_ms;               /* all images, wall clock */
+    double encode_cpu_ms;           /* the same, CPU time of the process (all threads) */
 };
 
 /* Records one --image / --image-f32 option; prints a usage error and returns false past the cap. */

@@ -10,10 +10,11 @@
 #include "cloister/buf.h"
 #include "cloister/infer/kernels.h"
 #include "cloister/secmem.h"
+#include "vision_gemm.h"
 #include "vision_internal.h"
 
 /* Queries per attention task: scores for them take CL_VISION_QCHUNK * n_patches floats. */
-#define CL_VISION_QCHUNK 32u
+#define CL_VISION_QCHUNK 48u
 
 struct cl_vision_scratch {
     float *x, *h, *q, *k, *v, *att, *vt, *ff, *scores;
@@ -97,12 +98,86 @@ static void cl_vision_rows(struct cl_pool *pool, enum cl_vision_rowop op, float 
     cl_pool_run(pool, cl_vision_rows_worker, &j);
 }
 
+/* ---- products: the tiled GEMM where the CPU has it, else the model runtime's matmul ---- */
+
+struct cl_vision_mm_job {
+    struct cl_vision_gemm g[3];
+    size_t rows[3];
+    size_t n_g;
+    float *round;        /* F16 weights: activations rounded to fp16 in place first */
+    size_t round_rows, round_ld, round_n;
+};
+
+static void cl_vision_mm_worker(void *arg, unsigned ith, unsigned nth)
+{
+    const struct cl_vision_mm_job *j = arg;
+    size_t lo, hi;
+    for (size_t i = 0; i < j->n_g; i++) {
+        cl_pool_split(j->rows[i], 4, ith, nth, &lo, &hi);
+        if (lo < hi)
+            cl_vision_gemm_rows(&j->g[i], lo, hi);
+    }
+}
+
+static void cl_vision_round_worker(void *arg, unsigned ith, unsigned nth)
+{
+    const struct cl_vision_mm_job *j = arg;
+    size_t lo, hi;
+    cl_pool_split(j->round_rows, 1, ith, nth, &lo, &hi);
+    uint16_t h[256];
+    for (size_t r = lo; r < hi; r++) {
+        float *x = j->round + r * j->round_ld;
+        for (size_t i = 0; i < j->round_n; i += 256) {
+            size_t m = j->round_n - i < 256 ? j->round_n - i : 256;
+            cl_k_fp32_to_fp16_row(x + i, h, m);
+            cl_k_fp16_to_fp32_row(h, x + i, m);
+        }
+    }
+}
+
+/* y_i = W_i x for up to 3 weights sharing x (x may be rounded to fp16 in place: callers pass inputs used only here). */
+static cl_err cl_vision_mm(struct cl_pool *pool, const struct cl_model_w *const *w, float *const *y, size_t n_w,
+                           float *x, size_t ldx, size_t n_tok, size_t ldy, struct cl_model_act *act)
+{
+    cl_err rc = CL_OK;
+    bool fast = n_w <= 3;
+    for (size_t i = 0; i < n_w; i++)
+        fast = fast && cl_vision_gemm_ok(w[i]->type) && w[i]->type == w[0]->type && w[i]->ne0 == w[0]->ne0;
+    if (!fast) {
+        for (size_t i = 0; i < n_w; i++)
+            CL_GUARD(cl_model_matmul(pool, w[i], x, ldx, (uint32_t)n_tok, y[i], ldy, act));
+        goto out;
+    }
+    struct cl_vision_mm_job j = {.n_g = n_w};
+    if (w[0]->type == CL_GGML_F16) {
+        j.round = x;
+        j.round_rows = n_tok;
+        j.round_ld = ldx;
+        j.round_n = w[0]->ne0;
+        cl_pool_run(pool, cl_vision_round_worker, &j);
+    }
+    for (size_t i = 0; i < n_w; i++) {
+        j.g[i] = (struct cl_vision_gemm){w[i]->data, w[i]->type, w[i]->row_bytes, x, ldx, n_tok, w[i]->ne0, y[i], ldy};
+        j.rows[i] = w[i]->ne1;
+    }
+    cl_pool_run(pool, cl_vision_mm_worker, &j);
+out:
+    return rc;
+}
+
+static cl_err cl_vision_mm1(struct cl_pool *pool, const struct cl_model_w *w, float *x, size_t ldx, size_t n_tok,
+                            float *y, size_t ldy, struct cl_model_act *act)
+{
+    return cl_vision_mm(pool, &w, &y, 1, x, ldx, n_tok, ldy, act);
+}
+
 /* ---- attention: softmax(q k^T * scale) v per head, no mask ---- */
 
 struct cl_vision_attn_job {
     const struct cl_vision_hparams *hp;
     struct cl_vision_scratch *s;
     size_t T;
+    bool gemm;
     atomic_int rc;
 };
 
@@ -121,20 +196,32 @@ static void cl_vision_attn_worker(void *arg, unsigned ith, unsigned nth)
         size_t hd = task / n_chunks, q0 = (task % n_chunks) * CL_VISION_QCHUNK;
         size_t nq = T - q0 < CL_VISION_QCHUNK ? T - q0 : CL_VISION_QCHUNK;
         /* sc[i*T + key] = k_key . q_(q0+i) */
-        cl_err rc = cl_k_matmul_rows(CL_GGML_F32, s->k + hd * dh, E * sizeof(float), 0, T, s->q + q0 * E + hd * dh,
-                                     E * sizeof(float), nq, dh, sc, T);
+        cl_err rc = CL_OK;
+        if (j->gemm) {
+            struct cl_vision_gemm g = {s->k + hd * dh, CL_GGML_F32, E * sizeof(float), s->q + q0 * E + hd * dh, E,
+                                       nq, dh, sc, T};
+            cl_vision_gemm_rows(&g, 0, T);
+        } else {
+            rc = cl_k_matmul_rows(CL_GGML_F32, s->k + hd * dh, E * sizeof(float), 0, T, s->q + q0 * E + hd * dh,
+                                  E * sizeof(float), nq, dh, sc, T);
+        }
         if (rc != CL_OK) {
             atomic_store(&j->rc, rc);
             return;
         }
         for (size_t i = 0; i < nq; i++) {
             float *row = sc + i * T;
-            cl_k_scale_f32(row, scale, T);
-            (void)cl_k_softmax_f32(row, T);
+            cl_vision_softmax(row, T, scale);
         }
         /* att[(q0+i)*E + hd*dh + d] = sum_key p[i][key] * v[key][d], via vt rows (d) of T */
-        rc = cl_k_matmul_rows(CL_GGML_F32, s->vt + hd * dh * T, T * sizeof(float), 0, dh, sc, T * sizeof(float), nq,
-                              T, s->att + q0 * E + hd * dh, E);
+        if (j->gemm) {
+            struct cl_vision_gemm g = {s->vt + hd * dh * T, CL_GGML_F32, T * sizeof(float), sc, T, nq, T,
+                                       s->att + q0 * E + hd * dh, E};
+            cl_vision_gemm_rows(&g, 0, dh);
+        } else {
+            rc = cl_k_matmul_rows(CL_GGML_F32, s->vt + hd * dh * T, T * sizeof(float), 0, dh, sc, T * sizeof(float),
+                                  nq, T, s->att + q0 * E + hd * dh, E);
+        }
         if (rc != CL_OK) {
             atomic_store(&j->rc, rc);
             return;
@@ -233,7 +320,7 @@ cl_err cl_vision_encode(const struct cl_vision *v, struct cl_pool *pool, const f
                     }
                 }
         }
-    CL_GUARD(cl_model_matmul(pool, &v->patch, s.ff, K, (uint32_t)T, s.x, E, &s.act));
+    CL_GUARD(cl_vision_mm1(pool, &v->patch, s.ff, K, T, s.x, E, &s.act));
     for (size_t t = 0; t < T; t++) {
         cl_k_add_f32(s.x + t * E, v->patch_b, E);
         cl_k_add_f32(s.x + t * E, v->pos + t * E, E);
@@ -246,7 +333,8 @@ cl_err cl_vision_encode(const struct cl_vision *v, struct cl_pool *pool, const f
             const struct cl_model_w *ws[3] = {&L->wq, &L->wk, &L->wv};
             float *ys[3] = {s.q, s.k, s.v};
             size_t ld[3] = {E, E, E};
-            CL_GUARD(cl_model_matmul_multi(pool, ws, ys, ld, 3, s.h, E, (uint32_t)T, &s.act));
+            (void)ld;
+            CL_GUARD(cl_vision_mm(pool, ws, ys, 3, s.h, E, T, E, &s.act));
         }
         cl_vision_rows(pool, CL_VISION_ROWOP_BIAS, s.q, NULL, NULL, L->bq, T, E, 0.0f);
         cl_vision_rows(pool, CL_VISION_ROWOP_BIAS, s.k, NULL, NULL, L->bk, T, E, 0.0f);
@@ -254,17 +342,17 @@ cl_err cl_vision_encode(const struct cl_vision *v, struct cl_pool *pool, const f
         {
             struct cl_vision_tr_job tj = {s.v, s.vt, T, E};
             cl_pool_run(pool, cl_vision_tr_worker, &tj);
-            struct cl_vision_attn_job aj = {.hp = hp, .s = &s, .T = T};
+            struct cl_vision_attn_job aj = {.hp = hp, .s = &s, .T = T, .gemm = cl_vision_gemm_ok(CL_GGML_F32)};
             atomic_init(&aj.rc, CL_OK);
             cl_pool_run(pool, cl_vision_attn_worker, &aj);
             CL_GUARD((cl_err)atomic_load(&aj.rc));
         }
-        CL_GUARD(cl_model_matmul(pool, &L->wo, s.att, E, (uint32_t)T, s.h, E, &s.act));
+        CL_GUARD(cl_vision_mm1(pool, &L->wo, s.att, E, T, s.h, E, &s.act));
         cl_vision_rows(pool, CL_VISION_ROWOP_BIAS_ADD, s.x, s.h, NULL, L->bo, T, E, 0.0f);
         cl_vision_rows(pool, CL_VISION_ROWOP_LAYERNORM, s.h, s.x, L->ln2_w, L->ln2_b, T, E, hp->eps);
-        CL_GUARD(cl_model_matmul(pool, &L->up, s.h, E, (uint32_t)T, s.ff, F, &s.act));
+        CL_GUARD(cl_vision_mm1(pool, &L->up, s.h, E, T, s.ff, F, &s.act));
         cl_vision_rows(pool, CL_VISION_ROWOP_BIAS_GELU, s.ff, NULL, NULL, L->b_up, T, F, 0.0f);
-        CL_GUARD(cl_model_matmul(pool, &L->down, s.ff, F, (uint32_t)T, s.h, E, &s.act));
+        CL_GUARD(cl_vision_mm1(pool, &L->down, s.ff, F, T, s.h, E, &s.act));
         cl_vision_rows(pool, CL_VISION_ROWOP_BIAS_ADD, s.x, s.h, NULL, L->b_down, T, E, 0.0f);
     }
     cl_vision_rows(pool, CL_VISION_ROWOP_LAYERNORM, s.h, s.x, v->post_w, v->post_b, T, E, hp->eps);
@@ -285,7 +373,7 @@ cl_err cl_vision_encode(const struct cl_vision *v, struct cl_pool *pool, const f
                 }
                 cl_k_rmsnorm_f32(o, o, v->soft_norm, E, hp->eps);
             }
-        CL_GUARD(cl_model_matmul(pool, &v->proj, pooled, E, hp->n_tokens, s.k, hp->proj_dim, &s.act));
+        CL_GUARD(cl_vision_mm1(pool, &v->proj, pooled, E, hp->n_tokens, s.k, hp->proj_dim, &s.act));
         memcpy(out, s.k, (size_t)hp->n_tokens * hp->proj_dim * sizeof(float));
     }
 out:
