@@ -92,6 +92,10 @@ CL_MUST_CHECK cl_err cl_client_new(const char *host_url, const struct cl_trust *
 void cl_client_free(cl_client *c);
 /* Total time allowed per HTTP exchange (default 300 s; 0 = none). */
 void cl_client_set_timeout_ms(cl_client *c, uint64_t ms);
+/* The consumer credential for a licensed model (16..512 printable ASCII
+ * characters; trailing newlines dropped), kept in locked memory and sent as
+ * `authorization: Bearer ...` inside every encrypted request. */
+CL_MUST_CHECK cl_err cl_client_set_credential(cl_client *c, const char *cred, size_t n);
 /* Requests and verifies a fresh attestation (replacing the previous one
  * only on success). Chat calls do this on their own when needed. */
 CL_MUST_CHECK cl_err cl_client_attest(cl_client *c);

@@ -117,6 +117,11 @@ void cl_gateway_free(cl_gateway *g);
 void cl_gateway_keyconfig(cl_gateway *g, struct cl_ohttp_keyconfig *out);
 /* Key rotations so far. */
 uint64_t cl_gateway_rotations(cl_gateway *g);
+/* Licensed model: every chat request must carry a credential the table
+ * admits (docs/formats/licence.md); the table must outlive the gateway.
+ * NULL (the default) serves unlicensed. */
+struct cl_licence_table;
+void cl_gateway_set_licences(cl_gateway *g, struct cl_licence_table *t);
 /* HTTP status for an error of cl_gateway_handle: 401 when the request's key
  * is stale (the client re-attests), 413 over a limit, else 400. */
 unsigned cl_gateway_http_status(cl_err rc);

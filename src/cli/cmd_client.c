@@ -375,6 +375,7 @@ done:
 
 struct cl_askopt {
     const char *host, *trust, *system, *question;
+    const char *credential_file;
     const char *images[CL_CMDC_MAX_IMAGES];
     size_t n_images;
     bool stream, json;
@@ -412,7 +413,9 @@ static void cl_ask_help(FILE *f, const char *cmd)
             "  --system TEXT     system message\n"
             "  --image FILE      (ask) an image for the question: PNG, JPEG or DICOM, sent encrypted like\n"
             "                    the text (repeatable, up to 16; the enclave needs a vision projector)\n"
-            "  --timeout SECS    limit for each HTTP exchange (default 300)\n");
+            "  --timeout SECS    limit for each HTTP exchange (default 300)\n"
+            "  --credential-file FILE  consumer credential for a licensed model (else $CLOISTER_CREDENTIAL);\n"
+            "                    sent only inside the encrypted request, never on the command line\n");
     if (ask)
         fprintf(f, "  --stream          print the answer token by token as it arrives\n"
                    "  --json            print {answer, finish_reason, usage, attestation} as JSON on stdout\n\n"
@@ -440,12 +443,13 @@ static int cl_ask_args(const char *cmd, int argc, char **argv, struct cl_askopt 
     memset(o, 0, sizeof(*o));
     o->timeout_s = 300;
     bool ask = !strcmp(cmd, "ask");
-    enum { O_STREAM = 256, O_HOST, O_TRUST, O_SYSTEM, O_TEMP, O_TOP_P, O_SEED, O_TIMEOUT, O_IMAGE };
+    enum { O_STREAM = 256, O_HOST, O_TRUST, O_SYSTEM, O_TEMP, O_TOP_P, O_SEED, O_TIMEOUT, O_IMAGE, O_CRED };
 #define CL_ASK_OPTS                                                                                                     \
     CL_CLI_OPT_HELP, {"host", required_argument, NULL, O_HOST}, {"trust", required_argument, NULL, O_TRUST},          \
         {"system", required_argument, NULL, O_SYSTEM}, {"max-tokens", required_argument, NULL, 'n'},                    \
         {"temp", required_argument, NULL, O_TEMP}, {"top-p", required_argument, NULL, O_TOP_P},                         \
-        {"seed", required_argument, NULL, O_SEED}, {"timeout", required_argument, NULL, O_TIMEOUT}
+        {"seed", required_argument, NULL, O_SEED}, {"timeout", required_argument, NULL, O_TIMEOUT},      \
+        {"credential-file", required_argument, NULL, O_CRED}
     static const struct option ask_opts[] = {
         CL_ASK_OPTS, CL_CLI_OPT_JSON, {"stream", no_argument, NULL, O_STREAM}, {"image", required_argument, NULL, O_IMAGE},
         CL_CLI_OPT_END};
@@ -465,6 +469,7 @@ static int cl_ask_args(const char *cmd, int argc, char **argv, struct cl_askopt 
             o->images[o->n_images++] = optarg;
             break;
         case O_HOST: o->host = optarg; break;
+        case O_CRED: o->credential_file = optarg; break;
         case O_TRUST: o->trust = optarg; break;
         case O_SYSTEM: o->system = optarg; break;
         case 'n':
@@ -647,6 +652,30 @@ static cl_err cl_ask_open(const char *cmd, const struct cl_askopt *o, cl_client 
         return rc;
     }
     cl_client_set_timeout_ms(*c, o->timeout_s * 1000);
+    /* The licence credential: from a file or the environment, never argv. */
+    const char *env = getenv("CLOISTER_CREDENTIAL");
+    if (o->credential_file) {
+        struct cl_buf cb;
+        cl_buf_init(&cb, 1024, CL_BUF_SECURE);
+        rc = cl_file_read(o->credential_file, 1024, &cb);
+        if (rc == CL_OK)
+            rc = cl_client_set_credential(*c, cb.data ? (const char *)cb.data : "", cb.len);
+        cl_buf_free(&cb);
+        if (rc != CL_OK) {
+            cl_cli_fail(cmd, o->credential_file, rc);
+            cl_client_free(*c);
+            *c = NULL;
+            return rc;
+        }
+    } else if (env && *env) {
+        rc = cl_client_set_credential(*c, env, strlen(env));
+        if (rc != CL_OK) {
+            cl_cli_fail(cmd, "CLOISTER_CREDENTIAL", rc);
+            cl_client_free(*c);
+            *c = NULL;
+            return rc;
+        }
+    }
     return CL_OK;
 }
 

@@ -28,6 +28,7 @@ struct cl_client {
     bool attested;
     uint16_t aead; /* suite picked from the attested key configuration */
     struct cl_client_attestation att;
+    char *credential; /* cl_secmem, NUL-terminated; NULL: none sent */
 };
 
 static pthread_once_t cl_client_curl_once = PTHREAD_ONCE_INIT;
@@ -97,12 +98,40 @@ void cl_client_free(cl_client *c)
     if (c->curl)
         curl_easy_cleanup(c->curl);
     free(c->base);
+    if (c->credential) {
+        cl_wipe(c->credential, strlen(c->credential));
+        cl_secmem_free(c->credential);
+    }
     cl_trust_free(&c->trust);
     cl_wipe(c, sizeof(*c));
     free(c);
 }
 
 void cl_client_set_timeout_ms(cl_client *c, uint64_t ms) { c->timeout_ms = ms; }
+
+cl_err cl_client_set_credential(cl_client *c, const char *cred, size_t n)
+{
+    cl_err rc = CL_OK;
+    char *p = NULL;
+    while (n && (cred[n - 1] == '\n' || cred[n - 1] == '\r')) /* a file's trailing newline is not part of it */
+        n--;
+    CL_ENSURE_D(n >= 16 && n <= 512, CL_E_CORE_INVALID_ARG, "credential of %zu characters (16..512)", n);
+    for (size_t i = 0; i < n; i++)
+        CL_ENSURE_D((unsigned char)cred[i] > 0x20 && (unsigned char)cred[i] < 0x7f, CL_E_CORE_INVALID_ARG,
+                    "credential character %zu is not printable ASCII", i);
+    CL_GUARD(cl_secmem_alloc(n + 1, (void **)&p));
+    memcpy(p, cred, n);
+    p[n] = 0;
+    if (c->credential) {
+        cl_wipe(c->credential, strlen(c->credential));
+        cl_secmem_free(c->credential);
+    }
+    c->credential = p;
+    p = NULL;
+out:
+    cl_secmem_free(p);
+    return rc;
+}
 
 const struct cl_client_attestation *cl_client_attestation(const cl_client *c)
 {
@@ -420,9 +449,12 @@ out:
 /* ---- chat ---- */
 
 /* A prepared chat-completions body into one binary HTTP request. */
-static cl_err cl_client_wrap_request(const uint8_t *json, size_t json_len, struct cl_buf *bhttp)
+static cl_err cl_client_wrap_request(const char *credential, const uint8_t *json, size_t json_len,
+                                     struct cl_buf *bhttp)
 {
     cl_err rc = CL_OK;
+    struct cl_buf auth;
+    cl_buf_init(&auth, 600, CL_BUF_SECURE);
     CL_ENSURE_D(json && json_len, CL_E_CORE_INVALID_ARG, "empty request body");
     CL_ENSURE_D(json_len <= CL_CLIENT_MAX_REQUEST, CL_E_NET_CLIENT_LIMIT, "request body over %zu bytes",
                 CL_CLIENT_MAX_REQUEST);
@@ -440,10 +472,17 @@ static cl_err cl_client_wrap_request(const uint8_t *json, size_t json_len, struc
     m.fields[0].name_len = 12;
     m.fields[0].value = "application/json";
     m.fields[0].value_len = 16;
+    if (credential) {
+        /* Inside the OHTTP encryption: the host never sees it (docs/formats/licence.md). */
+        CL_GUARD(cl_buf_appendf(&auth, "Bearer %s", credential));
+        m.fields[1] = (struct cl_bhttp_field){"authorization", 13, (const char *)auth.data, auth.len};
+        m.n_fields = 2;
+    }
     m.content = json;
     m.content_len = json_len;
     CL_GUARD(cl_bhttp_encode(&m, bhttp));
 out:
+    cl_buf_free(&auth);
     return rc;
 }
 
@@ -522,7 +561,7 @@ cl_err cl_client_chat_json(cl_client *c, const uint8_t *body, size_t body_len, c
     res->has_usage = false;
     res->prompt_tokens = res->completion_tokens = res->total_tokens = 0;
     res->finish_reason[0] = res->error_type[0] = res->error_message[0] = 0;
-    CL_GUARD(cl_client_wrap_request(body, body_len, &req));
+    CL_GUARD(cl_client_wrap_request(c->credential, body, body_len, &req));
     if (!c->attested)
         CL_GUARD(cl_client_attest(c));
     snprintf(url, sizeof(url), "%s/v1/ohttp", c->base);

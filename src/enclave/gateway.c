@@ -5,11 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "cloister/bhttp.h"
 #include "cloister/crypto.h"
 #include "cloister/encode.h"
+#include "cloister/licence.h"
 #include "cloister/log.h"
 #include "cloister/secmem.h"
 #include "cloister/enclave_runtime.h"
@@ -40,6 +42,7 @@ struct cl_gateway {
     uint8_t retired_ids[32]; /* bit i: key id i belonged to a retired key */
     uint64_t rotations;
     atomic_uint active;
+    cl_licence_table *licences; /* NULL: unlicensed model, anyone who reaches the enclave is served */
 };
 
 static void cl_gw_key_free(struct cl_gw_key *k)
@@ -117,6 +120,13 @@ void cl_gateway_keyconfig(cl_gateway *g, struct cl_ohttp_keyconfig *out)
 {
     pthread_mutex_lock(&g->mu);
     *out = g->key->kc;
+    pthread_mutex_unlock(&g->mu);
+}
+
+void cl_gateway_set_licences(cl_gateway *g, cl_licence_table *t)
+{
+    pthread_mutex_lock(&g->mu);
+    g->licences = t;
     pthread_mutex_unlock(&g->mu);
 }
 
@@ -366,6 +376,36 @@ static cl_err cl_gw_stream_begin(struct cl_gw_x *x)
     return rc;
 }
 
+/* The consumer's credential rides inside the encrypted request as
+ * `authorization: Bearer <credential>` (docs/formats/licence.md). A refusal
+ * names its reason to the consumer, inside the encryption, and logs only the
+ * code. */
+static cl_err cl_gw_licence(struct cl_gw_x *x, const struct cl_bhttp_msg *req, cl_licence_table *t, size_t *slot,
+                            bool *refused)
+{
+    const struct cl_bhttp_field *a = cl_bhttp_find(req, "authorization");
+    const uint8_t *cred = NULL;
+    size_t n = 0;
+    char msg[200];
+    *refused = false;
+    if (a && a->value_len > 7 && !strncasecmp(a->value, "Bearer ", 7)) {
+        cred = (const uint8_t *)a->value + 7;
+        n = a->value_len - 7;
+    } else if (a) {
+        cred = (const uint8_t *)a->value; /* a malformed header is an unknown credential, not a missing one */
+        n = a->value_len ? a->value_len : 1;
+    }
+    cl_err lrc = cl_licence_table_admit(t, cred, n, (uint64_t)time(NULL), slot);
+    if (lrc == CL_OK)
+        return CL_OK;
+    *refused = true;
+    CL_LOG(CL_LOG_INFO, "licence_refused", CL_LOG_ERR(lrc));
+    int st = cl_licence_http_status(lrc);
+    snprintf(msg, sizeof(msg), "licence: %s", cl_err_str(lrc));
+    return cl_gw_error(x, (uint16_t)(st ? st : 403),
+                       st == 401 ? "authentication_error" : st == 429 ? "rate_limit_error" : "permission_error", msg);
+}
+
 static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
 {
     cl_err rc = CL_OK;
@@ -387,6 +427,16 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
         goto out;
     }
     parsed = true;
+    pthread_mutex_lock(&x->g->mu);
+    cl_licence_table *lt = x->g->licences;
+    pthread_mutex_unlock(&x->g->mu);
+    size_t lslot = 0;
+    if (lt) {
+        bool refused = false;
+        rc = cl_gw_licence(x, req, lt, &lslot, &refused);
+        if (rc != CL_OK || refused)
+            goto out;
+    }
     unsigned active = atomic_fetch_add(&x->g->active, 1) + 1;
     if (active > x->g->lim.max_sessions) {
         atomic_fetch_sub(&x->g->active, 1);
@@ -406,6 +456,8 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
     if (x->timed_out)
         res.finish = CL_CHAT_FINISH_LENGTH;
     atomic_fetch_sub(&x->g->active, 1);
+    if (lt)
+        cl_licence_table_charge(lt, lslot, (uint64_t)res.prompt_tokens + res.completion_tokens);
     size_t used = 0;
     if (grc == CL_OK) /* flush a trailing partial character as U+FFFD */
         grc = cl_utf8_take(x->pending.data, x->pending.len, true, x->streaming ? &x->text : &x->text, &used);

@@ -22,6 +22,7 @@
 #include "cloister/chat.h"
 #include "cloister/client.h"
 #include "cloister/enclave.h"
+#include "cloister/licence.h"
 #include "cloister/hpke.h"
 #include "cloister/json_secure.h"
 #include "cloister/ohttp.h"
@@ -460,12 +461,70 @@ static void test_replay_across_rotation(void **state)
     cl_client_result_free(&res);
 }
 
+/* A licensed model: the real client sends the credential inside the OHTTP
+ * request; without one the enclave answers an encrypted 401; the host's
+ * recording of the request never holds the credential. */
+#define LIC_CRED "consumer-credential-for-the-test-8d41c0"
+static void test_licensed(void **state)
+{
+    (void)state;
+    cl_gateway *g = new_gateway(4);
+    cl_pkey *k;
+    cl_licence_table *t;
+    struct cl_licence l;
+    struct cl_buf rec, seen;
+    bool chunked;
+    assert_ok(cl_pkey_generate(CL_PKEY_P384, &k));
+    assert_ok(cl_licence_table_new(k, H.model, &t));
+    memset(&l, 0, sizeof(l));
+    snprintf(l.id, sizeof(l.id), "lic-test");
+    snprintf(l.consumer, sizeof(l.consumer), "test consumer");
+    assert_ok(cl_licence_credential_hash((const uint8_t *)LIC_CRED, strlen(LIC_CRED), l.credential_sha256));
+    memcpy(l.model_sha256, H.model, 32);
+    l.serial = 1;
+    l.not_before = (uint64_t)time(NULL) - 60;
+    l.not_after = (uint64_t)time(NULL) + 3600;
+    l.period_s = 3600;
+    cl_buf_init(&rec, CL_LICENCE_RECORD_MAX, CL_BUF_NONE);
+    cl_buf_init(&seen, 1 << 22, CL_BUF_NONE);
+    assert_ok(cl_licence_sign(&l, k, &rec));
+    const uint8_t *p = rec.data;
+    size_t n = rec.len;
+    assert_ok(cl_licence_table_update(t, &p, &n, 1, (uint64_t)time(NULL), 600));
+    cl_gateway_set_licences(g, t);
+    use_gateway(g);
+    cl_client *c = new_client();
+    struct cl_client_result res;
+    cl_client_result_init(&res);
+    assert_err(chat(c, false, &res), CL_E_NET_CLIENT_ANSWER_STATUS);
+    assert_int_equal(res.status, 401);
+    assert_string_equal(res.error_message, "licence: no consumer credential in the request");
+    /* Credentials are refused when they cannot be one (argv-free, but still checked). */
+    assert_err(cl_client_set_credential(c, "short", 5), CL_E_CORE_INVALID_ARG);
+    assert_ok(cl_client_set_credential(c, LIC_CRED "\n", strlen(LIC_CRED) + 1));
+    assert_ok(chat(c, false, &res));
+    record_last(&seen, &chunked);
+    assert_true(seen.len > 0);
+    assert_null(memmem(seen.data, seen.len, LIC_CRED, strlen(LIC_CRED)));
+    assert_ok(chat(c, true, &res));
+    record_last(&seen, &chunked);
+    assert_null(memmem(seen.data, seen.len, LIC_CRED, strlen(LIC_CRED)));
+    cl_client_result_free(&res);
+    cl_client_free(c);
+    use_gateway(new_gateway(4)); /* the table must outlive the gateway using it */
+    cl_licence_table_free(t);
+    cl_pkey_free(k);
+    cl_buf_free(&rec);
+    cl_buf_free(&seen);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat),
         cmocka_unit_test(test_rotation_reattest),
         cmocka_unit_test(test_replay_across_rotation),
+        cmocka_unit_test(test_licensed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
