@@ -32,9 +32,9 @@ if [ -n "${CLOISTER_REFERENCE:-}" ] && [ -f "$CLOISTER_REFERENCE/models/mmproj-t
   cp "$CLOISTER_REFERENCE/models/tiny-gemma3-q8_0.gguf" "$model"
   cp "$CLOISTER_REFERENCE/models/mmproj-tiny-gemma3-f32.gguf" "$proj"
 else
-  echo "note: CLOISTER_REFERENCE unset; using a generated model and a stand-in projector file"
+  echo "note: CLOISTER_REFERENCE unset; using a generated model and projector"
   "$BUILD/src/cli/cloister" mkmodel --arch gemma3 --shape tiny --type q8_0 -o "$model" >/dev/null
-  head -c 200000 /dev/urandom > "$proj"
+  "$BUILD/src/cli/cloister" mkmodel --mmproj --shape tiny --type f32 -o "$proj" >/dev/null
 fi
 proj_sha=$(sha256sum "$proj" | cut -d' ' -f1)
 export STACK_MMPROJ=$proj STACK_CAPTURE=1
