@@ -94,7 +94,10 @@
           const j = JSON.parse(data);
           if (j.error) throw new Error(j.error.message);
           const piece = j.choices?.[0]?.delta?.content;
-          if (piece) { answer += piece; a.body.textContent = answer; live.textContent += piece; log.scrollTop = log.scrollHeight; }
+          if (piece) {
+            answer += piece; a.body.textContent = answer; live.textContent += piece; log.scrollTop = log.scrollHeight;
+            a.li.dataset.pieces = String(Number(a.li.dataset.pieces || 0) + 1);
+          }
         }
       }
       if (!done) throw new Error("the answer stream ended early");
