@@ -38,7 +38,7 @@ int main(int argc, char **argv)
         return 1;
     }
     static const char q[] = "Summarize the radiology report: Findings: No focal consolidation. Impression: Normal chest.";
-    struct cl_client_msg m = {"user", q, sizeof(q) - 1};
+    struct cl_client_msg m = {.role = "user", .content = q, .content_len = sizeof(q) - 1};
     struct cl_client_params p = {.has_max_tokens = true, .max_tokens = ntok, .has_temperature = true, .temperature = 0};
     double ttft = 0, tps = 0;
     for (int i = 0; i <= runs; i++) { /* run 0 warms up */

@@ -22,6 +22,8 @@
 # e.g. --replay-window 4.
 # STACK_ENCLAVE_MEMORY (MiB, default 2048) sizes the enclave image for larger models.
 # STACK_HOST_ARGS adds options to cloister-host (its pid is $stack_host_pid).
+# STACK_MMPROJ=FILE.gguf adds a vision projector: in the key policy, sealed under the model's key
+# ($D/mmproj.sealed), streamed by the host (--mmproj) and pinned in TRUST.json.
 # STACK_KMS_TLS=1 serves the key service over https with a fresh self-signed
 # certificate: the enclave then terminates TLS itself (the host pipes ciphertext).
 
@@ -48,6 +50,13 @@ stack_up() {
   D=$(mktemp -d /tmp/cloister-stack.XXXXXX)
   cp "$model" "$D/model.gguf"
   digest=$(sha256sum "$D/model.gguf" | cut -d' ' -f1)
+  local mm_digest=() mm_host=() mm_trust=()
+  if [ -n "${STACK_MMPROJ:-}" ]; then
+    cp "$STACK_MMPROJ" "$D/mmproj.gguf"
+    mm_digest=(--model-digest "$(sha256sum "$D/mmproj.gguf" | cut -d' ' -f1)")
+    mm_host=(--mmproj "$D/mmproj.sealed")
+    mm_trust=(--mmproj "$D/mmproj.sealed")
+  fi
 
   OWNER_DIR=$D/owner OPERATOR_DIR=$D/operator
   mkdir -m 700 "$OWNER_DIR" "$OPERATOR_DIR"
@@ -82,33 +91,38 @@ stack_up() {
   fi
   "$KMS" serve "$KMS_DIR" --listen 127.0.0.1:0 --trust-root "$D/sim-root.pem" "${tls[@]}" > "$D/kms.out" 2> "$D/kms.log" &
   stack_pids+=($!)
-  stack_wait_for "$D/kms.out" 'listening on' 10 || return 1
+  stack_wait_for "$D/kms.out" 'listening on' 30 || return 1
   kms_url=$scheme://$(grep -oE '127\.0\.0\.1:[0-9]+' "$D/kms.out" | head -1)
 
   "$CL" kms policy --pcr0 "$(stack_pcr 0 "$D/pcrs.json")" --pcr1 "$(stack_pcr 1 "$D/pcrs.json")" \
-    --pcr2 "$(stack_pcr 2 "$D/pcrs.json")" --model-digest "$digest" --root "$D/sim-root.pem" \
+    --pcr2 "$(stack_pcr 2 "$D/pcrs.json")" --model-digest "$digest" "${mm_digest[@]}" --root "$D/sim-root.pem" \
     --principal "$operator_arn" --admin "$owner_arn" > "$OWNER_DIR/policy.json"
   key=$(AWS_SHARED_CREDENTIALS_FILE=$OWNER_DIR/owner.credentials AWS_REGION=us-east-1 \
         "$CL" kms create-key --kms "$kms_url" --policy "$OWNER_DIR/policy.json" --alias alias/model)
   AWS_SHARED_CREDENTIALS_FILE=$OWNER_DIR/owner.credentials AWS_REGION=us-east-1 \
     "$CL" seal "$D/model.gguf" -o "$D/model.sealed" --kms "$kms_url" --key-id "$key" > "$D/seal.out"
+  if [ -n "${STACK_MMPROJ:-}" ]; then
+    AWS_SHARED_CREDENTIALS_FILE=$OWNER_DIR/owner.credentials AWS_REGION=us-east-1 \
+      "$CL" seal "$D/mmproj.gguf" -o "$D/mmproj.sealed" --kms "$kms_url" --key-id "$key" >> "$D/seal.out"
+  fi
 
   mkdir -m 700 "$D/vsock"
   local cap=()
   if [ -n "${STACK_CAPTURE:-}" ]; then mkdir -m 700 "$D/capture"; cap=(--capture-dir "$D/capture"); fi
   # shellcheck disable=SC2086 # STACK_HOST_ARGS is a list of extra options
   "$HOST" --listen 127.0.0.1:0 --enclave-cid 16 --vsock-dir "$D/vsock" --model "$D/model.sealed" \
-    --kms "$kms_url" --kms-credentials "$OPERATOR_DIR/operator.json" "${host_ca[@]}" "${cap[@]}" ${STACK_HOST_ARGS:-} \
+    --kms "$kms_url" --kms-credentials "$OPERATOR_DIR/operator.json" "${host_ca[@]}" "${cap[@]}" "${mm_host[@]}" \
+    ${STACK_HOST_ARGS:-} \
     > "$D/host.out" 2> "$D/host.log" &
   stack_host_pid=$!
   stack_pids+=($!)
-  stack_wait_for "$D/host.out" 'listening on' 10 || return 1
+  stack_wait_for "$D/host.out" 'listening on' 30 || return 1
   host_url=http://$(grep -oE '127\.0\.0\.1:[0-9]+' "$D/host.out" | head -1)
   # TRUST.json pins the key (from the sealed header), the key service's endpoint and its CA (or none).
   local kms_ca_pin=none
   [ -n "${STACK_KMS_TLS:-}" ] && kms_ca_pin=$D/kms-tls.pem
   "$CL" measure --sim-image "$D/enclave.img" --root "$D/sim-root.pem" --model "$D/model.sealed" \
-    --kms-endpoint "$kms_url" --kms-ca "$kms_ca_pin" -o "$D/TRUST.json" 2>/dev/null
+    --kms-endpoint "$kms_url" --kms-ca "$kms_ca_pin" "${mm_trust[@]}" -o "$D/TRUST.json" 2>/dev/null
   stack_enclave_start "$D/enclave.img"
 }
 

@@ -11,7 +11,7 @@
 #include "cloister/buf.h"
 #include "cloister/err.h"
 
-#define CL_ATTEST_UD_VERSION 2
+#define CL_ATTEST_UD_VERSION 3
 #define CL_ATTEST_UD_MAX_AUDIT_KEY 256 /* P-384 SPKI DER is 120 bytes */
 #define CL_ATTEST_UD_MAX_KMS_TEXT 256  /* key ARN, endpoint */
 
@@ -25,12 +25,15 @@ struct cl_attest_user_data {
     char kms_endpoint[CL_ATTEST_UD_MAX_KMS_TEXT + 1]; /* URL the enclave connected to */
     bool has_kms_ca;
     uint8_t kms_ca_sha256[32]; /* SHA-256 of the extra CA's PEM text the host supplied */
+    bool has_mmproj;
+    uint8_t mmproj_sha256[32]; /* vision projector, computed like model_sha256 (when one is loaded) */
 };
 
-/* Canonical CBOR: {"v": 2, "kms": {"ca": bstr(0|32), "key": tstr, "endpoint": tstr},
- * "audit_key": bstr, "model_sha256": bstr(32), "config_sha256": bstr(32)}. */
+/* Canonical CBOR: {"v": 3, "kms": {"ca": bstr(0|32), "key": tstr, "endpoint": tstr},
+ * "audit_key": bstr, "model_sha256": bstr(32), "config_sha256": bstr(32),
+ * "mmproj_sha256": bstr(0|32)}. */
 CL_MUST_CHECK cl_err cl_attest_user_data_encode(const struct cl_attest_user_data *u, struct cl_buf *out);
-/* Requires exactly those keys, v = 2, the sizes above, printable text, and
+/* Requires exactly those keys, v = 3, the sizes above, printable text, and
  * the canonical encoding. CL_E_ATTEST_USER_DATA_MALFORMED naming the field. */
 CL_MUST_CHECK cl_err cl_attest_user_data_parse(const uint8_t *p, size_t n, struct cl_attest_user_data *out);
 

@@ -7,6 +7,7 @@
 #ifndef CLOISTER_BOOTCFG_H
 #define CLOISTER_BOOTCFG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "cloister/buf.h"
@@ -28,6 +29,8 @@ enum cl_bootcfg_lim {
     CL_BOOTCFG_LIM_MAX_PROMPT_TOKENS,
     CL_BOOTCFG_LIM_MAX_SESSIONS,      /* concurrent exchanges */
     CL_BOOTCFG_LIM_REQUEST_TIMEOUT_MS,
+    CL_BOOTCFG_LIM_MAX_IMAGES,        /* images per request (0: none accepted) */
+    CL_BOOTCFG_LIM_MAX_IMAGE_BYTES,   /* encoded bytes per image */
     CL_BOOTCFG_LIM_COUNT
 };
 
@@ -48,11 +51,12 @@ struct cl_bootcfg {
     char secret_access_key[CL_BOOTCFG_MAX_SECRET + 1];
     char session_token[CL_BOOTCFG_MAX_SESSION_TOKEN + 1]; /* "" = none */
     uint64_t limits[CL_BOOTCFG_LIM_COUNT];
+    bool mmproj; /* a sealed vision projector is streamed on CL_WIRE_PORT_MMPROJ */
 };
 
 /* Empty strings, every limit at its default. */
 void cl_bootcfg_init(struct cl_bootcfg *c);
-/* JSON {"kms": {...}, "limits": {...}}; refuses a configuration the reader
+/* JSON {"kms": {...}, "limits": {...}[, "mmproj": true]}; refuses a configuration the reader
  * would refuse (so a host never boots an enclave into an error). */
 CL_MUST_CHECK cl_err cl_bootcfg_write(const struct cl_bootcfg *c, struct cl_buf *out);
 /* Strict: exactly the documented members (no unknown or duplicate keys),

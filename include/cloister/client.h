@@ -54,6 +54,10 @@ struct cl_trust {
     bool kms_ca_none; /* pinned: no extra CA at all */
     uint8_t kms_ca_sha256[CL_CLIENT_DIGEST_LEN];
     uint8_t config_sha256[CL_CLIENT_DIGEST_LEN];
+    /* Optional pin of the vision projector ("mmproj_sha256"): the enclave
+     * must have loaded exactly this one. */
+    bool pin_mmproj;
+    uint8_t mmproj_sha256[CL_CLIENT_DIGEST_LEN];
 };
 
 /* Strict parse: a JSON object with exactly the documented keys (root_pem,
@@ -94,10 +98,21 @@ CL_MUST_CHECK cl_err cl_client_attest(cl_client *c);
 /* NULL until an attestation verified. */
 const struct cl_client_attestation *cl_client_attestation(const cl_client *c);
 
+/* An image sent with a message: its encoded bytes (PNG, JPEG or DICOM),
+ * sent as a base64 data: URL content part inside the encryption. */
+struct cl_client_image {
+    const uint8_t *data;
+    size_t len;
+    const char *mime; /* "image/png", "image/jpeg" or "application/dicom" */
+};
+
 struct cl_client_msg {
     const char *role; /* "system", "user" or "assistant" */
     const char *content;
     size_t content_len;
+    /* Images (user messages): sent before the text, as content parts. */
+    const struct cl_client_image *images;
+    size_t n_images;
 };
 
 /* Unset fields are omitted from the request (the enclave's defaults apply). */

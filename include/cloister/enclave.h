@@ -32,6 +32,8 @@ struct cl_enclave_limits {
     uint32_t max_sessions;    /* concurrent exchanges */
     uint32_t request_timeout_ms;
     uint32_t replay_window;   /* requests per OHTTP key, 1..CL_GW_REPLAY_WINDOW */
+    uint32_t max_images;      /* image content parts per request (0: images refused) */
+    size_t max_image_bytes;   /* decoded from base64, per image */
 };
 void cl_enclave_limits_default(struct cl_enclave_limits *l);
 
@@ -39,6 +41,17 @@ enum cl_chat_finish { CL_CHAT_FINISH_NONE = 0, CL_CHAT_FINISH_STOP, CL_CHAT_FINI
 
 #define CL_CHAT_MAX_STOP 4
 #define CL_CHAT_MAX_STOP_LEN 64
+#define CL_CHAT_MAX_IMAGES 16 /* the boot configuration's max_images is at most this */
+/* Where an image part stood in a message's text (as llama.cpp's mtmd); text
+ * that contains it is refused. */
+#define CL_CHAT_MEDIA_MARKER "<__media__>"
+
+/* An image of a request: its encoded bytes (PNG, JPEG or DICOM) decoded from
+ * a data: URL, in the request's secure memory. */
+struct cl_chat_image {
+    const uint8_t *data;
+    size_t len;
+};
 
 struct cl_chat_params {
     const struct cl_chat_msg *msgs;
@@ -55,6 +68,12 @@ struct cl_chat_params {
     char stop[CL_CHAT_MAX_STOP][CL_CHAT_MAX_STOP_LEN + 1];
     bool stream;
     unsigned set; /* which optional sampling fields the request gave (CL_CHAT_SET_*) */
+    /* Image parts, in order; message i's content holds a CL_CHAT_MEDIA_MARKER
+     * where each stood. Contents assembled from parts and image bytes live in
+     * owned (secure memory): release with cl_chat_params_release. */
+    struct cl_chat_image images[CL_CHAT_MAX_IMAGES];
+    size_t n_images;
+    struct cl_buf owned;
 };
 
 enum cl_chat_set {
@@ -69,6 +88,7 @@ struct cl_chat_result {
     uint32_t prompt_tokens;
     uint32_t completion_tokens;
     enum cl_chat_finish finish;
+    uint32_t bad_image; /* on an image error: which image (1-based) could not be used */
 };
 
 /* Receives answer text as it is produced; return false to stop early. */

@@ -21,10 +21,13 @@
 
 /* Parses an OpenAI chat-completions request. On failure, *why is a fixed
  * message for the client (never an echo of the input). msgs point into
- * `root`, which the caller keeps alive and releases with json_decref. */
+ * `root`, which the caller keeps alive and releases with json_decref, and
+ * into p->owned (contents assembled from parts, image bytes), released with
+ * cl_chat_params_release on success. */
 CL_MUST_CHECK cl_err cl_chat_request_parse(const uint8_t *body, size_t n, const struct cl_enclave_limits *l,
                                            json_t **root, struct cl_chat_msg *msgs, struct cl_chat_params *p,
                                            const char **why);
+void cl_chat_params_release(struct cl_chat_params *p);
 
 
 /* ---- the engine-backed generator (engine.c) ---- */
@@ -33,6 +36,10 @@ struct cl_engine;
 /* model: the decrypted GGUF in secure memory; it must outlive the engine. */
 CL_MUST_CHECK cl_err cl_engine_new(const void *model, size_t len, unsigned threads, const char *tmpl_override,
                                    uint32_t max_prompt_tokens, struct cl_engine **out);
+/* Adds the vision encoder: mmproj is the decrypted projector GGUF in secure
+ * memory (it must outlive the engine) whose output width must match the
+ * model's. Without it the engine refuses images. */
+CL_MUST_CHECK cl_err cl_engine_set_vision(struct cl_engine *e, const void *mmproj, size_t len);
 void cl_engine_free(struct cl_engine *e);
 const char *cl_engine_name(const struct cl_engine *e);
 /* Matches struct cl_generator's generate (self = the engine). */
@@ -51,6 +58,10 @@ struct cl_enclave_boot {
     char kms_key_arn[CL_ATTEST_UD_MAX_KMS_TEXT + 1]; /* the KeyId the key service answered with */
     uint8_t *model; /* decrypted GGUF, secure memory */
     size_t model_len;
+    bool has_mmproj; /* a vision projector was loaded (cfg.mmproj) */
+    uint8_t mmproj_sha256[32];
+    uint8_t *mmproj; /* decrypted projector GGUF, secure memory */
+    size_t mmproj_len;
 };
 
 CL_MUST_CHECK cl_err cl_boot_get_config(struct cl_enclave_boot *bt);
@@ -60,6 +71,8 @@ CL_MUST_CHECK cl_err cl_boot_config_text(const struct cl_bootcfg *c, struct cl_b
 /* The sealed header's model-digest claim must be the value of the
  * cloister:model-sha256 encryption context the key is released under. */
 CL_MUST_CHECK cl_err cl_boot_check_context(const struct cl_seal_header *h);
+/* The sealed model (port 5001) and, when the configuration says so, the
+ * sealed projector (5003) under the same key: each digested here. */
 CL_MUST_CHECK cl_err cl_boot_load_model(struct cl_enclave_boot *bt, cl_nsm *nsm, unsigned threads);
 /* The attestation user_data (cloister/attest_user_data.h). */
 CL_MUST_CHECK cl_err cl_boot_user_data(const struct cl_enclave_boot *bt, const cl_pkey *audit, struct cl_buf *out);

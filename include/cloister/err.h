@@ -25,6 +25,7 @@ enum cl_err_category {
     CL_ERRCAT_STORE,
     CL_ERRCAT_CLI,
     CL_ERRCAT_PROTO,
+    CL_ERRCAT_IMAGE,
     CL_ERRCAT_COUNT
 };
 
@@ -55,6 +56,8 @@ enum cl_err_code {
 #include "cloister/err/cli.def"
     CL_ERR_PROTO_BASE = CL_ERRCAT_PROTO << 8,
 #include "cloister/err/proto.def"
+    CL_ERR_IMAGE_BASE = CL_ERRCAT_IMAGE << 8,
+#include "cloister/err/image.def"
 #undef CL_E
 };
 

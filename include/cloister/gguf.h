@@ -90,6 +90,9 @@ const struct cl_gguf_kv *cl_gguf_kv_at(const cl_gguf *g, size_t i);
 /* NULL when absent. */
 const struct cl_gguf_kv *cl_gguf_find_kv(const cl_gguf *g, const char *key);
 const char *cl_gguf_type_name(enum cl_gguf_type t);
+/* Bytes of one value of a scalar metadata type (any number read from the
+ * file may be passed); 0 for STRING, ARRAY and unknown types. */
+size_t cl_gguf_scalar_size(uint32_t t);
 
 /* Typed getters. Missing key: CL_E_INFER_GGUF_KEY_MISSING; stored with another
  * type: CL_E_INFER_GGUF_KEY_TYPE. The detail names the key. */

@@ -8,6 +8,7 @@
 #define CLOISTER_HOST_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "cloister/buf.h"
@@ -61,6 +62,10 @@ struct cl_host_config {
     unsigned max_tokens;     /* limits handed to the enclave at boot */
     unsigned max_sessions;
     unsigned max_prompt_tokens; /* 0 = the enclave's default */
+    const char *mmproj_path;    /* sealed vision projector streamed on port 5003; NULL = none */
+    bool has_max_images;        /* else the enclave's default */
+    unsigned max_images;        /* images per request (0: none) */
+    unsigned max_image_bytes;   /* 0 = the enclave's default */
     const char *capture_dir; /* test hook: every socket byte appended here; NULL = off */
     const char *kms_ca_pem;  /* extra CA (PEM) the enclave trusts for an https key service; NULL = system store */
     /* The HTTP front door. 0 picks the default (CL_HOST_DEFAULT_*). */

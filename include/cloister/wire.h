@@ -14,6 +14,7 @@
 #define CL_WIRE_PORT_MODEL 5001     /* host listens: streams the sealed model to the enclave */
 #define CL_WIRE_PORT_KMS_PROXY 8000 /* host listens: byte pipe to the key service */
 #define CL_WIRE_PORT_BOOT 5002      /* host listens: boot configuration for the enclave */
+#define CL_WIRE_PORT_MMPROJ 5003    /* host listens: streams the sealed vision projector (when configured) */
 #define CL_WIRE_CID_PARENT 3        /* the parent instance, as on Nitro */
 #define CL_WIRE_CID_ENCLAVE 16      /* default enclave CID */
 

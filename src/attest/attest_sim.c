@@ -175,32 +175,30 @@ static cl_err cl_sim_path(const char *dir, const char *file, char *buf, size_t l
     return n > 0 && (size_t)n < len ? CL_OK : cl_err_fail(CL_E_CORE_LIMIT, "path too long");
 }
 
-static cl_err cl_sim_write_cert(const char *dir, const char *file, X509 *x)
+/* PEM of a certificate (public, 0644) or of a private key (0600, from a
+ * secure buffer), written atomically as dir/file. */
+static cl_err cl_sim_write_pem(const char *dir, const char *file, X509 *x, const cl_pkey *k)
 {
     cl_err rc = CL_OK;
     char path[4096];
     struct cl_buf b;
-    cl_buf_init(&b, 1 << 16, CL_BUF_NONE);
+    cl_buf_init(&b, 1 << 16, k ? CL_BUF_SECURE : CL_BUF_NONE);
     CL_GUARD(cl_sim_path(dir, file, path, sizeof(path)));
-    CL_GUARD(cl_sim_cert_pem(x, &b));
-    CL_GUARD(cl_file_write_atomic(path, b.data, b.len, 0644, 1));
+    CL_GUARD(k ? cl_pkey_private_pem(k, &b) : cl_sim_cert_pem(x, &b));
+    CL_GUARD(cl_file_write_atomic(path, b.data, b.len, k ? 0600 : 0644, 1));
 out:
     cl_buf_free(&b);
     return rc;
 }
 
+static cl_err cl_sim_write_cert(const char *dir, const char *file, X509 *x)
+{
+    return cl_sim_write_pem(dir, file, x, NULL);
+}
+
 static cl_err cl_sim_write_key(const char *dir, const char *file, const cl_pkey *k)
 {
-    cl_err rc = CL_OK;
-    char path[4096];
-    struct cl_buf b;
-    cl_buf_init(&b, 1 << 16, CL_BUF_SECURE);
-    CL_GUARD(cl_sim_path(dir, file, path, sizeof(path)));
-    CL_GUARD(cl_pkey_private_pem(k, &b));
-    CL_GUARD(cl_file_write_atomic(path, b.data, b.len, 0600, 1));
-out:
-    cl_buf_free(&b);
-    return rc;
+    return cl_sim_write_pem(dir, file, NULL, k);
 }
 
 static cl_err cl_sim_new_cas(cl_pkey **root_key, X509 **root, cl_pkey **inter_key, X509 **inter)

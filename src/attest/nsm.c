@@ -300,27 +300,21 @@ out:
     return rc;
 }
 
-cl_err cl_nsm_lock_pcr(cl_nsm *n, uint16_t index)
+/* LockPCR / LockPCRs: one index-valued field, an empty answer. */
+static cl_err cl_nsm_lock(cl_nsm *n, const char *variant, const char *field, uint16_t v)
 {
     struct cl_buf req;
     cl_buf_init(&req, CL_NSM_REQUEST_MAX, CL_BUF_NONE);
-    cl_err rc = cl_nsm_index_request(&req, "LockPCR", "index", index);
+    cl_err rc = cl_nsm_index_request(&req, variant, field, v);
     if (rc == CL_OK)
-        rc = cl_nsm_unit_answer(n, &req, "LockPCR");
+        rc = cl_nsm_unit_answer(n, &req, variant);
     cl_buf_free(&req);
     return rc;
 }
 
-cl_err cl_nsm_lock_pcrs(cl_nsm *n, uint16_t range)
-{
-    struct cl_buf req;
-    cl_buf_init(&req, CL_NSM_REQUEST_MAX, CL_BUF_NONE);
-    cl_err rc = cl_nsm_index_request(&req, "LockPCRs", "range", range);
-    if (rc == CL_OK)
-        rc = cl_nsm_unit_answer(n, &req, "LockPCRs");
-    cl_buf_free(&req);
-    return rc;
-}
+cl_err cl_nsm_lock_pcr(cl_nsm *n, uint16_t index) { return cl_nsm_lock(n, "LockPCR", "index", index); }
+
+cl_err cl_nsm_lock_pcrs(cl_nsm *n, uint16_t range) { return cl_nsm_lock(n, "LockPCRs", "range", range); }
 
 cl_err cl_nsm_get_random(cl_nsm *n, uint8_t *out, size_t len)
 {

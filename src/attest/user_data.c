@@ -24,7 +24,7 @@ cl_err cl_attest_user_data_encode(const struct cl_attest_user_data *u, struct cl
     CL_ENSURE_D(ep <= CL_ATTEST_UD_MAX_KMS_TEXT && cl_ud_printable(u->kms_endpoint, ep), CL_E_ATTEST_USER_DATA_MALFORMED,
                 "kms.endpoint: 1..%d printable characters", CL_ATTEST_UD_MAX_KMS_TEXT);
     /* canonical order: keys sorted by their encoded bytes (shorter first) */
-    CL_GUARD(cl_cbor_put_map(out, 5));
+    CL_GUARD(cl_cbor_put_map(out, 6));
     CL_GUARD(cl_cbor_put_text(out, "v"));
     CL_GUARD(cl_cbor_put_uint(out, CL_ATTEST_UD_VERSION));
     CL_GUARD(cl_cbor_put_text(out, "kms"));
@@ -41,6 +41,8 @@ cl_err cl_attest_user_data_encode(const struct cl_attest_user_data *u, struct cl
     CL_GUARD(cl_cbor_put_bytes(out, u->model_sha256, 32));
     CL_GUARD(cl_cbor_put_text(out, "config_sha256"));
     CL_GUARD(cl_cbor_put_bytes(out, u->config_sha256, 32));
+    CL_GUARD(cl_cbor_put_text(out, "mmproj_sha256"));
+    CL_GUARD(cl_cbor_put_bytes(out, u->mmproj_sha256, u->has_mmproj ? 32 : 0));
     CL_ENSURE_D(out->len - start <= CL_ATTEST_MAX_DOC_FIELD, CL_E_ATTEST_USER_DATA_MALFORMED, "%zu bytes, over %d",
                 out->len - start, CL_ATTEST_MAX_DOC_FIELD);
 out:
@@ -83,7 +85,7 @@ cl_err cl_attest_user_data_parse(const uint8_t *p, size_t n, struct cl_attest_us
     cl_cbor_doc *doc = NULL;
     struct cl_buf re;
     struct cl_attest_user_data u;
-    size_t ca_len = 0;
+    size_t ca_len = 0, mp_len = 0;
     memset(&u, 0, sizeof(u));
     cl_buf_init(&re, CL_ATTEST_MAX_DOC_FIELD + 64, CL_BUF_NONE);
     struct cl_cursor c;
@@ -92,7 +94,7 @@ cl_err cl_attest_user_data_parse(const uint8_t *p, size_t n, struct cl_attest_us
     cl_cursor_init(&c, p, n);
     struct cl_cbor_limits lim = cl_cbor_default_limits;
     lim.max_depth = 3;
-    lim.max_items = 24;
+    lim.max_items = 26;
     lim.max_map_pairs = 8;
     if (cl_cbor_decode(&c, &lim, &doc) != CL_OK)
         CL_FAIL(CL_E_ATTEST_USER_DATA_MALFORMED, "not a CBOR item");
@@ -103,10 +105,14 @@ cl_err cl_attest_user_data_parse(const uint8_t *p, size_t n, struct cl_attest_us
     CL_ENSURE_D(v->u == CL_ATTEST_UD_VERSION, CL_E_ATTEST_USER_DATA_MALFORMED,
                 "v: version %llu, expected %d (an enclave older than this client)", (unsigned long long)v->u,
                 CL_ATTEST_UD_VERSION);
-    CL_ENSURE_D(m->count == 5, CL_E_ATTEST_USER_DATA_MALFORMED, "%zu keys, expected 5", m->count);
+    CL_ENSURE_D(m->count == 6, CL_E_ATTEST_USER_DATA_MALFORMED, "%zu keys, expected 6", m->count);
     CL_GUARD(cl_ud_bytes(m, "model_sha256", 32, 32, u.model_sha256, NULL));
     CL_GUARD(cl_ud_bytes(m, "config_sha256", 32, 32, u.config_sha256, NULL));
     CL_GUARD(cl_ud_bytes(m, "audit_key", 1, CL_ATTEST_UD_MAX_AUDIT_KEY, u.audit_key, &u.audit_key_len));
+    CL_GUARD(cl_ud_bytes(m, "mmproj_sha256", 0, 32, u.mmproj_sha256, &mp_len));
+    CL_ENSURE_D(mp_len == 0 || mp_len == 32, CL_E_ATTEST_USER_DATA_MALFORMED, "mmproj_sha256: %zu bytes, expected 0 or 32",
+                mp_len);
+    u.has_mmproj = mp_len == 32;
     const struct cl_cbor_item *k = cl_cbor_map_get_text(m, "kms");
     CL_ENSURE_D(k && k->type == CL_CBOR_MAP && k->count == 3, CL_E_ATTEST_USER_DATA_MALFORMED,
                 "kms: expected a map of ca, key, endpoint");

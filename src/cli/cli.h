@@ -100,6 +100,7 @@ int cl_cmd_kms_create_key(int argc, char **argv);
 int cl_cmd_measure(int argc, char **argv);
 int cl_cmd_ask(int argc, char **argv);
 int cl_cmd_chat(int argc, char **argv);
+int cl_cmd_image(int argc, char **argv);
 int cl_cmd_proxy(int argc, char **argv);
 
 #endif

@@ -15,6 +15,7 @@
 #include "cloister/attest.h"
 #include "cloister/bootcfg.h"
 #include "cloister/client.h"
+#include "cloister/image.h"
 #include "cloister/encode.h"
 #include "cloister/file.h"
 #include "cloister/seal.h"
@@ -33,7 +34,7 @@ static void cl_measure_help(FILE *f)
             "                        --root ROOT.pem (--model MODEL.sealed | --model-sha256 HEX)\n"
             "                        -o TRUST.json [--max-age SECS] [--allow-debug] [--force]\n"
             "                        [--kms-key-arn ARN] [--kms-endpoint URL] [--kms-ca FILE|none]\n"
-            "                        [--config-sha256 HEX]\n\n"
+            "                        [--config-sha256 HEX] [--mmproj PROJECTOR.sealed | --mmproj-sha256 HEX]\n\n"
             "Writes TRUST.json (docs/formats/trust.md): what `cloister ask` and `cloister chat` pin\n"
             "before they send anything to an enclave.\n\n"
             "  --sim-image IMAGE     PCR0-2 of a cloister-sim enclave image (as `cloister-sim measure`)\n"
@@ -49,6 +50,9 @@ static void cl_measure_help(FILE *f)
             "  --kms-ca FILE|none    pin the extra CA the host gives the enclave for that endpoint\n"
             "                        (its PEM file), or none: a CA from the host is then refused\n"
             "  --config-sha256 HEX   pin the enclave's whole public configuration (limits, key service)\n"
+            "  --mmproj FILE         the sealed vision projector: its digest is pinned, and an enclave\n"
+            "                        without exactly this projector is refused\n"
+            "  --mmproj-sha256 HEX   the projector digest given directly instead\n"
             "  -o, --output FILE     where to write TRUST.json (refuses to overwrite without --force)\n"
             "  --max-age SECS        attestation freshness window, 1-86400 (default 300)\n"
             "  --allow-debug         accept debug-mode enclaves (PCR0-2 zero): never for real data\n"
@@ -155,7 +159,8 @@ int cl_cmd_measure(int argc, char **argv)
 {
     const char *cmd = "measure";
     const char *sim = NULL, *nitro = NULL, *root = NULL, *model = NULL, *model_hex = NULL, *outp = NULL;
-    const char *kms_arn = NULL, *kms_ep = NULL, *kms_ca = NULL, *config_hex = NULL;
+    const char *kms_arn = NULL, *kms_ep = NULL, *kms_ca = NULL, *config_hex = NULL, *mmproj = NULL,
+               *mmproj_hex = NULL;
     bool force = false, debug = false;
     struct cl_trust t;
     memset(&t, 0, sizeof(t));
@@ -164,7 +169,7 @@ int cl_cmd_measure(int argc, char **argv)
     memset(&extra, 0, sizeof(extra));
     enum {
         O_ALLOW_DEBUG = 256, O_FORCE, O_DEBUG, O_SIM, O_NITRO, O_ROOT, O_MODEL, O_MODEL_SHA, O_PCR, O_MAX_AGE,
-        O_KMS_ARN, O_KMS_EP, O_KMS_CA, O_CONFIG_SHA,
+        O_KMS_ARN, O_KMS_EP, O_KMS_CA, O_CONFIG_SHA, O_MMPROJ, O_MMPROJ_SHA,
     };
     static const struct option opts[] = {
         CL_CLI_OPT_HELP,
@@ -183,6 +188,8 @@ int cl_cmd_measure(int argc, char **argv)
         {"kms-endpoint", required_argument, NULL, O_KMS_EP},
         {"kms-ca", required_argument, NULL, O_KMS_CA},
         {"config-sha256", required_argument, NULL, O_CONFIG_SHA},
+        {"mmproj", required_argument, NULL, O_MMPROJ},
+        {"mmproj-sha256", required_argument, NULL, O_MMPROJ_SHA},
         CL_CLI_OPT_END,
     };
     struct cl_cli_args a = {.cmd = cmd, .help = cl_measure_help, .shortopts = "o:", .longopts = opts};
@@ -204,6 +211,8 @@ int cl_cmd_measure(int argc, char **argv)
         case O_KMS_EP: kms_ep = optarg; break;
         case O_KMS_CA: kms_ca = optarg; break;
         case O_CONFIG_SHA: config_hex = optarg; break;
+        case O_MMPROJ: mmproj = optarg; break;
+        case O_MMPROJ_SHA: mmproj_hex = optarg; break;
         case O_PCR:
             if (!cl_measure_parse_pcr(optarg, &extra))
                 return cl_cli_usage_error(cmd, "--pcr expects N=HEX with N 0-31 and 96 hex digits");
@@ -235,6 +244,11 @@ int cl_cmd_measure(int argc, char **argv)
     if (config_hex && cl_hex_decode_fixed(config_hex, strlen(config_hex), t.config_sha256, 32) != CL_OK)
         return cl_cli_usage_error(cmd, "--config-sha256 expects 64 hex digits");
     t.pin_config = config_hex != NULL;
+    if (mmproj && mmproj_hex)
+        return cl_cli_usage_error(cmd, "--mmproj and --mmproj-sha256 are exclusive");
+    if (mmproj_hex && cl_hex_decode_fixed(mmproj_hex, strlen(mmproj_hex), t.mmproj_sha256, 32) != CL_OK)
+        return cl_cli_usage_error(cmd, "--mmproj-sha256 expects 64 hex digits");
+    t.pin_mmproj = mmproj || mmproj_hex;
     if ((kms_ep || kms_ca) && !kms_arn && !model)
         return cl_cli_usage_error(cmd, "--kms-endpoint and --kms-ca need the key: --kms-key-arn or --model");
     if (kms_arn && (strlen(kms_arn) >= sizeof(t.kms_key_arn) || !*kms_arn))
@@ -287,6 +301,17 @@ int cl_cmd_measure(int argc, char **argv)
         ret = cl_cli_fail(cmd, model, rc);
         goto done;
     }
+    char mmproj_key[CL_SEAL_MAX_KEY_ID + 1] = "";
+    if (mmproj && (rc = cl_measure_model(mmproj, t.mmproj_sha256, mmproj_key, sizeof(mmproj_key))) != CL_OK) {
+        ret = cl_cli_fail(cmd, mmproj, rc);
+        goto done;
+    }
+    if (mmproj && model && strcmp(mmproj_key, header_key) != 0) {
+        fprintf(stderr, "cloister measure: the projector is sealed under another key than the model; an enclave "
+                        "refuses that: seal both with the same --kms-key\n");
+        ret = CL_EXIT_FAIL;
+        goto done;
+    }
     /* The key named in the sealed header, when it is a key ARN (what the
      * key service answers and the enclave attests). */
     if (!kms_arn && !strncmp(header_key, "arn:", 4) && strstr(header_key, ":key/") &&
@@ -327,6 +352,10 @@ int cl_cmd_measure(int argc, char **argv)
         }
     cl_hex_encode(t.model_sha256, 32, hex);
     fprintf(stderr, "  model  %s\n", hex);
+    if (t.pin_mmproj) {
+        cl_hex_encode(t.mmproj_sha256, 32, hex);
+        fprintf(stderr, "  mmproj %s\n", hex);
+    }
     if (t.pin_kms)
         fprintf(stderr, "  key    %s%s%s\n", t.kms_key_arn, t.pin_kms_endpoint ? " at " : "",
                 t.pin_kms_endpoint ? t.kms_endpoint : "");
@@ -341,8 +370,13 @@ done:
 
 /* ------------------------------------------------------------ ask / chat */
 
+#define CL_CMDC_MAX_IMAGES 16
+#define CL_CMDC_MAX_IMAGE_FILE ((size_t)32 << 20)
+
 struct cl_askopt {
     const char *host, *trust, *system, *question;
+    const char *images[CL_CMDC_MAX_IMAGES];
+    size_t n_images;
     bool stream, json;
     struct cl_client_params p;
     uint64_t timeout_s;
@@ -353,14 +387,16 @@ static void cl_ask_help(FILE *f, const char *cmd)
     bool ask = !strcmp(cmd, "ask");
     if (ask)
         fprintf(f, "usage: cloister ask --host URL --trust TRUST.json [--stream] [-n N] [--temp T] [--top-p P]\n"
-                   "                    [--seed S] [--system TEXT] [--json] [--timeout SECS] QUESTION|-\n\n"
+                   "                    [--seed S] [--system TEXT] [--image FILE]... [--json] [--timeout SECS]\n"
+                   "                    QUESTION|-\n\n"
                    "Asks one question. QUESTION '-' (or none, with stdin not a terminal) reads it from\n"
                    "stdin, which keeps it out of the process list.\n\n");
     else
         fprintf(f, "usage: cloister chat --host URL --trust TRUST.json [-n N] [--temp T] [--top-p P]\n"
                    "                     [--seed S] [--system TEXT] [--timeout SECS]\n\n"
                    "Interactive: one message per line on stdin, answers streamed as they are produced;\n"
-                   "the conversation is kept. '/quit' or end of input ends it.\n\n");
+                   "the conversation is kept. '/image FILE' attaches an image (PNG, JPEG or DICOM) to\n"
+                   "the next message. '/quit' or end of input ends it.\n\n");
     fprintf(f,
             "Before anything is sent, the enclave's attestation is requested with a fresh random nonce and\n"
             "verified against TRUST.json (see `cloister measure`): chain to the pinned root, signature,\n"
@@ -374,6 +410,8 @@ static void cl_ask_help(FILE *f, const char *cmd)
             "  --top-p P         nucleus sampling\n"
             "  --seed S          sampling seed\n"
             "  --system TEXT     system message\n"
+            "  --image FILE      (ask) an image for the question: PNG, JPEG or DICOM, sent encrypted like\n"
+            "                    the text (repeatable, up to 16; the enclave needs a vision projector)\n"
             "  --timeout SECS    limit for each HTTP exchange (default 300)\n");
     if (ask)
         fprintf(f, "  --stream          print the answer token by token as it arrives\n"
@@ -402,14 +440,15 @@ static int cl_ask_args(const char *cmd, int argc, char **argv, struct cl_askopt 
     memset(o, 0, sizeof(*o));
     o->timeout_s = 300;
     bool ask = !strcmp(cmd, "ask");
-    enum { O_STREAM = 256, O_HOST, O_TRUST, O_SYSTEM, O_TEMP, O_TOP_P, O_SEED, O_TIMEOUT };
+    enum { O_STREAM = 256, O_HOST, O_TRUST, O_SYSTEM, O_TEMP, O_TOP_P, O_SEED, O_TIMEOUT, O_IMAGE };
 #define CL_ASK_OPTS                                                                                                     \
     CL_CLI_OPT_HELP, {"host", required_argument, NULL, O_HOST}, {"trust", required_argument, NULL, O_TRUST},          \
         {"system", required_argument, NULL, O_SYSTEM}, {"max-tokens", required_argument, NULL, 'n'},                    \
         {"temp", required_argument, NULL, O_TEMP}, {"top-p", required_argument, NULL, O_TOP_P},                         \
         {"seed", required_argument, NULL, O_SEED}, {"timeout", required_argument, NULL, O_TIMEOUT}
     static const struct option ask_opts[] = {
-        CL_ASK_OPTS, CL_CLI_OPT_JSON, {"stream", no_argument, NULL, O_STREAM}, CL_CLI_OPT_END};
+        CL_ASK_OPTS, CL_CLI_OPT_JSON, {"stream", no_argument, NULL, O_STREAM}, {"image", required_argument, NULL, O_IMAGE},
+        CL_CLI_OPT_END};
     static const struct option chat_opts[] = {CL_ASK_OPTS, CL_CLI_OPT_END};
 #undef CL_ASK_OPTS
     struct cl_cli_args a = {.cmd = cmd,
@@ -420,6 +459,11 @@ static int cl_ask_args(const char *cmd, int argc, char **argv, struct cl_askopt 
     for (int c; (c = cl_cli_next(&a, argc, argv)) != -1;) {
         switch (c) {
         case O_STREAM: o->stream = true; break;
+        case O_IMAGE:
+            if (o->n_images == CL_CMDC_MAX_IMAGES)
+                return cl_cli_usage_error(cmd, "at most %d --image", CL_CMDC_MAX_IMAGES);
+            o->images[o->n_images++] = optarg;
+            break;
         case O_HOST: o->host = optarg; break;
         case O_TRUST: o->trust = optarg; break;
         case O_SYSTEM: o->system = optarg; break;
@@ -606,6 +650,24 @@ static cl_err cl_ask_open(const char *cmd, const struct cl_askopt *o, cl_client 
     return CL_OK;
 }
 
+/* An image file for a message: read into secure memory (it is patient
+ * data), its type told by its first bytes. */
+static cl_err cl_ask_image(const char *path, struct cl_buf *b, struct cl_client_image *im)
+{
+    cl_err rc = CL_OK;
+    CL_GUARD(cl_file_read(path, CL_CMDC_MAX_IMAGE_FILE, b));
+    switch (cl_image_sniff(b->data, b->len)) {
+    case CL_IMAGE_FMT_PNG: im->mime = "image/png"; break;
+    case CL_IMAGE_FMT_JPEG: im->mime = "image/jpeg"; break;
+    case CL_IMAGE_FMT_DICOM: im->mime = "application/dicom"; break;
+    default: CL_FAIL(CL_E_IMAGE_FORMAT, "not PNG, JPEG or DICOM");
+    }
+    im->data = b->data;
+    im->len = b->len;
+out:
+    return rc;
+}
+
 int cl_cmd_ask(int argc, char **argv)
 {
     struct cl_askopt o;
@@ -618,6 +680,9 @@ int cl_cmd_ask(int argc, char **argv)
     cl_client *c = NULL;
     struct cl_buf q;
     struct cl_client_result res;
+    struct cl_buf imgb[CL_CMDC_MAX_IMAGES];
+    struct cl_client_image imgs[CL_CMDC_MAX_IMAGES];
+    size_t n_imgb = 0;
     cl_buf_init(&q, CL_CMDC_MAX_QUESTION + 4096, CL_BUF_SECURE);
     cl_client_result_init(&res);
     cl_err rc;
@@ -634,13 +699,22 @@ int cl_cmd_ask(int argc, char **argv)
         ret = cl_cli_usage_error("ask", "the question is empty");
         goto done;
     }
+    for (size_t i = 0; i < o.n_images; i++) {
+        cl_buf_init(&imgb[i], CL_CMDC_MAX_IMAGE_FILE, CL_BUF_SECURE);
+        n_imgb = i + 1;
+        if ((rc = cl_ask_image(o.images[i], &imgb[i], &imgs[i])) != CL_OK) {
+            ret = cl_cli_fail("ask", o.images[i], rc);
+            goto done;
+        }
+    }
     if (cl_ask_open("ask", &o, &c) != CL_OK)
         goto done;
     struct cl_client_msg msgs[2];
     size_t n = 0;
     if (o.system)
-        msgs[n++] = (struct cl_client_msg){"system", o.system, strlen(o.system)};
-    msgs[n++] = (struct cl_client_msg){"user", (const char *)q.data, q.len};
+        msgs[n++] = (struct cl_client_msg){.role = "system", .content = o.system, .content_len = strlen(o.system)};
+    msgs[n++] = (struct cl_client_msg){.role = "user", .content = (const char *)q.data, .content_len = q.len,
+                                       .images = imgs, .n_images = o.n_images};
     /* Attest first, so the measurements are shown even if the answer fails. */
     if ((rc = cl_client_attest(c)) != CL_OK) {
         ret = cl_cli_fail("ask", "attestation refused, nothing was sent", rc);
@@ -687,17 +761,33 @@ int cl_cmd_ask(int argc, char **argv)
     }
     ret = CL_EXIT_OK;
 done:
+    for (size_t i = 0; i < n_imgb; i++)
+        cl_buf_free(&imgb[i]);
     cl_client_result_free(&res);
     cl_buf_free(&q);
     cl_client_free(c);
     return ret;
 }
 
-/* One turn of the conversation kept by `chat`. */
+/* One turn of the conversation kept by `chat`, with the images attached to
+ * it (kept: the whole conversation is sent each time). */
 struct cl_chat_turn {
     const char *role;
     struct cl_buf text; /* CL_BUF_SECURE */
+    struct cl_buf *img_bufs;
+    struct cl_client_image *imgs;
+    size_t n_imgs;
 };
+
+static void cl_chat_turn_free(struct cl_chat_turn *t)
+{
+    cl_buf_free(&t->text);
+    for (size_t i = 0; i < t->n_imgs; i++)
+        cl_buf_free(&t->img_bufs[i]);
+    free(t->img_bufs);
+    free(t->imgs);
+    memset(t, 0, sizeof(*t));
+}
 
 int cl_cmd_chat(int argc, char **argv)
 {
@@ -761,6 +851,29 @@ int cl_cmd_chat(int argc, char **argv)
             continue;
         if (!strcmp(line, "/quit") || !strcmp(line, "/exit"))
             break;
+        if (!strncmp(line, "/image ", 7)) {
+            /* attached to the next message, kept pending in turns[nt] */
+            struct cl_chat_turn *t = &turns[nt];
+            if (!t->imgs && (!(t->imgs = calloc(CL_CMDC_MAX_IMAGES, sizeof(*t->imgs))) ||
+                             !(t->img_bufs = calloc(CL_CMDC_MAX_IMAGES, sizeof(*t->img_bufs))))) {
+                fprintf(stderr, "cloister chat: out of memory\n");
+                goto done;
+            }
+            if (t->n_imgs == CL_CMDC_MAX_IMAGES) {
+                fprintf(stderr, "cloister chat: at most %d images per message\n", CL_CMDC_MAX_IMAGES);
+                continue;
+            }
+            cl_buf_init(&t->img_bufs[t->n_imgs], CL_CMDC_MAX_IMAGE_FILE, CL_BUF_SECURE);
+            if ((rc = cl_ask_image(line + 7, &t->img_bufs[t->n_imgs], &t->imgs[t->n_imgs])) != CL_OK) {
+                cl_buf_free(&t->img_bufs[t->n_imgs]);
+                cl_cli_fail("chat", "image", rc); /* the path is the user's own input: not echoed */
+                continue;
+            }
+            t->n_imgs++;
+            if (tty)
+                fprintf(stderr, "(image %zu attached to your next message)\n", t->n_imgs);
+            continue;
+        }
         if (nt + 2 > CL_CLIENT_MAX_MESSAGES) {
             fprintf(stderr, "cloister chat: conversation over %d messages\n", CL_CLIENT_MAX_MESSAGES);
             goto done;
@@ -773,7 +886,9 @@ int cl_cmd_chat(int argc, char **argv)
         }
         nt++;
         for (size_t i = 0; i < nt; i++)
-            msgs[i] = (struct cl_client_msg){turns[i].role, (const char *)turns[i].text.data, turns[i].text.len};
+            msgs[i] = (struct cl_client_msg){.role = turns[i].role, .content = (const char *)turns[i].text.data,
+                                             .content_len = turns[i].text.len, .images = turns[i].imgs,
+                                             .n_images = turns[i].n_imgs};
         rc = cl_client_chat(c, msgs, nt, &o.p, cl_ask_print_token, NULL, &res);
         fputc('\n', stdout);
         fflush(stdout);
@@ -797,9 +912,9 @@ int cl_cmd_chat(int argc, char **argv)
     }
     ret = CL_EXIT_OK;
 done:
-    if (turns)
-        for (size_t i = 0; i < nt; i++)
-            cl_buf_free(&turns[i].text);
+    if (turns) /* with the pending turn's images */
+        for (size_t i = 0; i <= nt && i < CL_CLIENT_MAX_MESSAGES; i++)
+            cl_chat_turn_free(&turns[i]);
     free(turns);
     free(msgs);
     cl_secmem_free(line);

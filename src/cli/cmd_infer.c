@@ -5,8 +5,10 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cmd_vision.h"
 #include "cloister/encode.h"
 #include "cloister/gguf.h"
+#include "cloister/infer/answer.h"
 #include "cloister/infer/model.h"
 #include "cloister/infer/model_mk.h"
 #include "cloister/log.h"
@@ -110,6 +112,9 @@ enum {
     CL_INFER_O_CHAT,
     CL_INFER_O_CHAT_TEMPLATE,
     CL_INFER_O_IGNORE_EOS,
+    CL_INFER_O_MMPROJ,
+    CL_INFER_O_IMAGE,
+    CL_INFER_O_IMAGE_F32,
 };
 
 /* The one MODEL.gguf operand after the options. */
@@ -269,12 +274,17 @@ int cl_cmd_logits(int argc, char **argv)
 
 static void cl_infer_bench_help(FILE *f)
 {
-    fprintf(f, "usage: cloister bench MODEL.gguf [-p N_PROMPT] [-n N_GEN] [-t THREADS] [-r REPS] [--kv-f16] [--json]\n\n"
+    fprintf(f, "usage: cloister bench MODEL.gguf [-p N_PROMPT] [-n N_GEN] [-t THREADS] [-r REPS] [--kv-f16] [--json]\n"
+               "                      [--mmproj P.gguf [--image FILE|--image-f32 FILE]]\n\n"
                "Measures prompt processing (N_PROMPT tokens in one batch, default 128) and\n"
                "generation (N_GEN tokens one at a time, default 32) in tokens/s, like\n"
                "llama-bench, averaged over REPS runs (default 3) after a warm-up. Tokens are\n"
                "random ids. --json prints {\"pp_tps\":..,\"tg_tps\":..} (means) plus the best\n"
-               "run (pp_best, tg_best).\n");
+               "run (pp_best, tg_best).\n"
+               "With --mmproj it also encodes one image (the file given, else a generated\n"
+               "gray pattern) REPS times and adds \"image_tokens\", \"image_encode_ms\" (best\n"
+               "run), \"image_prompt_ms\" (evaluating the image block) and \"ttft_ms\" (encode +\n"
+               "the N_PROMPT tokens and the image block + first token's logits).\n");
 }
 
 static uint32_t cl_infer_xorshift(uint64_t *st)
@@ -314,8 +324,12 @@ int cl_cmd_bench(int argc, char **argv)
     static const struct option opts[] = {
         CL_CLI_OPT_HELP, CL_CLI_OPT_JSON, CL_CLI_OPT_THREADS,
         {"kv-f16", no_argument, NULL, CL_INFER_O_KV_F16},
+        {"mmproj", required_argument, NULL, CL_INFER_O_MMPROJ},
+        {"image", required_argument, NULL, CL_INFER_O_IMAGE},
+        {"image-f32", required_argument, NULL, CL_INFER_O_IMAGE_F32},
         CL_CLI_OPT_END,
     };
+    struct cl_cli_images im = {0};
     struct cl_cli_args a = {.cmd = cmd, .help = cl_infer_bench_help, .shortopts = "p:n:r:t:", .longopts = opts,
                             .json = &json, .threads = &threads, .max_threads = CL_POOL_MAX_THREADS};
     for (int o; (o = cl_cli_next(&a, argc, argv)) != -1;) {
@@ -333,20 +347,32 @@ int cl_cmd_bench(int argc, char **argv)
                 return CL_EXIT_USAGE;
             break;
         case CL_INFER_O_KV_F16: kv_f16 = true; break;
+        case CL_INFER_O_MMPROJ: im.mmproj = optarg; break;
+        case CL_INFER_O_IMAGE:
+        case CL_INFER_O_IMAGE_F32:
+            if (im.n > 0)
+                return cl_cli_usage_error(cmd, "bench takes one image");
+            if (!cl_cli_images_add(cmd, &im, optarg, o == CL_INFER_O_IMAGE_F32))
+                return CL_EXIT_USAGE;
+            break;
         default: return a.exit;
         }
     }
     int ex = cl_infer_model_arg(cmd, argc, argv, &model);
     if (ex != CL_EXIT_OK)
         return ex;
-    if (np + ng == 0)
+    if (np + ng == 0 && !im.mmproj)
         return cl_cli_usage_error(cmd, "nothing to measure (-p 0 -n 0)");
+    if (im.n > 0 && !im.mmproj)
+        return cl_cli_usage_error(cmd, "--image needs --mmproj (the vision projector)");
     struct cl_infer_ctx c;
     ex = cl_infer_open(cmd, model, (unsigned)threads, &c);
     if (ex != CL_EXIT_OK)
         return ex;
     const struct cl_model_hparams *hp = cl_model_hparams(c.m);
     size_t nt = np > ng ? np : ng;
+    if (nt == 0)
+        nt = 1;
     int32_t *toks = calloc(nt, sizeof(*toks));
     float *logits = malloc((size_t)hp->n_vocab * sizeof(float));
     struct cl_model_seq *s = NULL;
@@ -370,6 +396,56 @@ int cl_cmd_bench(int argc, char **argv)
         pp_min = r == 0 || pp < pp_min ? pp : pp_min;
         tg_min = r == 0 || tg < tg_min ? tg : tg_min;
     }
+    /* image: encode REPS times (best), then the block alone and the whole first-token path */
+    double enc_best = 0, img_pp_best = 0, ttft_best = 0;
+    uint32_t img_tokens = 0;
+    if (rc == CL_OK && im.mmproj) {
+        cl_model_seq_free(s);
+        s = NULL;
+        for (uint64_t r = 0; r < reps; r++) {
+            const char *mm = im.mmproj;
+            const char *f0 = im.files[0];
+            bool raw0 = im.raw[0];
+            size_t n0 = im.n;
+            cl_cli_images_free(&im);
+            im.mmproj = mm;
+            im.files[0] = f0;
+            im.raw[0] = raw0;
+            im.n = n0;
+            uint64_t t0 = cl_now_us();
+            ex = cl_cli_images_encode(cmd, &im, c.m, c.pool, true);
+            if (ex != CL_EXIT_OK)
+                break;
+            double enc = im.encode_ms;
+            img_tokens = im.media[0].n_tokens;
+            struct cl_model_seq_params sp = {.n_ctx = (uint32_t)(np + img_tokens + 1),
+                                             .n_ubatch = img_tokens > 256 ? img_tokens : 256, .kv_f16 = kv_f16};
+            rc = cl_model_seq_new_ex(c.m, &sp, c.pool, &s);
+            uint64_t t1 = cl_now_us();
+            if (rc == CL_OK && np)
+                rc = cl_model_seq_eval(s, toks, np, NULL, false);
+            if (rc == CL_OK)
+                rc = cl_model_seq_eval_embd(s, im.media[0].embd, img_tokens, true, logits, false);
+            double pp_img = (double)(cl_now_us() - t1) / 1000.0;
+            double ttft = (double)(cl_now_us() - t0) / 1000.0;
+            cl_model_seq_free(s);
+            s = NULL;
+            if (rc != CL_OK)
+                break;
+            enc_best = r == 0 || enc < enc_best ? enc : enc_best;
+            img_pp_best = r == 0 || pp_img < img_pp_best ? pp_img : img_pp_best;
+            ttft_best = r == 0 || ttft < ttft_best ? ttft : ttft_best;
+            (void)pp_img;
+        }
+        if (ex != CL_EXIT_OK) {
+            free(logits);
+            free(toks);
+            cl_cli_images_free(&im);
+            cl_infer_close(&c);
+            return ex;
+        }
+    }
+    cl_cli_images_free(&im);
     double pp_tps = np && pp_sum > 0 ? (double)(np * reps) / pp_sum : 0.0;
     double tg_tps = ng && tg_sum > 0 ? (double)(ng * reps) / tg_sum : 0.0;
     /* best run: on a shared machine the mean mostly measures the neighbours */
@@ -381,15 +457,23 @@ int cl_cmd_bench(int argc, char **argv)
     cl_infer_close(&c);
     if (rc != CL_OK)
         return cl_cli_fail(cmd, "benchmark", rc);
-    if (json)
+    if (json) {
         printf("{\"pp_tps\":%.2f,\"tg_tps\":%.2f,\"pp_best\":%.2f,\"tg_best\":%.2f,\"n_prompt\":%llu,\"n_gen\":%llu,"
-               "\"threads\":%llu,\"reps\":%llu}\n",
+               "\"threads\":%llu,\"reps\":%llu",
                pp_tps, tg_tps, pp_best, tg_best, (unsigned long long)np, (unsigned long long)ng,
                (unsigned long long)threads, (unsigned long long)reps);
-    else
+        if (img_tokens)
+            printf(",\"image_tokens\":%u,\"image_encode_ms\":%.1f,\"image_prompt_ms\":%.1f,\"ttft_ms\":%.1f", img_tokens,
+                   enc_best, img_pp_best, ttft_best);
+        printf("}\n");
+    } else {
+        if (img_tokens)
+            printf("image: %u tokens, encode %.1f ms, image block %.1f ms, first token %.1f ms (best of %llu)\n",
+                   img_tokens, enc_best, img_pp_best, ttft_best, (unsigned long long)reps);
         printf("pp%llu: %.2f tokens/s (best %.2f)   tg%llu: %.2f tokens/s (best %.2f)   (%llu threads, %llu runs)\n",
                (unsigned long long)np, pp_tps, pp_best, (unsigned long long)ng, tg_tps, tg_best,
                (unsigned long long)threads, (unsigned long long)reps);
+    }
     return CL_EXIT_OK;
 }
 
@@ -406,11 +490,16 @@ static void cl_infer_mkmodel_help(FILE *f)
                "TYPE: f32, f16, q8_0, q4_0, q4_k (the Q4_K_M mix) or q6_k, with the tensor\n"
                "choices and fallbacks llama-quantize makes.\n"
                "--vocab copies the tokenizer from a GGUF file (its size must match the vocab);\n"
-               "otherwise a small byte-level SPM vocabulary is generated.\n");
+               "otherwise a small byte-level SPM vocabulary is generated.\n"
+               "\n");
+    cl_cmd_mkmodel_mmproj_help(f);
 }
 
 int cl_cmd_mkmodel(int argc, char **argv)
 {
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+        if (!strcmp(argv[i], "--mmproj"))
+            return cl_cmd_mkmodel_mmproj(argc, argv);
     const char *cmd = "mkmodel", *arch_s = NULL, *shape_s = NULL, *type_s = NULL, *out = NULL, *vocab = NULL;
     uint64_t seed = 1, threads = 2;
     static const struct option opts[] = {
@@ -477,7 +566,7 @@ static void cl_infer_run_help(FILE *f)
 {
     fprintf(f, "usage: cloister run MODEL.gguf -p TEXT [-n N] [--temp T] [--seed S] [--chat]\n"
                "                    [--chat-template NAME] [-t THREADS] [-c CTX] [--ignore-eos] [--kv-f16]\n"
-               "                    [--json]\n\n"
+               "                    [--mmproj P.gguf --image FILE|--image-f32 FILE ...] [--json]\n\n"
                "Generates up to N tokens (default 64) after the prompt. The prompt is tokenized\n"
                "as plain text: BOS as the model's metadata says, special-token texts not\n"
                "parsed. --chat wraps it in the model's chat template (a user turn, special\n"
@@ -487,7 +576,14 @@ static void cl_infer_run_help(FILE *f)
                "0). Generation stops at an end-of-generation\n"
                "token unless --ignore-eos. --json prints\n"
                "{\"prompt_tokens\":[...],\"tokens\":[...],\"text\":\"...\"}; otherwise the text streams.\n"
-               "--kv-f16 keeps the KV cache in fp16 (half the memory; llama.cpp's default).\n");
+               "--kv-f16 keeps the KV cache in fp16 (half the memory; llama.cpp's default).\n"
+               "Images (gemma3 models, as llama-mtmd-cli): --mmproj is the vision projector;\n"
+               "each --image (PNG, JPEG or DICOM, decoded and preprocessed as llama.cpp does)\n"
+               "or --image-f32 (an already preprocessed planar float32 tensor, 3 x size x\n"
+               "size) is encoded and placed where the prompt says " CL_MODEL_MEDIA_MARKER ", in order,\n"
+               "or in front of the prompt when it has no marker. Images imply --chat.\n"
+               "--json adds \"image_tokens\" and \"image_encode_ms\"; image positions show as -1\n"
+               "in prompt_tokens.\n");
 }
 
 static int cl_infer_stream(void *user, int32_t token, const char *text, size_t len)
@@ -507,19 +603,6 @@ static void cl_infer_json_ids(FILE *f, const int32_t *ids, size_t n)
     fputc(']', f);
 }
 
-/* The prompt as one user turn in the model's chat template (or the named one). */
-static cl_err cl_infer_chat_format(const cl_gguf *g, const char *name, const char *prompt, size_t len,
-                                   struct cl_buf *out)
-{
-    cl_err rc = CL_OK;
-    enum cl_chat_template t;
-    struct cl_chat_msg msg = {"user", prompt, len};
-    CL_GUARD(cl_chat_for_model(g, name, &t));
-    CL_GUARD(cl_chat_render(t, &msg, 1, true, out));
-out:
-    return rc;
-}
-
 int cl_cmd_run(int argc, char **argv)
 {
     const char *cmd = "run", *model = NULL, *prompt = NULL, *tmpl = NULL;
@@ -535,8 +618,12 @@ int cl_cmd_run(int argc, char **argv)
         {"chat-template", required_argument, NULL, CL_INFER_O_CHAT_TEMPLATE},
         {"ignore-eos", no_argument, NULL, CL_INFER_O_IGNORE_EOS},
         {"kv-f16", no_argument, NULL, CL_INFER_O_KV_F16},
+        {"mmproj", required_argument, NULL, CL_INFER_O_MMPROJ},
+        {"image", required_argument, NULL, CL_INFER_O_IMAGE},
+        {"image-f32", required_argument, NULL, CL_INFER_O_IMAGE_F32},
         CL_CLI_OPT_END,
     };
+    struct cl_cli_images im = {0};
     struct cl_cli_args a = {.cmd = cmd, .help = cl_infer_run_help, .shortopts = "p:n:c:t:", .longopts = opts,
                             .json = &json, .threads = &threads, .max_threads = CL_POOL_MAX_THREADS};
     for (int o; (o = cl_cli_next(&a, argc, argv)) != -1;) {
@@ -570,6 +657,12 @@ int cl_cmd_run(int argc, char **argv)
             break;
         case CL_INFER_O_IGNORE_EOS: ignore_eos = true; break;
         case CL_INFER_O_KV_F16: kv_f16 = true; break;
+        case CL_INFER_O_MMPROJ: im.mmproj = optarg; break;
+        case CL_INFER_O_IMAGE:
+        case CL_INFER_O_IMAGE_F32:
+            if (!cl_cli_images_add(cmd, &im, optarg, o == CL_INFER_O_IMAGE_F32))
+                return CL_EXIT_USAGE;
+            break;
         default: return a.exit;
         }
     }
@@ -578,85 +671,84 @@ int cl_cmd_run(int argc, char **argv)
         return ex;
     if (!prompt)
         return cl_cli_usage_error(cmd, "missing -p TEXT");
+    if (im.n > 0 && !im.mmproj)
+        return cl_cli_usage_error(cmd, "--image needs --mmproj (the vision projector)");
+    if (im.mmproj && im.n == 0)
+        return cl_cli_usage_error(cmd, "--mmproj given without --image");
+    if (im.n > 0)
+        chat = true;
     struct cl_infer_ctx c;
     ex = cl_infer_open(cmd, model, (unsigned)threads, &c);
     if (ex != CL_EXIT_OK)
         return ex;
+    if (im.n > 0 && (ex = cl_cli_images_encode(cmd, &im, c.m, c.pool, false)) != CL_EXIT_OK) {
+        cl_cli_images_free(&im);
+        cl_infer_close(&c);
+        return ex;
+    }
     cl_tokenizer *tok = NULL;
-    struct cl_model_session *s = NULL;
-    struct cl_buf text, formatted;
-    int32_t *ptoks = NULL, *gen = NULL;
-    size_t n_prompt = 0, n_out = 0;
+    struct cl_buf text;
+    struct cl_model_answer ans = {0};
+    int32_t *gen = NULL;
     const char *what = "loading tokenizer";
+    struct cl_buf content; /* the user turn: markers in front when the prompt has none */
     cl_buf_init(&text, (size_t)1 << 26, CL_BUF_SECURE);
-    cl_buf_init(&formatted, (size_t)1 << 26, CL_BUF_SECURE);
+    cl_buf_init(&content, (size_t)1 << 26, CL_BUF_SECURE);
     cl_err rc = cl_tokenizer_new(c.g, &tok);
-    const char *ptext = prompt;
-    size_t plen = strlen(prompt);
-    unsigned tflags = CL_TOK_ADD_SPECIAL;
+    struct cl_chat_msg msg = {"user", prompt, strlen(prompt)};
+    if (rc == CL_OK && im.n > 0 && !strstr(prompt, CL_MODEL_MEDIA_MARKER)) {
+        for (size_t i = 0; rc == CL_OK && i < im.n; i++)
+            rc = cl_buf_append(&content, CL_MODEL_MEDIA_MARKER, strlen(CL_MODEL_MEDIA_MARKER));
+        if (rc == CL_OK)
+            rc = cl_buf_append(&content, prompt, strlen(prompt));
+        msg.content = (const char *)content.data;
+        msg.content_len = content.len;
+    }
+    struct cl_model_request rq = {.text = prompt, .text_len = strlen(prompt), .n_ctx = (uint32_t)n_ctx,
+                                  .kv_f16 = kv_f16, .media = im.media, .n_media = im.n_media};
     if (rc == CL_OK && chat) {
         what = "formatting chat prompt";
-        rc = cl_infer_chat_format(c.g, tmpl, prompt, plen, &formatted);
-        if (rc == CL_OK) {
-            ptext = (const char *)formatted.data;
-            plen = formatted.len;
-            tflags |= CL_TOK_PARSE_SPECIAL;
-        }
+        rc = cl_chat_for_model(c.g, tmpl, &rq.tmpl);
+        rq.msgs = &msg;
+        rq.n_msgs = 1;
     }
     if (rc == CL_OK) {
-        what = "tokenizing prompt";
-        size_t cap = plen + 2;
-        ptoks = malloc(cap * sizeof(*ptoks));
-        rc = ptoks ? cl_tokenize(tok, ptext, plen, tflags, ptoks, cap, &n_prompt) : CL_E_CORE_NOMEM;
-        if (rc == CL_OK && n_prompt == 0)
-            rc = cl_err_fail(CL_E_CORE_INVALID_ARG, "the prompt produced no tokens");
-    }
-    if (rc == CL_OK) {
-        what = "creating session";
-        uint64_t need = n_prompt + n_gen;
-        if (n_ctx == 0)
-            n_ctx = need < CL_MODEL_MAX_CTX ? need : CL_MODEL_MAX_CTX;
+        what = "answering";
         gen = calloc(n_gen, sizeof(*gen));
-        struct cl_model_seq_params sp = {.n_ctx = (uint32_t)n_ctx, .kv_f16 = kv_f16};
-        rc = gen ? cl_model_session_new(c.m, tok, &sp, c.pool, &s) : CL_E_CORE_NOMEM;
-    }
-    if (rc == CL_OK) {
-        what = "evaluating prompt";
-        rc = cl_model_session_feed(s, ptoks, n_prompt);
-    }
-    if (rc == CL_OK) {
-        what = "generating";
-        struct cl_model_gen g = {.max_tokens = (uint32_t)n_gen, .stop_at_eog = !ignore_eos,
-                                 .on_token = json ? NULL : cl_infer_stream};
-        cl_sample_params_default(&g.sample, seed);
-        g.sample.temperature = (float)temp;
-        rc = cl_model_session_generate(s, &g, gen, n_gen, &n_out, NULL);
+        rq.tokens = gen;
+        rq.tokens_cap = n_gen;
+        rq.gen = (struct cl_model_gen){.max_tokens = (uint32_t)n_gen, .stop_at_eog = !ignore_eos,
+                                       .on_token = json ? NULL : cl_infer_stream};
+        cl_sample_params_default(&rq.gen.sample, seed);
+        rq.gen.sample.temperature = (float)temp;
+        rc = gen ? cl_model_answer(c.m, tok, c.pool, &rq, json, &ans) : CL_E_CORE_NOMEM;
     }
     if (rc == CL_OK && json) {
         what = "detokenizing";
-        rc = cl_detokenize(tok, gen, n_out, CL_TOK_NONE, &text);
+        rc = cl_detokenize(tok, gen, ans.n_out, CL_TOK_NONE, &text);
         if (rc == CL_OK) {
             printf("{\"prompt_tokens\":");
-            cl_infer_json_ids(stdout, ptoks, n_prompt);
+            cl_infer_json_ids(stdout, ans.prompt_tokens, ans.n_prompt);
             printf(",\"tokens\":");
-            cl_infer_json_ids(stdout, gen, n_out);
+            cl_infer_json_ids(stdout, gen, ans.n_out);
             printf(",\"text\":");
             cl_cli_json_str(stdout, text.data, text.len);
+            if (im.n > 0)
+                printf(",\"image_tokens\":%zu,\"image_encode_ms\":%.1f",
+                       im.n * (size_t)cl_vision_hparams(im.v)->n_tokens, im.encode_ms);
             printf("}\n");
         }
     } else if (rc == CL_OK) {
         printf("\n");
     }
-    if (ptoks)
-        cl_wipe(ptoks, n_prompt * sizeof(*ptoks));
-    free(ptoks);
     if (gen)
         cl_wipe(gen, n_gen * sizeof(*gen));
     free(gen);
+    cl_model_answer_free(&ans);
     cl_buf_free(&text);
-    cl_buf_free(&formatted);
-    cl_model_session_free(s);
+    cl_buf_free(&content);
     cl_tokenizer_free(tok);
+    cl_cli_images_free(&im);
     cl_infer_close(&c);
     if (rc != CL_OK)
         return cl_cli_fail(cmd, what, rc);

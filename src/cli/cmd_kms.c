@@ -22,7 +22,8 @@ static void cl_kms_cli_help(FILE *f)
             "        to PRINCIPAL (the operator's release principal) only with a Recipient\n"
             "        attestation whose PCRs match, verified by the pinned ROOT\n"
             "        (cloister:attestation-root-sha256 = SHA-256 of its DER; --root may repeat),\n"
-            "        and with the encryption context cloister:model-sha256 = the model digest.\n"
+            "        and with the encryption context cloister:model-sha256 = the model digest\n"
+            "        (--model-digest may repeat, up to 4: the model and its vision projector).\n"
             "        Explicit Denies refuse any Decrypt whose attestation or root does not match,\n"
             "        and deny PRINCIPAL PutKeyPolicy, CreateGrant, ReEncrypt*, GenerateDataKey*.\n"
             "        ADMIN (required; the owner's own principal, not PRINCIPAL and not the root of\n"
@@ -76,7 +77,8 @@ out:
 static int cl_kms_cli_policy(int argc, char **argv)
 {
     const char *pcr[CL_POLICY_PCR_COUNT] = {0};
-    const char *digest = NULL, *principal = NULL, *admin = NULL;
+    const char *digests[CL_KMS_CLI_MAX_ROOTS], *principal = NULL, *admin = NULL;
+    size_t ndigests = 0;
     const char *roots[CL_KMS_CLI_MAX_ROOTS];
     size_t nroots = 0;
     /* --pcr0 .. --pcr31: option values 0..31 */
@@ -97,9 +99,11 @@ static int cl_kms_cli_policy(int argc, char **argv)
     for (int o; (o = cl_cli_next(&args, argc - 1, argv + 1)) != -1;) {
         switch (o) {
         case O_DIGEST:
-            digest = optarg;
-            if (!cl_kms_cli_hex_ok(digest, 32))
+            if (ndigests == CL_KMS_CLI_MAX_ROOTS)
+                return cl_cli_usage_error("kms policy", "at most %d --model-digest", CL_KMS_CLI_MAX_ROOTS);
+            if (!cl_kms_cli_hex_ok(optarg, 32))
                 return cl_cli_usage_error("kms policy", "--model-digest must be 64 hex digits (SHA-256)");
+            digests[ndigests++] = optarg;
             break;
         case O_PRINCIPAL: principal = optarg; break;
         case O_ADMIN: admin = optarg; break;
@@ -120,7 +124,7 @@ static int cl_kms_cli_policy(int argc, char **argv)
         return cl_cli_usage_error("kms policy", "unexpected argument '%s'", argv[optind + 1]);
     if (!pcr[0])
         return cl_cli_usage_error("kms policy", "--pcr0 is required");
-    if (!digest)
+    if (!ndigests)
         return cl_cli_usage_error("kms policy", "--model-digest is required");
     if (!nroots)
         return cl_cli_usage_error("kms policy", "--root ROOT.pem is required (the attestation root the key "
@@ -152,10 +156,18 @@ static int cl_kms_cli_policy(int argc, char **argv)
         if (frc)
             return cl_cli_fail("kms", "policy: read --root", frc);
     }
-    char lower_digest[65];
-    for (size_t i = 0; i < 64; i++)
-        lower_digest[i] = (char)(digest[i] | 0x20);
-    lower_digest[64] = 0;
+    /* One digest: a string; several: any of them (an array). */
+    json_t *digestv = ndigests == 1 ? NULL : json_array();
+    for (size_t d = 0; d < ndigests; d++) {
+        char lower[65];
+        for (size_t i = 0; i < 64; i++)
+            lower[i] = (char)(digests[d][i] | 0x20);
+        lower[64] = 0;
+        if (digestv)
+            json_array_append_new(digestv, json_string(lower));
+        else
+            digestv = json_string(lower);
+    }
     json_t *rootv = nroots == 1 ? json_string(fps[0]) : json_array();
     for (size_t i = 0; nroots > 1 && i < nroots; i++)
         json_array_append_new(rootv, json_string(fps[i]));
@@ -165,10 +177,10 @@ static int cl_kms_cli_policy(int argc, char **argv)
                          "Principal", "AWS", admin, "Action", "kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy",
                          "kms:EnableKey", "kms:DisableKey", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion",
                          "kms:CreateAlias", "kms:DeleteAlias", "Resource", "*"));
-    json_array_append_new(stmts, json_pack("{s:s,s:s,s:{s:s},s:s,s:s,s:{s:{s:s}}}", "Sid", "SealModel", "Effect",
+    json_array_append_new(stmts, json_pack("{s:s,s:s,s:{s:s},s:s,s:s,s:{s:{s:O}}}", "Sid", "SealModel", "Effect",
                                            "Allow", "Principal", "AWS", admin, "Action", "kms:GenerateDataKey",
                                            "Resource", "*", "Condition", "StringEquals",
-                                           "kms:EncryptionContext:cloister:model-sha256", lower_digest));
+                                           "kms:EncryptionContext:cloister:model-sha256", digestv));
     json_t *pcr_cond = json_object();
     for (unsigned i = 0; i < CL_POLICY_PCR_COUNT; i++)
         if (pcr[i]) {
@@ -176,11 +188,11 @@ static int cl_kms_cli_policy(int argc, char **argv)
             snprintf(k, sizeof(k), "kms:RecipientAttestation:PCR%u", i);
             json_object_set_new(pcr_cond, k, json_string(pcr[i]));
         }
-    json_array_append_new(stmts, json_pack("{s:s,s:s,s:{s:s},s:s,s:s,s:{s:O,s:{s:s,s:O}}}", "Sid",
+    json_array_append_new(stmts, json_pack("{s:s,s:s,s:{s:s},s:s,s:s,s:{s:O,s:{s:O,s:O}}}", "Sid",
                                            "ReleaseToAttestedEnclave", "Effect", "Allow", "Principal", "AWS",
                                            principal, "Action", "kms:Decrypt", "Resource", "*", "Condition",
                                            "StringEqualsIgnoreCase", pcr_cond, "StringEquals",
-                                           "kms:EncryptionContext:cloister:model-sha256", lower_digest,
+                                           "kms:EncryptionContext:cloister:model-sha256", digestv,
                                            CL_POLICY_ROOT_KEY, rootv));
     /* One Deny per PCR: a Decrypt whose attestation lacks or differs in
      * any pinned PCR is refused whatever else the policy says. */
@@ -210,6 +222,7 @@ static int cl_kms_cli_policy(int argc, char **argv)
                                            "kms:ScheduleKeyDeletion", "Resource", "*"));
     json_decref(pcr_cond);
     json_decref(rootv);
+    json_decref(digestv);
     json_t *doc = json_pack("{s:s,s:o}", "Version", "2012-10-17", "Statement", stmts);
     char *s = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(doc);

@@ -23,6 +23,7 @@ static const struct cl_cli_cmd cl_commands[] = {
     {"measure", "write TRUST.json (root, PCRs, model digest) for ask/chat", cl_cmd_measure},
     {"ask", "ask an attested enclave one question (OHTTP, verified first)", cl_cmd_ask},
     {"chat", "interactive chat with an attested enclave, streamed", cl_cmd_chat},
+    {"image", "decode an image (PNG, JPEG, DICOM) and show its preprocessed checksums", cl_cmd_image},
     {"proxy", "attesting OpenAI-compatible endpoint and chat page on this machine", cl_cmd_proxy},
 };
 

@@ -16,7 +16,8 @@
 
 #define CL_CLIENT_MAX_URL 2048
 #define CL_CLIENT_MAX_ERROR_BODY (64 * 1024)
-#define CL_CLIENT_MAX_REQUEST ((size_t)8 << 20)
+/* A request with images (base64) fits the host's largest body (32 MiB, less framing). */
+#define CL_CLIENT_MAX_REQUEST (((size_t)32 << 20) - 16384)
 #define CL_CLIENT_DEFAULT_TIMEOUT_MS ((uint64_t)300 * 1000)
 
 struct cl_client {
@@ -335,6 +336,12 @@ cl_err cl_client_check_pins(const struct cl_trust *t, const struct cl_attest_use
     if (t->pin_config)
         CL_ENSURE_D(cl_ct_equal(u->config_sha256, t->config_sha256, CL_CLIENT_DIGEST_LEN), CL_E_NET_CLIENT_CONFIG,
                     "user_data.config_sha256 differs from TRUST.json config_sha256");
+    if (t->pin_mmproj) {
+        CL_ENSURE_D(u->has_mmproj, CL_E_NET_CLIENT_MODEL,
+                    "the enclave loaded no vision projector; TRUST.json pins mmproj_sha256");
+        CL_ENSURE_D(cl_ct_equal(u->mmproj_sha256, t->mmproj_sha256, CL_CLIENT_DIGEST_LEN), CL_E_NET_CLIENT_MODEL,
+                    "user_data.mmproj_sha256 differs from TRUST.json mmproj_sha256");
+    }
 out:
     return rc;
 }

@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "client_internal.h"
+#include "cloister/encode.h"
 #include "cloister/json_secure.h"
 #include "cloister/secmem.h"
 
@@ -71,8 +72,25 @@ cl_err cl_client_request_json(const struct cl_client_msg *msgs, size_t n, const 
         CL_ENSURE_D(cl_client_role_ok(msgs[i].role), CL_E_CORE_INVALID_ARG, "messages[%zu].role", i);
         CL_ENSURE_D(msgs[i].content || !msgs[i].content_len, CL_E_CORE_INVALID_ARG, "messages[%zu].content", i);
         CL_GUARD(cl_buf_appendf(out, "%s{\"role\":\"%s\",\"content\":", i ? "," : "", msgs[i].role));
-        CL_GUARD(cl_client_json_str(out, msgs[i].content ? msgs[i].content : "", msgs[i].content_len));
-        CL_GUARD(cl_buf_append_u8(out, '}'));
+        if (msgs[i].n_images) {
+            CL_GUARD(cl_buf_append_u8(out, '['));
+            for (size_t k = 0; k < msgs[i].n_images; k++) {
+                const struct cl_client_image *im = &msgs[i].images[k];
+                CL_ENSURE_D(im->data && im->len && im->mime && strspn(im->mime, "abcdefghijklmnopqrstuvwxyz/-.") ==
+                                                                    strlen(im->mime),
+                            CL_E_CORE_INVALID_ARG, "messages[%zu].images[%zu]", i, k);
+                CL_GUARD(cl_buf_appendf(out, "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:%s;base64,",
+                                        im->mime));
+                CL_GUARD(cl_b64_encode(im->data, im->len, CL_B64_STD, out));
+                CL_GUARD(cl_buf_append_str(out, "\"}},"));
+            }
+            CL_GUARD(cl_buf_append_str(out, "{\"type\":\"text\",\"text\":"));
+            CL_GUARD(cl_client_json_str(out, msgs[i].content ? msgs[i].content : "", msgs[i].content_len));
+            CL_GUARD(cl_buf_append_str(out, "}]}"));
+        } else {
+            CL_GUARD(cl_client_json_str(out, msgs[i].content ? msgs[i].content : "", msgs[i].content_len));
+            CL_GUARD(cl_buf_append_u8(out, '}'));
+        }
     }
     CL_GUARD(cl_buf_append_u8(out, ']'));
     if (p->has_max_tokens)

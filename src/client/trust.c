@@ -172,6 +172,9 @@ cl_err cl_trust_parse(const uint8_t *p, size_t n, struct cl_trust *out)
         } else if (!strcmp(key, "config_sha256")) {
             CL_GUARD(cl_trust_hex(val, "config_sha256", t.config_sha256, CL_CLIENT_DIGEST_LEN));
             t.pin_config = true;
+        } else if (!strcmp(key, "mmproj_sha256")) {
+            CL_GUARD(cl_trust_hex(val, "mmproj_sha256", t.mmproj_sha256, CL_CLIENT_DIGEST_LEN));
+            t.pin_mmproj = true;
         } else {
             /* Key names are ASCII chosen by whoever wrote the file; not a secret. */
             CL_FAIL(CL_E_NET_CLIENT_TRUST, "unknown key \"%.40s\"", key);
@@ -263,6 +266,10 @@ cl_err cl_trust_encode(const struct cl_trust *t, struct cl_buf *out)
     if (t->pin_config) {
         cl_hex_encode(t->config_sha256, CL_CLIENT_DIGEST_LEN, hex);
         CL_ENSURE(!json_object_set_new(root, "config_sha256", json_string(hex)), CL_E_CORE_NOMEM);
+    }
+    if (t->pin_mmproj) {
+        cl_hex_encode(t->mmproj_sha256, CL_CLIENT_DIGEST_LEN, hex);
+        CL_ENSURE(!json_object_set_new(root, "mmproj_sha256", json_string(hex)), CL_E_CORE_NOMEM);
     }
     /* json_dumpb, not json_dumps: the latter's string comes from jansson's
      * allocator (ours, with a header) and cannot be free()d. */

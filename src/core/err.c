@@ -23,6 +23,7 @@ static const struct cl_err_entry cl_err_table[] = {
 #include "cloister/err/store.def"
 #include "cloister/err/cli.def"
 #include "cloister/err/proto.def"
+#include "cloister/err/image.def"
 };
 #undef CL_E
 
@@ -31,6 +32,7 @@ static const char *const cl_errcat_names[CL_ERRCAT_COUNT] = {
     [CL_ERRCAT_SEAL] = "seal",     [CL_ERRCAT_CBOR] = "cbor",   [CL_ERRCAT_ATTEST] = "attest",
     [CL_ERRCAT_KMS] = "kms",       [CL_ERRCAT_INFER] = "infer", [CL_ERRCAT_NET] = "net",
     [CL_ERRCAT_STORE] = "store",   [CL_ERRCAT_CLI] = "cli",    [CL_ERRCAT_PROTO] = "proto",
+    [CL_ERRCAT_IMAGE] = "image",
 };
 
 static _Thread_local char cl_err_detail_buf[256];

@@ -157,6 +157,17 @@ out:
     return rc;
 }
 
+/* The KEM's shared secret from the Diffie-Hellman results and the KEM
+ * context (ExtractAndExpand), then the key schedule: both sides' common end. */
+static cl_err cl_hpke_derive(cl_hpke_ctx *c, int mode, const uint8_t *dh, size_t dhlen, const uint8_t *kctx,
+                             size_t klen, const uint8_t *info, size_t info_len, const struct cl_hpke_opts *o)
+{
+    cl_err rc = cl_hpke_eae(dh, dhlen, kctx, klen, c->shared_secret);
+    if (rc == CL_OK)
+        rc = cl_hpke_key_schedule(c, mode, info, info_len, o);
+    return rc;
+}
+
 static cl_err cl_hpke_ctx_new(const struct cl_hpke_suite *s, int mode, const struct cl_hpke_opts *o, cl_hpke_ctx **out)
 {
     cl_err rc = cl_hpke_suite_check(s);
@@ -217,8 +228,7 @@ cl_err cl_hpke_setup_sender(const struct cl_hpke_suite *s, int mode, const uint8
         dhlen = 64;
         klen = 96;
     }
-    CL_GUARD(cl_hpke_eae(dh, dhlen, kctx, klen, c->shared_secret));
-    CL_GUARD(cl_hpke_key_schedule(c, mode, info, info_len, o));
+    CL_GUARD(cl_hpke_derive(c, mode, dh, dhlen, kctx, klen, info, info_len, o));
     *out = c;
     c = NULL;
 out:
@@ -248,8 +258,7 @@ cl_err cl_hpke_setup_recipient(const struct cl_hpke_suite *s, int mode, const ui
         dhlen = 64;
         klen = 96;
     }
-    CL_GUARD(cl_hpke_eae(dh, dhlen, kctx, klen, c->shared_secret));
-    CL_GUARD(cl_hpke_key_schedule(c, mode, info, info_len, o));
+    CL_GUARD(cl_hpke_derive(c, mode, dh, dhlen, kctx, klen, info, info_len, o));
     *out = c;
     c = NULL;
 out:

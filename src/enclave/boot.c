@@ -52,6 +52,9 @@ static void cl_boot_apply(struct cl_enclave_boot *bt)
     bt->limits.max_prompt_tokens = (uint32_t)c->limits[CL_BOOTCFG_LIM_MAX_PROMPT_TOKENS];
     bt->limits.max_sessions = (uint32_t)c->limits[CL_BOOTCFG_LIM_MAX_SESSIONS];
     bt->limits.request_timeout_ms = (uint32_t)c->limits[CL_BOOTCFG_LIM_REQUEST_TIMEOUT_MS];
+    /* without a projector no image is accepted, whatever the limit says */
+    bt->limits.max_images = c->mmproj ? (uint32_t)c->limits[CL_BOOTCFG_LIM_MAX_IMAGES] : 0;
+    bt->limits.max_image_bytes = (size_t)c->limits[CL_BOOTCFG_LIM_MAX_IMAGE_BYTES];
 }
 
 cl_err cl_boot_config_text(const struct cl_bootcfg *c, struct cl_buf *out)
@@ -63,8 +66,8 @@ cl_err cl_boot_config_text(const struct cl_bootcfg *c, struct cl_buf *out)
         CL_GUARD(cl_sha256(c->kms_ca_pem, strlen(c->kms_ca_pem), d));
         cl_hex_encode(d, 32, ca);
     }
-    CL_GUARD(cl_buf_appendf(out, "cloister-config 2\nkms_endpoint=%s\nkms_region=%s\nkms_ca_sha256=%s\n",
-                            c->kms_endpoint, c->kms_region, ca));
+    CL_GUARD(cl_buf_appendf(out, "cloister-config 3\nkms_endpoint=%s\nkms_region=%s\nkms_ca_sha256=%s\nmmproj=%d\n",
+                            c->kms_endpoint, c->kms_region, ca, c->mmproj ? 1 : 0));
     for (int l = CL_BOOTCFG_LIM_NONE + 1; l < CL_BOOTCFG_LIM_COUNT; l++)
         CL_GUARD(cl_buf_appendf(out, "%s=%llu\n", cl_bootcfg_lim((enum cl_bootcfg_lim)l)->name,
                                 (unsigned long long)c->limits[l]));
@@ -105,7 +108,7 @@ out:
 /* Decrypt + Recipient: the key service returns the data key wrapped to an
  * RSA key whose public half is in our attestation document. */
 static cl_err cl_boot_fetch_key(struct cl_enclave_boot *bt, cl_nsm *nsm, const struct cl_seal_header *h,
-                                uint8_t dk[CL_SEAL_KEY_LEN])
+                                char *key_arn, size_t arn_cap, uint8_t dk[CL_SEAL_KEY_LEN])
 {
     cl_err rc = CL_OK;
     cl_pkey *rsa = NULL;
@@ -127,7 +130,7 @@ static cl_err cl_boot_fetch_key(struct cl_enclave_boot *bt, cl_nsm *nsm, const s
                                  .ca_pem = bt->cfg.kms_ca_pem[0] ? bt->cfg.kms_ca_pem : NULL};
     uint64_t t0 = cl_now_us();
     CL_GUARD(cl_kmsc_decrypt_for_recipient(&ep, &bt->cred, h->key_id, h->wrapped, h->wrapped_len, ctx, h->n_ctx,
-                                          doc.data, doc.len, rsa, &key, bt->kms_key_arn, sizeof(bt->kms_key_arn)));
+                                          doc.data, doc.len, rsa, &key, key_arn, arn_cap));
     CL_ENSURE_D(key.len == CL_SEAL_KEY_LEN, CL_E_SEAL_UNWRAP, "data key of %zu bytes", key.len);
     memcpy(dk, key.data, CL_SEAL_KEY_LEN);
     CL_LOG(CL_LOG_INFO, "data_key_released", CL_LOG_US("duration_us", cl_now_us() - t0));
@@ -144,6 +147,7 @@ struct cl_boot_key_job {
     cl_nsm *nsm;
     const struct cl_seal_header *h;
     const uint8_t *raw;
+    char key_arn[CL_ATTEST_UD_MAX_KMS_TEXT + 1]; /* as the key service named the key */
 };
 
 /* Runs in the first decryption worker while the main thread keeps reading
@@ -151,7 +155,7 @@ struct cl_boot_key_job {
 static cl_err cl_boot_key_wait(void *arg, uint8_t dk[CL_SEAL_KEY_LEN])
 {
     struct cl_boot_key_job *j = arg;
-    cl_err rc = cl_boot_fetch_key(j->bt, j->nsm, j->h, dk);
+    cl_err rc = cl_boot_fetch_key(j->bt, j->nsm, j->h, j->key_arn, sizeof(j->key_arn), dk);
     if (rc == CL_OK)
         rc = cl_seal_header_verify(j->h, j->raw, dk);
     return rc;
@@ -175,7 +179,13 @@ cl_err cl_boot_check_context(const struct cl_seal_header *h)
                                           "released under no model digest", key);
 }
 
-cl_err cl_boot_load_model(struct cl_enclave_boot *bt, cl_nsm *nsm, unsigned threads)
+/* One sealed file streamed by the host on port: header, key release under
+ * its encryption context, decryption into secure memory, and the enclave's
+ * own digest of the plaintext, which must equal the claims. what names the
+ * file in errors and logs ("model", "projector"). */
+static cl_err cl_boot_load_sealed(struct cl_enclave_boot *bt, cl_nsm *nsm, unsigned threads, uint32_t port,
+                                  const char *what, struct cl_boot_key_job *job, uint8_t **out, size_t *out_len,
+                                  uint8_t digest[32])
 {
     cl_err rc = CL_OK;
     int fd = -1;
@@ -185,30 +195,32 @@ cl_err cl_boot_load_model(struct cl_enclave_boot *bt, cl_nsm *nsm, unsigned thre
     cl_buf_init(&raw, CL_SEAL_MAX_HEADER, CL_BUF_NONE);
     CL_ENSURE(h, CL_E_CORE_NOMEM);
     uint64_t t0 = cl_now_us();
-    CL_GUARD(cl_boot_dial(CL_WIRE_PORT_MODEL, &fd));
+    CL_GUARD(cl_boot_dial(port, &fd));
     int big = 8 << 20; /* fewer wake-ups per byte of a multi-GB stream; best effort */
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
     CL_GUARD(cl_seal_read_header(fd, &raw, h));
     CL_ENSURE_D(h->provider == CL_SEAL_PROVIDER_KMS, CL_E_SEAL_WRONG_KEY,
-                "the model was sealed with a local key file; an enclave needs a key-service-sealed model");
+                "the %s was sealed with a local key file; an enclave needs a key-service-sealed file", what);
     CL_GUARD(cl_boot_check_context(h));
     CL_GUARD(cl_secmem_alloc(h->plaintext_size, &pt));
     uint64_t t1 = cl_now_us();
-    struct cl_boot_key_job job = {bt, nsm, h, raw.data};
+    *job = (struct cl_boot_key_job){.bt = bt, .nsm = nsm, .h = h, .raw = raw.data};
     uint8_t computed[32];
-    CL_GUARD(cl_seal_decrypt_stream_keyed(fd, h, cl_boot_key_wait, &job, pt, threads, CL_SEAL_OPEN_NONE, NULL, NULL,
+    CL_GUARD(cl_seal_decrypt_stream_keyed(fd, h, cl_boot_key_wait, job, pt, threads, CL_SEAL_OPEN_NONE, NULL, NULL,
                                           computed));
     /* The header and the key's encryption context are claims of whoever
      * sealed the file; what is attested is what was actually decrypted. */
     CL_ENSURE_D(cl_ct_equal(computed, h->digest, 32), CL_E_SEAL_DIGEST,
-                "the SHA-256 of the decrypted model (computed in the enclave) differs from the digest its "
-                "header and key claim: refusing a substituted model");
-    CL_LOG(CL_LOG_INFO, "model_decrypted", CL_LOG_SIZE("bytes", h->plaintext_size),
+                "the SHA-256 of the decrypted %s (computed in the enclave) differs from the digest its "
+                "header and key claim: refusing a substituted %s",
+                what, what);
+    const struct cl_log_field file = {CL_LOGF_LITERAL, "file", {.lit = what}};
+    CL_LOG(CL_LOG_INFO, "sealed_file_decrypted", file, CL_LOG_SIZE("bytes", h->plaintext_size),
            CL_LOG_COUNT("chunks", h->n_chunks), CL_LOG_US("key_and_decrypt_us", cl_now_us() - t1),
            CL_LOG_US("boot_us", cl_now_us() - t0));
-    memcpy(bt->model_sha256, computed, 32);
-    bt->model = pt;
-    bt->model_len = h->plaintext_size;
+    memcpy(digest, computed, 32);
+    *out = pt;
+    *out_len = h->plaintext_size;
     pt = NULL;
 out:
     if (fd >= 0)
@@ -216,6 +228,28 @@ out:
     cl_secmem_free(pt);
     cl_buf_free(&raw);
     free(h);
+    return rc;
+}
+
+cl_err cl_boot_load_model(struct cl_enclave_boot *bt, cl_nsm *nsm, unsigned threads)
+{
+    cl_err rc = CL_OK;
+    struct cl_boot_key_job *job = calloc(1, sizeof(*job));
+    CL_ENSURE(job, CL_E_CORE_NOMEM);
+    CL_GUARD(cl_boot_load_sealed(bt, nsm, threads, CL_WIRE_PORT_MODEL, "model", job, &bt->model, &bt->model_len,
+                                 bt->model_sha256));
+    snprintf(bt->kms_key_arn, sizeof(bt->kms_key_arn), "%s", job->key_arn);
+    if (bt->cfg.mmproj) {
+        CL_GUARD(cl_boot_load_sealed(bt, nsm, threads, CL_WIRE_PORT_MMPROJ, "projector", job, &bt->mmproj,
+                                     &bt->mmproj_len, bt->mmproj_sha256));
+        /* One key, attested once (kms.key): a projector under another key
+         * would be released by a key service nobody pinned. */
+        CL_ENSURE_D(strcmp(job->key_arn, bt->kms_key_arn) == 0, CL_E_SEAL_WRONG_KEY,
+                    "the projector was sealed under a different key than the model");
+        bt->has_mmproj = true;
+    }
+out:
+    free(job);
     return rc;
 }
 
@@ -231,6 +265,10 @@ cl_err cl_boot_user_data(const struct cl_enclave_boot *bt, const cl_pkey *audit,
     u->audit_key_len = spki.len;
     memcpy(u->model_sha256, bt->model_sha256, 32);
     memcpy(u->config_sha256, bt->config_sha256, 32);
+    if (bt->has_mmproj) {
+        memcpy(u->mmproj_sha256, bt->mmproj_sha256, 32);
+        u->has_mmproj = true;
+    }
     snprintf(u->kms_key_arn, sizeof(u->kms_key_arn), "%s", bt->kms_key_arn);
     snprintf(u->kms_endpoint, sizeof(u->kms_endpoint), "%s", bt->cfg.kms_endpoint);
     if (bt->cfg.kms_ca_pem[0]) {
@@ -247,5 +285,6 @@ out:
 void cl_boot_free(struct cl_enclave_boot *bt)
 {
     cl_secmem_free(bt->model);
+    cl_secmem_free(bt->mmproj);
     cl_wipe(bt, sizeof(*bt));
 }

@@ -8,6 +8,9 @@
 
 #include "cloister/chat.h"
 #include "cloister/gguf.h"
+#include "cloister/image.h"
+#include "cloister/infer/answer.h"
+#include "cloister/infer/vision.h"
 #include "cloister/infer/model.h"
 #include "cloister/infer/pool.h"
 #include "cloister/log.h"
@@ -23,6 +26,8 @@ struct cl_engine {
     struct cl_pool *pool;
     enum cl_chat_template tmpl;
     uint32_t max_prompt_tokens;
+    struct cl_gguf *vg; /* vision projector, when set */
+    struct cl_vision *vis;
     pthread_mutex_t mu;
     char name[CL_ENGINE_MAX_NAME + 1];
 };
@@ -54,10 +59,30 @@ out:
     return rc;
 }
 
+cl_err cl_engine_set_vision(struct cl_engine *e, const void *mmproj, size_t len)
+{
+    cl_err rc = CL_OK;
+    struct cl_gguf *g = NULL;
+    struct cl_vision *v = NULL;
+    CL_ENSURE_D(!e->vis, CL_E_CORE_STATE, "vision encoder already set");
+    CL_GUARD(cl_vision_open_memory(mmproj, len, &g, &v));
+    CL_GUARD(cl_vision_check_model(v, e->m));
+    e->vg = g;
+    e->vis = v;
+    g = NULL;
+    v = NULL;
+out:
+    cl_vision_free(v);
+    cl_gguf_free(g);
+    return rc;
+}
+
 void cl_engine_free(struct cl_engine *e)
 {
     if (!e)
         return;
+    cl_vision_free(e->vis);
+    cl_gguf_free(e->vg);
     cl_pool_free(e->pool);
     cl_tokenizer_free(e->tok);
     cl_model_free(e->m);
@@ -80,24 +105,38 @@ static int cl_engine_stream(void *user, int32_t token, const char *text, size_t 
     return r->piece(r->piece_ctx, text, len) ? 0 : 1;
 }
 
-static cl_err cl_engine_prompt(struct cl_engine *e, const struct cl_chat_params *p, int32_t **toks, size_t *n)
+/* The request's images, decoded (PNG, JPEG, DICOM), preprocessed as
+ * llama.cpp does and encoded: n_tokens x n_embd floats each, in one secure
+ * allocation. On an image's failure *bad is its 1-based index. */
+static cl_err cl_engine_images(struct cl_engine *e, const struct cl_chat_params *p, struct cl_model_media *media,
+                               float **embd_out, uint32_t *bad)
 {
     cl_err rc = CL_OK;
-    struct cl_buf text;
-    cl_buf_init(&text, (size_t)64 << 20, CL_BUF_SECURE);
-    CL_GUARD(cl_chat_render(e->tmpl, p->msgs, p->n_msgs, true, &text));
-    size_t cap = text.len + 2;
-    int32_t *t = calloc(cap, sizeof(*t));
-    CL_ENSURE(t, CL_E_CORE_NOMEM);
-    rc = cl_tokenize(e->tok, (const char *)text.data, text.len, CL_TOK_ADD_SPECIAL | CL_TOK_PARSE_SPECIAL, t, cap, n);
-    if (rc == CL_OK && *n > e->max_prompt_tokens)
-        rc = cl_err_fail(CL_E_PROTO_LIMIT, "prompt of %zu tokens (limit %u)", *n, e->max_prompt_tokens);
-    if (rc == CL_OK)
-        *toks = t;
-    else
-        free(t);
+    const struct cl_vision_hparams *hp = cl_vision_hparams(e->vis);
+    size_t per = (size_t)hp->n_tokens * hp->proj_dim, npix = (size_t)3 * hp->image_size * hp->image_size;
+    void *embd = NULL, *pix = NULL;
+    struct cl_image img = {0};
+    struct cl_image_limits lim;
+    cl_image_limits_default(&lim);
+    CL_GUARD(cl_secmem_alloc(p->n_images * per * sizeof(float), &embd));
+    CL_GUARD(cl_secmem_alloc(npix * sizeof(float), &pix));
+    for (size_t i = 0; i < p->n_images; i++) {
+        *bad = (uint32_t)i + 1;
+        CL_GUARD(cl_image_decode(p->images[i].data, p->images[i].len, &lim, &img));
+        CL_GUARD(cl_image_preprocess(&img, hp->image_size, hp->mean, hp->std, pix));
+        cl_image_free(&img);
+        *bad = 0;
+        float *dst = (float *)embd + i * per;
+        CL_GUARD(cl_vision_encode(e->vis, e->pool, pix, npix, dst, per));
+        media[i] = (struct cl_model_media){dst, hp->n_tokens, hp->proj_dim};
+    }
+    *bad = 0;
+    *embd_out = embd;
+    embd = NULL;
 out:
-    cl_buf_free(&text);
+    cl_image_free(&img);
+    cl_secmem_free(pix);
+    cl_secmem_free(embd);
     return rc;
 }
 
@@ -106,46 +145,49 @@ cl_err cl_engine_generate(void *self, const struct cl_chat_params *p, cl_chat_pi
 {
     struct cl_engine *e = self;
     cl_err rc = CL_OK;
-    int32_t *toks = NULL;
-    size_t n = 0, n_out = 0;
-    struct cl_model_session *s = NULL;
     struct cl_engine_run r = {.piece = piece, .piece_ctx = piece_ctx};
     const char *stops[CL_CHAT_MAX_STOP];
-    pthread_mutex_lock(&e->mu);
-    CL_GUARD(cl_engine_prompt(e, p, &toks, &n));
-    /* F32 KV cache, as `cloister run` by default, so answers match it */
-    struct cl_model_seq_params sp = {.n_ctx = (uint32_t)(n + p->max_tokens)};
-    CL_GUARD(cl_model_session_new(e->m, e->tok, &sp, e->pool, &s));
-    CL_GUARD(cl_model_session_feed(s, toks, n));
-    /* Same defaults as `cloister run`, overridden only by what the request
-     * gave, so the same seed and settings give the same answer. */
+    struct cl_model_answer a = {0};
+    struct cl_model_media media[CL_CHAT_MAX_IMAGES];
+    float *embd = NULL;
+    /* F32 KV cache and the same sampling defaults as `cloister run`,
+     * overridden only by what the request gave, so the same seed and
+     * settings give the same answer. */
+    struct cl_model_request rq = {.tmpl = e->tmpl, .msgs = p->msgs, .n_msgs = p->n_msgs,
+                                  .max_prompt_tokens = e->max_prompt_tokens};
     uint64_t seed = p->seed;
     if (!p->has_seed)
         CL_GUARD(cl_random_bytes(&seed, sizeof(seed)));
-    struct cl_model_gen mg = {.max_tokens = p->max_tokens, .stop_at_eog = true, .stop = stops, .n_stop = p->n_stop,
-                              .on_token = cl_engine_stream, .user = &r};
-    cl_sample_params_default(&mg.sample, seed);
-    mg.sample.temperature = p->temperature;
-    if (p->set & CL_CHAT_SET_TOP_P)
-        mg.sample.top_p = p->top_p;
-    if (p->set & CL_CHAT_SET_TOP_K)
-        mg.sample.top_k = p->top_k;
-    if (p->set & CL_CHAT_SET_MIN_P)
-        mg.sample.min_p = p->min_p;
-    if (p->set & CL_CHAT_SET_REPEAT)
-        mg.sample.repeat_penalty = p->repeat_penalty;
     for (size_t i = 0; i < p->n_stop; i++)
         stops[i] = p->stop[i];
-    enum cl_gen_stop why = CL_GEN_STOP_NONE;
-    CL_GUARD(cl_model_session_generate(s, &mg, NULL, 0, &n_out, &why));
-    res->prompt_tokens = (uint32_t)n;
-    res->completion_tokens = (uint32_t)n_out;
-    res->finish = why == CL_GEN_STOP_MAX_TOKENS ? CL_CHAT_FINISH_LENGTH : CL_CHAT_FINISH_STOP;
-out:
+    rq.gen = (struct cl_model_gen){.max_tokens = p->max_tokens, .stop_at_eog = true, .stop = stops,
+                                   .n_stop = p->n_stop, .on_token = cl_engine_stream, .user = &r};
+    cl_sample_params_default(&rq.gen.sample, seed);
+    rq.gen.sample.temperature = p->temperature;
+    if (p->set & CL_CHAT_SET_TOP_P)
+        rq.gen.sample.top_p = p->top_p;
+    if (p->set & CL_CHAT_SET_TOP_K)
+        rq.gen.sample.top_k = p->top_k;
+    if (p->set & CL_CHAT_SET_MIN_P)
+        rq.gen.sample.min_p = p->min_p;
+    if (p->set & CL_CHAT_SET_REPEAT)
+        rq.gen.sample.repeat_penalty = p->repeat_penalty;
+    pthread_mutex_lock(&e->mu);
+    if (p->n_images) {
+        rc = e->vis ? cl_engine_images(e, p, media, &embd, &res->bad_image)
+                    : cl_err_fail(CL_E_INFER_VISION_MISMATCH, "no vision projector loaded");
+        rq.media = media;
+        rq.n_media = p->n_images;
+    }
+    if (rc == CL_OK)
+        rc = cl_model_answer(e->m, e->tok, e->pool, &rq, false, &a);
     pthread_mutex_unlock(&e->mu);
-    cl_model_session_free(s);
-    if (toks)
-        cl_wipe(toks, n * sizeof(*toks));
-    free(toks);
+    CL_GUARD(rc);
+    res->prompt_tokens = (uint32_t)a.n_prompt;
+    res->completion_tokens = (uint32_t)a.n_out;
+    res->finish = a.why == CL_GEN_STOP_MAX_TOKENS ? CL_CHAT_FINISH_LENGTH : CL_CHAT_FINISH_STOP;
+out:
+    cl_secmem_free(embd); /* wipes the image embeddings */
+    cl_wipe(&seed, sizeof(seed));
     return rc;
 }

@@ -371,6 +371,7 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
     cl_err rc = CL_OK;
     json_t *root = NULL;
     struct cl_chat_params p;
+    bool parsed = false;
     struct cl_chat_result res = {0};
     const char *why = NULL;
     struct cl_chat_msg *msgs = calloc(x->g->lim.max_messages + 1, sizeof(*msgs));
@@ -385,6 +386,7 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
         rc = cl_gw_error(x, rc == CL_E_PROTO_LIMIT ? 413 : 400, "invalid_request_error", why);
         goto out;
     }
+    parsed = true;
     unsigned active = atomic_fetch_add(&x->g->active, 1) + 1;
     if (active > x->g->lim.max_sessions) {
         atomic_fetch_sub(&x->g->active, 1);
@@ -410,6 +412,11 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
     CL_LOG(CL_LOG_INFO, "generation", CL_LOG_COUNT("prompt_tokens", res.prompt_tokens),
            CL_LOG_COUNT("completion_tokens", res.completion_tokens), CL_LOG_US("duration_us", cl_now_us() - t0),
            CL_LOG_ERR(grc));
+    /* An image is the client's input: its failure is named (which image,
+     * what kind of fault), never its content. */
+    char img_err[160] = "";
+    if (grc != CL_OK && res.bad_image)
+        snprintf(img_err, sizeof(img_err), "image %u could not be used: %s", (unsigned)res.bad_image, cl_err_str(grc));
     if (x->streaming) {
         json_t *last;
         if (grc == CL_OK)
@@ -417,7 +424,8 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
                                                    : json_object(),
                                     json_string(cl_gw_finish_name(res.finish)));
         else
-            last = json_pack("{s:{s:s,s:s}}", "error", "message", "generation failed", "type", "server_error");
+            last = json_pack("{s:{s:s,s:s}}", "error", "message", img_err[0] ? img_err : "generation failed", "type",
+                             img_err[0] ? "invalid_request_error" : "server_error");
         /* usage rides on the last chunk, as OpenAI's stream_options.include_usage does */
         if (grc == CL_OK && last)
             json_object_set_new(last, "usage",
@@ -425,6 +433,10 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
                                           res.completion_tokens, "total_tokens",
                                           res.prompt_tokens + res.completion_tokens));
         rc = cl_gw_sse(x, last, true);
+        goto out;
+    }
+    if (img_err[0]) {
+        rc = cl_gw_error(x, cl_err_category(grc) == CL_ERRCAT_IMAGE ? 400 : 500, "invalid_request_error", img_err);
         goto out;
     }
     if (grc != CL_OK) {
@@ -457,6 +469,8 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
                                      "index", 0, "message", msg, "finish_reason", cl_gw_finish_name(res.finish),
                                      "usage", usage));
 out:
+    if (parsed)
+        cl_chat_params_release(&p);
     json_decref(root);
     free(msgs);
     return rc;

@@ -188,6 +188,11 @@ cl_err cl_host_boot_config(const struct cl_host_config *cfg, struct cl_buf *out)
         b->limits[CL_BOOTCFG_LIM_MAX_PROMPT_TOKENS] = cfg->max_prompt_tokens;
     if (cfg->max_sessions)
         b->limits[CL_BOOTCFG_LIM_MAX_SESSIONS] = cfg->max_sessions;
+    if (cfg->has_max_images)
+        b->limits[CL_BOOTCFG_LIM_MAX_IMAGES] = cfg->max_images;
+    if (cfg->max_image_bytes)
+        b->limits[CL_BOOTCFG_LIM_MAX_IMAGE_BYTES] = cfg->max_image_bytes;
+    b->mmproj = cfg->mmproj_path != NULL;
     rc = cl_bootcfg_write(b, out);
     if (rc != CL_OK)
         rc = cl_err_fail(CL_E_NET_HOST_CONFIG, "%s", cl_err_detail());

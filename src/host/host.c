@@ -105,6 +105,8 @@ cl_err cl_host_start(const struct cl_host_config *cfg, struct cl_host **out)
     CL_ENSURE_D(h->cfg.model_path, CL_E_NET_HOST_CONFIG, "model path missing");
     CL_ENSURE_D(stat(h->cfg.model_path, &st) == 0 && S_ISREG(st.st_mode), CL_E_NET_HOST_CONFIG,
                 "model file is missing or not a regular file");
+    CL_ENSURE_D(!h->cfg.mmproj_path || (stat(h->cfg.mmproj_path, &st) == 0 && S_ISREG(st.st_mode)),
+                CL_E_NET_HOST_CONFIG, "projector file is missing or not a regular file");
     if (cfg->capture_dir) {
         CL_ENSURE_D(realpath(cfg->capture_dir, h->capture_dir), CL_E_NET_HOST_CONFIG, "capture directory errno %d",
                     errno);

@@ -39,6 +39,7 @@ enum cl_host_svc {
     CL_HOST_SVC_MODEL,
     CL_HOST_SVC_BOOT,
     CL_HOST_SVC_KMS_PROXY,
+    CL_HOST_SVC_MMPROJ,
     CL_HOST_SVC_COUNT
 };
 

@@ -45,7 +45,7 @@ static const char *const cl_host_state_names[CL_HOST_ENCLAVE_STATE_COUNT] = {
 
 static const char *const cl_host_svc_names[CL_HOST_SVC_COUNT] = {
     [CL_HOST_SVC_NONE] = "none", [CL_HOST_SVC_MODEL] = "model", [CL_HOST_SVC_BOOT] = "boot",
-    [CL_HOST_SVC_KMS_PROXY] = "kms_proxy"};
+    [CL_HOST_SVC_KMS_PROXY] = "kms_proxy", [CL_HOST_SVC_MMPROJ] = "mmproj"};
 
 enum cl_host_job_kind { CL_HOST_JOB_NONE = 0, CL_HOST_JOB_ATTEST, CL_HOST_JOB_OHTTP, CL_HOST_JOB_STATUS, CL_HOST_JOB_COUNT };
 
@@ -443,6 +443,19 @@ static enum MHD_Result cl_host_job_answer(struct MHD_Connection *conn, struct cl
     return ret;
 }
 
+
+/* One counter family with a label over a range of named slots. */
+static cl_err cl_host_metric_labeled(struct cl_buf *o, const char *name, const char *help, const char *label,
+                                     const char *const *names, const atomic_uint_fast64_t *v, int from, int to)
+{
+    cl_err rc = CL_OK;
+    CL_GUARD(cl_buf_appendf(o, "# HELP %s %s\n# TYPE %s counter\n", name, help, name));
+    for (int i = from; i < to; i++)
+        CL_GUARD(cl_buf_appendf(o, "%s{%s=\"%s\"} %llu\n", name, label, names[i],
+                                (unsigned long long)atomic_load(&v[i])));
+out:
+    return rc;
+}
 static cl_err cl_host_metrics_text(struct cl_host *h, struct cl_buf *o)
 {
     cl_err rc = CL_OK;
@@ -461,16 +474,14 @@ static cl_err cl_host_metrics_text(struct cl_host *h, struct cl_buf *o)
                 CL_GUARD(cl_buf_appendf(o, "cloister_host_requests_total{route=\"%s\",code=\"other\"} %llu\n",
                                         cl_host_route_names[rt], (unsigned long long)v));
         }
-    CL_GUARD(cl_buf_append_str(o, "# HELP cloister_host_request_bytes_total HTTP request body bytes received.\n"
-                                  "# TYPE cloister_host_request_bytes_total counter\n"));
-    for (int rt = CL_HOST_ROUTE_ATTESTATION; rt < CL_HOST_ROUTE_COUNT; rt++)
-        CL_GUARD(cl_buf_appendf(o, "cloister_host_request_bytes_total{route=\"%s\"} %llu\n", cl_host_route_names[rt],
-                                (unsigned long long)atomic_load(&m->bytes_in[rt])));
-    CL_GUARD(cl_buf_append_str(o, "# HELP cloister_host_response_bytes_total HTTP response body bytes sent.\n"
-                                  "# TYPE cloister_host_response_bytes_total counter\n"));
-    for (int rt = CL_HOST_ROUTE_ATTESTATION; rt < CL_HOST_ROUTE_COUNT; rt++)
-        CL_GUARD(cl_buf_appendf(o, "cloister_host_response_bytes_total{route=\"%s\"} %llu\n", cl_host_route_names[rt],
-                                (unsigned long long)atomic_load(&m->bytes_out[rt])));
+    CL_GUARD(cl_host_metric_labeled(o, "cloister_host_request_bytes_total",
+                                    "HTTP request body bytes received.",
+                                    "route", cl_host_route_names, m->bytes_in,
+                                    CL_HOST_ROUTE_ATTESTATION, CL_HOST_ROUTE_COUNT));
+    CL_GUARD(cl_host_metric_labeled(o, "cloister_host_response_bytes_total",
+                                    "HTTP response body bytes sent.",
+                                    "route", cl_host_route_names, m->bytes_out,
+                                    CL_HOST_ROUTE_ATTESTATION, CL_HOST_ROUTE_COUNT));
     CL_GUARD(cl_buf_append_str(o, "# HELP cloister_host_request_duration_seconds Time from request to last byte.\n"
                                   "# TYPE cloister_host_request_duration_seconds histogram\n"));
     for (int rt = CL_HOST_ROUTE_ATTESTATION; rt < CL_HOST_ROUTE_COUNT; rt++) {
@@ -552,16 +563,14 @@ static cl_err cl_host_metrics_text(struct cl_host *h, struct cl_buf *o)
                             (unsigned long long)atomic_load(&m->body_timeouts),
                             (unsigned long long)atomic_load(&m->queue_rejects), atomic_load(&m->queue_depth),
                             atomic_load(&m->workers_busy)));
-    CL_GUARD(cl_buf_append_str(o, "# HELP cloister_host_vsock_connections_total Enclave connections to boot services.\n"
-                                  "# TYPE cloister_host_vsock_connections_total counter\n"));
-    for (int s = CL_HOST_SVC_MODEL; s < CL_HOST_SVC_COUNT; s++)
-        CL_GUARD(cl_buf_appendf(o, "cloister_host_vsock_connections_total{service=\"%s\"} %llu\n", cl_host_svc_names[s],
-                                (unsigned long long)atomic_load(&m->svc_connections[s])));
-    CL_GUARD(cl_buf_append_str(o, "# HELP cloister_host_vsock_failures_total Boot service connections that failed.\n"
-                                  "# TYPE cloister_host_vsock_failures_total counter\n"));
-    for (int s = CL_HOST_SVC_MODEL; s < CL_HOST_SVC_COUNT; s++)
-        CL_GUARD(cl_buf_appendf(o, "cloister_host_vsock_failures_total{service=\"%s\"} %llu\n", cl_host_svc_names[s],
-                                (unsigned long long)atomic_load(&m->svc_failures[s])));
+    CL_GUARD(cl_host_metric_labeled(o, "cloister_host_vsock_connections_total",
+                                    "Enclave connections to boot services.",
+                                    "service", cl_host_svc_names, m->svc_connections,
+                                    CL_HOST_SVC_MODEL, CL_HOST_SVC_COUNT));
+    CL_GUARD(cl_host_metric_labeled(o, "cloister_host_vsock_failures_total",
+                                    "Boot service connections that failed.",
+                                    "service", cl_host_svc_names, m->svc_failures,
+                                    CL_HOST_SVC_MODEL, CL_HOST_SVC_COUNT));
     CL_GUARD(cl_buf_appendf(o,
                             "# HELP cloister_host_model_bytes_total Sealed model bytes streamed to the enclave.\n"
                             "# TYPE cloister_host_model_bytes_total counter\n"

@@ -27,6 +27,7 @@ static const uint32_t cl_host_svc_port[CL_HOST_SVC_COUNT] = {
     [CL_HOST_SVC_MODEL] = CL_WIRE_PORT_MODEL,
     [CL_HOST_SVC_BOOT] = CL_WIRE_PORT_BOOT,
     [CL_HOST_SVC_KMS_PROXY] = CL_WIRE_PORT_KMS_PROXY,
+    [CL_HOST_SVC_MMPROJ] = CL_WIRE_PORT_MMPROJ,
 };
 
 struct cl_host_svc_conn {
@@ -35,7 +36,8 @@ struct cl_host_svc_conn {
     int fd;
 };
 
-static cl_err cl_host_serve_model(struct cl_host *h, int fd)
+/* Streams a sealed file (the model, or the projector) to the enclave. */
+static cl_err cl_host_serve_sealed(struct cl_host *h, int fd, const char *path)
 {
     cl_err rc = CL_OK;
     struct stat st;
@@ -45,16 +47,18 @@ static cl_err cl_host_serve_model(struct cl_host *h, int fd)
      * (fewer wake-ups per byte); best effort. */
     int big = 8 << 20;
     (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
-    int mf = open(h->cfg.model_path, O_RDONLY | O_CLOEXEC);
-    CL_ENSURE_D(mf >= 0, CL_E_CORE_NOT_FOUND, "model file cannot be opened (errno %d)", errno);
-    CL_ENSURE_D(fstat(mf, &st) == 0 && S_ISREG(st.st_mode), CL_E_CORE_IO, "model file is not a regular file");
+    int mf = -1;
+    CL_ENSURE_D(path, CL_E_CORE_NOT_FOUND, "no projector configured (--mmproj)");
+    mf = open(path, O_RDONLY | O_CLOEXEC);
+    CL_ENSURE_D(mf >= 0, CL_E_CORE_NOT_FOUND, "sealed file cannot be opened (errno %d)", errno);
+    CL_ENSURE_D(fstat(mf, &st) == 0 && S_ISREG(st.st_mode), CL_E_CORE_IO, "sealed file is not a regular file");
     cl_host_sock_timeouts(fd, CL_HOST_MODEL_STALL_MS);
     while (off < st.st_size) {
         ssize_t w = sendfile(fd, mf, &off, (size_t)(st.st_size - off) > (1u << 30) ? (1u << 30)
                                                                                    : (size_t)(st.st_size - off));
         if (w < 0 && errno == EINTR)
             continue;
-        CL_ENSURE_D(w > 0, CL_E_CORE_IO, "model stream stopped at byte %lld (errno %d)", (long long)off,
+        CL_ENSURE_D(w > 0, CL_E_CORE_IO, "sealed stream stopped at byte %lld (errno %d)", (long long)off,
                     w < 0 ? errno : 0);
     }
 out:
@@ -148,11 +152,13 @@ static void *cl_host_conn_main(void *arg)
     struct cl_host_svc_conn *c = arg;
     struct cl_host *h = c->h;
     static const char *const kinds[CL_HOST_SVC_COUNT] = {
-        [CL_HOST_SVC_MODEL] = "model", [CL_HOST_SVC_BOOT] = "boot", [CL_HOST_SVC_KMS_PROXY] = "kmsproxy"};
+        [CL_HOST_SVC_MODEL] = "model", [CL_HOST_SVC_BOOT] = "boot", [CL_HOST_SVC_KMS_PROXY] = "kmsproxy",
+        [CL_HOST_SVC_MMPROJ] = "mmproj"};
     cl_err rc = cl_host_capture_wrap(h, kinds[c->svc], &c->fd);
     if (rc == CL_OK) {
         switch (c->svc) {
-        case CL_HOST_SVC_MODEL: rc = cl_host_serve_model(h, c->fd); break;
+        case CL_HOST_SVC_MODEL: rc = cl_host_serve_sealed(h, c->fd, h->cfg.model_path); break;
+        case CL_HOST_SVC_MMPROJ: rc = cl_host_serve_sealed(h, c->fd, h->cfg.mmproj_path); break;
         case CL_HOST_SVC_BOOT: rc = cl_host_serve_boot(h, c->fd); break;
         case CL_HOST_SVC_KMS_PROXY: rc = cl_host_serve_kms_proxy(h, c->fd); break;
         default: break;

@@ -56,6 +56,13 @@ static cl_err cl_kms_db_fail(sqlite3 *db, const char *what)
     return cl_err_fail(CL_E_KMS_STORE, "%s: sqlite %d", what, db ? sqlite3_extended_errcode(db) : -1);
 }
 
+static cl_err cl_kms_db_prep(sqlite3 *db, const char *sql, sqlite3_stmt **st, const char *what)
+{
+    if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK)
+        return cl_kms_db_fail(db, what);
+    return CL_OK;
+}
+
 static cl_err cl_kms_exec(sqlite3 *db, const char *sql, const char *what)
 {
     if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
@@ -90,8 +97,7 @@ static cl_err cl_kms_config_get(sqlite3 *db, const char *k, char *v, size_t n)
 {
     sqlite3_stmt *st = NULL;
     cl_err rc = CL_OK;
-    if (sqlite3_prepare_v2(db, "SELECT v FROM config WHERE k=?", -1, &st, NULL) != SQLITE_OK)
-        return cl_kms_db_fail(db, "config prepare");
+    CL_GUARD(cl_kms_db_prep(db, "SELECT v FROM config WHERE k=?", &st, "config prepare"));
     sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
     CL_ENSURE_D(sqlite3_step(st) == SQLITE_ROW, CL_E_KMS_STORE, "config %s missing", k);
     snprintf(v, n, "%s", (const char *)sqlite3_column_text(st, 0));
@@ -134,9 +140,9 @@ cl_err cl_kms_store_init(const char *dir, const char *region, const char *accoun
     }
     CL_GUARD(cl_kms_db_open(dir, true, &db));
     CL_GUARD(cl_kms_exec(db, cl_kms_schema, "schema"));
-    if (sqlite3_prepare_v2(db, "INSERT INTO config(k,v) VALUES('region',?1),('account',?2),('format','1')", -1, &st,
-                           NULL) != SQLITE_OK)
-        CL_FAIL(CL_E_KMS_STORE, "config insert prepare");
+    CL_GUARD(cl_kms_db_prep(db,
+                            "INSERT INTO config(k,v) VALUES('region',?1),('account',?2),('format','1')",
+                            &st, "config insert prepare"));
     sqlite3_bind_text(st, 1, region, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, account, -1, SQLITE_STATIC);
     CL_ENSURE_D(sqlite3_step(st) == SQLITE_DONE, CL_E_KMS_STORE, "config insert");
@@ -245,9 +251,9 @@ static cl_err cl_kms_add_version(struct cl_kms_store *s, const char *key_id, uin
     CL_GUARD(cl_random_bytes(mat, 32));
     cl_kms_version_label(label, sizeof(label), key_id, v);
     CL_GUARD(cl_kms_wrap(s, label, mat, 32, &w));
-    if (sqlite3_prepare_v2(s->db, "INSERT INTO key_versions(key_id,version,wrapped,created) VALUES(?,?,?,?)", -1, &st,
-                           NULL) != SQLITE_OK)
-        CL_FAIL(CL_E_KMS_STORE, "version insert prepare");
+    CL_GUARD(cl_kms_db_prep(s->db,
+                            "INSERT INTO key_versions(key_id,version,wrapped,created) VALUES(?,?,?,?)",
+                            &st, "version insert prepare"));
     sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, v);
     sqlite3_bind_blob(st, 3, w.data, (int)w.len, SQLITE_STATIC);
@@ -267,9 +273,9 @@ static cl_err cl_kms_material(struct cl_kms_store *s, const char *key_id, uint32
     cl_err rc = CL_OK;
     sqlite3_stmt *st = NULL;
     char label[128];
-    if (sqlite3_prepare_v2(s->db, "SELECT wrapped FROM key_versions WHERE key_id=? AND version=?", -1, &st, NULL) !=
-        SQLITE_OK)
-        return cl_kms_db_fail(s->db, "material prepare");
+    CL_GUARD(cl_kms_db_prep(s->db,
+                            "SELECT wrapped FROM key_versions WHERE key_id=? AND version=?",
+                            &st, "material prepare"));
     sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, v);
     CL_ENSURE_D(sqlite3_step(st) == SQLITE_ROW, CL_E_KMS_BAD_CIPHERTEXT, "key version %u not found", v);
@@ -350,11 +356,10 @@ cl_err cl_kms_key_create(struct cl_kms_store *s, const char *description, const 
     cl_kms_uuid(r, key_id);
     CL_GUARD(cl_kms_begin(s));
     in_tx = true;
-    if (sqlite3_prepare_v2(s->db,
-                           "INSERT INTO keys(key_id,description,created,state,current_version,policy) "
-                           "VALUES(?,?,?,?,1,?)",
-                           -1, &st, NULL) != SQLITE_OK)
-        CL_FAIL(CL_E_KMS_STORE, "key insert prepare");
+    CL_GUARD(cl_kms_db_prep(s->db,
+                            "INSERT INTO keys(key_id,description,created,state,current_version,policy) "
+                            "VALUES(?,?,?,?,1,?)",
+                            &st, "key insert prepare"));
     sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, description, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, cl_kms_now());
@@ -378,8 +383,7 @@ static cl_err cl_kms_alias_target(struct cl_kms_store *s, const char *alias, cha
 {
     cl_err rc = CL_OK;
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, "SELECT key_id FROM aliases WHERE name=?", -1, &st, NULL) != SQLITE_OK)
-        return cl_kms_db_fail(s->db, "alias prepare");
+    CL_GUARD(cl_kms_db_prep(s->db, "SELECT key_id FROM aliases WHERE name=?", &st, "alias prepare"));
     sqlite3_bind_text(st, 1, alias, -1, SQLITE_STATIC);
     CL_ENSURE_D(sqlite3_step(st) == SQLITE_ROW, CL_E_KMS_NOT_FOUND, "alias not found");
     snprintf(key_id, CL_KMS_KEY_ID_LEN + 1, "%s", (const char *)sqlite3_column_text(st, 0));
@@ -411,11 +415,10 @@ cl_err cl_kms_key_get(struct cl_kms_store *s, const char *id, struct cl_kms_key_
         CL_ENSURE_D(cl_kms_is_uuid(p), CL_E_KMS_NOT_FOUND, "KeyId is not a key id, ARN or alias");
         memcpy(key_id, p, sizeof(key_id));
     }
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT key_id,description,created,state,deletion_date,current_version FROM keys "
-                           "WHERE key_id=?",
-                           -1, &st, NULL) != SQLITE_OK)
-        CL_FAIL(CL_E_KMS_STORE, "key get prepare");
+    CL_GUARD(cl_kms_db_prep(s->db,
+                            "SELECT key_id,description,created,state,deletion_date,current_version FROM keys "
+                            "WHERE key_id=?",
+                            &st, "key get prepare"));
     sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
     CL_ENSURE_D(sqlite3_step(st) == SQLITE_ROW, CL_E_KMS_NOT_FOUND, "key not found");
     cl_kms_fill_meta(s, st, out);
@@ -429,9 +432,7 @@ cl_err cl_kms_key_set_state(struct cl_kms_store *s, const char *key_id, enum cl_
 {
     cl_err rc = CL_OK;
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, "UPDATE keys SET state=?, deletion_date=? WHERE key_id=?", -1, &st, NULL) !=
-        SQLITE_OK)
-        return cl_kms_db_fail(s->db, "state prepare");
+    CL_GUARD(cl_kms_db_prep(s->db, "UPDATE keys SET state=?, deletion_date=? WHERE key_id=?", &st, "state prepare"));
     sqlite3_bind_int(st, 1, stt);
     sqlite3_bind_int64(st, 2, deletion_date);
     sqlite3_bind_text(st, 3, key_id, -1, SQLITE_STATIC);
@@ -449,9 +450,9 @@ cl_err cl_kms_key_purge_expired(struct cl_kms_store *s, int64_t now, size_t *pur
     sqlite3_stmt *st = NULL;
     *purged = 0;
     /* Cheap read first: most calls find nothing and write nothing. */
-    if (sqlite3_prepare_v2(s->db, "SELECT count(*) FROM keys WHERE state=? AND deletion_date<=?", -1, &st, NULL) !=
-        SQLITE_OK)
-        return cl_kms_db_fail(s->db, "purge count prepare");
+    CL_GUARD(cl_kms_db_prep(s->db,
+                            "SELECT count(*) FROM keys WHERE state=? AND deletion_date<=?",
+                            &st, "purge count prepare"));
     sqlite3_bind_int(st, 1, CL_KMS_STATE_PENDING_DELETION);
     sqlite3_bind_int64(st, 2, now);
     CL_ENSURE_D(sqlite3_step(st) == SQLITE_ROW, CL_E_KMS_STORE, "purge count");
@@ -497,8 +498,7 @@ cl_err cl_kms_key_rotate(struct cl_kms_store *s, const char *key_id, uint32_t *n
     CL_GUARD(cl_kms_key_get(s, key_id, &m));
     uint32_t v = m.current_version + 1;
     CL_GUARD(cl_kms_add_version(s, m.key_id, v));
-    if (sqlite3_prepare_v2(s->db, "UPDATE keys SET current_version=? WHERE key_id=?", -1, &st, NULL) != SQLITE_OK)
-        CL_FAIL(CL_E_KMS_STORE, "rotate prepare");
+    CL_GUARD(cl_kms_db_prep(s->db, "UPDATE keys SET current_version=? WHERE key_id=?", &st, "rotate prepare"));
     sqlite3_bind_int64(st, 1, v);
     sqlite3_bind_text(st, 2, m.key_id, -1, SQLITE_STATIC);
     CL_ENSURE_D(sqlite3_step(st) == SQLITE_DONE, CL_E_KMS_STORE, "rotate update");
@@ -519,19 +519,17 @@ cl_err cl_kms_key_list(struct cl_kms_store *s, const char *marker, size_t limit,
     sqlite3_stmt *st = NULL;
     int64_t after = 0;
     if (marker && *marker) {
-        if (sqlite3_prepare_v2(s->db, "SELECT seq FROM keys WHERE key_id=?", -1, &st, NULL) != SQLITE_OK)
-            return cl_kms_db_fail(s->db, "list marker prepare");
+        CL_GUARD(cl_kms_db_prep(s->db, "SELECT seq FROM keys WHERE key_id=?", &st, "list marker prepare"));
         sqlite3_bind_text(st, 1, marker, -1, SQLITE_STATIC);
         CL_ENSURE_D(sqlite3_step(st) == SQLITE_ROW, CL_E_KMS_VALIDATION, "Marker is not valid");
         after = sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);
         st = NULL;
     }
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT key_id,description,created,state,deletion_date,current_version FROM keys "
-                           "WHERE seq>? ORDER BY seq LIMIT ?",
-                           -1, &st, NULL) != SQLITE_OK)
-        CL_FAIL(CL_E_KMS_STORE, "list prepare");
+    CL_GUARD(cl_kms_db_prep(s->db,
+                            "SELECT key_id,description,created,state,deletion_date,current_version FROM keys "
+                            "WHERE seq>? ORDER BY seq LIMIT ?",
+                            &st, "list prepare"));
     sqlite3_bind_int64(st, 1, after);
     sqlite3_bind_int64(st, 2, (int64_t)limit + 1);
     size_t n = 0;
@@ -555,8 +553,7 @@ cl_err cl_kms_policy_get(struct cl_kms_store *s, const char *key_id, struct cl_b
 {
     cl_err rc = CL_OK;
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, "SELECT policy FROM keys WHERE key_id=?", -1, &st, NULL) != SQLITE_OK)
-        return cl_kms_db_fail(s->db, "policy prepare");
+    CL_GUARD(cl_kms_db_prep(s->db, "SELECT policy FROM keys WHERE key_id=?", &st, "policy prepare"));
     sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
     CL_ENSURE_D(sqlite3_step(st) == SQLITE_ROW, CL_E_KMS_NOT_FOUND, "key not found");
     CL_GUARD(cl_buf_append(out, sqlite3_column_text(st, 0), (size_t)sqlite3_column_bytes(st, 0)));
@@ -571,8 +568,7 @@ cl_err cl_kms_policy_put(struct cl_kms_store *s, const char *key_id, const char 
     sqlite3_stmt *st = NULL;
     struct cl_policy *pp = NULL;
     CL_GUARD(cl_policy_parse(policy, strlen(policy), &pp));
-    if (sqlite3_prepare_v2(s->db, "UPDATE keys SET policy=? WHERE key_id=?", -1, &st, NULL) != SQLITE_OK)
-        CL_FAIL(CL_E_KMS_STORE, "policy put prepare");
+    CL_GUARD(cl_kms_db_prep(s->db, "UPDATE keys SET policy=? WHERE key_id=?", &st, "policy put prepare"));
     sqlite3_bind_text(st, 1, policy, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, key_id, -1, SQLITE_STATIC);
     CL_ENSURE_D(sqlite3_step(st) == SQLITE_DONE, CL_E_KMS_STORE, "policy update");
@@ -606,9 +602,9 @@ cl_err cl_kms_alias_create(struct cl_kms_store *s, const char *alias, const char
     cl_err rc = CL_OK;
     sqlite3_stmt *st = NULL;
     CL_GUARD(cl_kms_alias_check(alias));
-    if (sqlite3_prepare_v2(s->db, "INSERT INTO aliases(name,key_id,created) VALUES(?,?,?)", -1, &st, NULL) !=
-        SQLITE_OK)
-        CL_FAIL(CL_E_KMS_STORE, "alias insert prepare");
+    CL_GUARD(cl_kms_db_prep(s->db,
+                            "INSERT INTO aliases(name,key_id,created) VALUES(?,?,?)",
+                            &st, "alias insert prepare"));
     sqlite3_bind_text(st, 1, alias, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, key_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, cl_kms_now());
@@ -625,8 +621,7 @@ cl_err cl_kms_alias_delete(struct cl_kms_store *s, const char *alias)
     cl_err rc = CL_OK;
     sqlite3_stmt *st = NULL;
     CL_GUARD(cl_kms_alias_check(alias));
-    if (sqlite3_prepare_v2(s->db, "DELETE FROM aliases WHERE name=?", -1, &st, NULL) != SQLITE_OK)
-        CL_FAIL(CL_E_KMS_STORE, "alias delete prepare");
+    CL_GUARD(cl_kms_db_prep(s->db, "DELETE FROM aliases WHERE name=?", &st, "alias delete prepare"));
     sqlite3_bind_text(st, 1, alias, -1, SQLITE_STATIC);
     CL_ENSURE_D(sqlite3_step(st) == SQLITE_DONE, CL_E_KMS_STORE, "alias delete");
     CL_ENSURE_D(sqlite3_changes(s->db) == 1, CL_E_KMS_NOT_FOUND, "alias not found");
@@ -637,18 +632,19 @@ out:
 
 cl_err cl_kms_alias_list(struct cl_kms_store *s, const char *key_id, cl_kms_alias_cb cb, void *arg)
 {
+    cl_err rc = CL_OK;
     sqlite3_stmt *st = NULL;
     const char *sql = key_id ? "SELECT name,key_id,created FROM aliases WHERE key_id=? ORDER BY name"
                              : "SELECT name,key_id,created FROM aliases ORDER BY name";
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return cl_kms_db_fail(s->db, "alias list prepare");
+    CL_GUARD(cl_kms_db_prep(s->db, sql, &st, "alias list prepare"));
     if (key_id)
         sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
     while (sqlite3_step(st) == SQLITE_ROW)
         cb(arg, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
            sqlite3_column_int64(st, 2));
+out:
     sqlite3_finalize(st);
-    return CL_OK;
+    return rc;
 }
 
 /* ---- ciphertext blobs ---- */
@@ -818,9 +814,9 @@ cl_err cl_kms_user_add_in(struct cl_kms_store *s, const char *account, const cha
     snprintf(arn, sizeof(arn), "arn:aws:iam::%s:user/%s", account, name);
     cl_kms_user_label(label, sizeof(label), access_key);
     CL_GUARD(cl_kms_wrap(s, label, (const uint8_t *)secret, CL_KMS_SECRET_LEN, &w));
-    if (sqlite3_prepare_v2(s->db, "INSERT INTO users(access_key,name,arn,secret_wrapped,created) VALUES(?,?,?,?,?)",
-                           -1, &st, NULL) != SQLITE_OK)
-        CL_FAIL(CL_E_KMS_STORE, "user insert prepare");
+    CL_GUARD(cl_kms_db_prep(s->db,
+                            "INSERT INTO users(access_key,name,arn,secret_wrapped,created) VALUES(?,?,?,?,?)",
+                            &st, "user insert prepare"));
     sqlite3_bind_text(st, 1, access_key, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, arn, -1, SQLITE_STATIC);
@@ -844,9 +840,9 @@ cl_err cl_kms_user_lookup(struct cl_kms_store *s, const char *access_key, char s
     cl_err rc = CL_OK;
     sqlite3_stmt *st = NULL;
     char label[96];
-    if (sqlite3_prepare_v2(s->db, "SELECT arn,secret_wrapped FROM users WHERE access_key=?", -1, &st, NULL) !=
-        SQLITE_OK)
-        return cl_kms_db_fail(s->db, "user lookup prepare");
+    CL_GUARD(cl_kms_db_prep(s->db,
+                            "SELECT arn,secret_wrapped FROM users WHERE access_key=?",
+                            &st, "user lookup prepare"));
     sqlite3_bind_text(st, 1, access_key, -1, SQLITE_STATIC);
     CL_ENSURE_D(sqlite3_step(st) == SQLITE_ROW, CL_E_KMS_AUTH, "unknown access key");
     snprintf(arn, CL_KMS_ARN_MAX, "%s", (const char *)sqlite3_column_text(st, 0));
@@ -865,11 +861,10 @@ cl_err cl_kms_audit_append(struct cl_kms_store *s, const struct cl_kms_audit_row
 {
     cl_err rc = CL_OK;
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db,
-                           "INSERT INTO audit(time_ms,request_id,principal,operation,key_id,decision,statement,"
-                           "error,module_id,pcrs) VALUES(?,?,?,?,?,?,?,?,?,?)",
-                           -1, &st, NULL) != SQLITE_OK)
-        return cl_kms_db_fail(s->db, "audit prepare");
+    CL_GUARD(cl_kms_db_prep(s->db,
+                            "INSERT INTO audit(time_ms,request_id,principal,operation,key_id,decision,statement,"
+                            "error,module_id,pcrs) VALUES(?,?,?,?,?,?,?,?,?,?)",
+                            &st, "audit prepare"));
     sqlite3_bind_int64(st, 1, r->time_ms);
     sqlite3_bind_text(st, 2, r->request_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, r->principal, -1, SQLITE_STATIC);
@@ -889,12 +884,12 @@ out:
 
 cl_err cl_kms_audit_list(struct cl_kms_store *s, cl_kms_audit_cb cb, void *arg)
 {
+    cl_err rc = CL_OK;
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT seq,time_ms,request_id,principal,operation,key_id,decision,statement,error,"
-                           "module_id,pcrs FROM audit ORDER BY seq",
-                           -1, &st, NULL) != SQLITE_OK)
-        return cl_kms_db_fail(s->db, "audit list prepare");
+    CL_GUARD(cl_kms_db_prep(s->db,
+                            "SELECT seq,time_ms,request_id,principal,operation,key_id,decision,statement,error,"
+                            "module_id,pcrs FROM audit ORDER BY seq",
+                            &st, "audit list prepare"));
     while (sqlite3_step(st) == SQLITE_ROW) {
         struct cl_kms_audit_row r;
         memset(&r, 0, sizeof(r));
@@ -912,16 +907,16 @@ cl_err cl_kms_audit_list(struct cl_kms_store *s, cl_kms_audit_cb cb, void *arg)
 #undef CL_KMS_COL
         cb(arg, sqlite3_column_int64(st, 0), &r);
     }
+out:
     sqlite3_finalize(st);
-    return CL_OK;
+    return rc;
 }
 
 cl_err cl_kms_store_check(struct cl_kms_store *s)
 {
     cl_err rc = CL_OK;
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, "PRAGMA integrity_check", -1, &st, NULL) != SQLITE_OK)
-        return cl_kms_db_fail(s->db, "integrity prepare");
+    CL_GUARD(cl_kms_db_prep(s->db, "PRAGMA integrity_check", &st, "integrity prepare"));
     CL_ENSURE_D(sqlite3_step(st) == SQLITE_ROW, CL_E_KMS_STORE, "integrity_check returned nothing");
     CL_ENSURE_D(!strcmp((const char *)sqlite3_column_text(st, 0), "ok"), CL_E_KMS_STORE, "integrity_check failed");
 out:

@@ -334,6 +334,18 @@ static cl_err cl_kmsc_dump_secure(json_t *req, char **out)
     return *out ? CL_OK : CL_E_CORE_NOMEM;
 }
 
+/* Frees one exchange: the request, the body sent and the response, whose
+ * base64 Plaintext (a key) is wiped first. */
+static void cl_kmsc_exchange_free(json_t *req, json_t *resp, char *body)
+{
+    json_t *pt = resp ? json_object_get(resp, "Plaintext") : NULL;
+    if (json_is_string(pt))
+        cl_wipe((void *)json_string_value(pt), json_string_length(pt));
+    json_decref(resp);
+    json_decref(req);
+    free(body);
+}
+
 cl_err cl_kmsc_generate_data_key(const struct cl_kmsc_endpoint *ep, const struct cl_kmsc_credentials *cred,
                                 const char *key_id, const struct cl_aws_kv *enc_ctx, size_t n_ctx,
                                 struct cl_buf *plaintext_key, struct cl_buf *ciphertext_blob, char *key_arn,
@@ -361,15 +373,7 @@ cl_err cl_kmsc_generate_data_key(const struct cl_kmsc_endpoint *ep, const struct
         ciphertext_blob->len = c0;
     }
 out:
-    if (resp) {
-        /* wipe the base64 plaintext inside the parsed response */
-        json_t *pt = json_object_get(resp, "Plaintext");
-        if (json_is_string(pt))
-            cl_wipe((void *)json_string_value(pt), json_string_length(pt));
-    }
-    json_decref(resp);
-    json_decref(req);
-    free(body);
+    cl_kmsc_exchange_free(req, resp, body);
     return rc;
 }
 
@@ -415,14 +419,7 @@ static cl_err cl_kmsc_decrypt_common(const struct cl_kmsc_endpoint *ep, const st
         CL_GUARD(cl_kmsc_b64_field(resp, "Plaintext", plaintext, "Decrypt"));
     }
 out:
-    if (resp) {
-        json_t *pt = json_object_get(resp, "Plaintext");
-        if (json_is_string(pt))
-            cl_wipe((void *)json_string_value(pt), json_string_length(pt));
-    }
-    json_decref(resp);
-    json_decref(req);
-    free(body);
+    cl_kmsc_exchange_free(req, resp, body);
     cl_buf_free(&b64);
     cl_buf_free(&docb64);
     cl_buf_free(&cms);

@@ -16,6 +16,8 @@ static const struct cl_bootcfg_lim_def cl_bootcfg_lims[CL_BOOTCFG_LIM_COUNT] = {
     [CL_BOOTCFG_LIM_MAX_PROMPT_TOKENS] = {"max_prompt_tokens", 1, 1u << 20, 4096},
     [CL_BOOTCFG_LIM_MAX_SESSIONS] = {"max_sessions", 1, 256, 4},
     [CL_BOOTCFG_LIM_REQUEST_TIMEOUT_MS] = {"request_timeout_ms", 100, 3600000, 300000},
+    [CL_BOOTCFG_LIM_MAX_IMAGES] = {"max_images", 0, 16, 4},
+    [CL_BOOTCFG_LIM_MAX_IMAGE_BYTES] = {"max_image_bytes", 1024, 32u << 20, 8u << 20},
 };
 
 const struct cl_bootcfg_lim_def *cl_bootcfg_lim(enum cl_bootcfg_lim l)
@@ -122,7 +124,7 @@ cl_err cl_bootcfg_write(const struct cl_bootcfg *c, struct cl_buf *out)
     for (int l = CL_BOOTCFG_LIM_NONE + 1; l < CL_BOOTCFG_LIM_COUNT; l++)
         CL_GUARD(cl_buf_appendf(out, "%s\"%s\":%llu", l > 1 ? "," : "", cl_bootcfg_lims[l].name,
                                 (unsigned long long)c->limits[l]));
-    CL_GUARD(cl_buf_append_str(out, "}}"));
+    CL_GUARD(cl_buf_append_str(out, c->mmproj ? "},\"mmproj\":true}" : "}}"));
 out:
     if (rc != CL_OK) {
         cl_wipe(out->data + start, out->len - start);
@@ -160,7 +162,7 @@ static cl_err cl_bootcfg_str(json_t *o, const char *k, char *dst, size_t cap, bo
 
 cl_err cl_bootcfg_parse(const uint8_t *p, size_t n, struct cl_bootcfg *out)
 {
-    static const char *const top[] = {"kms", "limits", NULL};
+    static const char *const top[] = {"kms", "limits", "mmproj", NULL};
     static const char *const kms[] = {"endpoint", "region", "access_key_id", "secret_access_key",
                                       "session_token", "ca_pem", NULL};
     cl_err rc = CL_OK;
@@ -174,7 +176,9 @@ cl_err cl_bootcfg_parse(const uint8_t *p, size_t n, struct cl_bootcfg *out)
     j = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES, &je);
     CL_ENSURE_D(json_is_object(j), CL_E_PROTO_BOOT_CONFIG, "not a JSON object without duplicate keys");
     CL_ENSURE_D(cl_bootcfg_only(j, top), CL_E_PROTO_BOOT_CONFIG, "unknown top-level member");
-    json_t *k = json_object_get(j, "kms"), *l = json_object_get(j, "limits");
+    json_t *k = json_object_get(j, "kms"), *l = json_object_get(j, "limits"), *mp = json_object_get(j, "mmproj");
+    CL_ENSURE_D(!mp || json_is_boolean(mp), CL_E_PROTO_BOOT_CONFIG, "mmproj must be true or false");
+    c->mmproj = json_is_true(mp);
     CL_ENSURE_D(json_is_object(k), CL_E_PROTO_BOOT_CONFIG, "kms must be an object");
     CL_ENSURE_D(cl_bootcfg_only(k, kms), CL_E_PROTO_BOOT_CONFIG, "unknown member in kms");
     CL_GUARD(cl_bootcfg_str(k, "endpoint", c->kms_endpoint, sizeof(c->kms_endpoint), true));

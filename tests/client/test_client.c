@@ -434,8 +434,8 @@ static cl_err on_token(void *arg, const char *p, size_t n)
 }
 
 static const struct cl_client_msg question[] = {
-    {"system", "You are a careful medical assistant.", 36},
-    {"user", "What helps with a \"mild\" fever?\n", 32},
+    {.role = "system", .content = "You are a careful medical assistant.", .content_len = 36},
+    {.role = "user", .content = "What helps with a \"mild\" fever?\n", .content_len = 32},
 };
 
 static cl_err ask(cl_client *c, bool stream, struct cl_client_result *res, struct tokens *t)
@@ -571,6 +571,11 @@ static void test_refusals(void **state)
     memset(t.config_sha256, 0xc1, 32);
     refused(FAKE_NONE, CL_E_NET_CLIENT_CONFIG, &t);
     t.pin_kms = t.pin_kms_endpoint = t.pin_kms_ca = t.kms_ca_none = t.pin_config = false;
+    /* A projector pinned: this enclave loaded none. */
+    t.pin_mmproj = true;
+    memset(t.mmproj_sha256, 0x5a, 32);
+    refused(FAKE_NONE, CL_E_NET_CLIENT_MODEL, &t);
+    t.pin_mmproj = false;
     /* Another root pinned by the client: the genuine document is refused. */
     struct cl_trust t2;
     make_trust(&t2, F.other);
@@ -865,6 +870,8 @@ static void test_user_data(void **state)
     snprintf(u.kms_endpoint, sizeof(u.kms_endpoint), "https://127.0.0.1:8443");
     u.has_kms_ca = true;
     memset(u.kms_ca_sha256, 4, 32);
+    u.has_mmproj = true;
+    memset(u.mmproj_sha256, 5, 32);
     struct cl_buf b;
     cl_buf_init(&b, 4096, CL_BUF_NONE);
     assert_ok(cl_attest_user_data_encode(&u, &b));
@@ -873,19 +880,19 @@ static void test_user_data(void **state)
     assert_memory_equal(&u, &back, sizeof(u));
     assert_err(cl_attest_user_data_parse(b.data, b.len - 1, &back), CL_E_ATTEST_USER_DATA_MALFORMED);
     assert_err(cl_attest_user_data_parse(b.data, 0, &back), CL_E_ATTEST_USER_DATA_MALFORMED);
-    /* v = 1 (an older enclave) */
-    assert_int_equal(b.data[3], 0x02);
-    b.data[3] = 0x01;
-    assert_err(cl_attest_user_data_parse(b.data, b.len, &back), CL_E_ATTEST_USER_DATA_MALFORMED);
+    /* v = 2 (an older enclave) */
+    assert_int_equal(b.data[3], 0x03);
     b.data[3] = 0x02;
+    assert_err(cl_attest_user_data_parse(b.data, b.len, &back), CL_E_ATTEST_USER_DATA_MALFORMED);
+    b.data[3] = 0x03;
     /* Not canonical: same map with keys out of order. */
     struct cl_buf nc;
     cl_buf_init(&nc, 4096, CL_BUF_NONE);
-    assert_ok(cl_cbor_put_map(&nc, 5));
+    assert_ok(cl_cbor_put_map(&nc, 6));
     assert_ok(cl_cbor_put_text(&nc, "audit_key"));
     assert_ok(cl_cbor_put_bytes(&nc, u.audit_key, 120));
     assert_ok(cl_cbor_put_text(&nc, "v"));
-    assert_ok(cl_cbor_put_uint(&nc, 2));
+    assert_ok(cl_cbor_put_uint(&nc, 3));
     assert_ok(cl_cbor_put_text(&nc, "kms"));
     assert_ok(cl_cbor_put_map(&nc, 3));
     assert_ok(cl_cbor_put_text(&nc, "ca"));
@@ -898,7 +905,24 @@ static void test_user_data(void **state)
     assert_ok(cl_cbor_put_bytes(&nc, u.model_sha256, 32));
     assert_ok(cl_cbor_put_text(&nc, "config_sha256"));
     assert_ok(cl_cbor_put_bytes(&nc, u.config_sha256, 32));
+    assert_ok(cl_cbor_put_text(&nc, "mmproj_sha256"));
+    assert_ok(cl_cbor_put_bytes(&nc, u.mmproj_sha256, 0));
     assert_err(cl_attest_user_data_parse(nc.data, nc.len, &back), CL_E_ATTEST_USER_DATA_MALFORMED);
+    /* A projector digest of neither 0 nor 32 bytes. */
+    {
+        struct cl_buf x;
+        cl_buf_init(&x, 4096, CL_BUF_NONE);
+        assert_ok(cl_attest_user_data_encode(&u, &x));
+        size_t at = x.len - 33; /* bstr(32) header byte 0x58 0x20 ... is the last item */
+        assert_int_equal(x.data[at - 1], 0x58);
+        x.data[at] = 0x1f;
+        x.len--;
+        assert_err(cl_attest_user_data_parse(x.data, x.len, &back), CL_E_ATTEST_USER_DATA_MALFORMED);
+        cl_buf_free(&x);
+    }
+    /* No projector: an empty byte string. */
+    u.has_mmproj = false;
+    memset(u.mmproj_sha256, 0, 32);
     /* No extra CA; a key id with a space; no audit key. */
     u.has_kms_ca = false;
     memset(u.kms_ca_sha256, 0, 32);
@@ -921,7 +945,7 @@ static void test_request_json(void **state)
     struct cl_buf b;
     cl_buf_init(&b, 1 << 16, CL_BUF_SECURE);
     const char ctl[] = "tab\there\x01 \xc3\xa9";
-    struct cl_client_msg m[] = {{"user", ctl, sizeof(ctl) - 1}};
+    struct cl_client_msg m[] = {{.role = "user", .content = ctl, .content_len = sizeof(ctl) - 1}};
     struct cl_client_params p;
     memset(&p, 0, sizeof(p));
     p.has_top_p = true;
@@ -937,7 +961,7 @@ static void test_request_json(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "model")), "cloister");
     assert_null(json_object_get(j, "seed"));
     json_decref(j);
-    struct cl_client_msg badrole[] = {{"tool", "x", 1}};
+    struct cl_client_msg badrole[] = {{.role = "tool", .content = "x", .content_len = 1}};
     assert_err(cl_client_request_json(badrole, 1, NULL, false, &b), CL_E_CORE_INVALID_ARG);
     assert_err(cl_client_request_json(m, 0, NULL, false, &b), CL_E_CORE_INVALID_ARG);
     p.top_p = 2;

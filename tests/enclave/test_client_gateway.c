@@ -265,8 +265,8 @@ static cl_err on_token(void *arg, const char *p, size_t n)
 }
 
 static const struct cl_client_msg question[] = {
-    {"system", "Be brief.", 9},
-    {"user", "PHI-MARKER-51c2: what helps with a fever?", 41},
+    {.role = "system", .content = "Be brief.", .content_len = 9},
+    {.role = "user", .content = "PHI-MARKER-51c2: what helps with a fever?", .content_len = 41},
 };
 #define ANSWER "Rest, fluids and caf\xc3\xa9."
 

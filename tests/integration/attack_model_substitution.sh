@@ -50,7 +50,7 @@ evil_down() {
   for p in $evil_enclave $evil_host $evil_kms; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   evil_enclave= evil_host= evil_kms=
 }
-stack_wait_for "$E/kms.out" 'listening on' 10 || { bad "operator's key service up"; finish; exit 1; }
+stack_wait_for "$E/kms.out" 'listening on' 60 || { bad "operator's key service up"; finish; exit 1; }
 evil_url=http://$(grep -oE '127\.0\.0\.1:[0-9]+' "$E/kms.out" | head -1)
 printf '{"Version":"2012-10-17","Statement":[{"Sid":"all","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::%s:user/mallory"},"Action":"kms:*","Resource":"*"}]}\n' "$macct" > "$E/policy.json"
 evil_key=$(AWS_SHARED_CREDENTIALS_FILE=$E/credentials AWS_REGION=us-east-1 \
@@ -65,7 +65,7 @@ boot_evil() {
   "$HOST" --listen 127.0.0.1:0 --enclave-cid 16 --vsock-dir "$E/vsock$n" --model "$2" --kms "$evil_url" \
     --kms-credentials "$E/host.json" > "$E/host$n.out" 2> "$E/host$n.log" &
   evil_host=$!
-  stack_wait_for "$E/host$n.out" 'listening on' 10 || return 1
+  stack_wait_for "$E/host$n.out" 'listening on' 30 || return 1
   evil_host_url=http://$(grep -oE '127\.0\.0\.1:[0-9]+' "$E/host$n.out" | head -1)
   "$SIM" run "$D/enclave.img" --dir "$SIM_DIR" --vsock-dir "$E/vsock$n" --cid 16 > "$E/enclave$n.out" 2> "$E/enclave$n.log" &
   evil_enclave=$!

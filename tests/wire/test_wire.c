@@ -74,15 +74,18 @@ static void test_bootcfg(void **state)
     strcpy(c.kms_ca_pem, "-----BEGIN CERTIFICATE-----\nMIIB\\\"x\n-----END CERTIFICATE-----\n");
     for (int l = CL_BOOTCFG_LIM_NONE + 1; l < CL_BOOTCFG_LIM_COUNT; l++)
         c.limits[l] = cl_bootcfg_lim((enum cl_bootcfg_lim)l)->max; /* every limit at its edge */
+    c.mmproj = true;
     assert_ok(cl_bootcfg_write(&c, &b));
     assert_ok(cl_bootcfg_parse(b.data, b.len, &back));
     assert_memory_equal(&c, &back, sizeof(c));
+    c.mmproj = false;
     /* limits absent: defaults */
     const char *min = "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\","
                       "\"secret_access_key\":\"s\"}}";
     assert_ok(cl_bootcfg_parse((const uint8_t *)min, strlen(min), &back));
     assert_int_equal(back.limits[CL_BOOTCFG_LIM_MAX_PROMPT_TOKENS],
                      cl_bootcfg_lim(CL_BOOTCFG_LIM_MAX_PROMPT_TOKENS)->def);
+    assert_false(back.mmproj);
     /* what the writer refuses, the reader refuses too */
     c.limits[CL_BOOTCFG_LIM_MAX_SESSIONS] = 257;
     cl_buf_reset(&b);
@@ -106,6 +109,8 @@ static void test_bootcfg(void **state)
         "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"},\"limits\":{\"max_tokens\":\"9\"}}",
         "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"},\"limits\":{\"threads\":2}}",
         "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"},\"limits\":{\"max_sessions\":257}}",
+        "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"},\"mmproj\":1}",
+        "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"},\"limits\":{\"max_images\":17}}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (cl_bootcfg_parse((const uint8_t *)bad[i], strlen(bad[i]), &back) != CL_E_PROTO_BOOT_CONFIG)

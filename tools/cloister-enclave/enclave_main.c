@@ -108,6 +108,9 @@ int cloister_enclave_main(int argc, char **argv)
     step = "model";
     if ((rc = cl_engine_new(bt->model, bt->model_len, threads, tmpl, bt->limits.max_prompt_tokens, &eng)) != CL_OK)
         goto fail;
+    step = "vision projector";
+    if (bt->has_mmproj && (rc = cl_engine_set_vision(eng, bt->mmproj, bt->mmproj_len)) != CL_OK)
+        goto fail;
     step = "keys";
     if ((rc = cl_random_bytes(&key_id, 1)) != CL_OK || (rc = cl_pkey_generate(CL_PKEY_P384, &audit)) != CL_OK ||
         (rc = cl_boot_user_data(bt, audit, &ud)) != CL_OK)

@@ -23,6 +23,7 @@ static void cl_host_help(FILE *f)
             "                     --model MODEL.sealed --kms URL --kms-credentials FILE\n"
             "                     [--max-body BYTES] [--max-inflight BYTES] [--timeout-ms N] [--max-tokens N]\n"
             "                     [--max-prompt-tokens N] [--max-sessions N] [--max-connections N]\n"
+            "                     [--mmproj PROJECTOR.sealed] [--max-images N] [--max-image-bytes N]\n"
             "                     [--max-client-connections N] [--header-timeout-ms N] [--body-timeout-ms N]\n"
             "                     [--idle-timeout-s N] [--http-threads N] [--enclave-workers N] [--enclave-queue N]\n"
             "                     [--capture-dir DIR] [--log-level LEVEL]\n\n"
@@ -34,7 +35,8 @@ static void cl_host_help(FILE *f)
             "  POST /v1/ohttp                   message/ohttp-req or message/ohttp-chunked-req\n"
             "  GET  /healthz  /readyz  /metrics\n\n"
             "vsock services for the enclave (this side is CID 3): 5001 sealed model stream,\n"
-            "5002 boot configuration, 8000 byte pipe to the key service. The enclave's\n"
+            "5002 boot configuration, 5003 sealed projector stream (with --mmproj), 8000 byte\n"
+            "pipe to the key service. The enclave's\n"
             "service port is 5000 on --enclave-cid.\n\n"
             "options:\n"
             "  --listen ADDR:PORT       HTTP address (IPv4, [IPv6] or localhost)\n"
@@ -42,6 +44,10 @@ static void cl_host_help(FILE *f)
             "  --vsock-dir DIR          simulator: UNIX sockets in DIR (mode 0700) instead of AF_VSOCK\n"
             "                           (same as $CLOISTER_VSOCK_DIR)\n"
             "  --model FILE             sealed model streamed to the enclave at boot\n"
+            "  --mmproj FILE            sealed vision projector (sealed under the model's key) streamed\n"
+            "                           to the enclave at boot; without it the enclave refuses images\n"
+            "  --max-images N           images per request, 0..16 (default 4)\n"
+            "  --max-image-bytes N      encoded bytes per image, 1024..33554432 (default 8388608)\n"
             "  --kms URL                key service endpoint (http:// or https://HOST[:PORT])\n"
             "  --kms-ca FILE            extra CA certificate (PEM) the enclave trusts for an https key service;\n"
             "                           TLS ends inside the enclave, the host pipes ciphertext\n"
@@ -162,6 +168,17 @@ int main(int argc, char **argv)
             vsock_dir = val;
         } else if (!strcmp(a, "--model")) {
             cfg.model_path = val;
+        } else if (!strcmp(a, "--mmproj")) {
+            cfg.mmproj_path = val;
+        } else if (!strcmp(a, "--max-images")) {
+            if (cl_host_lim(a, val, CL_BOOTCFG_LIM_MAX_IMAGES, &v))
+                return CL_HOST_EXIT_USAGE;
+            cfg.max_images = (unsigned)v;
+            cfg.has_max_images = true;
+        } else if (!strcmp(a, "--max-image-bytes")) {
+            if (cl_host_lim(a, val, CL_BOOTCFG_LIM_MAX_IMAGE_BYTES, &v))
+                return CL_HOST_EXIT_USAGE;
+            cfg.max_image_bytes = (unsigned)v;
         } else if (!strcmp(a, "--kms")) {
             kms_url = val;
         } else if (!strcmp(a, "--kms-credentials")) {

@@ -109,6 +109,15 @@ CL_MUST_CHECK cl_err cl_model_seq_truncate(struct cl_model_seq *s, uint32_t pos)
 CL_MUST_CHECK cl_err cl_model_seq_eval(struct cl_model_seq *s, const int32_t *tokens, size_t n, float *logits,
                                        bool all_logits);
 
+/* Evaluates n input rows given as embeddings (n_embd floats each, used as
+ * given: no token-embedding scale), for example a projected image, at the next
+ * n positions. With non_causal, every row attends to all rows of the block
+ * (gemma3 image blocks; sliding windows still apply) and n must fit one batch
+ * (CL_E_INFER_MODEL_CTX otherwise). logits/all_logits as cl_model_seq_eval.
+ * Non-finite values: CL_E_CORE_INVALID_ARG. */
+CL_MUST_CHECK cl_err cl_model_seq_eval_embd(struct cl_model_seq *s, const float *embd, size_t n, bool non_causal,
+                                            float *logits, bool all_logits);
+
 /* Greedy choice: index of the largest logit, ties to the lowest index. */
 int32_t cl_model_argmax(const float *logits, size_t n);
 
@@ -142,6 +151,9 @@ CL_MUST_CHECK cl_err cl_model_session_new(const struct cl_model *m, const cl_tok
 void cl_model_session_free(struct cl_model_session *s);
 /* Evaluates tokens (one batch per CL ubatch); their last logits become current. */
 CL_MUST_CHECK cl_err cl_model_session_feed(struct cl_model_session *s, const int32_t *tokens, size_t n);
+/* Evaluates n embedding rows (cl_model_seq_eval_embd); their last logits become current. */
+CL_MUST_CHECK cl_err cl_model_session_feed_embd(struct cl_model_session *s, const float *embd, size_t n,
+                                                bool non_causal);
 /* Tokenizes text with cl_tokenize flags (CL_TOK_ADD_SPECIAL, ...) and feeds it. */
 CL_MUST_CHECK cl_err cl_model_session_feed_text(struct cl_model_session *s, const char *text, size_t len,
                                                 unsigned tok_flags);

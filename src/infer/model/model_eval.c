@@ -207,6 +207,7 @@ struct cl_model_attn_job {
     uint32_t n_tok;
     uint32_t pos0;
     uint32_t t0; /* queries of rows [t0, n_tok) only */
+    bool non_causal; /* every row sees the whole batch (an image block) */
 };
 
 static void cl_model_attn_worker(void *arg, unsigned ith, unsigned nth)
@@ -234,6 +235,8 @@ static void cl_model_attn_worker(void *arg, unsigned ith, unsigned nth)
         uint32_t p = j->pos0 + t;
         uint32_t kvh = hd / group;
         uint32_t first = 0;
+        /* causal: keys up to the query; non-causal batch: up to its last row (the window still applies) */
+        const uint32_t last = j->non_causal ? j->pos0 + j->n_tok - 1 : p;
         if (L->swa && hp->sliding_window > 0 && p + 1 > hp->sliding_window)
             first = p + 1 - hp->sliding_window;
         const float *q = s->q + (size_t)t * nh * dk + (size_t)hd * dk;
@@ -241,7 +244,7 @@ static void cl_model_attn_worker(void *arg, unsigned ith, unsigned nth)
         /* with an fp16 cache, q is rounded to fp16 too, as ggml's F16 matmul does */
         if (s->kv_f16)
             cl_k_fp32_to_fp16_row(q, q16, dk);
-        for (uint32_t kp = first; kp <= p; kp++) {
+        for (uint32_t kp = first; kp <= last; kp++) {
             size_t ko = (size_t)(kp % slots) * s->kv_k_row + (size_t)kvh * dk;
             float d = (s->kv_f16 ? cl_k_vec_dot(CL_GGML_F16, kc16 + ko, q16, dk) : cl_k_dot_f32(q, kc + ko, dk)) *
                       kq_scale;
@@ -250,7 +253,7 @@ static void cl_model_attn_worker(void *arg, unsigned ith, unsigned nth)
                 mx = d;
         }
         double sum = 0.0;
-        for (uint32_t kp = first; kp <= p; kp++) {
+        for (uint32_t kp = first; kp <= last; kp++) {
             float e = expf(sc[kp] - mx);
             sc[kp] = e;
             sum += (double)e;
@@ -259,7 +262,7 @@ static void cl_model_attn_worker(void *arg, unsigned ith, unsigned nth)
         float *o = s->att + (size_t)t * nh * dv + (size_t)hd * dv;
         for (uint32_t i = 0; i < dv; i++)
             o[i] = 0.0f;
-        for (uint32_t kp = first; kp <= p; kp++) {
+        for (uint32_t kp = first; kp <= last; kp++) {
             size_t vo = (size_t)(kp % slots) * s->kv_v_row + (size_t)kvh * dv;
             if (s->kv_f16)
                 cl_k_axpy_f16(o, sc[kp] * inv, vc16 + vo, dv);
@@ -277,8 +280,10 @@ static void cl_model_norm_rows(float *dst, const float *src, const float *w, uin
         cl_k_rmsnorm_f32(dst + (size_t)t * n, src + (size_t)t * n, w, n, eps);
 }
 
-static cl_err cl_model_forward(struct cl_model_seq *s, const int32_t *tokens, uint32_t n_tok, float *logits,
-                             bool all_logits)
+/* Input rows come from tokens (looked up and scaled) or, when tokens is
+ * NULL, from embd (n_embd floats per row, used as given). */
+static cl_err cl_model_forward(struct cl_model_seq *s, const int32_t *tokens, const float *embd, bool non_causal,
+                               uint32_t n_tok, float *logits, bool all_logits)
 {
     const struct cl_model *m = s->m;
     const struct cl_model_hparams *hp = &m->hp;
@@ -290,6 +295,10 @@ static cl_err cl_model_forward(struct cl_model_seq *s, const int32_t *tokens, ui
 
     for (uint32_t t = 0; t < n_tok; t++) {
         float *xr = s->x + (size_t)t * E;
+        if (!tokens) {
+            memcpy(xr, embd + (size_t)t * E, (size_t)E * sizeof(float));
+            continue;
+        }
         CL_GUARD(cl_model_get_row(&m->tok_embd, (uint32_t)tokens[t], xr));
         if (hp->embd_scale != 1.0f)
             for (uint32_t i = 0; i < E; i++)
@@ -346,7 +355,7 @@ static cl_err cl_model_forward(struct cl_model_seq *s, const int32_t *tokens, ui
         uint32_t nt = n_tok - t0;
         float *x = s->x + (size_t)t0 * E, *o = s->o + (size_t)t0 * E, *h = s->h + (size_t)t0 * E;
         float *gg = s->g + (size_t)t0 * hp->n_ff, *uu = s->u + (size_t)t0 * hp->n_ff;
-        struct cl_model_attn_job job = {s, il, n_tok, pos0, t0};
+        struct cl_model_attn_job job = {s, il, n_tok, pos0, t0, non_causal};
         cl_pool_run(pool, cl_model_attn_worker, &job);
         CL_GUARD(cl_model_matmul(pool, &L->wo, s->att + (size_t)t0 * aw, aw, nt, o, E, &s->act));
         if (hp->post_norms)
@@ -400,7 +409,36 @@ cl_err cl_model_seq_eval(struct cl_model_seq *s, const int32_t *tokens, size_t n
             lg = logits + done * s->m->hp.n_vocab;
         else if (logits && last)
             lg = logits;
-        CL_GUARD(cl_model_forward(s, tokens + done, chunk, lg, all_logits));
+        CL_GUARD(cl_model_forward(s, tokens + done, NULL, false, chunk, lg, all_logits));
+        done += chunk;
+    }
+out:
+    return rc;
+}
+
+cl_err cl_model_seq_eval_embd(struct cl_model_seq *s, const float *embd, size_t n, bool non_causal, float *logits,
+                              bool all_logits)
+{
+    cl_err rc = CL_OK;
+    CL_ENSURE_D(s && embd, CL_E_CORE_INVALID_ARG, "sequence or embeddings NULL");
+    CL_ENSURE_D(n > 0, CL_E_CORE_INVALID_ARG, "no embeddings to evaluate");
+    CL_ENSURE_D(n <= (size_t)(s->n_ctx - s->pos), CL_E_INFER_MODEL_CTX_FULL,
+                "%zu embeddings at position %u exceed context %u", n, s->pos, s->n_ctx);
+    /* a non-causal block must be one forward pass, or its first rows would miss the later ones */
+    CL_ENSURE_D(!non_causal || n <= s->ubatch, CL_E_INFER_MODEL_CTX,
+                "non-causal block of %zu rows exceeds the batch size %u", n, s->ubatch);
+    const size_t E = s->m->hp.n_embd;
+    for (size_t i = 0; i < n * E; i++)
+        CL_ENSURE_D(isfinite(embd[i]), CL_E_CORE_INVALID_ARG, "embedding row %zu is not finite", i / E);
+    for (size_t done = 0; done < n;) {
+        uint32_t chunk = (uint32_t)(n - done < s->ubatch ? n - done : s->ubatch);
+        bool last = done + chunk == n;
+        float *lg = NULL;
+        if (logits && all_logits)
+            lg = logits + done * s->m->hp.n_vocab;
+        else if (logits && last)
+            lg = logits;
+        CL_GUARD(cl_model_forward(s, NULL, embd + done * E, non_causal, chunk, lg, all_logits));
         done += chunk;
     }
 out:

@@ -77,6 +77,16 @@ out:
     return rc;
 }
 
+cl_err cl_model_session_feed_embd(struct cl_model_session *s, const float *embd, size_t n, bool non_causal)
+{
+    cl_err rc = CL_OK;
+    CL_ENSURE_D(s, CL_E_CORE_INVALID_ARG, "session NULL");
+    CL_GUARD(cl_model_seq_eval_embd(s->seq, embd, n, non_causal, s->logits, false));
+    s->have_logits = true;
+out:
+    return rc;
+}
+
 cl_err cl_model_session_feed_text(struct cl_model_session *s, const char *text, size_t len, unsigned tok_flags)
 {
     cl_err rc = CL_OK;

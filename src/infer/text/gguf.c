@@ -49,8 +49,7 @@ const char *cl_gguf_type_name(enum cl_gguf_type t)
     return (unsigned)t < CL_GGUF_TYPE_COUNT ? cl_gguf_type_names[t] : "invalid";
 }
 
-/* Fixed size of a scalar type, 0 for STRING/ARRAY/invalid. */
-static size_t cl_gguf_scalar_size(uint32_t t)
+size_t cl_gguf_scalar_size(uint32_t t)
 {
     switch (t) {
     case CL_GGUF_UINT8: case CL_GGUF_INT8: case CL_GGUF_BOOL: return 1;
@@ -490,40 +489,34 @@ static cl_err cl_gguf_typed(const cl_gguf *g, const char *key, enum cl_gguf_type
     return CL_OK;
 }
 
-cl_err cl_gguf_get_u32(const cl_gguf *g, const char *key, uint32_t *out)
+/* A fixed-size scalar of the wanted type, copied out only on success. */
+static cl_err cl_gguf_get_fixed(const cl_gguf *g, const char *key, enum cl_gguf_type want, void *out, size_t size)
 {
     const struct cl_gguf_kv *kv = NULL;
-    cl_err e = cl_gguf_typed(g, key, CL_GGUF_UINT32, &kv);
+    cl_err e = cl_gguf_typed(g, key, want, &kv);
     if (e == CL_OK)
-        memcpy(out, kv->data, 4);
+        memcpy(out, kv->data, size);
     return e;
+}
+
+cl_err cl_gguf_get_u32(const cl_gguf *g, const char *key, uint32_t *out)
+{
+    return cl_gguf_get_fixed(g, key, CL_GGUF_UINT32, out, 4);
 }
 
 cl_err cl_gguf_get_i32(const cl_gguf *g, const char *key, int32_t *out)
 {
-    const struct cl_gguf_kv *kv = NULL;
-    cl_err e = cl_gguf_typed(g, key, CL_GGUF_INT32, &kv);
-    if (e == CL_OK)
-        memcpy(out, kv->data, 4);
-    return e;
+    return cl_gguf_get_fixed(g, key, CL_GGUF_INT32, out, 4);
 }
 
 cl_err cl_gguf_get_u64(const cl_gguf *g, const char *key, uint64_t *out)
 {
-    const struct cl_gguf_kv *kv = NULL;
-    cl_err e = cl_gguf_typed(g, key, CL_GGUF_UINT64, &kv);
-    if (e == CL_OK)
-        memcpy(out, kv->data, 8);
-    return e;
+    return cl_gguf_get_fixed(g, key, CL_GGUF_UINT64, out, 8);
 }
 
 cl_err cl_gguf_get_f32(const cl_gguf *g, const char *key, float *out)
 {
-    const struct cl_gguf_kv *kv = NULL;
-    cl_err e = cl_gguf_typed(g, key, CL_GGUF_FLOAT32, &kv);
-    if (e == CL_OK)
-        memcpy(out, kv->data, 4);
-    return e;
+    return cl_gguf_get_fixed(g, key, CL_GGUF_FLOAT32, out, 4);
 }
 
 cl_err cl_gguf_get_bool(const cl_gguf *g, const char *key, bool *out)

@@ -187,20 +187,9 @@ cl_err cl_gguf_writer_add_str(cl_gguf_writer *w, const char *key, const char *s)
     return cl_gguf_writer_add_strn(w, key, s, strlen(s));
 }
 
-static size_t cl_gguf_w_elem_size(enum cl_gguf_type t)
-{
-    switch (t) {
-    case CL_GGUF_UINT8: case CL_GGUF_INT8: case CL_GGUF_BOOL: return 1;
-    case CL_GGUF_UINT16: case CL_GGUF_INT16: return 2;
-    case CL_GGUF_UINT32: case CL_GGUF_INT32: case CL_GGUF_FLOAT32: return 4;
-    case CL_GGUF_UINT64: case CL_GGUF_INT64: case CL_GGUF_FLOAT64: return 8;
-    default: return 0;
-    }
-}
-
 cl_err cl_gguf_writer_add_arr(cl_gguf_writer *w, const char *key, enum cl_gguf_type elem, const void *elems, size_t n)
 {
-    size_t sz = cl_gguf_w_elem_size(elem), bytes;
+    size_t sz = cl_gguf_scalar_size(elem), bytes;
     if (!sz)
         return cl_err_fail(CL_E_INFER_GGUF_BAD_TYPE, "array element type %s for %s", cl_gguf_type_name(elem),
                            key ? key : "?");
