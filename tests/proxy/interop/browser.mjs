@@ -95,7 +95,8 @@ try {
   let sent = null;
   try { sent = JSON.parse(last); } catch { /* checked below */ }
   const parts = sent && sent.messages[sent.messages.length - 1].content;
-  check(Array.isArray(parts) && parts[1].type === "image_url" && parts[1].image_url.url.startsWith("data:image/png;base64,"),
+  check(Array.isArray(parts) && parts[0].type === "image_url" && parts[0].image_url.url.startsWith("data:image/png;base64,") &&
+    parts[1].type === "text",
     "the image went out as an image_url data: URL part");
   const outcome = await page.$eval("#status", (e) => e.textContent);
   check(outcome === "Answered." || /^4\d\d: the enclave answered/.test(outcome),

@@ -29,6 +29,20 @@ async function main() {
     check(s instanceof OpenAI.APIError && s.status === 502, "refused: a streamed request too", `${s && s.status}`);
     return;
   }
+  if (env.MODE === "image") {
+    const fs = await import("node:fs");
+    const url = "data:image/png;base64," + fs.readFileSync(env.IMAGE_FILE).toString("base64");
+    // the image first, then the text: the order `cloister run --image` and `cloister ask --image` use
+    const content = [{ type: "image_url", image_url: { url } }, { type: "text", text: Q }];
+    const r = await c.chat.completions.create({ model: "cloister", messages: [{ role: "user", content }], max_tokens: 8, temperature: 0 });
+    check(r.choices[0].message.content === env.WANT_IMAGE, "an image content part: the answer equals cloister run --image",
+      `proxy='${r.choices[0].message.content}' run='${env.WANT_IMAGE}'`);
+    const st = await c.chat.completions.create({ model: "cloister", messages: [{ role: "user", content }], max_tokens: 8, temperature: 0, stream: true });
+    let text = "";
+    for await (const ch of st) text += ch.choices[0]?.delta?.content ?? "";
+    check(text === env.WANT_IMAGE, "an image content part, streamed: the same answer", `'${text}'`);
+    return;
+  }
   if (env.MODE === "token") {
     const e = await apiError(client("wrong-token-wrong-token").chat.completions.create({ model: "cloister", messages: msgs, max_tokens: 2 }));
     check(e instanceof OpenAI.AuthenticationError && e.status === 401, "a wrong bearer token: 401", `${e && e.status}`);
