@@ -7,6 +7,7 @@
 #define CLOISTER_ENCLAVE_RUNTIME_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdbool.h>
 
 #include "cloister/attest_user_data.h"
@@ -87,7 +88,23 @@ struct cl_service {
     const struct cl_enclave_limits *limits;
     const char *model_name;
     const uint8_t *model_sha256;
+    struct cl_jobs *jobs; /* batch jobs (JOB_REQ); NULL: refused */
 };
 CL_MUST_CHECK cl_err cl_service_run(struct cl_service *s);
+/* One NSM exchange at a time, whoever asks (service, jobs). */
+extern pthread_mutex_t cl_enclave_nsm_mu;
+
+/* ---- batch jobs (job.c, docs/batch.md) ---- */
+struct cl_jobs;
+/* bt must keep the key-service credentials for the job keys' release. Makes
+ * the attestation document that certifies the audit key (its digest names
+ * the receipt chain). */
+CL_MUST_CHECK cl_err cl_jobs_new(struct cl_enclave_boot *bt, cl_nsm *nsm, const cl_pkey *audit, const uint8_t *ud,
+                                 size_t ud_len, const struct cl_generator *gen, const struct cl_enclave_limits *lim,
+                                 struct cl_jobs **out);
+void cl_jobs_free(struct cl_jobs *j);
+/* Handles one JOB_REQ on fd: a JOB_RES, or an ERROR frame (returned code)
+ * when the job cannot be opened: malformed, or its key refused. */
+CL_MUST_CHECK cl_err cl_jobs_handle(struct cl_jobs *j, int fd, const uint8_t *job, size_t n);
 
 #endif

@@ -7,6 +7,7 @@
 #ifndef CLOISTER_HOST_H
 #define CLOISTER_HOST_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -115,6 +116,22 @@ CL_MUST_CHECK cl_err cl_host_json_get_string(const void *p, size_t n, const char
 CL_MUST_CHECK cl_err cl_host_json_check_keys(const void *p, size_t n, const char *const *allowed);
 /* Appends s as a JSON string literal (quotes and escapes included). */
 CL_MUST_CHECK cl_err cl_host_json_put_string(struct cl_buf *out, const char *s, size_t n);
+
+/* Batch worker (src/host/worker.c, docs/batch.md): pulls messages, fetches
+ * job objects, hands them to the enclave (JOB_REQ), stores what it returns,
+ * until *stop. Links SQLite and the object store, never key-handling code. */
+struct cl_host_worker_config {
+    uint32_t enclave_cid;
+    const char *queue_url;   /* sqlite:PATH */
+    const char *objects_url; /* dir:PATH */
+    const char *results_url; /* sqlite:PATH */
+    unsigned visibility_ms;  /* a received message stays invisible this long */
+    unsigned max_receives;   /* job failures before the dead-letter queue */
+    unsigned poll_ms;        /* wait when the queue is empty */
+    unsigned retry_ms;       /* a failed job is visible again after retry_ms x receives (at most 10x) */
+    unsigned timeout_ms;     /* longest wait for the enclave's answer */
+};
+CL_MUST_CHECK cl_err cl_host_worker_run(const struct cl_host_worker_config *c, const volatile sig_atomic_t *stop);
 
 /* Nonce from the query string: 32..128 hex digits (either case). */
 CL_MUST_CHECK cl_err cl_host_nonce_parse(const char *hex, struct cl_buf *out);

@@ -34,6 +34,8 @@ enum cl_wire_type {
     CL_WIRE_STATUS_RES,  /* enclave -> host: JSON object of public state */
     CL_WIRE_BOOT_REQ,    /* enclave -> host: ask for boot configuration */
     CL_WIRE_BOOT_CONFIG, /* host -> enclave: JSON boot configuration */
+    CL_WIRE_JOB_REQ,     /* host -> enclave: a batch job object (ciphertext, docs/formats/job.md) */
+    CL_WIRE_JOB_RES,     /* enclave -> host: result object, receipt, attestation, public meta (cloister/wire_job.h) */
     CL_WIRE_TYPE_COUNT
 };
 

@@ -102,5 +102,7 @@ int cl_cmd_ask(int argc, char **argv);
 int cl_cmd_chat(int argc, char **argv);
 int cl_cmd_image(int argc, char **argv);
 int cl_cmd_proxy(int argc, char **argv);
+int cl_cmd_batch(int argc, char **argv);
+int cl_cmd_audit(int argc, char **argv);
 
 #endif

@@ -17,7 +17,8 @@ static void cl_kms_cli_help(FILE *f)
 {
     fprintf(f,
             "usage: cloister kms policy --pcr0 HEX [--pcr1 HEX] [--pcr2 HEX] [--pcr8 HEX]\n"
-            "                           --model-digest HEX --root ROOT.pem --principal ARN --admin ARN\n\n"
+            "                           (--model-digest HEX | --consumer NAME) --root ROOT.pem --principal ARN\n"
+            "                           --admin ARN\n\n"
             "policy  prints a least-privilege key policy for a sealed model: Decrypt is allowed\n"
             "        to PRINCIPAL (the operator's release principal) only with a Recipient\n"
             "        attestation whose PCRs match, verified by the pinned ROOT\n"
@@ -30,6 +31,11 @@ static void cl_kms_cli_help(FILE *f)
             "        PRINCIPAL's account) manages the key and seals (GenerateDataKey) with the\n"
             "        same context. The output is checked: PRINCIPAL gets nothing unattested.\n"
             "        PCR values are 48-byte SHA-384 (96 hex); the digest is SHA-256 (64 hex).\n\n"
+            "        With --consumer NAME instead of --model-digest: a batch consumer's job key\n"
+            "        (docs/batch.md). The context is cloister:consumer = NAME; ADMIN (the consumer)\n"
+            "        submits jobs (GenerateDataKey) and reads results (Decrypt) with it; PRINCIPAL\n"
+            "        gets the job keys only with the attested enclave's Recipient document, and the\n"
+            "        Denies name PRINCIPAL (the consumer's own Decrypt needs no enclave).\n\n"
             "The audit listing reads the key service's database: 'cloister-kms audit DIR [--json]'.\n");
 }
 
@@ -77,23 +83,24 @@ out:
 static int cl_kms_cli_policy(int argc, char **argv)
 {
     const char *pcr[CL_POLICY_PCR_COUNT] = {0};
-    const char *digests[CL_KMS_CLI_MAX_ROOTS], *principal = NULL, *admin = NULL;
+    const char *digests[CL_KMS_CLI_MAX_ROOTS], *principal = NULL, *admin = NULL, *consumer = NULL;
     size_t ndigests = 0;
     const char *roots[CL_KMS_CLI_MAX_ROOTS];
     size_t nroots = 0;
     /* --pcr0 .. --pcr31: option values 0..31 */
-    enum { O_DIGEST = 256, O_PRINCIPAL, O_ADMIN, O_ROOT };
+    enum { O_DIGEST = 256, O_PRINCIPAL, O_ADMIN, O_ROOT, O_CONSUMER };
     static char names[CL_POLICY_PCR_COUNT][8];
-    static struct option opts[CL_POLICY_PCR_COUNT + 6] = {
+    static struct option opts[CL_POLICY_PCR_COUNT + 7] = {
         CL_CLI_OPT_HELP,
         {"model-digest", required_argument, NULL, O_DIGEST},
         {"principal", required_argument, NULL, O_PRINCIPAL},
         {"admin", required_argument, NULL, O_ADMIN},
         {"root", required_argument, NULL, O_ROOT},
+        {"consumer", required_argument, NULL, O_CONSUMER},
     };
     for (unsigned k = 0; k < CL_POLICY_PCR_COUNT; k++) {
         snprintf(names[k], sizeof(names[k]), "pcr%u", k);
-        opts[5 + k] = (struct option){names[k], required_argument, NULL, (int)k};
+        opts[6 + k] = (struct option){names[k], required_argument, NULL, (int)k};
     }
     struct cl_cli_args args = {.cmd = "kms policy", .help = cl_kms_cli_help, .longopts = opts};
     for (int o; (o = cl_cli_next(&args, argc - 1, argv + 1)) != -1;) {
@@ -106,6 +113,12 @@ static int cl_kms_cli_policy(int argc, char **argv)
             digests[ndigests++] = optarg;
             break;
         case O_PRINCIPAL: principal = optarg; break;
+        case O_CONSUMER:
+            consumer = optarg;
+            if (strlen(consumer) < 1 || strlen(consumer) > 128 || strpbrk(consumer, "\"\\*?"))
+                return cl_cli_usage_error("kms policy", "--consumer must be 1..128 characters without quotes, "
+                                                        "backslashes or wildcards");
+            break;
         case O_ADMIN: admin = optarg; break;
         case O_ROOT:
             if (nroots == CL_KMS_CLI_MAX_ROOTS)
@@ -124,8 +137,9 @@ static int cl_kms_cli_policy(int argc, char **argv)
         return cl_cli_usage_error("kms policy", "unexpected argument '%s'", argv[optind + 1]);
     if (!pcr[0])
         return cl_cli_usage_error("kms policy", "--pcr0 is required");
-    if (!ndigests)
-        return cl_cli_usage_error("kms policy", "--model-digest is required");
+    if (!ndigests == !consumer)
+        return cl_cli_usage_error("kms policy", "give exactly one of --model-digest HEX (a sealed model's key; may "
+                                                "repeat) or --consumer NAME (a batch consumer's job key)");
     if (!nroots)
         return cl_cli_usage_error("kms policy", "--root ROOT.pem is required (the attestation root the key "
                                          "service must have verified the enclave's document with)");
@@ -156,18 +170,23 @@ static int cl_kms_cli_policy(int argc, char **argv)
         if (frc)
             return cl_cli_fail("kms", "policy: read --root", frc);
     }
-    /* One digest: a string; several: any of them (an array). */
-    json_t *digestv = ndigests == 1 ? NULL : json_array();
+    /* One digest: a string; several: any of them (an array); a consumer's name. */
+    json_t *ctx_val = ndigests > 1 ? json_array() : NULL;
     for (size_t d = 0; d < ndigests; d++) {
         char lower[65];
         for (size_t i = 0; i < 64; i++)
             lower[i] = (char)(digests[d][i] | 0x20);
         lower[64] = 0;
-        if (digestv)
-            json_array_append_new(digestv, json_string(lower));
+        if (ctx_val)
+            json_array_append_new(ctx_val, json_string(lower));
         else
-            digestv = json_string(lower);
+            ctx_val = json_string(lower);
     }
+    if (consumer)
+        ctx_val = json_string(consumer);
+    const char *ctx_key =
+        consumer ? "kms:EncryptionContext:cloister:consumer" : "kms:EncryptionContext:cloister:model-sha256";
+    const char *deny_who = consumer ? principal : "*";
     json_t *rootv = nroots == 1 ? json_string(fps[0]) : json_array();
     for (size_t i = 0; nroots > 1 && i < nroots; i++)
         json_array_append_new(rootv, json_string(fps[i]));
@@ -177,10 +196,14 @@ static int cl_kms_cli_policy(int argc, char **argv)
                          "Principal", "AWS", admin, "Action", "kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy",
                          "kms:EnableKey", "kms:DisableKey", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion",
                          "kms:CreateAlias", "kms:DeleteAlias", "Resource", "*"));
-    json_array_append_new(stmts, json_pack("{s:s,s:s,s:{s:s},s:s,s:s,s:{s:{s:O}}}", "Sid", "SealModel", "Effect",
-                                           "Allow", "Principal", "AWS", admin, "Action", "kms:GenerateDataKey",
-                                           "Resource", "*", "Condition", "StringEquals",
-                                           "kms:EncryptionContext:cloister:model-sha256", digestv));
+    json_array_append_new(stmts, json_pack("{s:s,s:s,s:{s:s},s:s,s:s,s:{s:{s:O}}}", "Sid",
+                                           consumer ? "SubmitJobs" : "SealModel", "Effect", "Allow", "Principal",
+                                           "AWS", admin, "Action", "kms:GenerateDataKey", "Resource", "*",
+                                           "Condition", "StringEquals", ctx_key, ctx_val));
+    if (consumer) /* the consumer reads its own results */
+        json_array_append_new(stmts, json_pack("{s:s,s:s,s:{s:s},s:s,s:s,s:{s:{s:O}}}", "Sid", "ReadResults",
+                                               "Effect", "Allow", "Principal", "AWS", admin, "Action", "kms:Decrypt",
+                                               "Resource", "*", "Condition", "StringEquals", ctx_key, ctx_val));
     json_t *pcr_cond = json_object();
     for (unsigned i = 0; i < CL_POLICY_PCR_COUNT; i++)
         if (pcr[i]) {
@@ -191,8 +214,7 @@ static int cl_kms_cli_policy(int argc, char **argv)
     json_array_append_new(stmts, json_pack("{s:s,s:s,s:{s:s},s:s,s:s,s:{s:O,s:{s:O,s:O}}}", "Sid",
                                            "ReleaseToAttestedEnclave", "Effect", "Allow", "Principal", "AWS",
                                            principal, "Action", "kms:Decrypt", "Resource", "*", "Condition",
-                                           "StringEqualsIgnoreCase", pcr_cond, "StringEquals",
-                                           "kms:EncryptionContext:cloister:model-sha256", digestv,
+                                           "StringEqualsIgnoreCase", pcr_cond, "StringEquals", ctx_key, ctx_val,
                                            CL_POLICY_ROOT_KEY, rootv));
     /* One Deny per PCR: a Decrypt whose attestation lacks or differs in
      * any pinned PCR is refused whatever else the policy says. */
@@ -201,15 +223,18 @@ static int cl_kms_cli_policy(int argc, char **argv)
             char sid[64], k[64];
             snprintf(sid, sizeof(sid), "DenyDecryptUnlessAttestedPCR%u", i);
             snprintf(k, sizeof(k), "kms:RecipientAttestation:PCR%u", i);
-            json_array_append_new(stmts, json_pack("{s:s,s:s,s:s,s:s,s:s,s:{s:{s:s}}}", "Sid", sid, "Effect", "Deny",
-                                                   "Principal", "*", "Action", "kms:Decrypt", "Resource", "*",
+            json_array_append_new(stmts, json_pack("{s:s,s:s,s:o,s:s,s:s,s:{s:{s:s}}}", "Sid", sid, "Effect", "Deny",
+                                                   "Principal", consumer ? json_pack("{s:s}", "AWS", deny_who)
+                                                                         : json_string("*"),
+                                                   "Action", "kms:Decrypt", "Resource", "*",
                                                    "Condition", "StringNotEqualsIgnoreCase", k, pcr[i]));
         }
     /* The same for the root that verified the document: a document from
      * any other trusted root (another party's cloister-sim root, say) is
      * refused even with the pinned PCRs. */
-    json_array_append_new(stmts, json_pack("{s:s,s:s,s:s,s:s,s:s,s:{s:{s:O}}}", "Sid",
-                                           "DenyDecryptUnlessAttestationRoot", "Effect", "Deny", "Principal", "*",
+    json_array_append_new(stmts, json_pack("{s:s,s:s,s:o,s:s,s:s,s:{s:{s:O}}}", "Sid",
+                                           "DenyDecryptUnlessAttestationRoot", "Effect", "Deny", "Principal",
+                                           consumer ? json_pack("{s:s}", "AWS", deny_who) : json_string("*"),
                                            "Action", "kms:Decrypt", "Resource", "*", "Condition", "StringNotEquals",
                                            CL_POLICY_ROOT_KEY, rootv));
     /* The release principal's credentials are the operator's: explicitly
@@ -222,7 +247,7 @@ static int cl_kms_cli_policy(int argc, char **argv)
                                            "kms:ScheduleKeyDeletion", "Resource", "*"));
     json_decref(pcr_cond);
     json_decref(rootv);
-    json_decref(digestv);
+    json_decref(ctx_val);
     json_t *doc = json_pack("{s:s,s:o}", "Version", "2012-10-17", "Statement", stmts);
     char *s = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(doc);

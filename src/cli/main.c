@@ -25,6 +25,8 @@ static const struct cl_cli_cmd cl_commands[] = {
     {"chat", "interactive chat with an attested enclave, streamed", cl_cmd_chat},
     {"image", "decode an image (PNG, JPEG, DICOM) and show its preprocessed checksums", cl_cmd_image},
     {"proxy", "attesting OpenAI-compatible endpoint and chat page on this machine", cl_cmd_proxy},
+    {"batch", "submit encrypted batch jobs, check their state, read verified results", cl_cmd_batch},
+    {"audit", "verify or show the enclave's signed receipts", cl_cmd_audit},
 };
 
 static void cl_main_help(FILE *f)

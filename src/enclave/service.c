@@ -15,7 +15,7 @@
 #include "cloister/wire.h"
 #include "cloister/enclave_runtime.h"
 
-static pthread_mutex_t cl_svc_nsm_mu = PTHREAD_MUTEX_INITIALIZER; /* one NSM exchange at a time */
+pthread_mutex_t cl_enclave_nsm_mu = PTHREAD_MUTEX_INITIALIZER; /* one NSM exchange at a time */
 static atomic_uint cl_svc_conns;
 
 struct cl_svc_conn {
@@ -48,10 +48,10 @@ static cl_err cl_svc_attest(struct cl_service *s, int fd, const struct cl_buf *n
         rc = cl_ohttp_keyconfig_encode(&cur, &kc);
     }
     if (rc == CL_OK) {
-        pthread_mutex_lock(&cl_svc_nsm_mu);
+        pthread_mutex_lock(&cl_enclave_nsm_mu);
         rc = cl_nsm_attestation(s->nsm, s->user_data, s->user_data_len, nonce->len ? nonce->data : NULL, nonce->len,
                                 kc.data, kc.len, &doc);
-        pthread_mutex_unlock(&cl_svc_nsm_mu);
+        pthread_mutex_unlock(&cl_enclave_nsm_mu);
     }
     rc = rc == CL_OK ? cl_wire_send(fd, CL_WIRE_ATTEST_DOC, 0, doc.data, doc.len)
                      : cl_wire_send_error(fd, rc == CL_E_PROTO_LIMIT ? 400 : 500, rc);
@@ -88,6 +88,8 @@ static void *cl_svc_conn_main(void *arg)
     struct timeval tv = {(time_t)(s->limits->request_timeout_ms / 1000), (suseconds_t)(s->limits->request_timeout_ms % 1000) * 1000};
     (void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     cl_err rc = cl_wire_recv(c->fd, in.max, &t, &fl, &in);
+    if (rc == CL_E_PROTO_LIMIT) /* named, so a worker counts an oversized job instead of retrying it */
+        cl_svc_send_error(c->fd, 413, rc);
     if (rc == CL_OK) {
         switch (t) {
         case CL_WIRE_ATTEST_REQ: rc = cl_svc_attest(s, c->fd, &in); break;
@@ -101,6 +103,12 @@ static void *cl_svc_conn_main(void *arg)
                 cl_svc_send_error(c->fd, cl_gateway_http_status(rc), rc);
             break;
         }
+        case CL_WIRE_JOB_REQ:
+            rc = s->jobs ? cl_jobs_handle(s->jobs, c->fd, in.data, in.len)
+                         : cl_err_fail(CL_E_PROTO_REQUEST_INVALID, "batch jobs are not served");
+            if (rc != CL_OK)
+                cl_svc_send_error(c->fd, rc == CL_E_PROTO_LIMIT ? 413 : 400, rc);
+            break;
         default:
             rc = cl_err_fail(CL_E_PROTO_REQUEST_INVALID, "unexpected %s", cl_wire_type_name(t));
             cl_svc_send_error(c->fd, 400, rc);

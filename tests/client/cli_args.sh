@@ -6,7 +6,8 @@
 . "$(dirname "$0")/../integration/lib.sh"
 CL=$1
 cmds=(keygen seal unseal inspect "attest show" "attest verify" tokenize run logits bench mkmodel
-      "kms policy" "kms create-key" measure ask chat proxy)
+      "kms policy" "kms create-key" measure ask chat proxy "batch submit" "batch status" "batch result" "audit verify"
+      "audit show")
 for c in "${cmds[@]}"; do
   read -ra w <<<"$c"
   expect 0 "$c --help" "$CL" "${w[@]}" --help

@@ -727,9 +727,9 @@ static void test_chat_json(void **state)
     struct cl_client_result res;
     cl_client_result_init(&res);
     assert_err(cl_client_chat_json(c, (const uint8_t *)"", 0, NULL, NULL, &res), CL_E_CORE_INVALID_ARG);
-    uint8_t *big = calloc(1, (size_t)32 << 20);
+    uint8_t *big = calloc(1, ((size_t)32 << 20) + 1);
     assert_non_null(big);
-    assert_err(cl_client_chat_json(c, big, (size_t)32 << 20, NULL, NULL, &res), CL_E_NET_CLIENT_LIMIT);
+    assert_err(cl_client_chat_json(c, big, ((size_t)32 << 20) + 1, NULL, NULL, &res), CL_E_NET_CLIENT_LIMIT);
     free(big);
     assert_int_equal(atomic_load(&F.n_attest), 0);
     assert_int_equal(atomic_load(&F.n_ohttp), 0);

@@ -228,7 +228,8 @@ static void test_boot_config(void **state)
     assert_ok(cl_host_boot_config(&cfg, &b));
     const char *want = "{\"kms\":{\"endpoint\":\"http://127.0.0.1:4000\",\"region\":\"eu\",\"access_key_id\":\"AK\","
                        "\"secret_access_key\":\"S\\\"x\"},\"limits\":{\"max_request_bytes\":1024,\"max_tokens\":7,"
-                       "\"max_prompt_tokens\":4096,\"max_sessions\":2,\"request_timeout_ms\":100}}";
+                       "\"max_prompt_tokens\":4096,\"max_sessions\":2,\"request_timeout_ms\":100,\"max_images\":4,"
+                       "\"max_image_bytes\":8388608}}";
     assert_int_equal(b.len, strlen(want));
     assert_memory_equal(b.data, want, b.len);
     assert_ok(cl_host_json_check_keys(b.data, b.len, (const char *const[]){"kms", "limits", NULL}));

@@ -63,6 +63,16 @@ if [ -n "${CLOISTER_REFERENCE:-}" ] && [ -n "${CLOISTER_TESTDATA:-}" ]; then
   r=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["text"])' "$cl_tmp/img-run.json" 2>/dev/null)
   [ -n "$r" ] && [ "$a" = "$r" ] && ok "the enclave's answer with the image equals cloister run --image on the plain files" \
     || bad "answers differ: enclave '$a' vs run '$r'"
+  # cloister chat: /image attaches the X-ray to the next message.
+  printf '/image %s\n%s\n/quit\n' "$xray" "$q" | "$CL" chat --host "$host_url" --trust "$D/TRUST.json" -n 8 --temp 0 \
+    > "$cl_tmp/img-chat.out" 2> "$cl_tmp/img-chat.err" && ok "cloister chat with /image answered" \
+    || bad "chat /image: $(tail -2 "$cl_tmp/img-chat.err")"
+  [ "$(head -1 "$cl_tmp/img-chat.out")" = "$r" ] && ok "... the same answer as cloister run --image" \
+    || bad "chat answer '$(head -1 "$cl_tmp/img-chat.out")' vs run '$r'"
+  printf '/image %s\n/quit\n' "$cl_tmp/nonexistent.png" | "$CL" chat --host "$host_url" --trust "$D/TRUST.json" \
+    > /dev/null 2> "$cl_tmp/img-chat2.err"
+  grep -q "image" "$cl_tmp/img-chat2.err" && ok "chat: a missing image file is reported and the chat goes on" \
+    || bad "chat missing image: $(tail -1 "$cl_tmp/img-chat2.err")"
   # A PNG whose pixels spell a marker, stored without compression so the
   # bytes are literally in the file: the host must never see them.
   marker="CLOISTER-PIXEL-PHI-$RANDOM$RANDOM"

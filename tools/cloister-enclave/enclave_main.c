@@ -22,7 +22,9 @@ static void cl_enclave_help(void)
            "configuration from the parent (vsock port %d), reads the sealed model's header\n"
            "(port %d), obtains the data key from the key service with Decrypt + Recipient\n"
            "through the parent's proxy (port %d), decrypts the model into locked memory and\n"
-           "serves attested OHTTP requests on port %d.\n\n"
+           "serves attested OHTTP requests and batch jobs (JOB_REQ: the job key is released\n"
+           "to this enclave with Decrypt + Recipient; the answer is sealed for the consumer and\n"
+           "a receipt signed by the attested audit key) on port %d.\n\n"
            "  --replay-window N   requests one OHTTP key opens before it is replaced by a new,\n"
            "                      freshly attested key (1..%u, default %u; it can only be\n"
            "                      lowered, for tests; clients re-attest at each change)\n\n"
@@ -88,6 +90,7 @@ int cloister_enclave_main(int argc, char **argv)
     cl_pkey *audit = NULL;
     struct cl_engine *eng = NULL;
     cl_gateway *gw = NULL;
+    struct cl_jobs *jobs = NULL;
     struct cl_buf ud;
     cl_buf_init(&ud, 1024, CL_BUF_NONE);
     if ((rc = cl_secmem_alloc(sizeof(struct cl_enclave_boot), &mem)) != CL_OK)
@@ -103,7 +106,9 @@ int cloister_enclave_main(int argc, char **argv)
     step = "sealed model";
     if ((rc = cl_boot_load_model(bt, nsm, threads)) != CL_OK)
         goto fail;
-    cl_kmsc_credentials_wipe(&bt->cred); /* needed only for the key release */
+    /* The credentials stay (locked memory) for batch jobs' key releases: they
+     * authenticate the operator's principal, and release nothing without
+     * this enclave's attestation. */
     bt->limits.replay_window = (uint32_t)window;
     step = "model";
     if ((rc = cl_engine_new(bt->model, bt->model_len, threads, tmpl, bt->limits.max_prompt_tokens, &eng)) != CL_OK)
@@ -119,13 +124,18 @@ int cloister_enclave_main(int argc, char **argv)
     if ((rc = cl_gateway_new(&bt->limits, &gen, key_id, &gw)) != CL_OK)
         goto fail;
     CL_LOG(CL_LOG_INFO, "ready", CL_LOG_SIZE("model_bytes", bt->model_len), CL_LOG_COUNT("threads", threads));
-    struct cl_service svc = {gw, nsm, ud.data, ud.len, &bt->limits, cl_engine_name(eng), bt->model_sha256};
+    step = "batch jobs";
+    if ((rc = cl_jobs_new(bt, nsm, audit, ud.data, ud.len, &gen, &bt->limits, &jobs)) != CL_OK)
+        goto fail;
+    struct cl_service svc = {gw, nsm, ud.data, ud.len, &bt->limits, cl_engine_name(eng), bt->model_sha256, jobs};
     step = "service";
     rc = cl_service_run(&svc);
 fail:
     cl_enclave_fail(step, rc);
+    cl_jobs_free(jobs);
     cl_gateway_free(gw);
     cl_engine_free(eng);
+    cl_kmsc_credentials_wipe(&bt->cred);
     cl_pkey_free(audit);
     cl_nsm_close(nsm);
     cl_boot_free(bt);

@@ -86,6 +86,7 @@ static void cl_host_help(FILE *f)
             "  --capture-dir DIR        TEST HOOK: append every byte crossing the host's sockets\n"
             "                           to files in DIR (includes the boot configuration)\n"
             "  --log-level LEVEL        debug, info, warn or error (default info)\n\n"
+            "Batch worker mode: cloister-host --worker ... (see 'cloister-host --worker --help').\n\n"
             "Logs are JSON lines on stderr. exit status: 0 ok, 1 failure, 2 usage.\n");
 }
 
@@ -134,8 +135,12 @@ static void cl_host_on_signal(int sig)
     cl_host_stop_flag = 1;
 }
 
+int cl_host_worker_main(int argc, char **argv);
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "--worker"))
+        return cl_host_worker_main(argc, argv);
     struct cl_host_config cfg;
     struct cl_host_kms_url kms;
     struct cl_host_creds creds;
