@@ -19,6 +19,8 @@
 #include "cloister/client.h"
 
 #define CL_PROXY_MAX_REQUEST_DEFAULT ((size_t)8 << 20)
+/* The client library's own bound (the host's largest body less OHTTP framing). */
+#define CL_PROXY_MAX_REQUEST_LIMIT (((size_t)32 << 20) - 16384)
 #define CL_PROXY_MAX_PARTS 64
 #define CL_PROXY_MAX_MODEL_ID 64
 #define CL_PROXY_MAX_CLIENTS 16

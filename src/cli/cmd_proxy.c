@@ -41,7 +41,8 @@ static void cl_proxy_help(FILE *f)
             "                       16-4096 bytes; or the environment variable CLOISTER_PROXY_TOKEN.\n"
             "                       Never on the command line. With a loopback address it is optional.\n"
             "  --model-name NAME    the model id clients ask for (default cloister)\n"
-            "  --max-request BYTES  largest request body accepted (default 8388608; 413 above)\n"
+            "  --max-request BYTES  largest request body accepted (default 8388608, at most 33538048;\n"
+            "                       413 above): images travel base64-encoded inside it\n"
             "  --timeout SECS       limit for each exchange with the host (default 300)\n"
             "  --log-level LEVEL    debug, info (default), warn or error: JSON lines on stderr with ids,\n"
             "                       sizes and timings only, never prompts, images or answers\n\n"
@@ -125,8 +126,8 @@ int cl_cmd_proxy(int argc, char **argv)
         case O_MODEL: model = optarg; break;
         case O_LEVEL: level = optarg; break;
         case O_MAX_REQ:
-            if (!cl_cli_u64_opt(cmd, optarg, 1024, CL_PROXY_MAX_REQUEST_DEFAULT, &max_request,
-                                "--max-request expects 1024-%zu bytes", CL_PROXY_MAX_REQUEST_DEFAULT))
+            if (!cl_cli_u64_opt(cmd, optarg, 1024, CL_PROXY_MAX_REQUEST_LIMIT, &max_request,
+                                "--max-request expects 1024-%zu bytes", CL_PROXY_MAX_REQUEST_LIMIT))
                 return CL_EXIT_USAGE;
             break;
         case O_TIMEOUT:

@@ -305,6 +305,12 @@ static cl_err cl_proxy_attestation_json(cl_proxy *p, struct cl_buf *b)
     } else {
         CL_GUARD(cl_buf_append_str(b, ",\"kms\":null"));
     }
+    if (t->pin_mmproj) {
+        cl_hex_encode(t->mmproj_sha256, 32, hex);
+        CL_GUARD(cl_buf_appendf(b, ",\"mmproj_sha256\":\"%s\"", hex));
+    } else {
+        CL_GUARD(cl_buf_append_str(b, ",\"mmproj_sha256\":null"));
+    }
     if (t->pin_config) {
         cl_hex_encode(t->config_sha256, 32, hex);
         CL_GUARD(cl_buf_appendf(b, ",\"config_sha256\":\"%s\"}", hex));
@@ -322,6 +328,12 @@ static cl_err cl_proxy_attestation_json(cl_proxy *p, struct cl_buf *b)
         CL_GUARD(cl_proxy_pcrs_json(b, a->pcr_present & 0xffffu, a->pcr));
         cl_hex_encode(a->user_data.model_sha256, 32, hex);
         CL_GUARD(cl_buf_appendf(b, ",\"model_sha256\":\"%s\"", hex));
+        if (a->user_data.has_mmproj) {
+            cl_hex_encode(a->user_data.mmproj_sha256, 32, hex);
+            CL_GUARD(cl_buf_appendf(b, ",\"mmproj_sha256\":\"%s\"", hex));
+        } else {
+            CL_GUARD(cl_buf_append_str(b, ",\"mmproj_sha256\":null"));
+        }
         cl_hex_encode(a->user_data.config_sha256, 32, hex);
         CL_GUARD(cl_buf_appendf(b, ",\"config_sha256\":\"%s\",\"kms_key_arn\":\"", hex));
         CL_GUARD(cl_json_escape((const uint8_t *)a->user_data.kms_key_arn, strlen(a->user_data.kms_key_arn), b));
@@ -338,6 +350,8 @@ static cl_err cl_proxy_attestation_json(cl_proxy *p, struct cl_buf *b)
             if (t->pcr_present & (1u << i))
                 CL_GUARD(cl_buf_appendf(b, ",\"pcr%u\"", i));
         CL_GUARD(cl_buf_append_str(b, ",\"model_sha256\""));
+        if (t->pin_mmproj)
+            CL_GUARD(cl_buf_append_str(b, ",\"mmproj_sha256\""));
         if (t->pin_kms)
             CL_GUARD(cl_buf_append_str(b, ",\"kms\""));
         if (t->pin_config)
@@ -557,7 +571,7 @@ static enum MHD_Result cl_proxy_chat(cl_proxy *p, struct MHD_Connection *conn, s
     bool stream = false;
     cl_client *c = NULL;
     enum MHD_Result ret;
-    cl_buf_init(&req, CL_PROXY_MAX_REQUEST_DEFAULT + 4096, CL_BUF_SECURE);
+    cl_buf_init(&req, p->cfg.max_request + 4096, CL_BUF_SECURE);
     cl_buf_init(&out, CL_CLIENT_MAX_ANSWER * 2 + 4096, CL_BUF_SECURE);
     struct cl_client_result res;
     cl_client_result_init(&res);

@@ -62,7 +62,8 @@
     e.preventDefault();
     const text = q.value.trim();
     if (!text && !image) { statusEl.textContent = "Type a question first."; q.focus(); return; }
-    const content = image ? [{ type: "text", text }, { type: "image_url", image_url: { url: image.url } }] : text;
+    // the image before the text, as `cloister ask --image` sends it
+    const content = image ? [{ type: "image_url", image_url: { url: image.url } }, { type: "text", text }] : text;
     const u = addEntry("user", text);
     if (image) { const im = el("img"); im.src = image.url; im.alt = "Attached image " + image.name; u.li.appendChild(im); }
     history.push({ role: "user", content });
@@ -94,7 +95,10 @@
           const j = JSON.parse(data);
           if (j.error) throw new Error(j.error.message);
           const piece = j.choices?.[0]?.delta?.content;
-          if (piece) { answer += piece; a.body.textContent = answer; live.textContent += piece; log.scrollTop = log.scrollHeight; }
+          if (piece) {
+            answer += piece; a.body.textContent = answer; live.textContent += piece; log.scrollTop = log.scrollHeight;
+            a.li.dataset.pieces = String(Number(a.li.dataset.pieces || 0) + 1);
+          }
         }
       }
       if (!done) throw new Error("the answer stream ended early");
@@ -133,6 +137,7 @@
           fact("PCR" + i, v, pinned ? (pinned === v ? "match" : "mismatch") : undefined);
         }
         fact("Model SHA-256", a.attested.model_sha256, "match");
+        if (a.attested.mmproj_sha256) fact("Vision projector SHA-256", a.attested.mmproj_sha256, a.trust.mmproj_sha256 ? "match" : undefined);
         fact("Key", a.attested.kms_key_arn || "(none)", a.trust.kms ? "match" : undefined);
         fact("Key service", a.attested.kms_endpoint || "(none)", a.trust.kms && a.trust.kms.endpoint ? "match" : undefined);
         fact("Configuration SHA-256", a.attested.config_sha256, a.trust.config_sha256 ? "match" : undefined);
@@ -142,6 +147,7 @@
                                      : "Not checked yet.";
         for (const [i, v] of Object.entries(a.trust.pcrs)) fact("Expected PCR" + i, v);
         fact("Expected model SHA-256", a.trust.model_sha256);
+        if (a.trust.mmproj_sha256) fact("Expected vision projector SHA-256", a.trust.mmproj_sha256);
       }
       fact("Root certificate SHA-256", a.trust.root_sha256);
       fact("Last check", a.checked_at || "never");

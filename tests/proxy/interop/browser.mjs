@@ -65,10 +65,21 @@ try {
   const answer = await page.$eval("#log", (e) => { const a = e.querySelectorAll("li.assistant .text"); return a.length ? a[a.length - 1].textContent : ""; });
   console.log(`# answer lengths seen while streaming: ${lengths.join(" ")}`);
   check(answer === env.WANT_GREEDY, "the page's answer equals cloister run", `'${answer}' vs '${env.WANT_GREEDY}'`);
-  check(lengths.filter((l) => l > 0).length >= 2, "the answer appeared piece by piece", lengths.join(" "));
   const liveText = await page.$eval("#answer-live", (e) => e.textContent);
   check(liveText === env.WANT_GREEDY, "the live region received the answer");
   await shot(page, "answer");
+  // a longer answer, watched as it grows
+  await page.$eval("#max-tokens", (e) => { e.value = "300"; });
+  await page.evaluate(() => { window.__lens = []; });
+  await page.type("#question", "And then?");
+  await page.click("#send");
+  await page.waitForFunction(() => /^(Answered\.|\d{3}:)/.test(document.getElementById("status").textContent), { timeout: 30000 });
+  const grew = await page.evaluate(() => window.__lens.filter((n) => n > 0));
+  const pieces = await page.$eval("#log", (e) => { const a = e.querySelectorAll("li.assistant"); return Number(a[a.length - 1].dataset.pieces); });
+  console.log(`# 300-token answer: ${pieces} pieces, ${grew.length} lengths seen while streaming`);
+  check(pieces >= 100, "the page received the answer as a stream of pieces", `${pieces}`);
+  check(grew.length >= 3, "the answer appeared piece by piece", grew.join(" "));
+  await page.$eval("#max-tokens", (e) => { e.value = "24"; });
 
   // an image: chosen with the file input, previewed, sent as an image_url data: URL part
   const input = await page.$("#image");
@@ -84,7 +95,8 @@ try {
   let sent = null;
   try { sent = JSON.parse(last); } catch { /* checked below */ }
   const parts = sent && sent.messages[sent.messages.length - 1].content;
-  check(Array.isArray(parts) && parts[1].type === "image_url" && parts[1].image_url.url.startsWith("data:image/png;base64,"),
+  check(Array.isArray(parts) && parts[0].type === "image_url" && parts[0].image_url.url.startsWith("data:image/png;base64,") &&
+    parts[1].type === "text",
     "the image went out as an image_url data: URL part");
   const outcome = await page.$eval("#status", (e) => e.textContent);
   check(outcome === "Answered." || /^4\d\d: the enclave answered/.test(outcome),
