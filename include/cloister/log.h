@@ -48,6 +48,8 @@ void cl_log_emit(enum cl_log_level lvl, const char *event, const struct cl_log_f
     } while (0)
 
 void cl_log_set_level(enum cl_log_level lvl);
+/* "debug", "info", "warn" or "error"; CL_LOG_NONE for anything else. */
+enum cl_log_level cl_log_level_parse(const char *s);
 enum cl_log_level cl_log_level(void);
 /* Where log lines go (stderr by default). Not thread-safe against concurrent emits. */
 void cl_log_set_stream(FILE *f);

@@ -150,16 +150,8 @@ int cl_cmd_proxy(int argc, char **argv)
                    (model[i] >= '0' && model[i] <= '9') || strchr("-_.:/", model[i]);
     if (!model_ok)
         return cl_cli_usage_error(cmd, "--model-name: 1-%d characters of A-Z a-z 0-9 - _ . : /", CL_PROXY_MAX_MODEL_ID);
-    enum cl_log_level lvl;
-    if (!strcmp(level, "debug"))
-        lvl = CL_LOG_DEBUG;
-    else if (!strcmp(level, "info"))
-        lvl = CL_LOG_INFO;
-    else if (!strcmp(level, "warn"))
-        lvl = CL_LOG_WARN;
-    else if (!strcmp(level, "error"))
-        lvl = CL_LOG_ERROR;
-    else
+    enum cl_log_level lvl = cl_log_level_parse(level);
+    if (lvl == CL_LOG_NONE)
         return cl_cli_usage_error(cmd, "--log-level expects debug, info, warn or error");
 
     struct cl_proxy_config cfg;

@@ -15,6 +15,16 @@ static const char *cl_log_component_ = "cloister";
 static pthread_mutex_t cl_log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void cl_log_set_level(enum cl_log_level lvl) { atomic_store(&cl_log_min, (int)lvl); }
+
+enum cl_log_level cl_log_level_parse(const char *s)
+{
+    static const char *const names[CL_LOG_LEVEL_COUNT] = {[CL_LOG_DEBUG] = "debug", [CL_LOG_INFO] = "info",
+                                                          [CL_LOG_WARN] = "warn", [CL_LOG_ERROR] = "error"};
+    for (int l = CL_LOG_DEBUG; s && l < CL_LOG_LEVEL_COUNT; l++)
+        if (!strcmp(s, names[l]))
+            return (enum cl_log_level)l;
+    return CL_LOG_NONE;
+}
 enum cl_log_level cl_log_level(void) { return (enum cl_log_level)atomic_load(&cl_log_min); }
 void cl_log_set_stream(FILE *f) { cl_log_stream_ = f; }
 void cl_log_set_component(const char *component) { cl_log_component_ = component; }

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cloister/listen.h"
 #include "cloister/log.h"
 #include "host_internal.h"
 
@@ -804,38 +805,7 @@ static void cl_host_mhd_log(void *cls, const char *fmt, va_list ap)
 
 static cl_err cl_host_parse_listen(const char *addr, struct sockaddr_storage *ss, socklen_t *sl)
 {
-    char host[128];
-    const char *colon = addr ? strrchr(addr, ':') : NULL;
-    if (!colon || colon == addr)
-        return cl_err_fail(CL_E_NET_HOST_CONFIG, "--listen must be HOST:PORT");
-    size_t hl = (size_t)(colon - addr);
-    if (hl >= sizeof(host))
-        return cl_err_fail(CL_E_NET_HOST_CONFIG, "--listen host too long");
-    memcpy(host, addr, hl);
-    host[hl] = 0;
-    char *end;
-    errno = 0;
-    long port = strtol(colon + 1, &end, 10);
-    if (errno || *end || colon[1] == 0 || port < 0 || port > 65535)
-        return cl_err_fail(CL_E_NET_HOST_CONFIG, "--listen port must be 0..65535");
-    memset(ss, 0, sizeof(*ss));
-    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-        host[hl - 1] = 0;
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)port);
-        if (inet_pton(AF_INET6, host + 1, &s6->sin6_addr) != 1)
-            return cl_err_fail(CL_E_NET_HOST_CONFIG, "--listen IPv6 address");
-        *sl = sizeof(*s6);
-    } else {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)port);
-        if (inet_pton(AF_INET, !strcmp(host, "localhost") ? "127.0.0.1" : host, &s4->sin_addr) != 1)
-            return cl_err_fail(CL_E_NET_HOST_CONFIG, "--listen IPv4 address");
-        *sl = sizeof(*s4);
-    }
-    return CL_OK;
+    return cl_listen_parse(addr, CL_E_NET_HOST_CONFIG, ss, sl, NULL);
 }
 
 /* Accepts clients ourselves, so the connection limits answer 503 before

@@ -11,6 +11,7 @@
 
 #include "cloister/file.h"
 #include "cloister/kms.h"
+#include "cloister/listen.h"
 #include "cloister/log.h"
 #include "cloister/sigv4.h"
 
@@ -142,39 +143,10 @@ static void cl_kms_completed(void *cls, struct MHD_Connection *conn, void **con_
 
 static cl_err cl_kms_parse_listen(const char *addr, struct sockaddr_storage *ss, bool *v6)
 {
-    char host[128];
-    const char *colon = strrchr(addr, ':');
-    if (!colon || colon == addr)
-        return cl_err_fail(CL_E_NET_URL, "listen address must be HOST:PORT");
-    size_t hl = (size_t)(colon - addr);
-    if (hl >= sizeof(host))
-        return cl_err_fail(CL_E_NET_URL, "listen host too long");
-    memcpy(host, addr, hl);
-    host[hl] = 0;
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 0 || port > 65535 || colon[1] == 0)
-        return cl_err_fail(CL_E_NET_URL, "listen port must be 0..65535");
-    memset(ss, 0, sizeof(*ss));
-    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
-        host[hl - 1] = 0;
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)port);
-        if (inet_pton(AF_INET6, host + 1, &s6->sin6_addr) != 1)
-            return cl_err_fail(CL_E_NET_URL, "listen IPv6 address");
-        *v6 = true;
-    } else {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)port);
-        if (!strcmp(host, "localhost"))
-            snprintf(host, sizeof(host), "127.0.0.1");
-        if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
-            return cl_err_fail(CL_E_NET_URL, "listen IPv4 address");
-        *v6 = false;
-    }
-    return CL_OK;
+    cl_err rc = cl_listen_parse(addr, CL_E_NET_URL, ss, NULL, NULL);
+    if (rc == CL_OK)
+        *v6 = ss->ss_family == AF_INET6;
+    return rc;
 }
 
 cl_err cl_kms_server_start(const struct cl_kms_server_config *cfg, const struct cl_kms_listen *l,

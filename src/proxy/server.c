@@ -15,6 +15,7 @@
 
 #include "cloister/crypto.h"
 #include "cloister/encode.h"
+#include "cloister/listen.h"
 #include "cloister/log.h"
 #include "cloister/proxy.h"
 #include "cloister/secmem.h"
@@ -800,37 +801,5 @@ void cl_proxy_stop(cl_proxy *p)
 
 cl_err cl_proxy_parse_listen(const char *addr, struct sockaddr_storage *ss, bool *loopback)
 {
-    char host[128];
-    const char *colon = strrchr(addr, ':');
-    if (!colon || colon == addr)
-        return cl_err_fail(CL_E_NET_PROXY_LISTEN, "--listen must be HOST:PORT");
-    size_t hl = (size_t)(colon - addr);
-    if (hl >= sizeof(host))
-        return cl_err_fail(CL_E_NET_PROXY_LISTEN, "listen host too long");
-    memcpy(host, addr, hl);
-    host[hl] = 0;
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 0 || port > 65535 || colon[1] == 0 || !isdigit((unsigned char)colon[1]))
-        return cl_err_fail(CL_E_NET_PROXY_LISTEN, "listen port must be 0..65535");
-    memset(ss, 0, sizeof(*ss));
-    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
-        host[hl - 1] = 0;
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)port);
-        if (inet_pton(AF_INET6, host + 1, &s6->sin6_addr) != 1)
-            return cl_err_fail(CL_E_NET_PROXY_LISTEN, "not an IPv6 address");
-        *loopback = IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr);
-    } else {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)port);
-        if (!strcmp(host, "localhost"))
-            snprintf(host, sizeof(host), "127.0.0.1");
-        if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
-            return cl_err_fail(CL_E_NET_PROXY_LISTEN, "not an IPv4 address (names other than localhost are not resolved)");
-        *loopback = (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
-    }
-    return CL_OK;
+    return cl_listen_parse(addr, CL_E_NET_PROXY_LISTEN, ss, NULL, loopback);
 }

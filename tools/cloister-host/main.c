@@ -249,11 +249,7 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--capture-dir")) {
             cfg.capture_dir = val;
         } else if (!strcmp(a, "--log-level")) {
-            enum cl_log_level l = !strcmp(val, "debug")  ? CL_LOG_DEBUG
-                                  : !strcmp(val, "info") ? CL_LOG_INFO
-                                  : !strcmp(val, "warn") ? CL_LOG_WARN
-                                  : !strcmp(val, "error") ? CL_LOG_ERROR
-                                                          : CL_LOG_NONE;
+            enum cl_log_level l = cl_log_level_parse(val);
             if (l == CL_LOG_NONE)
                 return cl_host_usage("--log-level must be debug, info, warn or error", val);
             cl_log_set_level(l);

@@ -120,11 +120,7 @@ int cl_host_worker_main(int argc, char **argv)
             if (cl_worker_num(a, val, 100, 3600000, &c.timeout_ms))
                 return 2;
         } else if (!strcmp(a, "--log-level")) {
-            enum cl_log_level l = !strcmp(val, "debug")  ? CL_LOG_DEBUG
-                                  : !strcmp(val, "info") ? CL_LOG_INFO
-                                  : !strcmp(val, "warn") ? CL_LOG_WARN
-                                  : !strcmp(val, "error") ? CL_LOG_ERROR
-                                                          : CL_LOG_NONE;
+            enum cl_log_level l = cl_log_level_parse(val);
             if (l == CL_LOG_NONE)
                 return cl_worker_usage("--log-level must be debug, info, warn or error", val);
             cl_log_set_level(l);
