@@ -535,6 +535,10 @@ static void cl_ask_print_attestation(FILE *f, const struct cl_client_attestation
         }
     cl_hex_encode(a->user_data.model_sha256, 32, hex);
     fprintf(f, "  model   %s\n", hex);
+    if (a->user_data.has_mmproj) {
+        cl_hex_encode(a->user_data.mmproj_sha256, 32, hex);
+        fprintf(f, "  mmproj  %s\n", hex);
+    }
     cl_hex_encode(a->user_data.config_sha256, 32, hex);
     fprintf(f, "  config  %s\n", hex);
     fprintf(f, "  key     %s\n  kms     %s\n", a->user_data.kms_key_arn, a->user_data.kms_endpoint);
@@ -570,6 +574,10 @@ static json_t *cl_ask_attestation_json(const struct cl_client_attestation *a)
     json_object_set_new(o, "model_sha256", json_string(hex));
     cl_hex_encode(a->user_data.config_sha256, 32, hex);
     json_object_set_new(o, "config_sha256", json_string(hex));
+    if (a->user_data.has_mmproj) {
+        cl_hex_encode(a->user_data.mmproj_sha256, 32, hex);
+        json_object_set_new(o, "mmproj_sha256", json_string(hex));
+    }
     cl_hex_encode(a->user_data.audit_key, a->user_data.audit_key_len, hex);
     json_object_set_new(o, "audit_key", json_string(hex));
     json_t *k = json_object();
