@@ -71,11 +71,17 @@ mkdir -m 700 "$S"
 Q=sqlite:$S/queue.db O=dir:$S/objects R=sqlite:$S/results.db
 sub=(--kms "$kms_url" --key-id "$jkey" --consumer hospital-a --objects "$O" --queue "$Q")
 wargs=(--queue "$Q" --objects "$O" --results "$R" --max-receives 2 --retry-ms 100 --poll-ms 50 --visibility-ms 4000)
+# a process and its descendants (cloister-sim runs the enclave in a child)
+ptree() { echo "$1"; local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do ptree "$c"; done; }
 marker="PHI-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
 # 1. a worker killed mid-job: a long job, one worker, kill -9 while it holds the message
 long=$(cons batch submit "${sub[@]}" -n 600 --temp 0 "Patient $marker-long: write a long discharge summary")
 [ ${#long} = 32 ] && ok "long job submitted ($long)" || bad "submit: '$long'"
+# the enclave is frozen while the worker hands it the job, so the job cannot
+# finish (a fast machine decodes 600 tokens in 0.2 s) before the worker dies
+enc1_tree=$(ptree "$stack_enclave_pid")
+kill -STOP $enc1_tree
 "$HOST" --worker --enclave-cid 16 --vsock-dir "$D/vsock" "${wargs[@]}" 2> "$D/worker1a.log" &
 w1=$!
 bpids+=($w1)
@@ -84,6 +90,7 @@ for _ in $(seq 1 100); do
 done
 sleep 0.3
 kill -9 $w1; wait $w1 2>/dev/null
+kill -CONT $enc1_tree
 [ "$(sqlite3 "$S/results.db" "SELECT count(*) FROM results" 2>/dev/null || echo 0)" = 0 ] \
   && ok "worker killed -9 while the enclave ran its job" || bad "the long job finished before the kill"
 
@@ -233,6 +240,9 @@ wait_done "$k1" "$k2" && ok "both jobs complete after the key service returns" |
 
 # 8. kill -9 of an enclave mid-job: the job is redelivered and completed once (by the other enclave)
 kill -STOP $wk1
+# enclave 2 is frozen before the job exists: worker 2 hands it the job and
+# waits, and the job cannot finish before the kill on a fast machine
+kill -STOP $(ptree $enc2)
 k3=$(cons batch submit "${sub[@]}" -n 600 --temp 0 "Patient $marker: enclave crash job")
 for _ in $(seq 1 200); do
   [ "$(sqlite3 "$S/queue.db" "SELECT receives FROM queue WHERE job_id = '$k3'" 2>/dev/null)" = 1 ] && break; sleep 0.05
