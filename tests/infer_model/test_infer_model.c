@@ -827,6 +827,207 @@ static void test_session_memory(void **state)
     cl_buf_free(&file);
 }
 
+/* ---- continuous batching: batched sequences equal the same ones alone ---- */
+
+#define CL_T_BATCH_GEN 24
+#define CL_T_BATCH_ROWS 16u
+#define CL_T_BATCH_UB 8u
+
+struct cl_t_alone {
+    struct cl_t_ref r;
+    int32_t out[CL_T_BATCH_GEN];
+    float *logits; /* [CL_T_BATCH_GEN][V]: the logits each token was chosen from */
+};
+
+/* Greedy decoding of one prompt alone (own scratch, default micro-batch). */
+static void cl_t_alone_run(struct cl_t_model *tm, const char *model, const char *pid, struct cl_t_alone *a)
+{
+    size_t V = cl_model_hparams(tm->m)->n_vocab;
+    struct cl_model_seq *s = NULL;
+    cl_t_ref_load(model, pid, &a->r);
+    a->logits = malloc((size_t)CL_T_BATCH_GEN * V * sizeof(float));
+    assert_non_null(a->logits);
+    assert_ok(cl_model_seq_new(tm->m, 128, tm->pool, &s));
+    assert_ok(cl_model_seq_eval(s, a->r.prompt, a->r.n_prompt, a->logits, false));
+    for (size_t i = 0; i < CL_T_BATCH_GEN; i++) {
+        a->out[i] = cl_model_argmax(a->logits + i * V, V);
+        if (i + 1 < CL_T_BATCH_GEN)
+            assert_ok(cl_model_seq_eval(s, &a->out[i], 1, a->logits + (i + 1) * V, false));
+    }
+    cl_model_seq_free(s);
+}
+
+/* Four prompts of different lengths join a shared batch at steps 0, 1, 3
+ * and 6; their prompts go in chunks of at most 8 rows next to the others'
+ * decoding rows, in passes of at most 16 rows. Every logit of every step must
+ * equal, bit for bit, the same sequence decoded alone; with an F32 model the
+ * tokens also equal llama.cpp's. */
+static void cl_t_batch_check(const char *model, bool kv_f16, bool vs_reference)
+{
+    struct cl_t_model tm = {0};
+    cl_t_open(model, &tm);
+    size_t V = cl_model_hparams(tm.m)->n_vocab;
+    static const uint32_t join[N_PROMPTS] = {0, 1, 3, 6};
+    struct cl_t_alone alone[N_PROMPTS];
+    struct cl_model_seq *seq[N_PROMPTS] = {0};
+    size_t fed[N_PROMPTS] = {0}, n_out[N_PROMPTS] = {0};
+    int32_t out[N_PROMPTS][CL_T_BATCH_GEN];
+    struct cl_model_batch *b = NULL;
+    float *lg = malloc((size_t)N_PROMPTS * V * sizeof(float));
+    assert_non_null(lg);
+    for (size_t i = 0; i < N_PROMPTS; i++) {
+        if (kv_f16) { /* alone with an fp16 cache too */
+            struct cl_t_alone *a = &alone[i];
+            struct cl_model_seq *s = NULL;
+            struct cl_model_seq_params sp = {.n_ctx = 128, .kv_f16 = true};
+            cl_t_ref_load(model, cl_t_prompts[i], &a->r);
+            a->logits = malloc((size_t)CL_T_BATCH_GEN * V * sizeof(float));
+            assert_non_null(a->logits);
+            assert_ok(cl_model_seq_new_ex(tm.m, &sp, tm.pool, &s));
+            assert_ok(cl_model_seq_eval(s, a->r.prompt, a->r.n_prompt, a->logits, false));
+            for (size_t k = 0; k < CL_T_BATCH_GEN; k++) {
+                a->out[k] = cl_model_argmax(a->logits + k * V, V);
+                if (k + 1 < CL_T_BATCH_GEN)
+                    assert_ok(cl_model_seq_eval(s, &a->out[k], 1, a->logits + (k + 1) * V, false));
+            }
+            cl_model_seq_free(s);
+        } else {
+            cl_t_alone_run(&tm, model, cl_t_prompts[i], &alone[i]);
+        }
+    }
+    assert_ok(cl_model_batch_new(tm.m, CL_T_BATCH_ROWS, 128, tm.pool, &b));
+    assert_int_equal(cl_model_batch_rows(b), CL_T_BATCH_ROWS);
+    bool busy = true;
+    for (uint32_t step = 0; busy; step++) {
+        struct cl_model_batch_item it[N_PROMPTS];
+        size_t n_it = 0, owner[N_PROMPTS];
+        uint32_t rows = 0;
+        assert_true(step < 400);
+        for (size_t i = 0; i < N_PROMPTS; i++)
+            if (step == join[i]) {
+                struct cl_model_seq_params sp = {.n_ctx = 128, .n_ubatch = CL_T_BATCH_UB, .kv_f16 = kv_f16,
+                                                 .kv_only = true};
+                assert_ok(cl_model_seq_new_ex(tm.m, &sp, tm.pool, &seq[i]));
+            }
+        /* decoding rows first (their logits side by side), then prompt chunks */
+        for (size_t i = 0; i < N_PROMPTS; i++)
+            if (seq[i] && fed[i] == alone[i].r.n_prompt && n_out[i] > 0 && n_out[i] < CL_T_BATCH_GEN) {
+                it[n_it] = (struct cl_model_batch_item){seq[i], &out[i][n_out[i] - 1], NULL, 1, false, lg + n_it * V};
+                owner[n_it++] = i;
+                rows++;
+            }
+        for (size_t i = 0; i < N_PROMPTS; i++)
+            if (seq[i] && fed[i] < alone[i].r.n_prompt && rows < CL_T_BATCH_ROWS) {
+                uint32_t n = (uint32_t)(alone[i].r.n_prompt - fed[i]);
+                n = n < CL_T_BATCH_UB ? n : CL_T_BATCH_UB;
+                n = n < CL_T_BATCH_ROWS - rows ? n : CL_T_BATCH_ROWS - rows;
+                bool last = fed[i] + n == alone[i].r.n_prompt;
+                it[n_it] = (struct cl_model_batch_item){seq[i], alone[i].r.prompt + fed[i], NULL, n, false,
+                                                        last ? lg + n_it * V : NULL};
+                owner[n_it++] = i;
+                rows += n;
+                fed[i] += n;
+            }
+        if (n_it)
+            assert_ok(cl_model_batch_eval(b, it, n_it));
+        for (size_t k = 0; k < n_it; k++) {
+            size_t i = owner[k];
+            if (!it[k].logits)
+                continue;
+            if (memcmp(it[k].logits, alone[i].logits + n_out[i] * V, V * sizeof(float)) != 0)
+                fail_msg("%s %s: logits of step %zu differ batched (pass %u)", model, cl_t_prompts[i], n_out[i], step);
+            out[i][n_out[i]] = cl_model_argmax(it[k].logits, V);
+            n_out[i]++;
+        }
+        busy = false;
+        for (size_t i = 0; i < N_PROMPTS; i++)
+            busy = busy || !seq[i] || n_out[i] < CL_T_BATCH_GEN;
+    }
+    for (size_t i = 0; i < N_PROMPTS; i++) {
+        for (size_t k = 0; k < CL_T_BATCH_GEN; k++) {
+            if (out[i][k] != alone[i].out[k])
+                fail_msg("%s %s: batched token %zu is %d, alone %d", model, cl_t_prompts[i], k, out[i][k],
+                         alone[i].out[k]);
+            if (vs_reference && k < alone[i].r.n_gen && out[i][k] != alone[i].r.gen[k])
+                fail_msg("%s %s: batched token %zu is %d, llama.cpp %d", model, cl_t_prompts[i], k, out[i][k],
+                         alone[i].r.gen[k]);
+        }
+        cl_model_seq_free(seq[i]);
+        free(alone[i].logits);
+        cl_t_ref_free(&alone[i].r);
+    }
+    cl_model_batch_free(b);
+    free(lg);
+    cl_t_close(&tm);
+}
+
+static void test_batch_llama_f32(void **state) { (void)state; cl_t_batch_check("tiny-llama-f32", false, true); }
+static void test_batch_llama_q4_0(void **state) { (void)state; cl_t_batch_check("tiny-llama-q4_0", false, false); }
+static void test_batch_gemma3_f32(void **state) { (void)state; cl_t_batch_check("tiny-gemma3-f32", false, true); }
+static void test_batch_gemma3_q8_0(void **state) { (void)state; cl_t_batch_check("tiny-gemma3-q8_0", false, false); }
+static void test_batch_gemma3_f16kv(void **state) { (void)state; cl_t_batch_check("tiny-gemma3-q4_0", true, false); }
+
+/* Bad batches are refused whole, naming the item, with no position moved. */
+static void test_batch_errors(void **state)
+{
+    (void)state;
+    struct cl_t_model tm = {0};
+    cl_t_open("tiny-llama-f32", &tm);
+    size_t V = cl_model_hparams(tm.m)->n_vocab;
+    struct cl_model_batch *b = NULL;
+    struct cl_model_seq *s1 = NULL, *s2 = NULL, *own = NULL, *big = NULL;
+    struct cl_model_seq_params sp = {.n_ctx = 8, .n_ubatch = 4, .kv_only = true};
+    struct cl_model_seq_params bp = {.n_ctx = 64, .kv_only = true};
+    float *lg = malloc(V * sizeof(float));
+    int32_t toks[8] = {1, 2, 3, 4, 5, 6, 7, 8}, bad[2] = {1, (int32_t)V};
+    assert_non_null(lg);
+    assert_err(cl_model_batch_new(tm.m, 0, 8, tm.pool, &b), CL_E_CORE_INVALID_ARG);
+    assert_err(cl_model_batch_new(tm.m, 8, CL_MODEL_MAX_CTX + 1, tm.pool, &b), CL_E_INFER_MODEL_CTX);
+    assert_ok(cl_model_batch_new(tm.m, 6, 16, tm.pool, &b));
+    assert_ok(cl_model_seq_new_ex(tm.m, &sp, tm.pool, &s1));
+    assert_ok(cl_model_seq_new_ex(tm.m, &sp, tm.pool, &s2));
+    assert_ok(cl_model_seq_new_ex(tm.m, &bp, tm.pool, &big));
+    assert_ok(cl_model_seq_new(tm.m, 8, tm.pool, &own));
+    /* a KV-only sequence has no scratch of its own */
+    assert_err(cl_model_seq_eval(s1, toks, 1, lg, false), CL_E_CORE_STATE);
+    struct cl_model_batch_item twice[2] = {{s1, toks, NULL, 1, false, NULL}, {s1, toks, NULL, 1, false, lg}};
+    assert_err(cl_model_batch_eval(b, twice, 2), CL_E_CORE_INVALID_ARG);
+    struct cl_model_batch_item badtok[2] = {{s1, toks, NULL, 2, false, NULL}, {s2, bad, NULL, 2, false, lg}};
+    assert_err(cl_model_batch_eval(b, badtok, 2), CL_E_INFER_MODEL_TOKEN);
+    assert_int_equal(cl_model_seq_pos(s1), 0); /* the good item was not evaluated either */
+    struct cl_model_batch_item ring[1] = {{s1, toks, NULL, 5, false, NULL}};
+    assert_err(cl_model_batch_eval(b, ring, 1), CL_E_INFER_MODEL_CTX);
+    struct cl_model_batch_item rows[2] = {{s1, toks, NULL, 4, false, NULL}, {s2, toks, NULL, 4, false, NULL}};
+    assert_err(cl_model_batch_eval(b, rows, 2), CL_E_CORE_INVALID_ARG);
+    struct cl_model_batch_item wide[1] = {{big, toks, NULL, 1, false, NULL}};
+    assert_err(cl_model_batch_eval(b, wide, 1), CL_E_INFER_MODEL_CTX);
+    struct cl_model_batch_item none[1] = {{s1, NULL, NULL, 1, false, NULL}};
+    assert_err(cl_model_batch_eval(b, none, 1), CL_E_CORE_INVALID_ARG);
+    assert_err(cl_model_batch_eval(b, NULL, 0), CL_E_CORE_INVALID_ARG);
+    struct cl_model_batch_item fill[1] = {{s1, toks, NULL, 4, false, NULL}};
+    assert_ok(cl_model_batch_eval(b, fill, 1));
+    assert_ok(cl_model_batch_eval(b, fill, 1));
+    assert_int_equal(cl_model_seq_pos(s1), 8);
+    struct cl_model_batch_item full[1] = {{s1, toks, NULL, 1, false, lg}};
+    assert_err(cl_model_batch_eval(b, full, 1), CL_E_INFER_MODEL_CTX_FULL);
+    /* memory: a KV-only sequence needs less than one with scratch; the batch's own need is an upper bound */
+    size_t kvo = 0, withsc = 0, bneed = 0;
+    struct cl_model_seq_params fp = sp;
+    fp.kv_only = false;
+    assert_ok(cl_model_seq_mem_need(tm.m, &sp, 2, &kvo));
+    assert_ok(cl_model_seq_mem_need(tm.m, &fp, 2, &withsc));
+    assert_true(kvo < withsc);
+    assert_ok(cl_model_batch_mem_need(tm.m, 6, 16, 2, &bneed));
+    assert_true(bneed > 0);
+    cl_model_seq_free(own);
+    cl_model_seq_free(big);
+    cl_model_seq_free(s1);
+    cl_model_seq_free(s2);
+    cl_model_batch_free(b);
+    free(lg);
+    cl_t_close(&tm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -848,6 +1049,12 @@ int main(void)
         cmocka_unit_test(test_cli_run),
         cmocka_unit_test(test_cli_logits),
         cmocka_unit_test(test_concurrent),
+        cmocka_unit_test(test_batch_llama_f32),
+        cmocka_unit_test(test_batch_llama_q4_0),
+        cmocka_unit_test(test_batch_gemma3_f32),
+        cmocka_unit_test(test_batch_gemma3_q8_0),
+        cmocka_unit_test(test_batch_gemma3_f16kv),
+        cmocka_unit_test(test_batch_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

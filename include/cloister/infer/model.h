@@ -84,6 +84,7 @@ struct cl_model_seq_params {
     uint32_t n_ctx;    /* positions; 0: the training context capped at 4096 */
     uint32_t n_ubatch; /* tokens per forward pass (longer evals are split); 0: 256 */
     bool kv_f16;       /* K and V cached as fp16 (half the memory; llama.cpp's default) */
+    bool kv_only;      /* no scratch of its own: evaluated only through a cl_model_batch */
 };
 /* As cl_model_seq_new with more settings. Sliding-window layers keep only
  * window + n_ubatch positions (a ring), so a long context costs little more
@@ -135,6 +136,43 @@ CL_MUST_CHECK cl_err cl_model_seq_eval(struct cl_model_seq *s, const int32_t *to
  * Non-finite values: CL_E_CORE_INVALID_ARG. */
 CL_MUST_CHECK cl_err cl_model_seq_eval_embd(struct cl_model_seq *s, const float *embd, size_t n, bool non_causal,
                                             float *logits, bool all_logits);
+
+/* ---- several sequences per forward pass (continuous batching) ---------- */
+
+/* Scratch for forward passes of up to n_rows rows taken from any number of
+ * KV-only sequences (cl_model_seq_params.kv_only) of up to n_ctx positions:
+ * every weight is read once per pass for all of them, attention runs per row
+ * over its own sequence's cache. A sequence gives exactly the same values
+ * batched as alone (cl_model_seq_eval): each row's arithmetic depends only on
+ * its own input and cache. pool as the sequences'. */
+struct cl_model_batch;
+CL_MUST_CHECK cl_err cl_model_batch_new(const struct cl_model *m, uint32_t n_rows, uint32_t n_ctx,
+                                        struct cl_pool *pool, struct cl_model_batch **out);
+void cl_model_batch_free(struct cl_model_batch *b);
+uint32_t cl_model_batch_rows(const struct cl_model_batch *b);
+/* Bytes cl_model_batch_new allocates (upper bound). */
+CL_MUST_CHECK cl_err cl_model_batch_mem_need(const struct cl_model *m, uint32_t n_rows, uint32_t n_ctx,
+                                             unsigned n_threads, size_t *out);
+/* n consecutive rows of one sequence, fed at its next positions: token ids,
+ * or (tokens NULL) embedding rows as cl_model_seq_eval_embd takes them. */
+struct cl_model_batch_item {
+    struct cl_model_seq *seq;
+    const int32_t *tokens;
+    const float *embd;
+    uint32_t n;       /* at most the sequence's n_ubatch */
+    bool non_causal;  /* the rows attend to each other (an image block) */
+    float *logits;    /* NULL, or n_vocab floats: the last row's logits */
+};
+/* One forward pass over every item's rows (each sequence at most once). All
+ * items are checked before anything is evaluated: a bad item fails the call
+ * with nothing written (CL_E_INFER_MODEL_TOKEN, CL_E_INFER_MODEL_CTX_FULL,
+ * CL_E_INFER_MODEL_CTX, CL_E_CORE_INVALID_ARG). On success every sequence's
+ * position advances by its rows. Logits of items whose buffers follow each
+ * other in memory come from one product. */
+CL_MUST_CHECK cl_err cl_model_batch_eval(struct cl_model_batch *b, const struct cl_model_batch_item *items,
+                                         size_t n_items);
+/* The sequence's n_ubatch: the most rows it may take in one batch item. */
+uint32_t cl_model_seq_ubatch(const struct cl_model_seq *s);
 
 /* Greedy choice: index of the largest logit, ties to the lowest index. */
 int32_t cl_model_argmax(const float *logits, size_t n);

@@ -18,6 +18,38 @@ static cl_err cl_model_mem_piece(size_t floats, size_t *total)
     return rc;
 }
 
+cl_err cl_model_batch_mem_need(const struct cl_model *m, uint32_t T, uint32_t n_ctx, unsigned n_threads,
+                                size_t *out)
+{
+    cl_err rc = CL_OK;
+    size_t total = 0;
+    CL_ENSURE_D(m && out, CL_E_CORE_INVALID_ARG, "model or out is NULL");
+    const struct cl_model_hparams *hp = &m->hp;
+    size_t kvk = (size_t)hp->n_head_kv * hp->head_dim_k, kvv = (size_t)hp->n_head_kv * hp->head_dim_v;
+    size_t qw = (size_t)hp->n_head * hp->head_dim_k, aw = (size_t)hp->n_head * hp->head_dim_v;
+    size_t E = hp->n_embd, widest = E > aw ? E : aw;
+    /* activations, then the row table (at most 48 bytes a row) and the row selection */
+    const size_t rows[] = {E, widest, qw, kvk, kvv, aw, E, hp->n_ff, hp->n_ff, 12, 1};
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        size_t f;
+        CL_GUARD(cl_size_mul(T, rows[i], &f));
+        CL_GUARD(cl_model_mem_piece(f, &total));
+    }
+    size_t sc;
+    CL_GUARD(cl_size_mul(n_threads ? n_threads : 1, (size_t)n_ctx + hp->head_dim_k, &sc));
+    CL_GUARD(cl_model_mem_piece(sc, &total));
+    /* quantized activations: at most 2 bytes per input element (F16), 4 for F32 inputs used in place */
+    size_t in = E > hp->n_ff ? E : hp->n_ff, act;
+    if (aw > in)
+        in = aw;
+    CL_GUARD(cl_size_mul(in, (size_t)T * 2, &act));
+    CL_GUARD(cl_size_add(total, act, &total));
+    CL_GUARD(cl_size_add(total, 2 * 4096, &total));
+    *out = total;
+out:
+    return rc;
+}
+
 cl_err cl_model_seq_mem_need(const struct cl_model *m, const struct cl_model_seq_params *p, unsigned n_threads,
                              size_t *out)
 {
@@ -39,23 +71,11 @@ cl_err cl_model_seq_mem_need(const struct cl_model *m, const struct cl_model_seq
     }
     /* K and V: fp16 halves them */
     CL_GUARD(cl_model_mem_piece(p->kv_f16 ? (kv + 1) / 2 : kv, &total));
-    size_t qw = (size_t)hp->n_head * hp->head_dim_k, aw = (size_t)hp->n_head * hp->head_dim_v;
-    size_t E = hp->n_embd, widest = E > aw ? E : aw;
-    const size_t rows[] = {E, widest, qw, kvk, kvv, aw, E, hp->n_ff, hp->n_ff};
-    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        size_t f;
-        CL_GUARD(cl_size_mul(T, rows[i], &f));
-        CL_GUARD(cl_model_mem_piece(f, &total));
+    if (!p->kv_only) {
+        size_t sc;
+        CL_GUARD(cl_model_batch_mem_need(m, T, n_ctx, n_threads, &sc));
+        CL_GUARD(cl_size_add(total, sc, &total));
     }
-    size_t sc;
-    CL_GUARD(cl_size_mul(n_threads ? n_threads : 1, (size_t)n_ctx + hp->head_dim_k, &sc));
-    CL_GUARD(cl_model_mem_piece(sc, &total));
-    /* quantized activations: at most 2 bytes per input element (F16), 4 for F32 inputs used in place */
-    size_t in = E > hp->n_ff ? E : hp->n_ff, act;
-    if (aw > in)
-        in = aw;
-    CL_GUARD(cl_size_mul(in, (size_t)T * 2, &act));
-    CL_GUARD(cl_size_add(total, act, &total));
     /* logits of one position, and page rounding of each secure allocation */
     CL_GUARD(cl_model_mem_piece(hp->n_vocab, &total));
     CL_GUARD(cl_size_add(total, 4 * 4096, &total));
