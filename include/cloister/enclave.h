@@ -67,6 +67,9 @@ struct cl_chat_params {
     size_t n_stop;
     char stop[CL_CHAT_MAX_STOP][CL_CHAT_MAX_STOP_LEN + 1];
     bool stream;
+    /* When the engine is full: wait for room (batch jobs) instead of failing
+     * with CL_E_PROTO_BUSY (interactive requests, answered 429). */
+    bool wait_for_slot;
     unsigned set; /* which optional sampling fields the request gave (CL_CHAT_SET_*) */
     /* Image parts, in order; message i's content holds a CL_CHAT_MEDIA_MARKER
      * where each stood. Contents assembled from parts and image bytes live in

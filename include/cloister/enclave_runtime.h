@@ -42,6 +42,29 @@ CL_MUST_CHECK cl_err cl_engine_new(const void *model, size_t len, unsigned threa
  * model's. Without it the engine refuses images. */
 CL_MUST_CHECK cl_err cl_engine_set_vision(struct cl_engine *e, const void *mmproj, size_t len);
 void cl_engine_free(struct cl_engine *e);
+/* Continuous batching limits, before serving: up to max_seqs sequences
+ * (1..64) at once, each of up to max_ctx positions (prompt + max_tokens; more
+ * is CL_E_PROTO_LIMIT). With mem_total (bytes the enclave may use, 0: no
+ * bound) the sequences' KV caches share what the model, projector, runtime
+ * and pass scratch leave (at least one sequence of max_ctx); a request that
+ * would exceed max_seqs or that budget fails with CL_E_PROTO_BUSY. The
+ * defaults: 4 sequences, max_prompt_tokens + 4096 positions, no bound. */
+CL_MUST_CHECK cl_err cl_engine_configure(struct cl_engine *e, uint32_t max_seqs, uint32_t max_ctx, size_t mem_total);
+uint32_t cl_engine_max_seqs(const struct cl_engine *e);
+/* What the scheduler has done: sequences admitted now, forward passes run,
+ * the most sequences and rows one pass held, KV bytes charged and the budget. */
+struct cl_engine_stats {
+    uint32_t active;
+    uint64_t steps;
+    uint32_t peak_seqs;
+    uint32_t peak_rows;
+    size_t kv_used;
+    size_t kv_budget;
+};
+void cl_engine_stats(struct cl_engine *e, struct cl_engine_stats *st);
+/* Tests and benchmarks: with hold set, admitted sequences wait and no pass
+ * runs until it is cleared (so several can be made to start together). */
+void cl_engine_hold(struct cl_engine *e, bool hold);
 /* Memory the engine needs to serve requests of up to n_ctx positions
  * (cl_model_enclave_mem_need over its model of model_len bytes). */
 CL_MUST_CHECK cl_err cl_engine_mem_need(const struct cl_engine *e, size_t model_len, uint32_t n_ctx, unsigned threads,

@@ -476,8 +476,11 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
                                                    : json_object(),
                                     json_string(cl_gw_finish_name(res.finish)));
         else
-            last = json_pack("{s:{s:s,s:s}}", "error", "message", img_err[0] ? img_err : "generation failed", "type",
-                             img_err[0] ? "invalid_request_error" : "server_error");
+            last = grc == CL_E_PROTO_BUSY
+                       ? json_pack("{s:{s:s,s:s}}", "error", "message", "the inference engine is full, retry later",
+                                   "type", "rate_limit_error")
+                       : json_pack("{s:{s:s,s:s}}", "error", "message", img_err[0] ? img_err : "generation failed",
+                                   "type", img_err[0] ? "invalid_request_error" : "server_error");
         /* usage rides on the last chunk, as OpenAI's stream_options.include_usage does */
         if (grc == CL_OK && last)
             json_object_set_new(last, "usage",
@@ -489,6 +492,10 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
     }
     if (img_err[0]) {
         rc = cl_gw_error(x, cl_err_category(grc) == CL_ERRCAT_IMAGE ? 400 : 500, "invalid_request_error", img_err);
+        goto out;
+    }
+    if (grc == CL_E_PROTO_BUSY) { /* the engine's sequences or KV budget are all taken */
+        rc = cl_gw_error(x, 429, "rate_limit_error", "the inference engine is full, retry later");
         goto out;
     }
     if (grc != CL_OK) {

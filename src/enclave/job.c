@@ -166,6 +166,7 @@ static cl_err cl_jobs_run(struct cl_jobs *j, const char *job_id, const struct cl
     } else {
         parsed = true;
         p.stream = false;
+        p.wait_for_slot = true; /* a job waits for room in the engine, it is not refused */
         rc = j->gen.generate(j->gen.self, &p, cl_jobs_piece, &t, res);
         if (rc == CL_OK)
             rc = cl_utf8_take(t.raw.data, t.raw.len, true, &clean, &used);

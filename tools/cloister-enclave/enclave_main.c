@@ -125,6 +125,13 @@ int cloister_enclave_main(int argc, char **argv)
             (rc = cl_enclave_mem_check(need, bt->model_len, "serving the longest request")) != CL_OK)
             goto fail;
         CL_LOG(CL_LOG_INFO, "memory_sized", CL_LOG_SIZE("need_bytes", need), CL_LOG_COUNT("max_ctx", n_ctx));
+        /* continuous batching: as many sequences as concurrent exchanges,
+         * their caches within what the enclave's memory leaves */
+        size_t avail = 0;
+        uint32_t seqs = bt->limits.max_sessions < 64 ? bt->limits.max_sessions : 64;
+        if ((rc = cl_enclave_mem_available(&avail)) != CL_OK ||
+            (rc = cl_engine_configure(eng, seqs ? seqs : 1, n_ctx, avail)) != CL_OK)
+            goto fail;
     }
     step = "keys";
     if ((rc = cl_random_bytes(&key_id, 1)) != CL_OK || (rc = cl_pkey_generate(CL_PKEY_P384, &audit)) != CL_OK ||

@@ -68,6 +68,16 @@ struct cl_model_answer {
 CL_MUST_CHECK cl_err cl_model_answer(const struct cl_model *m, const cl_tokenizer *tok, struct cl_pool *pool,
                                      const struct cl_model_request *rq, bool keep_prompt,
                                      struct cl_model_answer *out);
+/* The prompt of rq as cl_model_answer feeds it: token ids, -1 at image
+ * positions (the checks and errors of cl_model_answer), and the micro-batch
+ * its image blocks need (*ubatch, at least 256). *toks is malloc'd: release
+ * with cl_model_answer_prompt_free. For engines that schedule the feeding
+ * themselves (continuous batching). */
+CL_MUST_CHECK cl_err cl_model_answer_prompt(const struct cl_model *m, const cl_tokenizer *tok,
+                                            const struct cl_model_request *rq, int32_t **toks, size_t *n,
+                                            uint32_t *ubatch);
+/* Wipes and frees prompt ids. */
+void cl_model_answer_prompt_free(int32_t *toks, size_t n);
 /* Wipes and frees what an answer holds. */
 void cl_model_answer_free(struct cl_model_answer *a);
 

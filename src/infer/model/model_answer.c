@@ -114,15 +114,12 @@ out:
     return rc;
 }
 
-cl_err cl_model_answer(const struct cl_model *m, const cl_tokenizer *tok, struct cl_pool *pool,
-                       const struct cl_model_request *rq, bool keep_prompt, struct cl_model_answer *out)
+cl_err cl_model_answer_prompt(const struct cl_model *m, const cl_tokenizer *tok, const struct cl_model_request *rq,
+                              int32_t **toks, size_t *n, uint32_t *ubatch)
 {
     cl_err rc = CL_OK;
-    int32_t *toks = NULL;
-    size_t n = 0, n_out = 0;
-    struct cl_model_session *s = NULL;
-    enum cl_gen_stop why = CL_GEN_STOP_NONE;
-    uint32_t ubatch = CL_MODEL_UBATCH;
+    uint32_t ub = CL_MODEL_UBATCH;
+    CL_ENSURE_D(m && tok && rq && toks && n && ubatch, CL_E_CORE_INVALID_ARG, "model, tokenizer, request or out NULL");
     CL_ENSURE_D(rq->gen.max_tokens > 0, CL_E_CORE_INVALID_ARG, "max_tokens is 0");
     CL_ENSURE_D(rq->n_media == 0 || rq->media, CL_E_CORE_INVALID_ARG, "images counted but not given");
     for (size_t i = 0; i < rq->n_media; i++) {
@@ -133,10 +130,33 @@ cl_err cl_model_answer(const struct cl_model *m, const cl_tokenizer *tok, struct
                     "image %zu has embeddings of width %u, the model %u", i, rq->media[i].n_embd, hp->n_embd);
         CL_ENSURE_D(rq->media[i].n_tokens <= 4096, CL_E_INFER_VISION_MISMATCH, "image %zu has %u embeddings (max 4096)",
                     i, rq->media[i].n_tokens);
-        if (rq->media[i].n_tokens > ubatch)
-            ubatch = rq->media[i].n_tokens; /* an image block is one forward pass */
+        if (rq->media[i].n_tokens > ub)
+            ub = rq->media[i].n_tokens; /* an image block is one forward pass */
     }
-    CL_GUARD(cl_model_answer_tokens(tok, rq, &toks, &n));
+    CL_GUARD(cl_model_answer_tokens(tok, rq, toks, n));
+    *ubatch = ub;
+out:
+    return rc;
+}
+
+void cl_model_answer_prompt_free(int32_t *toks, size_t n)
+{
+    if (!toks)
+        return;
+    cl_wipe(toks, n * sizeof(*toks));
+    free(toks);
+}
+
+cl_err cl_model_answer(const struct cl_model *m, const cl_tokenizer *tok, struct cl_pool *pool,
+                       const struct cl_model_request *rq, bool keep_prompt, struct cl_model_answer *out)
+{
+    cl_err rc = CL_OK;
+    int32_t *toks = NULL;
+    size_t n = 0, n_out = 0;
+    struct cl_model_session *s = NULL;
+    enum cl_gen_stop why = CL_GEN_STOP_NONE;
+    uint32_t ubatch = CL_MODEL_UBATCH;
+    CL_GUARD(cl_model_answer_prompt(m, tok, rq, &toks, &n, &ubatch));
     uint64_t n_ctx = rq->n_ctx;
     if (n_ctx == 0) {
         n_ctx = (uint64_t)n + rq->gen.max_tokens;
