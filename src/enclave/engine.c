@@ -57,6 +57,7 @@ struct cl_engine_slot {
     /* under the engine's mutex */
     bool done, cancel;
     struct cl_buf text; /* answer text not yet handed to the caller */
+    struct cl_buf lens; /* its pieces' lengths (uint32_t), so the caller gets the pieces cl_gen made */
 };
 
 struct cl_engine {
@@ -274,8 +275,12 @@ const char *cl_engine_name(const struct cl_engine *e) { return e->name; }
 static int cl_engine_stream(void *user, int32_t token, const char *text, size_t len)
 {
     struct cl_engine_slot *sl = user;
+    uint32_t n = (uint32_t)len;
     (void)token;
-    return cl_buf_append(&sl->text, text, len) != CL_OK;
+    if (len == 0)
+        return 0;
+    return len > UINT32_MAX || cl_buf_append(&sl->text, text, len) != CL_OK ||
+           cl_buf_append(&sl->lens, &n, sizeof(n)) != CL_OK;
 }
 
 /* After the logits of the slot's last fed row: sample, stream, and either
@@ -477,6 +482,7 @@ static void cl_engine_slot_free(struct cl_engine_slot *sl)
     cl_model_seq_free(sl->seq);
     cl_model_answer_prompt_free(sl->toks, sl->n_prompt);
     cl_buf_free(&sl->text);
+    cl_buf_free(&sl->lens);
     free(sl);
 }
 
@@ -492,6 +498,7 @@ static cl_err cl_engine_admit(struct cl_engine *e, const struct cl_model_request
     bool reserved = false;
     CL_ENSURE(sl, CL_E_CORE_NOMEM);
     cl_buf_init(&sl->text, CL_GEN_MAX_TEXT, CL_BUF_SECURE);
+    cl_buf_init(&sl->lens, CL_GEN_MAX_TEXT, CL_BUF_SECURE);
     CL_GUARD(cl_model_answer_prompt(e->m, e->tok, rq, &sl->toks, &sl->n_prompt, &ubatch));
     CL_ENSURE_D(ubatch <= e->n_rows, CL_E_INFER_VISION_MISMATCH, "an image of %u embeddings exceeds the pass of %u rows",
                 ubatch, e->n_rows);
@@ -552,9 +559,10 @@ cl_err cl_engine_generate(void *self, const struct cl_chat_params *p, cl_chat_pi
     const char *stops[CL_CHAT_MAX_STOP];
     struct cl_model_media media[CL_CHAT_MAX_IMAGES];
     struct cl_engine_slot *sl = NULL;
-    struct cl_buf chunk;
+    struct cl_buf chunk, lens;
     float *embd = NULL;
     cl_buf_init(&chunk, CL_GEN_MAX_TEXT, CL_BUF_SECURE);
+    cl_buf_init(&lens, CL_GEN_MAX_TEXT, CL_BUF_SECURE);
     /* F32 KV cache and the same sampling defaults as `cloister run`,
      * overridden only by what the request gave, so the same seed and
      * settings give the same answer. */
@@ -589,10 +597,21 @@ cl_err cl_engine_generate(void *self, const struct cl_chat_params *p, cl_chat_pi
     for (;;) {
         if (sl->text.len) {
             cl_err arc = cl_buf_append(&chunk, sl->text.data, sl->text.len);
+            if (arc == CL_OK)
+                arc = cl_buf_append(&lens, sl->lens.data, sl->lens.len);
             cl_buf_reset(&sl->text);
+            cl_buf_reset(&sl->lens);
             pthread_mutex_unlock(&e->mu);
-            bool more = arc == CL_OK && piece(piece_ctx, (const char *)chunk.data, chunk.len);
+            bool more = arc == CL_OK;
+            /* piece by piece, as cl_gen cut them (one token's text each) */
+            for (size_t k = 0, at = 0; more && k + sizeof(uint32_t) <= lens.len; k += sizeof(uint32_t)) {
+                uint32_t n;
+                memcpy(&n, lens.data + k, sizeof(n));
+                more = n <= chunk.len - at && piece(piece_ctx, (const char *)chunk.data + at, n);
+                at += n;
+            }
             cl_buf_reset(&chunk);
+            cl_buf_reset(&lens);
             pthread_mutex_lock(&e->mu);
             if (!more)
                 sl->cancel = true;
@@ -610,6 +629,7 @@ cl_err cl_engine_generate(void *self, const struct cl_chat_params *p, cl_chat_pi
 out:
     cl_engine_slot_free(sl);
     cl_buf_free(&chunk);
+    cl_buf_free(&lens);
     cl_secmem_free(embd); /* wipes the image embeddings */
     cl_wipe(&seed, sizeof(seed));
     return rc;

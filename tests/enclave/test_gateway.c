@@ -247,6 +247,39 @@ static void test_errors(void **state)
     cl_gateway_free(g);
 }
 
+/* An engine whose sequences (or KV budget) are all taken. */
+static cl_err busy_generate(void *self, const struct cl_chat_params *p, cl_chat_piece_fn piece, void *ctx,
+                            struct cl_chat_result *res)
+{
+    (void)self, (void)p, (void)piece, (void)ctx, (void)res;
+    return cl_err_fail(CL_E_PROTO_BUSY, "engine full: 4 of 4 sequences");
+}
+
+/* A full engine is a 429 in OpenAI's rate-limit shape, not a server error,
+ * streamed or not; the gateway's own session count still has room. */
+static void test_engine_busy(void **state)
+{
+    (void)state;
+    struct cl_enclave_limits l;
+    cl_enclave_limits_default(&l);
+    l.max_tokens = 64;
+    l.max_sessions = 8;
+    const struct cl_generator busy = {busy_generate, NULL, "busy"};
+    cl_gateway *g;
+    struct answer a;
+    struct sink s;
+    assert_ok(cl_gateway_new(&l, &busy, 1, &g));
+    assert_ok(exchange(g, "POST", "/v1/chat/completions", chat_req, false, &a, &s, NULL));
+    assert_int_equal(a.status, 429);
+    json_t *j = body_json(&a);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "type")), "rate_limit_error");
+    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(j, "error"), "message")), "full"));
+    assert_null(memmem(a.body.data, a.body.len, MARKER, strlen(MARKER)));
+    json_decref(j);
+    done(&a, &s);
+    cl_gateway_free(g);
+}
+
 static void test_replay_and_tamper(void **state)
 {
     (void)state;
@@ -536,7 +569,8 @@ int main(void)
 {
     cl_json_secure();
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_plain), cmocka_unit_test(test_stream),
-                                       cmocka_unit_test(test_errors), cmocka_unit_test(test_replay_and_tamper),
+                                       cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_engine_busy), cmocka_unit_test(test_replay_and_tamper),
                                        cmocka_unit_test(test_replay_across_rotation),
                                        cmocka_unit_test(test_key_id_wrap), cmocka_unit_test(test_window_bounds),
                                        cmocka_unit_test(test_rotation_race), cmocka_unit_test(test_utf8),
