@@ -74,6 +74,13 @@ void cl_bstore_results_close(cl_bstore_results *r);
  * of the enclave's chain), the result only when job_id has none yet
  * (*stored says whether it was). */
 CL_MUST_CHECK cl_err cl_bstore_results_put(cl_bstore_results *r, const struct cl_bstore_put *p, bool *stored);
+/* An interactive request's receipt (no result: the answer went to the
+ * client) and, once per chain, the attestation; one transaction. */
+CL_MUST_CHECK cl_err cl_bstore_results_put_receipt(cl_bstore_results *r, const char *chain, uint64_t seq,
+                                                   const char *request_id, const uint8_t *receipt, size_t rn,
+                                                   const uint8_t *att, size_t an);
+/* The highest stored seq of chain (0 when none). */
+CL_MUST_CHECK cl_err cl_bstore_results_chain_max(cl_bstore_results *r, const char *chain, uint64_t *max);
 /* The result of job_id and the receipt written with it; CL_E_STORE_NOT_FOUND when none. */
 CL_MUST_CHECK cl_err cl_bstore_results_get(cl_bstore_results *r, const char *job_id, bool *ok, struct cl_buf *result,
                                            struct cl_buf *receipt);

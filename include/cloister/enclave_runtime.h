@@ -116,5 +116,12 @@ void cl_jobs_free(struct cl_jobs *j);
 /* Handles one JOB_REQ on fd: a JOB_RES, or an ERROR frame (returned code)
  * when the job cannot be opened: malformed, or its key refused. */
 CL_MUST_CHECK cl_err cl_jobs_handle(struct cl_jobs *j, int fd, const uint8_t *job, size_t n);
+/* After an interactive answer on fd: signs its receipt (kind "interactive",
+ * the same chain as jobs) and sends it in a RECEIPT frame; the chain
+ * advances only when the frame was sent. req_sha/res_sha: SHA-256 of the
+ * encapsulated request and of the encapsulated response (all chunks). */
+CL_MUST_CHECK cl_err cl_jobs_receipt_interactive(struct cl_jobs *j, int fd, const struct cl_gw_outcome *oc,
+                                                 const uint8_t req_sha[32], const uint8_t res_sha[32],
+                                                 uint64_t started_ms, uint64_t duration_us);
 
 #endif

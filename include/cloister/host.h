@@ -68,6 +68,7 @@ struct cl_host_config {
     unsigned max_images;        /* images per request (0: none) */
     unsigned max_image_bytes;   /* 0 = the enclave's default */
     const char *capture_dir; /* test hook: every socket byte appended here; NULL = off */
+    const char *receipts_url; /* sqlite:PATH: interactive receipts are stored there; NULL = discarded */
     const char *kms_ca_pem;  /* extra CA (PEM) the enclave trusts for an https key service; NULL = system store */
     /* The HTTP front door. 0 picks the default (CL_HOST_DEFAULT_*). */
     unsigned max_connections;        /* open client connections; more get 503 at accept. The default is

@@ -485,6 +485,31 @@ out:
     return rc;
 }
 
+cl_err cl_bstore_results_put_receipt(cl_bstore_results *r, const char *chain, uint64_t seq, const char *id,
+                                     const uint8_t *receipt, size_t rn, const uint8_t *att, size_t an)
+{
+    cl_err rc = CL_OK;
+    CL_ENSURE_D(cl_bstore_name_valid(id) && cl_bstore_name_valid(chain) && rn && an, CL_E_STORE_URL,
+                "request id, chain or empty receipt");
+    CL_GUARD(cl_bstore_begin(r->db));
+    struct cl_bstore_arg a1[] = {CL_BT(chain), CL_BB(att, an)};
+    rc = cl_bstore_exec(r->db, "INSERT OR IGNORE INTO attestations(chain, doc) VALUES(?,?)", a1, 2, NULL);
+    if (rc == CL_OK) {
+        struct cl_bstore_arg a2[] = {CL_BT(chain), CL_BI((int64_t)seq), CL_BT(id), CL_BB(receipt, rn)};
+        rc = cl_bstore_exec(r->db, "INSERT INTO receipts(chain, seq, job_id, receipt, at) VALUES(?,?,?,?,strftime('%s','now'))",
+                            a2, 4, NULL);
+    }
+    rc = cl_bstore_commit(r->db, rc);
+out:
+    return rc;
+}
+
+cl_err cl_bstore_results_chain_max(cl_bstore_results *r, const char *chain, uint64_t *max)
+{
+    struct cl_bstore_arg a[] = {CL_BT(chain)};
+    return cl_bstore_count(r->db, "SELECT coalesce(max(seq), 0) FROM receipts WHERE chain = ?", a, 1, max);
+}
+
 static cl_err cl_bstore_blob(sqlite3_stmt *st, int col, struct cl_buf *out)
 {
     cl_err rc = CL_OK;

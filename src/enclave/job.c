@@ -288,3 +288,60 @@ out:
     cl_buf_free(&frame);
     return rc;
 }
+
+cl_err cl_jobs_receipt_interactive(struct cl_jobs *j, int fd, const struct cl_gw_outcome *oc,
+                                   const uint8_t req_sha[32], const uint8_t res_sha[32], uint64_t started_ms,
+                                   uint64_t duration_us)
+{
+    cl_err rc = CL_OK;
+    struct cl_batch_receipt r;
+    struct cl_buf receipt, frame;
+    bool locked = false;
+    cl_buf_init(&receipt, CL_BATCH_RECEIPT_MAX, CL_BUF_NONE);
+    cl_buf_init(&frame, CL_BATCH_RECEIPT_MAX + CL_NSM_RESPONSE_MAX + 512, CL_BUF_NONE);
+    memset(&r, 0, sizeof(r));
+    snprintf(r.kind, sizeof(r.kind), CL_BATCH_KIND_INTERACTIVE);
+    snprintf(r.job_id, sizeof(r.job_id), "%s", oc->request_id);
+    snprintf(r.consumer, sizeof(r.consumer), "%s", oc->consumer);
+    memcpy(r.model_sha256, j->bt->model_sha256, 32);
+    if (oc->images && j->bt->has_mmproj) {
+        r.has_projector = true;
+        memcpy(r.projector_sha256, j->bt->mmproj_sha256, 32);
+    }
+    memcpy(r.attestation_sha256, j->att_sha, 32);
+    memcpy(r.job_sha256, req_sha, 32);
+    memcpy(r.result_sha256, res_sha, 32);
+    r.ok = oc->status == 200 && !oc->failed;
+    if (!r.ok)
+        snprintf(r.error, sizeof(r.error), oc->failed ? "STREAM_FAILED" : "HTTP_%u", (unsigned)oc->status);
+    r.prompt_tokens = oc->prompt_tokens;
+    r.completion_tokens = oc->completion_tokens;
+    r.started_ms = started_ms;
+    r.duration_us = duration_us;
+    /* As for jobs: a host that stops reading holds the chain at most this long. */
+    struct timeval tv = {(time_t)(j->lim->request_timeout_ms / 1000),
+                         (suseconds_t)(j->lim->request_timeout_ms % 1000) * 1000};
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    pthread_mutex_lock(&j->chain_mu);
+    locked = true;
+    r.seq = j->seq + 1;
+    memcpy(r.prev, j->head, 32);
+    CL_GUARD(cl_batch_receipt_sign(&r, j->audit, &receipt));
+    struct cl_wire_receipt wr = {receipt.data, receipt.len, j->att.data, j->att.len, "", "", r.seq};
+    snprintf(wr.request_id, sizeof(wr.request_id), "%s", oc->request_id);
+    memcpy(wr.chain, j->att_hex, sizeof(wr.chain));
+    CL_GUARD(cl_wire_receipt_encode(&wr, &frame));
+    CL_GUARD(cl_wire_send(fd, CL_WIRE_RECEIPT, 0, frame.data, frame.len));
+    j->seq = r.seq;
+    CL_GUARD(cl_sha256(receipt.data, receipt.len, j->head));
+    CL_LOG(CL_LOG_INFO, "receipt_sent", CL_LOG_COUNT("seq", r.seq), CL_LOG_COUNT("ok", r.ok),
+           CL_LOG_COUNT("prompt_tokens", r.prompt_tokens), CL_LOG_COUNT("completion_tokens", r.completion_tokens));
+out:
+    if (locked)
+        pthread_mutex_unlock(&j->chain_mu);
+    if (rc != CL_OK)
+        CL_LOG(CL_LOG_WARN, "receipt_not_sent", CL_LOG_ERR(rc));
+    cl_buf_free(&receipt);
+    cl_buf_free(&frame);
+    return rc;
+}

@@ -2,6 +2,7 @@
  * AF_VSOCK) and under cloister-sim (simulated NSM, vsock over UNIX sockets):
  * the transports are chosen at run time by cl_nsm_open and cl_vsock. */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +81,7 @@ int cloister_enclave_main(int argc, char **argv)
     if (threads < 1 || threads > 64)
         threads = 2;
     cl_log_set_component("enclave");
+    signal(SIGPIPE, SIG_IGN); /* a host that closed early is a failed send, not a dead enclave */
     cl_err rc = cl_secure_process_init();
     if (rc != CL_OK)
         return cl_enclave_fail("hardening", rc);
