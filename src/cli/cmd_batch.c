@@ -818,15 +818,18 @@ static void cl_audit_finding(struct cl_audit *A, const char *kind, const struct 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* an interactive receipt names its request (the answer's "id"), a batch one its job */
+    bool inter = rec && !strcmp(rec->r.kind, CL_BATCH_KIND_INTERACTIVE);
     if (A->json) {
-        printf("%s{\"finding\":\"%s\",\"record\":%lld,\"seq\":%llu,\"job_id\":\"%s\",\"detail\":\"",
+        printf("%s{\"finding\":\"%s\",\"record\":%lld,\"seq\":%llu,\"kind\":\"%s\",\"%s\":\"%s\",\"detail\":\"",
                A->findings ? "," : "", kind, rec ? (long long)rec->rowid : -1LL,
-               rec ? (unsigned long long)rec->r.seq : 0ULL, rec && cl_batch_id_valid(rec->r.job_id) ? rec->r.job_id : "");
+               rec ? (unsigned long long)rec->r.seq : 0ULL, inter ? "interactive" : "batch",
+               inter ? "request_id" : "job_id", rec && cl_batch_id_valid(rec->r.job_id) ? rec->r.job_id : "");
         cl_cli_json_str(stdout, (const uint8_t *)msg, strlen(msg));
         printf("\"}");
     } else
-        printf("%s: record %lld (seq %llu, job %s): %s\n", kind, rec ? (long long)rec->rowid : -1LL,
-               rec ? (unsigned long long)rec->r.seq : 0ULL,
+        printf("%s: record %lld (seq %llu, %s %s): %s\n", kind, rec ? (long long)rec->rowid : -1LL,
+               rec ? (unsigned long long)rec->r.seq : 0ULL, inter ? "request" : "job",
                rec && cl_batch_id_valid(rec->r.job_id) ? rec->r.job_id : "?", msg);
     A->findings++;
 }
@@ -930,8 +933,13 @@ static void cl_audit_help(FILE *f)
             "        reordered (stored out of sequence). Exit 0 when none, 1 otherwise.\n"
             "        A deletion of a chain's newest receipts leaves no gap; compare the newest seq with\n"
             "        the enclave's own count when that matters.\n"
-            "show    lists the receipts (record, chain, seq, job, status, tokens, duration), and with\n"
-            "        --root and --pcr the verdict of each.\n");
+            "show    lists the receipts (record, chain, seq, job or request, status, tokens, duration),\n"
+            "        and with --root and --pcr the verdict of each; --json adds every signed field\n"
+            "        (kind, consumer, model and projector digests, ciphertext digests, timings).\n\n"
+            "Both kinds of receipt live in one store and one chain per enclave boot: batch jobs\n"
+            "(stored by cloister-host --worker) and interactive chat completions (stored by\n"
+            "cloister-host --receipts; their request id is the answer's \"id\", which\n"
+            "'cloister ask --json' prints as request_id). See docs/receipts.md.\n");
 }
 
 int cl_cmd_audit(int argc, char **argv)
@@ -1012,20 +1020,37 @@ int cl_cmd_audit(int argc, char **argv)
             printf("{\"receipts\":[");
         for (size_t i = 0; i < A->n; i++) {
             const struct cl_audit_rec *r = &A->recs[i];
-            char att[65];
+            char att[65], din[65], dout[65], model[65], proj[65];
             cl_hex_encode(r->r.attestation_sha256, 32, att);
+            cl_hex_encode(r->r.job_sha256, 32, din);
+            cl_hex_encode(r->r.result_sha256, 32, dout);
+            cl_hex_encode(r->r.model_sha256, 32, model);
+            cl_hex_encode(r->r.projector_sha256, 32, proj);
+            bool inter = !strcmp(r->r.kind, CL_BATCH_KIND_INTERACTIVE), parsed = r->chain >= 0 || r->r.seq;
             const char *verdict = !verify ? "unchecked" : r->why ? r->why : "signature ok";
-            if (json)
-                printf("%s{\"record\":%lld,\"chain\":\"%.16s\",\"seq\":%llu,\"job_id\":\"%s\",\"status\":\"%s\","
-                       "\"prompt_tokens\":%u,\"completion_tokens\":%u,\"duration_us\":%llu,\"verdict\":\"%s\"}",
+            const char *id = cl_batch_id_valid(r->r.job_id) ? r->r.job_id : "";
+            if (json) {
+                /* fields come from the signed payload (printable, no quotes: checked by the parser) */
+                printf("%s{\"record\":%lld,\"chain\":\"%.16s\",\"seq\":%llu,\"kind\":\"%s\",\"%s\":\"%s\","
+                       "\"consumer\":\"%s\",\"model_sha256\":\"%s\",",
                        i ? "," : "", (long long)r->rowid, att, (unsigned long long)r->r.seq,
-                       cl_batch_id_valid(r->r.job_id) ? r->r.job_id : "", r->r.ok ? "ok" : "error", r->r.prompt_tokens,
-                       r->r.completion_tokens, (unsigned long long)r->r.duration_us, verdict);
-            else
-                printf("%6lld  chain %.16s  seq %-6llu  job %-32s  %-5s  %u+%u tokens  %llu us  %s\n",
-                       (long long)r->rowid, att, (unsigned long long)r->r.seq,
-                       cl_batch_id_valid(r->r.job_id) ? r->r.job_id : "?", r->r.ok ? "ok" : "error",
-                       r->r.prompt_tokens, r->r.completion_tokens, (unsigned long long)r->r.duration_us, verdict);
+                       parsed ? (inter ? "interactive" : "batch") : "", inter ? "request_id" : "job_id", id,
+                       cl_batch_text_valid(r->r.consumer, CL_BATCH_CONSUMER_MAX) ? r->r.consumer : "",
+                       parsed ? model : "");
+                if (r->r.has_projector)
+                    printf("\"projector_sha256\":\"%s\",", proj);
+                printf("\"%s\":\"%s\",\"%s\":\"%s\",\"status\":\"%s\",\"error\":\"%s\",\"prompt_tokens\":%u,"
+                       "\"completion_tokens\":%u,\"started_ms\":%llu,\"duration_us\":%llu,\"verdict\":\"%s\"}",
+                       inter ? "request_sha256" : "job_sha256", parsed ? din : "",
+                       inter ? "response_sha256" : "result_sha256", parsed ? dout : "", r->r.ok ? "ok" : "error",
+                       cl_batch_id_valid(r->r.error) ? r->r.error : "", r->r.prompt_tokens, r->r.completion_tokens,
+                       (unsigned long long)r->r.started_ms, (unsigned long long)r->r.duration_us, verdict);
+            } else {
+                printf("%6lld  chain %.16s  seq %-6llu  %-7s %-33s  %-5s  %u+%u tokens  %llu us  %s\n",
+                       (long long)r->rowid, att, (unsigned long long)r->r.seq, inter ? "request" : "job",
+                       id[0] ? id : "?", r->r.ok ? "ok" : "error", r->r.prompt_tokens, r->r.completion_tokens,
+                       (unsigned long long)r->r.duration_us, verdict);
+            }
         }
         if (json)
             printf("]}\n");

@@ -151,6 +151,78 @@ static void test_wire_job_res(void **state)
     cl_buf_free(&b);
 }
 
+/* Interactive receipts: their own member names, the projector digest only
+ * when images were used, and a kind the parser does not know is refused. */
+static void test_receipt_interactive(void **state)
+{
+    (void)state;
+    cl_pkey *key = NULL;
+    struct cl_batch_receipt r, g;
+    struct cl_buf out;
+    memset(&r, 0, sizeof(r));
+    r.seq = 3;
+    snprintf(r.kind, sizeof(r.kind), CL_BATCH_KIND_INTERACTIVE);
+    snprintf(r.job_id, sizeof(r.job_id), "chatcmpl-0123456789abcdef01234567");
+    snprintf(r.consumer, sizeof(r.consumer), "-");
+    memset(r.job_sha256, 0x22, 32);
+    memset(r.result_sha256, 0x33, 32);
+    r.ok = false;
+    snprintf(r.error, sizeof(r.error), "HTTP_429");
+    assert_ok(cl_pkey_generate(CL_PKEY_P384, &key));
+    cl_buf_init(&out, CL_BATCH_RECEIPT_MAX, CL_BUF_NONE);
+    assert_ok(cl_batch_receipt_sign(&r, key, &out));
+    assert_non_null(memmem(out.data, out.len, "\"request_id\":\"chatcmpl-", 23));
+    assert_non_null(memmem(out.data, out.len, "\"request_sha256\":\"2222", 22));
+    assert_non_null(memmem(out.data, out.len, "\"response_sha256\":\"3333", 23));
+    assert_null(memmem(out.data, out.len, "job_id", 6));
+    assert_null(memmem(out.data, out.len, "projector_sha256", 16));
+    assert_ok(cl_batch_receipt_parse(out.data, out.len, &g));
+    assert_string_equal(g.kind, "interactive");
+    assert_string_equal(g.job_id, r.job_id);
+    assert_string_equal(g.error, "HTTP_429");
+    assert_false(g.ok);
+    assert_false(g.has_projector);
+    assert_memory_equal(g.result_sha256, r.result_sha256, 32);
+    /* with images: the projector digest is signed too */
+    r.has_projector = true;
+    memset(r.projector_sha256, 0x44, 32);
+    out.len = 0;
+    assert_ok(cl_batch_receipt_sign(&r, key, &out));
+    assert_ok(cl_batch_receipt_verify(out.data, out.len, key));
+    assert_ok(cl_batch_receipt_parse(out.data, out.len, &g));
+    assert_true(g.has_projector);
+    assert_memory_equal(g.projector_sha256, r.projector_sha256, 32);
+    /* unknown kinds are not signed */
+    snprintf(r.kind, sizeof(r.kind), "other");
+    out.len = 0;
+    assert_err(cl_batch_receipt_sign(&r, key, &out), CL_E_PROTO_RECEIPT_MALFORMED);
+    cl_buf_free(&out);
+    cl_pkey_free(key);
+}
+
+static void test_wire_receipt(void **state)
+{
+    (void)state;
+    struct cl_buf b;
+    struct cl_wire_receipt r = {(const uint8_t *)"RCPT", 4, (const uint8_t *)"ATT", 3, "chatcmpl-1", "", 9}, g;
+    memset(r.chain, 'b', 64);
+    cl_buf_init(&b, 4096, CL_BUF_NONE);
+    assert_ok(cl_wire_receipt_encode(&r, &b));
+    assert_ok(cl_wire_receipt_parse(b.data, b.len, &g));
+    assert_string_equal(g.request_id, "chatcmpl-1");
+    assert_int_equal(g.seq, 9);
+    assert_memory_equal(g.receipt, "RCPT", 4);
+    assert_memory_equal(g.attestation, "ATT", 3);
+    assert_err(cl_wire_receipt_parse(b.data, 6, &g), CL_E_PROTO_REQUEST_INVALID);
+    b.len--;
+    assert_ok(cl_buf_append_str(&b, ",\"x\":1}"));
+    assert_err(cl_wire_receipt_parse(b.data, b.len, &g), CL_E_PROTO_REQUEST_INVALID);
+    snprintf(r.request_id, sizeof(r.request_id), "a/b");
+    b.len = 0;
+    assert_err(cl_wire_receipt_encode(&r, &b), CL_E_PROTO_REQUEST_INVALID);
+    cl_buf_free(&b);
+}
+
 static char cl_t_dir[256];
 
 static void test_store_objects(void **state)
@@ -267,6 +339,21 @@ static void test_store_results(void **state)
     assert_ok(cl_bstore_results_attestation(r, "chainA", &a));
     assert_memory_equal(a.data, "ATT", 3);
     assert_err(cl_bstore_results_get(r, "nope", &ok, &a, &b), CL_E_STORE_NOT_FOUND);
+    /* an interactive receipt: no result row, the chain's head moves */
+    uint64_t max = 0;
+    assert_ok(cl_bstore_results_chain_max(r, "chainA", &max));
+    assert_int_equal(max, 2);
+    assert_ok(cl_bstore_results_put_receipt(r, "chainA", 3, "chatcmpl-1", (const uint8_t *)"C3", 2,
+                                            (const uint8_t *)"ATT", 3));
+    assert_ok(cl_bstore_results_chain_max(r, "chainA", &max));
+    assert_int_equal(max, 3);
+    assert_ok(cl_bstore_results_chain_max(r, "chainB", &max));
+    assert_int_equal(max, 0);
+    assert_ok(cl_bstore_results_count(r, &nres, &nrec));
+    assert_int_equal(nres, 1);
+    assert_int_equal(nrec, 3);
+    assert_err(cl_bstore_results_put_receipt(r, "chainA", 4, "../x", (const uint8_t *)"C4", 2,
+                                             (const uint8_t *)"ATT", 3), CL_E_STORE_URL);
     cl_bstore_results_close(r);
     cl_buf_free(&a);
     cl_buf_free(&b);
@@ -292,6 +379,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_job_roundtrip),   cmocka_unit_test(test_result_roundtrip),
         cmocka_unit_test(test_receipt),         cmocka_unit_test(test_wire_job_res),
+        cmocka_unit_test(test_receipt_interactive), cmocka_unit_test(test_wire_receipt),
         cmocka_unit_test(test_store_objects),
         cmocka_unit_test(test_store_queue),     cmocka_unit_test(test_store_results),
     };
