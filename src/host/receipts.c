@@ -27,6 +27,7 @@ struct cl_host_rcpt_item {
     char id[CL_WIRE_JOB_ID_MAX + 1];
     uint64_t seq;
     uint64_t t_us; /* when it arrived */
+    int checked;   /* the store was asked for its predecessor (a batch worker may have written it) */
     size_t rlen, alen;
     uint8_t *receipt; /* rlen bytes, then alen bytes of attestation, one allocation */
 };
@@ -121,6 +122,13 @@ static unsigned cl_host_rcpt_drain(struct cl_host_receipts *R, int flush)
     while (*pp) {
         struct cl_host_rcpt_item *it = *pp;
         struct cl_host_rcpt_chain *c = cl_host_rcpt_chain(R, it->chain);
+        uint64_t max = 0;
+        if (it->seq > c->next && !it->checked) {
+            /* the chain is shared with batch jobs, whose receipts the worker stores */
+            it->checked = 1;
+            if (cl_bstore_results_chain_max(R->store, it->chain, &max) == CL_OK && max + 1 > c->next)
+                c->next = max + 1;
+        }
         if (it->seq <= c->next || flush || now - it->t_us >= CL_HOST_RCPT_WAIT_US) {
             *pp = it->next;
             if (it->seq > c->next)
