@@ -142,7 +142,7 @@ static bool cl_jobs_piece(void *ctx, const char *text, size_t len)
 /* The answer as the interactive path gives it (a chat.completion object), or
  * an error object; *ok says which. */
 static cl_err cl_jobs_run(struct cl_jobs *j, const char *job_id, const struct cl_buf *req, struct cl_buf *answer,
-                          bool *ok, struct cl_chat_result *res)
+                          bool *ok, bool *images, struct cl_chat_result *res)
 {
     cl_err rc = CL_OK;
     json_t *root = NULL, *out = NULL;
@@ -165,6 +165,7 @@ static cl_err cl_jobs_run(struct cl_jobs *j, const char *job_id, const struct cl
         rc = CL_OK;
     } else {
         parsed = true;
+        *images = p.n_images > 0;
         p.stream = false;
         rc = j->gen.generate(j->gen.self, &p, cl_jobs_piece, &t, res);
         if (rc == CL_OK)
@@ -218,7 +219,7 @@ cl_err cl_jobs_handle(struct cl_jobs *j, int fd, const uint8_t *job, size_t n)
     struct cl_buf req, answer, result, receipt, frame;
     struct cl_chat_result res = {0};
     struct cl_batch_receipt r;
-    bool ok = false, locked = false;
+    bool ok = false, locked = false, images = false;
     uint64_t t0 = cl_now_us();
     struct cl_batch_job_header *h = malloc(sizeof(*h));
     cl_buf_init(&req, CL_BATCH_JOB_MAX_PLAINTEXT, CL_BUF_SECURE);
@@ -232,13 +233,17 @@ cl_err cl_jobs_handle(struct cl_jobs *j, int fd, const uint8_t *job, size_t n)
     CL_GUARD(cl_jobs_key(j, h, key));
     uint64_t t_key = cl_now_us();
     CL_GUARD(cl_batch_job_open(job, n, key, &req));
-    CL_GUARD(cl_jobs_run(j, h->job_id, &req, &answer, &ok, &res));
+    CL_GUARD(cl_jobs_run(j, h->job_id, &req, &answer, &ok, &images, &res));
     CL_GUARD(cl_batch_result_seal(h->job_id, ok, key, answer.data, answer.len, &result));
 
     snprintf(r.kind, sizeof(r.kind), "batch");
     snprintf(r.job_id, sizeof(r.job_id), "%s", h->job_id);
     snprintf(r.consumer, sizeof(r.consumer), "%s", h->consumer);
     memcpy(r.model_sha256, j->bt->model_sha256, 32);
+    if (images && j->bt->has_mmproj) { /* the projector read this job's images */
+        r.has_projector = true;
+        memcpy(r.projector_sha256, j->bt->mmproj_sha256, 32);
+    }
     memcpy(r.attestation_sha256, j->att_sha, 32);
     CL_GUARD(cl_sha256(job, n, r.job_sha256));
     CL_GUARD(cl_sha256(result.data, result.len, r.result_sha256));
