@@ -7,7 +7,8 @@
 #  - the ciphertext digests in every receipt equal the bytes the host relayed
 #    (its STACK_CAPTURE of the vsock traffic), and the receipt follows the answer;
 #  - one chain per enclave boot mixes interactive and batch receipts;
-#  - a store locked by someone else does not hold up the client;
+#  - a store locked by someone else does not hold up the client; a full one
+#    (file-size limit) costs no answer, and the failure is logged and counted;
 #  - altered, deleted, inserted and reordered interactive receipts are named;
 #  - no prompt marker or answer in the receipts store;
 #  - without --receipts the host says at start that it discards them.
@@ -193,12 +194,32 @@ expect 2 "--receipts needs sqlite:PATH" "$HOST" --receipts /tmp/x.db
 expect_err "receipts must be sqlite:PATH" "the bad --receipts value is named"
 "$HOST" --help | grep -q -- "--receipts sqlite:PATH" && ok "cloister-host --help describes --receipts" || bad "--help lacks --receipts"
 "$CL" audit --help | grep -q "request_id" && ok "cloister audit --help explains interactive receipts" || bad "audit --help"
-mkdir -m 700 "$D/vsock3"
+mkdir -m 700 "$D/vsock3" "$D/vsock4" "$S/small"
 "$HOST" --listen 127.0.0.1:0 --enclave-cid 16 --vsock-dir "$D/vsock3" --model "$D/model.sealed" \
   --kms "$kms_url" --kms-credentials "$OPERATOR_DIR/operator.json" > "$D/host3.out" 2> "$D/host3.log" &
 bpids+=($!)
 stack_wait_for "$D/host3.out" 'listening on' 10 >/dev/null 2>&1
 grep -q '"event":"receipts_discarded"' "$D/host3.log" && ok "without --receipts the host says at start that receipts are discarded" \
   || bad "host 3 log: $(head -c 300 "$D/host3.log")"
+
+# 8. a store that cannot take the writes (file-size limit): answers still come, failures are logged and counted
+( ulimit -f 40; trap "" XFSZ; exec "$HOST" --listen 127.0.0.1:0 --enclave-cid 16 --vsock-dir "$D/vsock4" --model "$D/model.sealed" \
+  --kms "$kms_url" --kms-credentials "$OPERATOR_DIR/operator.json" --receipts "sqlite:$S/small/r.db" ) > "$D/host4.out" 2> "$D/host4.log" &
+bpids+=($!)
+stack_wait_for "$D/host4.out" 'listening on' 10 >/dev/null 2>&1
+host4_url=http://$(grep -oE '127\.0\.0\.1:[0-9]+' "$D/host4.out" | head -1)
+"$SIM" run "$D/enclave.img" --dir "$SIM_DIR" --vsock-dir "$D/vsock4" --cid 16 > "$D/enclave4.out" 2> "$D/enclave4.log" &
+bpids+=($!)
+for _ in $(seq 1 300); do curl -sf "$host4_url/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+answered=0
+for i in 1 2 3 4 5 6; do
+  "$CL" ask --host "$host4_url" --trust "$D/TRUST.json" -n 4 --temp 0 "question $i" > /dev/null 2>&1 && answered=$((answered + 1))
+done
+[ "$answered" = 6 ] && ok "6 answers through a host whose receipts store is full" || bad "$answered of 6 answered"
+for _ in $(seq 1 50); do grep -q '"event":"receipt_store_failed"' "$D/host4.log" && break; sleep 0.1; done
+grep -q '"event":"receipt_store_failed".*STORE_FULL' "$D/host4.log" && ok "the failed write is logged with its reason (STORE_FULL)" \
+  || bad "host 4 log: $(grep -i receipt "$D/host4.log" | tail -3)"
+curl -s "$host4_url/metrics" | grep -E 'cloister_host_receipts_total\{result="failed"\} [1-9]' >/dev/null \
+  && ok "metrics count the failed receipts" || bad "metrics: $(curl -s "$host4_url/metrics" | grep receipts_total | tr '\n' ' ')"
 
 finish
