@@ -49,7 +49,7 @@ marker="PHI-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 ask() { "$CL" ask --host "$host_url" --trust "$D/TRUST.json" -n 8 --temp 0 --json "$@"; }
 # waits until the store holds N receipts (the host writes them off the request path)
 wait_receipts() {
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 200); do
     [ "$(sqlite3 "$RDB" "SELECT count(*) FROM receipts" 2>/dev/null)" -ge "$1" ] && return 0; sleep 0.1
   done; return 1
 }
@@ -143,7 +143,7 @@ python3 -c 'import json,sys; k=[(r["seq"],r["kind"]) for r in json.load(open(sys
   "$cl_tmp/show.json" && ok "seq 1-4 interactive, 5 batch, 6 interactive" || bad "chain order: $(head -c 400 "$cl_tmp/show.json")"
 
 # 4. the store held by someone else: the client still gets its answer at once
-python3 -c 'import sqlite3,sys,time; db=sqlite3.connect(sys.argv[1], isolation_level=None); db.execute("BEGIN EXCLUSIVE"); print("locked", flush=True); time.sleep(6)' "$RDB" > "$cl_tmp/lock.out" &
+python3 -c 'import sqlite3,sys,time; db=sqlite3.connect(sys.argv[1], isolation_level=None); db.execute("BEGIN EXCLUSIVE"); print("locked", flush=True); time.sleep(8)' "$RDB" > "$cl_tmp/lock.out" &
 lockp=$!
 bpids+=($lockp)
 stack_wait_for "$cl_tmp/lock.out" locked 10 || bad "store lock"
