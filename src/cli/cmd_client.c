@@ -598,9 +598,10 @@ static json_t *cl_ask_attestation_json(const struct cl_client_attestation *a)
 static int cl_ask_fail(const char *cmd, cl_err rc, const struct cl_client_result *res)
 {
     if (rc == CL_E_NET_CLIENT_ANSWER_STATUS && res->status) {
-        fprintf(stderr, "cloister %s: the enclave answered %u%s%s%s: %s\n", cmd, (unsigned)res->status,
+        fprintf(stderr, "cloister %s: the enclave answered %u%s%s%s: %s%s%s%s\n", cmd, (unsigned)res->status,
                 res->error_type[0] ? " (" : "", res->error_type, res->error_type[0] ? ")" : "",
-                res->error_message[0] ? res->error_message : "(no message)");
+                res->error_message[0] ? res->error_message : "(no message)", res->id[0] ? " (request " : "", res->id,
+                res->id[0] ? ")" : "");
         return CL_EXIT_FAIL;
     }
     return cl_cli_fail(cmd, "request", rc);

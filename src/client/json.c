@@ -153,6 +153,7 @@ static cl_err cl_client_error_obj(json_t *root, uint16_t status, struct cl_clien
 {
     json_t *e = json_object_get(root, "error");
     res->status = status;
+    cl_client_copy_text(res->id, sizeof(res->id), json_object_get(root, "id"));
     if (json_is_object(e)) {
         cl_client_copy_text(res->error_type, sizeof(res->error_type), json_object_get(e, "type"));
         cl_client_copy_text(res->error_message, sizeof(res->error_message), json_object_get(e, "message"));

@@ -298,7 +298,11 @@ static cl_err cl_gw_json_answer(struct cl_gw_x *x, uint16_t status, json_t *j)
 
 static cl_err cl_gw_error(struct cl_gw_x *x, uint16_t status, const char *type, const char *msg)
 {
-    return cl_gw_json_answer(x, status, json_pack("{s:{s:s,s:s,s:n}}", "error", "message", msg, "type", type, "code"));
+    /* "id" names the receipt of a refused chat request too (docs/receipts.md) */
+    json_t *j = json_pack("{s:{s:s,s:s,s:n}}", "error", "message", msg, "type", type, "code");
+    if (j && x->id[0])
+        json_object_set_new(j, "id", json_string(x->id));
+    return cl_gw_json_answer(x, status, j);
 }
 
 static const char *cl_gw_finish_name(enum cl_chat_finish f) { return f == CL_CHAT_FINISH_LENGTH ? "length" : "stop"; }

@@ -568,6 +568,9 @@ static void test_outcome(void **state)
     assert_ok(exchange(g, "POST", "/v1/chat/completions", "{\"messages\":1}", false, &a, &s, NULL));
     assert_true(last_oc.chat);
     assert_int_equal(last_oc.status, 400);
+    j = body_json(&a); /* the error answer names the request too, so its receipt can be found */
+    assert_string_equal(json_string_value(json_object_get(j, "id")), last_oc.request_id);
+    json_decref(j);
     done(&a, &s);
     assert_ok(exchange(g, "GET", "/v1/models", NULL, false, &a, &s, NULL));
     assert_false(last_oc.chat);
