@@ -115,7 +115,7 @@ struct cl_licence_table;
 /* For a licensed model (bt->licensed): fetches the licence key (bound to the
  * model's encryption-context entry), the signed licence set and a lease
  * grant through the key-service bridge with an attested request, then
- * renews in the second half of every lease, each time with a fresh
+ * renews after each third of a lease, each time with a fresh
  * attestation document and a usage report signed by audit. When a lease ends
  * unrenewed, serving stops and the model and credentials are wiped. */
 CL_MUST_CHECK cl_err cl_lease_start(struct cl_enclave_boot *bt, cl_nsm *nsm, const cl_pkey *audit, const uint8_t *ud,

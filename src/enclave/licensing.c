@@ -1,7 +1,7 @@
 /* Licensing inside the enclave (docs/licensing.md): when the sealed model's
  * encryption context pins a licence key, the enclave fetches that key, the
  * signed licence set and a lease grant from the key service through its own
- * bridge, renews before each lease ends with a fresh attested request (the
+ * bridge, renews well before each lease ends with a fresh attested request (the
  * key policy is evaluated again each time) carrying a signed usage report,
  * and, if no renewal succeeds before the lease ends, stops serving and wipes
  * the model and the key-service credentials from memory. Fail closed. */
@@ -234,21 +234,26 @@ static void cl_lease_sleep_ms(uint64_t ms)
         ;
 }
 
-/* Renews in the second half of each lease, retrying every 250 ms; a call
+/* Renews after a third of each lease, retrying every 250 ms; a call
  * the host holds up only delays this thread, never the watchdog. */
 static void *cl_lease_renewer(void *arg)
 {
     struct cl_lease *L = arg;
     for (;;) {
-        uint64_t end = cl_licence_table_lease_end(L->table), now = cl_lease_now_s();
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t end_ms = cl_licence_table_lease_end(L->table) * 1000,
+                 now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
         pthread_mutex_lock(&L->mu);
         bool ended = L->ended, failing = L->failures > L->fail_seen;
         L->fail_seen = L->failures;
         pthread_mutex_unlock(&L->mu);
         if (ended)
             return NULL;
-        uint64_t half = end > now ? (end - now) * 1000 / 2 : 0;
-        cl_lease_sleep_ms(failing ? 250 : half > 500 ? half : 500);
+        /* a third of what is left of the lease (its end is in whole
+         * seconds): two thirds stay for the call and its retries */
+        uint64_t wait = end_ms > now_ms ? (end_ms - now_ms) / 3 : 0;
+        cl_lease_sleep_ms(failing ? 250 : wait > 100 ? wait : 100);
         cl_err rc = cl_lease_renew(L);
         if (rc != CL_OK) {
             char b[300];
