@@ -6,7 +6,8 @@
 #  - metering: the key service's usage equals the tokens of the requests made;
 #  - the credential never appears in host captures, logs or the key service's rows;
 #  - the host dropping renewal traffic (key service frozen) -> the enclave stops at
-#    lease end, reports why and wipes; key disabled -> stops within one lease.
+#    lease end, reports why and wipes; key disabled -> stops within one lease;
+#  - the host substituting the licence key in the renewal answer -> the enclave refuses to boot.
 . "$(dirname "$0")/lib.sh"
 SRC=$CLOISTER_SOURCE_DIR
 BUILD=$CLOISTER_BUILD_DIR
@@ -143,4 +144,27 @@ expect_err "503.*lease ended" "named: 503 lease ended"
 sleep 0.3
 grep 'licence lease ended without renewal' "$D/enclave.log" | tail -1 | grep -q 'DisabledException' \
   && ok "the enclave's report names the reason (DisabledException)" || bad "reason: $(grep 'lease ended' "$D/enclave.log" | tail -2)"
+
+# --- the host substituting the licence key: the enclave refuses to boot ------------
+"$T" call "$kms_url" "$OWNER_DIR/owner.json" EnableKey "{\"KeyId\":\"$key\"}" >/dev/null || bad "EnableKey"
+stack_enclave_stop
+kill "$stack_host_pid" 2>/dev/null; wait "$stack_host_pid" 2>/dev/null
+openssl ecparam -name secp384r1 -genkey -noout 2>/dev/null | openssl ec -pubout -outform DER -out "$cl_tmp/host-key.der" 2>/dev/null
+python3 "$SRC/tests/integration/licence_mitm.py" "$kms_url" "$cl_tmp/host-key.der" > "$cl_tmp/mitm.out" 2> "$cl_tmp/mitm.log" &
+mitm_pid=$!
+stack_pids+=("$mitm_pid")
+stack_wait_for "$cl_tmp/mitm.out" 'listening on' 20
+mitm_url=http://$(grep -oE '127\.0\.0\.1:[0-9]+' "$cl_tmp/mitm.out" | head -1)
+mkdir -m 700 "$D/vsock2"
+"$HOST" --listen 127.0.0.1:0 --enclave-cid 16 --vsock-dir "$D/vsock2" --model "$D/model.sealed" --kms "$mitm_url" \
+  --kms-credentials "$OPERATOR_DIR/operator.json" > "$D/host2.out" 2> "$D/host2.log" &
+stack_pids+=($!)
+stack_wait_for "$D/host2.out" 'listening on' 30
+timeout 60 "$SIM" run "$D/enclave.img" --dir "$SIM_DIR" --vsock-dir "$D/vsock2" --cid 16 > "$D/enclave2.out" 2> "$D/enclave2.log"
+rc=$?
+grep -q 'substituted the licence key' "$cl_tmp/mitm.log" && ok "the host substituted its own licence key in the answer" \
+  || bad "the substitution did not happen: $(cat "$cl_tmp/mitm.log")"
+[ "$rc" != 0 ] && [ "$rc" != 124 ] && ok "the enclave refused to boot (exit $rc)" || bad "enclave exit $rc"
+grep -q 'licence: .*licence key does not hash to the value pinned.*cloister:licence-key-sha256' "$D/enclave2.log" \
+  && ok "the refusal names the pinned context entry" || bad "enclave said: $(grep -i licence "$D/enclave2.log" | tail -2)"
 finish
