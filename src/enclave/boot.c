@@ -286,7 +286,8 @@ static cl_err cl_boot_licensing(struct cl_enclave_boot *bt)
         uint8_t v[32];
         CL_ENSURE_D(strlen(h->ctx[i].value) == 64 && cl_hex_decode_fixed(h->ctx[i].value, 64, v, 32) == CL_OK,
                     CL_E_PROTO_LICENCE_KEY_MISMATCH, "encryption context %s is not 64 hex digits", CL_LICENCE_CTX_KEY);
-        snprintf(bt->licence_key_sha256, sizeof(bt->licence_key_sha256), "%s", h->ctx[i].value);
+        memcpy(bt->licence_key_sha256, h->ctx[i].value, 64); /* length checked above */
+        bt->licence_key_sha256[64] = 0;
         bt->licensed = true;
     }
     if (bt->licensed) {

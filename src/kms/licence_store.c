@@ -111,6 +111,8 @@ cl_err cl_kms_licence_store(struct cl_kms_store *s, const char *key_id, const st
     struct cl_buf rec;
     cl_buf_init(&rec, CL_LICENCE_RECORD_MAX, CL_BUF_NONE);
     rc = cl_kms_licence_get(s, key_id, l->id, &cur);
+    if (rc != CL_OK && rc != CL_E_KMS_NOT_FOUND)
+        goto out;
     if (create) {
         CL_ENSURE_D(rc == CL_E_KMS_NOT_FOUND, rc == CL_OK ? CL_E_KMS_EXISTS : rc, "licence %s already exists", l->id);
     } else {
