@@ -382,12 +382,35 @@ static void test_operator_cannot_manage(void **state)
     t_refused(ENCLAVE, "CloisterRenewLicence", b, "requires a Recipient");
 }
 
+/* The key policy is evaluated again at each renewal: an owner who drops the
+ * release statement (as when the enclave's PCRs leave the policy), or
+ * schedules the key's deletion, stops renewals. Runs last: it breaks the key. */
+static void test_policy_and_key_state_stop_renewals(void **state)
+{
+    (void)state;
+    const char *nonce = "0303030303030303030303030303030303030303030303030303030303030303";
+    char *body = t_renew_body(nonce, NULL, NULL), b[2048];
+    json_decref(t_ok(ENCLAVE, "CloisterRenewLicence", body));
+    snprintf(b, sizeof(b),
+             "{\"KeyId\":\"%s\",\"Policy\":\"{\\\"Version\\\":\\\"2012-10-17\\\",\\\"Statement\\\":[{"
+             "\\\"Sid\\\":\\\"Admin\\\",\\\"Effect\\\":\\\"Allow\\\",\\\"Principal\\\":{\\\"AWS\\\":"
+             "\\\"" OWNER "\\\"},\\\"Action\\\":\\\"kms:*\\\",\\\"Resource\\\":\\\"*\\\"}]}\"}",
+             t_key);
+    json_decref(t_ok(OWNER, "PutKeyPolicy", b));
+    t_refused(ENCLAVE, "CloisterRenewLicence", body, "AccessDeniedException");
+    snprintf(b, sizeof(b), "{\"KeyId\":\"%s\",\"PendingWindowInDays\":7}", t_key);
+    json_decref(t_ok(OWNER, "ScheduleKeyDeletion", b));
+    t_refused(OWNER, "CloisterRenewLicence", body, "pending deletion");
+    free(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_renewal_grant),
         cmocka_unit_test(test_usage_chain),
         cmocka_unit_test(test_operator_cannot_manage),
+        cmocka_unit_test(test_policy_and_key_state_stop_renewals),
     };
     return cmocka_run_group_tests(tests, t_setup, t_teardown);
 }
