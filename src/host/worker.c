@@ -62,7 +62,7 @@ static bool cl_worker_transient(cl_err rc)
     bool net_refusal = rc == CL_E_NET_HTTP_STATUS || rc == CL_E_NET_RESPONSE || rc == CL_E_NET_CREDENTIALS ||
                        rc == CL_E_NET_URL || (rc >= CL_E_NET_SIGV4_MALFORMED && rc <= CL_E_NET_SIGV4_LIMIT);
     return (cl_err_category(rc) == CL_ERRCAT_NET && !net_refusal) || rc == CL_E_PROTO_BUSY ||
-           (cl_err_category(rc) == CL_ERRCAT_STORE && rc != CL_E_STORE_NOT_FOUND);
+           cl_bstore_err_transient(rc);
 }
 
 static cl_err cl_worker_one(const struct cl_host_worker_config *c, cl_bstore_queue *q, cl_bstore_objects *o,
