@@ -180,12 +180,43 @@ python3 -c 'import json,sys; s=json.loads(sys.argv[1]); sys.exit(0 if s["results
 grep -q '"event":"job_stored".*"first_result":0' "$D/worker.log" && ok "the worker logs the second answer as not stored" || bad "no first_result 0"
 expect 0 "audit verify after the redelivery" "${worker_env[@]}" "$CL" audit verify --results "$R" "${pins[@]}"
 
-# 6. secrecy: nothing readable in any object, message or item, nor in the log
+# 6. kill -9 of the worker mid-job: SQS makes the message visible again after
+# the visibility timeout; the next worker completes it (receive count 2), once
+kill "$wk" 2>/dev/null; wait "$wk" 2>/dev/null
+ptree() { echo "$1"; local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do ptree "$c"; done; }
+enc_tree=$(ptree "$stack_enclave_pid")
+kill -STOP $enc_tree
+echo '{"messages":[{"role":"user","content":"Patient '"$marker"'-crash: summarise"}],"max_tokens":8,"temperature":0}' > "$cl_tmp/crash.jsonl"
+crash=$(cons batch submit --kms "$kms_url" --key-id "$jkey" --consumer hospital-a --objects "$OUTBOX" --queue "$QSUB" --jsonl "$cl_tmp/crash.jsonl")
+sdk copy "outbox/$crash.job" "inbox/$crash.job"
+wargs=(--queue "$Q" --objects "$INBOX" --results "$R" --max-receives 3 --retry-ms 100 --poll-ms 50 --visibility-ms 2000)
+"${worker_env[@]}" "$HOST" --worker --enclave-cid 16 --vsock-dir "$D/vsock" "${wargs[@]}" 2> "$D/worker2.log" &
+w2=$!
+bpids+=($w2)
+for _ in $(seq 1 200); do
+  "${worker_env[@]}" "$CL" batch status --queue "$Q" --results "$R" --json 2>/dev/null | grep -q '"in_flight":1' && break; sleep 0.05
+done
+sleep 0.3
+kill -9 $w2; wait $w2 2>/dev/null
+kill -CONT $enc_tree
+"${worker_env[@]}" "$HOST" --worker --enclave-cid 16 --vsock-dir "$D/vsock" "${wargs[@]}" 2> "$D/worker3.log" &
+wk=$!
+bpids+=($wk)
+for _ in $(seq 1 300); do
+  "${worker_env[@]}" "$CL" batch status --queue "$Q" --results "$R" "$crash" 2>/dev/null | grep -q "$crash done" && break; sleep 0.1
+done
+expect 0 "batch status after the worker's kill -9" "${worker_env[@]}" "$CL" batch status --queue "$Q" --results "$R" --json "$crash"
+python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if s["results"]==4 else 1)' "$cl_tmp/out" \
+  && grep -q '"event":"job_stored".*"first_result":1,"receives":2' "$D/worker3.log" \
+  && ok "worker killed -9 mid-job: SQS redelivered the message (receive count 2), the job is stored once" \
+  || bad "after the kill: $(cat "$cl_tmp/out") $(grep job_stored "$D/worker3.log" | tail -1)"
+
+# 7. secrecy: nothing readable in any object, message or item, nor in the log
 sdk dump > "$cl_tmp/dump"
 n_obj=$(grep -c '^object ' "$cl_tmp/dump"); n_msg=$(grep -c '^message ' "$cl_tmp/dump"); n_item=$(grep -c '^item ' "$cl_tmp/dump")
 [ "$n_obj" -ge 8 ] && [ "$n_item" -ge 8 ] && ok "SDK dump: $n_obj objects, $n_msg messages, $n_item items" || bad "dump too small: $n_obj $n_msg $n_item"
 grep -qaF "$marker" "$cl_tmp/dump" && bad "the marker is in the dump" || ok "marker absent from every object, message and item"
-hits=$(grep -rlaF "$marker" "$D/worker.log" "$cl_tmp/s3rver" "$D/servers.log" "$TMPDIR" 2>/dev/null || true)
+hits=$(grep -rlaF "$marker" "$D"/worker*.log "$cl_tmp/s3rver" "$D/servers.log" "$TMPDIR" 2>/dev/null || true)
 [ -z "$hits" ] && ok "marker absent from the worker log, s3rver's files and temp files" || bad "marker found in: $hits"
 
 kill "$wk" 2>/dev/null; wait "$wk" 2>/dev/null
