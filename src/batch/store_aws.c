@@ -394,11 +394,13 @@ cl_err cl_bstore_s3_open(const char *url, struct cl_bstore_s3 **out)
         if (pl) {
             CL_ENSURE_D(cl_s3_prefix_valid(pre), CL_E_STORE_URL,
                         "s3:// prefix: 1..255 of A-Z a-z 0-9 . _ - /, no leading '/' or '.', no '//'");
-            snprintf(s->prefix, sizeof(s->prefix), "%s/", pre);
+            memcpy(s->prefix, pre, pl); /* pl <= 255: checked above */
+            s->prefix[pl] = '/';
+            s->prefix[pl + 1] = 0;
         }
     }
     CL_ENSURE_D(cl_s3_bucket_valid(rest), CL_E_STORE_URL, "s3:// bucket: 3..63 of a-z 0-9 . -");
-    snprintf(s->bucket, sizeof(s->bucket), "%s", rest);
+    memcpy(s->bucket, rest, strlen(rest) + 1); /* at most 63 bytes: checked above */
     CL_GUARD(cl_aws_svc_init(&s->svc, "S3", "s3", ep));
     *out = s;
     s = NULL;
