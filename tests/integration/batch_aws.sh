@@ -193,7 +193,7 @@ wargs=(--queue "$Q" --objects "$INBOX" --results "$R" --max-receives 3 --retry-m
 "${worker_env[@]}" "$HOST" --worker --enclave-cid 16 --vsock-dir "$D/vsock" "${wargs[@]}" 2> "$D/worker2.log" &
 w2=$!
 bpids+=($w2)
-for _ in $(seq 1 200); do
+for _ in $(seq 1 600); do
   "${worker_env[@]}" "$CL" batch status --queue "$Q" --results "$R" --json 2>/dev/null | grep -q '"in_flight":1' && break; sleep 0.05
 done
 sleep 0.3
