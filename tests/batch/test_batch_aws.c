@@ -119,10 +119,12 @@ static void *cl_t_serve(void *arg)
                           "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n", r.status, r.len,
                           r.extra);
         bool head_only = !strncmp(buf, "HEAD ", 5);
-        pthread_mutex_unlock(&cl_t_srv.mu);
+        /* The body is written under the lock: a reset (which frees it) waits
+         * until the write has returned, not only until the client read it. */
         cl_t_write_all(fd, head, (size_t)hn);
         if (!head_only)
             cl_t_write_all(fd, r.body, r.len);
+        pthread_mutex_unlock(&cl_t_srv.mu);
         close(fd);
     }
 }
