@@ -123,9 +123,9 @@ CL_MUST_CHECK cl_err cl_host_json_put_string(struct cl_buf *out, const char *s, 
  * until *stop. Links SQLite and the object store, never key-handling code. */
 struct cl_host_worker_config {
     uint32_t enclave_cid;
-    const char *queue_url;   /* sqlite:PATH */
-    const char *objects_url; /* dir:PATH */
-    const char *results_url; /* sqlite:PATH */
+    const char *queue_url;   /* sqlite:PATH or sqs://QUEUE[?endpoint=URL] */
+    const char *objects_url; /* dir:PATH or s3://BUCKET[/PREFIX][?endpoint=URL] */
+    const char *results_url; /* sqlite:PATH or dynamodb://TABLE[?endpoint=URL] */
     unsigned visibility_ms;  /* a received message stays invisible this long */
     unsigned max_receives;   /* job failures before the dead-letter queue */
     unsigned poll_ms;        /* wait when the queue is empty */

@@ -156,7 +156,9 @@ static void cl_bcli_submit_help(FILE *f)
             "  --seed S          sampling seed             --system TEXT  a system message\n"
             "  --kms URL         the consumer's key service (a cloister-kms URL, or `aws`)\n"
             "  --region R        signing region; credentials come from the usual AWS variables or files\n"
-            "  --objects dir:PATH   --queue sqlite:PATH   the pipeline's stores\n");
+            "  --objects dir:PATH   --queue sqlite:PATH   the pipeline's stores\n"
+            "                    (or s3://BUCKET[/PREFIX][?endpoint=URL], sqs://QUEUE[?endpoint=URL];\n"
+            "                    AWS credentials and AWS_REGION from the environment or ~/.aws)\n");
 }
 
 struct cl_bcli_submit {
@@ -439,7 +441,10 @@ static void cl_bcli_status_help(FILE *f)
                "Counts of queued (visible), in-flight and dead-lettered messages, stored results and\n"
                "receipts; for each JOB given: done, error (the enclave answered with an error, sealed\n"
                "for the consumer), dead (with the error record's code and receive count) or pending.\n"
-               "Reads only public metadata: no key or credential is needed.\n\n"
+               "Reads only public metadata: no key is needed (AWS stores need their credentials).\n"
+               "Store URLs: --queue sqlite:PATH | sqs://QUEUE[?endpoint=URL] (counts are SQS's\n"
+               "approximate ones, dead letters in QUEUE-dlq); --results sqlite:PATH |\n"
+               "dynamodb://TABLE[?endpoint=URL]. AWS credentials and AWS_REGION as for the AWS CLI.\n\n"
                "  --jobs FILE   job ids, one per line (what 'batch submit' printed; '-' for stdin)\n"
                "  --wait        wait until every JOB is done, error or dead (without JOBs: until the\n"
                "                queue is empty), with a progress bar on stderr when it is a terminal\n"
@@ -609,7 +614,10 @@ static void cl_bcli_result_help(FILE *f)
             "credentials (Decrypt with the job's encryption context), decrypts the result and prints\n"
             "the answer (--json: the chat.completion object with the receipt's fields).\n\n"
             "  --pcr N=HEX        expected PCR N of the enclave (96 hex digits); at least one, repeatable\n"
-            "  --model-digest HEX require the attested model's SHA-256\n");
+            "  --model-digest HEX require the attested model's SHA-256\n"
+            "  --results URL      sqlite:PATH or dynamodb://TABLE[?endpoint=URL]\n"
+            "  --objects URL      dir:PATH or s3://BUCKET[/PREFIX][?endpoint=URL]\n"
+            "                     (AWS credentials and AWS_REGION from the environment or ~/.aws)\n");
 }
 
 static int cl_bcli_result(int argc, char **argv)
@@ -935,7 +943,9 @@ static void cl_audit_help(FILE *f)
             "        the enclave's own count when that matters.\n"
             "show    lists the receipts (record, chain, seq, job or request, status, tokens, duration),\n"
             "        and with --root and --pcr the verdict of each; --json adds every signed field\n"
-            "        (kind, consumer, model and projector digests, ciphertext digests, timings).\n\n"
+            "        (kind, consumer, model and projector digests, ciphertext digests, timings).\n"
+            "--results sqlite:PATH or dynamodb://TABLE[?endpoint=URL] (receipts in write order; AWS\n"
+            "        credentials and AWS_REGION from the environment or ~/.aws).\n\n"
             "Both kinds of receipt live in one store and one chain per enclave boot: batch jobs\n"
             "(stored by cloister-host --worker) and interactive chat completions (stored by\n"
             "cloister-host --receipts; their request id is the answer's \"id\", which\n"

@@ -12,6 +12,7 @@
 #include "cloister/crypto.h"
 #include "cloister/encode.h"
 #include "cloister/licence.h"
+#include "cloister/licence_lease.h"
 #include "cloister/log.h"
 #include "cloister/secmem.h"
 #include "cloister/enclave_runtime.h"
@@ -475,7 +476,7 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
     x->oc->failed = grc != CL_OK;
     atomic_fetch_sub(&x->g->active, 1);
     if (lt)
-        cl_licence_table_charge(lt, lslot, (uint64_t)res.prompt_tokens + res.completion_tokens);
+        cl_licence_table_charge_split(lt, lslot, res.prompt_tokens, res.completion_tokens);
     size_t used = 0;
     if (grc == CL_OK) /* flush a trailing partial character as U+FFFD */
         grc = cl_utf8_take(x->pending.data, x->pending.len, true, x->streaming ? &x->text : &x->text, &used);

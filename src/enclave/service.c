@@ -106,6 +106,9 @@ static cl_err cl_svc_status(struct cl_service *s, int fd)
     json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:I}", "state", "ready", "model", s->model_name, "model_sha256", hex,
                           "connections", (int)atomic_load(&cl_svc_conns), "ohttp_key_rotations",
                           (json_int_t)cl_gateway_rotations(s->gw));
+    /* a licensed enclave whose lease ended serves nothing: not ready */
+    if (j && s->lease && cl_lease_status(s->lease, j))
+        json_object_set_new(j, "state", json_string("licence_lease_ended"));
     char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
     cl_err rc = txt ? cl_wire_send(fd, CL_WIRE_STATUS_RES, 0, txt, strlen(txt)) : CL_E_CORE_NOMEM;
     cl_json_free_str(txt);

@@ -359,6 +359,156 @@ static void test_store_results(void **state)
     cl_buf_free(&b);
 }
 
+static void cl_t_msg(const char *body, cl_err want, bool want_use, const char *job, const char *obj)
+{
+    struct cl_bstore_msg m;
+    bool use = true;
+    memset(&m, 0, sizeof(m));
+    cl_err rc = cl_bstore_msg_parse(body, strlen(body), &m, &use);
+    if (rc != want)
+        fail_msg("message %s: got %s (%s), wanted %s", body, cl_err_name(rc) ? cl_err_name(rc) : "OK",
+                 cl_err_detail() ? cl_err_detail() : "", cl_err_name(want) ? cl_err_name(want) : "OK");
+    if (rc == CL_OK) {
+        assert_int_equal(use, want_use);
+        if (want_use) {
+            assert_string_equal(m.job_id, job);
+            assert_string_equal(m.object, obj);
+        }
+    }
+}
+
+#define CL_T_S3EV(name, src, key)                                                                                    \
+    "{\"Records\":[{\"eventVersion\":\"2.1\",\"eventSource\":\"" src "\",\"eventName\":\"" name                     \
+    "\",\"s3\":{\"bucket\":{\"name\":\"jobs\"},\"object\":{\"key\":\"" key "\",\"size\":10}}}]}"
+
+/* Queue messages come from the untrusted host's queue: Cloister's own job
+ * messages and S3 event notifications, parsed strictly. */
+static void test_store_msg_parse(void **state)
+{
+    (void)state;
+    cl_t_msg("{\"job_id\":\"abc\",\"object\":\"abc.job\"}", CL_OK, true, "abc", "abc.job");
+    cl_t_msg("{\"job_id\":\"abc\",\"object\":\"abc.job\",\"x\":1}", CL_E_STORE_MESSAGE, false, NULL, NULL);
+    cl_t_msg("{\"job_id\":\"abc\",\"job_id\":\"abd\",\"object\":\"abc.job\"}", CL_E_STORE_MESSAGE, false, NULL, NULL);
+    cl_t_msg("{\"job_id\":\"../x\",\"object\":\"abc.job\"}", CL_E_STORE_MESSAGE, false, NULL, NULL);
+    cl_t_msg("{\"job_id\":\"abc\",\"object\":\".hidden\"}", CL_E_STORE_MESSAGE, false, NULL, NULL);
+    cl_t_msg("[1,2]", CL_E_STORE_MESSAGE, false, NULL, NULL);
+    cl_t_msg("not json", CL_E_STORE_MESSAGE, false, NULL, NULL);
+    /* S3 events: the key is form-encoded; the object is its last segment */
+    cl_t_msg(CL_T_S3EV("ObjectCreated:Put", "aws:s3", "inbox/0123abcd.job"), CL_OK, true, "0123abcd", "0123abcd.job");
+    cl_t_msg(CL_T_S3EV("ObjectCreated:CompleteMultipartUpload", "aws:s3", "in%2Fbox/job%2D1.job"), CL_OK, true, "job-1",
+             "job-1.job");
+    cl_t_msg(CL_T_S3EV("ObjectCreated:Put", "aws:s3", "x.job"), CL_OK, true, "x", "x.job");
+    /* not job objects, removals, the test event: dropped, not run */
+    cl_t_msg(CL_T_S3EV("ObjectCreated:Put", "aws:s3", "inbox/notes.txt"), CL_OK, false, NULL, NULL);
+    cl_t_msg(CL_T_S3EV("ObjectCreated:Put", "aws:s3", "inbox/a+b.job"), CL_OK, false, NULL, NULL);
+    cl_t_msg(CL_T_S3EV("ObjectCreated:Put", "aws:s3", "inbox/..%2F..%2Fetc%2Fpasswd"), CL_OK, false, NULL, NULL);
+    cl_t_msg(CL_T_S3EV("ObjectCreated:Put", "aws:s3", "inbox/%2E.job"), CL_OK, false, NULL, NULL);
+    cl_t_msg(CL_T_S3EV("ObjectCreated:Put", "aws:s3", "inbox/.job"), CL_OK, false, NULL, NULL);
+    cl_t_msg(CL_T_S3EV("ObjectRemoved:Delete", "aws:s3", "inbox/abc.job"), CL_OK, false, NULL, NULL);
+    cl_t_msg("{\"Service\":\"Amazon S3\",\"Event\":\"s3:TestEvent\",\"Bucket\":\"jobs\"}", CL_OK, false, NULL, NULL);
+    /* hostile events: named errors */
+    cl_t_msg("{\"Event\":\"s3:Other\"}", CL_E_STORE_MESSAGE, false, NULL, NULL);
+    cl_t_msg(CL_T_S3EV("ObjectCreated:Put", "aws:s3", "inbox/abc%4"), CL_E_STORE_MESSAGE, false, NULL, NULL);
+    cl_t_msg(CL_T_S3EV("ObjectCreated:Put", "aws:s3", "inbox/abc%zz.job"), CL_E_STORE_MESSAGE, false, NULL, NULL);
+    cl_t_msg(CL_T_S3EV("ObjectCreated:Put", "aws:s3", "inbox/abc%00.job"), CL_E_STORE_MESSAGE, false, NULL, NULL);
+    assert_non_null(strstr(cl_err_detail(), "NUL"));
+    cl_t_msg(CL_T_S3EV("ObjectCreated:Put", "aws:sqs", "inbox/abc.job"), CL_E_STORE_MESSAGE, false, NULL, NULL);
+    cl_t_msg("{\"Records\":[]}", CL_E_STORE_MESSAGE, false, NULL, NULL);
+    cl_t_msg("{\"Records\":{}}", CL_E_STORE_MESSAGE, false, NULL, NULL);
+    cl_t_msg("{\"Records\":[{\"eventSource\":\"aws:s3\",\"eventName\":\"ObjectCreated:Put\",\"s3\":{\"object\":{\"key\":7}}}]}",
+             CL_E_STORE_MESSAGE, false, NULL, NULL);
+    cl_t_msg("{\"Records\":[{\"eventSource\":\"aws:s3\",\"eventName\":\"ObjectCreated:Put\",\"s3\":{\"object\":"
+             "{\"key\":\"a.job\"}}},{\"eventSource\":\"aws:s3\",\"eventName\":\"ObjectCreated:Put\",\"s3\":"
+             "{\"object\":{\"key\":\"b.job\"}}}]}",
+             CL_E_STORE_MESSAGE, false, NULL, NULL);
+    /* an oversized body is refused before it is parsed */
+    size_t big = CL_BSTORE_MESSAGE_MAX + 2;
+    char *b = malloc(big + 1);
+    assert_non_null(b);
+    memset(b, ' ', big);
+    b[0] = '{';
+    b[big - 1] = '}';
+    b[big] = 0;
+    cl_t_msg(b, CL_E_STORE_MESSAGE, false, NULL, NULL);
+    free(b);
+}
+
+/* Scale-out URLs are checked before anything is sent; no credentials is a
+ * clear error, never a request signed with nothing. */
+static void test_store_aws_urls(void **state)
+{
+    (void)state;
+    cl_bstore_objects *o = NULL;
+    cl_bstore_queue *q = NULL;
+    cl_bstore_results *r = NULL;
+    setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent", 1);
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    setenv("AWS_REGION", "us-east-1", 1);
+    assert_err(cl_bstore_objects_open("s3://Bad_Bucket", &o), CL_E_STORE_URL);
+    assert_err(cl_bstore_objects_open("s3://ab", &o), CL_E_STORE_URL);
+    assert_err(cl_bstore_objects_open("s3://jobs/../x", &o), CL_E_STORE_URL);
+    assert_err(cl_bstore_objects_open("s3://jobs//x", &o), CL_E_STORE_URL);
+    assert_err(cl_bstore_objects_open("s3://jobs?region=x", &o), CL_E_STORE_URL);
+    assert_err(cl_bstore_objects_open("s3://jobs?endpoint=ftp://127.0.0.1:1", &o), CL_E_STORE_URL);
+    assert_err(cl_bstore_objects_open("s3://jobs?endpoint=http://user@127.0.0.1:1", &o), CL_E_STORE_URL);
+    assert_err(cl_bstore_objects_open("s3://jobs?endpoint=http://127.0.0.1:1/path", &o), CL_E_STORE_URL);
+    assert_err(cl_bstore_objects_open("s3://jobs?endpoint=http://127.0.0.1:1&x=1", &o), CL_E_STORE_URL);
+    assert_err(cl_bstore_objects_open("file:/tmp/x", &o), CL_E_STORE_URL);
+    assert_err(cl_bstore_queue_open("sqs://a.b", &q), CL_E_STORE_URL);
+    assert_err(cl_bstore_queue_open("sqs://", &q), CL_E_STORE_URL);
+    assert_err(cl_bstore_queue_open("redis://x", &q), CL_E_STORE_URL);
+    assert_err(cl_bstore_results_open("dynamodb://ab", &r), CL_E_STORE_URL);
+    assert_err(cl_bstore_results_open("dynamodb://a/b", &r), CL_E_STORE_URL);
+    /* well-formed, but no credentials anywhere */
+    assert_err(cl_bstore_objects_open("s3://jobs/in?endpoint=http://127.0.0.1:9", &o), CL_E_NET_CREDENTIALS);
+    assert_err(cl_bstore_queue_open("sqs://jobs?endpoint=http://127.0.0.1:9", &q), CL_E_NET_CREDENTIALS);
+    assert_err(cl_bstore_results_open("dynamodb://results?endpoint=http://127.0.0.1:9", &r), CL_E_NET_CREDENTIALS);
+    /* credentials, but nothing listening: transient, named */
+    setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "secret", 1);
+    assert_err(cl_bstore_queue_open("sqs://jobs?endpoint=http://127.0.0.1:9", &q), CL_E_STORE_UNAVAILABLE);
+    assert_non_null(strstr(cl_err_detail(), "SQS GetQueueUrl"));
+    assert_true(cl_bstore_err_transient(CL_E_STORE_UNAVAILABLE));
+    assert_err(cl_bstore_objects_open("s3://jobs?endpoint=http://127.0.0.1:9", &o), CL_OK);
+    struct cl_buf b;
+    cl_buf_init(&b, 1024, CL_BUF_NONE);
+    assert_err(cl_bstore_objects_get(o, "x.job", 1024, &b), CL_E_STORE_UNAVAILABLE);
+    assert_non_null(strstr(cl_err_detail(), "S3 GetObject"));
+    assert_err(cl_bstore_objects_get(o, "../x", 1024, &b), CL_E_STORE_URL);
+    cl_buf_free(&b);
+    cl_bstore_objects_close(o);
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    /* what the worker retries and what counts toward the dead letter */
+    assert_true(cl_bstore_err_transient(CL_E_STORE_FULL));
+    assert_true(cl_bstore_err_transient(CL_E_STORE_DB));
+    assert_false(cl_bstore_err_transient(CL_E_STORE_NOT_FOUND));
+    assert_false(cl_bstore_err_transient(CL_E_STORE_REFUSED));
+    assert_false(cl_bstore_err_transient(CL_E_STORE_RESPONSE));
+    assert_false(cl_bstore_err_transient(CL_E_STORE_TOO_LARGE));
+    assert_false(cl_bstore_err_transient(CL_E_PROTO_JOB_MALFORMED));
+}
+
+static void test_store_objects_head_delete(void **state)
+{
+    (void)state;
+    char url[300];
+    cl_bstore_objects *o = NULL;
+    uint64_t size = 0;
+    snprintf(url, sizeof(url), "dir:%s/hd", cl_t_dir);
+    assert_ok(cl_bstore_objects_open(url, &o));
+    assert_err(cl_bstore_objects_head(o, "a.job", &size), CL_E_STORE_NOT_FOUND);
+    assert_ok(cl_bstore_objects_put(o, "a.job", (const uint8_t *)"hello", 5));
+    assert_ok(cl_bstore_objects_head(o, "a.job", &size));
+    assert_int_equal(size, 5);
+    assert_ok(cl_bstore_objects_delete(o, "a.job"));
+    assert_ok(cl_bstore_objects_delete(o, "a.job")); /* absent: not an error */
+    assert_err(cl_bstore_objects_head(o, "a.job", &size), CL_E_STORE_NOT_FOUND);
+    assert_err(cl_bstore_objects_delete(o, "../a.job"), CL_E_STORE_URL);
+    cl_bstore_objects_close(o);
+}
+
 static int cl_t_setup(void **state)
 {
     (void)state;
@@ -382,6 +532,8 @@ int main(void)
         cmocka_unit_test(test_receipt_interactive), cmocka_unit_test(test_wire_receipt),
         cmocka_unit_test(test_store_objects),
         cmocka_unit_test(test_store_queue),     cmocka_unit_test(test_store_results),
+        cmocka_unit_test(test_store_msg_parse), cmocka_unit_test(test_store_aws_urls),
+        cmocka_unit_test(test_store_objects_head_delete),
     };
     return cmocka_run_group_tests(tests, cl_t_setup, cl_t_teardown);
 }
