@@ -137,7 +137,7 @@ CL_MUST_CHECK cl_err cl_gateway_handle(cl_gateway *g, const uint8_t *enc_req, si
 struct cl_gw_outcome {
     bool chat;            /* a POST to /v1/chat/completions was answered: a receipt is due */
     char request_id[40];  /* the answer's "id" (chatcmpl-HEX), also in the receipt */
-    char consumer[80];    /* "-", or "cred-sha256:HEX" for a licensed consumer's credential */
+    char consumer[80];    /* "-", or "licence:ID" for a licensed consumer */
     bool images;          /* the request carried images (the projector was involved) */
     uint16_t status;      /* HTTP status of the answer */
     bool failed;          /* a streamed answer ended with an error event */

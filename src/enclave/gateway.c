@@ -405,12 +405,10 @@ static cl_err cl_gw_licence(struct cl_gw_x *x, const struct cl_bhttp_msg *req, c
     }
     cl_err lrc = cl_licence_table_admit(t, cred, n, (uint64_t)time(NULL), slot);
     if (lrc == CL_OK) {
-        /* the receipt names the consumer by its credential's digest (what its licence record holds) */
-        uint8_t d[CL_SHA256_LEN];
-        if (cl_licence_credential_hash(cred, n, d) == CL_OK) {
-            memcpy(x->oc->consumer, "cred-sha256:", 12);
-            cl_hex_encode(d, sizeof(d), x->oc->consumer + 12);
-        }
+        /* the receipt names the consumer by the licence that admitted it */
+        char id[CL_LICENCE_ID_MAX + 1];
+        if (cl_licence_table_slot_id(t, *slot, id))
+            snprintf(x->oc->consumer, sizeof(x->oc->consumer), "licence:%s", id);
         return CL_OK;
     }
     *refused = true;

@@ -449,6 +449,19 @@ void cl_licence_table_charge(cl_licence_table *t, size_t slot, uint64_t tokens)
     pthread_mutex_unlock(&t->mu);
 }
 
+bool cl_licence_table_slot_id(cl_licence_table *t, size_t slot, char out[CL_LICENCE_ID_MAX + 1])
+{
+    bool ok = false;
+    if (pthread_mutex_lock(&t->mu) != 0)
+        return false;
+    if (slot < t->n) {
+        memcpy(out, t->e[slot].l.id, CL_LICENCE_ID_MAX + 1);
+        ok = true;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return ok;
+}
+
 bool cl_licence_table_usage(cl_licence_table *t, const char *id, uint64_t now, uint64_t *requests, uint64_t *tokens)
 {
     struct cl_lic_entry *x;
