@@ -25,6 +25,8 @@
 # STACK_HOST_ARGS adds options to cloister-host (its pid is $stack_host_pid).
 # STACK_MMPROJ=FILE.gguf adds a vision projector: in the key policy, sealed under the model's key
 # ($D/mmproj.sealed), streamed by the host (--mmproj) and pinned in TRUST.json.
+# STACK_LICENCE=1 seals a licensed model (the key's licence key pinned in the context; lease
+# STACK_LICENCE_LEASE_S seconds); the enclave then serves only consumers with a licence.
 # STACK_KMS_TLS=1 serves the key service over https with a fresh self-signed
 # certificate: the enclave then terminates TLS itself (the host pipes ciphertext).
 
@@ -104,8 +106,15 @@ stack_up() {
     --principal "$operator_arn" --admin "$owner_arn" > "$OWNER_DIR/policy.json"
   key=$(AWS_SHARED_CREDENTIALS_FILE=$OWNER_DIR/owner.credentials AWS_REGION=us-east-1 \
         "$CL" kms create-key --kms "$kms_url" --policy "$OWNER_DIR/policy.json" --alias alias/model)
+  # STACK_LICENCE=1: a licensed model (docs/licensing.md), lease STACK_LICENCE_LEASE_S (default 900 s)
+  local lic=()
+  if [ -n "${STACK_LICENCE:-}" ]; then
+    licence_key_sha256=$(AWS_SHARED_CREDENTIALS_FILE=$OWNER_DIR/owner.credentials AWS_REGION=us-east-1 \
+      "$CL" kms licence key --kms "$kms_url" --key-id "$key" --lease-s "${STACK_LICENCE_LEASE_S:-900}" 2>/dev/null)
+    lic=(--licence-key-sha256 "$licence_key_sha256")
+  fi
   AWS_SHARED_CREDENTIALS_FILE=$OWNER_DIR/owner.credentials AWS_REGION=us-east-1 \
-    "$CL" seal "$D/model.gguf" -o "$D/model.sealed" --kms "$kms_url" --key-id "$key" > "$D/seal.out"
+    "$CL" seal "$D/model.gguf" -o "$D/model.sealed" --kms "$kms_url" --key-id "$key" "${lic[@]}" > "$D/seal.out"
   if [ -n "${STACK_MMPROJ:-}" ]; then
     AWS_SHARED_CREDENTIALS_FILE=$OWNER_DIR/owner.credentials AWS_REGION=us-east-1 \
       "$CL" seal "$D/mmproj.gguf" -o "$D/mmproj.sealed" --kms "$kms_url" --key-id "$key" >> "$D/seal.out"

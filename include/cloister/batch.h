@@ -61,16 +61,20 @@ CL_MUST_CHECK cl_err cl_batch_result_open(const uint8_t *p, size_t n, const char
                                           const uint8_t job_key[CL_BATCH_KEY_LEN], bool *ok, struct cl_buf *pt);
 
 /* ---- receipts: COSE_Sign1 (ES384, tagged) over a compact JSON payload ---- */
+#define CL_BATCH_KIND_BATCH "batch"
+#define CL_BATCH_KIND_INTERACTIVE "interactive"
 struct cl_batch_receipt {
     uint64_t seq;                 /* 1.. per audit key */
     uint8_t prev[32];             /* SHA-256 of the previous receipt's bytes; zeros for seq 1 */
-    char kind[16];                /* "batch" */
-    char job_id[CL_BATCH_ID_MAX + 1];
+    char kind[16];                /* "batch" or "interactive" */
+    char job_id[CL_BATCH_ID_MAX + 1]; /* interactive: the request id (the answer's "id") */
     char consumer[CL_BATCH_CONSUMER_MAX + 1];
     uint8_t model_sha256[32];
+    bool has_projector;           /* images were used: projector_sha256 is in the payload */
+    uint8_t projector_sha256[32];
     uint8_t attestation_sha256[32];
-    uint8_t job_sha256[32];
-    uint8_t result_sha256[32];
+    uint8_t job_sha256[32];       /* interactive: the encapsulated request as relayed */
+    uint8_t result_sha256[32];    /* interactive: the encapsulated response (all chunks, in order) */
     bool ok;
     char error[64];               /* error code name, "" when ok */
     uint32_t prompt_tokens, completion_tokens;

@@ -1,7 +1,10 @@
 /* Batch pipeline storage (docs/batch.md), one interface per concern, chosen
- * by URL: objects (`dir:PATH`), queue (`sqlite:PATH`), results + receipts
- * (`sqlite:PATH`). Lib cl_batch_store: core and SQLite only, no key-handling
- * code, so the untrusted worker links it. Everything stored is ciphertext,
+ * by URL: objects (`dir:PATH` or `s3://BUCKET[/PREFIX][?endpoint=URL]`),
+ * queue (`sqlite:PATH` or `sqs://QUEUE[?endpoint=URL]`), results + receipts
+ * (`sqlite:PATH` or `dynamodb://TABLE[?endpoint=URL]`). The AWS backends go
+ * through libcurl and the SigV4 signer, with credentials from the usual AWS
+ * variables and files and the region from AWS_REGION. Lib cl_batch_store: no
+ * key-handling code, so the untrusted worker links it. Everything stored is ciphertext,
  * ids, sizes and timings. Writes are atomic: temp + rename for objects, one
  * transaction for rows; a full disk or file-size limit is CL_E_STORE_FULL. */
 #ifndef CLOISTER_BATCH_STORE_H
@@ -17,6 +20,12 @@
 #define CL_BSTORE_ERROR_MAX 64
 #define CL_BSTORE_DEFAULT_MAX_RECEIVES 3u
 #define CL_BSTORE_DEFAULT_VISIBILITY_MS 60000u
+#define CL_BSTORE_HANDLE_MAX 2048 /* SQS receipt handles are at most 1024 bytes */
+#define CL_BSTORE_MESSAGE_MAX (64 * 1024) /* one queue message body */
+
+/* Transient storage failures (a service unreachable, 5xx, throttled): the
+ * job waits and is retried; anything else counts toward the dead letter. */
+bool cl_bstore_err_transient(cl_err e);
 
 /* ---- objects ---- */
 typedef struct cl_bstore_objects cl_bstore_objects;
@@ -25,6 +34,10 @@ void cl_bstore_objects_close(cl_bstore_objects *o);
 bool cl_bstore_name_valid(const char *name);
 CL_MUST_CHECK cl_err cl_bstore_objects_put(cl_bstore_objects *o, const char *name, const uint8_t *p, size_t n);
 CL_MUST_CHECK cl_err cl_bstore_objects_get(cl_bstore_objects *o, const char *name, size_t max, struct cl_buf *out);
+/* Size of name; CL_E_STORE_NOT_FOUND when absent. */
+CL_MUST_CHECK cl_err cl_bstore_objects_head(cl_bstore_objects *o, const char *name, uint64_t *size);
+/* Removes name; absent is not an error. */
+CL_MUST_CHECK cl_err cl_bstore_objects_delete(cl_bstore_objects *o, const char *name);
 
 /* ---- queue: at-least-once, visibility timeout, receive count, dead letters ---- */
 typedef struct cl_bstore_queue cl_bstore_queue;
@@ -33,7 +46,15 @@ struct cl_bstore_msg {
     char job_id[CL_BSTORE_NAME_MAX + 1];
     char object[CL_BSTORE_NAME_MAX + 1];
     uint32_t receives; /* including this one */
+    char handle[CL_BSTORE_HANDLE_MAX + 1]; /* SQS: the receipt handle */
 };
+/* One queue message body: Cloister's own {"job_id":ID,"object":NAME}, or an
+ * S3 event notification (Records[].s3.object.key, URL-decoded; the object is
+ * the key's last path segment, NAME.job for job NAME). *use = false for a
+ * message to drop unprocessed (the s3:TestEvent, events other than
+ * ObjectCreated, keys that are not job objects). Malformed bodies fail with
+ * CL_E_STORE_MESSAGE naming the part. */
+CL_MUST_CHECK cl_err cl_bstore_msg_parse(const char *body, size_t n, struct cl_bstore_msg *m, bool *use);
 struct cl_bstore_queue_counts {
     uint64_t visible, in_flight, dead;
 };
@@ -74,6 +95,13 @@ void cl_bstore_results_close(cl_bstore_results *r);
  * of the enclave's chain), the result only when job_id has none yet
  * (*stored says whether it was). */
 CL_MUST_CHECK cl_err cl_bstore_results_put(cl_bstore_results *r, const struct cl_bstore_put *p, bool *stored);
+/* An interactive request's receipt (no result: the answer went to the
+ * client) and, once per chain, the attestation; one transaction. */
+CL_MUST_CHECK cl_err cl_bstore_results_put_receipt(cl_bstore_results *r, const char *chain, uint64_t seq,
+                                                   const char *request_id, const uint8_t *receipt, size_t rn,
+                                                   const uint8_t *att, size_t an);
+/* The highest stored seq of chain (0 when none). */
+CL_MUST_CHECK cl_err cl_bstore_results_chain_max(cl_bstore_results *r, const char *chain, uint64_t *max);
 /* The result of job_id and the receipt written with it; CL_E_STORE_NOT_FOUND when none. */
 CL_MUST_CHECK cl_err cl_bstore_results_get(cl_bstore_results *r, const char *job_id, bool *ok, struct cl_buf *result,
                                            struct cl_buf *receipt);

@@ -131,6 +131,9 @@ struct cl_client_params {
 struct cl_client_result {
     struct cl_buf content; /* the answer, CL_BUF_SECURE (cl_client_result_free) */
     char finish_reason[32];
+    /* The answer's "id" (printable ASCII, truncated): the request id of the
+     * enclave's signed receipt for this exchange (docs/receipts.md). */
+    char id[64];
     uint64_t prompt_tokens, completion_tokens, total_tokens;
     bool has_usage;
     /* When the enclave answered with an error status: its status, and the

@@ -135,5 +135,20 @@ unsigned cl_gateway_http_status(cl_err rc);
 CL_MUST_CHECK cl_err cl_gateway_handle(cl_gateway *g, const uint8_t *enc_req, size_t n, bool chunked,
                                        cl_gw_emit_fn emit, void *emit_ctx);
 
+/* What one exchange was, for its receipt (docs/receipts.md): public facts
+ * only, never content. */
+struct cl_gw_outcome {
+    bool chat;            /* a POST to /v1/chat/completions was answered: a receipt is due */
+    char request_id[40];  /* the answer's "id" (chatcmpl-HEX), also in the receipt */
+    char consumer[80];    /* "-", or "licence:ID" for a licensed consumer */
+    bool images;          /* the request carried images (the projector was involved) */
+    uint16_t status;      /* HTTP status of the answer */
+    bool failed;          /* a streamed answer ended with an error event */
+    uint32_t prompt_tokens, completion_tokens;
+};
+/* cl_gateway_handle that also reports the outcome (oc is zeroed first). */
+CL_MUST_CHECK cl_err cl_gateway_handle_ex(cl_gateway *g, const uint8_t *enc_req, size_t n, bool chunked,
+                                          cl_gw_emit_fn emit, void *emit_ctx, struct cl_gw_outcome *oc);
+
 
 #endif

@@ -90,6 +90,10 @@ struct cl_enclave_boot {
     uint8_t mmproj_sha256[32];
     uint8_t *mmproj; /* decrypted projector GGUF, secure memory */
     size_t mmproj_len;
+    /* Licensing (docs/licensing.md): the model's context pins a licence key. */
+    bool licensed;
+    char licence_key_sha256[65];          /* the context entry's value */
+    struct cl_seal_header *model_hdr;     /* kept for renewals (wrapped key, context); heap */
 };
 
 /* The memory this enclave may use: its address-space limit (cloister-sim
@@ -122,10 +126,29 @@ struct cl_service {
     const char *model_name;
     const uint8_t *model_sha256;
     struct cl_jobs *jobs; /* batch jobs (JOB_REQ); NULL: refused */
+    struct cl_lease *lease; /* licensed model: its lease state is in the status; NULL otherwise */
 };
 CL_MUST_CHECK cl_err cl_service_run(struct cl_service *s);
 /* One NSM exchange at a time, whoever asks (service, jobs). */
 extern pthread_mutex_t cl_enclave_nsm_mu;
+
+/* ---- licensing (licensing.c, docs/licensing.md) ---- */
+struct cl_lease;
+struct cl_licence_table;
+/* For a licensed model (bt->licensed): fetches the licence key (bound to the
+ * model's encryption-context entry), the signed licence set and a lease
+ * grant through the key-service bridge with an attested request, then
+ * renews after each third of a lease, each time with a fresh
+ * attestation document and a usage report signed by audit. When a lease ends
+ * unrenewed, serving stops and the model and credentials are wiped. */
+CL_MUST_CHECK cl_err cl_lease_start(struct cl_enclave_boot *bt, cl_nsm *nsm, const cl_pkey *audit, const uint8_t *ud,
+                                    size_t ud_len, struct cl_lease **out);
+struct cl_licence_table *cl_lease_table(struct cl_lease *l);
+/* out generates with inner while the lease holds; refuses
+ * (PROTO_LICENCE_LEASE_ENDED) after, and ends a stream at the lease's end. */
+void cl_lease_generator(struct cl_lease *l, const struct cl_generator *inner, struct cl_generator *out);
+/* Adds {"licence": {...}} to a status object; true once serving stopped. */
+bool cl_lease_status(struct cl_lease *l, json_t *status);
 
 /* ---- batch jobs (job.c, docs/batch.md) ---- */
 struct cl_jobs;
@@ -139,5 +162,12 @@ void cl_jobs_free(struct cl_jobs *j);
 /* Handles one JOB_REQ on fd: a JOB_RES, or an ERROR frame (returned code)
  * when the job cannot be opened: malformed, or its key refused. */
 CL_MUST_CHECK cl_err cl_jobs_handle(struct cl_jobs *j, int fd, const uint8_t *job, size_t n);
+/* After an interactive answer on fd: signs its receipt (kind "interactive",
+ * the same chain as jobs) and sends it in a RECEIPT frame; the chain
+ * advances only when the frame was sent. req_sha/res_sha: SHA-256 of the
+ * encapsulated request and of the encapsulated response (all chunks). */
+CL_MUST_CHECK cl_err cl_jobs_receipt_interactive(struct cl_jobs *j, int fd, const struct cl_gw_outcome *oc,
+                                                 const uint8_t req_sha[32], const uint8_t res_sha[32],
+                                                 uint64_t started_ms, uint64_t duration_us);
 
 #endif

@@ -68,6 +68,7 @@ struct cl_host_config {
     unsigned max_images;        /* images per request (0: none) */
     unsigned max_image_bytes;   /* 0 = the enclave's default */
     const char *capture_dir; /* test hook: every socket byte appended here; NULL = off */
+    const char *receipts_url; /* sqlite:PATH: interactive receipts are stored there; NULL = discarded */
     const char *kms_ca_pem;  /* extra CA (PEM) the enclave trusts for an https key service; NULL = system store */
     /* The HTTP front door. 0 picks the default (CL_HOST_DEFAULT_*). */
     unsigned max_connections;        /* open client connections; more get 503 at accept. The default is
@@ -122,9 +123,9 @@ CL_MUST_CHECK cl_err cl_host_json_put_string(struct cl_buf *out, const char *s, 
  * until *stop. Links SQLite and the object store, never key-handling code. */
 struct cl_host_worker_config {
     uint32_t enclave_cid;
-    const char *queue_url;   /* sqlite:PATH */
-    const char *objects_url; /* dir:PATH */
-    const char *results_url; /* sqlite:PATH */
+    const char *queue_url;   /* sqlite:PATH or sqs://QUEUE[?endpoint=URL] */
+    const char *objects_url; /* dir:PATH or s3://BUCKET[/PREFIX][?endpoint=URL] */
+    const char *results_url; /* sqlite:PATH or dynamodb://TABLE[?endpoint=URL] */
     unsigned visibility_ms;  /* a received message stays invisible this long */
     unsigned max_receives;   /* job failures before the dead-letter queue */
     unsigned poll_ms;        /* wait when the queue is empty */

@@ -135,12 +135,18 @@ CL_MUST_CHECK cl_err cl_kms_store_check(struct cl_kms_store *s);
 
 /* ---- Recipient attestation (narrow interface to the attestation verifier) ---- */
 #define CL_KMS_MAX_RECIPIENT_PK 1024
+#define CL_KMS_MAX_RECIPIENT_UD 1024
+#define CL_KMS_MAX_RECIPIENT_NONCE 64
 struct cl_kms_attestation {
     char module_id[257];
     struct cl_policy_recipient r;                /* PCRs, ImageSha384, debug flag */
     uint8_t public_key[CL_KMS_MAX_RECIPIENT_PK]; /* RSA SubjectPublicKeyInfo, DER or PEM */
     size_t public_key_len;
     unsigned roots_trusted; /* how many roots the verifier trusts (r.root_sha256 names the one used) */
+    uint8_t user_data[CL_KMS_MAX_RECIPIENT_UD]; /* the document's user_data (licence renewals read the audit key) */
+    size_t user_data_len;
+    uint8_t nonce[CL_KMS_MAX_RECIPIENT_NONCE];
+    size_t nonce_len;
 };
 /* Verifies an attestation document against the configured trusted roots
  * and fills out. Must fail (any error) for an untrusted root, a bad

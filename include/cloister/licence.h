@@ -78,6 +78,9 @@ void cl_licence_table_charge(cl_licence_table *t, size_t slot, uint64_t tokens);
 /* Use in the current period of licence id (false when unknown). */
 bool cl_licence_table_usage(cl_licence_table *t, const char *id, uint64_t now, uint64_t *requests, uint64_t *tokens);
 uint64_t cl_licence_table_lease_end(cl_licence_table *t);
+/* The id of the licence an admitted request's slot names (false for a slot
+ * the table does not hold). */
+CL_MUST_CHECK bool cl_licence_table_slot_id(cl_licence_table *t, size_t slot, char out[CL_LICENCE_ID_MAX + 1]);
 /* HTTP status for a refusal: 401 (missing, unknown), 429 (rate), 503 (lease
  * ended), 403 (the others); 0 for other errors. */
 int cl_licence_http_status(cl_err rc);

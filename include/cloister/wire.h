@@ -36,6 +36,8 @@ enum cl_wire_type {
     CL_WIRE_BOOT_CONFIG, /* host -> enclave: JSON boot configuration */
     CL_WIRE_JOB_REQ,     /* host -> enclave: a batch job object (ciphertext, docs/formats/job.md) */
     CL_WIRE_JOB_RES,     /* enclave -> host: result object, receipt, attestation, public meta (cloister/wire_job.h) */
+    CL_WIRE_RECEIPT,     /* enclave -> host: after an interactive answer (OHTTP_RES or END): its signed receipt,
+                          * the attestation certifying the audit key, public meta (cloister/wire_job.h) */
     CL_WIRE_TYPE_COUNT
 };
 

@@ -14,6 +14,7 @@
 
 #include "cloister/batch_store.h"
 #include "cloister/log.h"
+#include "store_aws.h"
 
 #define CL_BSTORE_PATH_MAX 4096
 
@@ -21,7 +22,7 @@ static cl_err cl_bstore_url(const char *url, const char *scheme, char *path, siz
 {
     size_t sl = strlen(scheme);
     if (!url || strncmp(url, scheme, sl) != 0 || !url[sl])
-        return cl_err_fail(CL_E_STORE_URL, "expected %sPATH (other backends are not in this build)", scheme);
+        return cl_err_fail(CL_E_STORE_URL, "expected %sPATH", scheme);
     if (strlen(url + sl) >= cap)
         return cl_err_fail(CL_E_STORE_URL, "path too long");
     memcpy(path, url + sl, strlen(url + sl) + 1);
@@ -58,8 +59,22 @@ bool cl_bstore_name_valid(const char *name)
 
 /* ---------------- objects: dir:PATH ---------------- */
 
+bool cl_bstore_err_transient(cl_err e)
+{
+    if (cl_err_category(e) != CL_ERRCAT_STORE)
+        return false;
+    return e != CL_E_STORE_NOT_FOUND && e != CL_E_STORE_REFUSED && e != CL_E_STORE_RESPONSE &&
+           e != CL_E_STORE_MESSAGE && e != CL_E_STORE_TOO_LARGE;
+}
+
+static bool cl_bstore_scheme(const char *url, const char *scheme)
+{
+    return url && !strncmp(url, scheme, strlen(scheme));
+}
+
 struct cl_bstore_objects {
     char dir[CL_BSTORE_PATH_MAX];
+    struct cl_bstore_s3 *s3;
 };
 
 cl_err cl_bstore_objects_open(const char *url, cl_bstore_objects **out)
@@ -68,6 +83,13 @@ cl_err cl_bstore_objects_open(const char *url, cl_bstore_objects **out)
     struct stat st;
     cl_bstore_objects *o = calloc(1, sizeof(*o));
     CL_ENSURE(o, CL_E_CORE_NOMEM);
+    if (cl_bstore_scheme(url, "s3://")) {
+        CL_GUARD(cl_bstore_s3_open(url, &o->s3));
+        *out = o;
+        o = NULL;
+        goto out;
+    }
+    CL_ENSURE_D(cl_bstore_scheme(url, "dir:"), CL_E_STORE_URL, "objects: expected dir:PATH or s3://BUCKET[/PREFIX][?endpoint=URL]");
     CL_GUARD(cl_bstore_url(url, "dir:", o->dir, sizeof(o->dir) - CL_BSTORE_NAME_MAX - 32));
     if (stat(o->dir, &st) != 0 && errno == ENOENT && mkdir(o->dir, 0700) != 0)
         CL_FAIL(CL_E_STORE_IO, "create object directory %s: %s", o->dir, strerror(errno));
@@ -81,7 +103,12 @@ out:
     return rc;
 }
 
-void cl_bstore_objects_close(cl_bstore_objects *o) { free(o); }
+void cl_bstore_objects_close(cl_bstore_objects *o)
+{
+    if (o)
+        cl_bstore_s3_close(o->s3);
+    free(o);
+}
 
 cl_err cl_bstore_objects_put(cl_bstore_objects *o, const char *name, const uint8_t *p, size_t n)
 {
@@ -89,6 +116,8 @@ cl_err cl_bstore_objects_put(cl_bstore_objects *o, const char *name, const uint8
     char path[CL_BSTORE_PATH_MAX + 256], tmp[CL_BSTORE_PATH_MAX + 256];
     int fd = -1;
     tmp[0] = 0;
+    if (o->s3)
+        return cl_bstore_s3_put(o->s3, name, p, n);
     CL_ENSURE_D(cl_bstore_name_valid(name), CL_E_STORE_URL, "object name: 1..128 of A-Z a-z 0-9 . _ -");
     snprintf(path, sizeof(path), "%s/%s", o->dir, name);
     snprintf(tmp, sizeof(tmp), "%s/.tmp-%s-XXXXXX", o->dir, name);
@@ -141,6 +170,8 @@ cl_err cl_bstore_objects_get(cl_bstore_objects *o, const char *name, size_t max,
     struct stat st;
     int fd = -1;
     uint8_t *dst = NULL;
+    if (o->s3)
+        return cl_bstore_s3_get(o->s3, name, max, out);
     CL_ENSURE_D(cl_bstore_name_valid(name), CL_E_STORE_URL, "object name: 1..128 of A-Z a-z 0-9 . _ -");
     snprintf(path, sizeof(path), "%s/%s", o->dir, name);
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -164,6 +195,40 @@ cl_err cl_bstore_objects_get(cl_bstore_objects *o, const char *name, size_t max,
 out:
     if (fd >= 0)
         close(fd);
+    return rc;
+}
+
+cl_err cl_bstore_objects_head(cl_bstore_objects *o, const char *name, uint64_t *size)
+{
+    cl_err rc = CL_OK;
+    char path[CL_BSTORE_PATH_MAX + 256];
+    struct stat st;
+    if (o->s3)
+        return cl_bstore_s3_head(o->s3, name, size);
+    CL_ENSURE_D(cl_bstore_name_valid(name), CL_E_STORE_URL, "object name: 1..128 of A-Z a-z 0-9 . _ -");
+    snprintf(path, sizeof(path), "%s/%s", o->dir, name);
+    if (lstat(path, &st) != 0) {
+        rc = errno == ENOENT ? cl_err_fail(CL_E_STORE_NOT_FOUND, "object %s", name)
+                             : cl_bstore_errno(errno, "stat object", path);
+        goto out;
+    }
+    CL_ENSURE_D(S_ISREG(st.st_mode), CL_E_STORE_IO, "object %s is not a regular file", name);
+    *size = (uint64_t)st.st_size;
+out:
+    return rc;
+}
+
+cl_err cl_bstore_objects_delete(cl_bstore_objects *o, const char *name)
+{
+    cl_err rc = CL_OK;
+    char path[CL_BSTORE_PATH_MAX + 256];
+    if (o->s3)
+        return cl_bstore_s3_delete(o->s3, name);
+    CL_ENSURE_D(cl_bstore_name_valid(name), CL_E_STORE_URL, "object name: 1..128 of A-Z a-z 0-9 . _ -");
+    snprintf(path, sizeof(path), "%s/%s", o->dir, name);
+    if (unlink(path) != 0 && errno != ENOENT)
+        rc = cl_bstore_errno(errno, "delete object", path);
+out:
     return rc;
 }
 
@@ -273,6 +338,7 @@ static cl_err cl_bstore_commit(sqlite3 *db, cl_err rc)
 
 struct cl_bstore_queue {
     sqlite3 *db;
+    struct cl_bstore_sqs *sqs;
 };
 
 static const char cl_bstore_queue_schema[] =
@@ -287,7 +353,12 @@ cl_err cl_bstore_queue_open(const char *url, cl_bstore_queue **out)
     cl_err rc = CL_OK;
     cl_bstore_queue *q = calloc(1, sizeof(*q));
     CL_ENSURE(q, CL_E_CORE_NOMEM);
-    CL_GUARD(cl_bstore_db_open(url, cl_bstore_queue_schema, &q->db));
+    if (cl_bstore_scheme(url, "sqs://"))
+        CL_GUARD(cl_bstore_sqs_open(url, &q->sqs));
+    else if (cl_bstore_scheme(url, "sqlite:"))
+        CL_GUARD(cl_bstore_db_open(url, cl_bstore_queue_schema, &q->db));
+    else
+        CL_FAIL(CL_E_STORE_URL, "queue: expected sqlite:PATH or sqs://QUEUE[?endpoint=URL]");
     *out = q;
     q = NULL;
 out:
@@ -299,12 +370,15 @@ void cl_bstore_queue_close(cl_bstore_queue *q)
 {
     if (!q)
         return;
+    cl_bstore_sqs_close(q->sqs);
     sqlite3_close(q->db);
     free(q);
 }
 
 cl_err cl_bstore_queue_send(cl_bstore_queue *q, const char *job_id, const char *object)
 {
+    if (q->sqs)
+        return cl_bstore_sqs_send(q->sqs, job_id, object);
     if (!cl_bstore_name_valid(job_id) || !cl_bstore_name_valid(object))
         return cl_err_fail(CL_E_STORE_URL, "job id or object name");
     int64_t now = cl_bstore_now_ms();
@@ -318,6 +392,8 @@ cl_err cl_bstore_queue_receive(cl_bstore_queue *q, uint32_t visibility_ms, struc
     sqlite3_stmt *st = NULL;
     int64_t now = cl_bstore_now_ms();
     bool have = false;
+    if (q->sqs)
+        return cl_bstore_sqs_receive(q->sqs, visibility_ms, m, got);
     CL_GUARD(cl_bstore_begin(q->db));
     struct cl_bstore_arg a[] = {CL_BI(now)};
     rc = cl_bstore_prep(q->db, "SELECT id, job_id, object, receives FROM queue WHERE visible_at <= ? ORDER BY visible_at, id LIMIT 1",
@@ -348,12 +424,16 @@ out:
 
 cl_err cl_bstore_queue_delete(cl_bstore_queue *q, const struct cl_bstore_msg *m)
 {
+    if (q->sqs)
+        return cl_bstore_sqs_delete(q->sqs, m);
     struct cl_bstore_arg a[] = {CL_BI(m->id)};
     return cl_bstore_exec(q->db, "DELETE FROM queue WHERE id = ?", a, 1, NULL);
 }
 
 cl_err cl_bstore_queue_release(cl_bstore_queue *q, const struct cl_bstore_msg *m, uint32_t delay_ms)
 {
+    if (q->sqs)
+        return cl_bstore_sqs_release(q->sqs, m, delay_ms);
     struct cl_bstore_arg a[] = {CL_BI(cl_bstore_now_ms() + delay_ms), CL_BI(m->id)};
     return cl_bstore_exec(q->db, "UPDATE queue SET visible_at = ? WHERE id = ?", a, 2, NULL);
 }
@@ -361,6 +441,8 @@ cl_err cl_bstore_queue_release(cl_bstore_queue *q, const struct cl_bstore_msg *m
 cl_err cl_bstore_queue_dead_letter(cl_bstore_queue *q, const struct cl_bstore_msg *m, const char *error)
 {
     cl_err rc = CL_OK;
+    if (q->sqs)
+        return cl_bstore_sqs_dead_letter(q->sqs, m, error);
     CL_GUARD(cl_bstore_begin(q->db));
     struct cl_bstore_arg a[] = {CL_BI(m->id), CL_BT(error), CL_BI(cl_bstore_now_ms())};
     rc = cl_bstore_exec(q->db,
@@ -393,6 +475,8 @@ static cl_err cl_bstore_count(sqlite3 *db, const char *sql, const struct cl_bsto
 cl_err cl_bstore_queue_counts(cl_bstore_queue *q, struct cl_bstore_queue_counts *c)
 {
     cl_err rc = CL_OK;
+    if (q->sqs)
+        return cl_bstore_sqs_counts(q->sqs, c);
     struct cl_bstore_arg a[] = {CL_BI(cl_bstore_now_ms())};
     CL_GUARD(cl_bstore_count(q->db, "SELECT count(*) FROM queue WHERE visible_at <= ?", a, 1, &c->visible));
     CL_GUARD(cl_bstore_count(q->db, "SELECT count(*) FROM queue WHERE visible_at > ?", a, 1, &c->in_flight));
@@ -404,6 +488,8 @@ out:
 cl_err cl_bstore_queue_dead_find(cl_bstore_queue *q, const char *job_id, char error[CL_BSTORE_ERROR_MAX + 1],
                                  uint32_t *receives, bool *found)
 {
+    if (q->sqs)
+        return cl_bstore_sqs_dead_find(q->sqs, job_id, error, receives, found);
     sqlite3_stmt *st = NULL;
     struct cl_bstore_arg a[] = {CL_BT(job_id)};
     cl_err rc = cl_bstore_prep(q->db, "SELECT error, receives FROM dead_letters WHERE job_id = ? ORDER BY at DESC LIMIT 1",
@@ -424,6 +510,7 @@ cl_err cl_bstore_queue_dead_find(cl_bstore_queue *q, const char *job_id, char er
 
 struct cl_bstore_results {
     sqlite3 *db;
+    struct cl_bstore_ddb *ddb;
 };
 
 static const char cl_bstore_results_schema[] =
@@ -438,7 +525,12 @@ cl_err cl_bstore_results_open(const char *url, cl_bstore_results **out)
     cl_err rc = CL_OK;
     cl_bstore_results *r = calloc(1, sizeof(*r));
     CL_ENSURE(r, CL_E_CORE_NOMEM);
-    CL_GUARD(cl_bstore_db_open(url, cl_bstore_results_schema, &r->db));
+    if (cl_bstore_scheme(url, "dynamodb://"))
+        CL_GUARD(cl_bstore_ddb_open(url, &r->ddb));
+    else if (cl_bstore_scheme(url, "sqlite:"))
+        CL_GUARD(cl_bstore_db_open(url, cl_bstore_results_schema, &r->db));
+    else
+        CL_FAIL(CL_E_STORE_URL, "results: expected sqlite:PATH or dynamodb://TABLE[?endpoint=URL]");
     *out = r;
     r = NULL;
 out:
@@ -450,6 +542,7 @@ void cl_bstore_results_close(cl_bstore_results *r)
 {
     if (!r)
         return;
+    cl_bstore_ddb_close(r->ddb);
     sqlite3_close(r->db);
     free(r);
 }
@@ -459,6 +552,8 @@ cl_err cl_bstore_results_put(cl_bstore_results *r, const struct cl_bstore_put *p
     cl_err rc = CL_OK;
     int changes = 0;
     int64_t now = cl_bstore_now_ms();
+    if (r->ddb)
+        return cl_bstore_ddb_put(r->ddb, p, stored);
     CL_ENSURE_D(cl_bstore_name_valid(p->job_id) && cl_bstore_name_valid(p->chain), CL_E_STORE_URL, "job id or chain");
     CL_GUARD(cl_bstore_begin(r->db));
     struct cl_bstore_arg a1[] = {CL_BT(p->chain), CL_BB(p->attestation, p->attestation_len)};
@@ -485,6 +580,34 @@ out:
     return rc;
 }
 
+cl_err cl_bstore_results_put_receipt(cl_bstore_results *r, const char *chain, uint64_t seq, const char *id,
+                                     const uint8_t *receipt, size_t rn, const uint8_t *att, size_t an)
+{
+    cl_err rc = CL_OK;
+    CL_ENSURE_D(!r->ddb, CL_E_STORE_URL, "interactive receipts go to a sqlite: store (dynamodb:// is not supported yet)");
+    CL_ENSURE_D(cl_bstore_name_valid(id) && cl_bstore_name_valid(chain) && rn && an, CL_E_STORE_URL,
+                "request id, chain or empty receipt");
+    CL_GUARD(cl_bstore_begin(r->db));
+    struct cl_bstore_arg a1[] = {CL_BT(chain), CL_BB(att, an)};
+    rc = cl_bstore_exec(r->db, "INSERT OR IGNORE INTO attestations(chain, doc) VALUES(?,?)", a1, 2, NULL);
+    if (rc == CL_OK) {
+        struct cl_bstore_arg a2[] = {CL_BT(chain), CL_BI((int64_t)seq), CL_BT(id), CL_BB(receipt, rn)};
+        rc = cl_bstore_exec(r->db, "INSERT INTO receipts(chain, seq, job_id, receipt, at) VALUES(?,?,?,?,strftime('%s','now'))",
+                            a2, 4, NULL);
+    }
+    rc = cl_bstore_commit(r->db, rc);
+out:
+    return rc;
+}
+
+cl_err cl_bstore_results_chain_max(cl_bstore_results *r, const char *chain, uint64_t *max)
+{
+    struct cl_bstore_arg a[] = {CL_BT(chain)};
+    if (r->ddb)
+        return cl_err_fail(CL_E_STORE_URL, "interactive receipts go to a sqlite: store (dynamodb:// is not supported yet)");
+    return cl_bstore_count(r->db, "SELECT coalesce(max(seq), 0) FROM receipts WHERE chain = ?", a, 1, max);
+}
+
 static cl_err cl_bstore_blob(sqlite3_stmt *st, int col, struct cl_buf *out)
 {
     cl_err rc = CL_OK;
@@ -501,6 +624,8 @@ out:
 cl_err cl_bstore_results_get(cl_bstore_results *r, const char *job_id, bool *ok, struct cl_buf *result,
                              struct cl_buf *receipt)
 {
+    if (r->ddb)
+        return cl_bstore_ddb_get(r->ddb, job_id, ok, result, receipt);
     sqlite3_stmt *st = NULL;
     struct cl_bstore_arg a[] = {CL_BT(job_id)};
     cl_err rc = cl_bstore_prep(r->db,
@@ -523,6 +648,8 @@ cl_err cl_bstore_results_get(cl_bstore_results *r, const char *job_id, bool *ok,
 
 cl_err cl_bstore_results_attestation(cl_bstore_results *r, const char *chain, struct cl_buf *doc)
 {
+    if (r->ddb)
+        return cl_bstore_ddb_attestation(r->ddb, chain, doc);
     sqlite3_stmt *st = NULL;
     struct cl_bstore_arg a[] = {CL_BT(chain)};
     cl_err rc = cl_bstore_prep(r->db, "SELECT doc FROM attestations WHERE chain = ?", a, 1, &st);
@@ -538,6 +665,8 @@ cl_err cl_bstore_results_attestation(cl_bstore_results *r, const char *chain, st
 
 cl_err cl_bstore_results_each_receipt(cl_bstore_results *r, cl_bstore_receipt_fn fn, void *ctx)
 {
+    if (r->ddb)
+        return cl_bstore_ddb_each_receipt(r->ddb, fn, ctx);
     sqlite3_stmt *st = NULL;
     cl_err rc = cl_bstore_prep(r->db, "SELECT id, receipt FROM receipts ORDER BY id", NULL, 0, &st);
     if (rc != CL_OK)
@@ -551,6 +680,8 @@ cl_err cl_bstore_results_each_receipt(cl_bstore_results *r, cl_bstore_receipt_fn
 
 cl_err cl_bstore_results_each_result(cl_bstore_results *r, cl_bstore_result_fn fn, void *ctx)
 {
+    if (r->ddb)
+        return cl_bstore_ddb_each_result(r->ddb, fn, ctx);
     sqlite3_stmt *st = NULL;
     cl_err rc = cl_bstore_prep(r->db,
                                "SELECT r.job_id, r.result, c.receipt FROM results r LEFT JOIN receipts c ON c.id = r.receipt_id "
@@ -569,6 +700,8 @@ cl_err cl_bstore_results_each_result(cl_bstore_results *r, cl_bstore_result_fn f
 cl_err cl_bstore_results_count(cl_bstore_results *r, uint64_t *results, uint64_t *receipts)
 {
     cl_err rc = CL_OK;
+    if (r->ddb)
+        return cl_bstore_ddb_count(r->ddb, results, receipts);
     CL_GUARD(cl_bstore_count(r->db, "SELECT count(*) FROM results", NULL, 0, results));
     CL_GUARD(cl_bstore_count(r->db, "SELECT count(*) FROM receipts", NULL, 0, receipts));
 out:

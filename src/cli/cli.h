@@ -97,6 +97,7 @@ int cl_cmd_bench(int argc, char **argv);
 int cl_cmd_mkmodel(int argc, char **argv);
 int cl_cmd_kms(int argc, char **argv);
 int cl_cmd_kms_create_key(int argc, char **argv);
+int cl_cmd_kms_licence(int argc, char **argv); /* kms licence ..., kms usage */
 int cl_cmd_measure(int argc, char **argv);
 int cl_cmd_ask(int argc, char **argv);
 int cl_cmd_chat(int argc, char **argv);

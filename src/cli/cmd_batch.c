@@ -156,7 +156,9 @@ static void cl_bcli_submit_help(FILE *f)
             "  --seed S          sampling seed             --system TEXT  a system message\n"
             "  --kms URL         the consumer's key service (a cloister-kms URL, or `aws`)\n"
             "  --region R        signing region; credentials come from the usual AWS variables or files\n"
-            "  --objects dir:PATH   --queue sqlite:PATH   the pipeline's stores\n");
+            "  --objects dir:PATH   --queue sqlite:PATH   the pipeline's stores\n"
+            "                    (or s3://BUCKET[/PREFIX][?endpoint=URL], sqs://QUEUE[?endpoint=URL];\n"
+            "                    AWS credentials and AWS_REGION from the environment or ~/.aws)\n");
 }
 
 struct cl_bcli_submit {
@@ -439,7 +441,10 @@ static void cl_bcli_status_help(FILE *f)
                "Counts of queued (visible), in-flight and dead-lettered messages, stored results and\n"
                "receipts; for each JOB given: done, error (the enclave answered with an error, sealed\n"
                "for the consumer), dead (with the error record's code and receive count) or pending.\n"
-               "Reads only public metadata: no key or credential is needed.\n\n"
+               "Reads only public metadata: no key is needed (AWS stores need their credentials).\n"
+               "Store URLs: --queue sqlite:PATH | sqs://QUEUE[?endpoint=URL] (counts are SQS's\n"
+               "approximate ones, dead letters in QUEUE-dlq); --results sqlite:PATH |\n"
+               "dynamodb://TABLE[?endpoint=URL]. AWS credentials and AWS_REGION as for the AWS CLI.\n\n"
                "  --jobs FILE   job ids, one per line (what 'batch submit' printed; '-' for stdin)\n"
                "  --wait        wait until every JOB is done, error or dead (without JOBs: until the\n"
                "                queue is empty), with a progress bar on stderr when it is a terminal\n"
@@ -609,7 +614,10 @@ static void cl_bcli_result_help(FILE *f)
             "credentials (Decrypt with the job's encryption context), decrypts the result and prints\n"
             "the answer (--json: the chat.completion object with the receipt's fields).\n\n"
             "  --pcr N=HEX        expected PCR N of the enclave (96 hex digits); at least one, repeatable\n"
-            "  --model-digest HEX require the attested model's SHA-256\n");
+            "  --model-digest HEX require the attested model's SHA-256\n"
+            "  --results URL      sqlite:PATH or dynamodb://TABLE[?endpoint=URL]\n"
+            "  --objects URL      dir:PATH or s3://BUCKET[/PREFIX][?endpoint=URL]\n"
+            "                     (AWS credentials and AWS_REGION from the environment or ~/.aws)\n");
 }
 
 static int cl_bcli_result(int argc, char **argv)
@@ -818,15 +826,18 @@ static void cl_audit_finding(struct cl_audit *A, const char *kind, const struct 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* an interactive receipt names its request (the answer's "id"), a batch one its job */
+    bool inter = rec && !strcmp(rec->r.kind, CL_BATCH_KIND_INTERACTIVE);
     if (A->json) {
-        printf("%s{\"finding\":\"%s\",\"record\":%lld,\"seq\":%llu,\"job_id\":\"%s\",\"detail\":\"",
+        printf("%s{\"finding\":\"%s\",\"record\":%lld,\"seq\":%llu,\"kind\":\"%s\",\"%s\":\"%s\",\"detail\":\"",
                A->findings ? "," : "", kind, rec ? (long long)rec->rowid : -1LL,
-               rec ? (unsigned long long)rec->r.seq : 0ULL, rec && cl_batch_id_valid(rec->r.job_id) ? rec->r.job_id : "");
+               rec ? (unsigned long long)rec->r.seq : 0ULL, inter ? "interactive" : "batch",
+               inter ? "request_id" : "job_id", rec && cl_batch_id_valid(rec->r.job_id) ? rec->r.job_id : "");
         cl_cli_json_str(stdout, (const uint8_t *)msg, strlen(msg));
         printf("\"}");
     } else
-        printf("%s: record %lld (seq %llu, job %s): %s\n", kind, rec ? (long long)rec->rowid : -1LL,
-               rec ? (unsigned long long)rec->r.seq : 0ULL,
+        printf("%s: record %lld (seq %llu, %s %s): %s\n", kind, rec ? (long long)rec->rowid : -1LL,
+               rec ? (unsigned long long)rec->r.seq : 0ULL, inter ? "request" : "job",
                rec && cl_batch_id_valid(rec->r.job_id) ? rec->r.job_id : "?", msg);
     A->findings++;
 }
@@ -930,8 +941,15 @@ static void cl_audit_help(FILE *f)
             "        reordered (stored out of sequence). Exit 0 when none, 1 otherwise.\n"
             "        A deletion of a chain's newest receipts leaves no gap; compare the newest seq with\n"
             "        the enclave's own count when that matters.\n"
-            "show    lists the receipts (record, chain, seq, job, status, tokens, duration), and with\n"
-            "        --root and --pcr the verdict of each.\n");
+            "show    lists the receipts (record, chain, seq, job or request, status, tokens, duration),\n"
+            "        and with --root and --pcr the verdict of each; --json adds every signed field\n"
+            "        (kind, consumer, model and projector digests, ciphertext digests, timings).\n"
+            "--results sqlite:PATH or dynamodb://TABLE[?endpoint=URL] (receipts in write order; AWS\n"
+            "        credentials and AWS_REGION from the environment or ~/.aws).\n\n"
+            "Both kinds of receipt live in one store and one chain per enclave boot: batch jobs\n"
+            "(stored by cloister-host --worker) and interactive chat completions (stored by\n"
+            "cloister-host --receipts; their request id is the answer's \"id\", which\n"
+            "'cloister ask --json' prints as request_id). See docs/receipts.md.\n");
 }
 
 int cl_cmd_audit(int argc, char **argv)
@@ -1012,20 +1030,37 @@ int cl_cmd_audit(int argc, char **argv)
             printf("{\"receipts\":[");
         for (size_t i = 0; i < A->n; i++) {
             const struct cl_audit_rec *r = &A->recs[i];
-            char att[65];
+            char att[65], din[65], dout[65], model[65], proj[65];
             cl_hex_encode(r->r.attestation_sha256, 32, att);
+            cl_hex_encode(r->r.job_sha256, 32, din);
+            cl_hex_encode(r->r.result_sha256, 32, dout);
+            cl_hex_encode(r->r.model_sha256, 32, model);
+            cl_hex_encode(r->r.projector_sha256, 32, proj);
+            bool inter = !strcmp(r->r.kind, CL_BATCH_KIND_INTERACTIVE), parsed = r->chain >= 0 || r->r.seq;
             const char *verdict = !verify ? "unchecked" : r->why ? r->why : "signature ok";
-            if (json)
-                printf("%s{\"record\":%lld,\"chain\":\"%.16s\",\"seq\":%llu,\"job_id\":\"%s\",\"status\":\"%s\","
-                       "\"prompt_tokens\":%u,\"completion_tokens\":%u,\"duration_us\":%llu,\"verdict\":\"%s\"}",
+            const char *id = cl_batch_id_valid(r->r.job_id) ? r->r.job_id : "";
+            if (json) {
+                /* fields come from the signed payload (printable, no quotes: checked by the parser) */
+                printf("%s{\"record\":%lld,\"chain\":\"%.16s\",\"seq\":%llu,\"kind\":\"%s\",\"%s\":\"%s\","
+                       "\"consumer\":\"%s\",\"model_sha256\":\"%s\",",
                        i ? "," : "", (long long)r->rowid, att, (unsigned long long)r->r.seq,
-                       cl_batch_id_valid(r->r.job_id) ? r->r.job_id : "", r->r.ok ? "ok" : "error", r->r.prompt_tokens,
-                       r->r.completion_tokens, (unsigned long long)r->r.duration_us, verdict);
-            else
-                printf("%6lld  chain %.16s  seq %-6llu  job %-32s  %-5s  %u+%u tokens  %llu us  %s\n",
-                       (long long)r->rowid, att, (unsigned long long)r->r.seq,
-                       cl_batch_id_valid(r->r.job_id) ? r->r.job_id : "?", r->r.ok ? "ok" : "error",
-                       r->r.prompt_tokens, r->r.completion_tokens, (unsigned long long)r->r.duration_us, verdict);
+                       parsed ? (inter ? "interactive" : "batch") : "", inter ? "request_id" : "job_id", id,
+                       cl_batch_text_valid(r->r.consumer, CL_BATCH_CONSUMER_MAX) ? r->r.consumer : "",
+                       parsed ? model : "");
+                if (r->r.has_projector)
+                    printf("\"projector_sha256\":\"%s\",", proj);
+                printf("\"%s\":\"%s\",\"%s\":\"%s\",\"status\":\"%s\",\"error\":\"%s\",\"prompt_tokens\":%u,"
+                       "\"completion_tokens\":%u,\"started_ms\":%llu,\"duration_us\":%llu,\"verdict\":\"%s\"}",
+                       inter ? "request_sha256" : "job_sha256", parsed ? din : "",
+                       inter ? "response_sha256" : "result_sha256", parsed ? dout : "", r->r.ok ? "ok" : "error",
+                       cl_batch_id_valid(r->r.error) ? r->r.error : "", r->r.prompt_tokens, r->r.completion_tokens,
+                       (unsigned long long)r->r.started_ms, (unsigned long long)r->r.duration_us, verdict);
+            } else {
+                printf("%6lld  chain %.16s  seq %-6llu  %-7s %-33s  %-5s  %u+%u tokens  %llu us  %s\n",
+                       (long long)r->rowid, att, (unsigned long long)r->r.seq, inter ? "request" : "job",
+                       id[0] ? id : "?", r->r.ok ? "ok" : "error", r->r.prompt_tokens, r->r.completion_tokens,
+                       (unsigned long long)r->r.duration_us, verdict);
+            }
         }
         if (json)
             printf("]}\n");

@@ -418,7 +418,9 @@ static void cl_ask_help(FILE *f, const char *cmd)
             "                    sent only inside the encrypted request, never on the command line\n");
     if (ask)
         fprintf(f, "  --stream          print the answer token by token as it arrives\n"
-                   "  --json            print {answer, finish_reason, usage, attestation} as JSON on stdout\n\n"
+                   "  --json            print {answer, finish_reason, request_id, usage, attestation} as JSON\n"
+                   "                    on stdout; request_id names the enclave's signed receipt for this\n"
+                   "                    request in the host's store ('cloister audit show')\n\n"
                    "The answer goes to stdout; the verified measurements to stderr (or into --json).\n");
     fprintf(f, "\nexit status: 0 answered, 1 failure (attestation refused, transport, enclave error), 2 usage.\n");
 }
@@ -596,9 +598,10 @@ static json_t *cl_ask_attestation_json(const struct cl_client_attestation *a)
 static int cl_ask_fail(const char *cmd, cl_err rc, const struct cl_client_result *res)
 {
     if (rc == CL_E_NET_CLIENT_ANSWER_STATUS && res->status) {
-        fprintf(stderr, "cloister %s: the enclave answered %u%s%s%s: %s\n", cmd, (unsigned)res->status,
+        fprintf(stderr, "cloister %s: the enclave answered %u%s%s%s: %s%s%s%s\n", cmd, (unsigned)res->status,
                 res->error_type[0] ? " (" : "", res->error_type, res->error_type[0] ? ")" : "",
-                res->error_message[0] ? res->error_message : "(no message)");
+                res->error_message[0] ? res->error_message : "(no message)", res->id[0] ? " (request " : "", res->id,
+                res->id[0] ? ")" : "");
         return CL_EXIT_FAIL;
     }
     return cl_cli_fail(cmd, "request", rc);
@@ -773,6 +776,8 @@ int cl_cmd_ask(int argc, char **argv)
                                                                                        : (const uint8_t *)""),
                                                       res.content.len));
         json_object_set_new(j, "finish_reason", json_string(res.finish_reason));
+        /* the enclave's signed receipt for this request carries this id (cloister audit show) */
+        json_object_set_new(j, "request_id", json_string(res.id));
         if (res.has_usage) {
             json_object_set_new(u, "prompt_tokens", json_integer((json_int_t)res.prompt_tokens));
             json_object_set_new(u, "completion_tokens", json_integer((json_int_t)res.completion_tokens));
@@ -790,8 +795,9 @@ int cl_cmd_ask(int argc, char **argv)
         fputc('\n', stdout);
     }
     if (!o.json && res.has_usage)
-        fprintf(stderr, "(%llu prompt + %llu answer tokens, finish: %s)\n", (unsigned long long)res.prompt_tokens,
-                (unsigned long long)res.completion_tokens, res.finish_reason[0] ? res.finish_reason : "?");
+        fprintf(stderr, "(%llu prompt + %llu answer tokens, finish: %s%s%s)\n", (unsigned long long)res.prompt_tokens,
+                (unsigned long long)res.completion_tokens, res.finish_reason[0] ? res.finish_reason : "?",
+                res.id[0] ? ", request " : "", res.id);
     if (fflush(stdout) != 0) {
         fprintf(stderr, "cloister ask: writing stdout failed\n");
         goto done;

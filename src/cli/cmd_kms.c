@@ -36,6 +36,8 @@ static void cl_kms_cli_help(FILE *f)
             "        submits jobs (GenerateDataKey) and reads results (Decrypt) with it; PRINCIPAL\n"
             "        gets the job keys only with the attested enclave's Recipient document, and the\n"
             "        Denies name PRINCIPAL (the consumer's own Decrypt needs no enclave).\n\n"
+            "Licences (docs/licensing.md): 'cloister kms licence key|create|list|show|revoke --help',\n"
+            "'cloister kms usage --help'.\n"
             "The audit listing reads the key service's database: 'cloister-kms audit DIR [--json]'.\n");
 }
 
@@ -287,5 +289,7 @@ int cl_cmd_kms(int argc, char **argv)
         return cl_kms_cli_policy(argc, argv);
     if (!strcmp(argv[1], "create-key"))
         return cl_cmd_kms_create_key(argc, argv);
-    return cl_cli_usage_error("kms", "unknown subcommand '%s' (policy or create-key)", argv[1]);
+    if (!strcmp(argv[1], "licence") || !strcmp(argv[1], "usage"))
+        return cl_cmd_kms_licence(argc, argv);
+    return cl_cli_usage_error("kms", "unknown subcommand '%s' (policy, create-key, licence or usage)", argv[1]);
 }

@@ -89,7 +89,7 @@ static cl_err cl_seal_read_meta(const cl_gguf *g, char *name, size_t nlen, char 
 /* GenerateDataKey with the sealed file's encryption context: the key
  * service returns the data key and the blob that goes into the header. */
 static cl_err cl_seal_kms_data_key(const char *url, const char *key_id, const char *region_opt,
-                                   const struct cl_seal_ctx_pair *ctx, uint8_t dk[32], uint8_t *wrapped, size_t cap,
+                                   const struct cl_seal_ctx_pair *ctx, size_t n_ctx, uint8_t dk[32], uint8_t *wrapped, size_t cap,
                                    size_t *wl, char *key_arn, size_t arn_cap)
 {
     cl_err rc = CL_OK;
@@ -106,9 +106,11 @@ static cl_err cl_seal_kms_data_key(const char *url, const char *key_id, const ch
         snprintf(region, sizeof(region), "%s", region_opt);
     else
         CL_GUARD(cl_kmsc_region_load(region, sizeof(region)));
-    const struct cl_aws_kv kv[2] = {{ctx[0].key, ctx[0].value}, {ctx[1].key, ctx[1].value}};
+    struct cl_aws_kv kv[3];
+    for (size_t i = 0; i < n_ctx && i < 3; i++)
+        kv[i] = (struct cl_aws_kv){ctx[i].key, ctx[i].value};
     struct cl_kmsc_endpoint ep = {.url = strcmp(url, "aws") ? url : NULL, .region = region};
-    CL_GUARD(cl_kmsc_generate_data_key(&ep, cred, key_id, kv, 2, &key, &blob, key_arn, arn_cap));
+    CL_GUARD(cl_kmsc_generate_data_key(&ep, cred, key_id, kv, n_ctx, &key, &blob, key_arn, arn_cap));
     CL_ENSURE_D(key.len == 32, CL_E_SEAL_UNWRAP, "data key of %zu bytes (want 32: use AES_256)", key.len);
     memcpy(dk, key.data, 32);
     memcpy(wrapped, blob.data, blob.len);
@@ -139,20 +141,25 @@ static void cl_seal_help(FILE *f)
            "  --name NAME             model name in the header (default: general.name, else file name)\n"
            "  --chunk-size BYTES      chunk size, 4096..268435456 (default 4194304)\n"
            "  -t, --threads N         encryption threads (default: all CPUs)\n"
-           "  --force                 replace an existing output file\n");
+           "  --force                 replace an existing output file\n"
+           "  --licence-key-sha256 HEX  licensed model (docs/licensing.md): adds the encryption context\n"
+           "                          cloister:licence-key-sha256 = HEX, the SHA-256 of the key service's\n"
+           "                          licence key for --key-id (`cloister kms licence key` prints it); the\n"
+           "                          enclave then serves only licensed consumers, under a renewed lease\n");
 }
 
 int cl_cmd_seal(int argc, char **argv)
 {
-    enum { O_KEYFILE = 256, O_NAME, O_CHUNK, O_FORCE, O_KMS, O_KEYID, O_REGION };
+    enum { O_KEYFILE = 256, O_NAME, O_CHUNK, O_FORCE, O_KMS, O_KEYID, O_REGION, O_LICKEY };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'},   {"key-file", required_argument, 0, O_KEYFILE},
         {"kms", required_argument, 0, O_KMS},    {"key-id", required_argument, 0, O_KEYID},
-        {"region", required_argument, 0, O_REGION},
+        {"region", required_argument, 0, O_REGION}, {"licence-key-sha256", required_argument, 0, O_LICKEY},
         {"name", required_argument, 0, O_NAME},  {"chunk-size", required_argument, 0, O_CHUNK},
         CL_CLI_OPT_THREADS,  {"force", no_argument, 0, O_FORCE},
         CL_CLI_OPT_HELP,                         CL_CLI_OPT_END};
-    const char *out = NULL, *keyfile = NULL, *name_opt = NULL, *kms = NULL, *key_id = NULL, *region_opt = NULL;
+    const char *out = NULL, *keyfile = NULL, *name_opt = NULL, *kms = NULL, *key_id = NULL, *region_opt = NULL,
+               *lickey = NULL;
     uint64_t chunk = CL_SEAL_DEFAULT_CHUNK, threads = cl_default_threads();
     bool force = false;
     struct cl_cli_args args = {.cmd = "seal", .help = cl_seal_help, .shortopts = "o:t:", .longopts = opts,
@@ -165,6 +172,11 @@ int cl_cmd_seal(int argc, char **argv)
         case O_KMS: kms = optarg; break;
         case O_KEYID: key_id = optarg; break;
         case O_REGION: region_opt = optarg; break;
+        case O_LICKEY:
+            lickey = optarg;
+            if (strlen(lickey) != 64 || strspn(lickey, "0123456789abcdef") != 64)
+                return cl_cli_usage_error("seal", "--licence-key-sha256 must be 64 lower-case hex digits");
+            break;
         case O_CHUNK:
             if (!cl_cli_parse_u64(optarg, CL_SEAL_MIN_CHUNK, CL_SEAL_MAX_CHUNK, &chunk))
                 return cl_cli_usage_error("seal", "--chunk-size must be %u..%u", CL_SEAL_MIN_CHUNK, CL_SEAL_MAX_CHUNK);
@@ -181,6 +193,8 @@ int cl_cmd_seal(int argc, char **argv)
         return cl_cli_usage_error("seal", "give exactly one of --key-file KEYFILE or --kms URL");
     if (kms && !key_id)
         return cl_cli_usage_error("seal", "--kms needs --key-id ID");
+    if (lickey && !kms)
+        return cl_cli_usage_error("seal", "--licence-key-sha256 needs --kms: licences live in the key service");
     const char *in = argv[optind];
     if (!force && cl_path_exists(out)) {
         fprintf(stderr, "cloister seal: %s already exists (use --force to replace it)\n", out);
@@ -221,11 +235,17 @@ int cl_cmd_seal(int argc, char **argv)
         goto out;
     }
     cl_hex_encode(digest, 32, digest_hex);
-    struct cl_seal_ctx_pair ctx[2];
+    struct cl_seal_ctx_pair ctx[3];
+    size_t n_ctx = 2;
     snprintf(ctx[0].key, sizeof(ctx[0].key), "cloister:model");
     snprintf(ctx[0].value, sizeof(ctx[0].value), "%s", name);
     snprintf(ctx[1].key, sizeof(ctx[1].key), "cloister:model-sha256");
     snprintf(ctx[1].value, sizeof(ctx[1].value), "%s", digest_hex);
+    if (lickey) {
+        snprintf(ctx[2].key, sizeof(ctx[2].key), "cloister:licence-key-sha256");
+        snprintf(ctx[2].value, sizeof(ctx[2].value), "%s", lickey);
+        n_ctx = 3;
+    }
     enum cl_seal_provider provider = keyfile ? CL_SEAL_PROVIDER_KEYFILE : CL_SEAL_PROVIDER_KMS;
     const char *kid = keyid;
     if (keyfile) {
@@ -242,14 +262,14 @@ int cl_cmd_seal(int argc, char **argv)
         /* The header records the key's ARN as the service named it, which is
          * what an enclave attests after Decrypt (and what measure pins). */
         kid = key_arn;
-        if ((rc = cl_seal_kms_data_key(kms, key_id, region_opt, ctx, keys + 32, wrapped, sizeof(wrapped), &wl,
+        if ((rc = cl_seal_kms_data_key(kms, key_id, region_opt, ctx, n_ctx, keys + 32, wrapped, sizeof(wrapped), &wl,
                                        key_arn, sizeof(key_arn))) != CL_OK) {
             status = cl_cli_fail("seal", "key service GenerateDataKey", rc);
             goto out;
         }
     }
     struct cl_seal_params p = {.chunk_size = (uint32_t)chunk, .name = name, .arch = arch,
-                               .tensor_count = cl_gguf_n_tensors(g), .file_type = ftype, .n_ctx = 2, .ctx = ctx,
+                               .tensor_count = cl_gguf_n_tensors(g), .file_type = ftype, .n_ctx = n_ctx, .ctx = ctx,
                                .provider = provider, .key_id = kid, .wrapped = wrapped,
                                .wrapped_len = wl};
     struct cl_progress prog;
@@ -283,7 +303,11 @@ static void cl_unseal_help(FILE *f)
            "  -o, --output FILE       plaintext output (must not exist unless --force)\n"
            "  --verify                check only, print the digest\n"
            "  -t, --threads N         decryption threads (default: all CPUs)\n"
-           "  --force                 replace an existing output file\n");
+           "  --force                 replace an existing output file\n"
+           "  --licence-key-sha256 HEX  licensed model (docs/licensing.md): adds the encryption context\n"
+           "                          cloister:licence-key-sha256 = HEX, the SHA-256 of the key service's\n"
+           "                          licence key for --key-id (`cloister kms licence key` prints it); the\n"
+           "                          enclave then serves only licensed consumers, under a renewed lease\n");
 }
 
 int cl_cmd_unseal(int argc, char **argv)

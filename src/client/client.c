@@ -560,7 +560,7 @@ cl_err cl_client_chat_json(cl_client *c, const uint8_t *body, size_t body_len, c
     res->status = 0;
     res->has_usage = false;
     res->prompt_tokens = res->completion_tokens = res->total_tokens = 0;
-    res->finish_reason[0] = res->error_type[0] = res->error_message[0] = 0;
+    res->finish_reason[0] = res->error_type[0] = res->error_message[0] = res->id[0] = 0;
     CL_GUARD(cl_client_wrap_request(c->credential, body, body_len, &req));
     if (!c->attested)
         CL_GUARD(cl_client_attest(c));

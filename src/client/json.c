@@ -153,6 +153,7 @@ static cl_err cl_client_error_obj(json_t *root, uint16_t status, struct cl_clien
 {
     json_t *e = json_object_get(root, "error");
     res->status = status;
+    cl_client_copy_text(res->id, sizeof(res->id), json_object_get(root, "id"));
     if (json_is_object(e)) {
         cl_client_copy_text(res->error_type, sizeof(res->error_type), json_object_get(e, "type"));
         cl_client_copy_text(res->error_message, sizeof(res->error_message), json_object_get(e, "message"));
@@ -191,6 +192,7 @@ cl_err cl_client_parse_completion(const uint8_t *p, size_t n, uint16_t status, s
     cl_buf_reset(&res->content);
     CL_GUARD(cl_buf_append(&res->content, json_string_value(content), json_string_length(content)));
     cl_client_copy_text(res->finish_reason, sizeof(res->finish_reason), json_object_get(c0, "finish_reason"));
+    cl_client_copy_text(res->id, sizeof(res->id), json_object_get(root, "id"));
     cl_client_usage(json_object_get(root, "usage"), res);
     res->status = status;
 out:
@@ -227,6 +229,8 @@ static cl_err cl_client_sse_data(struct cl_client_sse *s, const uint8_t *d, size
         goto out;
     }
     json_t *c0 = cl_client_choice0(root);
+    if (json_is_string(json_object_get(root, "id")))
+        cl_client_copy_text(s->res->id, sizeof(s->res->id), json_object_get(root, "id"));
     if (c0) {
         json_t *delta = json_object_get(c0, "delta");
         json_t *content = json_is_object(delta) ? json_object_get(delta, "content") : NULL;

@@ -14,6 +14,7 @@
 #include "cloister/encode.h"
 #include "cloister/infer/model.h"
 #include "cloister/kms_client.h"
+#include "cloister/licence.h"
 #include "cloister/log.h"
 #include "cloister/nsm.h"
 #include "cloister/policy.h"
@@ -214,7 +215,7 @@ out:
  * file in errors and logs ("model", "projector"). */
 static cl_err cl_boot_load_sealed(struct cl_enclave_boot *bt, cl_nsm *nsm, unsigned threads, uint32_t port,
                                   const char *what, struct cl_boot_key_job *job, uint8_t **out, size_t *out_len,
-                                  uint8_t digest[32])
+                                  uint8_t digest[32], struct cl_seal_header **keep)
 {
     cl_err rc = CL_OK;
     int fd = -1;
@@ -257,6 +258,10 @@ static cl_err cl_boot_load_sealed(struct cl_enclave_boot *bt, cl_nsm *nsm, unsig
     *out = pt;
     *out_len = h->plaintext_size;
     pt = NULL;
+    if (keep) {
+        *keep = h;
+        h = NULL;
+    }
 out:
     if (fd >= 0)
         close(fd);
@@ -266,17 +271,47 @@ out:
     return rc;
 }
 
+/* A model whose (key-service-authenticated) encryption context pins a
+ * licence key is served under licences only. That is attested: the
+ * configuration text, whose digest is in every document, gains a line. */
+static cl_err cl_boot_licensing(struct cl_enclave_boot *bt)
+{
+    cl_err rc = CL_OK;
+    const struct cl_seal_header *h = bt->model_hdr;
+    struct cl_buf pub;
+    cl_buf_init(&pub, 8192, CL_BUF_NONE);
+    for (size_t i = 0; i < h->n_ctx; i++) {
+        if (strcmp(h->ctx[i].key, CL_LICENCE_CTX_KEY))
+            continue;
+        uint8_t v[32];
+        CL_ENSURE_D(strlen(h->ctx[i].value) == 64 && cl_hex_decode_fixed(h->ctx[i].value, 64, v, 32) == CL_OK,
+                    CL_E_PROTO_LICENCE_KEY_MISMATCH, "encryption context %s is not 64 hex digits", CL_LICENCE_CTX_KEY);
+        memcpy(bt->licence_key_sha256, h->ctx[i].value, 64); /* length checked above */
+        bt->licence_key_sha256[64] = 0;
+        bt->licensed = true;
+    }
+    if (bt->licensed) {
+        CL_GUARD(cl_boot_config_text(&bt->cfg, &pub));
+        CL_GUARD(cl_buf_appendf(&pub, "licence_key_sha256=%s\n", bt->licence_key_sha256));
+        CL_GUARD(cl_sha256(pub.data, pub.len, bt->config_sha256));
+    }
+out:
+    cl_buf_free(&pub);
+    return rc;
+}
+
 cl_err cl_boot_load_model(struct cl_enclave_boot *bt, cl_nsm *nsm, unsigned threads)
 {
     cl_err rc = CL_OK;
     struct cl_boot_key_job *job = calloc(1, sizeof(*job));
     CL_ENSURE(job, CL_E_CORE_NOMEM);
     CL_GUARD(cl_boot_load_sealed(bt, nsm, threads, CL_WIRE_PORT_MODEL, "model", job, &bt->model, &bt->model_len,
-                                 bt->model_sha256));
+                                 bt->model_sha256, &bt->model_hdr));
     snprintf(bt->kms_key_arn, sizeof(bt->kms_key_arn), "%s", job->key_arn);
+    CL_GUARD(cl_boot_licensing(bt));
     if (bt->cfg.mmproj) {
         CL_GUARD(cl_boot_load_sealed(bt, nsm, threads, CL_WIRE_PORT_MMPROJ, "projector", job, &bt->mmproj,
-                                     &bt->mmproj_len, bt->mmproj_sha256));
+                                     &bt->mmproj_len, bt->mmproj_sha256, NULL));
         /* One key, attested once (kms.key): a projector under another key
          * would be released by a key service nobody pinned. */
         CL_ENSURE_D(strcmp(job->key_arn, bt->kms_key_arn) == 0, CL_E_SEAL_WRONG_KEY,
@@ -319,6 +354,7 @@ out:
 
 void cl_boot_free(struct cl_enclave_boot *bt)
 {
+    free(bt->model_hdr);
     cl_secmem_free(bt->model);
     cl_secmem_free(bt->mmproj);
     cl_wipe(bt, sizeof(*bt));

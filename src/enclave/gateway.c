@@ -12,6 +12,7 @@
 #include "cloister/crypto.h"
 #include "cloister/encode.h"
 #include "cloister/licence.h"
+#include "cloister/licence_lease.h"
 #include "cloister/log.h"
 #include "cloister/secmem.h"
 #include "cloister/enclave_runtime.h"
@@ -257,6 +258,7 @@ struct cl_gw_x {
     cl_err stream_rc;
     uint64_t deadline_us;  /* generation stops here (request_timeout_ms) */
     bool timed_out;
+    struct cl_gw_outcome *oc; /* for the receipt */
 };
 
 /* Sends plaintext bytes of the answer through OHTTP. */
@@ -275,6 +277,7 @@ static cl_err cl_gw_send(struct cl_gw_x *x, const uint8_t *p, size_t n, bool fin
 static cl_err cl_gw_answer(struct cl_gw_x *x, uint16_t status, const char *ctype, const uint8_t *body, size_t n)
 {
     struct cl_bhttp_msg m = {.is_response = 1, .status = status, .n_fields = 1, .content = body, .content_len = n};
+    x->oc->status = status;
     m.fields[0] = (struct cl_bhttp_field){"content-type", 12, ctype, strlen(ctype)};
     struct cl_buf b;
     cl_buf_init(&b, CL_OHTTP_MAX_MESSAGE, CL_BUF_SECURE);
@@ -296,7 +299,11 @@ static cl_err cl_gw_json_answer(struct cl_gw_x *x, uint16_t status, json_t *j)
 
 static cl_err cl_gw_error(struct cl_gw_x *x, uint16_t status, const char *type, const char *msg)
 {
-    return cl_gw_json_answer(x, status, json_pack("{s:{s:s,s:s,s:n}}", "error", "message", msg, "type", type, "code"));
+    /* "id" names the receipt of a refused chat request too (docs/receipts.md) */
+    json_t *j = json_pack("{s:{s:s,s:s,s:n}}", "error", "message", msg, "type", type, "code");
+    if (j && x->id[0])
+        json_object_set_new(j, "id", json_string(x->id));
+    return cl_gw_json_answer(x, status, j);
 }
 
 static const char *cl_gw_finish_name(enum cl_chat_finish f) { return f == CL_CHAT_FINISH_LENGTH ? "length" : "stop"; }
@@ -367,6 +374,7 @@ static cl_err cl_gw_stream_begin(struct cl_gw_x *x)
     struct cl_buf head;
     cl_buf_init(&head, 4096, CL_BUF_NONE);
     cl_err rc = cl_bhttp_stream_head(200, f, 2, &head);
+    x->oc->status = 200;
     if (rc == CL_OK)
         rc = cl_gw_send(x, head.data, head.len, false);
     cl_buf_free(&head);
@@ -396,8 +404,13 @@ static cl_err cl_gw_licence(struct cl_gw_x *x, const struct cl_bhttp_msg *req, c
         n = a->value_len ? a->value_len : 1;
     }
     cl_err lrc = cl_licence_table_admit(t, cred, n, (uint64_t)time(NULL), slot);
-    if (lrc == CL_OK)
+    if (lrc == CL_OK) {
+        /* the receipt names the consumer by the licence that admitted it */
+        char id[CL_LICENCE_ID_MAX + 1];
+        if (cl_licence_table_slot_id(t, *slot, id))
+            snprintf(x->oc->consumer, sizeof(x->oc->consumer), "licence:%s", id);
         return CL_OK;
+    }
     *refused = true;
     CL_LOG(CL_LOG_INFO, "licence_refused", CL_LOG_ERR(lrc));
     int st = cl_licence_http_status(lrc);
@@ -427,6 +440,7 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
         goto out;
     }
     parsed = true;
+    x->oc->images = p.n_images > 0;
     pthread_mutex_lock(&x->g->mu);
     cl_licence_table *lt = x->g->licences;
     pthread_mutex_unlock(&x->g->mu);
@@ -455,9 +469,12 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
         grc = x->stream_rc;
     if (x->timed_out)
         res.finish = CL_CHAT_FINISH_LENGTH;
+    x->oc->prompt_tokens = res.prompt_tokens;
+    x->oc->completion_tokens = res.completion_tokens;
+    x->oc->failed = grc != CL_OK;
     atomic_fetch_sub(&x->g->active, 1);
     if (lt)
-        cl_licence_table_charge(lt, lslot, (uint64_t)res.prompt_tokens + res.completion_tokens);
+        cl_licence_table_charge_split(lt, lslot, res.prompt_tokens, res.completion_tokens);
     size_t used = 0;
     if (grc == CL_OK) /* flush a trailing partial character as U+FFFD */
         grc = cl_utf8_take(x->pending.data, x->pending.len, true, x->streaming ? &x->text : &x->text, &used);
@@ -544,6 +561,7 @@ static cl_err cl_gw_route(struct cl_gw_x *x, const uint8_t *plain, size_t n)
     if (CL_IS(path, "/v1/chat/completions")) {
         if (!CL_IS(method, "POST"))
             return cl_gw_error(x, 405, "invalid_request_error", "use POST");
+        x->oc->chat = true;
         return cl_gw_chat(x, &req);
     }
     if (CL_IS(path, "/v1/models")) {
@@ -559,14 +577,23 @@ static cl_err cl_gw_route(struct cl_gw_x *x, const uint8_t *plain, size_t n)
 cl_err cl_gateway_handle(cl_gateway *g, const uint8_t *enc_req, size_t n, bool chunked, cl_gw_emit_fn emit,
                          void *emit_ctx)
 {
+    struct cl_gw_outcome oc;
+    return cl_gateway_handle_ex(g, enc_req, n, chunked, emit, emit_ctx, &oc);
+}
+
+cl_err cl_gateway_handle_ex(cl_gateway *g, const uint8_t *enc_req, size_t n, bool chunked, cl_gw_emit_fn emit,
+                            void *emit_ctx, struct cl_gw_outcome *oc)
+{
     cl_err rc = CL_OK;
     struct cl_buf plain;
-    struct cl_gw_x x = {.g = g, .chunked = chunked, .emit = emit, .emit_ctx = emit_ctx};
+    struct cl_gw_x x = {.g = g, .chunked = chunked, .emit = emit, .emit_ctx = emit_ctx, .oc = oc};
     uint8_t rid[12];
     struct cl_gw_key *k = NULL;
     cl_buf_init(&plain, g->lim.max_request_bytes + 4096, CL_BUF_SECURE);
     cl_buf_init(&x.pending, 64, CL_BUF_SECURE);
     cl_buf_init(&x.text, CL_OHTTP_MAX_MESSAGE, CL_BUF_SECURE);
+    memset(oc, 0, sizeof(*oc));
+    oc->consumer[0] = '-';
     CL_ENSURE_D(n <= g->lim.max_request_bytes + 4096, CL_E_PROTO_LIMIT, "encapsulated request of %zu bytes", n);
     CL_GUARD(cl_gw_key_acquire(g, enc_req, n, &k));
     rc = cl_ohttp_server_decap(&k->kc, k->sk, chunked, enc_req, n, &plain, &x.srv);
@@ -579,6 +606,7 @@ cl_err cl_gateway_handle(cl_gateway *g, const uint8_t *enc_req, size_t n, bool c
     memcpy(x.id, "chatcmpl-", 9);
     cl_hex_encode(rid, sizeof(rid), x.id + 9);
     x.created = (long long)time(NULL);
+    memcpy(oc->request_id, x.id, sizeof(oc->request_id));
     rc = cl_gw_route(&x, plain.data, plain.len);
 out:
     cl_ohttp_server_free(x.srv);

@@ -142,7 +142,7 @@ static bool cl_jobs_piece(void *ctx, const char *text, size_t len)
 /* The answer as the interactive path gives it (a chat.completion object), or
  * an error object; *ok says which. */
 static cl_err cl_jobs_run(struct cl_jobs *j, const char *job_id, const struct cl_buf *req, struct cl_buf *answer,
-                          bool *ok, struct cl_chat_result *res)
+                          bool *ok, bool *images, struct cl_chat_result *res)
 {
     cl_err rc = CL_OK;
     json_t *root = NULL, *out = NULL;
@@ -165,6 +165,7 @@ static cl_err cl_jobs_run(struct cl_jobs *j, const char *job_id, const struct cl
         rc = CL_OK;
     } else {
         parsed = true;
+        *images = p.n_images > 0;
         p.stream = false;
         p.wait_for_slot = true; /* a job waits for room in the engine, it is not refused */
         rc = j->gen.generate(j->gen.self, &p, cl_jobs_piece, &t, res);
@@ -219,7 +220,7 @@ cl_err cl_jobs_handle(struct cl_jobs *j, int fd, const uint8_t *job, size_t n)
     struct cl_buf req, answer, result, receipt, frame;
     struct cl_chat_result res = {0};
     struct cl_batch_receipt r;
-    bool ok = false, locked = false;
+    bool ok = false, locked = false, images = false;
     uint64_t t0 = cl_now_us();
     struct cl_batch_job_header *h = malloc(sizeof(*h));
     cl_buf_init(&req, CL_BATCH_JOB_MAX_PLAINTEXT, CL_BUF_SECURE);
@@ -233,13 +234,17 @@ cl_err cl_jobs_handle(struct cl_jobs *j, int fd, const uint8_t *job, size_t n)
     CL_GUARD(cl_jobs_key(j, h, key));
     uint64_t t_key = cl_now_us();
     CL_GUARD(cl_batch_job_open(job, n, key, &req));
-    CL_GUARD(cl_jobs_run(j, h->job_id, &req, &answer, &ok, &res));
+    CL_GUARD(cl_jobs_run(j, h->job_id, &req, &answer, &ok, &images, &res));
     CL_GUARD(cl_batch_result_seal(h->job_id, ok, key, answer.data, answer.len, &result));
 
     snprintf(r.kind, sizeof(r.kind), "batch");
     snprintf(r.job_id, sizeof(r.job_id), "%s", h->job_id);
     snprintf(r.consumer, sizeof(r.consumer), "%s", h->consumer);
     memcpy(r.model_sha256, j->bt->model_sha256, 32);
+    if (images && j->bt->has_mmproj) { /* the projector read this job's images */
+        r.has_projector = true;
+        memcpy(r.projector_sha256, j->bt->mmproj_sha256, 32);
+    }
     memcpy(r.attestation_sha256, j->att_sha, 32);
     CL_GUARD(cl_sha256(job, n, r.job_sha256));
     CL_GUARD(cl_sha256(result.data, result.len, r.result_sha256));
@@ -285,6 +290,63 @@ out:
     cl_buf_free(&req);
     cl_buf_free(&answer);
     cl_buf_free(&result);
+    cl_buf_free(&receipt);
+    cl_buf_free(&frame);
+    return rc;
+}
+
+cl_err cl_jobs_receipt_interactive(struct cl_jobs *j, int fd, const struct cl_gw_outcome *oc,
+                                   const uint8_t req_sha[32], const uint8_t res_sha[32], uint64_t started_ms,
+                                   uint64_t duration_us)
+{
+    cl_err rc = CL_OK;
+    struct cl_batch_receipt r;
+    struct cl_buf receipt, frame;
+    bool locked = false;
+    cl_buf_init(&receipt, CL_BATCH_RECEIPT_MAX, CL_BUF_NONE);
+    cl_buf_init(&frame, CL_BATCH_RECEIPT_MAX + CL_NSM_RESPONSE_MAX + 512, CL_BUF_NONE);
+    memset(&r, 0, sizeof(r));
+    snprintf(r.kind, sizeof(r.kind), CL_BATCH_KIND_INTERACTIVE);
+    snprintf(r.job_id, sizeof(r.job_id), "%s", oc->request_id);
+    snprintf(r.consumer, sizeof(r.consumer), "%s", oc->consumer);
+    memcpy(r.model_sha256, j->bt->model_sha256, 32);
+    if (oc->images && j->bt->has_mmproj) {
+        r.has_projector = true;
+        memcpy(r.projector_sha256, j->bt->mmproj_sha256, 32);
+    }
+    memcpy(r.attestation_sha256, j->att_sha, 32);
+    memcpy(r.job_sha256, req_sha, 32);
+    memcpy(r.result_sha256, res_sha, 32);
+    r.ok = oc->status == 200 && !oc->failed;
+    if (!r.ok)
+        snprintf(r.error, sizeof(r.error), oc->failed ? "STREAM_FAILED" : "HTTP_%u", (unsigned)oc->status);
+    r.prompt_tokens = oc->prompt_tokens;
+    r.completion_tokens = oc->completion_tokens;
+    r.started_ms = started_ms;
+    r.duration_us = duration_us;
+    /* As for jobs: a host that stops reading holds the chain at most this long. */
+    struct timeval tv = {(time_t)(j->lim->request_timeout_ms / 1000),
+                         (suseconds_t)(j->lim->request_timeout_ms % 1000) * 1000};
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    pthread_mutex_lock(&j->chain_mu);
+    locked = true;
+    r.seq = j->seq + 1;
+    memcpy(r.prev, j->head, 32);
+    CL_GUARD(cl_batch_receipt_sign(&r, j->audit, &receipt));
+    struct cl_wire_receipt wr = {receipt.data, receipt.len, j->att.data, j->att.len, "", "", r.seq};
+    snprintf(wr.request_id, sizeof(wr.request_id), "%s", oc->request_id);
+    memcpy(wr.chain, j->att_hex, sizeof(wr.chain));
+    CL_GUARD(cl_wire_receipt_encode(&wr, &frame));
+    CL_GUARD(cl_wire_send(fd, CL_WIRE_RECEIPT, 0, frame.data, frame.len));
+    j->seq = r.seq;
+    CL_GUARD(cl_sha256(receipt.data, receipt.len, j->head));
+    CL_LOG(CL_LOG_INFO, "receipt_sent", CL_LOG_COUNT("seq", r.seq), CL_LOG_COUNT("ok", r.ok),
+           CL_LOG_COUNT("prompt_tokens", r.prompt_tokens), CL_LOG_COUNT("completion_tokens", r.completion_tokens));
+out:
+    if (locked)
+        pthread_mutex_unlock(&j->chain_mu);
+    if (rc != CL_OK)
+        CL_LOG(CL_LOG_WARN, "receipt_not_sent", CL_LOG_ERR(rc));
     cl_buf_free(&receipt);
     cl_buf_free(&frame);
     return rc;

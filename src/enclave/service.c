@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cloister/encode.h"
@@ -30,10 +31,48 @@ static void cl_svc_send_error(int fd, unsigned status, cl_err code)
         CL_LOG(CL_LOG_DEBUG, "error_frame_not_sent");
 }
 
+/* The answer's frames, and the digest of their bytes for the receipt. */
+struct cl_svc_out {
+    int fd;
+    cl_hash *h;
+    cl_err hrc;
+};
+
 static cl_err cl_svc_emit(void *ctx, enum cl_gw_out kind, const uint8_t *p, size_t n)
 {
-    int fd = *(int *)ctx;
-    return cl_wire_send(fd, kind == CL_GW_OUT_CHUNK ? CL_WIRE_OHTTP_CHUNK : CL_WIRE_OHTTP_RES, 0, p, n);
+    struct cl_svc_out *o = ctx;
+    if (o->h && o->hrc == CL_OK)
+        o->hrc = cl_hash_update(o->h, p, n);
+    return cl_wire_send(o->fd, kind == CL_GW_OUT_CHUNK ? CL_WIRE_OHTTP_CHUNK : CL_WIRE_OHTTP_RES, 0, p, n);
+}
+
+/* One OHTTP exchange; a chat completion's receipt follows its answer (after END when chunked). */
+static cl_err cl_svc_ohttp(struct cl_service *s, int fd, const struct cl_buf *in, bool chunked)
+{
+    struct cl_svc_out o = {fd, NULL, CL_OK};
+    struct cl_gw_outcome oc;
+    uint8_t req_sha[32], res_sha[32];
+    uint64_t t0 = cl_now_us(), started_ms = (uint64_t)time(NULL) * 1000;
+    if (s->jobs)
+        o.hrc = cl_hash_new(CL_HASH_SHA256, &o.h);
+    cl_err rc = cl_gateway_handle_ex(s->gw, in->data, in->len, chunked, cl_svc_emit, &o, &oc);
+    if (rc == CL_OK && chunked)
+        rc = cl_wire_send(fd, CL_WIRE_END, 0, NULL, 0);
+    else if (rc != CL_OK)
+        cl_svc_send_error(fd, cl_gateway_http_status(rc), rc);
+    if (rc == CL_OK && oc.chat && s->jobs) {
+        cl_err r2 = o.hrc;
+        if (r2 == CL_OK)
+            r2 = cl_hash_final(o.h, res_sha);
+        if (r2 == CL_OK)
+            r2 = cl_sha256(in->data, in->len, req_sha);
+        if (r2 == CL_OK)
+            r2 = cl_jobs_receipt_interactive(s->jobs, fd, &oc, req_sha, res_sha, started_ms, cl_now_us() - t0);
+        if (r2 != CL_OK)
+            CL_LOG(CL_LOG_WARN, "receipt_failed", CL_LOG_ERR(r2));
+    }
+    cl_hash_free(o.h);
+    return rc;
 }
 
 static cl_err cl_svc_attest(struct cl_service *s, int fd, const struct cl_buf *nonce)
@@ -67,6 +106,9 @@ static cl_err cl_svc_status(struct cl_service *s, int fd)
     json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:I}", "state", "ready", "model", s->model_name, "model_sha256", hex,
                           "connections", (int)atomic_load(&cl_svc_conns), "ohttp_key_rotations",
                           (json_int_t)cl_gateway_rotations(s->gw));
+    /* a licensed enclave whose lease ended serves nothing: not ready */
+    if (j && s->lease && cl_lease_status(s->lease, j))
+        json_object_set_new(j, "state", json_string("licence_lease_ended"));
     char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
     cl_err rc = txt ? cl_wire_send(fd, CL_WIRE_STATUS_RES, 0, txt, strlen(txt)) : CL_E_CORE_NOMEM;
     cl_json_free_str(txt);
@@ -94,15 +136,7 @@ static void *cl_svc_conn_main(void *arg)
         switch (t) {
         case CL_WIRE_ATTEST_REQ: rc = cl_svc_attest(s, c->fd, &in); break;
         case CL_WIRE_STATUS_REQ: rc = cl_svc_status(s, c->fd); break;
-        case CL_WIRE_OHTTP_REQ: {
-            bool chunked = fl & CL_WIRE_FLAG_CHUNKED;
-            rc = cl_gateway_handle(s->gw, in.data, in.len, chunked, cl_svc_emit, &c->fd);
-            if (rc == CL_OK && chunked)
-                rc = cl_wire_send(c->fd, CL_WIRE_END, 0, NULL, 0);
-            else if (rc != CL_OK)
-                cl_svc_send_error(c->fd, cl_gateway_http_status(rc), rc);
-            break;
-        }
+        case CL_WIRE_OHTTP_REQ: rc = cl_svc_ohttp(s, c->fd, &in, fl & CL_WIRE_FLAG_CHUNKED); break;
         case CL_WIRE_JOB_REQ:
             rc = s->jobs ? cl_jobs_handle(s->jobs, c->fd, in.data, in.len)
                          : cl_err_fail(CL_E_PROTO_REQUEST_INVALID, "batch jobs are not served");

@@ -117,6 +117,12 @@ cl_err cl_host_start(const struct cl_host_config *cfg, struct cl_host **out)
     CL_GUARD(cl_host_fit_nofile(h));
     CL_GUARD(cl_host_boot_config(&h->cfg, &h->boot_cfg));
     CL_ENSURE_D(pipe2(h->stop_pipe, O_CLOEXEC) == 0, CL_E_CORE_IO, "pipe errno %d", errno);
+    if (h->cfg.receipts_url) {
+        CL_GUARD(cl_host_receipts_start(h, h->cfg.receipts_url, &h->receipts));
+        CL_LOG(CL_LOG_INFO, "receipts_stored");
+    } else {
+        CL_LOG(CL_LOG_WARN, "receipts_discarded"); /* the enclave signs them; nobody keeps them */
+    }
     CL_GUARD(cl_host_services_start(h));
     CL_GUARD(cl_host_http_start(h));
     CL_LOG(CL_LOG_INFO, "host_started", CL_LOG_COUNT("port", h->port), CL_LOG_COUNT("enclave_cid", h->cfg.enclave_cid),
@@ -143,6 +149,8 @@ void cl_host_stop(struct cl_host *h)
     }
     cl_host_http_stop(h);
     cl_host_services_stop(h);
+    cl_host_receipts_stop(h->receipts); /* after the workers that feed it */
+    h->receipts = NULL;
     /* Detached workers hold h; give them a moment, else leave h allocated. */
     for (int i = 0; i < 200 && atomic_load(&h->workers); i++)
         nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);

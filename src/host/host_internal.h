@@ -66,6 +66,11 @@ struct cl_host_metrics {
     atomic_uint_fast64_t queue_rejects;
     atomic_uint queue_depth;
     atomic_uint workers_busy;
+    atomic_uint_fast64_t receipts_stored;  /* interactive receipts written to --receipts */
+    atomic_uint_fast64_t receipts_failed;  /* malformed, or the store refused the write */
+    atomic_uint_fast64_t receipts_dropped; /* writer queue full, or no memory */
+    atomic_uint_fast64_t receipts_missing; /* a chat answer not followed by its receipt */
+    atomic_uint_fast64_t receipts_discarded; /* no --receipts */
 };
 
 /* One accepted HTTP client connection (conn.c). ctl_fd is our own duplicate
@@ -155,6 +160,7 @@ struct cl_host {
     int sweep_started;
     unsigned max_conns;
     struct cl_host_pool pool;
+    struct cl_host_receipts *receipts; /* --receipts; NULL: receipts are discarded */
 };
 
 /* Capture files of one connection: bytes the host received (in) and sent (out). */
@@ -215,6 +221,15 @@ void cl_host_conn_request_done(struct cl_host_conn *c);
 void cl_host_conn_shutdown_all(struct cl_host *h);
 CL_MUST_CHECK cl_err cl_host_sweep_start(struct cl_host *h);
 void cl_host_sweep_stop(struct cl_host *h);
+
+/* Interactive receipts (receipts.c): a writer thread storing RECEIPT frames
+ * in the results + receipts store, in chain order, never blocking a caller. */
+struct cl_host_receipts;
+CL_MUST_CHECK cl_err cl_host_receipts_start(struct cl_host *h, const char *url, struct cl_host_receipts **out);
+/* Stores what is queued, then stops. */
+void cl_host_receipts_stop(struct cl_host_receipts *R);
+/* Queues one RECEIPT frame's payload (copied); counts and logs a failure. */
+void cl_host_receipts_take(struct cl_host *h, const struct cl_buf *frame);
 
 /* Enclave worker pool (pool.c). */
 CL_MUST_CHECK cl_err cl_host_pool_start(struct cl_host *h);

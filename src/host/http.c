@@ -24,6 +24,7 @@
 
 #define CL_HOST_ATTEST_DOC_MAX (1u << 20)
 #define CL_HOST_STATUS_MAX (64u << 10)
+#define CL_HOST_RECEIPT_FRAME_MAX (1u << 20)
 
 static const char *const cl_host_route_names[CL_HOST_ROUTE_COUNT] = {
     [CL_HOST_ROUTE_NONE] = "none",       [CL_HOST_ROUTE_ATTESTATION] = "attestation", [CL_HOST_ROUTE_OHTTP] = "ohttp",
@@ -278,6 +279,29 @@ static void cl_host_stream_pump(struct cl_host_req *r, int efd)
     cl_buf_free(&f);
 }
 
+/* The frame after an answer: the enclave's receipt for a chat completion,
+ * else the end of the connection. Without --receipts it is not read. */
+static void cl_host_receipt_read(struct cl_host *h, int fd)
+{
+    enum cl_wire_type t = CL_WIRE_NONE;
+    unsigned fl = 0;
+    struct cl_buf f;
+    if (!h->receipts) {
+        atomic_fetch_add(&h->m.receipts_discarded, 1);
+        return;
+    }
+    cl_buf_init(&f, CL_HOST_RECEIPT_FRAME_MAX, CL_BUF_NONE);
+    cl_err rc = cl_host_enclave_recv(h, fd, f.max, &t, &fl, &f);
+    if (rc == CL_OK && t == CL_WIRE_RECEIPT) {
+        cl_host_receipts_take(h, &f);
+    } else if (rc != CL_E_NET_HOST_ENCLAVE_CLOSED || t != CL_WIRE_NONE) {
+        /* closed without a frame: not a chat completion (or an enclave without receipts) */
+        atomic_fetch_add(&h->m.receipts_missing, 1);
+        CL_LOG(CL_LOG_WARN, "receipt_missing", CL_LOG_COUNT("frame_type", t), CL_LOG_ERR(rc));
+    }
+    cl_buf_free(&f);
+}
+
 static void cl_host_job_run(struct cl_host_job *j)
 {
     struct cl_host_req *r = (struct cl_host_req *)((char *)j - offsetof(struct cl_host_req, job));
@@ -316,7 +340,9 @@ static void cl_host_job_run(struct cl_host_job *j)
         break;
     }
     }
-    if (fd >= 0 && !stream) {
+    /* A chat answer is followed by its receipt: read after the client has its answer. */
+    int receipt = r->kind == CL_HOST_JOB_OHTTP && rc == CL_OK && (t == CL_WIRE_OHTTP_RES || stream);
+    if (fd >= 0 && !stream && !receipt) {
         close(fd);
         fd = -1;
     }
@@ -343,6 +369,13 @@ static void cl_host_job_run(struct cl_host_job *j)
     cl_buf_free(&resp);
     if (pump)
         cl_host_stream_pump(r, fd);
+    if (receipt && stream) {
+        pthread_mutex_lock(&r->mu);
+        receipt = r->stream_done && !r->aborted;
+        pthread_mutex_unlock(&r->mu);
+    }
+    if (receipt && fd >= 0)
+        cl_host_receipt_read(h, fd);
     if (fd >= 0)
         close(fd);
     cl_host_req_unref(r);
@@ -583,6 +616,19 @@ static cl_err cl_host_metrics_text(struct cl_host *h, struct cl_buf *o)
                             (unsigned long long)atomic_load(&m->model_bytes),
                             (unsigned long long)atomic_load(&m->kms_bytes_to),
                             (unsigned long long)atomic_load(&m->kms_bytes_from)));
+    CL_GUARD(cl_buf_appendf(o,
+                            "# HELP cloister_host_receipts_total Interactive receipts from the enclave, by outcome.\n"
+                            "# TYPE cloister_host_receipts_total counter\n"
+                            "cloister_host_receipts_total{result=\"stored\"} %llu\n"
+                            "cloister_host_receipts_total{result=\"failed\"} %llu\n"
+                            "cloister_host_receipts_total{result=\"dropped\"} %llu\n"
+                            "cloister_host_receipts_total{result=\"missing\"} %llu\n"
+                            "cloister_host_receipts_total{result=\"discarded\"} %llu\n",
+                            (unsigned long long)atomic_load(&m->receipts_stored),
+                            (unsigned long long)atomic_load(&m->receipts_failed),
+                            (unsigned long long)atomic_load(&m->receipts_dropped),
+                            (unsigned long long)atomic_load(&m->receipts_missing),
+                            (unsigned long long)atomic_load(&m->receipts_discarded)));
 out:
     return rc;
 }

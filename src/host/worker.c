@@ -62,12 +62,12 @@ static bool cl_worker_transient(cl_err rc)
     bool net_refusal = rc == CL_E_NET_HTTP_STATUS || rc == CL_E_NET_RESPONSE || rc == CL_E_NET_CREDENTIALS ||
                        rc == CL_E_NET_URL || (rc >= CL_E_NET_SIGV4_MALFORMED && rc <= CL_E_NET_SIGV4_LIMIT);
     return (cl_err_category(rc) == CL_ERRCAT_NET && !net_refusal) || rc == CL_E_PROTO_BUSY ||
-           (cl_err_category(rc) == CL_ERRCAT_STORE && rc != CL_E_STORE_NOT_FOUND);
+           cl_bstore_err_transient(rc);
 }
 
 static cl_err cl_worker_one(const struct cl_host_worker_config *c, cl_bstore_queue *q, cl_bstore_objects *o,
                             cl_bstore_results *r, const struct cl_bstore_msg *m, struct cl_buf *job,
-                            struct cl_buf *res)
+                            struct cl_buf *res, uint64_t receive_us)
 {
     cl_err rc = CL_OK;
     struct cl_wire_job_res wr;
@@ -81,11 +81,13 @@ static cl_err cl_worker_one(const struct cl_host_worker_config *c, cl_bstore_que
     struct cl_bstore_put p = {wr.job_id, wr.ok, wr.result, wr.result_len, wr.receipt, wr.receipt_len,
                               wr.attestation, wr.attestation_len, wr.chain, wr.seq};
     CL_GUARD(cl_bstore_results_put(r, &p, &stored));
+    uint64_t t3 = cl_now_us();
     CL_GUARD(cl_bstore_queue_delete(q, m));
     CL_LOG(CL_LOG_INFO, "job_stored", CL_LOG_COUNT("message", m->id), CL_LOG_COUNT("first_result", stored),
            CL_LOG_COUNT("receives", m->receives), CL_LOG_COUNT("seq", wr.seq), CL_LOG_SIZE("job_bytes", job->len),
            CL_LOG_SIZE("result_bytes", wr.result_len), CL_LOG_US("fetch_us", t1 - t0),
-           CL_LOG_US("enclave_us", t2 - t1), CL_LOG_US("store_us", cl_now_us() - t2));
+           CL_LOG_US("enclave_us", t2 - t1), CL_LOG_US("store_us", t3 - t2),
+           CL_LOG_US("queue_us", receive_us + (cl_now_us() - t3)));
 out:
     return rc;
 }
@@ -106,7 +108,9 @@ cl_err cl_host_worker_run(const struct cl_host_worker_config *c, const volatile 
     while (!*stop) {
         struct cl_bstore_msg m;
         bool got = false;
+        uint64_t tr = cl_now_us();
         cl_err e = cl_bstore_queue_receive(q, c->visibility_ms, &m, &got);
+        uint64_t receive_us = cl_now_us() - tr;
         if (e != CL_OK) {
             CL_LOG(CL_LOG_WARN, "queue_receive_failed", CL_LOG_ERR(e));
             cl_worker_sleep_ms(c->poll_ms);
@@ -116,7 +120,7 @@ cl_err cl_host_worker_run(const struct cl_host_worker_config *c, const volatile 
             cl_worker_sleep_ms(c->poll_ms);
             continue;
         }
-        e = cl_worker_one(c, q, o, r, &m, &job, &res);
+        e = cl_worker_one(c, q, o, r, &m, &job, &res, receive_us);
         if (e == CL_OK)
             continue;
         bool transient = cl_worker_transient(e);

@@ -133,6 +133,16 @@ cl_err cl_kms_attest_verify(void *arg, const uint8_t *doc, size_t n, int64_t now
                 sizeof(out->public_key));
     memcpy(out->public_key, d.public_key.p, d.public_key.len);
     out->public_key_len = d.public_key.len;
+    /* Too large to keep is not an error for key release: only licence
+     * renewals read them, and they refuse a document without. */
+    if (d.user_data.len && d.user_data.len <= sizeof(out->user_data)) {
+        memcpy(out->user_data, d.user_data.p, d.user_data.len);
+        out->user_data_len = d.user_data.len;
+    }
+    if (d.nonce.len && d.nonce.len <= sizeof(out->nonce)) {
+        memcpy(out->nonce, d.nonce.p, d.nonce.len);
+        out->nonce_len = d.nonce.len;
+    }
 out:
     cl_attest_doc_free(&d);
     return rc;

@@ -13,6 +13,8 @@
 #include "cloister/aws.h"
 #include "cloister/secmem.h"
 #include "cloister/sigv4.h"
+#include "cloister/attest_user_data.h"
+#include "kms_internal.h"
 
 #define CL_KMS_TARGET_PREFIX "TrentService."
 
@@ -79,6 +81,7 @@ static const char *cl_kms_exception(cl_err e)
     case CL_E_CORE_BAD_BASE64:
     case CL_E_CORE_LIMIT: return "ValidationException";
     case CL_E_KMS_RECIPIENT: return "ValidationException";
+    case CL_E_KMS_USAGE_REPORT: return "ValidationException";
     default: return "KMSInternalException";
     }
 }
@@ -923,6 +926,356 @@ out:
     return rc;
 }
 
+/* ---- licences (docs/licensing.md): cloister extensions ---- */
+
+/* Licences of a key are managed by its administrator: a principal of the
+ * home account whom the key policy allows kms:PutKeyPolicy without an
+ * attestation document. The generated policy gives that to --admin (the
+ * owner) alone and denies it to the release principal (the operator); a
+ * consumer is named nowhere. */
+static cl_err cl_kms_licence_admin(struct cl_kms_req *q, struct cl_kms_key_meta *m, const char *op)
+{
+    cl_err rc = CL_OK;
+    CL_GUARD(cl_kms_get_key(q, "KeyId", true, m, NULL));
+    CL_ENSURE_D(!json_object_get(q->in, "Recipient"), CL_E_KMS_VALIDATION, "Recipient is not a parameter of %s", op);
+    if (!cl_kms_home_caller(q))
+        CL_FAIL(CL_E_KMS_ACCESS_DENIED,
+                "User: %s is not authorized to perform: cloister:%s: licences are managed by the key's "
+                "administrator in account %s",
+                q->principal, op, cl_kms_store_account(q->st));
+    rc = cl_kms_authorize(q, m, "kms:PutKeyPolicy", NULL);
+    if (rc == CL_E_KMS_ACCESS_DENIED)
+        CL_FAIL(CL_E_KMS_ACCESS_DENIED,
+                "User: %s is not authorized to perform: cloister:%s: licences are managed only by the key's "
+                "administrator (a principal the key policy allows kms:PutKeyPolicy; statement %s) on resource: %s",
+                q->principal, op, q->audit.statement, m->arn);
+    CL_GUARD(rc);
+out:
+    return rc;
+}
+
+static cl_err cl_kms_lic_hexfield(struct cl_kms_req *q, const char *name, uint8_t out[32])
+{
+    const char *v;
+    cl_err rc = cl_kms_get_str(q->in, name, true, 64, &v);
+    if (rc)
+        return rc;
+    if (strlen(v) != 64 || cl_hex_decode_fixed(v, 64, out, 32) != CL_OK)
+        return cl_err_fail(CL_E_KMS_VALIDATION, "%s must be 64 hex digits (SHA-256)", name);
+    return CL_OK;
+}
+
+static json_t *cl_kms_licence_json(const struct cl_licence *l)
+{
+    char cred[65], model[65];
+    cl_hex_encode(l->credential_sha256, 32, cred);
+    cl_hex_encode(l->model_sha256, 32, model);
+    return json_pack("{s:s,s:I,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:b}", "LicenceId", l->id, "Serial",
+                     (json_int_t)l->serial, "Consumer", l->consumer, "CredentialSha256", cred, "ModelSha256", model,
+                     "NotBefore", (json_int_t)l->not_before, "NotAfter", (json_int_t)l->not_after, "PeriodSeconds",
+                     (json_int_t)l->period_s, "MaxRequests", (json_int_t)l->max_requests, "MaxTokens",
+                     (json_int_t)l->max_tokens, "RatePerMinute", (json_int_t)l->rate_per_min, "Revoked",
+                     l->revoked);
+}
+
+static cl_err cl_kms_op_licence_key(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta m;
+    int64_t lease = 0;
+    bool has_lease;
+    uint64_t cur;
+    uint8_t h[32];
+    char hex[65];
+    struct cl_buf der;
+    cl_buf_init(&der, 1024, CL_BUF_NONE);
+    CL_GUARD(cl_kms_licence_admin(q, &m, "GetLicenceKey"));
+    CL_GUARD(cl_kms_get_int(q->in, "LeaseSeconds", 1, CL_LICENCE_LEASE_MAX_S, &lease, &has_lease));
+    CL_GUARD(cl_kms_lickey_get(q->st, m.key_id, NULL, &der, &cur));
+    if (has_lease) {
+        CL_GUARD(cl_kms_lickey_set_lease(q->st, m.key_id, (uint64_t)lease));
+        cur = (uint64_t)lease;
+    }
+    CL_GUARD(cl_sha256(der.data, der.len, h));
+    cl_hex_encode(h, 32, hex);
+    CL_GUARD(cl_kms_set_b64(q->out, "PublicKey", der.data, der.len));
+    json_object_set_new(q->out, "PublicKeySha256", json_string(hex));
+    json_object_set_new(q->out, "EncryptionContextKey", json_string(CL_LICENCE_CTX_KEY));
+    json_object_set_new(q->out, "LeaseSeconds", json_integer((json_int_t)cur));
+    json_object_set_new(q->out, "KeyId", json_string(m.arn));
+out:
+    cl_buf_free(&der);
+    return rc;
+}
+
+static cl_err cl_kms_lic_u64(struct cl_kms_req *q, const char *name, int64_t lo, int64_t hi, uint64_t def,
+                             uint64_t *out)
+{
+    int64_t v;
+    bool has;
+    cl_err rc = cl_kms_get_int(q->in, name, lo, hi, &v, &has);
+    if (rc)
+        return rc;
+    *out = has ? (uint64_t)v : def;
+    return CL_OK;
+}
+
+static cl_err cl_kms_op_licence_create(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta m;
+    struct cl_licence l;
+    const char *id, *consumer;
+    memset(&l, 0, sizeof(l));
+    CL_GUARD(cl_kms_licence_admin(q, &m, "CreateLicence"));
+    CL_GUARD(cl_kms_get_str(q->in, "LicenceId", true, CL_LICENCE_ID_MAX, &id));
+    CL_ENSURE_D(cl_licence_id_valid(id), CL_E_KMS_VALIDATION, "LicenceId must be [A-Za-z0-9._-]{1,%d}",
+                CL_LICENCE_ID_MAX);
+    CL_GUARD(cl_kms_get_str(q->in, "Consumer", true, CL_LICENCE_CONSUMER_MAX, &consumer));
+    CL_ENSURE_D(cl_licence_consumer_valid(consumer), CL_E_KMS_VALIDATION,
+                "Consumer must be 1..%d printable ASCII characters without '\"' or '\\'", CL_LICENCE_CONSUMER_MAX);
+    snprintf(l.id, sizeof(l.id), "%s", id);
+    snprintf(l.consumer, sizeof(l.consumer), "%s", consumer);
+    CL_GUARD(cl_kms_lic_hexfield(q, "CredentialSha256", l.credential_sha256));
+    CL_GUARD(cl_kms_lic_hexfield(q, "ModelSha256", l.model_sha256));
+    int64_t now = q->now_ms / 1000;
+    CL_GUARD(cl_kms_lic_u64(q, "NotBefore", 0, (int64_t)CL_LICENCE_TIME_MAX, (uint64_t)now, &l.not_before));
+    CL_GUARD(cl_kms_lic_u64(q, "NotAfter", 1, (int64_t)CL_LICENCE_TIME_MAX, l.not_before + 365 * 86400ull,
+                            &l.not_after));
+    CL_ENSURE_D(l.not_after > l.not_before, CL_E_KMS_VALIDATION, "NotAfter must be after NotBefore");
+    CL_GUARD(cl_kms_lic_u64(q, "PeriodSeconds", 1, (int64_t)CL_LICENCE_PERIOD_MAX, 30 * 86400, &l.period_s));
+    CL_GUARD(cl_kms_lic_u64(q, "MaxRequests", 0, (int64_t)(UINT64_MAX >> 12), 0, &l.max_requests));
+    CL_GUARD(cl_kms_lic_u64(q, "MaxTokens", 0, (int64_t)(UINT64_MAX >> 12), 0, &l.max_tokens));
+    CL_GUARD(cl_kms_lic_u64(q, "RatePerMinute", 0, (int64_t)(UINT64_MAX >> 12), 0, &l.rate_per_min));
+    l.serial = 1;
+    CL_GUARD(cl_kms_licence_store(q->st, m.key_id, &l, true, now));
+    json_t *lj = cl_kms_licence_json(&l);
+    CL_ENSURE(lj && json_object_set_new(q->out, "Licence", lj) == 0, CL_E_CORE_NOMEM);
+out:
+    return rc;
+}
+
+static cl_err cl_kms_op_licence_revoke(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta m;
+    struct cl_licence l;
+    const char *id;
+    CL_GUARD(cl_kms_licence_admin(q, &m, "RevokeLicence"));
+    CL_GUARD(cl_kms_get_str(q->in, "LicenceId", true, CL_LICENCE_ID_MAX, &id));
+    CL_GUARD(cl_kms_licence_get(q->st, m.key_id, id, &l));
+    if (!l.revoked) {
+        l.revoked = true;
+        l.serial++;
+        CL_GUARD(cl_kms_licence_store(q->st, m.key_id, &l, false, q->now_ms / 1000));
+    }
+    json_t *lj = cl_kms_licence_json(&l);
+    CL_ENSURE(lj && json_object_set_new(q->out, "Licence", lj) == 0, CL_E_CORE_NOMEM);
+out:
+    return rc;
+}
+
+static cl_err cl_kms_op_licence_describe(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta m;
+    struct cl_licence l;
+    const char *id;
+    CL_GUARD(cl_kms_licence_admin(q, &m, "DescribeLicence"));
+    CL_GUARD(cl_kms_get_str(q->in, "LicenceId", true, CL_LICENCE_ID_MAX, &id));
+    CL_GUARD(cl_kms_licence_get(q->st, m.key_id, id, &l));
+    json_t *lj = cl_kms_licence_json(&l);
+    CL_ENSURE(lj && json_object_set_new(q->out, "Licence", lj) == 0, CL_E_CORE_NOMEM);
+out:
+    return rc;
+}
+
+static void cl_kms_licence_list_cb(void *arg, const struct cl_licence *l, const uint8_t *rec, size_t n)
+{
+    (void)rec;
+    (void)n;
+    json_array_append_new((json_t *)arg, cl_kms_licence_json(l));
+}
+
+static cl_err cl_kms_op_licence_list(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta m;
+    json_t *arr = json_array();
+    CL_ENSURE(arr && json_object_set_new(q->out, "Licences", arr) == 0, CL_E_CORE_NOMEM);
+    CL_GUARD(cl_kms_licence_admin(q, &m, "ListLicences"));
+    CL_GUARD(cl_kms_licence_list(q->st, m.key_id, cl_kms_licence_list_cb, arr));
+out:
+    return rc;
+}
+
+static void cl_kms_op_usage_row(void *arg, const char *licence_id, uint64_t period_start, uint64_t requests,
+                            uint64_t prompt_tokens, uint64_t completion_tokens, uint64_t enclaves)
+{
+    struct cl_kms_req *q = arg;
+    struct cl_licence l;
+    const char *kid = q->audit.key_id;
+    bool known = cl_kms_licence_get(q->st, kid, licence_id, &l) == CL_OK;
+    json_array_append_new(json_object_get(q->out, "Usage"),
+                          json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "LicenceId", licence_id, "Consumer",
+                                    known ? l.consumer : "", "PeriodStart", (json_int_t)period_start, "Requests",
+                                    (json_int_t)requests, "PromptTokens", (json_int_t)prompt_tokens,
+                                    "CompletionTokens", (json_int_t)completion_tokens, "Enclaves",
+                                    (json_int_t)enclaves));
+}
+
+static void cl_kms_op_usage_event(void *arg, int64_t time, const char *chain, uint64_t report_seq, const char *kind,
+                                  const char *detail)
+{
+    struct cl_kms_req *q = arg;
+    json_array_append_new(json_object_get(q->out, "Events"),
+                          json_pack("{s:I,s:s,s:I,s:s,s:s}", "Time", (json_int_t)time, "Enclave", chain,
+                                    "ReportSeq", (json_int_t)report_seq, "Kind", kind, "Detail", detail));
+}
+
+static cl_err cl_kms_op_usage(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta m;
+    CL_ENSURE(json_object_set_new(q->out, "Usage", json_array()) == 0 &&
+                  json_object_set_new(q->out, "Events", json_array()) == 0,
+              CL_E_CORE_NOMEM);
+    CL_GUARD(cl_kms_licence_admin(q, &m, "GetUsage"));
+    CL_GUARD(cl_kms_usage_list(q->st, m.key_id, cl_kms_op_usage_row, cl_kms_op_usage_event, q));
+out:
+    return rc;
+}
+
+struct cl_kms_renew_set {
+    json_t *arr;
+    const uint8_t *recs[CL_LICENCE_TABLE_MAX];
+    size_t lens[CL_LICENCE_TABLE_MAX];
+    uint8_t *copies[CL_LICENCE_TABLE_MAX];
+    size_t n;
+    bool overflow;
+};
+
+static void cl_kms_renew_cb(void *arg, const struct cl_licence *l, const uint8_t *rec, size_t n)
+{
+    struct cl_kms_renew_set *s = arg;
+    (void)l;
+    if (s->n == CL_LICENCE_TABLE_MAX || !(s->copies[s->n] = malloc(n))) {
+        s->overflow = true;
+        return;
+    }
+    memcpy(s->copies[s->n], rec, n);
+    s->recs[s->n] = s->copies[s->n];
+    s->lens[s->n] = n;
+    s->n++;
+}
+
+/* The enclave's renewal: authorized exactly as the key release (kms:Decrypt
+ * of the sealed model's data key, with a Recipient attestation), so key
+ * state, PCRs and root pins are decided again each time. The answer is the
+ * licence key, the signed set and a grant signed by the licence key that
+ * names the enclave's nonce and the usage report accepted. */
+static cl_err cl_kms_op_licence_renew(struct cl_kms_req *q)
+{
+    cl_err rc = CL_OK;
+    struct cl_kms_key_meta m;
+    struct cl_kms_ctx ctx;
+    struct cl_buf pt, rep, der, gb;
+    cl_pkey *lk = NULL, *audit = NULL;
+    struct cl_licence_grant g;
+    struct cl_licence_usage *u = NULL;
+    struct cl_attest_user_data *ud = NULL;
+    struct cl_kms_renew_set *set = calloc(1, sizeof(*set));
+    uint64_t lease;
+    bool has_rep;
+    const char *pin = NULL;
+    char event[64] = "";
+    memset(&g, 0, sizeof(g));
+    cl_buf_init(&pt, CL_KMS_MAX_CIPHERTEXT, CL_BUF_SECURE);
+    cl_buf_init(&rep, CL_LICENCE_USAGE_MAX + 3, CL_BUF_NONE);
+    cl_buf_init(&der, 1024, CL_BUF_NONE);
+    cl_buf_init(&gb, CL_LICENCE_GRANT_MAX, CL_BUF_NONE);
+    CL_ENSURE(set, CL_E_CORE_NOMEM);
+    CL_ENSURE_D(json_object_get(q->in, "Recipient"), CL_E_KMS_VALIDATION,
+                "CloisterRenewLicence requires a Recipient attestation document");
+    CL_GUARD(cl_kms_lic_hexfield(q, "Nonce", g.nonce));
+    CL_GUARD(cl_kms_get_b64(q->in, "UsageReport", false, 1, CL_LICENCE_USAGE_MAX, &rep, &has_rep));
+    CL_GUARD(cl_kms_recipient(q));
+    CL_GUARD(cl_kms_open_blob(q, "CiphertextBlob", "KeyId", "EncryptionContext", "kms:Decrypt", &m, &ctx, &pt));
+    cl_buf_reset(&pt); /* the data key is not sent again: the enclave holds it */
+    for (size_t i = 0; i < ctx.n; i++)
+        if (!strcmp(ctx.kv[i].key, CL_LICENCE_CTX_KEY))
+            pin = ctx.kv[i].value;
+    CL_ENSURE_D(pin, CL_E_KMS_VALIDATION, "the encryption context has no %s: the model is not licensed",
+                CL_LICENCE_CTX_KEY);
+    CL_GUARD(cl_kms_lickey_get(q->st, m.key_id, &lk, &der, &lease));
+    {
+        cl_pkey *chk = NULL;
+        rc = cl_licence_key_bind(der.data, der.len, pin, &chk);
+        cl_pkey_free(chk);
+        CL_ENSURE_D(rc == CL_OK, CL_E_KMS_VALIDATION, "%s differs from this key's licence key (reseal the model "
+                    "with the key's PublicKeySha256)", CL_LICENCE_CTX_KEY);
+    }
+    if (has_rep) {
+        /* The audit key is the one the Recipient document certifies. */
+        uint8_t ah[32];
+        char chain[65];
+        ud = calloc(1, sizeof(*ud));
+        u = calloc(1, sizeof(*u));
+        CL_ENSURE(ud && u, CL_E_CORE_NOMEM);
+        CL_ENSURE_D(cl_attest_user_data_parse(q->att.user_data, q->att.user_data_len, ud) == CL_OK,
+                    CL_E_KMS_VALIDATION, "a usage report needs the enclave's user_data in the attestation document");
+        CL_GUARD(cl_pkey_parse(ud->audit_key, ud->audit_key_len, &audit));
+        CL_GUARD(cl_sha256(ud->audit_key, ud->audit_key_len, ah));
+        cl_hex_encode(ah, 32, chain);
+        rc = cl_licence_usage_verify(rep.data, rep.len, audit, u);
+        if (rc != CL_OK) {
+            CL_GUARD(cl_kms_usage_event(q->st, m.key_id, chain, 0, "altered",
+                                        "signature does not verify with the attested audit key", q->now_ms / 1000));
+            CL_FAIL(CL_E_KMS_USAGE_REPORT, "usage report altered: its signature does not verify with the attested "
+                                           "audit key");
+        }
+        CL_GUARD(cl_kms_usage_accept(q->st, m.key_id, chain, u, rep.data, rep.len, q->now_ms / 1000, event));
+        CL_GUARD(cl_sha256(rep.data, rep.len, g.report_sha256));
+        g.has_report = true;
+    }
+    CL_GUARD(cl_kms_licence_list(q->st, m.key_id, cl_kms_renew_cb, set));
+    CL_ENSURE_D(!set->overflow, CL_E_KMS_VALIDATION, "more than %d licences", CL_LICENCE_TABLE_MAX);
+    json_t *arr = json_array();
+    CL_ENSURE(arr && json_object_set_new(q->out, "Licences", arr) == 0, CL_E_CORE_NOMEM);
+    for (size_t i = 0; i < set->n; i++) {
+        struct cl_buf b64;
+        cl_buf_init(&b64, 8192, CL_BUF_NONE);
+        rc = cl_b64_encode(set->recs[i], set->lens[i], CL_B64_STD, &b64);
+        if (rc == CL_OK)
+            json_array_append_new(arr, json_stringn((const char *)b64.data, b64.len));
+        cl_buf_free(&b64);
+        CL_GUARD(rc);
+    }
+    CL_GUARD(cl_licence_set_digest(set->recs, set->lens, set->n, g.set_sha256));
+    g.lease_s = lease;
+    g.time = (uint64_t)(q->now_ms / 1000);
+    CL_GUARD(cl_licence_grant_sign(&g, lk, &gb));
+    CL_GUARD(cl_kms_set_b64(q->out, "LicenceKey", der.data, der.len));
+    CL_GUARD(cl_kms_set_b64(q->out, "Grant", gb.data, gb.len));
+    json_object_set_new(q->out, "LeaseSeconds", json_integer((json_int_t)lease));
+    json_object_set_new(q->out, "UsageReportEvent", json_string(event));
+    json_object_set_new(q->out, "KeyId", json_string(m.arn));
+out:
+    if (set)
+        for (size_t i = 0; i < set->n; i++)
+            free(set->copies[i]);
+    free(set);
+    free(u);
+    free(ud);
+    cl_pkey_free(lk);
+    cl_pkey_free(audit);
+    cl_buf_free(&pt);
+    cl_buf_free(&rep);
+    cl_buf_free(&der);
+    cl_buf_free(&gb);
+    return rc;
+}
+
 struct cl_kms_opdef {
     const char *name;
     cl_err (*fn)(struct cl_kms_req *q);
@@ -957,6 +1310,14 @@ static const struct cl_kms_opdef cl_kms_ops[] = {
     {"GenerateDataKey", cl_kms_op_gdk_pt},
     {"GenerateDataKeyWithoutPlaintext", cl_kms_op_gdk_nopt},
     {"GenerateRandom", cl_kms_op_generate_random},
+    /* cloister extensions: licences (docs/licensing.md) */
+    {"CloisterGetLicenceKey", cl_kms_op_licence_key},
+    {"CloisterCreateLicence", cl_kms_op_licence_create},
+    {"CloisterRevokeLicence", cl_kms_op_licence_revoke},
+    {"CloisterDescribeLicence", cl_kms_op_licence_describe},
+    {"CloisterListLicences", cl_kms_op_licence_list},
+    {"CloisterGetUsage", cl_kms_op_usage},
+    {"CloisterRenewLicence", cl_kms_op_licence_renew},
 };
 
 static void cl_kms_finish(struct cl_kms_req *q, struct cl_kms_response *resp, int status, const char *type,

@@ -15,6 +15,7 @@
 #include "cloister/file.h"
 #include "cloister/kms.h"
 #include "cloister/secmem.h"
+#include "kms_internal.h"
 
 #define CL_KMS_ROOT_KEY_LEN 32
 #define CL_KMS_WRAP_OVERHEAD (CL_GCM_NONCE_LEN + CL_AEAD_TAG_LEN)
@@ -39,7 +40,24 @@ static const char *const cl_kms_schema =
     "CREATE TABLE IF NOT EXISTS audit(seq INTEGER PRIMARY KEY AUTOINCREMENT, time_ms INTEGER NOT NULL,"
     " request_id TEXT NOT NULL, principal TEXT NOT NULL, operation TEXT NOT NULL, key_id TEXT NOT NULL,"
     " decision TEXT NOT NULL, statement TEXT NOT NULL, error TEXT NOT NULL, module_id TEXT NOT NULL,"
-    " pcrs TEXT NOT NULL);";
+    " pcrs TEXT NOT NULL);"
+    /* licences (docs/licensing.md): the per-key licence-signing key, signed
+     * records (the credential only as its SHA-256), usage reports */
+    "CREATE TABLE IF NOT EXISTS licence_keys(key_id TEXT PRIMARY KEY, priv_wrapped BLOB NOT NULL,"
+    " pub_der BLOB NOT NULL, lease_s INTEGER NOT NULL, created INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS licences(key_id TEXT NOT NULL, id TEXT NOT NULL, serial INTEGER NOT NULL,"
+    " consumer TEXT NOT NULL, record BLOB NOT NULL, created INTEGER NOT NULL, updated INTEGER NOT NULL,"
+    " PRIMARY KEY(key_id, id));"
+    "CREATE TABLE IF NOT EXISTS usage_chains(key_id TEXT NOT NULL, chain TEXT NOT NULL, last_seq INTEGER NOT NULL,"
+    " last_sha256 TEXT NOT NULL, PRIMARY KEY(key_id, chain));"
+    "CREATE TABLE IF NOT EXISTS usage_reports(key_id TEXT NOT NULL, chain TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " sha256 TEXT NOT NULL, time INTEGER NOT NULL, report BLOB NOT NULL, PRIMARY KEY(key_id, chain, seq));"
+    "CREATE TABLE IF NOT EXISTS usage(key_id TEXT NOT NULL, chain TEXT NOT NULL, licence_id TEXT NOT NULL,"
+    " period_start INTEGER NOT NULL, requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,"
+    " completion_tokens INTEGER NOT NULL, PRIMARY KEY(key_id, chain, licence_id, period_start));"
+    "CREATE TABLE IF NOT EXISTS usage_events(seq INTEGER PRIMARY KEY AUTOINCREMENT, key_id TEXT NOT NULL,"
+    " chain TEXT NOT NULL, report_seq INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL,"
+    " time INTEGER NOT NULL);";
 
 const char *cl_kms_state_name(enum cl_kms_key_state s)
 {
@@ -923,3 +941,27 @@ out:
     sqlite3_finalize(st);
     return rc;
 }
+
+/* ---- for the store's other files (kms_internal.h) ---- */
+
+sqlite3 *cl_kms_store_sqlite(struct cl_kms_store *s) { return s->db; }
+
+cl_err cl_kms_store_wrap(struct cl_kms_store *s, const char *label, const uint8_t *pt, size_t n, struct cl_buf *out)
+{
+    return cl_kms_wrap(s, label, pt, n, out);
+}
+
+cl_err cl_kms_store_unwrap(struct cl_kms_store *s, const char *label, const uint8_t *w, size_t n, struct cl_buf *pt)
+{
+    cl_err rc = CL_OK;
+    uint8_t *p;
+    CL_ENSURE_D(n > CL_KMS_WRAP_OVERHEAD, CL_E_KMS_STORE, "wrapped %s is too short", label);
+    CL_GUARD(cl_buf_extend(pt, n - CL_KMS_WRAP_OVERHEAD, &p));
+    CL_GUARD(cl_kms_unwrap(s, label, w, n, p, n - CL_KMS_WRAP_OVERHEAD));
+out:
+    return rc;
+}
+
+cl_err cl_kms_store_begin(struct cl_kms_store *s) { return cl_kms_begin(s); }
+cl_err cl_kms_store_commit(struct cl_kms_store *s) { return cl_kms_commit(s); }
+void cl_kms_store_rollback(struct cl_kms_store *s) { (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); }

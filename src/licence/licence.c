@@ -8,9 +8,11 @@
 #include "cloister/cose.h"
 #include "cloister/encode.h"
 #include "cloister/licence.h"
+#include "cloister/licence_lease.h"
 #include "cloister/secmem.h"
 
 #define CL_LIC_MEMBERS 13
+#define CL_LIC_METER_PERIODS 4
 
 bool cl_licence_id_valid(const char *s)
 {
@@ -217,6 +219,11 @@ struct cl_lic_entry {
     uint64_t period;  /* index of the period the counters belong to */
     uint64_t requests, tokens;
     uint64_t minute, minute_requests;
+    /* metering for usage reports: cumulative per period, the last few periods */
+    struct cl_lic_meter {
+        uint64_t period_start, requests, prompt, completion;
+        bool used;
+    } m[CL_LIC_METER_PERIODS];
 };
 
 struct cl_licence_table {
@@ -336,6 +343,62 @@ static void cl_lic_roll(struct cl_lic_entry *x, uint64_t now)
     }
 }
 
+/* The meter slot of the entry's current period (the oldest one is reused). */
+static struct cl_lic_meter *cl_lic_meter_at(struct cl_lic_entry *x)
+{
+    uint64_t start = x->l.not_before + x->period * x->l.period_s;
+    struct cl_lic_meter *old = &x->m[0];
+    for (size_t i = 0; i < CL_LIC_METER_PERIODS; i++) {
+        if (x->m[i].used && x->m[i].period_start == start)
+            return &x->m[i];
+        if (!x->m[i].used || (old->used && x->m[i].period_start < old->period_start))
+            old = &x->m[i];
+    }
+    memset(old, 0, sizeof(*old));
+    old->used = true;
+    old->period_start = start;
+    return old;
+}
+
+static uint64_t cl_lic_sat_add(uint64_t a, uint64_t b) { return a + b < a ? UINT64_MAX : a + b; }
+
+void cl_licence_table_charge_split(cl_licence_table *t, size_t slot, uint64_t prompt_tokens,
+                                   uint64_t completion_tokens)
+{
+    if (pthread_mutex_lock(&t->mu) != 0)
+        return;
+    if (slot < t->n) {
+        struct cl_lic_entry *x = &t->e[slot];
+        x->tokens = cl_lic_sat_add(x->tokens, cl_lic_sat_add(prompt_tokens, completion_tokens));
+        if (x->period != UINT64_MAX) {
+            struct cl_lic_meter *m = cl_lic_meter_at(x);
+            m->prompt = cl_lic_sat_add(m->prompt, prompt_tokens);
+            m->completion = cl_lic_sat_add(m->completion, completion_tokens);
+        }
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+void cl_licence_table_meter(cl_licence_table *t, struct cl_licence_usage *u)
+{
+    u->n = 0;
+    if (pthread_mutex_lock(&t->mu) != 0)
+        return;
+    for (size_t i = 0; i < t->n; i++)
+        for (size_t k = 0; k < CL_LIC_METER_PERIODS; k++) {
+            const struct cl_lic_meter *m = &t->e[i].m[k];
+            if (!m->used || u->n == CL_LICENCE_USAGE_ROWS)
+                continue;
+            struct cl_licence_usage_row *r = &u->rows[u->n++];
+            snprintf(r->id, sizeof(r->id), "%s", t->e[i].l.id);
+            r->period_start = m->period_start;
+            r->requests = m->requests;
+            r->prompt_tokens = m->prompt;
+            r->completion_tokens = m->completion;
+        }
+    pthread_mutex_unlock(&t->mu);
+}
+
 cl_err cl_licence_table_admit(cl_licence_table *t, const uint8_t *cred, size_t n, uint64_t now, size_t *slot)
 {
     cl_err rc = CL_OK;
@@ -368,6 +431,7 @@ cl_err cl_licence_table_admit(cl_licence_table *t, const uint8_t *cred, size_t n
                 "licence %s: %llu requests per minute", x->l.id, (unsigned long long)x->l.rate_per_min);
     x->requests++;
     x->minute_requests++;
+    cl_lic_meter_at(x)->requests++;
     *slot = (size_t)(x - t->e);
 out:
     if (locked)
@@ -383,6 +447,19 @@ void cl_licence_table_charge(cl_licence_table *t, size_t slot, uint64_t tokens)
     if (slot < t->n)
         t->e[slot].tokens = (t->e[slot].tokens + tokens < t->e[slot].tokens) ? UINT64_MAX : t->e[slot].tokens + tokens;
     pthread_mutex_unlock(&t->mu);
+}
+
+bool cl_licence_table_slot_id(cl_licence_table *t, size_t slot, char out[CL_LICENCE_ID_MAX + 1])
+{
+    bool ok = false;
+    if (pthread_mutex_lock(&t->mu) != 0)
+        return false;
+    if (slot < t->n) {
+        memcpy(out, t->e[slot].l.id, CL_LICENCE_ID_MAX + 1);
+        ok = true;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return ok;
 }
 
 bool cl_licence_table_usage(cl_licence_table *t, const char *id, uint64_t now, uint64_t *requests, uint64_t *tokens)

@@ -8,6 +8,7 @@ static const char *const cl_wire_names[CL_WIRE_TYPE_COUNT] = {
     [CL_WIRE_END] = "end",             [CL_WIRE_ERROR] = "error",             [CL_WIRE_STATUS_REQ] = "status_req",
     [CL_WIRE_STATUS_RES] = "status_res", [CL_WIRE_BOOT_REQ] = "boot_req",     [CL_WIRE_BOOT_CONFIG] = "boot_config",
     [CL_WIRE_JOB_REQ] = "job_req", [CL_WIRE_JOB_RES] = "job_res",
+    [CL_WIRE_RECEIPT] = "receipt",
 };
 
 const char *cl_wire_type_name(enum cl_wire_type t)

@@ -44,6 +44,9 @@ static cl_err sink_emit(void *ctx, enum cl_gw_out kind, const uint8_t *p, size_t
     return cl_buf_append(&s->bytes, p, n);
 }
 
+/* What the last exchange reported for its receipt. */
+static struct cl_gw_outcome last_oc;
+
 struct answer {
     uint16_t status;
     char ctype[64];
@@ -69,7 +72,7 @@ static cl_err exchange(cl_gateway *g, const char *method, const char *path, cons
                                     req.data, req.len, &enc, &c));
     cl_buf_init(&s->bytes, 1 << 22, CL_BUF_NONE);
     s->responses = s->chunks = 0;
-    cl_err rc = cl_gateway_handle(g, enc.data, enc.len, chunked, sink_emit, s);
+    cl_err rc = cl_gateway_handle_ex(g, enc.data, enc.len, chunked, sink_emit, s, &last_oc);
     cl_buf_init(&a->body, 1 << 20, CL_BUF_NONE);
     a->status = 0;
     if (rc == CL_OK) {
@@ -565,6 +568,49 @@ static void test_time_limit(void **state)
     cl_gateway_free(g);
 }
 
+/* The outcome the service signs a receipt from: chat completions only, with
+ * the answer's id, its status and token counts. */
+static void test_outcome(void **state)
+{
+    (void)state;
+    cl_gateway *g = mk(4);
+    struct answer a;
+    struct sink s;
+    const char *req = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    assert_ok(exchange(g, "POST", "/v1/chat/completions", req, false, &a, &s, NULL));
+    json_t *j = body_json(&a);
+    assert_true(last_oc.chat);
+    assert_int_equal(last_oc.status, 200);
+    assert_false(last_oc.failed);
+    assert_false(last_oc.images);
+    assert_string_equal(last_oc.consumer, "-");
+    assert_string_equal(last_oc.request_id, json_string_value(json_object_get(j, "id")));
+    assert_int_equal(last_oc.completion_tokens, 5);
+    assert_int_equal(last_oc.prompt_tokens, 10);
+    json_decref(j);
+    done(&a, &s);
+    /* streamed: the same, over chunks */
+    assert_ok(exchange(g, "POST", "/v1/chat/completions",
+                       "{\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", true, &a, &s, NULL));
+    assert_true(last_oc.chat);
+    assert_int_equal(last_oc.status, 200);
+    assert_false(last_oc.failed);
+    assert_non_null(memmem(a.body.data, a.body.len, last_oc.request_id, strlen(last_oc.request_id)));
+    done(&a, &s);
+    /* a refused chat request still gets a receipt (status 400); other paths none */
+    assert_ok(exchange(g, "POST", "/v1/chat/completions", "{\"messages\":1}", false, &a, &s, NULL));
+    assert_true(last_oc.chat);
+    assert_int_equal(last_oc.status, 400);
+    j = body_json(&a); /* the error answer names the request too, so its receipt can be found */
+    assert_string_equal(json_string_value(json_object_get(j, "id")), last_oc.request_id);
+    json_decref(j);
+    done(&a, &s);
+    assert_ok(exchange(g, "GET", "/v1/models", NULL, false, &a, &s, NULL));
+    assert_false(last_oc.chat);
+    done(&a, &s);
+    cl_gateway_free(g);
+}
+
 int main(void)
 {
     cl_json_secure();
@@ -574,6 +620,6 @@ int main(void)
                                        cmocka_unit_test(test_replay_across_rotation),
                                        cmocka_unit_test(test_key_id_wrap), cmocka_unit_test(test_window_bounds),
                                        cmocka_unit_test(test_rotation_race), cmocka_unit_test(test_utf8),
-                                       cmocka_unit_test(test_time_limit)};
+                                       cmocka_unit_test(test_time_limit), cmocka_unit_test(test_outcome)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,6 +18,10 @@ model=$cl_tmp/model.gguf proj=$cl_tmp/mmproj.gguf
 cp "$CLOISTER_REFERENCE/models/tiny-gemma3-q8_0.gguf" "$model"
 cp "$CLOISTER_REFERENCE/models/mmproj-tiny-gemma3-f32.gguf" "$proj"
 export STACK_MMPROJ=$proj
+# the host stores interactive receipts (docs/receipts.md) in the worker's results store: one chain, both kinds
+S=$cl_tmp/store; mkdir -m 700 "$S"
+R=sqlite:$S/results.db
+export STACK_HOST_ARGS="--receipts $R"
 export TMPDIR=$cl_tmp/tmp && mkdir -p "$TMPDIR"
 wpid=
 if ! stack_up "$BUILD" "$model"; then bad "stack came up"; stack_down; finish; exit 1; fi
@@ -36,8 +40,7 @@ cons() { AWS_SHARED_CREDENTIALS_FILE=$CONS/credentials AWS_REGION=us-east-1 "$CL
   --admin "$consumer_arn" > "$CONS/policy.json"
 jkey=$(cons kms create-key --kms "$kms_url" --policy "$CONS/policy.json" --alias alias/xray)
 pins=(--root "$D/sim-root.pem" --pcr "0=$(stack_pcr 0 "$D/pcrs.json")" --pcr "1=$(stack_pcr 1 "$D/pcrs.json")")
-S=$D/store; mkdir -m 700 "$S"
-Q=sqlite:$S/queue.db O=dir:$S/objects R=sqlite:$S/results.db
+Q=sqlite:$S/queue.db O=dir:$S/objects
 marker="PHI-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 imgs=("$CLOISTER_TESTDATA"/images/chest-xray/*.png)
 q="Describe this image."
@@ -76,4 +79,23 @@ PY
 )
 [ -z "$hits" ] && ok "marker and image bytes absent from objects, queue, results, logs, temp files" || bad "found in: $hits"
 expect 0 "audit verify" "$CL" audit verify --results "$R" "${pins[@]}"
+
+# receipts name the projector that read the images (batch and interactive), and only then
+pdig=$(sha256sum "$proj" | cut -d' ' -f1)
+"$CL" audit show --results "$R" "${pins[@]}" --json > "$cl_tmp/bshow.json"
+python3 -c 'import json,sys; r=[x for x in json.load(open(sys.argv[1]))["receipts"] if x["kind"]=="batch"]; sys.exit(0 if len(r)==5 and all(x.get("projector_sha256")==sys.argv[2] for x in r) else 1)'   "$cl_tmp/bshow.json" "$pdig" && ok "the 5 image jobs' receipts carry the projector's digest" || bad "batch receipts: $(head -c 400 "$cl_tmp/bshow.json")"
+"$CL" ask --host "$host_url" --trust "$D/TRUST.json" -n 6 --temp 0 --json --image "${imgs[0]}" "$q Case $marker-ask." > "$cl_tmp/ai.json" 2>"$cl_tmp/ai.err"   || bad "ask --image: $(head -c 300 "$cl_tmp/ai.err")"
+"$CL" ask --host "$host_url" --trust "$D/TRUST.json" -n 6 --temp 0 --json "Case $marker-text." > "$cl_tmp/at.json" 2>/dev/null || bad "ask (text)"
+for _ in $(seq 1 100); do [ "$(sqlite3 "$S/results.db" "SELECT count(*) FROM receipts" 2>/dev/null)" = 7 ] && break; sleep 0.1; done
+"$CL" audit show --results "$R" "${pins[@]}" --json > "$cl_tmp/ishow.json"
+python3 - "$cl_tmp/ishow.json" "$pdig" "$cl_tmp/ai.json" "$cl_tmp/at.json" <<'PY' && ok "interactive receipts: the image request names the projector, the text one does not" || bad "interactive receipts: $(head -c 600 "$cl_tmp/ishow.json")"
+import json, sys
+recs = {r["request_id"]: r for r in json.load(open(sys.argv[1]))["receipts"] if r["kind"] == "interactive"}
+img, txt = (recs[json.load(open(p))["request_id"]] for p in sys.argv[3:5])
+sys.exit(0 if img.get("projector_sha256") == sys.argv[2] and "projector_sha256" not in txt
+         and img["verdict"] == txt["verdict"] == "signature ok" and img["status"] == "ok" else 1)
+PY
+expect 0 "audit verify: 5 batch and 2 interactive receipts, with and without images, one chain" "$CL" audit verify --results "$R" "${pins[@]}"
+grep -q "^ok - 7 receipts in 1 chains" "$cl_tmp/out" && ok "one chain of 7" || bad "audit: $(cat "$cl_tmp/out")"
+! grep -qaF "$marker" <(sqlite3 "$S/results.db" .dump) && ok "marker absent from the store after the interactive requests" || bad "marker in the store"
 finish

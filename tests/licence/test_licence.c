@@ -5,6 +5,7 @@
 
 #include "testutil.h"
 #include "cloister/licence.h"
+#include "cloister/licence_lease.h"
 #include "cloister/encode.h"
 #include "cloister/secmem.h"
 
@@ -315,6 +316,82 @@ static void test_table_rate(void **state)
     cl_pkey_free(k);
 }
 
+/* Metering: what the usage report carries equals what was admitted and
+ * charged, split into prompt and completion tokens, per period; a report
+ * verifies only with the audit key that signed it and unaltered. */
+static void test_meter_and_usage_report(void **state)
+{
+    (void)state;
+    cl_pkey *k, *audit, *other;
+    cl_licence_table *t;
+    struct cl_licence l;
+    size_t slot;
+    struct cl_licence_usage *u = calloc(1, sizeof(*u)), *v = calloc(1, sizeof(*v));
+    struct cl_buf rep;
+    assert_non_null(u);
+    assert_non_null(v);
+    cl_buf_init(&rep, CL_LICENCE_USAGE_MAX, CL_BUF_NONE);
+    assert_ok(cl_pkey_generate(CL_PKEY_P384, &k));
+    assert_ok(cl_pkey_generate(CL_PKEY_P384, &audit));
+    assert_ok(cl_pkey_generate(CL_PKEY_P384, &other));
+    assert_ok(cl_licence_table_new(k, cl_t_model, &t));
+    cl_t_lic(&l, "meter", cl_t_cred_a);
+    l.not_before = T0;
+    assert_ok(cl_t_update(t, k, &l, 1, T0));
+    assert_ok(cl_licence_table_admit(t, (const uint8_t *)cl_t_cred_a, strlen(cl_t_cred_a), T0 + 1, &slot));
+    cl_licence_table_charge_split(t, slot, 11, 5);
+    assert_ok(cl_licence_table_admit(t, (const uint8_t *)cl_t_cred_a, strlen(cl_t_cred_a), T0 + 1, &slot));
+    cl_licence_table_charge_split(t, slot, 7, 3);
+    assert_ok(cl_t_update(t, k, &l, 1, T0 + 3600)); /* the next period */
+    assert_ok(cl_licence_table_admit(t, (const uint8_t *)cl_t_cred_a, strlen(cl_t_cred_a), T0 + 3601, &slot));
+    cl_licence_table_charge_split(t, slot, 2, 1);
+    cl_licence_table_meter(t, u);
+    assert_int_equal(u->n, 2);
+    for (size_t i = 0; i < 2; i++) {
+        struct cl_licence_usage_row *r = &u->rows[i];
+        assert_string_equal(r->id, "meter");
+        if (r->period_start == T0) {
+            assert_int_equal(r->requests, 2);
+            assert_int_equal(r->prompt_tokens, 18);
+            assert_int_equal(r->completion_tokens, 8);
+        } else {
+            assert_int_equal(r->period_start, T0 + 3600);
+            assert_int_equal(r->requests, 1);
+            assert_int_equal(r->prompt_tokens, 2);
+        }
+    }
+    u->seq = 1;
+    u->time = T0 + 3601;
+    assert_ok(cl_licence_usage_sign(u, audit, &rep));
+    assert_ok(cl_licence_usage_verify(rep.data, rep.len, audit, v));
+    assert_int_equal(v->n, 2);
+    assert_int_equal(v->rows[0].requests + v->rows[1].requests, 3);
+    assert_err(cl_licence_usage_verify(rep.data, rep.len, other, v), CL_E_PROTO_LICENCE_MALFORMED);
+    assert_non_null(strstr(cl_err_detail(), "signature does not verify"));
+    for (size_t i = 0; i + 12 < rep.len; i++)
+        if (!memcmp(rep.data + i, "\"requests\":2", 12)) {
+            rep.data[i + 11] = '1'; /* the host lowering a count */
+            break;
+        }
+    assert_err(cl_licence_usage_verify(rep.data, rep.len, audit, v), CL_E_PROTO_LICENCE_MALFORMED);
+    /* a lease grant is not a usage report, nor a licence record */
+    struct cl_licence_grant g = {.lease_s = 2, .time = T0};
+    struct cl_licence rec;
+    cl_buf_reset(&rep);
+    assert_ok(cl_licence_grant_sign(&g, audit, &rep));
+    assert_err(cl_licence_usage_verify(rep.data, rep.len, audit, v), CL_E_PROTO_LICENCE_MALFORMED);
+    assert_err(cl_licence_verify(rep.data, rep.len, audit, &rec), CL_E_PROTO_LICENCE_MALFORMED);
+    assert_ok(cl_licence_grant_verify(rep.data, rep.len, audit, &g));
+    assert_false(g.has_report);
+    cl_buf_free(&rep);
+    free(u);
+    free(v);
+    cl_licence_table_free(t);
+    cl_pkey_free(k);
+    cl_pkey_free(audit);
+    cl_pkey_free(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -324,6 +401,7 @@ int main(void)
         cmocka_unit_test(test_table_revocation_and_rollback),
         cmocka_unit_test(test_table_quotas),
         cmocka_unit_test(test_table_rate),
+        cmocka_unit_test(test_meter_and_usage_report),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -39,6 +39,9 @@ static const uint8_t cl_t_model[32] = {7, 7, 7};
 #define CRED_REVOKED "revoked-consumer-credential-9c0d11"
 #define CRED_EXPIRED "expired-consumer-credential-44aa01"
 
+/* What the last exchange reported for its receipt. */
+static struct cl_gw_outcome cl_t_oc;
+
 /* One chat exchange with an optional authorization value; returns the status
  * and the error message (if any) in msg. enc_out gets what the host saw. */
 static uint16_t cl_t_chat_as(cl_gateway *g, const char *auth, char *msg, size_t msglen, struct cl_buf *host_saw)
@@ -63,7 +66,7 @@ static uint16_t cl_t_chat_as(cl_gateway *g, const char *auth, char *msg, size_t 
     cl_gateway_keyconfig(g, &kc);
     assert_ok(cl_ohttp_client_encap(&kc, CL_HPKE_KDF_SHA256, CL_HPKE_AEAD_AES256GCM, false, req.data, req.len, &enc,
                                     &c));
-    assert_ok(cl_gateway_handle(g, enc.data, enc.len, false, cl_t_sink, &out));
+    assert_ok(cl_gateway_handle_ex(g, enc.data, enc.len, false, cl_t_sink, &out, &cl_t_oc));
     assert_ok(cl_ohttp_client_decap(c, out.data, out.len, &plain));
     cl_bhttp_reader_init(&r, 1 << 20);
     assert_ok(cl_bhttp_reader_feed(&r, plain.data, plain.len, &body));
@@ -158,7 +161,15 @@ static void test_gateway_licensed(void **state)
     gen_calls = 0;
     assert_int_equal(cl_t_chat_as(g, "Bearer " CRED_OK, msg, sizeof(msg), &host), 200);
     assert_int_equal(gen_calls, 1);
+    {
+        /* the receipt names an admitted consumer by the licence that admitted it */
+        assert_string_equal(cl_t_oc.consumer, "licence:ok");
+        assert_int_equal(cl_t_oc.status, 200);
+    }
     assert_int_equal(cl_t_chat_as(g, NULL, msg, sizeof(msg), &host), 401);
+    assert_string_equal(cl_t_oc.consumer, "-");
+    assert_int_equal(cl_t_oc.status, 401);
+    assert_true(cl_t_oc.chat);
     assert_string_equal(msg, "authentication_error|licence: no consumer credential in the request");
     assert_int_equal(cl_t_chat_as(g, "Bearer someone-else-credential-000000", msg, sizeof(msg), &host), 401);
     assert_string_equal(msg, "authentication_error|licence: consumer credential matches no licence");

@@ -2,6 +2,7 @@
  * AF_VSOCK) and under cloister-sim (simulated NSM, vsock over UNIX sockets):
  * the transports are chosen at run time by cl_nsm_open and cl_vsock. */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,10 @@ static void cl_enclave_help(void)
            "through the parent's proxy (port %d), decrypts the model into locked memory and\n"
            "serves attested OHTTP requests and batch jobs (JOB_REQ: the job key is released\n"
            "to this enclave with Decrypt + Recipient; the answer is sealed for the consumer and\n"
-           "a receipt signed by the attested audit key) on port %d.\n\n"
+           "a receipt signed by the attested audit key) on port %d.\n"
+           "A model sealed with cloister:licence-key-sha256 in its encryption context is\n"
+           "served to licensed consumers only, under a lease renewed with the key service;\n"
+           "an unrenewed lease stops serving and wipes the model (docs/licensing.md).\n\n"
            "  --replay-window N   requests one OHTTP key opens before it is replaced by a new,\n"
            "                      freshly attested key (1..%u, default %u; it can only be\n"
            "                      lowered, for tests; clients re-attest at each change)\n\n"
@@ -80,6 +84,7 @@ int cloister_enclave_main(int argc, char **argv)
     if (threads < 1 || threads > 64)
         threads = 2;
     cl_log_set_component("enclave");
+    signal(SIGPIPE, SIG_IGN); /* a host that closed early is a failed send, not a dead enclave */
     cl_err rc = cl_secure_process_init();
     if (rc != CL_OK)
         return cl_enclave_fail("hardening", rc);
@@ -138,13 +143,24 @@ int cloister_enclave_main(int argc, char **argv)
         (rc = cl_boot_user_data(bt, audit, &ud)) != CL_OK)
         goto fail;
     struct cl_generator gen = {cl_engine_generate, eng, cl_engine_name(eng)};
+    struct cl_lease *lease = NULL;
+    if (bt->licensed) {
+        /* licences before anything is served; a refused first renewal stops the boot */
+        step = "licence";
+        if ((rc = cl_lease_start(bt, nsm, audit, ud.data, ud.len, &lease)) != CL_OK)
+            goto fail;
+        struct cl_generator inner = gen;
+        cl_lease_generator(lease, &inner, &gen);
+    }
     if ((rc = cl_gateway_new(&bt->limits, &gen, key_id, &gw)) != CL_OK)
         goto fail;
+    if (lease)
+        cl_gateway_set_licences(gw, cl_lease_table(lease));
     CL_LOG(CL_LOG_INFO, "ready", CL_LOG_SIZE("model_bytes", bt->model_len), CL_LOG_COUNT("threads", threads));
     step = "batch jobs";
     if ((rc = cl_jobs_new(bt, nsm, audit, ud.data, ud.len, &gen, &bt->limits, &jobs)) != CL_OK)
         goto fail;
-    struct cl_service svc = {gw, nsm, ud.data, ud.len, &bt->limits, cl_engine_name(eng), bt->model_sha256, jobs};
+    struct cl_service svc = {gw, nsm, ud.data, ud.len, &bt->limits, cl_engine_name(eng), bt->model_sha256, jobs, lease};
     step = "service";
     rc = cl_service_run(&svc);
 fail:

@@ -26,7 +26,7 @@ static void cl_host_help(FILE *f)
             "                     [--mmproj PROJECTOR.sealed] [--max-images N] [--max-image-bytes N]\n"
             "                     [--max-client-connections N] [--header-timeout-ms N] [--body-timeout-ms N]\n"
             "                     [--idle-timeout-s N] [--http-threads N] [--enclave-workers N] [--enclave-queue N]\n"
-            "                     [--capture-dir DIR] [--log-level LEVEL]\n\n"
+            "                     [--receipts sqlite:PATH] [--capture-dir DIR] [--log-level LEVEL]\n\n"
             "The untrusted host of a Cloister enclave. It never sees a prompt, an answer or a\n"
             "key: it relays attestation documents and OHTTP ciphertext, streams the sealed\n"
             "model into the enclave, and pipes the enclave's key-service traffic.\n\n"
@@ -83,6 +83,12 @@ static void cl_host_help(FILE *f)
             "                           chunked answer holds one until it ends\n"
             "  --enclave-queue N        exchanges waiting for a worker, 1..65536 (default 256); when full,\n"
             "                           attestation, OHTTP and /readyz get 503 {\"error\":\"enclave queue full\"}\n\n"
+            "  --receipts sqlite:PATH   store the receipt the enclave signs for every chat completion\n"
+            "                           (signed by its attested audit key, chained with batch receipts)\n"
+            "                           and the attestation that certifies the key, in the results +\n"
+            "                           receipts store of the batch worker ('cloister audit verify');\n"
+            "                           written off the request path, failures logged and counted in\n"
+            "                           /metrics. Without it the receipts are discarded (logged at start)\n"
             "  --capture-dir DIR        TEST HOOK: append every byte crossing the host's sockets\n"
             "                           to files in DIR (includes the boot configuration)\n"
             "  --log-level LEVEL        debug, info, warn or error (default info)\n\n"
@@ -246,6 +252,10 @@ int main(int argc, char **argv)
             if (cl_host_num(val, 1, 65536, &v))
                 return cl_host_usage("--enclave-queue must be 1..65536", val);
             cfg.enclave_queue = (unsigned)v;
+        } else if (!strcmp(a, "--receipts")) {
+            if (strncmp(val, "sqlite:", 7) || !val[7])
+                return cl_host_usage("--receipts must be sqlite:PATH", val);
+            cfg.receipts_url = val;
         } else if (!strcmp(a, "--capture-dir")) {
             cfg.capture_dir = val;
         } else if (!strcmp(a, "--log-level")) {

@@ -15,8 +15,8 @@ int cl_host_worker_main(int argc, char **argv);
 static void cl_worker_help(FILE *f)
 {
     fprintf(f,
-            "usage: cloister-host --worker --enclave-cid N [--vsock-dir DIR] --queue sqlite:PATH\n"
-            "                     --objects dir:PATH --results sqlite:PATH [--visibility-ms N]\n"
+            "usage: cloister-host --worker --enclave-cid N [--vsock-dir DIR] --queue URL\n"
+            "                     --objects URL --results URL [--visibility-ms N]\n"
             "                     [--max-receives N] [--poll-ms N] [--retry-ms N] [--timeout-ms N]\n"
             "                     [--log-level LEVEL]\n\n"
             "The untrusted batch worker (docs/batch.md). It receives job messages from the queue\n"
@@ -29,9 +29,12 @@ static void cl_worker_help(FILE *f)
             "options (--worker must come first):\n"
             "  --enclave-cid N       the enclave's CID (its service port is 5000)\n"
             "  --vsock-dir DIR       simulator: UNIX sockets in DIR instead of AF_VSOCK\n"
-            "  --queue URL           job queue: sqlite:PATH (WAL)\n"
-            "  --objects URL         job objects: dir:PATH\n"
+            "  --queue URL           job queue: sqlite:PATH (WAL) or sqs://QUEUE[?endpoint=URL]\n"
+            "                        (SQS: dead letters in QUEUE-dlq; S3 event notifications accepted\n"
+            "                        besides job messages: an upload of NAME.job starts job NAME)\n"
+            "  --objects URL         job objects: dir:PATH or s3://BUCKET[/PREFIX][?endpoint=URL]\n"
             "  --results URL         results, receipts, attestations: sqlite:PATH (may be the queue's file)\n"
+            "                        or dynamodb://TABLE[?endpoint=URL] (hash key job_id, S)\n"
             "  --visibility-ms N     a received message is invisible this long, 100..43200000 (default 60000)\n"
             "  --max-receives N      a job that fails this often (malformed, undecryptable, refused by the\n"
             "                        key policy) goes to the dead-letter queue with an error record,\n"
@@ -41,6 +44,10 @@ static void cl_worker_help(FILE *f)
             "                        0..600000 (default 1000)\n"
             "  --timeout-ms N        longest wait for the enclave's answer, 100..3600000 (default 120000)\n"
             "  --log-level LEVEL     debug, info, warn or error (default info)\n\n"
+            "AWS backends sign with SigV4: credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/\n"
+            "AWS_SESSION_TOKEN or the shared credentials file (AWS_PROFILE), region from AWS_REGION;\n"
+            "never on the command line. Service errors that are transient (unreachable, 5xx, throttled)\n"
+            "do not count toward --max-receives.\n\n"
             "Logs are JSON lines on stderr (message ids, sizes, timings). exit status: 0 stopped by\n"
             "SIGINT/SIGTERM, 1 failure, 2 usage.\n");
 }

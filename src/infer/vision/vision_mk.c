@@ -184,7 +184,8 @@ cl_err cl_vision_mk(const struct cl_vision_mk_opts *o, cl_gguf_writer **out)
     uint32_t wt_e = (wt == CL_GGML_Q8_0 && s->n_embd % 32) ? CL_GGML_F16 : wt;
     uint32_t wt_f = (wt == CL_GGML_Q8_0 && s->n_ff % 32) ? CL_GGML_F16 : wt;
     uint32_t P = s->patch_size, E = s->n_embd, ns = s->image_size / s->patch_size;
-    /* the conv kernel and the projection stay F32 for F32 files and F16 otherwise (as llama.cpp's converter) */
+    /* as llama.cpp's converter writes a Gemma 3 projector: the embeddings (patch
+     * kernel, positions) always F32, the input projection F16 unless the file is F32 */
     uint32_t wt_small = wt == CL_GGML_F32 ? CL_GGML_F32 : CL_GGML_F16;
     CL_GUARD(cl_pool_new(o->threads ? o->threads : 1, &m.pool));
     CL_GUARD(cl_gguf_writer_new(0, &m.w));
@@ -214,12 +215,12 @@ cl_err cl_vision_mk(const struct cl_vision_mk_opts *o, cl_gguf_writer **out)
 
     {
         int64_t ne[4] = {P, P, 3, E};
-        CL_GUARD(cl_vmk_tensor(&m, "v.patch_embd.weight", wt_small, 4, ne, 1.7f / sqrtf(3.0f * P * P), 0.0f));
+        CL_GUARD(cl_vmk_tensor(&m, "v.patch_embd.weight", CL_GGML_F32, 4, ne, 1.7f / sqrtf(3.0f * P * P), 0.0f));
     }
     CL_GUARD(cl_vmk_vec(&m, "v.patch_embd.bias", E, 0.1f, 0.0f));
     {
         int64_t ne[2] = {E, (int64_t)ns * ns};
-        CL_GUARD(cl_vmk_tensor(&m, "v.position_embd.weight", wt_small, 2, ne, 0.5f, 0.0f));
+        CL_GUARD(cl_vmk_tensor(&m, "v.position_embd.weight", CL_GGML_F32, 2, ne, 0.5f, 0.0f));
     }
     for (uint32_t il = 0; il < s->n_layer; il++) {
 #define CL_VMK(suffix) (snprintf(name, sizeof(name), "v.blk.%u." suffix, il), name)
