@@ -136,6 +136,11 @@ CL_MUST_CHECK cl_err cl_jobs_new(struct cl_enclave_boot *bt, cl_nsm *nsm, const 
                                  size_t ud_len, const struct cl_generator *gen, const struct cl_enclave_limits *lim,
                                  struct cl_jobs **out);
 void cl_jobs_free(struct cl_jobs *j);
+/* Licensed model: every job is admitted against t (its credential is the
+ * request's member CL_JOB_CREDENTIAL_MEMBER) and its tokens charged; a
+ * refusal is answered with an error object sealed for the consumer. */
+#define CL_JOB_CREDENTIAL_MEMBER "cloister_credential"
+void cl_jobs_set_licences(struct cl_jobs *j, struct cl_licence_table *t);
 /* Handles one JOB_REQ on fd: a JOB_RES, or an ERROR frame (returned code)
  * when the job cannot be opened: malformed, or its key refused. */
 CL_MUST_CHECK cl_err cl_jobs_handle(struct cl_jobs *j, int fd, const uint8_t *job, size_t n);

@@ -151,6 +151,8 @@ int cloister_enclave_main(int argc, char **argv)
     step = "batch jobs";
     if ((rc = cl_jobs_new(bt, nsm, audit, ud.data, ud.len, &gen, &bt->limits, &jobs)) != CL_OK)
         goto fail;
+    if (lease)
+        cl_jobs_set_licences(jobs, cl_lease_table(lease));
     struct cl_service svc = {gw, nsm, ud.data, ud.len, &bt->limits, cl_engine_name(eng), bt->model_sha256, jobs, lease};
     step = "service";
     rc = cl_service_run(&svc);
