@@ -44,6 +44,7 @@ struct cl_gateway {
     uint64_t rotations;
     atomic_uint active;
     cl_licence_table *licences; /* NULL: unlicensed model, anyone who reaches the enclave is served */
+    bool wiped;                 /* the private keys are gone (a licence lease ended): nothing opens */
 };
 
 static void cl_gw_key_free(struct cl_gw_key *k)
@@ -131,6 +132,34 @@ void cl_gateway_set_licences(cl_gateway *g, cl_licence_table *t)
     pthread_mutex_unlock(&g->mu);
 }
 
+void cl_gateway_wipe_keys(cl_gateway *g)
+{
+    pthread_mutex_lock(&g->mu);
+    if (!g->wiped) {
+        struct cl_gw_key *old = g->key, *dead = calloc(1, sizeof(*dead));
+        g->wiped = true;
+        if (dead) { /* the public configuration only: attestation and status keep answering */
+            dead->kc = old->kc;
+            dead->retired = true;
+            g->key = dead;
+            old->retired = true;
+            if (!old->users) /* else freed by the last request that holds it */
+                cl_gw_key_free(old);
+        } else { /* no memory for a stand-in: free the private key in place once unused */
+            old->retired = true;
+            if (!old->users) {
+                cl_pkey_free(old->sk);
+                old->sk = NULL;
+            }
+        }
+        memset(g->used, 0, g->slots);
+        cl_wipe(g->seen, g->slots * CL_HPKE_ENC_LEN);
+        cl_wipe(g->salt, sizeof(g->salt));
+    }
+    pthread_mutex_unlock(&g->mu);
+    CL_LOG(CL_LOG_WARN, "ohttp_keys_wiped");
+}
+
 uint64_t cl_gateway_rotations(cl_gateway *g)
 {
     pthread_mutex_lock(&g->mu);
@@ -146,6 +175,7 @@ unsigned cl_gateway_http_status(cl_err rc)
     case CL_E_PROTO_OHTTP_KEY_RETIRED:
     case CL_E_PROTO_OHTTP_AUTH: return 401; /* stale key: the client re-attests */
     case CL_E_PROTO_LIMIT: return 413;
+    case CL_E_PROTO_LICENCE_LEASE_ENDED: return 503; /* the keys are gone: nothing opens any more */
     default: return 400;
     }
 }
@@ -177,6 +207,8 @@ static cl_err cl_gw_key_acquire(cl_gateway *g, const uint8_t *enc_req, size_t n,
 {
     cl_err rc = CL_OK;
     pthread_mutex_lock(&g->mu);
+    CL_ENSURE_D(!g->wiped, CL_E_PROTO_LICENCE_LEASE_ENDED,
+                "the licence lease ended: the enclave wiped its OHTTP private keys");
     /* A rotation that failed (no randomness) is retried: a full key opens nothing more. */
     if (g->seen_count >= g->window)
         CL_GUARD(cl_gw_rotate_locked(g));

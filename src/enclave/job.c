@@ -40,6 +40,7 @@ struct cl_jobs {
     cl_pkey *rsa;
     struct cl_buf rsa_doc;
     uint64_t rsa_at_us;
+    bool wiped; /* a licence lease ended: no Recipient key any more (rsa_mu) */
     pthread_mutex_t chain_mu; /* seq and head advance only when a receipt was sent */
     uint64_t seq;
     uint8_t head[32];
@@ -99,6 +100,10 @@ static cl_err cl_jobs_key(struct cl_jobs *j, const struct cl_batch_job_header *h
     struct cl_kmsc_endpoint ep = {.url = bt->cfg.kms_endpoint, .region = bt->cfg.kms_region, .unix_socket = j->bridge,
                                  .ca_pem = bt->cfg.kms_ca_pem[0] ? bt->cfg.kms_ca_pem : NULL};
     pthread_mutex_lock(&j->rsa_mu);
+    if (j->wiped) {
+        pthread_mutex_unlock(&j->rsa_mu);
+        return cl_err_fail(CL_E_PROTO_LICENCE_LEASE_ENDED, "the licence lease ended: the job keys were wiped");
+    }
     if (!j->rsa || cl_now_us() - j->rsa_at_us > CL_JOBS_RECIPIENT_TTL_US) {
         struct cl_buf spki;
         cl_buf_init(&spki, 4096, CL_BUF_NONE);
@@ -130,6 +135,16 @@ static cl_err cl_jobs_key(struct cl_jobs *j, const struct cl_batch_job_header *h
 out:
     cl_buf_free(&pt);
     return rc;
+}
+
+void cl_jobs_wipe_keys(struct cl_jobs *j)
+{
+    pthread_mutex_lock(&j->rsa_mu);
+    j->wiped = true;
+    cl_pkey_free(j->rsa); /* OpenSSL clears the private key when it frees it */
+    j->rsa = NULL;
+    j->rsa_doc.len = 0;
+    pthread_mutex_unlock(&j->rsa_mu);
 }
 
 void cl_jobs_set_licences(struct cl_jobs *j, cl_licence_table *t) { j->licences = t; }
