@@ -502,6 +502,9 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
     char img_err[160] = "";
     if (grc != CL_OK && res.bad_image)
         snprintf(img_err, sizeof(img_err), "image %u could not be used: %s", (unsigned)res.bad_image, cl_err_str(grc));
+    bool lease_cut = grc == CL_E_PROTO_LICENCE_LEASE_ENDED; /* named to the consumer, inside the encryption */
+    char lease_msg[160];
+    snprintf(lease_msg, sizeof(lease_msg), "licence: %s", cl_err_str(CL_E_PROTO_LICENCE_LEASE_ENDED));
     if (x->streaming) {
         json_t *last;
         if (grc == CL_OK)
@@ -509,7 +512,8 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
                                                    : json_object(),
                                     json_string(cl_gw_finish_name(res.finish)));
         else
-            last = json_pack("{s:{s:s,s:s}}", "error", "message", img_err[0] ? img_err : "generation failed", "type",
+            last = json_pack("{s:{s:s,s:s}}", "error", "message",
+                             img_err[0] ? img_err : lease_cut ? lease_msg : "generation failed", "type",
                              img_err[0] ? "invalid_request_error" : "server_error");
         /* usage rides on the last chunk, as OpenAI's stream_options.include_usage does */
         if (grc == CL_OK && last)
@@ -522,6 +526,10 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
     }
     if (img_err[0]) {
         rc = cl_gw_error(x, cl_err_category(grc) == CL_ERRCAT_IMAGE ? 400 : 500, "invalid_request_error", img_err);
+        goto out;
+    }
+    if (lease_cut) {
+        rc = cl_gw_error(x, 503, "server_error", lease_msg);
         goto out;
     }
     if (grc != CL_OK) {

@@ -369,6 +369,7 @@ struct cl_lease_piece {
     struct cl_lease *L;
     cl_chat_piece_fn piece;
     void *ctx;
+    bool cut; /* stopped at the lease's end */
 };
 
 /* A stream stops at the lease's end: a revoked licence or a disabled key
@@ -376,8 +377,10 @@ struct cl_lease_piece {
 static bool cl_lease_piece_fn(void *ctx, const char *text, size_t len)
 {
     struct cl_lease_piece *p = ctx;
-    if (cl_lease_now_s() >= cl_licence_table_lease_end(p->L->table))
+    if (cl_lease_now_s() >= cl_licence_table_lease_end(p->L->table)) {
+        p->cut = true;
         return false;
+    }
     return p->piece(p->ctx, text, len);
 }
 
@@ -394,8 +397,10 @@ static cl_err cl_lease_generate(void *self, const struct cl_chat_params *prm, cl
         pthread_rwlock_unlock(&L->gen_lock);
         return cl_err_fail(CL_E_PROTO_LICENCE_LEASE_ENDED, "the licence lease ended: the model is no longer served");
     }
-    struct cl_lease_piece p = {L, piece, piece_ctx};
+    struct cl_lease_piece p = {L, piece, piece_ctx, false};
     rc = L->inner.generate(L->inner.self, prm, piece ? cl_lease_piece_fn : NULL, piece ? &p : NULL, res);
+    if (p.cut) /* whatever the engine made of the stop: the lease's end is the reason */
+        rc = cl_err_fail(CL_E_PROTO_LICENCE_LEASE_ENDED, "the licence lease ended mid-answer: the rest is not served");
     pthread_rwlock_unlock(&L->gen_lock);
     return rc;
 }
