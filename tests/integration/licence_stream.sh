@@ -60,7 +60,7 @@ full=$(wc -c < "$cl_tmp/full.txt"); cut=$(wc -c < "$cl_tmp/cut.txt")
 grep -q '^rc [1-9]' "$cl_tmp/cut.log" && ok "the streamed ask failed (exit $(awk '{print $2}' "$cl_tmp/cut.log"))" \
   || bad "the cut stream ended well: $(cat "$cl_tmp/cut.log")"
 [ "$cut" -lt "$full" ] && ok "the answer was cut before its completion ($cut of $full bytes)" || bad "not cut: $cut of $full bytes"
-grep -q 'licence lease ended' "$cl_tmp/cut.err" && ok "the stream ends with the lease-ended error, named: $(grep -o 'licence: licence lease ended[^)]*' "$cl_tmp/cut.err" | head -1)" \
+grep -q 'licence: licence lease ended' "$cl_tmp/cut.err" && ok "the stream ends with the lease-ended error, named: $(grep -o 'licence: licence lease ended[^)]*' "$cl_tmp/cut.err" | head -1)" \
   || bad "error: $(tail -3 "$cl_tmp/cut.err")"
 sleep 0.5
 grep -q '"event":"licence_lease_ended"' "$D/enclave.log" && grep -q '"event":"ohttp_keys_wiped"' "$D/enclave.log" \
