@@ -8,7 +8,9 @@
 #    are answered with an error sealed for the consumer naming the reason, with
 #    a receipt (status error, the code), and are not retried;
 #  - the credential appears in no store row, queue message, object (in clear) or log;
-#  - a credential on argv is not accepted (no such option form), a bad one is named.
+#  - a bad credential file is named by `batch submit` before anything is queued;
+#  - a job still queued when the lease ends is refused (PROTO_LICENCE_LEASE_ENDED)
+#    before its key release and dead-lettered after --max-receives, not retried forever.
 . "$(dirname "$0")/lib.sh"
 SRC=$CLOISTER_SOURCE_DIR
 BUILD=$CLOISTER_BUILD_DIR
@@ -25,7 +27,7 @@ fi
 export STACK_LICENCE=1 STACK_LICENCE_LEASE_S=2
 export TMPDIR=$cl_tmp/tmp && mkdir -p "$TMPDIR"
 wpid=
-cleanup() { [ -n "$wpid" ] && kill "$wpid" 2>/dev/null; [ -n "$wpid" ] && wait "$wpid" 2>/dev/null; stack_down; }
+cleanup() { kill -CONT "${stack_pids[0]}" 2>/dev/null; [ -n "$wpid" ] && kill "$wpid" 2>/dev/null; [ -n "$wpid" ] && wait "$wpid" 2>/dev/null; stack_down; }
 if ! stack_up "$BUILD" "$model"; then bad "licensed stack came up"; tail -5 "$D/enclave.log"; stack_down; finish; exit 1; fi
 trap cleanup EXIT
 ok "licensed stack up"
@@ -138,4 +140,21 @@ for f in "$C"/b.cred "$C"/rev.cred "$C"/stranger.cred; do
 done
 [ -z "$hits" ] && ok "no credential in store rows, queue messages, objects, logs or the key service's rows" \
   || bad "credential found in: $hits"
+
+# a job waiting while the lease ends: refused before its key release, dead-lettered (not retried forever)
+kill "$wpid"; wait "$wpid" 2>/dev/null; wpid=
+late_id=$(cons batch submit "${sub[@]}" --credential-file "$C/b.cred" "Hello")
+kms_pid=${stack_pids[0]}
+kill -STOP "$kms_pid"
+for _ in $(seq 1 60); do [ "$(curl -s "$host_url/readyz" -o /dev/null -w '%{http_code}')" = 200 ] || break; sleep 0.1; done
+kill -CONT "$kms_pid"
+[ "$(curl -s "$host_url/readyz" -o /dev/null -w '%{http_code}')" != 200 ] && ok "the key service frozen: the lease ended" \
+  || bad "the enclave still ready"
+"$HOST" --worker --enclave-cid 16 --vsock-dir "$D/vsock" --queue "$Q" --objects "$O" --results "$R" --max-receives 2 \
+  --retry-ms 100 --poll-ms 50 --visibility-ms 4000 2> "$D/worker2.log" &
+wpid=$!
+for _ in $(seq 1 100); do grep -q '"event":"job_dead_letter"' "$D/worker2.log" && break; sleep 0.1; done
+expect 0 "batch status of the job that met the lease's end" "$CL" batch status --queue "$Q" --results "$R" "$late_id"
+grep -q "$late_id dead (PROTO_LICENCE_LEASE_ENDED after 2 receives)" "$cl_tmp/out" \
+  && ok "refused with PROTO_LICENCE_LEASE_ENDED and dead-lettered after 2 receives" || bad "late job: $(cat "$cl_tmp/out")"
 finish
