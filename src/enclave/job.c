@@ -241,6 +241,13 @@ static cl_err cl_jobs_run(struct cl_jobs *j, const char *job_id, const struct cl
             out = json_pack("{s:{s:s,s:s,s:s}}", "error", "message", m, "type", "invalid_request_error", "code",
                             cl_err_name(rc));
             rc = CL_OK;
+        } else if (rc == CL_E_PROTO_LICENCE_LEASE_ENDED) { /* the lease ended mid-job: named, in the receipt too */
+            char m[160];
+            snprintf(m, sizeof(m), "licence: %s", cl_err_str(rc));
+            out = json_pack("{s:{s:s,s:s,s:s,s:i}}", "error", "message", m, "type", "server_error", "code",
+                            cl_err_name(rc), "status", 503);
+            *refusal = rc;
+            rc = CL_OK;
         } else if (rc != CL_OK) {
             out = json_pack("{s:{s:s,s:s,s:s}}", "error", "message", "generation failed", "type", "server_error",
                             "code", cl_err_name(rc));
