@@ -125,6 +125,10 @@ uint64_t cl_gateway_rotations(cl_gateway *g);
  * NULL (the default) serves unlicensed. */
 struct cl_licence_table;
 void cl_gateway_set_licences(cl_gateway *g, struct cl_licence_table *t);
+/* A licence lease ended: frees (and so clears) the OHTTP private keys; every
+ * request after is refused with PROTO_LICENCE_LEASE_ENDED. The public key
+ * configuration stays readable. */
+void cl_gateway_wipe_keys(cl_gateway *g);
 /* HTTP status for an error of cl_gateway_handle: 401 when the request's key
  * is stale (the client re-attests), 413 over a limit, else 400. */
 unsigned cl_gateway_http_status(cl_err rc);

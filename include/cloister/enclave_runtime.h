@@ -147,6 +147,10 @@ struct cl_licence_table *cl_lease_table(struct cl_lease *l);
 /* out generates with inner while the lease holds; refuses
  * (PROTO_LICENCE_LEASE_ENDED) after, and ends a stream at the lease's end. */
 void cl_lease_generator(struct cl_lease *l, const struct cl_generator *inner, struct cl_generator *out);
+/* fn(arg) runs when the lease ends, after the model's wipe and before the
+ * report (at most CL_LEASE_HOOKS): the other key material goes too. */
+#define CL_LEASE_HOOKS 4
+CL_MUST_CHECK cl_err cl_lease_on_end(struct cl_lease *l, void (*fn)(void *), void *arg);
 /* Adds {"licence": {...}} to a status object; true once serving stopped. */
 bool cl_lease_status(struct cl_lease *l, json_t *status);
 
@@ -159,6 +163,13 @@ CL_MUST_CHECK cl_err cl_jobs_new(struct cl_enclave_boot *bt, cl_nsm *nsm, const 
                                  size_t ud_len, const struct cl_generator *gen, const struct cl_enclave_limits *lim,
                                  struct cl_jobs **out);
 void cl_jobs_free(struct cl_jobs *j);
+/* Licensed model: every job is admitted against t (its credential is the
+ * request's member CL_JOB_CREDENTIAL_MEMBER) and its tokens charged; a
+ * refusal is answered with an error object sealed for the consumer. */
+#define CL_JOB_CREDENTIAL_MEMBER "cloister_credential"
+void cl_jobs_set_licences(struct cl_jobs *j, struct cl_licence_table *t);
+/* Frees (and so clears) the Recipient key; no job key is released after. */
+void cl_jobs_wipe_keys(struct cl_jobs *j);
 /* Handles one JOB_REQ on fd: a JOB_RES, or an ERROR frame (returned code)
  * when the job cannot be opened: malformed, or its key refused. */
 CL_MUST_CHECK cl_err cl_jobs_handle(struct cl_jobs *j, int fd, const uint8_t *job, size_t n);

@@ -69,6 +69,8 @@ const char *cl_err_str(cl_err e);
 const char *cl_err_category_name(cl_err e);
 /* Symbolic name ("SEAL_CHUNK_AUTH"), or NULL for an unknown code. */
 const char *cl_err_name(cl_err e);
+/* The fixed message of the code named name ("PROTO_LIMIT"), NULL when none is. */
+const char *cl_err_str_by_name(const char *name);
 static inline enum cl_err_category cl_err_category(cl_err e) { return (enum cl_err_category)((unsigned)e >> 8); }
 
 /* Thread-local detail for the most recent failure. Callers format only

@@ -37,6 +37,10 @@ struct cl_kmsc_endpoint {
      * enclave bridges it to the parent's vsock proxy. TLS and the Host
      * header still follow url. */
     const char *unix_socket;
+    /* Optional: limit for the whole call in milliseconds (0: 30 s; the
+     * connection phase at most 10 s). An enclave renewing a lease sets it
+     * below the lease, so a host holding a call cannot stall its renewals. */
+    uint32_t timeout_ms;
 };
 
 /* GenerateDataKey (AES_256). plaintext_key: CL_BUF_SECURE buffer of at

@@ -74,6 +74,11 @@ struct cl_proxy_config {
     char model_id[CL_PROXY_MAX_MODEL_ID + 1];
     size_t max_request;
     uint64_t timeout_ms;            /* per exchange with the host */
+    /* The consumer's licence credential (docs/licensing.md), sent inside the
+     * OHTTP encryption with every request; NULL for none. The proxy keeps its
+     * own copy in secure memory (wiped at cl_proxy_stop). */
+    const char *credential;
+    size_t credential_len;
 };
 
 /* Starts serving (one thread per connection) and attests once. */

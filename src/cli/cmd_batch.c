@@ -141,7 +141,8 @@ static void cl_bcli_submit_help(FILE *f)
     fprintf(f,
             "usage: cloister batch submit --kms URL --key-id ID --consumer NAME --objects URL --queue URL\n"
             "                             [--region R] [-n N] [--temp T] [--seed S] [--system TEXT]\n"
-            "                             [--image FILE]... [--json] (TEXT | - | --jsonl FILE)\n\n"
+            "                             [--image FILE]... [--credential-file FILE] [--json]\n"
+            "                             (TEXT | - | --jsonl FILE)\n\n"
             "Encrypts jobs for the enclave and queues them (docs/batch.md, docs/formats/job.md). Each job\n"
             "gets a fresh data key from GenerateDataKey under the consumer's own key (--key-id at --kms,\n"
             "with the encryption context cloister:job-id and cloister:consumer), the request sealed with\n"
@@ -154,6 +155,8 @@ static void cl_bcli_submit_help(FILE *f)
             "  --image FILE      attach a PNG or JPEG as an image_url content part (repeatable)\n"
             "  -n N              max_tokens (default 64)   --temp T  temperature (default 0)\n"
             "  --seed S          sampling seed             --system TEXT  a system message\n"
+            "  --credential-file FILE  consumer credential for a licensed model (else $CLOISTER_CREDENTIAL),\n"
+            "                    carried inside the job encryption in every job (docs/licensing.md)\n"
             "  --kms URL         the consumer's key service (a cloister-kms URL, or `aws`)\n"
             "  --region R        signing region; credentials come from the usual AWS variables or files\n"
             "  --objects dir:PATH   --queue sqlite:PATH   the pipeline's stores\n"
@@ -162,13 +165,61 @@ static void cl_bcli_submit_help(FILE *f)
 }
 
 struct cl_bcli_submit {
-    const char *kms, *key_id, *consumer, *objects, *queue, *region, *system, *jsonl;
+    const char *kms, *key_id, *consumer, *objects, *queue, *region, *system, *jsonl, *credential_file;
+    const char *credential; /* secure memory: the licence credential, NULL for none */
     const char *images[CL_BATCH_MAX_IMAGES];
     size_t nimages;
     uint64_t max_tokens, seed;
     double temp;
     bool has_seed, json;
 };
+
+/* Inside the job encryption only (docs/formats/job.md); the enclave's name
+ * for it is CL_JOB_CREDENTIAL_MEMBER. */
+#define CL_BCLI_CREDENTIAL_MEMBER "cloister_credential"
+
+/* The licence credential from --credential-file or CLOISTER_CREDENTIAL (never
+ * argv): 16..512 printable ASCII, a trailing newline dropped; into secure memory. */
+static cl_err cl_bcli_credential(const char *file, char **out, const char **what)
+{
+    cl_err rc = CL_OK;
+    struct cl_buf b;
+    char *p = NULL;
+    const char *env = getenv("CLOISTER_CREDENTIAL");
+    cl_buf_init(&b, 1024, CL_BUF_SECURE);
+    *out = NULL;
+    *what = file ? file : "CLOISTER_CREDENTIAL";
+    if (file)
+        CL_GUARD(cl_file_read(file, 1024, &b));
+    else if (env && *env)
+        CL_GUARD(cl_buf_append(&b, env, strlen(env)));
+    else
+        goto out;
+    size_t n = b.len;
+    while (n && (b.data[n - 1] == '\n' || b.data[n - 1] == '\r'))
+        n--;
+    CL_ENSURE_D(n >= 16 && n <= 512, CL_E_CLI_USAGE, "credential of %zu characters (16..512)", n);
+    for (size_t i = 0; i < n; i++)
+        CL_ENSURE_D(b.data[i] > 0x20 && b.data[i] < 0x7f, CL_E_CLI_USAGE,
+                    "credential character %zu is not printable ASCII", i);
+    CL_GUARD(cl_secmem_alloc(n + 1, (void **)&p));
+    memcpy(p, b.data, n);
+    p[n] = 0;
+    *out = p;
+    p = NULL;
+out:
+    cl_secmem_free(p);
+    cl_buf_free(&b);
+    return rc;
+}
+
+static void cl_bcli_credential_free(char *p)
+{
+    if (p) {
+        cl_wipe(p, strlen(p));
+        cl_secmem_free(p);
+    }
+}
 
 static cl_err cl_bcli_image_part(const char *path, json_t **out)
 {
@@ -216,6 +267,8 @@ static cl_err cl_bcli_request(const struct cl_bcli_submit *o, const char *text, 
     CL_ENSURE(req, CL_E_CORE_NOMEM);
     if (o->has_seed)
         json_object_set_new(req, "seed", json_integer((json_int_t)o->seed));
+    if (o->credential)
+        json_object_set_new(req, CL_BCLI_CREDENTIAL_MEMBER, json_string(o->credential));
     *out = json_dumps(req, JSON_COMPACT);
     CL_ENSURE(*out, CL_E_CORE_NOMEM);
 out:
@@ -264,7 +317,7 @@ out:
 static int cl_bcli_submit(int argc, char **argv)
 {
     const char *cmd = "batch submit";
-    enum { O_KMS = 256, O_KEY, O_CONSUMER, O_OBJECTS, O_QUEUE, O_REGION, O_SYSTEM, O_JSONL, O_IMAGE, O_TEMP, O_SEED };
+    enum { O_KMS = 256, O_KEY, O_CONSUMER, O_OBJECTS, O_QUEUE, O_REGION, O_SYSTEM, O_JSONL, O_IMAGE, O_TEMP, O_SEED, O_CRED };
     static const struct option opts[] = {
         CL_CLI_OPT_HELP, CL_CLI_OPT_JSON, {"kms", required_argument, NULL, O_KMS},
         {"key-id", required_argument, NULL, O_KEY}, {"consumer", required_argument, NULL, O_CONSUMER},
@@ -272,7 +325,8 @@ static int cl_bcli_submit(int argc, char **argv)
         {"region", required_argument, NULL, O_REGION}, {"system", required_argument, NULL, O_SYSTEM},
         {"jsonl", required_argument, NULL, O_JSONL}, {"image", required_argument, NULL, O_IMAGE},
         {"temp", required_argument, NULL, O_TEMP}, {"seed", required_argument, NULL, O_SEED},
-        {"max-tokens", required_argument, NULL, 'n'}, CL_CLI_OPT_END};
+        {"max-tokens", required_argument, NULL, 'n'}, {"credential-file", required_argument, NULL, O_CRED},
+        CL_CLI_OPT_END};
     struct cl_bcli_submit o = {.max_tokens = 64};
     struct cl_cli_args a = {.cmd = cmd, .help = cl_bcli_submit_help, .shortopts = "n:", .longopts = opts, .json = &o.json};
     for (int c; (c = cl_cli_next(&a, argc, argv)) != -1;) {
@@ -285,6 +339,7 @@ static int cl_bcli_submit(int argc, char **argv)
         case O_REGION: o.region = optarg; break;
         case O_SYSTEM: o.system = optarg; break;
         case O_JSONL: o.jsonl = optarg; break;
+        case O_CRED: o.credential_file = optarg; break;
         case O_IMAGE:
             if (o.nimages == CL_BATCH_MAX_IMAGES)
                 return cl_cli_usage_error(cmd, "at most %d --image", CL_BATCH_MAX_IMAGES);
@@ -336,7 +391,12 @@ static int cl_bcli_submit(int argc, char **argv)
     const char *what = "credentials";
     size_t done = 0, total = 0;
     struct cl_progress prog = {0};
+    char *lcred = NULL;
     cl_buf_init(&in, (size_t)256 << 20, CL_BUF_SECURE);
+    if ((rc = cl_bcli_credential(o.credential_file, &lcred, &what)) != CL_OK)
+        goto out;
+    o.credential = lcred;
+    what = "credentials";
     if ((rc = cl_bcli_creds(&cred, region, o.region)) != CL_OK)
         goto out;
     what = "--objects";
@@ -398,6 +458,8 @@ static int cl_bcli_submit(int argc, char **argv)
                                 "\"messages\" (%zu jobs submitted before it)\n", cmd, line, done);
                 goto out;
             }
+            if (o.credential)
+                json_object_set_new(j, CL_BCLI_CREDENTIAL_MEMBER, json_string(o.credential));
             req = json_dumps(j, JSON_COMPACT);
             json_decref(j);
             char id[CL_BATCH_ID_MAX + 1];
@@ -426,6 +488,7 @@ out:
     fflush(stdout);
     cl_json_free_str(req);
     cl_bcli_creds_free(cred);
+    cl_bcli_credential_free(lcred);
     cl_bstore_objects_close(objs);
     cl_bstore_queue_close(q);
     cl_buf_free(&in);

@@ -20,7 +20,8 @@ static void cl_proxy_help(FILE *f)
 {
     fprintf(f,
             "usage: cloister proxy --host URL --trust TRUST.json [--listen 127.0.0.1:8080]\n"
-            "                      [--allow-remote --token-file FILE] [--model-name NAME]\n"
+            "                      [--allow-remote --token-file FILE] [--credential-file FILE]\n"
+            "                      [--model-name NAME]\n"
             "                      [--max-request BYTES] [--timeout SECS] [--log-level LEVEL]\n\n"
             "Serves the OpenAI API on this machine and forwards every chat request, encrypted with\n"
             "Oblivious HTTP, to an enclave whose attestation verified against TRUST.json (root, PCRs,\n"
@@ -40,6 +41,11 @@ static void cl_proxy_help(FILE *f)
             "  --token-file FILE    the bearer token clients must send (Authorization: Bearer ...),\n"
             "                       16-4096 bytes; or the environment variable CLOISTER_PROXY_TOKEN.\n"
             "                       Never on the command line. With a loopback address it is optional.\n"
+            "  --credential-file FILE  the consumer credential for a licensed model (docs/licensing.md),\n"
+            "                       16-512 printable ASCII; or CLOISTER_CREDENTIAL. Sent inside the OHTTP\n"
+            "                       encryption with every request; a refusal (no credential, unknown,\n"
+            "                       expired, revoked, quota, lease ended) comes back as an OpenAI error\n"
+            "                       with the enclave's status and reason. Never on the command line.\n"
             "  --model-name NAME    the model id clients ask for (default cloister)\n"
             "  --max-request BYTES  largest request body accepted (default 8388608, at most 33538048;\n"
             "                       413 above): images travel base64-encoded inside it\n"
@@ -94,14 +100,51 @@ out:
     return rc;
 }
 
+/* The licence credential, from a file or CLOISTER_CREDENTIAL (then unset), into secure memory. */
+static cl_err cl_proxy_credential(const char *file, char **out, size_t *len)
+{
+    cl_err rc = CL_OK;
+    struct cl_buf b;
+    char *p = NULL;
+    cl_buf_init(&b, 1024, CL_BUF_SECURE);
+    const char *env = getenv("CLOISTER_CREDENTIAL");
+    *out = NULL;
+    *len = 0;
+    if (file) {
+        CL_GUARD(cl_file_read(file, 1024, &b));
+    } else if (env && *env) {
+        CL_GUARD(cl_buf_append_str(&b, env));
+    } else {
+        goto out;
+    }
+    while (b.len && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r'))
+        b.len--;
+    CL_ENSURE_D(b.len >= 16 && b.len <= 512, CL_E_CLI_USAGE, "credential of %zu characters (16..512)", b.len);
+    for (size_t i = 0; i < b.len; i++)
+        CL_ENSURE_D(b.data[i] > 0x20 && b.data[i] < 0x7f, CL_E_CLI_USAGE,
+                    "credential character %zu is not printable ASCII", i);
+    CL_GUARD(cl_secmem_alloc(b.len + 1, (void **)&p));
+    memcpy(p, b.data, b.len);
+    p[b.len] = 0;
+    *out = p;
+    *len = b.len;
+    p = NULL;
+out:
+    if (env)
+        unsetenv("CLOISTER_CREDENTIAL");
+    cl_secmem_free(p);
+    cl_buf_free(&b);
+    return rc;
+}
+
 int cl_cmd_proxy(int argc, char **argv)
 {
     const char *cmd = "proxy";
     const char *host = NULL, *trust_path = NULL, *listen = "127.0.0.1:8080", *token_file = NULL;
-    const char *model = "cloister", *level = "info";
+    const char *model = "cloister", *level = "info", *cred_file = NULL;
     bool remote = false;
     uint64_t max_request = CL_PROXY_MAX_REQUEST_DEFAULT, timeout_s = 300;
-    enum { O_HOST = 256, O_TRUST, O_LISTEN, O_REMOTE, O_TOKEN_FILE, O_MODEL, O_MAX_REQ, O_TIMEOUT, O_LEVEL };
+    enum { O_HOST = 256, O_TRUST, O_LISTEN, O_REMOTE, O_TOKEN_FILE, O_MODEL, O_MAX_REQ, O_TIMEOUT, O_LEVEL, O_CRED };
     static const struct option opts[] = {
         CL_CLI_OPT_HELP,
         {"host", required_argument, NULL, O_HOST},
@@ -113,6 +156,7 @@ int cl_cmd_proxy(int argc, char **argv)
         {"max-request", required_argument, NULL, O_MAX_REQ},
         {"timeout", required_argument, NULL, O_TIMEOUT},
         {"log-level", required_argument, NULL, O_LEVEL},
+        {"credential-file", required_argument, NULL, O_CRED},
         CL_CLI_OPT_END,
     };
     struct cl_cli_args a = {.cmd = cmd, .help = cl_proxy_help, .shortopts = "", .longopts = opts};
@@ -125,6 +169,7 @@ int cl_cmd_proxy(int argc, char **argv)
         case O_TOKEN_FILE: token_file = optarg; break;
         case O_MODEL: model = optarg; break;
         case O_LEVEL: level = optarg; break;
+        case O_CRED: cred_file = optarg; break;
         case O_MAX_REQ:
             if (!cl_cli_u64_opt(cmd, optarg, 1024, CL_PROXY_MAX_REQUEST_LIMIT, &max_request,
                                 "--max-request expects 1024-%zu bytes", CL_PROXY_MAX_REQUEST_LIMIT))
@@ -171,10 +216,19 @@ int cl_cmd_proxy(int argc, char **argv)
     if (!cfg.loopback && !cfg.has_token)
         return cl_cli_usage_error(cmd, "--allow-remote needs a bearer token: --token-file FILE or "
                                        "CLOISTER_PROXY_TOKEN (never on the command line)");
+    char *cred = NULL;
+    size_t cred_len = 0;
+    rc = cl_proxy_credential(cred_file, &cred, &cred_len);
+    if (rc != CL_OK)
+        return cl_cli_fail(cmd, cred_file ? cred_file : "CLOISTER_CREDENTIAL", rc);
     struct cl_trust trust;
     memset(&trust, 0, sizeof(trust));
-    if ((rc = cl_trust_load(trust_path, &trust)) != CL_OK)
+    if ((rc = cl_trust_load(trust_path, &trust)) != CL_OK) {
+        cl_secmem_free(cred);
         return cl_cli_fail(cmd, trust_path, rc);
+    }
+    cfg.credential = cred;
+    cfg.credential_len = cred_len;
     cfg.host_url = host;
     cfg.trust = &trust;
     snprintf(cfg.model_id, sizeof(cfg.model_id), "%s", model);
@@ -193,6 +247,11 @@ int cl_cmd_proxy(int argc, char **argv)
     rc = cl_proxy_start(&cfg, &p);
     cl_trust_free(&trust);
     cl_wipe(cfg.token_sha256, sizeof(cfg.token_sha256));
+    if (cred) { /* the proxy has its own copy */
+        cl_wipe(cred, cred_len);
+        cl_secmem_free(cred);
+        cfg.credential = NULL;
+    }
     if (rc != CL_OK)
         return cl_cli_fail(cmd, listen, rc);
     char shown[160];

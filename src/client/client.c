@@ -596,7 +596,24 @@ cl_err cl_client_chat_json(cl_client *c, const uint8_t *body, size_t body_len, c
                         (unsigned)old.key_id);
             continue;
         }
-        CL_ENSURE_D(x.status == 200, CL_E_NET_CLIENT_HTTP_STATUS, "POST /v1/ohttp: status %ld", x.status);
+        if (x.status != 200) {
+            /* Unauthenticated (the host writes it), but it tells a lease's
+             * end from a host fault: shown only as an uppercase code name. */
+            char code[64] = "";
+            const char *b = (const char *)x.body.data, *k = NULL;
+            size_t bl = x.body.len;
+            for (size_t i = 0; b && i + 8 < bl && !k; i++)
+                if (!memcmp(b + i, "\"code\":\"", 8))
+                    k = b + i + 8;
+            for (size_t i = 0; k && i < sizeof(code) - 1 && k + i < b + bl &&
+                               ((k[i] >= 'A' && k[i] <= 'Z') || k[i] == '_' || (k[i] >= '0' && k[i] <= '9'));
+                 i++)
+                code[i] = k[i], code[i + 1] = 0;
+            const char *why = code[0] ? cl_err_str_by_name(code) : NULL;
+            CL_FAIL(CL_E_NET_CLIENT_HTTP_STATUS, "POST /v1/ohttp: status %ld%s%s%s%s%s", x.status,
+                    code[0] ? " (the host reports the enclave's code " : "", code, why ? ": " : "", why ? why : "",
+                    code[0] ? ")" : "");
+        }
         break;
     }
     if (stream)

@@ -57,6 +57,14 @@ const char *cl_err_name(cl_err e)
     return x ? x->name : NULL;
 }
 
+const char *cl_err_str_by_name(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof(cl_err_table) / sizeof(cl_err_table[0]); i++)
+        if (!strcmp(cl_err_table[i].name, name))
+            return cl_err_table[i].msg;
+    return NULL;
+}
+
 const char *cl_err_category_name(cl_err e)
 {
     unsigned c = (unsigned)e >> 8;

@@ -44,6 +44,7 @@ struct cl_gateway {
     uint64_t rotations;
     atomic_uint active;
     cl_licence_table *licences; /* NULL: unlicensed model, anyone who reaches the enclave is served */
+    bool wiped;                 /* the private keys are gone (a licence lease ended): nothing opens */
 };
 
 static void cl_gw_key_free(struct cl_gw_key *k)
@@ -131,6 +132,34 @@ void cl_gateway_set_licences(cl_gateway *g, cl_licence_table *t)
     pthread_mutex_unlock(&g->mu);
 }
 
+void cl_gateway_wipe_keys(cl_gateway *g)
+{
+    pthread_mutex_lock(&g->mu);
+    if (!g->wiped) {
+        struct cl_gw_key *old = g->key, *dead = calloc(1, sizeof(*dead));
+        g->wiped = true;
+        if (dead) { /* the public configuration only: attestation and status keep answering */
+            dead->kc = old->kc;
+            dead->retired = true;
+            g->key = dead;
+            old->retired = true;
+            if (!old->users) /* else freed by the last request that holds it */
+                cl_gw_key_free(old);
+        } else { /* no memory for a stand-in: free the private key in place once unused */
+            old->retired = true;
+            if (!old->users) {
+                cl_pkey_free(old->sk);
+                old->sk = NULL;
+            }
+        }
+        memset(g->used, 0, g->slots);
+        cl_wipe(g->seen, g->slots * CL_HPKE_ENC_LEN);
+        cl_wipe(g->salt, sizeof(g->salt));
+    }
+    pthread_mutex_unlock(&g->mu);
+    CL_LOG(CL_LOG_WARN, "ohttp_keys_wiped");
+}
+
 uint64_t cl_gateway_rotations(cl_gateway *g)
 {
     pthread_mutex_lock(&g->mu);
@@ -146,6 +175,7 @@ unsigned cl_gateway_http_status(cl_err rc)
     case CL_E_PROTO_OHTTP_KEY_RETIRED:
     case CL_E_PROTO_OHTTP_AUTH: return 401; /* stale key: the client re-attests */
     case CL_E_PROTO_LIMIT: return 413;
+    case CL_E_PROTO_LICENCE_LEASE_ENDED: return 503; /* the keys are gone: nothing opens any more */
     default: return 400;
     }
 }
@@ -177,6 +207,8 @@ static cl_err cl_gw_key_acquire(cl_gateway *g, const uint8_t *enc_req, size_t n,
 {
     cl_err rc = CL_OK;
     pthread_mutex_lock(&g->mu);
+    CL_ENSURE_D(!g->wiped, CL_E_PROTO_LICENCE_LEASE_ENDED,
+                "the licence lease ended: the enclave wiped its OHTTP private keys");
     /* A rotation that failed (no randomness) is retried: a full key opens nothing more. */
     if (g->seen_count >= g->window)
         CL_GUARD(cl_gw_rotate_locked(g));
@@ -486,6 +518,9 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
     char img_err[160] = "";
     if (grc != CL_OK && res.bad_image)
         snprintf(img_err, sizeof(img_err), "image %u could not be used: %s", (unsigned)res.bad_image, cl_err_str(grc));
+    bool lease_cut = grc == CL_E_PROTO_LICENCE_LEASE_ENDED; /* named to the consumer, inside the encryption */
+    char lease_msg[160];
+    snprintf(lease_msg, sizeof(lease_msg), "licence: %s", cl_err_str(CL_E_PROTO_LICENCE_LEASE_ENDED));
     if (x->streaming) {
         json_t *last;
         if (grc == CL_OK)
@@ -496,8 +531,9 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
             last = grc == CL_E_PROTO_BUSY
                        ? json_pack("{s:{s:s,s:s}}", "error", "message", "the inference engine is full, retry later",
                                    "type", "rate_limit_error")
-                       : json_pack("{s:{s:s,s:s}}", "error", "message", img_err[0] ? img_err : "generation failed",
-                                   "type", img_err[0] ? "invalid_request_error" : "server_error");
+                       : json_pack("{s:{s:s,s:s}}", "error", "message",
+                                   img_err[0] ? img_err : lease_cut ? lease_msg : "generation failed", "type",
+                                   img_err[0] ? "invalid_request_error" : "server_error");
         /* usage rides on the last chunk, as OpenAI's stream_options.include_usage does */
         if (grc == CL_OK && last)
             json_object_set_new(last, "usage",
@@ -513,6 +549,10 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
     }
     if (grc == CL_E_PROTO_BUSY) { /* the engine's sequences or KV budget are all taken */
         rc = cl_gw_error(x, 429, "rate_limit_error", "the inference engine is full, retry later");
+        goto out;
+    }
+    if (lease_cut) {
+        rc = cl_gw_error(x, 503, "server_error", lease_msg);
         goto out;
     }
     if (grc != CL_OK) {

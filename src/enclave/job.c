@@ -13,6 +13,8 @@
 
 #include "cloister/batch.h"
 #include "cloister/encode.h"
+#include "cloister/licence.h"
+#include "cloister/licence_lease.h"
 #include "cloister/log.h"
 #include "cloister/secmem.h"
 #include "cloister/wire.h"
@@ -29,6 +31,7 @@ struct cl_jobs {
     const cl_pkey *audit;
     struct cl_generator gen;
     const struct cl_enclave_limits *lim;
+    cl_licence_table *licences; /* NULL: unlicensed model */
     char bridge[64];
     struct cl_buf att; /* certifies the audit key: user_data carries it */
     uint8_t att_sha[32];
@@ -37,6 +40,7 @@ struct cl_jobs {
     cl_pkey *rsa;
     struct cl_buf rsa_doc;
     uint64_t rsa_at_us;
+    bool wiped; /* a licence lease ended: no Recipient key any more (rsa_mu) */
     pthread_mutex_t chain_mu; /* seq and head advance only when a receipt was sent */
     uint64_t seq;
     uint8_t head[32];
@@ -96,6 +100,10 @@ static cl_err cl_jobs_key(struct cl_jobs *j, const struct cl_batch_job_header *h
     struct cl_kmsc_endpoint ep = {.url = bt->cfg.kms_endpoint, .region = bt->cfg.kms_region, .unix_socket = j->bridge,
                                  .ca_pem = bt->cfg.kms_ca_pem[0] ? bt->cfg.kms_ca_pem : NULL};
     pthread_mutex_lock(&j->rsa_mu);
+    if (j->wiped) {
+        pthread_mutex_unlock(&j->rsa_mu);
+        return cl_err_fail(CL_E_PROTO_LICENCE_LEASE_ENDED, "the licence lease ended: the job keys were wiped");
+    }
     if (!j->rsa || cl_now_us() - j->rsa_at_us > CL_JOBS_RECIPIENT_TTL_US) {
         struct cl_buf spki;
         cl_buf_init(&spki, 4096, CL_BUF_NONE);
@@ -129,6 +137,54 @@ out:
     return rc;
 }
 
+void cl_jobs_wipe_keys(struct cl_jobs *j)
+{
+    pthread_mutex_lock(&j->rsa_mu);
+    j->wiped = true;
+    cl_pkey_free(j->rsa); /* OpenSSL clears the private key when it frees it */
+    j->rsa = NULL;
+    j->rsa_doc.len = 0;
+    pthread_mutex_unlock(&j->rsa_mu);
+}
+
+void cl_jobs_set_licences(struct cl_jobs *j, cl_licence_table *t) { j->licences = t; }
+
+/* The consumer's credential rides inside the job encryption as the request's
+ * member CL_JOB_CREDENTIAL_MEMBER (docs/formats/job.md). Admits the job
+ * against the licence table, or names the refusal in *refusal (then *out is
+ * the error object sealed for the consumer). The credential's copy in the
+ * parsed request is wiped either way. */
+static cl_err cl_jobs_licence(struct cl_jobs *j, json_t *root, size_t *slot, cl_err *refusal, json_t **out)
+{
+    json_t *v = json_object_get(root, CL_JOB_CREDENTIAL_MEMBER);
+    const uint8_t *cred = NULL;
+    size_t n = 0;
+    *refusal = CL_OK;
+    if (json_is_string(v)) {
+        cred = (const uint8_t *)json_string_value(v);
+        n = json_string_length(v);
+        if (!n)
+            cred = NULL;
+    } else if (v) {
+        cred = (const uint8_t *)"?"; /* not a string: an unknown credential, not a missing one */
+        n = 1;
+    }
+    cl_err lrc = cl_licence_table_admit(j->licences, cred, n, (uint64_t)time(NULL), slot);
+    if (json_is_string(v) && n)
+        cl_wipe((void *)json_string_value(v), n);
+    if (lrc == CL_OK)
+        return CL_OK;
+    *refusal = lrc;
+    CL_LOG(CL_LOG_INFO, "licence_refused", CL_LOG_LIT("kind", "batch"), CL_LOG_ERR(lrc));
+    int st = cl_licence_http_status(lrc);
+    char msg[200];
+    snprintf(msg, sizeof(msg), "licence: %s", cl_err_str(lrc));
+    *out = json_pack("{s:{s:s,s:s,s:s,s:i}}", "error", "message", msg, "type",
+                     st == 401 ? "authentication_error" : st == 429 ? "rate_limit_error" : "permission_error", "code",
+                     cl_err_name(lrc), "status", st ? st : 403);
+    return *out ? CL_OK : CL_E_CORE_NOMEM;
+}
+
 struct cl_jobs_text {
     struct cl_buf raw;
 };
@@ -142,7 +198,7 @@ static bool cl_jobs_piece(void *ctx, const char *text, size_t len)
 /* The answer as the interactive path gives it (a chat.completion object), or
  * an error object; *ok says which. */
 static cl_err cl_jobs_run(struct cl_jobs *j, const char *job_id, const struct cl_buf *req, struct cl_buf *answer,
-                          bool *ok, bool *images, struct cl_chat_result *res)
+                          bool *ok, bool *images, struct cl_chat_result *res, cl_err *refusal)
 {
     cl_err rc = CL_OK;
     json_t *root = NULL, *out = NULL;
@@ -158,6 +214,8 @@ static cl_err cl_jobs_run(struct cl_jobs *j, const char *job_id, const struct cl
     struct cl_chat_msg *msgs = calloc(j->lim->max_messages + 1, sizeof(*msgs));
     CL_ENSURE(msgs, CL_E_CORE_NOMEM);
     *ok = false;
+    *refusal = CL_OK;
+    size_t lslot = 0;
     rc = cl_chat_request_parse(req->data, req->len, j->lim, &root, msgs, &p, &why);
     if (rc != CL_OK) {
         out = json_pack("{s:{s:s,s:s,s:s}}", "error", "message", why ? why : "invalid request", "type",
@@ -168,7 +226,14 @@ static cl_err cl_jobs_run(struct cl_jobs *j, const char *job_id, const struct cl
         *images = p.n_images > 0;
         p.stream = false;
         p.wait_for_slot = true; /* a job waits for room in the engine, it is not refused */
+        if (j->licences) {
+            CL_GUARD(cl_jobs_licence(j, root, &lslot, refusal, &out));
+            if (*refusal != CL_OK)
+                goto answer;
+        }
         rc = j->gen.generate(j->gen.self, &p, cl_jobs_piece, &t, res);
+        if (j->licences) /* charged like an interactive request */
+            cl_licence_table_charge_split(j->licences, lslot, res->prompt_tokens, res->completion_tokens);
         if (rc == CL_OK)
             rc = cl_utf8_take(t.raw.data, t.raw.len, true, &clean, &used);
         if (rc != CL_OK && res->bad_image) {
@@ -177,6 +242,13 @@ static cl_err cl_jobs_run(struct cl_jobs *j, const char *job_id, const struct cl
             snprintf(m, sizeof(m), "image %u could not be used: %s", (unsigned)res->bad_image, cl_err_str(rc));
             out = json_pack("{s:{s:s,s:s,s:s}}", "error", "message", m, "type", "invalid_request_error", "code",
                             cl_err_name(rc));
+            rc = CL_OK;
+        } else if (rc == CL_E_PROTO_LICENCE_LEASE_ENDED) { /* the lease ended mid-job: named, in the receipt too */
+            char m[160];
+            snprintf(m, sizeof(m), "licence: %s", cl_err_str(rc));
+            out = json_pack("{s:{s:s,s:s,s:s,s:i}}", "error", "message", m, "type", "server_error", "code",
+                            cl_err_name(rc), "status", 503);
+            *refusal = rc;
             rc = CL_OK;
         } else if (rc != CL_OK) {
             out = json_pack("{s:{s:s,s:s,s:s}}", "error", "message", "generation failed", "type", "server_error",
@@ -197,6 +269,7 @@ static cl_err cl_jobs_run(struct cl_jobs *j, const char *job_id, const struct cl
             *ok = true;
         }
     }
+answer:
     CL_ENSURE(out, CL_E_CORE_NOMEM);
     txt = json_dumps(out, JSON_COMPACT);
     CL_ENSURE(txt, CL_E_CORE_NOMEM);
@@ -231,10 +304,16 @@ cl_err cl_jobs_handle(struct cl_jobs *j, int fd, const uint8_t *job, size_t n)
     memset(&r, 0, sizeof(r));
     CL_ENSURE(h, CL_E_CORE_NOMEM);
     CL_GUARD(cl_batch_job_header_parse(job, n, h));
+    /* After a lease's end the key-service credentials are gone: say why
+     * instead of failing the key release (the worker counts it towards the
+     * dead-letter queue: it is not transient). */
+    CL_ENSURE_D(!j->licences || (uint64_t)time(NULL) < cl_licence_table_lease_end(j->licences),
+                CL_E_PROTO_LICENCE_LEASE_ENDED, "the licence lease ended: the model is no longer served");
     CL_GUARD(cl_jobs_key(j, h, key));
     uint64_t t_key = cl_now_us();
     CL_GUARD(cl_batch_job_open(job, n, key, &req));
-    CL_GUARD(cl_jobs_run(j, h->job_id, &req, &answer, &ok, &images, &res));
+    cl_err refusal = CL_OK;
+    CL_GUARD(cl_jobs_run(j, h->job_id, &req, &answer, &ok, &images, &res, &refusal));
     CL_GUARD(cl_batch_result_seal(h->job_id, ok, key, answer.data, answer.len, &result));
 
     snprintf(r.kind, sizeof(r.kind), "batch");
@@ -250,7 +329,7 @@ cl_err cl_jobs_handle(struct cl_jobs *j, int fd, const uint8_t *job, size_t n)
     CL_GUARD(cl_sha256(result.data, result.len, r.result_sha256));
     r.ok = ok;
     if (!ok)
-        snprintf(r.error, sizeof(r.error), "REQUEST");
+        snprintf(r.error, sizeof(r.error), "%s", refusal != CL_OK ? cl_err_name(refusal) : "REQUEST");
     r.prompt_tokens = res.prompt_tokens;
     r.completion_tokens = res.completion_tokens;
     r.started_ms = (uint64_t)time(NULL) * 1000 - (cl_now_us() - t0) / 1000;

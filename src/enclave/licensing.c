@@ -44,6 +44,12 @@ struct cl_lease {
     uint8_t prev_sha256[32];
     char last_event[64];
     char last_error[300];      /* why the latest renewal failed (the reason reported at the lease's end) */
+    uint64_t lease_s;          /* of the latest grant (sets the renewal call's timeout) */
+    struct {
+        void (*fn)(void *);
+        void *arg;
+    } hooks[CL_LEASE_HOOKS];   /* more key material to wipe at the end */
+    size_t nhooks;
 };
 
 static uint64_t cl_lease_now_s(void) { return (uint64_t)time(NULL); }
@@ -123,8 +129,22 @@ static cl_err cl_lease_renew(struct cl_lease *L)
     CL_GUARD(cl_lease_b64(rep.data, rep.len, req, "UsageReport"));
     body = json_dumps(req, JSON_COMPACT);
     CL_ENSURE(body, CL_E_CORE_NOMEM);
+    /* Half of what is left of the lease (half a lease at most; 10 s for the
+     * first, before anything is served): a call the host holds ends with
+     * time for a retry before the lease does. */
+    uint64_t tmo_ms = L->lease_s ? L->lease_s * 1000 / 2 : 10000;
+    if (L->table) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t end_ms = cl_licence_table_lease_end(L->table) * 1000,
+                 now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+        uint64_t half = end_ms > now_ms ? (end_ms - now_ms) / 2 : 0;
+        if (half < tmo_ms)
+            tmo_ms = half;
+    }
     struct cl_kmsc_endpoint ep = {.url = bt->cfg.kms_endpoint, .region = bt->cfg.kms_region, .unix_socket = L->bridge,
-                                  .ca_pem = bt->cfg.kms_ca_pem[0] ? bt->cfg.kms_ca_pem : NULL};
+                                  .ca_pem = bt->cfg.kms_ca_pem[0] ? bt->cfg.kms_ca_pem : NULL,
+                                  .timeout_ms = (uint32_t)(tmo_ms < 200 ? 200 : tmo_ms)};
     CL_GUARD(cl_kmsc_call(&ep, &bt->cred, "CloisterRenewLicence", body, &resp));
 
     /* the licence key: bound on first use, the same one ever after */
@@ -174,6 +194,7 @@ static cl_err cl_lease_renew(struct cl_lease *L)
         goto out;
     }
     L->renewals++;
+    L->lease_s = g.lease_s;
     L->last_renew_us = cl_now_us() - t0;
     snprintf(L->last_event, sizeof(L->last_event), "%s", ev ? ev : "");
     pthread_mutex_unlock(&L->mu);
@@ -214,12 +235,18 @@ static void cl_lease_end(struct cl_lease *L, cl_err why)
     if (bt->mmproj)
         cl_wipe(bt->mmproj, bt->mmproj_len);
     cl_kmsc_credentials_wipe(&bt->cred);
+    /* the OHTTP private keys, the job Recipient key, this lease's own key */
+    for (size_t i = 0; i < L->nhooks; i++)
+        L->hooks[i].fn(L->hooks[i].arg);
     pthread_mutex_lock(&L->mu);
+    cl_pkey_free(L->rsa); /* only its public half was ever sent; renewals are over */
+    L->rsa = NULL;
     L->end_reason = why;
     L->wiped = true;
     pthread_mutex_unlock(&L->mu);
     pthread_rwlock_unlock(&L->gen_lock);
-    CL_LOG(CL_LOG_ERROR, "licence_lease_ended", CL_LOG_LIT("action", "stopped serving; model and keys wiped"),
+    CL_LOG(CL_LOG_ERROR, "licence_lease_ended",
+           CL_LOG_LIT("action", "stopped serving; model, OHTTP keys, job and key-service keys wiped"),
            CL_LOG_SIZE("model_bytes_wiped", bt->model_len), CL_LOG_SIZE("mmproj_bytes_wiped", bt->mmproj_len),
            CL_LOG_COUNT("renewals", L->renewals), CL_LOG_COUNT("failed_attempts", L->failures), CL_LOG_ERR(why));
     /* stderr reaches the operator: the reason is the key service's answer or a transport failure */
@@ -323,10 +350,26 @@ out:
 
 cl_licence_table *cl_lease_table(struct cl_lease *L) { return L->table; }
 
+cl_err cl_lease_on_end(struct cl_lease *L, void (*fn)(void *), void *arg)
+{
+    cl_err rc = CL_OK;
+    pthread_mutex_lock(&L->mu);
+    if (L->nhooks < CL_LEASE_HOOKS) {
+        L->hooks[L->nhooks].fn = fn;
+        L->hooks[L->nhooks].arg = arg;
+        L->nhooks++;
+    } else {
+        rc = cl_err_fail(CL_E_CORE_INVALID_ARG, "more than %d lease-end hooks", CL_LEASE_HOOKS);
+    }
+    pthread_mutex_unlock(&L->mu);
+    return rc;
+}
+
 struct cl_lease_piece {
     struct cl_lease *L;
     cl_chat_piece_fn piece;
     void *ctx;
+    bool cut; /* stopped at the lease's end */
 };
 
 /* A stream stops at the lease's end: a revoked licence or a disabled key
@@ -334,8 +377,10 @@ struct cl_lease_piece {
 static bool cl_lease_piece_fn(void *ctx, const char *text, size_t len)
 {
     struct cl_lease_piece *p = ctx;
-    if (cl_lease_now_s() >= cl_licence_table_lease_end(p->L->table))
+    if (cl_lease_now_s() >= cl_licence_table_lease_end(p->L->table)) {
+        p->cut = true;
         return false;
+    }
     return p->piece(p->ctx, text, len);
 }
 
@@ -352,8 +397,10 @@ static cl_err cl_lease_generate(void *self, const struct cl_chat_params *prm, cl
         pthread_rwlock_unlock(&L->gen_lock);
         return cl_err_fail(CL_E_PROTO_LICENCE_LEASE_ENDED, "the licence lease ended: the model is no longer served");
     }
-    struct cl_lease_piece p = {L, piece, piece_ctx};
+    struct cl_lease_piece p = {L, piece, piece_ctx, false};
     rc = L->inner.generate(L->inner.self, prm, piece ? cl_lease_piece_fn : NULL, piece ? &p : NULL, res);
+    if (p.cut) /* whatever the engine made of the stop: the lease's end is the reason */
+        rc = cl_err_fail(CL_E_PROTO_LICENCE_LEASE_ENDED, "the licence lease ended mid-answer: the rest is not served");
     pthread_rwlock_unlock(&L->gen_lock);
     return rc;
 }

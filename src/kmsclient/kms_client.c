@@ -101,8 +101,9 @@ static cl_err cl_kmsc_http_call(const struct cl_kmsc_endpoint *ep, const struct 
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, cl_kmsc_curl_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+    long tmo = ep->timeout_ms ? (long)ep->timeout_ms : 30000L;
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, tmo);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, tmo < 10000L ? tmo : 10000L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     const char *ca_file = ep->ca_file ? ep->ca_file : getenv("AWS_CA_BUNDLE");

@@ -41,6 +41,8 @@ struct cl_proxy {
     cl_client *pool[CL_PROXY_MAX_CLIENTS];
     size_t npool;
     struct cl_proxy_state st;
+    char *cred; /* secure memory, NUL-terminated; NULL: no licence credential */
+    size_t cred_len;
 };
 
 struct cl_proxy_conn {
@@ -100,6 +102,8 @@ static cl_err cl_proxy_client_get(cl_proxy *p, cl_client **out)
         CL_GUARD(cl_client_new(p->cfg.host_url, &p->trust, &c));
         if (p->cfg.timeout_ms)
             cl_client_set_timeout_ms(c, p->cfg.timeout_ms);
+        if (p->cred)
+            CL_GUARD(cl_client_set_credential(c, p->cred, p->cred_len));
     }
     if (!cl_client_attestation(c)) {
         rc = cl_client_attest(c);
@@ -760,6 +764,15 @@ cl_err cl_proxy_start(const struct cl_proxy_config *cfg, cl_proxy **out)
     CL_ENSURE(p->trust.root_der, CL_E_CORE_NOMEM);
     memcpy(p->trust.root_der, cfg->trust->root_der, cfg->trust->root_len);
     p->cfg.trust = &p->trust;
+    p->cfg.credential = NULL;
+    if (cfg->credential) {
+        CL_ENSURE_D(cfg->credential_len >= 16 && cfg->credential_len <= 512, CL_E_CORE_INVALID_ARG,
+                    "credential of %zu characters (16..512)", cfg->credential_len);
+        CL_GUARD(cl_secmem_alloc(cfg->credential_len + 1, (void **)&p->cred));
+        memcpy(p->cred, cfg->credential, cfg->credential_len);
+        p->cred[cfg->credential_len] = 0;
+        p->cred_len = cfg->credential_len;
+    }
     CL_ENSURE_D(p->cfg.loopback || p->cfg.has_token, CL_E_NET_PROXY_LISTEN,
                 "a non-loopback address needs a bearer token");
     bool v6 = cfg->listen.ss_family == AF_INET6;
@@ -794,6 +807,10 @@ void cl_proxy_stop(cl_proxy *p)
     for (size_t i = 0; i < p->npool; i++)
         cl_client_free(p->pool[i]);
     cl_trust_free(&p->trust);
+    if (p->cred) {
+        cl_wipe(p->cred, p->cred_len);
+        cl_secmem_free(p->cred);
+    }
     pthread_mutex_destroy(&p->mu);
     cl_wipe(p, sizeof(*p));
     free(p);

@@ -123,6 +123,13 @@ expect_err "503.*lease ended" "named: 503 lease ended"
 sleep 0.3
 grep -q '"event":"licence_lease_ended"' "$D/enclave.log" && grep -q 'model and keys wiped' "$D/enclave.log" \
   && ok "the enclave reports the lease end and the wipe" || bad "no lease-end report: $(tail -3 "$D/enclave.log")"
+grep -q '"event":"ohttp_keys_wiped"' "$D/enclave.log" && ok "the OHTTP private keys were wiped with the model" \
+  || bad "no ohttp_keys_wiped in the enclave log"
+# the key service frozen holds the renewal call: it times out below the lease, and is retried
+grep 'licence lease ended without renewal' "$D/enclave.log" | tail -1 > "$cl_tmp/renew_fail.txt"
+grep -qiE 'timeout|timed out' "$cl_tmp/renew_fail.txt" \
+  && ok "a renewal call the host held timed out within the lease and was named ($(grep -c '"event":"licence_renewal_failed"' "$D/enclave.log") failed attempts)" \
+  || bad "renewal failure: $(cat "$cl_tmp/renew_fail.txt")"
 
 # --- key disabled: every running enclave stops within one lease ------------------
 stack_enclave_stop

@@ -210,10 +210,53 @@ static void test_gateway_licensed(void **state)
     cl_buf_free(&host);
 }
 
+/* A lease ended: the OHTTP private keys are wiped; a request sealed to the
+ * attested key before the wipe opens no more (PROTO_LICENCE_LEASE_ENDED, 503
+ * on the wire), generation never runs, and the public configuration stays. */
+static void test_gateway_keys_wiped(void **state)
+{
+    (void)state;
+    struct cl_enclave_limits lim;
+    cl_gateway *g;
+    struct cl_ohttp_keyconfig kc, kc2;
+    struct cl_buf req, enc, out;
+    cl_ohttp_client *c;
+    cl_buf_init(&req, 1 << 16, CL_BUF_NONE);
+    cl_buf_init(&enc, 1 << 16, CL_BUF_NONE);
+    cl_buf_init(&out, 1 << 16, CL_BUF_NONE);
+    cl_enclave_limits_default(&lim);
+    assert_ok(cl_gateway_new(&lim, &cl_t_gen, 1, &g));
+    struct cl_bhttp_msg m = {.method = "POST", .method_len = 4, .scheme = "https", .scheme_len = 5,
+                             .path = "/v1/chat/completions", .path_len = 20, .n_fields = 1,
+                             .content = (const uint8_t *)cl_t_chat, .content_len = strlen(cl_t_chat)};
+    m.fields[0] = (struct cl_bhttp_field){"content-type", 12, "application/json", 16};
+    assert_ok(cl_bhttp_encode(&m, &req));
+    cl_gateway_keyconfig(g, &kc);
+    assert_ok(cl_ohttp_client_encap(&kc, CL_HPKE_KDF_SHA256, CL_HPKE_AEAD_AES256GCM, false, req.data, req.len, &enc,
+                                    &c));
+    cl_gateway_wipe_keys(g);
+    cl_gateway_wipe_keys(g); /* twice: harmless */
+    gen_calls = 0;
+    cl_err rc = cl_gateway_handle(g, enc.data, enc.len, false, cl_t_sink, &out);
+    assert_int_equal(rc, CL_E_PROTO_LICENCE_LEASE_ENDED);
+    assert_non_null(strstr(cl_err_detail(), "wiped its OHTTP private keys"));
+    assert_int_equal(cl_gateway_http_status(rc), 503);
+    assert_int_equal(gen_calls, 0);
+    assert_int_equal(out.len, 0);
+    cl_gateway_keyconfig(g, &kc2);
+    assert_memory_equal(kc.pk, kc2.pk, sizeof(kc.pk));
+    cl_ohttp_client_free(c);
+    cl_gateway_free(g);
+    cl_buf_free(&req);
+    cl_buf_free(&enc);
+    cl_buf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gateway_licensed),
+        cmocka_unit_test(test_gateway_keys_wiped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -51,6 +51,9 @@ static int cl_enclave_fail(const char *what, cl_err rc)
     return 1;
 }
 
+static void cl_enclave_wipe_gw(void *g) { cl_gateway_wipe_keys(g); }
+static void cl_enclave_wipe_jobs(void *j) { cl_jobs_wipe_keys(j); }
+
 int cloister_enclave_main(int argc, char **argv)
 {
     static const struct option opts[] = {{"threads", required_argument, 0, 't'},
@@ -160,6 +163,13 @@ int cloister_enclave_main(int argc, char **argv)
     step = "batch jobs";
     if ((rc = cl_jobs_new(bt, nsm, audit, ud.data, ud.len, &gen, &bt->limits, &jobs)) != CL_OK)
         goto fail;
+    if (lease) {
+        cl_jobs_set_licences(jobs, cl_lease_table(lease));
+        /* at the lease's end the keys go with the model */
+        if ((rc = cl_lease_on_end(lease, cl_enclave_wipe_gw, gw)) != CL_OK ||
+            (rc = cl_lease_on_end(lease, cl_enclave_wipe_jobs, jobs)) != CL_OK)
+            goto fail;
+    }
     struct cl_service svc = {gw, nsm, ud.data, ud.len, &bt->limits, cl_engine_name(eng), bt->model_sha256, jobs, lease};
     step = "service";
     rc = cl_service_run(&svc);

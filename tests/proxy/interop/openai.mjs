@@ -29,6 +29,29 @@ async function main() {
     check(s instanceof OpenAI.APIError && s.status === 502, "refused: a streamed request too", `${s && s.status}`);
     return;
   }
+  if (env.MODE === "licensed") {
+    // the proxy holds a licensed credential: served, whole and streamed
+    const r = await c.chat.completions.create({ model: "cloister", messages: msgs, max_tokens: 8, temperature: 0 });
+    check(typeof r.choices[0].message.content === "string" && r.usage?.completion_tokens > 0,
+      "licensed: served (chat.completion with usage)", JSON.stringify(r));
+    const st = await c.chat.completions.create({ model: "cloister", messages: msgs, max_tokens: 8, temperature: 0, stream: true });
+    let text = "";
+    for await (const ch of st) text += ch.choices[0]?.delta?.content ?? "";
+    check(text === r.choices[0].message.content, "licensed: streamed, the same answer", `'${text}'`);
+    return;
+  }
+  if (env.MODE === "unlicensed") {
+    // the proxy has no credential (or one that matches no licence): the enclave's refusal, in OpenAI's shape
+    for (const stream of [false, true]) {
+      const e = await apiError(c.chat.completions.create({ model: "cloister", messages: msgs, max_tokens: 4, stream }));
+      check(e instanceof OpenAI.AuthenticationError && e.status === 401, `unlicensed${stream ? " (stream)" : ""}: 401`,
+        `${e && e.status} ${e && e.message}`);
+      check(e && e.error?.type === "authentication_error" && new RegExp(env.EXPECT_REASON).test(e.error?.message ?? ""),
+        `unlicensed${stream ? " (stream)" : ""}: authentication_error naming the reason (${env.EXPECT_REASON})`,
+        JSON.stringify(e && e.error));
+    }
+    return;
+  }
   if (env.MODE === "image") {
     const fs = await import("node:fs");
     const url = "data:image/png;base64," + fs.readFileSync(env.IMAGE_FILE).toString("base64");
