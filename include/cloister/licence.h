@@ -78,6 +78,11 @@ void cl_licence_table_charge(cl_licence_table *t, size_t slot, uint64_t tokens);
 /* Use in the current period of licence id (false when unknown). */
 bool cl_licence_table_usage(cl_licence_table *t, const char *id, uint64_t now, uint64_t *requests, uint64_t *tokens);
 uint64_t cl_licence_table_lease_end(cl_licence_table *t);
+/* Whether the licence an admitted request's slot names still allows serving
+ * at time now, checked while its answer is made: CL_OK, or
+ * CL_E_PROTO_LICENCE_{LEASE_ENDED,UNKNOWN (dropped from the set),REVOKED,
+ * EXPIRED}. Quotas are not re-checked: the request that crosses one completes. */
+CL_MUST_CHECK cl_err cl_licence_table_still(cl_licence_table *t, size_t slot, uint64_t now);
 /* The id of the licence an admitted request's slot names (false for a slot
  * the table does not hold). */
 CL_MUST_CHECK bool cl_licence_table_slot_id(cl_licence_table *t, size_t slot, char out[CL_LICENCE_ID_MAX + 1]);

@@ -291,6 +291,9 @@ struct cl_gw_x {
     uint64_t deadline_us;  /* generation stops here (request_timeout_ms) */
     bool timed_out;
     struct cl_gw_outcome *oc; /* for the receipt */
+    cl_licence_table *lt;     /* licensed: the table and the slot that admitted the request, */
+    size_t lslot;             /* re-checked at every piece of the answer */
+    cl_err licence_cut;       /* why the licence stopped the answer (revoked, expired, lease ended) */
 };
 
 /* Sends plaintext bytes of the answer through OHTTP. */
@@ -378,6 +381,15 @@ static bool cl_gw_piece(void *ctx, const char *text, size_t len)
     if (cl_now_us() > x->deadline_us) {
         x->timed_out = true; /* the answer so far is kept; finish_reason says "length" */
         return false;
+    }
+    /* a renewal that revoked (or dropped, or let expire) this consumer's
+     * licence ends its answer here, not when the answer is done */
+    if (x->lt) {
+        cl_err lc = cl_licence_table_still(x->lt, x->lslot, (uint64_t)time(NULL));
+        if (lc != CL_OK) {
+            x->licence_cut = lc;
+            return false;
+        }
     }
     struct cl_buf whole;
     size_t used = 0;
@@ -482,6 +494,8 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
         rc = cl_gw_licence(x, req, lt, &lslot, &refused);
         if (rc != CL_OK || refused)
             goto out;
+        x->lt = lt;
+        x->lslot = lslot;
     }
     unsigned active = atomic_fetch_add(&x->g->active, 1) + 1;
     if (active > x->g->lim.max_sessions) {
@@ -518,9 +532,11 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
     char img_err[160] = "";
     if (grc != CL_OK && res.bad_image)
         snprintf(img_err, sizeof(img_err), "image %u could not be used: %s", (unsigned)res.bad_image, cl_err_str(grc));
-    bool lease_cut = grc == CL_E_PROTO_LICENCE_LEASE_ENDED; /* named to the consumer, inside the encryption */
+    if (x->licence_cut != CL_OK) /* whatever the generator made of the stop: the licence is the reason */
+        grc = x->licence_cut;
+    bool lease_cut = grc == CL_E_PROTO_LICENCE_LEASE_ENDED || x->licence_cut != CL_OK; /* named to the consumer, inside the encryption */
     char lease_msg[160];
-    snprintf(lease_msg, sizeof(lease_msg), "licence: %s", cl_err_str(CL_E_PROTO_LICENCE_LEASE_ENDED));
+    snprintf(lease_msg, sizeof(lease_msg), "licence: %s", cl_err_str(lease_cut ? grc : CL_E_PROTO_LICENCE_LEASE_ENDED));
     if (x->streaming) {
         json_t *last;
         if (grc == CL_OK)
@@ -552,7 +568,12 @@ static cl_err cl_gw_chat(struct cl_gw_x *x, const struct cl_bhttp_msg *req)
         goto out;
     }
     if (lease_cut) {
-        rc = cl_gw_error(x, 503, "server_error", lease_msg);
+        int lst = cl_licence_http_status(grc);
+        if (!lst)
+            lst = 503;
+        rc = cl_gw_error(x, (uint16_t)lst,
+                         lst == 503 ? "server_error" : lst == 401 ? "authentication_error" : "permission_error",
+                         lease_msg);
         goto out;
     }
     if (grc != CL_OK) {

@@ -449,6 +449,25 @@ void cl_licence_table_charge(cl_licence_table *t, size_t slot, uint64_t tokens)
     pthread_mutex_unlock(&t->mu);
 }
 
+cl_err cl_licence_table_still(cl_licence_table *t, size_t slot, uint64_t now)
+{
+    cl_err rc = CL_OK;
+    bool locked = false;
+    CL_ENSURE(pthread_mutex_lock(&t->mu) == 0, CL_E_CORE_THREAD);
+    locked = true;
+    CL_ENSURE_D(t->lease_end != 0 && now < t->lease_end, CL_E_PROTO_LICENCE_LEASE_ENDED,
+                "the licence lease was not renewed in time");
+    CL_ENSURE_D(slot < t->n && t->e[slot].present, CL_E_PROTO_LICENCE_UNKNOWN, "the licence left the licence set");
+    CL_ENSURE_D(!t->e[slot].l.revoked, CL_E_PROTO_LICENCE_REVOKED, "licence %s, revoked during the answer",
+                t->e[slot].l.id);
+    CL_ENSURE_D(now < t->e[slot].l.not_after, CL_E_PROTO_LICENCE_EXPIRED, "licence %s, expired during the answer",
+                t->e[slot].l.id);
+out:
+    if (locked)
+        pthread_mutex_unlock(&t->mu);
+    return rc;
+}
+
 bool cl_licence_table_slot_id(cl_licence_table *t, size_t slot, char out[CL_LICENCE_ID_MAX + 1])
 {
     bool ok = false;

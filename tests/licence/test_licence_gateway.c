@@ -12,14 +12,26 @@
 #include "cloister/licence.h"
 
 static int gen_calls;
+/* Set by a test: after the first piece of the answer the generator runs
+ * this (a renewal arriving mid-answer), then offers a second piece. */
+static void (*cl_t_mid_answer)(void);
+static int cl_t_pieces_taken;
 static cl_err cl_t_generate(void *self, const struct cl_chat_params *p, cl_chat_piece_fn piece, void *ctx,
                             struct cl_chat_result *res)
 {
     (void)self;
     (void)p;
     gen_calls++;
+    cl_t_pieces_taken = 0;
     if (!piece(ctx, "ok", 2))
         return CL_E_CORE_IO;
+    cl_t_pieces_taken++;
+    if (cl_t_mid_answer) {
+        cl_t_mid_answer();
+        if (!piece(ctx, " and more", 9))
+            return CL_E_CORE_IO;
+        cl_t_pieces_taken++;
+    }
     res->prompt_tokens = 30;
     res->completion_tokens = 20;
     res->finish = CL_CHAT_FINISH_STOP;
@@ -252,11 +264,66 @@ static void test_gateway_keys_wiped(void **state)
     cl_buf_free(&out);
 }
 
+/* A renewal that revokes the consumer's licence while its answer is being
+ * made ends that answer at the next piece, with the reason, inside the
+ * encryption; a renewal that leaves the licence valid does not. */
+static cl_licence_table *cl_t_mid_table;
+static cl_pkey *cl_t_mid_key;
+static struct cl_licence cl_t_mid_lic;
+static void cl_t_renew_revoking(void)
+{
+    cl_t_mid_lic.serial++;
+    cl_t_mid_lic.revoked = true;
+    assert_ok(cl_t_publish(cl_t_mid_table, cl_t_mid_key, &cl_t_mid_lic, 1));
+}
+static void cl_t_renew_keeping(void)
+{
+    cl_t_mid_lic.serial++;
+    assert_ok(cl_t_publish(cl_t_mid_table, cl_t_mid_key, &cl_t_mid_lic, 1));
+}
+
+static void test_gateway_revoked_mid_answer(void **state)
+{
+    (void)state;
+    cl_gateway *g;
+    cl_pkey *k;
+    cl_licence_table *t;
+    char msg[256];
+    struct cl_enclave_limits lim;
+    cl_enclave_limits_default(&lim);
+    assert_ok(cl_gateway_new(&lim, &cl_t_gen, 1, &g));
+    assert_ok(cl_pkey_generate(CL_PKEY_P384, &k));
+    assert_ok(cl_licence_table_new(k, cl_t_model, &t));
+    cl_t_lic(&cl_t_mid_lic, "ok", CRED_OK);
+    assert_ok(cl_t_publish(t, k, &cl_t_mid_lic, 1));
+    cl_gateway_set_licences(g, t);
+    cl_t_mid_table = t;
+    cl_t_mid_key = k;
+
+    cl_t_mid_answer = cl_t_renew_keeping;
+    assert_int_equal(cl_t_chat_as(g, "Bearer " CRED_OK, msg, sizeof(msg), NULL), 200);
+    assert_int_equal(cl_t_pieces_taken, 2);
+
+    cl_t_mid_answer = cl_t_renew_revoking;
+    assert_int_equal(cl_t_chat_as(g, "Bearer " CRED_OK, msg, sizeof(msg), NULL), 403);
+    assert_int_equal(cl_t_pieces_taken, 1); /* the piece after the revocation was refused */
+    assert_string_equal(msg, "permission_error|licence: licence revoked");
+    assert_true(cl_t_oc.failed);
+    cl_t_mid_answer = NULL;
+    /* and the next request is refused at admission */
+    assert_int_equal(cl_t_chat_as(g, "Bearer " CRED_OK, msg, sizeof(msg), NULL), 403);
+
+    cl_gateway_free(g);
+    cl_licence_table_free(t);
+    cl_pkey_free(k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gateway_licensed),
         cmocka_unit_test(test_gateway_keys_wiped),
+        cmocka_unit_test(test_gateway_revoked_mid_answer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
