@@ -96,7 +96,11 @@ expect_err "nonce" "the nonce check is named"
 # 5. enclave killed mid-stream
 "$CL" ask --host "$host_url" --trust "$D/TRUST.json" -n 1000 --temp 0.9 --seed 1 --stream "Write a long discharge summary" > "$cl_tmp/long.out" 2> "$cl_tmp/long.err" &
 askpid=$!
-for _ in $(seq 1 50); do [ -s "$cl_tmp/long.out" ] && break; sleep 0.05; done
+for _ in $(seq 1 500); do [ -s "$cl_tmp/long.out" ] && break; sleep 0.01; done
+# freeze the enclave (and the sandboxed child cloister-sim runs it in) at once,
+# so a fast machine cannot finish the answer before the kill
+ptree() { echo "$1"; local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do ptree "$c"; done; }
+kill -STOP $(ptree "$stack_enclave_pid") 2>/dev/null
 stack_enclave_stop
 wait $askpid; rc=$?
 [ "$rc" = 1 ] && ok "client fails when the enclave dies mid-stream" || bad "client exit $rc after the enclave died"
