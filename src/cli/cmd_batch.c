@@ -88,6 +88,16 @@ static bool cl_bcli_pcr_opt(const char *cmd, const char *v, struct cl_bcli_pins 
     return true;
 }
 
+static bool cl_bcli_model_opt(const char *cmd, const char *v, struct cl_bcli_pins *p)
+{
+    if (cl_hex_decode_fixed(v, strlen(v), p->model, 32) != CL_OK) {
+        cl_cli_usage_error(cmd, "--model-digest must be 64 hex digits");
+        return false;
+    }
+    p->has_model = true;
+    return true;
+}
+
 /* The attestation document named by a receipt: its digest, chain to the
  * pinned root, PCRs; then its user_data's audit key. */
 static cl_err cl_bcli_audit_key(cl_bstore_results *rs, const struct cl_bcli_pins *pins, const uint8_t sha[32],
@@ -708,9 +718,8 @@ static int cl_bcli_result(int argc, char **argv)
                 return CL_EXIT_USAGE;
             break;
         case O_MODEL:
-            if (cl_hex_decode_fixed(optarg, strlen(optarg), pins.model, 32) != CL_OK)
-                return cl_cli_usage_error(cmd, "--model-digest must be 64 hex digits");
-            pins.has_model = true;
+            if (!cl_bcli_model_opt(cmd, optarg, &pins))
+                return CL_EXIT_USAGE;
             break;
         default: return a.exit;
         }
@@ -1046,9 +1055,8 @@ int cl_cmd_audit(int argc, char **argv)
                 return CL_EXIT_USAGE;
             break;
         case O_MODEL:
-            if (cl_hex_decode_fixed(optarg, strlen(optarg), pins.model, 32) != CL_OK)
-                return cl_cli_usage_error(cmd, "--model-digest must be 64 hex digits");
-            pins.has_model = true;
+            if (!cl_bcli_model_opt(cmd, optarg, &pins))
+                return CL_EXIT_USAGE;
             break;
         default: return a.exit;
         }

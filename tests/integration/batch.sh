@@ -71,8 +71,6 @@ mkdir -m 700 "$S"
 Q=sqlite:$S/queue.db O=dir:$S/objects R=sqlite:$S/results.db
 sub=(--kms "$kms_url" --key-id "$jkey" --consumer hospital-a --objects "$O" --queue "$Q")
 wargs=(--queue "$Q" --objects "$O" --results "$R" --max-receives 2 --retry-ms 100 --poll-ms 50 --visibility-ms 4000)
-# a process and its descendants (cloister-sim runs the enclave in a child)
-ptree() { echo "$1"; local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do ptree "$c"; done; }
 marker="PHI-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
 # 1. a worker killed mid-job: a long job, one worker, kill -9 while it holds the message

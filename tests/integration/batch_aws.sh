@@ -183,7 +183,6 @@ expect 0 "audit verify after the redelivery" "${worker_env[@]}" "$CL" audit veri
 # 6. kill -9 of the worker mid-job: SQS makes the message visible again after
 # the visibility timeout; the next worker completes it (receive count 2), once
 kill "$wk" 2>/dev/null; wait "$wk" 2>/dev/null
-ptree() { echo "$1"; local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do ptree "$c"; done; }
 enc_tree=$(ptree "$stack_enclave_pid")
 kill -STOP $enc_tree
 echo '{"messages":[{"role":"user","content":"Patient '"$marker"'-crash: summarise"}],"max_tokens":8,"temperature":0}' > "$cl_tmp/crash.jsonl"

@@ -99,7 +99,6 @@ askpid=$!
 for _ in $(seq 1 500); do [ -s "$cl_tmp/long.out" ] && break; sleep 0.01; done
 # freeze the enclave (and the sandboxed child cloister-sim runs it in) at once,
 # so a fast machine cannot finish the answer before the kill
-ptree() { echo "$1"; local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do ptree "$c"; done; }
 kill -STOP $(ptree "$stack_enclave_pid") 2>/dev/null
 stack_enclave_stop
 wait $askpid; rc=$?

@@ -17,6 +17,9 @@ expect() {
 expect_err() {
   if grep -qE "$1" "$cl_tmp/err"; then ok "$2"; else bad "$2 (stderr: $(head -c 300 "$cl_tmp/err"))"; fi
 }
+# ptree PID: the process and its descendants (cloister-sim runs the enclave in a
+# sandboxed child), e.g. to freeze an enclave with SIGSTOP before killing it
+ptree() { echo "$1"; local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do ptree "$c"; done; }
 finish() {
   echo "$CL_PASSES passed, $CL_FAILS failed"
   [ "$CL_FAILS" = 0 ]

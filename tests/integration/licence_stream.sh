@@ -21,7 +21,6 @@ else
 fi
 export STACK_LICENCE=1 STACK_LICENCE_LEASE_S=2
 export TMPDIR=$cl_tmp/tmp && mkdir -p "$TMPDIR"
-ptree() { echo "$1"; local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do ptree "$c"; done; }
 if ! stack_up "$BUILD" "$model"; then bad "licensed stack came up"; tail -5 "$D/enclave.log"; stack_down; finish; exit 1; fi
 trap 'kill -CONT "${stack_pids[0]}" $(ptree "$stack_enclave_pid") 2>/dev/null; stack_down' EXIT
 ok "licensed stack up"
