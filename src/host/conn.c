@@ -25,6 +25,7 @@
 #define CL_HOST_UNATTACHED_US 10000000u /* handed over but never started: dropped by the library */
 #define CL_HOST_ATTACH_GRACE_US 100000u
 #define CL_HOST_PEEK_US 500000u /* how often an idle connection is checked for a departed client */
+#define CL_HOST_KILLED_US 1000000u /* a shut-down connection the library has not closed by then stops counting */
 
 struct cl_host_client {
     struct cl_host_client *next;
@@ -67,6 +68,24 @@ out:
     return rc;
 }
 
+/* Takes a connection off the per-client and host-wide counts, once. Under conn_mu. */
+static void cl_host_conn_uncount(struct cl_host *h, struct cl_host_conn *c)
+{
+    if (c->uncounted)
+        return;
+    c->uncounted = 1;
+    struct cl_host_client *cl = c->client;
+    c->client = NULL;
+    if (cl && --cl->n == 0) {
+        struct cl_host_client **pp = &h->clients[cl_host_addr_hash(cl->addr)];
+        while (*pp != cl)
+            pp = &(*pp)->next;
+        *pp = cl->next;
+        free(cl);
+    }
+    h->conn_count--;
+}
+
 /* Under conn_mu. */
 static void cl_host_conn_unlink(struct cl_host *h, struct cl_host_conn *c)
 {
@@ -78,15 +97,7 @@ static void cl_host_conn_unlink(struct cl_host *h, struct cl_host_conn *c)
         c->next->prev = c->prev;
     if (c->mhd_fd >= 0 && (size_t)c->mhd_fd < h->by_fd_n && h->by_fd[c->mhd_fd] == c)
         h->by_fd[c->mhd_fd] = NULL;
-    struct cl_host_client *cl = c->client;
-    if (cl && --cl->n == 0) {
-        struct cl_host_client **pp = &h->clients[cl_host_addr_hash(cl->addr)];
-        while (*pp != cl)
-            pp = &(*pp)->next;
-        *pp = cl->next;
-        free(cl);
-    }
-    h->conn_count--;
+    cl_host_conn_uncount(h, c);
     if (c->ctl_fd >= 0)
         close(c->ctl_fd);
     free(c);
@@ -314,15 +325,26 @@ static int cl_host_conn_left(struct cl_host_conn *c, uint64_t now)
 static void cl_host_sweep_once(struct cl_host *h)
 {
     uint64_t now = cl_now_us(), limit[CL_HOST_PHASE_COUNT] = {0};
-    unsigned killed[CL_HOST_PHASE_COUNT] = {0};
+    unsigned killed[CL_HOST_PHASE_COUNT] = {0}, late = 0;
     limit[CL_HOST_PHASE_HEADERS] = (uint64_t)h->cfg.header_timeout_ms * 1000u;
     limit[CL_HOST_PHASE_BODY] = (uint64_t)h->cfg.body_timeout_ms * 1000u;
     pthread_mutex_lock(&h->conn_mu);
     for (struct cl_host_conn *c = h->conns, *next; c; c = next) {
         next = c->next;
+        /* Handed over but not started: the library dropped it, or its client
+         * left before it was set up (the library then notices nothing). */
         if (!c->attached && c->mhd_fd >= 0 && now - c->t_accept_us > CL_HOST_ATTACH_GRACE_US &&
-            (now - c->t_accept_us > CL_HOST_UNATTACHED_US || cl_host_conn_dropped(c))) {
+            (now - c->t_accept_us > CL_HOST_UNATTACHED_US || cl_host_conn_dropped(c) || cl_host_conn_left(c, now))) {
             cl_host_conn_unlink(h, c);
+            late++;
+            continue;
+        }
+        /* Shut down, yet the library has not closed it: whatever it missed,
+         * a dead socket must not hold its client's slot. Its record stays
+         * until the library reports it closed. */
+        if (c->killed && !c->uncounted && now - c->t_killed_us > CL_HOST_KILLED_US) {
+            cl_host_conn_uncount(h, c);
+            late++;
             continue;
         }
         uint64_t t0 = atomic_load(&c->phase_start_us);
@@ -331,6 +353,7 @@ static void cl_host_sweep_once(struct cl_host *h)
             now - t0 > CL_HOST_ATTACH_GRACE_US && cl_host_conn_left(c, now)) {
             (void)shutdown(c->ctl_fd, SHUT_RDWR);
             c->killed = 1;
+            c->t_killed_us = now;
             continue;
         }
         if (c->killed || ph <= CL_HOST_PHASE_NONE || ph >= CL_HOST_PHASE_COUNT || c->ctl_fd < 0 || now < t0 ||
@@ -339,6 +362,7 @@ static void cl_host_sweep_once(struct cl_host *h)
         /* libmicrohttpd sees end-of-stream and closes the connection itself. */
         (void)shutdown(c->ctl_fd, SHUT_RDWR);
         c->killed = 1;
+        c->t_killed_us = now;
         killed[ph]++;
     }
     for (unsigned i = 0; i < h->linger_n;) {
@@ -357,6 +381,10 @@ static void cl_host_sweep_once(struct cl_host *h)
         }
     }
     pthread_mutex_unlock(&h->conn_mu);
+    if (late) {
+        atomic_fetch_add(&h->m.conn_released_late, late);
+        CL_LOG(CL_LOG_DEBUG, "http_connection_released", CL_LOG_COUNT("connections", late));
+    }
     if (killed[CL_HOST_PHASE_HEADERS]) {
         atomic_fetch_add(&h->m.header_timeouts, killed[CL_HOST_PHASE_HEADERS]);
         CL_LOG(CL_LOG_WARN, "http_header_timeout", CL_LOG_COUNT("connections", killed[CL_HOST_PHASE_HEADERS]),

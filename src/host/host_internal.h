@@ -60,6 +60,7 @@ struct cl_host_metrics {
     atomic_uint_fast64_t kms_bytes_to;
     atomic_uint_fast64_t kms_bytes_from;
     atomic_uint_fast64_t conn_accepted;
+    atomic_uint_fast64_t conn_released_late; /* taken off the counts by the sweeper (conn.c) */
     atomic_uint_fast64_t conn_rejects[2]; /* 0: host limit, 1: per-client limit */
     atomic_uint_fast64_t header_timeouts;
     atomic_uint_fast64_t body_timeouts;
@@ -83,8 +84,10 @@ struct cl_host_conn {
     int ctl_fd;
     int mhd_fd;
     int attached; /* libmicrohttpd reported it started */
-    int killed;   /* header deadline passed: shut down */
+    int killed;   /* header deadline passed or client gone: shut down */
+    int uncounted; /* shut down a while ago and still not closed by the library: off the limits */
     uint64_t t_accept_us;
+    uint64_t t_killed_us;
     uint64_t t_peek_us; /* last check for a client that left (sweeper) */
     atomic_int phase;                    /* enum cl_host_conn_phase */
     atomic_uint_fast64_t phase_start_us; /* since when */

@@ -571,6 +571,10 @@ static cl_err cl_host_metrics_text(struct cl_host *h, struct cl_buf *o)
                             "# HELP cloister_host_http_connections_total HTTP client connections accepted.\n"
                             "# TYPE cloister_host_http_connections_total counter\n"
                             "cloister_host_http_connections_total %llu\n"
+                            "# HELP cloister_host_http_connections_released_total Connections the sweeper took off the "
+                            "counts: client gone, library slow to close.\n"
+                            "# TYPE cloister_host_http_connections_released_total counter\n"
+                            "cloister_host_http_connections_released_total %llu\n"
                             "# HELP cloister_host_http_connection_rejects_total Connections refused with 503 at accept.\n"
                             "# TYPE cloister_host_http_connection_rejects_total counter\n"
                             "cloister_host_http_connection_rejects_total{reason=\"host_limit\"} %llu\n"
@@ -591,6 +595,7 @@ static cl_err cl_host_metrics_text(struct cl_host *h, struct cl_buf *o)
                             "# TYPE cloister_host_enclave_workers_busy gauge\n"
                             "cloister_host_enclave_workers_busy %u\n",
                             open_conns, (unsigned long long)atomic_load(&m->conn_accepted),
+                            (unsigned long long)atomic_load(&m->conn_released_late),
                             (unsigned long long)atomic_load(&m->conn_rejects[0]),
                             (unsigned long long)atomic_load(&m->conn_rejects[1]),
                             (unsigned long long)atomic_load(&m->header_timeouts),

@@ -87,6 +87,11 @@ if command -v wrk >/dev/null; then
   # request itself is refused with 503 until the client's count drops).
   for _ in $(seq 50); do [ "$(metric cloister_host_http_connections)" = 1 ] && break; sleep 0.1; done
   check "every load connection closed (no CLOSE-WAIT pile-up)" 1 "$(metric cloister_host_http_connections)"
+  if [ "$(metric cloister_host_http_connections)" != 1 ]; then # what the host saw, asked from another address
+    curl -s --interface 127.0.0.3 "$U/metrics" | grep '^cloister_host_http' | sed 's/^/# /'
+    grep -v '"event":"http_request"' "$d/w.log" | tail -20 | sed 's/^/# /'
+    ss -tan | awk '{print $1}' | sort | uniq -c | sed 's/^/# /'
+  fi
   check "/healthz answers after the load" 200 "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$U/healthz")"
   check "attestation answers after the load" 200 \
     "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$U/v1/attestation?nonce=00112233445566778899aabbccddeeff")"
