@@ -1,6 +1,7 @@
 /* Single-thread matvec throughput of the inference kernels: GB/s of weight
  * bytes per type and SIMD path (best of several runs), plus a prompt-style
- * matmul of 64 columns. Usage: bench_kernels [seconds per measurement] [MiB streamed for DRAM] [type]. */
+ * matmul of 64 columns. Usage: bench_kernels [seconds per measurement] [MiB streamed for DRAM] [type] [columns]
+ * [width] [rows] (defaults 0.3 384 all 64 2048 5632; 8 columns is a decoding step of 8 sequences). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,12 @@ static float bk_rand(void)
 int main(int argc, char **argv)
 {
     /* a 2048 x 5632 matrix (llama-1b FFN shape): 11.5M weights, far above cache */
-    size_t n = 2048, rows = 5632, cols_pp = 64;
+    size_t n = argc > 5 ? (size_t)atol(argv[5]) : 2048, rows = argc > 6 ? (size_t)atol(argv[6]) : 5632;
+    size_t cols_pp = argc > 4 ? (size_t)atol(argv[4]) : 64;
+    if (n == 0 || n % 256 || rows == 0 || cols_pp == 0) {
+        fprintf(stderr, "bench_kernels: width must be a positive multiple of 256, rows and columns positive\n");
+        return 2;
+    }
     double min_s = argc > 1 ? atof(argv[1]) : 0.3;
     /* MiB of weight copies for the DRAM column (0 disables); above the L3 size */
     size_t dram_mb = argc > 2 ? (size_t)atol(argv[2]) : 384;
