@@ -47,9 +47,10 @@ int main(int argc, char **argv)
     float *out = malloc(rows * cols_pp * sizeof(float));
     printf("matrix %zu x %zu, 1 thread; matvec = weights in cache (best run), DRAM = %zu MiB of copies streamed\n\n",
            rows, n, dram_mb);
-    printf("| type | path | matvec GB/s | matvec ms | DRAM matvec GB/s | pp%zu GB/s-equiv | pp%zu Mcols·rows/s |\n",
-           cols_pp, cols_pp);
-    printf("|---|---|---:|---:|---:|---:|---:|\n");
+    printf("| type | path | matvec GB/s | matvec ms | DRAM matvec GB/s | pp%zu GB/s-equiv | pp%zu Mcols·rows/s | DRAM pp%zu "
+           "Mcols·rows/s |\n",
+           cols_pp, cols_pp, cols_pp);
+    printf("|---|---|---:|---:|---:|---:|---:|---:|\n");
     for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
         uint32_t wt = types[t], at = cl_k_vec_dot_type(wt);
         if (only && strcmp(only, cl_ggml_type_info(wt)->name))
@@ -103,20 +104,25 @@ int main(int argc, char **argv)
                     break;
             }
             /* weights streamed from DRAM: cycle through copies larger than L3 */
-            double dram = 1e30;
+            double dram = 1e30, dram_pp = 1e30;
             if (big && lvl != CL_CPU_SCALAR) {
-                for (int pass = 0; pass < 3; pass++) {
+                for (int pass = 0; pass < 6; pass++) {
+                    size_t nc = pass & 1 ? cols_pp : 1;
                     double t0 = bk_now();
                     for (size_t k = 0; k < copies; k++)
-                        if (cl_k_matmul_rows(wt, big + k * rb * rows, rb, 0, rows, A, ab, 1, n, out, rows) != CL_OK)
+                        if (cl_k_matmul_rows(wt, big + k * rb * rows, rb, 0, rows, A, ab, nc, n, out, rows) != CL_OK)
                             return 1;
                     double el = (bk_now() - t0) / (double)copies;
-                    dram = el < dram ? el : dram;
+                    if (nc == 1)
+                        dram = el < dram ? el : dram;
+                    else
+                        dram_pp = el < dram_pp ? el : dram_pp;
                 }
             }
-            printf("| %s | %s | %.2f | %.3f | %.2f | %.2f | %.1f |\n", cl_ggml_type_info(wt)->name, path,
+            printf("| %s | %s | %.2f | %.3f | %.2f | %.2f | %.1f | %.1f |\n", cl_ggml_type_info(wt)->name, path,
                    (double)(rb * rows) / mv / 1e9, mv * 1e3, dram < 1e30 ? (double)(rb * rows) / dram / 1e9 : 0.0,
-                   (double)(rb * rows) * (double)cols_pp / pp / 1e9, (double)rows * (double)cols_pp / pp / 1e6);
+                   (double)(rb * rows) * (double)cols_pp / pp / 1e9, (double)rows * (double)cols_pp / pp / 1e6,
+                   dram_pp < 1e30 ? (double)rows * (double)cols_pp / dram_pp / 1e6 : 0.0);
             fflush(stdout);
         }
         cl_cpu_set_level(CL_CPU_NONE);

@@ -393,7 +393,10 @@ CL_K_TI void cl_k5_unpack_q5_k(const struct cl_k_block_q5_k *x, struct cl_k5_k4 
     u->dmin = cl_k5_h2f(&x->dmin);
 }
 
-CL_K_TI void cl_k5_k4_block(const struct cl_k5_k4 *u, const struct cl_k_block_q8_k *y, __m512 *acc, __m512 *macc)
+/* One (row, column, super-block) step of Q4_K/Q5_K, the same in every tile:
+ * (d * sum_s sc_s q.y - dmin * sum_s m_s bsum_s) * d_y added to the column's
+ * accumulator. */
+CL_K_TI __m512 cl_k5_k4_block(const struct cl_k5_k4 *u, const struct cl_k_block_q8_k *y, __m512 acc)
 {
     __m512i isum = _mm512_setzero_si512();
     for (int p = 0; p < 2; p++) {
@@ -403,8 +406,9 @@ CL_K_TI void cl_k5_k4_block(const struct cl_k5_k4 *u, const struct cl_k_block_q8
     }
     /* mins: sum_s m_s * (bsums[2s] + bsums[2s+1]) in lanes 0..7 */
     const __m512i ms = _mm512_madd_epi16(_mm512_maskz_loadu_epi16(0xFFFF, y->bsums), u->m16);
-    *acc = _mm512_fmadd_ps(_mm512_set1_ps(u->d * y->d), _mm512_cvtepi32_ps(isum), *acc);
-    *macc = _mm512_fmadd_ps(_mm512_set1_ps(u->dmin * y->d), _mm512_cvtepi32_ps(ms), *macc);
+    __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(u->d));
+    t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(ms), _mm512_set1_ps(u->dmin), t);
+    return _mm512_fmadd_ps(t, _mm512_set1_ps(y->d), acc);
 }
 
 /* Q6_K: 4 vectors of 64 values in 0..63 (elements 64k..64k+63) and their
@@ -443,7 +447,7 @@ CL_K_TI void cl_k5_unpack_q6_k(const struct cl_k_block_q6_k *x, struct cl_k5_q6 
     u->d = cl_k5_h2f(&x->d);
 }
 
-CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8_k *y, __m512 *acc)
+CL_K_TI __m512 cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8_k *y, __m512 acc)
 {
     /* values are q-32: start from -32 * sum_g sc_g * bsum_g */
     __m512i isum = _mm512_madd_epi16(_mm512_maskz_loadu_epi16(0xFFFF, y->bsums), u->nsc32);
@@ -452,27 +456,50 @@ CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8
                                            u->q[2 * p + 1], _mm512_loadu_si512((const void *)(y->qs + 128 * p + 64)));
         isum = _mm512_dpwssd_epi32(isum, pk, u->sc2[p]);
     }
-    *acc = _mm512_fmadd_ps(_mm512_set1_ps(u->d * y->d), _mm512_cvtepi32_ps(isum), *acc);
+    return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(y->d)), _mm512_set1_ps(u->d), acc);
 }
 
-#define CL_K5_KQ(NAME, BT, UT, UNPACK, BLOCK, BLOCK2)                                                                         \
-    CL_K_TI void cl_k5_tile_##NAME(const BT *x, const uint8_t *const *yc, int M, size_t nb, float *res)             \
+/* Columns a single-row K-quant tile runs against one unpacked row. */
+#define CL_K5_KT 8
+
+/* K-quant products. Every (row, column) pair runs the same block steps in the
+ * same order whatever the tile, so a batch gives the single-row dot's bits:
+ * - up to CL_K5_KT columns (decoding steps): each row is unpacked block by
+ *   block into registers and runs all columns; the next row is prefetched;
+ * - more (prompts): each pair of rows is unpacked once into an L1 buffer and
+ *   runs every column, CL_K_TILE at a time, each activation block loaded once
+ *   for both rows. */
+#define CL_K5_KQ(NAME, BT, UT, UNPACK, BLOCK)                                                                          \
+    CL_K_TI void cl_k5_tile_##NAME(const BT *x, const uint8_t *const *yc, const int M, size_t nb, float *res)       \
     {                                                                                                                  \
-        __m512 acc[CL_K_TILE], macc[CL_K_TILE];                                                                        \
+        __m512 acc[CL_K5_KT];                                                                                          \
         for (int j = 0; j < M; j++)                                                                                    \
-            acc[j] = macc[j] = _mm512_setzero_ps();                                                                    \
+            acc[j] = _mm512_setzero_ps();                                                                              \
         for (size_t b = 0; b < nb; b++) {                                                                              \
             UT u;                                                                                                      \
             for (size_t o = 0; o < sizeof(BT); o += 64)                                                                \
                 _mm_prefetch((const char *)&x[b] + CL_K5_PF + o, _MM_HINT_T0);                                         \
             UNPACK(&x[b], &u);                                                                                         \
-            for (int j = 0; j < M; j++) {                                                                              \
-                const struct cl_k_block_q8_k *y = (const struct cl_k_block_q8_k *)yc[j] + b;                          \
-                BLOCK;                                                                                                 \
-            }                                                                                                          \
+            _Pragma("GCC unroll 8") for (int j = 0; j < M; j++)                                                        \
+                acc[j] = BLOCK(&u, (const struct cl_k_block_q8_k *)yc[j] + b, acc[j]);                                 \
         }                                                                                                              \
         for (int j = 0; j < M; j++)                                                                                    \
-            res[j] = _mm512_reduce_add_ps(acc[j]) - _mm512_reduce_add_ps(macc[j]);                                     \
+            res[j] = _mm512_reduce_add_ps(acc[j]);                                                                     \
+    }                                                                                                                  \
+    /* The tile with the column count known to the compiler (accumulators in   \
+     * registers). */                                                           \
+    CL_K_T static void cl_k5_row_##NAME(const BT *x, const uint8_t *const *yc, int M, size_t nb, float *res)        \
+    {                                                                                                                  \
+        switch (M) {                                                                                                   \
+        case 1: cl_k5_tile_##NAME(x, yc, 1, nb, res); break;                                                           \
+        case 2: cl_k5_tile_##NAME(x, yc, 2, nb, res); break;                                                           \
+        case 3: cl_k5_tile_##NAME(x, yc, 3, nb, res); break;                                                           \
+        case 4: cl_k5_tile_##NAME(x, yc, 4, nb, res); break;                                                           \
+        case 5: cl_k5_tile_##NAME(x, yc, 5, nb, res); break;                                                           \
+        case 6: cl_k5_tile_##NAME(x, yc, 6, nb, res); break;                                                           \
+        case 7: cl_k5_tile_##NAME(x, yc, 7, nb, res); break;                                                           \
+        default: cl_k5_tile_##NAME(x, yc, 8, nb, res); break;                                                          \
+        }                                                                                                              \
     }                                                                                                                  \
     CL_K_T static float cl_k5_dot_##NAME(const void *w, const void *a, size_t n)                                       \
     {                                                                                                                  \
@@ -481,32 +508,22 @@ CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8
         cl_k5_tile_##NAME(w, yc, 1, n / CL_K_QK_K, &r);                                                               \
         return r;                                                                                                      \
     }                                                                                                                  \
-    /* Two weight rows against M columns from rows unpacked once into u0/u1:   \
-     * each activation block is loaded once for both rows, and every (row,      \
-     * column) pair runs exactly the operations of the single-row tile, so the  \
-     * results equal the dot product's bit for bit. */                          \
-    CL_K_TI void cl_k5_tile2_##NAME(const UT *u0, const UT *u1, const uint8_t *const *yc, int M, size_t nb,        \
+    CL_K_TI void cl_k5_tile2_##NAME(const UT *u0, const UT *u1, const uint8_t *const *yc, const int M, size_t nb,  \
                                     float *res0, float *res1)                                                      \
     {                                                                                                              \
-        __m512 acc[CL_K_TILE], macc[CL_K_TILE], acc1[CL_K_TILE], macc1[CL_K_TILE];                                 \
+        __m512 acc[CL_K_TILE], acc1[CL_K_TILE];                                                                    \
         for (int j = 0; j < M; j++)                                                                                \
-            acc[j] = macc[j] = acc1[j] = macc1[j] = _mm512_setzero_ps();                                           \
+            acc[j] = acc1[j] = _mm512_setzero_ps();                                                                \
         for (size_t b = 0; b < nb; b++) {                                                                          \
-            for (int j = 0; j < M; j++) {                                                                          \
+            _Pragma("GCC unroll 4") for (int j = 0; j < M; j++) {                                                  \
                 const struct cl_k_block_q8_k *y = (const struct cl_k_block_q8_k *)yc[j] + b;                      \
-                {                                                                                                  \
-                    const UT *up = &u0[b];                                                                         \
-                    BLOCK2(up, acc[j], macc[j]);                                                                   \
-                }                                                                                                  \
-                {                                                                                                  \
-                    const UT *up = &u1[b];                                                                         \
-                    BLOCK2(up, acc1[j], macc1[j]);                                                                 \
-                }                                                                                                  \
+                acc[j] = BLOCK(&u0[b], y, acc[j]);                                                                 \
+                acc1[j] = BLOCK(&u1[b], y, acc1[j]);                                                               \
             }                                                                                                      \
         }                                                                                                          \
         for (int j = 0; j < M; j++) {                                                                              \
-            res0[j] = _mm512_reduce_add_ps(acc[j]) - _mm512_reduce_add_ps(macc[j]);                                \
-            res1[j] = _mm512_reduce_add_ps(acc1[j]) - _mm512_reduce_add_ps(macc1[j]);                              \
+            res0[j] = _mm512_reduce_add_ps(acc[j]);                                                                \
+            res1[j] = _mm512_reduce_add_ps(acc1[j]);                                                               \
         }                                                                                                          \
     }                                                                                                              \
     CL_K_T static void cl_k5_mm_##NAME(const void *w, size_t ws, size_t r0, size_t r1, const void *a, size_t as,      \
@@ -514,7 +531,7 @@ CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8
     {                                                                                                                  \
         const size_t nb = n / CL_K_QK_K;                                                                               \
         size_t r = r0;                                                                                                 \
-        if (nc >= 2 && nb <= CL_K5_KQ_MAXB) {                                                                          \
+        if (nc > CL_K5_KT && nb <= CL_K5_KQ_MAXB) {                                                                    \
             UT u0[CL_K5_KQ_MAXB], u1[CL_K5_KQ_MAXB];                                                                   \
             for (; r + 2 <= r1; r += 2) {                                                                              \
                 const BT *x0 = (const BT *)((const uint8_t *)w + r * ws);                                              \
@@ -523,6 +540,10 @@ CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8
                     UNPACK(&x0[b], &u0[b]);                                                                            \
                     UNPACK(&x1[b], &u1[b]);                                                                            \
                 }                                                                                                      \
+                /* the next pair comes from memory while this one runs */                                             \
+                if (r + 4 <= r1)                                                                                       \
+                    for (size_t o = 0; o < 2 * ws; o += 64)                                                            \
+                        _mm_prefetch((const char *)w + (r + 2) * ws + o, _MM_HINT_T1);                                 \
                 size_t c = 0;                                                                                          \
                 for (; c + CL_K_TILE <= nc; c += CL_K_TILE) {                                                          \
                     const uint8_t *yc[CL_K_TILE];                                                                      \
@@ -543,19 +564,15 @@ CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8
         }                                                                                                              \
         for (; r < r1; r++) {                                                                                          \
             const BT *x = (const BT *)((const uint8_t *)w + r * ws);                                                   \
-            size_t c = 0;                                                                                              \
-            for (; c + CL_K_TILE <= nc; c += CL_K_TILE) {                                                              \
-                const uint8_t *yc[CL_K_TILE];                                                                          \
-                float res[CL_K_TILE];                                                                                  \
-                for (int j = 0; j < CL_K_TILE; j++)                                                                    \
-                    yc[j] = (const uint8_t *)a + (c + (size_t)j) * as;                                                 \
-                cl_k5_tile_##NAME(x, yc, CL_K_TILE, nb, res);                                                          \
-                for (int j = 0; j < CL_K_TILE; j++)                                                                    \
-                    out[(c + (size_t)j) * os + r] = res[j];                                                            \
-            }                                                                                                          \
-            for (; c < nc; c++) {                                                                                      \
-                const uint8_t *yc[1] = {(const uint8_t *)a + c * as};                                                  \
-                cl_k5_tile_##NAME(x, yc, 1, nb, &out[c * os + r]);                                                     \
+            for (size_t c = 0; c < nc; c += CL_K5_KT) {                                                                \
+                const size_t m = nc - c < CL_K5_KT ? nc - c : CL_K5_KT;                                                \
+                const uint8_t *yc[CL_K5_KT];                                                                           \
+                float res[CL_K5_KT];                                                                                   \
+                for (size_t j = 0; j < m; j++)                                                                         \
+                    yc[j] = (const uint8_t *)a + (c + j) * as;                                                         \
+                cl_k5_row_##NAME(x, yc, (int)m, nb, res);                                                              \
+                for (size_t j = 0; j < m; j++)                                                                         \
+                    out[(c + j) * os + r] = res[j];                                                                    \
             }                                                                                                          \
         }                                                                                                              \
     }
@@ -564,14 +581,9 @@ CL_K_TI void cl_k5_q6_block(const struct cl_k5_q6 *u, const struct cl_k_block_q8
  * pair of rows for all columns; longer rows use the single-row tiles. */
 #define CL_K5_KQ_MAXB 64
 
-#define CL_K5_K4_BLOCK2(up, A, MA) cl_k5_k4_block(up, y, &(A), &(MA))
-#define CL_K5_Q6_BLOCK2(up, A, MA) cl_k5_q6_block(up, y, &(A))
-CL_K5_KQ(q4_k, struct cl_k_block_q4_k, struct cl_k5_k4, cl_k5_unpack_q4_k, cl_k5_k4_block(&u, y, &acc[j], &macc[j]),
-         CL_K5_K4_BLOCK2)
-CL_K5_KQ(q5_k, struct cl_k_block_q5_k, struct cl_k5_k4, cl_k5_unpack_q5_k, cl_k5_k4_block(&u, y, &acc[j], &macc[j]),
-         CL_K5_K4_BLOCK2)
-CL_K5_KQ(q6_k, struct cl_k_block_q6_k, struct cl_k5_q6, cl_k5_unpack_q6_k, cl_k5_q6_block(&u, y, &acc[j]),
-         CL_K5_Q6_BLOCK2)
+CL_K5_KQ(q4_k, struct cl_k_block_q4_k, struct cl_k5_k4, cl_k5_unpack_q4_k, cl_k5_k4_block)
+CL_K5_KQ(q5_k, struct cl_k_block_q5_k, struct cl_k5_k4, cl_k5_unpack_q5_k, cl_k5_k4_block)
+CL_K5_KQ(q6_k, struct cl_k_block_q6_k, struct cl_k5_q6, cl_k5_unpack_q6_k, cl_k5_q6_block)
 
 /* ---------------------------------------------------- F32 / F16 */
 
