@@ -638,6 +638,12 @@ static void test_matmul_batch_exact(void **state)
         for (size_t i = 0; i < T_NW; i++) {
             t_matmul_exact(t_wtypes[i], 512, 13, 11, lvl);
             t_matmul_exact(t_wtypes[i], 2560, 9, 6, lvl);
+            /* whole groups of 16 rows (the lane kernels) beside leftover rows, and more columns than a tile */
+            t_matmul_exact(t_wtypes[i], 512, 41, 19, lvl);
+            t_matmul_exact(t_wtypes[i], 1024, 37, 3, lvl);
+            t_matmul_exact(t_wtypes[i], 2560, 40, 1, lvl); /* one column: the matvec lanes */
+            if (cl_ggml_type_info(t_wtypes[i])->block_elems == 32) /* 17 blocks: a partial group, odd */
+                t_matmul_exact(t_wtypes[i], 544, 39, 1, lvl);
         }
 }
 
