@@ -31,6 +31,7 @@ enum cl_bootcfg_lim {
     CL_BOOTCFG_LIM_REQUEST_TIMEOUT_MS,
     CL_BOOTCFG_LIM_MAX_IMAGES,        /* images per request (0: none accepted) */
     CL_BOOTCFG_LIM_MAX_IMAGE_BYTES,   /* encoded bytes per image */
+    CL_BOOTCFG_LIM_KV_CACHE_BITS,     /* 32: F32 key/value cache, 16: F16 (half the memory per sequence) */
     CL_BOOTCFG_LIM_COUNT
 };
 

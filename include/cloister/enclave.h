@@ -34,6 +34,7 @@ struct cl_enclave_limits {
     uint32_t replay_window;   /* requests per OHTTP key, 1..CL_GW_REPLAY_WINDOW */
     uint32_t max_images;      /* image content parts per request (0: images refused) */
     size_t max_image_bytes;   /* decoded from base64, per image */
+    bool kv_f16;              /* sequences' key/value caches in F16 (boot configuration kv_cache_bits=16) */
 };
 void cl_enclave_limits_default(struct cl_enclave_limits *l);
 

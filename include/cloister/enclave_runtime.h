@@ -51,6 +51,10 @@ void cl_engine_free(struct cl_engine *e);
  * defaults: 4 sequences, max_prompt_tokens + 4096 positions, no bound. */
 CL_MUST_CHECK cl_err cl_engine_configure(struct cl_engine *e, uint32_t max_seqs, uint32_t max_ctx, size_t mem_total);
 uint32_t cl_engine_max_seqs(const struct cl_engine *e);
+/* Sequences' key/value caches in F16 (half the memory, llama.cpp's default)
+ * instead of F32, before serving and before cl_engine_configure sizes the
+ * budget. */
+CL_MUST_CHECK cl_err cl_engine_set_kv_f16(struct cl_engine *e, bool on);
 /* What the scheduler has done: sequences admitted now, forward passes run,
  * the most sequences and rows one pass held, KV bytes charged and the budget. */
 struct cl_engine_stats {

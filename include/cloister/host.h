@@ -67,6 +67,7 @@ struct cl_host_config {
     bool has_max_images;        /* else the enclave's default */
     unsigned max_images;        /* images per request (0: none) */
     unsigned max_image_bytes;   /* 0 = the enclave's default */
+    bool kv_f16;                /* the enclave keeps sequences' key/value caches in F16 */
     const char *capture_dir; /* test hook: every socket byte appended here; NULL = off */
     const char *receipts_url; /* sqlite:PATH: interactive receipts are stored there; NULL = discarded */
     const char *kms_ca_pem;  /* extra CA (PEM) the enclave trusts for an https key service; NULL = system store */

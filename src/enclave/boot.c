@@ -58,6 +58,7 @@ static void cl_boot_apply(struct cl_enclave_boot *bt)
     /* without a projector no image is accepted, whatever the limit says */
     bt->limits.max_images = c->mmproj ? (uint32_t)c->limits[CL_BOOTCFG_LIM_MAX_IMAGES] : 0;
     bt->limits.max_image_bytes = (size_t)c->limits[CL_BOOTCFG_LIM_MAX_IMAGE_BYTES];
+    bt->limits.kv_f16 = c->limits[CL_BOOTCFG_LIM_KV_CACHE_BITS] == 16;
 }
 
 cl_err cl_boot_config_text(const struct cl_bootcfg *c, struct cl_buf *out)

@@ -93,6 +93,7 @@ struct cl_engine {
     bool hold;          /* tests: no steps until released */
     uint64_t steps;
     uint32_t peak_seqs, peak_rows;
+    bool kv_f16; /* sequences' caches in F16 */
     char name[CL_ENGINE_MAX_NAME + 1];
 };
 
@@ -169,6 +170,20 @@ out:
     return rc;
 }
 
+cl_err cl_engine_set_kv_f16(struct cl_engine *e, bool on)
+{
+    cl_err rc = CL_OK;
+    CL_ENSURE_D(e, CL_E_CORE_INVALID_ARG, "engine NULL");
+    pthread_mutex_lock(&e->mu);
+    bool idle = e->n_active == 0 && e->n_reserved == 0;
+    if (idle)
+        e->kv_f16 = on;
+    pthread_mutex_unlock(&e->mu);
+    CL_ENSURE_D(idle, CL_E_CORE_STATE, "KV cache type changed while serving");
+out:
+    return rc;
+}
+
 cl_err cl_engine_configure(struct cl_engine *e, uint32_t max_seqs, uint32_t max_ctx, size_t mem_total)
 {
     cl_err rc = CL_OK;
@@ -196,7 +211,7 @@ cl_err cl_engine_configure(struct cl_engine *e, uint32_t max_seqs, uint32_t max_
          * logits are held goes to the sequences' caches; at least one
          * sequence of max_ctx (the boot check sized the enclave for it) */
         size_t fixed = 0, scratch = 0, one = 0;
-        struct cl_model_seq_params sp = {.n_ctx = max_ctx, .n_ubatch = e->n_rows, .kv_only = true};
+        struct cl_model_seq_params sp = {.n_ctx = max_ctx, .n_ubatch = e->n_rows, .kv_only = true, .kv_f16 = e->kv_f16};
         CL_GUARD(cl_model_batch_mem_need(e->m, e->n_rows, max_ctx, e->threads, &scratch));
         CL_GUARD(cl_model_seq_mem_need(e->m, &sp, e->threads, &one));
         CL_GUARD(cl_size_add(e->model_len, e->vis ? e->mmproj_len : 0, &fixed));
@@ -208,6 +223,7 @@ cl_err cl_engine_configure(struct cl_engine *e, uint32_t max_seqs, uint32_t max_
             e->kv_budget = one;
     }
     CL_LOG(CL_LOG_INFO, "engine_sized", CL_LOG_COUNT("max_seqs", max_seqs), CL_LOG_COUNT("max_ctx", max_ctx),
+           CL_LOG_COUNT("kv_cache_bits", e->kv_f16 ? 16 : 32),
            CL_LOG_COUNT("rows_per_pass", e->n_rows), CL_LOG_SIZE("kv_budget_bytes", e->kv_budget));
 out:
     return rc;
@@ -505,7 +521,7 @@ static cl_err cl_engine_admit(struct cl_engine *e, const struct cl_model_request
     uint64_t n_ctx = (uint64_t)sl->n_prompt + rq->gen.max_tokens;
     CL_ENSURE_D(n_ctx <= e->max_ctx, CL_E_PROTO_LIMIT, "prompt of %zu tokens + max_tokens %u exceed the context %u",
                 sl->n_prompt, rq->gen.max_tokens, e->max_ctx);
-    struct cl_model_seq_params sp = {.n_ctx = (uint32_t)n_ctx, .n_ubatch = ubatch, .kv_only = true};
+    struct cl_model_seq_params sp = {.n_ctx = (uint32_t)n_ctx, .n_ubatch = ubatch, .kv_only = true, .kv_f16 = e->kv_f16};
     CL_GUARD(cl_model_seq_mem_need(e->m, &sp, e->threads, &sl->kv_bytes));
     CL_ENSURE_D(sl->kv_bytes <= e->kv_budget, CL_E_PROTO_LIMIT, "a sequence of %u positions needs %zu bytes, budget %zu",
                 (unsigned)n_ctx, sl->kv_bytes, e->kv_budget);

@@ -192,6 +192,7 @@ cl_err cl_host_boot_config(const struct cl_host_config *cfg, struct cl_buf *out)
         b->limits[CL_BOOTCFG_LIM_MAX_IMAGES] = cfg->max_images;
     if (cfg->max_image_bytes)
         b->limits[CL_BOOTCFG_LIM_MAX_IMAGE_BYTES] = cfg->max_image_bytes;
+    b->limits[CL_BOOTCFG_LIM_KV_CACHE_BITS] = cfg->kv_f16 ? 16 : 32;
     b->mmproj = cfg->mmproj_path != NULL;
     rc = cl_bootcfg_write(b, out);
     if (rc != CL_OK)

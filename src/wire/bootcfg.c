@@ -18,6 +18,7 @@ static const struct cl_bootcfg_lim_def cl_bootcfg_lims[CL_BOOTCFG_LIM_COUNT] = {
     [CL_BOOTCFG_LIM_REQUEST_TIMEOUT_MS] = {"request_timeout_ms", 100, 3600000, 300000},
     [CL_BOOTCFG_LIM_MAX_IMAGES] = {"max_images", 0, 16, 4},
     [CL_BOOTCFG_LIM_MAX_IMAGE_BYTES] = {"max_image_bytes", 1024, 32u << 20, 8u << 20},
+    [CL_BOOTCFG_LIM_KV_CACHE_BITS] = {"kv_cache_bits", 16, 32, 32},
 };
 
 const struct cl_bootcfg_lim_def *cl_bootcfg_lim(enum cl_bootcfg_lim l)
@@ -35,6 +36,8 @@ cl_err cl_bootcfg_lim_check(enum cl_bootcfg_lim l, uint64_t v)
     if (v < d->min || v > d->max)
         return cl_err_fail(CL_E_PROTO_BOOT_CONFIG, "limits.%s must be %llu..%llu", d->name,
                            (unsigned long long)d->min, (unsigned long long)d->max);
+    if (l == CL_BOOTCFG_LIM_KV_CACHE_BITS && v != 16 && v != 32)
+        return cl_err_fail(CL_E_PROTO_BOOT_CONFIG, "limits.%s must be 16 or 32", d->name);
     return CL_OK;
 }
 

@@ -78,13 +78,14 @@ static struct cl_engine *cl_t_engine(const char *model, struct cl_buf *mb)
 
 /* Six requests alone, then all six at once (four held to start in the same
  * pass, two joining while they decode): the same text, token for token. */
-static void cl_t_batched_equals_alone(const char *model)
+static void cl_t_batched_equals_alone(const char *model, bool kv_f16)
 {
     struct cl_buf mb;
     struct cl_engine *e = cl_t_engine(model, &mb);
     struct cl_t_req alone[CL_T_N], conc[CL_T_N];
     pthread_t th[CL_T_N];
     struct cl_engine_stats st;
+    assert_ok(cl_engine_set_kv_f16(e, kv_f16));
     assert_ok(cl_engine_configure(e, 8, 1024, 0));
     for (size_t i = 0; i < CL_T_N; i++) {
         cl_t_req_init(&alone[i], e, cl_t_q[i], 24 + 6 * (uint32_t)i);
@@ -137,8 +138,15 @@ static void cl_t_batched_equals_alone(const char *model)
     cl_buf_free(&mb);
 }
 
-static void test_batched_llama(void **state) { (void)state; cl_t_batched_equals_alone("tiny-llama-q8_0"); }
-static void test_batched_gemma3(void **state) { (void)state; cl_t_batched_equals_alone("tiny-gemma3-f32"); }
+static void test_batched_llama(void **state) { (void)state; cl_t_batched_equals_alone("tiny-llama-q8_0", false); }
+static void test_batched_gemma3(void **state) { (void)state; cl_t_batched_equals_alone("tiny-gemma3-f32", false); }
+/* The boot configuration's kv_cache_bits=16: F16 caches, batched still equal to alone. */
+static void test_batched_kv_f16(void **state)
+{
+    (void)state;
+    cl_t_batched_equals_alone("tiny-gemma3-f32", true);
+    cl_t_batched_equals_alone("tiny-llama-q8_0", true);
+}
 
 /* A full engine refuses at once, naming why; a batch job waits for room. */
 static void test_full_is_busy(void **state)
@@ -167,6 +175,7 @@ static void test_full_is_busy(void **state)
     assert_int_equal(st.active, 2);
     /* configuring while serving is refused */
     assert_err(cl_engine_configure(e, 4, 1024, 0), CL_E_CORE_STATE);
+    assert_err(cl_engine_set_kv_f16(e, true), CL_E_CORE_STATE);
     /* the third interactive request: busy, with the reason */
     cl_t_req_init(&extra, e, cl_t_q[2], 8);
     cl_t_req_run(&extra);
@@ -231,6 +240,15 @@ static void test_kv_budget(void **state)
     assert_ok(a.rc);
     cl_buf_free(&a.text);
     cl_buf_free(&b.text);
+    /* F16 caches: the one-sequence budget (and each sequence's charge) about halves */
+    size_t b32 = st.kv_budget;
+    cl_engine_free(e);
+    cl_buf_free(&mb);
+    e = cl_t_engine("tiny-gemma3-f32", &mb);
+    assert_ok(cl_engine_set_kv_f16(e, true));
+    assert_ok(cl_engine_configure(e, 4, 1024, 1));
+    cl_engine_stats(e, &st);
+    assert_true(st.kv_budget > 0 && st.kv_budget < b32 * 3 / 4);
     cl_engine_free(e);
     cl_buf_free(&mb);
 }
@@ -240,6 +258,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batched_llama),
         cmocka_unit_test(test_batched_gemma3),
+        cmocka_unit_test(test_batched_kv_f16),
         cmocka_unit_test(test_full_is_busy),
         cmocka_unit_test(test_kv_budget),
     };

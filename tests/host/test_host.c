@@ -229,11 +229,17 @@ static void test_boot_config(void **state)
     const char *want = "{\"kms\":{\"endpoint\":\"http://127.0.0.1:4000\",\"region\":\"eu\",\"access_key_id\":\"AK\","
                        "\"secret_access_key\":\"S\\\"x\"},\"limits\":{\"max_request_bytes\":1024,\"max_tokens\":7,"
                        "\"max_prompt_tokens\":4096,\"max_sessions\":2,\"request_timeout_ms\":100,\"max_images\":4,"
-                       "\"max_image_bytes\":8388608}}";
+                       "\"max_image_bytes\":8388608,\"kv_cache_bits\":32}}";
     assert_int_equal(b.len, strlen(want));
     assert_memory_equal(b.data, want, b.len);
     assert_ok(cl_host_json_check_keys(b.data, b.len, (const char *const[]){"kms", "limits", NULL}));
     assert_err(cl_host_json_get_string(b.data, b.len, "kms", &v), CL_E_NET_HOST_JSON);
+    /* --kv-cache f16 reaches the enclave as kv_cache_bits 16 */
+    cl_buf_reset(&b);
+    cfg.kv_f16 = true;
+    assert_ok(cl_host_boot_config(&cfg, &b));
+    assert_non_null(memmem(b.data, b.len, "\"kv_cache_bits\":16}", 18));
+    cfg.kv_f16 = false;
     /* The host refuses what the enclave would refuse: one table of limits. */
     cl_buf_reset(&b);
     cfg.timeout_ms = 99;

@@ -3,7 +3,7 @@
 # KMS-sealed model, host, enclave under cloister-sim): four different
 # questions asked at the same time (two streamed) get exactly the answers
 # they get one at a time, and the enclave sized its engine for max_sessions
-# sequences within its memory. Loopback only, bounded (tiny model, 24 tokens).
+# sequences within its memory, here with F16 key/value caches. Loopback only, bounded (tiny model, 24 tokens).
 . "$(dirname "$0")/lib.sh"
 set +u
 . "$CLOISTER_SOURCE_DIR/scripts/stack.sh"
@@ -12,6 +12,9 @@ command -v curl >/dev/null || { echo "curl not found: skipped"; exit 77; }
 BUILD=$CLOISTER_BUILD_DIR
 "$BUILD/src/cli/cloister" mkmodel --arch llama --shape tiny --type q8_0 -o "$cl_tmp/m.gguf" >/dev/null \
   || { bad "mkmodel"; finish; exit 1; }
+# with F16 key/value caches (cloister-host --kv-cache f16, attested as kv_cache_bits=16);
+# test_engine covers F32 and F16 alike
+export STACK_HOST_ARGS="--kv-cache f16"
 if stack_up "$BUILD" "$cl_tmp/m.gguf" >"$cl_tmp/stack.log" 2>&1; then ok "stack up"; else cat "$cl_tmp/stack.log"; bad "stack up"; finish; exit 1; fi
 trap 'stack_down' EXIT
 Q=("Hi" "What should be checked first in a patient with a fever and a cough?" "2+2=" \
@@ -35,8 +38,8 @@ same=0
 for i in 0 1 2 3; do cmp -s "$cl_tmp/alone$i" "$cl_tmp/conc$i" && same=$((same + 1)); done
 [ "$same" = 4 ] && ok "each concurrent answer equals the same question asked alone" \
   || bad "$same of 4 concurrent answers equal the answers alone"
-grep -q '"event":"engine_sized","max_seqs":4,' "$D/enclave.log" && ok "engine sized for max_sessions (4) sequences" \
-  || bad "no engine_sized line with max_seqs 4"
+grep -q '"event":"engine_sized","max_seqs":4,.*"kv_cache_bits":16,' "$D/enclave.log" \
+  && ok "engine sized for max_sessions (4) sequences with F16 caches" || bad "no engine_sized line with max_seqs 4, kv_cache_bits 16"
 grep -E '"event":"engine_sized".*"kv_budget_bytes":[0-9]+' "$D/enclave.log" | grep -vq 18446744073709551615 \
   && ok "the KV budget is bounded by the enclave's memory" || bad "KV budget unbounded"
 n_ok=$(grep -c '"event":"generation".*"error":"OK"' "$D/enclave.log")

@@ -86,6 +86,15 @@ static void test_bootcfg(void **state)
     assert_int_equal(back.limits[CL_BOOTCFG_LIM_MAX_PROMPT_TOKENS],
                      cl_bootcfg_lim(CL_BOOTCFG_LIM_MAX_PROMPT_TOKENS)->def);
     assert_false(back.mmproj);
+    assert_int_equal(back.limits[CL_BOOTCFG_LIM_KV_CACHE_BITS], 32); /* F32 unless asked */
+    const char *f16 = "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\","
+                      "\"secret_access_key\":\"s\"},\"limits\":{\"kv_cache_bits\":16}}";
+    assert_ok(cl_bootcfg_parse((const uint8_t *)f16, strlen(f16), &back));
+    assert_int_equal(back.limits[CL_BOOTCFG_LIM_KV_CACHE_BITS], 16);
+    c.limits[CL_BOOTCFG_LIM_KV_CACHE_BITS] = 20;
+    cl_buf_reset(&b);
+    assert_err(cl_bootcfg_write(&c, &b), CL_E_PROTO_BOOT_CONFIG);
+    c.limits[CL_BOOTCFG_LIM_KV_CACHE_BITS] = 16;
     /* what the writer refuses, the reader refuses too */
     c.limits[CL_BOOTCFG_LIM_MAX_SESSIONS] = 257;
     cl_buf_reset(&b);
@@ -111,6 +120,9 @@ static void test_bootcfg(void **state)
         "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"},\"limits\":{\"max_sessions\":257}}",
         "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"},\"mmproj\":1}",
         "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"},\"limits\":{\"max_images\":17}}",
+        /* the key/value cache type is F16 or F32, nothing between */
+        "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"},\"limits\":{\"kv_cache_bits\":24}}",
+        "{\"kms\":{\"endpoint\":\"http://k\",\"region\":\"r\",\"access_key_id\":\"a\",\"secret_access_key\":\"s\"},\"limits\":{\"kv_cache_bits\":8}}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (cl_bootcfg_parse((const uint8_t *)bad[i], strlen(bad[i]), &back) != CL_E_PROTO_BOOT_CONFIG)

@@ -138,6 +138,7 @@ int cloister_enclave_main(int argc, char **argv)
         size_t avail = 0;
         uint32_t seqs = bt->limits.max_sessions < 64 ? bt->limits.max_sessions : 64;
         if ((rc = cl_enclave_mem_available(&avail)) != CL_OK ||
+            (rc = cl_engine_set_kv_f16(eng, bt->limits.kv_f16)) != CL_OK ||
             (rc = cl_engine_configure(eng, seqs ? seqs : 1, n_ctx, avail)) != CL_OK)
             goto fail;
     }

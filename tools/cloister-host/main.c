@@ -22,7 +22,8 @@ static void cl_host_help(FILE *f)
             "usage: cloister-host --listen ADDR:PORT --enclave-cid N [--vsock-dir DIR]\n"
             "                     --model MODEL.sealed --kms URL --kms-credentials FILE\n"
             "                     [--max-body BYTES] [--max-inflight BYTES] [--timeout-ms N] [--max-tokens N]\n"
-            "                     [--max-prompt-tokens N] [--max-sessions N] [--max-connections N]\n"
+            "                     [--max-prompt-tokens N] [--max-sessions N] [--kv-cache f16|f32]\n"
+            "                     [--max-connections N]\n"
             "                     [--mmproj PROJECTOR.sealed] [--max-images N] [--max-image-bytes N]\n"
             "                     [--max-client-connections N] [--header-timeout-ms N] [--body-timeout-ms N]\n"
             "                     [--idle-timeout-s N] [--http-threads N] [--enclave-workers N] [--enclave-queue N]\n"
@@ -64,6 +65,8 @@ static void cl_host_help(FILE *f)
             "  --max-prompt-tokens N    per-request prompt token limit for the enclave, up to 1048576\n"
             "                           (default 4096)\n"
             "  --max-sessions N         concurrent sessions for the enclave, up to 256 (default 4)\n"
+            "  --kv-cache f16|f32       the enclave's per-sequence key/value cache type (default f32); f16\n"
+            "                           halves its memory per patient, as llama.cpp's default; attested\n"
             "\nHTTP front door (libmicrohttpd on a few epoll threads that never wait on the enclave):\n"
             "  --max-connections N      open client connections, 16..65536 (default 4096); more are\n"
             "                           answered 503 at accept. The soft RLIMIT_NOFILE is raised to fit\n"
@@ -220,6 +223,13 @@ int main(int argc, char **argv)
             if (cl_host_lim(a, val, CL_BOOTCFG_LIM_MAX_SESSIONS, &v))
                 return CL_HOST_EXIT_USAGE;
             cfg.max_sessions = (unsigned)v;
+        } else if (!strcmp(a, "--kv-cache")) {
+            if (!strcmp(val, "f16"))
+                cfg.kv_f16 = true;
+            else if (!strcmp(val, "f32"))
+                cfg.kv_f16 = false;
+            else
+                return cl_host_usage("--kv-cache must be f16 or f32", val);
         } else if (!strcmp(a, "--max-connections")) {
             if (cl_host_num(val, 16, CL_HOST_MAX_CONNECTIONS_LIMIT, &v))
                 return cl_host_usage("--max-connections must be 16..65536", val);
