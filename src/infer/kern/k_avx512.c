@@ -145,7 +145,7 @@ CL_K_TI void cl_k5_q8act_tile(const uint8_t *x, size_t bb, cl_k5_u_fn unpack, cl
         const __m512i u = unpack2(x, bb);
         const __m128 dw2 = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(cl_k5_ld16(x) | (cl_k5_ld16(x + bb) << 16))));
         const __m512 dw = _mm512_permutexvar_ps(sel, _mm512_castps128_ps512(dw2));
-        for (int j = 0; j < M; j++) {
+        _Pragma("GCC unroll 4") for (int j = 0; j < M; j++) {
             const struct cl_k5_pair *p = pc[j] + b / 2;
             const __m512i q = _mm512_dpbusd_epi32(_mm512_loadu_si512((const void *)p->corr), u,
                                                   _mm512_loadu_si512((const void *)p->y));
@@ -189,7 +189,7 @@ CL_K_TI void cl_k5_q8act_tile2(const uint8_t *x0, const uint8_t *x1, size_t bb, 
             sel, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)(cl_k5_ld16(x0) | (cl_k5_ld16(x0 + bb) << 16))))));
         const __m512 dw1 = _mm512_permutexvar_ps(
             sel, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)(cl_k5_ld16(x1) | (cl_k5_ld16(x1 + bb) << 16))))));
-        for (int j = 0; j < M; j++) {
+        _Pragma("GCC unroll 4") for (int j = 0; j < M; j++) {
             const struct cl_k5_pair *p = pc[j] + b / 2;
             const __m512i yv = _mm512_loadu_si512((const void *)p->y);
             const __m512i cv = _mm512_loadu_si512((const void *)p->corr);
