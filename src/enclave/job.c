@@ -286,6 +286,32 @@ out:
     return rc;
 }
 
+/* What every receipt of this enclave states alike: kind, id, consumer, the
+ * digests the enclave computed of its model (and projector, when it read
+ * images) and of its attestation document. */
+static void cl_jobs_receipt_base(const struct cl_jobs *j, const char *kind, const char *id, const char *consumer,
+                                 bool images, struct cl_batch_receipt *r)
+{
+    snprintf(r->kind, sizeof(r->kind), "%s", kind);
+    snprintf(r->job_id, sizeof(r->job_id), "%s", id);
+    snprintf(r->consumer, sizeof(r->consumer), "%s", consumer);
+    memcpy(r->model_sha256, j->bt->model_sha256, 32);
+    if (images && j->bt->has_mmproj) { /* the projector read these images */
+        r->has_projector = true;
+        memcpy(r->projector_sha256, j->bt->mmproj_sha256, 32);
+    }
+    memcpy(r->attestation_sha256, j->att_sha, 32);
+}
+
+/* The chain's lock is held while a receipt is sent: a peer that stops
+ * reading must not hold every other receipt for longer than this. */
+static void cl_jobs_send_timeout(const struct cl_jobs *j, int fd)
+{
+    struct timeval tv = {(time_t)(j->lim->request_timeout_ms / 1000),
+                         (suseconds_t)(j->lim->request_timeout_ms % 1000) * 1000};
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
 cl_err cl_jobs_handle(struct cl_jobs *j, int fd, const uint8_t *job, size_t n)
 {
     cl_err rc = CL_OK;
@@ -316,15 +342,7 @@ cl_err cl_jobs_handle(struct cl_jobs *j, int fd, const uint8_t *job, size_t n)
     CL_GUARD(cl_jobs_run(j, h->job_id, &req, &answer, &ok, &images, &res, &refusal));
     CL_GUARD(cl_batch_result_seal(h->job_id, ok, key, answer.data, answer.len, &result));
 
-    snprintf(r.kind, sizeof(r.kind), "batch");
-    snprintf(r.job_id, sizeof(r.job_id), "%s", h->job_id);
-    snprintf(r.consumer, sizeof(r.consumer), "%s", h->consumer);
-    memcpy(r.model_sha256, j->bt->model_sha256, 32);
-    if (images && j->bt->has_mmproj) { /* the projector read this job's images */
-        r.has_projector = true;
-        memcpy(r.projector_sha256, j->bt->mmproj_sha256, 32);
-    }
-    memcpy(r.attestation_sha256, j->att_sha, 32);
+    cl_jobs_receipt_base(j, "batch", h->job_id, h->consumer, images, &r);
     CL_GUARD(cl_sha256(job, n, r.job_sha256));
     CL_GUARD(cl_sha256(result.data, result.len, r.result_sha256));
     r.ok = ok;
@@ -335,11 +353,7 @@ cl_err cl_jobs_handle(struct cl_jobs *j, int fd, const uint8_t *job, size_t n)
     r.started_ms = (uint64_t)time(NULL) * 1000 - (cl_now_us() - t0) / 1000;
     r.duration_us = cl_now_us() - t0;
 
-    /* The chain's lock is held while sending: a worker that stops reading
-     * must not hold every other job's receipt for longer than this. */
-    struct timeval tv = {(time_t)(j->lim->request_timeout_ms / 1000),
-                         (suseconds_t)(j->lim->request_timeout_ms % 1000) * 1000};
-    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    cl_jobs_send_timeout(j, fd);
     pthread_mutex_lock(&j->chain_mu);
     locked = true;
     r.seq = j->seq + 1;
@@ -385,15 +399,7 @@ cl_err cl_jobs_receipt_interactive(struct cl_jobs *j, int fd, const struct cl_gw
     cl_buf_init(&receipt, CL_BATCH_RECEIPT_MAX, CL_BUF_NONE);
     cl_buf_init(&frame, CL_BATCH_RECEIPT_MAX + CL_NSM_RESPONSE_MAX + 512, CL_BUF_NONE);
     memset(&r, 0, sizeof(r));
-    snprintf(r.kind, sizeof(r.kind), CL_BATCH_KIND_INTERACTIVE);
-    snprintf(r.job_id, sizeof(r.job_id), "%s", oc->request_id);
-    snprintf(r.consumer, sizeof(r.consumer), "%s", oc->consumer);
-    memcpy(r.model_sha256, j->bt->model_sha256, 32);
-    if (oc->images && j->bt->has_mmproj) {
-        r.has_projector = true;
-        memcpy(r.projector_sha256, j->bt->mmproj_sha256, 32);
-    }
-    memcpy(r.attestation_sha256, j->att_sha, 32);
+    cl_jobs_receipt_base(j, CL_BATCH_KIND_INTERACTIVE, oc->request_id, oc->consumer, oc->images, &r);
     memcpy(r.job_sha256, req_sha, 32);
     memcpy(r.result_sha256, res_sha, 32);
     r.ok = oc->status == 200 && !oc->failed;
@@ -403,10 +409,7 @@ cl_err cl_jobs_receipt_interactive(struct cl_jobs *j, int fd, const struct cl_gw
     r.completion_tokens = oc->completion_tokens;
     r.started_ms = started_ms;
     r.duration_us = duration_us;
-    /* As for jobs: a host that stops reading holds the chain at most this long. */
-    struct timeval tv = {(time_t)(j->lim->request_timeout_ms / 1000),
-                         (suseconds_t)(j->lim->request_timeout_ms % 1000) * 1000};
-    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    cl_jobs_send_timeout(j, fd);
     pthread_mutex_lock(&j->chain_mu);
     locked = true;
     r.seq = j->seq + 1;

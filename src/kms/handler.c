@@ -1020,6 +1020,15 @@ static cl_err cl_kms_lic_u64(struct cl_kms_req *q, const char *name, int64_t lo,
     return CL_OK;
 }
 
+/* The licence as the answer's "Licence" member. */
+static cl_err cl_kms_licence_out(struct cl_kms_req *q, const struct cl_licence *l)
+{
+    json_t *lj = cl_kms_licence_json(l);
+    if (!lj || json_object_set_new(q->out, "Licence", lj) != 0)
+        return cl_err_fail(CL_E_CORE_NOMEM, "licence answer");
+    return CL_OK;
+}
+
 static cl_err cl_kms_op_licence_create(struct cl_kms_req *q)
 {
     cl_err rc = CL_OK;
@@ -1049,8 +1058,20 @@ static cl_err cl_kms_op_licence_create(struct cl_kms_req *q)
     CL_GUARD(cl_kms_lic_u64(q, "RatePerMinute", 0, (int64_t)(UINT64_MAX >> 12), 0, &l.rate_per_min));
     l.serial = 1;
     CL_GUARD(cl_kms_licence_store(q->st, m.key_id, &l, true, now));
-    json_t *lj = cl_kms_licence_json(&l);
-    CL_ENSURE(lj && json_object_set_new(q->out, "Licence", lj) == 0, CL_E_CORE_NOMEM);
+    CL_GUARD(cl_kms_licence_out(q, &l));
+out:
+    return rc;
+}
+
+/* The licence a request names (LicenceId), for the owner's principal. */
+static cl_err cl_kms_licence_lookup(struct cl_kms_req *q, const char *action, struct cl_kms_key_meta *m,
+                                    struct cl_licence *l)
+{
+    cl_err rc = CL_OK;
+    const char *id;
+    CL_GUARD(cl_kms_licence_admin(q, m, action));
+    CL_GUARD(cl_kms_get_str(q->in, "LicenceId", true, CL_LICENCE_ID_MAX, &id));
+    CL_GUARD(cl_kms_licence_get(q->st, m->key_id, id, l));
 out:
     return rc;
 }
@@ -1060,17 +1081,13 @@ static cl_err cl_kms_op_licence_revoke(struct cl_kms_req *q)
     cl_err rc = CL_OK;
     struct cl_kms_key_meta m;
     struct cl_licence l;
-    const char *id;
-    CL_GUARD(cl_kms_licence_admin(q, &m, "RevokeLicence"));
-    CL_GUARD(cl_kms_get_str(q->in, "LicenceId", true, CL_LICENCE_ID_MAX, &id));
-    CL_GUARD(cl_kms_licence_get(q->st, m.key_id, id, &l));
+    CL_GUARD(cl_kms_licence_lookup(q, "RevokeLicence", &m, &l));
     if (!l.revoked) {
         l.revoked = true;
         l.serial++;
         CL_GUARD(cl_kms_licence_store(q->st, m.key_id, &l, false, q->now_ms / 1000));
     }
-    json_t *lj = cl_kms_licence_json(&l);
-    CL_ENSURE(lj && json_object_set_new(q->out, "Licence", lj) == 0, CL_E_CORE_NOMEM);
+    CL_GUARD(cl_kms_licence_out(q, &l));
 out:
     return rc;
 }
@@ -1080,12 +1097,8 @@ static cl_err cl_kms_op_licence_describe(struct cl_kms_req *q)
     cl_err rc = CL_OK;
     struct cl_kms_key_meta m;
     struct cl_licence l;
-    const char *id;
-    CL_GUARD(cl_kms_licence_admin(q, &m, "DescribeLicence"));
-    CL_GUARD(cl_kms_get_str(q->in, "LicenceId", true, CL_LICENCE_ID_MAX, &id));
-    CL_GUARD(cl_kms_licence_get(q->st, m.key_id, id, &l));
-    json_t *lj = cl_kms_licence_json(&l);
-    CL_ENSURE(lj && json_object_set_new(q->out, "Licence", lj) == 0, CL_E_CORE_NOMEM);
+    CL_GUARD(cl_kms_licence_lookup(q, "DescribeLicence", &m, &l));
+    CL_GUARD(cl_kms_licence_out(q, &l));
 out:
     return rc;
 }
