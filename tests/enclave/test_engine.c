@@ -9,6 +9,7 @@
 
 #include "cloister/buf.h"
 #include "cloister/chat.h"
+#include "cloister/bootcfg.h"
 #include "cloister/enclave_runtime.h"
 #include "cloister/file.h"
 
@@ -253,6 +254,29 @@ static void test_kv_budget(void **state)
     cl_buf_free(&mb);
 }
 
+/* The host picks the cache type, so the enclave attests it: the configuration
+ * text behind config_sha256 names it, and an operator who switches it changes
+ * the hash a client pins. */
+static void test_kv_cache_attested(void **state)
+{
+    (void)state;
+    static struct cl_bootcfg c;
+    struct cl_buf t32, t16;
+    cl_buf_init(&t32, 4096, CL_BUF_NONE);
+    cl_buf_init(&t16, 4096, CL_BUF_NONE);
+    cl_bootcfg_init(&c);
+    strcpy(c.kms_endpoint, "http://127.0.0.1:4000");
+    strcpy(c.kms_region, "eu-west-1");
+    assert_ok(cl_boot_config_text(&c, &t32));
+    c.limits[CL_BOOTCFG_LIM_KV_CACHE_BITS] = 16;
+    assert_ok(cl_boot_config_text(&c, &t16));
+    assert_non_null(memmem(t32.data, t32.len, "\nkv_cache_bits=32\n", 18));
+    assert_non_null(memmem(t16.data, t16.len, "\nkv_cache_bits=16\n", 18));
+    assert_false(t32.len == t16.len && memcmp(t32.data, t16.data, t32.len) == 0);
+    cl_buf_free(&t32);
+    cl_buf_free(&t16);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -261,6 +285,7 @@ int main(void)
         cmocka_unit_test(test_batched_kv_f16),
         cmocka_unit_test(test_full_is_busy),
         cmocka_unit_test(test_kv_budget),
+        cmocka_unit_test(test_kv_cache_attested),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
