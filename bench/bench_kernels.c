@@ -27,6 +27,17 @@ static float bk_rand(void)
     return (float)((bk_rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
 }
 
+/* CL_BENCH_ROWS16=1: Q4_0/Q8_0 weights repacked into 16 interleaved rows. */
+static bool bk_r16;
+
+static cl_err bk_mm(uint32_t wt, const void *w, size_t rb, size_t rows, size_t r1, const void *a, size_t ab,
+                    size_t nc, size_t n, float *out, size_t os)
+{
+    if (bk_r16)
+        return cl_k_rows16_matmul(wt, w, rows, 0, r1, a, ab, nc, n, out, os);
+    return cl_k_matmul_rows(wt, w, rb, 0, r1, a, ab, nc, n, out, os);
+}
+
 int main(int argc, char **argv)
 {
     /* a 2048 x 5632 matrix (llama-1b FFN shape): 11.5M weights, far above cache */
@@ -69,6 +80,9 @@ int main(int argc, char **argv)
             if (cl_k_act_quantize(at, x, A + c * ab, n) != CL_OK)
                 return 1;
         }
+        bk_r16 = getenv("CL_BENCH_ROWS16") && (wt == CL_GGML_Q4_0 || wt == CL_GGML_Q8_0);
+        if (bk_r16 && cl_k_rows16_pack(wt, W, rows, n) != CL_OK)
+            return 1;
         size_t copies = (size_t)(dram_mb << 20) / (rb * rows) + 1;
         unsigned char *big = dram_mb ? malloc(copies * rb * rows) : NULL;
         for (size_t k = 0; big && k < copies; k++)
@@ -86,7 +100,7 @@ int main(int argc, char **argv)
             size_t pp_rows = lvl == CL_CPU_SCALAR ? rows / 16 : rows;
             for (int it = 0; it < 200 && (it < 5 || bk_now() - t_start < min_s); it++) {
                 double t0 = bk_now();
-                if (cl_k_matmul_rows(wt, W, rb, 0, rows, A, ab, 1, n, out, rows) != CL_OK)
+                if (bk_mm(wt, W, rb, rows, rows, A, ab, 1, n, out, rows) != CL_OK)
                     return 1;
                 double el = bk_now() - t0;
                 mv = el < mv ? el : mv;
@@ -96,7 +110,7 @@ int main(int argc, char **argv)
             t_start = bk_now();
             for (int it = 0; it < 50 && (it < 3 || bk_now() - t_start < min_s); it++) {
                 double t0 = bk_now();
-                if (cl_k_matmul_rows(wt, W, rb, 0, pp_rows, A, ab, cols_pp, n, out, rows) != CL_OK)
+                if (bk_mm(wt, W, rb, rows, pp_rows, A, ab, cols_pp, n, out, rows) != CL_OK)
                     return 1;
                 double el = (bk_now() - t0) * (double)rows / (double)pp_rows;
                 pp = el < pp ? el : pp;
@@ -110,7 +124,7 @@ int main(int argc, char **argv)
                     size_t nc = pass & 1 ? cols_pp : 1;
                     double t0 = bk_now();
                     for (size_t k = 0; k < copies; k++)
-                        if (cl_k_matmul_rows(wt, big + k * rb * rows, rb, 0, rows, A, ab, nc, n, out, rows) != CL_OK)
+                        if (bk_mm(wt, big + k * rb * rows, rb, rows, rows, A, ab, nc, n, out, rows) != CL_OK)
                             return 1;
                     double el = (bk_now() - t0) / (double)copies;
                     if (nc == 1)
@@ -119,7 +133,7 @@ int main(int argc, char **argv)
                         dram_pp = el < dram_pp ? el : dram_pp;
                 }
             }
-            printf("| %s | %s | %.2f | %.3f | %.2f | %.2f | %.1f | %.1f |\n", cl_ggml_type_info(wt)->name, path,
+            printf("| %s%s | %s | %.2f | %.3f | %.2f | %.2f | %.1f | %.1f |\n", cl_ggml_type_info(wt)->name, bk_r16 ? " rows16" : "", path,
                    (double)(rb * rows) / mv / 1e9, mv * 1e3, dram < 1e30 ? (double)(rb * rows) / dram / 1e9 : 0.0,
                    (double)(rb * rows) * (double)cols_pp / pp / 1e9, (double)rows * (double)cols_pp / pp / 1e6,
                    dram_pp < 1e30 ? (double)rows * (double)cols_pp / dram_pp / 1e6 : 0.0);

@@ -34,8 +34,10 @@ void cl_chat_params_release(struct cl_chat_params *p);
 /* ---- the engine-backed generator (engine.c) ---- */
 #define CL_ENGINE_MAX_NAME 128
 struct cl_engine;
-/* model: the decrypted GGUF in secure memory; it must outlive the engine. */
-CL_MUST_CHECK cl_err cl_engine_new(const void *model, size_t len, unsigned threads, const char *tmpl_override,
+/* model: the decrypted GGUF in secure memory; it must outlive the engine, which
+ * owns its bytes from now on: weights may be repacked in place for the
+ * kernels (cl_model_load), so hash or copy it before, never after. */
+CL_MUST_CHECK cl_err cl_engine_new(void *model, size_t len, unsigned threads, const char *tmpl_override,
                                    uint32_t max_prompt_tokens, struct cl_engine **out);
 /* Adds the vision encoder: mmproj is the decrypted projector GGUF in secure
  * memory (it must outlive the engine) whose output width must match the

@@ -69,12 +69,30 @@ struct cl_gguf_tensor {
     uint64_t offset;       /* from the start of the data section */
     const void *data;      /* in place, aligned to the file's alignment relative to the buffer start */
     size_t nbytes;
+    uint32_t layout;       /* CL_GGUF_LAYOUT_*: how data is laid out now */
 };
+
+/* A tensor's bytes as the file has them, or rewritten in place by the model
+ * loader into 16 interleaved rows (kernels.h, CL_K_ROWS16). */
+#define CL_GGUF_LAYOUT_FILE 0u
+#define CL_GGUF_LAYOUT_ROWS16 1u
 
 /* Parses buf[0..len). The buffer must outlive the handle and not change. */
 CL_MUST_CHECK cl_err cl_gguf_open_memory(const void *buf, size_t len, cl_gguf **out);
 /* Maps path read-only (private) and parses it. */
 CL_MUST_CHECK cl_err cl_gguf_open_file(const char *path, cl_gguf **out);
+/* Gives the model loader leave to rewrite weight tensors in place
+ * (cl_model_load repacks rows for faster kernels). buf must be the buffer g
+ * was opened on, writable by the caller, and from then on read through g
+ * only (its tensors say their layout); NULL for a file g mapped itself,
+ * whose private map becomes copy-on-write writable (the file never changes).
+ * CORE_INVALID_ARG when buf is not g's buffer; the mprotect error otherwise. */
+CL_MUST_CHECK cl_err cl_gguf_set_writable(cl_gguf *g, void *buf);
+/* Writable bytes of one of g's tensors, NULL when g is not writable or t is
+ * not g's. */
+void *cl_gguf_tensor_data_mut(cl_gguf *g, const struct cl_gguf_tensor *t);
+/* Records that t's bytes now have another layout (t must be g's). */
+void cl_gguf_tensor_set_layout(cl_gguf *g, const struct cl_gguf_tensor *t, uint32_t layout);
 /* NULL is a no-op. Unmaps a file opened with cl_gguf_open_file. */
 void cl_gguf_free(cl_gguf *g);
 

@@ -129,7 +129,7 @@ out:
     return rc;
 }
 
-cl_err cl_engine_new(const void *model, size_t len, unsigned threads, const char *tmpl_override,
+cl_err cl_engine_new(void *model, size_t len, unsigned threads, const char *tmpl_override,
                      uint32_t max_prompt_tokens, struct cl_engine **out)
 {
     cl_err rc = CL_OK;
@@ -142,7 +142,9 @@ cl_err cl_engine_new(const void *model, size_t len, unsigned threads, const char
     e->max_prompt_tokens = max_prompt_tokens;
     e->model_len = len;
     e->threads = threads ? threads : 1;
-    CL_GUARD(cl_model_open_memory(model, len, &e->g, &e->m));
+    CL_GUARD(cl_gguf_open_memory(model, len, &e->g));
+    CL_GUARD(cl_gguf_set_writable(e->g, model));
+    CL_GUARD(cl_model_load(e->g, &e->m));
     CL_GUARD(cl_tokenizer_new(e->g, &e->tok));
     CL_GUARD(cl_pool_new(e->threads, &e->pool));
     CL_GUARD(cl_chat_for_model(e->g, tmpl_override, &e->tmpl));

@@ -647,6 +647,101 @@ static void test_matmul_batch_exact(void **state)
         }
 }
 
+/* ------------------------------------------------------------ 16 interleaved rows */
+
+/* Repacks a rows x n matrix, then checks: every row reads back as it was;
+ * the product over the repacked matrix agrees with the plain one within
+ * float-order tolerance on every CPU level; each column alone, each split of
+ * the rows at group boundaries and each split inside a group give the same
+ * bits as the whole call (the batched-equals-alone guarantee). */
+static void t_rows16(uint32_t wt, size_t n, size_t rows, size_t cols)
+{
+    size_t rb = cl_k_row_bytes(wt, n), ab = cl_k_row_bytes(CL_GGML_Q8_0, n);
+    char *W = malloc(rows * rb), *P = malloc(rows * rb), *A = malloc(cols * ab), *row = malloc(rb);
+    float *x = malloc(n * sizeof(float)), *fw = malloc(rows * n * sizeof(float)), *fa = malloc(cols * n * sizeof(float));
+    float *want = malloc(rows * cols * sizeof(float)), *got = malloc(rows * cols * sizeof(float));
+    float *alone = malloc(rows * sizeof(float));
+    assert_true(W && P && A && row && x && fw && fa && want && got && alone);
+    for (size_t r = 0; r < rows; r++) {
+        t_fill(x, n, 0.1f);
+        assert_ok(cl_k_quantize_row(wt, x, W + r * rb, n));
+        assert_ok(cl_k_dequantize_row(wt, W + r * rb, fw + r * n, n));
+    }
+    for (size_t c = 0; c < cols; c++) {
+        t_fill(x, n, 1.0f);
+        assert_ok(cl_k_act_quantize(CL_GGML_Q8_0, x, A + c * ab, n));
+        assert_ok(cl_k_dequantize_row(CL_GGML_Q8_0, A + c * ab, fa + c * n, n));
+    }
+    memcpy(P, W, rows * rb);
+    assert_ok(cl_k_rows16_pack(wt, P, rows, n));
+    if (rows >= CL_K_ROWS16)
+        assert_memory_not_equal(P, W, CL_K_ROWS16 * rb);
+    if (rows % CL_K_ROWS16) /* the rows past the last group stay plain */
+        assert_memory_equal(P + rows / 16 * 16 * rb, W + rows / 16 * 16 * rb, (rows % 16) * rb);
+    for (size_t r = 0; r < rows; r++) {
+        assert_ok(cl_k_rows16_row(wt, P, rows, r, row, n));
+        assert_memory_equal(row, W + r * rb, rb);
+    }
+    enum cl_cpu_level top = cl_cpu_level();
+    for (enum cl_cpu_level lvl = CL_CPU_SCALAR; lvl <= top; lvl++) {
+        cl_cpu_set_level(lvl);
+        assert_ok(cl_k_matmul_rows(wt, W, rb, 0, rows, A, ab, cols, n, want, rows));
+        assert_ok(cl_k_rows16_matmul(wt, P, rows, 0, rows, A, ab, cols, n, got, rows));
+        for (size_t c = 0; c < cols; c++)
+            for (size_t r = 0; r < rows; r++) {
+                double mag = 0;
+                for (size_t k = 0; k < n; k++)
+                    mag += fabs((double)fw[r * n + k] * fa[c * n + k]);
+                float g = got[c * rows + r], w = want[c * rows + r];
+                if (!(fabs((double)g - w) <= 1e-5 * mag + 1e-6))
+                    fail_msg("%s n=%zu %s row %zu col %zu: interleaved %.9g plain %.9g (terms %.3g)",
+                             cl_ggml_type_info(wt)->name, n, cl_cpu_level_name(lvl), r, c, g, w, mag);
+            }
+        /* each column alone, in two row ranges (a group boundary, then inside a group) */
+        const size_t cut[] = {rows >= 16 ? 16 : 0, rows > 21 ? 21 : rows / 2};
+        for (size_t c = 0; c < cols; c++)
+            for (size_t k = 0; k < 2; k++) {
+                memset(alone, 0xff, rows * sizeof(float));
+                assert_ok(cl_k_rows16_matmul(wt, P, rows, 0, cut[k], A + c * ab, ab, 1, n, alone, rows));
+                assert_ok(cl_k_rows16_matmul(wt, P, rows, cut[k], rows, A + c * ab, ab, 1, n, alone, rows));
+                if (memcmp(alone, got + c * rows, rows * sizeof(float)) != 0)
+                    fail_msg("%s n=%zu %s col %zu: alone (rows cut at %zu) differs from %zu columns at once",
+                             cl_ggml_type_info(wt)->name, n, cl_cpu_level_name(lvl), c, cut[k], cols);
+            }
+    }
+    cl_cpu_set_level(CL_CPU_NONE);
+    free(W);
+    free(P);
+    free(A);
+    free(row);
+    free(x);
+    free(fw);
+    free(fa);
+    free(want);
+    free(got);
+    free(alone);
+}
+
+static void test_rows16(void **state)
+{
+    (void)state;
+    const uint32_t types[] = {CL_GGML_Q4_0, CL_GGML_Q8_0};
+    for (size_t i = 0; i < 2; i++) {
+        t_rows16(types[i], 512, 40, 13); /* 2 groups + 8 plain rows; 8 + 4 + 1 columns */
+        t_rows16(types[i], 544, 16, 1);  /* odd block count, one group, one column */
+        t_rows16(types[i], 2560, 7, 3);  /* no whole group */
+        t_rows16(types[i], 17408, 32, 40); /* 544 blocks: two K chunks; two prepared column groups */
+    }
+    char buf[64] = {0};
+    float out[2];
+    assert_err(cl_k_rows16_pack(CL_GGML_Q4_K, buf, 1, 256), CL_E_INFER_K_TYPE);
+    assert_err(cl_k_rows16_pack(CL_GGML_Q4_0, NULL, 16, 32), CL_E_INFER_K_ARG);
+    assert_err(cl_k_rows16_row(CL_GGML_Q4_0, buf, 2, 2, buf, 32), CL_E_INFER_K_ARG);
+    assert_err(cl_k_rows16_matmul(CL_GGML_Q8_0, buf, 1, 0, 2, buf, 34, 1, 32, out, 2), CL_E_INFER_K_ARG);
+    assert_err(cl_k_rows16_matmul(CL_GGML_Q8_0, buf, 1, 0, 1, buf, 34, 1, 33, out, 2), CL_E_INFER_K_LENGTH);
+    assert_false(cl_k_rows16_fast(CL_GGML_Q4_K));
+}
+
 /* ------------------------------------------------------------ SIMD vs scalar */
 
 static void test_simd_vs_scalar(void **state)
@@ -1149,6 +1244,7 @@ int main(void)
         cmocka_unit_test(test_simd_vs_scalar),
         cmocka_unit_test(test_simd_integer_exact),
         cmocka_unit_test(test_matmul_batch_exact),
+        cmocka_unit_test(test_rows16),
         cmocka_unit_test(test_f32_helpers),
         cmocka_unit_test(test_reference_quantization),
     };

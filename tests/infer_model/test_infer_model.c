@@ -12,6 +12,7 @@
 #include "cloister/file.h"
 #include "cloister/gguf.h"
 #include "cloister/tokenizer.h"
+#include "cloister/infer/kernels.h"
 #include "cloister/infer/model.h"
 #include "cloister/infer/model_mk.h"
 
@@ -76,13 +77,36 @@ struct cl_t_model {
     struct cl_pool *pool;
 };
 
+/* Opens models writable (as cloister run and the enclave do), so Q4_0/Q8_0
+ * weights are repacked into 16 interleaved rows where the CPU has the kernel. */
+static bool cl_t_repack;
+
+/* Every Q4_0/Q8_0 matrix of 16 rows or more is repacked when (and only when)
+ * the gguf was writable and the CPU has the interleaved kernel. */
+static void cl_t_check_layout(const cl_gguf *g, bool writable)
+{
+    size_t n_packed = 0;
+    for (size_t i = 0; i < cl_gguf_n_tensors(g); i++) {
+        const struct cl_gguf_tensor *t = cl_gguf_tensor_at(g, i);
+        bool want = writable && t->n_dims == 2 && t->ne[1] >= CL_K_ROWS16 && cl_k_rows16_fast(t->type);
+        if (want != (t->layout == CL_GGUF_LAYOUT_ROWS16))
+            fail_msg("tensor %s (%s): layout %u", t->name, cl_ggml_type_info(t->type)->name, (unsigned)t->layout);
+        n_packed += want;
+    }
+    if (writable)
+        print_message("%zu weight matrices repacked into 16 interleaved rows\n", n_packed);
+}
+
 static void cl_t_open(const char *model, struct cl_t_model *tm)
 {
     char rel[256], path[1024];
     snprintf(rel, sizeof(rel), "models/%s.gguf", model);
     CL_REFERENCE(rel, path);
     assert_ok(cl_gguf_open_file(path, &tm->g));
+    if (cl_t_repack)
+        assert_ok(cl_gguf_set_writable(tm->g, NULL));
     assert_ok(cl_model_load(tm->g, &tm->m));
+    cl_t_check_layout(tm->g, cl_t_repack);
     assert_ok(cl_pool_new(2, &tm->pool));
 }
 
@@ -273,11 +297,20 @@ static void test_f16kv(void **state)
 }
 
 static void test_llama_f32(void **state) { (void)state; cl_t_check_model("tiny-llama-f32", 1e-3, true); }
-static void test_llama_q8_0(void **state) { (void)state; cl_t_check_model("tiny-llama-q8_0", 0.1, false); }
-static void test_llama_q4_0(void **state) { (void)state; cl_t_check_model("tiny-llama-q4_0", 0.1, false); }
+/* Quantized models both ways: weights as the file has them, and repacked. */
+static void cl_t_check_quant(const char *model)
+{
+    cl_t_check_model(model, 0.1, false);
+    cl_t_repack = true;
+    cl_t_check_model(model, 0.1, false);
+    cl_t_repack = false;
+}
+
+static void test_llama_q8_0(void **state) { (void)state; cl_t_check_quant("tiny-llama-q8_0"); }
+static void test_llama_q4_0(void **state) { (void)state; cl_t_check_quant("tiny-llama-q4_0"); }
 static void test_gemma3_f32(void **state) { (void)state; cl_t_check_model("tiny-gemma3-f32", 2e-3, true); }
-static void test_gemma3_q8_0(void **state) { (void)state; cl_t_check_model("tiny-gemma3-q8_0", 0.1, false); }
-static void test_gemma3_q4_0(void **state) { (void)state; cl_t_check_model("tiny-gemma3-q4_0", 0.1, false); }
+static void test_gemma3_q8_0(void **state) { (void)state; cl_t_check_quant("tiny-gemma3-q8_0"); }
+static void test_gemma3_q4_0(void **state) { (void)state; cl_t_check_quant("tiny-gemma3-q4_0"); }
 
 static void test_hparams(void **state)
 {
@@ -387,6 +420,104 @@ static void test_interleaved(void **state)
     cl_t_dec_finish(&a, "interleaved P3");
     cl_t_dec_finish(&b, "interleaved P1");
     cl_t_close(&tm);
+}
+
+/* Logits of a fixed prompt (all positions) from a model on g. */
+static float *cl_t_logits(struct cl_model *m, struct cl_pool *pool, size_t *n_out)
+{
+    static const int32_t prompt[] = {2, 651, 6037, 576, 6081, 603, 1, 17, 300, 4000, 5, 9};
+    const size_t n = sizeof(prompt) / sizeof(prompt[0]), V = cl_model_hparams(m)->n_vocab;
+    float *l = malloc(n * V * sizeof(float));
+    struct cl_model_seq *s = NULL;
+    struct cl_model_seq_params sp = {.n_ctx = 64};
+    assert_non_null(l);
+    assert_ok(cl_model_seq_new_ex(m, &sp, pool, &s));
+    assert_ok(cl_model_seq_eval(s, prompt, n, l, true));
+    cl_model_seq_free(s);
+    *n_out = n * V;
+    return l;
+}
+
+/* Repacking in place: only where the owner allowed it, once per gguf however
+ * many models load from it (a second repack would scramble the weights), the
+ * file on disk never changes, and the answers are the plain layout's within
+ * float summation order. */
+static void test_repack_load(void **state)
+{
+    (void)state;
+    char path[1024];
+    CL_REFERENCE("models/tiny-gemma3-q8_0.gguf", path);
+    struct cl_buf before, after, copy;
+    cl_buf_init(&before, (size_t)64 << 20, 0);
+    cl_buf_init(&after, (size_t)64 << 20, 0);
+    cl_buf_init(&copy, (size_t)64 << 20, 0);
+    assert_ok(cl_file_read(path, (size_t)64 << 20, &before));
+    assert_ok(cl_file_read(path, (size_t)64 << 20, &copy));
+    struct cl_pool *pool = NULL;
+    assert_ok(cl_pool_new(2, &pool));
+
+    /* read-only: the plain layout */
+    cl_gguf *g0 = NULL;
+    struct cl_model *m0 = NULL;
+    assert_ok(cl_gguf_open_file(path, &g0));
+    assert_ok(cl_model_load(g0, &m0));
+    cl_t_check_layout(g0, false);
+    size_t n0, n1, n2;
+    float *l0 = cl_t_logits(m0, pool, &n0);
+
+    /* a writable map: two models from one gguf, repacked once */
+    cl_gguf *g = NULL;
+    struct cl_model *m1 = NULL, *m2 = NULL;
+    assert_ok(cl_gguf_open_file(path, &g));
+    assert_ok(cl_gguf_set_writable(g, NULL));
+    assert_ok(cl_model_load(g, &m1));
+    cl_t_check_layout(g, true);
+    assert_ok(cl_model_load(g, &m2));
+    cl_t_check_layout(g, true);
+    float *l1 = cl_t_logits(m1, pool, &n1), *l2 = cl_t_logits(m2, pool, &n2);
+    assert_int_equal(n1, n0);
+    assert_memory_equal(l1, l2, n1 * sizeof(float));
+    double max_d = 0;
+    for (size_t i = 0; i < n0; i++) {
+        double d = fabs((double)l1[i] - l0[i]);
+        max_d = d > max_d ? d : max_d;
+    }
+    print_message("repacked vs plain layout: max |dlogit| %.3g over %zu logits\n", max_d, n0);
+    assert_true(max_d < 1e-3);
+    cl_model_free(m1);
+    cl_model_free(m2);
+    cl_gguf_free(g);
+
+    /* a caller's own buffer: rewritten in place, and only with the caller's pointer */
+    cl_gguf *gm = NULL;
+    struct cl_model *m3 = NULL;
+    assert_ok(cl_gguf_open_memory(copy.data, copy.len, &gm));
+    assert_err(cl_gguf_set_writable(gm, NULL), CL_E_CORE_INVALID_ARG);          /* not a map of its own */
+    assert_err(cl_gguf_set_writable(gm, before.data), CL_E_CORE_INVALID_ARG);   /* not its buffer */
+    assert_ok(cl_gguf_set_writable(gm, copy.data));
+    assert_ok(cl_model_load(gm, &m3));
+    cl_t_check_layout(gm, true);
+    if (cl_k_rows16_fast(CL_GGML_Q8_0))
+        assert_memory_not_equal(copy.data, before.data, copy.len);
+    float *l3 = cl_t_logits(m3, pool, &n2);
+    assert_memory_equal(l3, l1, n1 * sizeof(float));
+    cl_model_free(m3);
+    cl_gguf_free(gm);
+
+    /* the file was mapped copy-on-write: unchanged */
+    assert_ok(cl_file_read(path, (size_t)64 << 20, &after));
+    assert_int_equal(after.len, before.len);
+    assert_memory_equal(after.data, before.data, before.len);
+    free(l0);
+    free(l1);
+    free(l2);
+    free(l3);
+    cl_model_free(m0);
+    cl_gguf_free(g0);
+    cl_pool_free(pool);
+    cl_buf_free(&before);
+    cl_buf_free(&after);
+    cl_buf_free(&copy);
 }
 
 static void *cl_t_dec_thread(void *arg)
@@ -962,10 +1093,31 @@ static void cl_t_batch_check(const char *model, bool kv_f16, bool vs_reference)
 }
 
 static void test_batch_llama_f32(void **state) { (void)state; cl_t_batch_check("tiny-llama-f32", false, true); }
-static void test_batch_llama_q4_0(void **state) { (void)state; cl_t_batch_check("tiny-llama-q4_0", false, false); }
+static void test_batch_llama_q4_0(void **state)
+{
+    (void)state;
+    cl_t_batch_check("tiny-llama-q4_0", false, false);
+    cl_t_repack = true; /* the interleaved kernels: batched still equals alone, bit for bit */
+    cl_t_batch_check("tiny-llama-q4_0", false, false);
+    cl_t_repack = false;
+}
 static void test_batch_gemma3_f32(void **state) { (void)state; cl_t_batch_check("tiny-gemma3-f32", false, true); }
-static void test_batch_gemma3_q8_0(void **state) { (void)state; cl_t_batch_check("tiny-gemma3-q8_0", false, false); }
-static void test_batch_gemma3_f16kv(void **state) { (void)state; cl_t_batch_check("tiny-gemma3-q4_0", true, false); }
+static void test_batch_gemma3_q8_0(void **state)
+{
+    (void)state;
+    cl_t_batch_check("tiny-gemma3-q8_0", false, false);
+    cl_t_repack = true;
+    cl_t_batch_check("tiny-gemma3-q8_0", false, false);
+    cl_t_repack = false;
+}
+
+static void test_batch_gemma3_f16kv(void **state)
+{
+    (void)state;
+    cl_t_repack = true;
+    cl_t_batch_check("tiny-gemma3-q4_0", true, false);
+    cl_t_repack = false;
+}
 
 /* Bad batches are refused whole, naming the item, with no position moved. */
 static void test_batch_errors(void **state)
@@ -1042,6 +1194,7 @@ int main(void)
         cmocka_unit_test(test_gemma3_ring),
         cmocka_unit_test(test_f16kv),
         cmocka_unit_test(test_interleaved),
+        cmocka_unit_test(test_repack_load),
         cmocka_unit_test(test_mkmodel_types),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_rope_freqs),

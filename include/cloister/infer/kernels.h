@@ -198,6 +198,41 @@ CL_MUST_CHECK cl_err cl_k_matmul_rows(uint32_t wtype, const void *w, size_t w_ro
                                       const void *acts, size_t act_stride, size_t n_cols, size_t n, float *out,
                                       size_t out_stride);
 
+/* ---- 16 interleaved rows (set up once, when a model loads) ----
+ * Q4_0 and Q8_0 matrices can be rewritten in place, 16 rows at a time, into a
+ * layout whose AVX-512 VNNI kernel does 16 rows per instruction: each lane of
+ * a vector accumulates one row, so there are no horizontal sums and every
+ * (row, column) runs the same steps whatever the number of columns. A group
+ * keeps the size of its 16 rows; rows past the last full group stay plain.
+ * The numbers are the same block scales and quants, so the same integer block
+ * sums; only the float order of the sum over blocks differs from the plain
+ * kernels (~1e-6 relative). Block b of group g (at w + 16*g*row_bytes +
+ * 16*b*block_bytes): the 16 rows' fp16 scales (32 bytes), then 64-byte vectors
+ * whose bytes 4l..4l+3 are row l's: Q8_0, 8 vectors, elements 4v..4v+3 stored
+ * as q ^ 0x80; Q4_0, 4 vectors, row l's qs[4v..4v+3] (low nibbles elements
+ * 4v.., high nibbles 16+4v..). Rows are row_bytes = cl_k_row_bytes(wtype, n)
+ * apart, with no padding. */
+#define CL_K_ROWS16 16
+/* true when the current CPU level has the interleaved kernel for wtype (the
+ * only case where repacking pays). */
+bool cl_k_rows16_fast(uint32_t wtype);
+/* Rewrites rows [0, n_rows) of w in place (16*row_bytes of heap while it
+ * works). INFER_K_TYPE for a type without the layout, NOMEM. */
+CL_MUST_CHECK cl_err cl_k_rows16_pack(uint32_t wtype, void *w, size_t n_rows, size_t n);
+/* Row r of a repacked matrix of n_rows rows, back in the plain layout (dst
+ * holds cl_k_row_bytes(wtype, n) bytes). */
+CL_MUST_CHECK cl_err cl_k_rows16_row(uint32_t wtype, const void *w, size_t n_rows, size_t r, void *dst, size_t n);
+/* Row r of a repacked matrix as n floats. */
+CL_MUST_CHECK cl_err cl_k_rows16_dequantize_row(uint32_t wtype, const void *w, size_t n_rows, size_t r, float *dst,
+                                                size_t n);
+/* cl_k_matmul_rows over a repacked matrix of n_rows rows. Any [r0, r1) and any
+ * CPU level work (partial groups and levels without the kernel unpack rows to
+ * the heap and use the plain kernels); whole groups on a fast level go
+ * through the interleaved kernel. */
+CL_MUST_CHECK cl_err cl_k_rows16_matmul(uint32_t wtype, const void *w, size_t n_rows, size_t r0, size_t r1,
+                                        const void *acts, size_t act_stride, size_t n_cols, size_t n, float *out,
+                                        size_t out_stride);
+
 /* ---- float helpers (n may be any length, including 0) ---- */
 
 float cl_k_dot_f32(const float *a, const float *b, size_t n);

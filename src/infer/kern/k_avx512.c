@@ -309,6 +309,154 @@ CL_K5_Q8ACT(q8_0, struct cl_k_block_q8_0, 0x80)
 CL_K5_Q8ACT(q4_0, struct cl_k_block_q4_0, 8)
 CL_K5_Q8ACT(q5_0, struct cl_k_block_q5_0, 16)
 
+/* ---------------------------------------------------- 16 interleaved rows (k_rows16.c) */
+
+/* A group of 16 Q4_0/Q8_0 rows, block b at g + b*16*bb: the 16 fp16 scales,
+ * then vectors whose bytes 4l..4l+3 belong to row l (k_internal.h). One
+ * vpdpbusd there is 4 elements of 16 rows against 4 activation bytes
+ * broadcast, so each lane accumulates one row: no horizontal sums, and every
+ * (row, column) runs the same steps whatever the number of columns. */
+
+/* Per column and block, prepared once per call: the correction
+ * -offset*sum(q) that starts each block's integer sum, and the scale. */
+struct cl_k5_r16col {
+    int32_t corr;
+    float d;
+};
+
+/* Blocks per K chunk (prepared columns fit CL_K5_R16_PREP on the stack). */
+#define CL_K5_R16_KB 512u
+#define CL_K5_R16_PREP (128u * 1024u)
+#define CL_K5_R16_TILE 8
+
+/* The 8 vectors of one block, made unsigned: Q8_0 is stored as q ^ 0x80; Q4_0
+ * vector v holds groups v (low nibbles) and v+4 (high nibbles). */
+CL_K_TI void cl_k5_r16_w(const uint8_t *blk, bool q4, __m512i W[8])
+{
+    if (q4) {
+        const __m512i m = _mm512_set1_epi8(0x0F);
+        for (int v = 0; v < 4; v++) {
+            const __m512i x = _mm512_loadu_si512((const void *)(blk + 32 + 64 * v));
+            W[v] = _mm512_and_si512(x, m);
+            W[v + 4] = _mm512_and_si512(_mm512_srli_epi16(x, 4), m);
+        }
+    } else {
+        for (int v = 0; v < 8; v++)
+            W[v] = _mm512_loadu_si512((const void *)(blk + 32 + 64 * v));
+    }
+}
+
+/* Group elements: vector v covers activation bytes 4v..4v+3 (Q8_0) or, for
+ * Q4_0, v<4: 4v.., v>=4: 16+4(v-4).. which is again 4v. */
+CL_K_TI __m512i cl_k5_r16_block(__m512i s, const __m512i W[8], const uint8_t *aq)
+{
+    int32_t x[8];
+    memcpy(x, aq, 32);
+    __m512i s2 = _mm512_setzero_si512();
+    s = _mm512_dpbusd_epi32(s, W[0], _mm512_set1_epi32(x[0]));
+    s2 = _mm512_dpbusd_epi32(s2, W[1], _mm512_set1_epi32(x[1]));
+    s = _mm512_dpbusd_epi32(s, W[2], _mm512_set1_epi32(x[2]));
+    s2 = _mm512_dpbusd_epi32(s2, W[3], _mm512_set1_epi32(x[3]));
+    s = _mm512_dpbusd_epi32(s, W[4], _mm512_set1_epi32(x[4]));
+    s2 = _mm512_dpbusd_epi32(s2, W[5], _mm512_set1_epi32(x[5]));
+    s = _mm512_dpbusd_epi32(s, W[6], _mm512_set1_epi32(x[6]));
+    s2 = _mm512_dpbusd_epi32(s2, W[7], _mm512_set1_epi32(x[7]));
+    return _mm512_add_epi32(s, s2); /* integer: exact in any order */
+}
+
+/* One group against M columns over kb blocks. */
+CL_K_TI void cl_k5_r16_tile(const uint8_t *g, size_t gb, bool q4, const uint8_t *const *ac,
+                            const struct cl_k5_r16col *const *pc, int M, size_t kb, float *const *dst, bool add)
+{
+    __m512 acc[CL_K5_R16_TILE];
+    for (int j = 0; j < M; j++)
+        acc[j] = _mm512_setzero_ps();
+    for (size_t b = 0; b < kb; b++, g += gb) {
+        _mm_prefetch((const char *)g + CL_K5_PF, _MM_HINT_T0);
+        _mm_prefetch((const char *)g + CL_K5_PF + 64, _MM_HINT_T0);
+        __m512i W[8];
+        cl_k5_r16_w(g, q4, W);
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g));
+        _Pragma("GCC unroll 8") for (int j = 0; j < M; j++) {
+            const struct cl_k5_r16col *p = pc[j] + b;
+            const __m512i s = cl_k5_r16_block(_mm512_set1_epi32(p->corr), W, ac[j] + b * CL_K5_QB + 2);
+            acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(p->d)), _mm512_cvtepi32_ps(s), acc[j]);
+        }
+    }
+    for (int j = 0; j < M; j++) {
+        if (add)
+            acc[j] = _mm512_add_ps(acc[j], _mm512_loadu_ps(dst[j]));
+        _mm512_storeu_ps(dst[j], acc[j]);
+    }
+}
+
+CL_K_TI void cl_k5_r16_mm(const void *w, size_t rb, size_t g0, size_t g1, const void *a, size_t as, size_t nc,
+                          size_t n, float *out, size_t os, size_t bb, bool q4, int off)
+{
+    const size_t nb = n / CL_K_QK, gb = 16 * bb;
+    _Alignas(64) struct cl_k5_r16col prep[CL_K5_R16_PREP / sizeof(struct cl_k5_r16col)];
+    for (size_t k0 = 0; k0 < nb; k0 += CL_K5_R16_KB) {
+        const size_t kb = nb - k0 < CL_K5_R16_KB ? nb - k0 : CL_K5_R16_KB;
+        const size_t group = sizeof(prep) / sizeof(prep[0]) / kb; /* >= 1 */
+        for (size_t c0 = 0; c0 < nc; c0 += group) {
+            const size_t gc = nc - c0 < group ? nc - c0 : group;
+            for (size_t j = 0; j < gc; j++) {
+                const uint8_t *col = (const uint8_t *)a + (c0 + j) * as + k0 * CL_K5_QB;
+                for (size_t b = 0; b < kb; b++) {
+                    const uint8_t *blk = col + b * CL_K5_QB;
+                    int sum = 0;
+                    for (int i = 0; i < 32; i++)
+                        sum += (int8_t)blk[2 + i];
+                    prep[j * kb + b].corr = -off * sum;
+                    prep[j * kb + b].d = cl_k5_h2f(blk);
+                }
+            }
+            for (size_t gi = g0; gi < g1; gi++) {
+                const uint8_t *g = (const uint8_t *)w + gi * 16 * rb + k0 * gb;
+                size_t c = 0;
+                const uint8_t *ac[CL_K5_R16_TILE];
+                const struct cl_k5_r16col *pc[CL_K5_R16_TILE];
+                float *dst[CL_K5_R16_TILE];
+                for (; c + CL_K5_R16_TILE <= gc; c += CL_K5_R16_TILE) {
+                    for (int j = 0; j < CL_K5_R16_TILE; j++) {
+                        ac[j] = (const uint8_t *)a + (c0 + c + (size_t)j) * as + k0 * CL_K5_QB;
+                        pc[j] = prep + (c + (size_t)j) * kb;
+                        dst[j] = out + (c0 + c + (size_t)j) * os + (gi - g0) * 16;
+                    }
+                    cl_k5_r16_tile(g, gb, q4, ac, pc, CL_K5_R16_TILE, kb, dst, k0 > 0);
+                }
+                if (c + 4 <= gc) {
+                    for (int j = 0; j < 4; j++) {
+                        ac[j] = (const uint8_t *)a + (c0 + c + (size_t)j) * as + k0 * CL_K5_QB;
+                        pc[j] = prep + (c + (size_t)j) * kb;
+                        dst[j] = out + (c0 + c + (size_t)j) * os + (gi - g0) * 16;
+                    }
+                    cl_k5_r16_tile(g, gb, q4, ac, pc, 4, kb, dst, k0 > 0);
+                    c += 4;
+                }
+                for (; c < gc; c++) {
+                    ac[0] = (const uint8_t *)a + (c0 + c) * as + k0 * CL_K5_QB;
+                    pc[0] = prep + c * kb;
+                    dst[0] = out + (c0 + c) * os + (gi - g0) * 16;
+                    cl_k5_r16_tile(g, gb, q4, ac, pc, 1, kb, dst, k0 > 0);
+                }
+            }
+        }
+    }
+}
+
+CL_K_T static void cl_k5_mm16_q8_0(const void *w, size_t rb, size_t g0, size_t g1, const void *a, size_t as,
+                                   size_t nc, size_t n, float *out, size_t os)
+{
+    cl_k5_r16_mm(w, rb, g0, g1, a, as, nc, n, out, os, sizeof(struct cl_k_block_q8_0), false, 0x80);
+}
+
+CL_K_T static void cl_k5_mm16_q4_0(const void *w, size_t rb, size_t g0, size_t g1, const void *a, size_t as,
+                                   size_t nc, size_t n, float *out, size_t os)
+{
+    cl_k5_r16_mm(w, rb, g0, g1, a, as, nc, n, out, os, sizeof(struct cl_k_block_q4_0), true, 8);
+}
+
 /* ---------------------------------------------------- K-quants */
 
 /* Q4_K/Q5_K: 4 vectors of 64 unsigned values (sub-blocks 2k, 2k+1) with the
@@ -678,9 +826,9 @@ const struct cl_k_path cl_k_avx512_path = {
             [CL_GGML_F32] = {.dot = cl_k5_dot_f32, .mm = cl_k5_mm_f32},
             [CL_GGML_F16] = {.dot = cl_k5_dot_f16, .mm = cl_k5_mm_f16},
             [CL_GGML_BF16] = {.dot = cl_k5_dot_bf16, .mm = cl_k5_mm_bf16},
-            [CL_GGML_Q4_0] = {.dot = cl_k5_dot_q4_0, .mm = cl_k5_mm_q4_0},
+            [CL_GGML_Q4_0] = {.dot = cl_k5_dot_q4_0, .mm = cl_k5_mm_q4_0, .mm16 = cl_k5_mm16_q4_0},
             [CL_GGML_Q5_0] = {.dot = cl_k5_dot_q5_0, .mm = cl_k5_mm_q5_0},
-            [CL_GGML_Q8_0] = {.dot = cl_k5_dot_q8_0, .mm = cl_k5_mm_q8_0},
+            [CL_GGML_Q8_0] = {.dot = cl_k5_dot_q8_0, .mm = cl_k5_mm_q8_0, .mm16 = cl_k5_mm16_q8_0},
             [CL_GGML_Q4_K] = {.dot = cl_k5_dot_q4_k, .mm = cl_k5_mm_q4_k},
             [CL_GGML_Q5_K] = {.dot = cl_k5_dot_q5_k, .mm = cl_k5_mm_q5_k},
             [CL_GGML_Q6_K] = {.dot = cl_k5_dot_q6_k, .mm = cl_k5_mm_q6_k},

@@ -16,6 +16,10 @@ typedef float (*cl_k_dot_fn)(const void *w, const void *a, size_t n);
 typedef void (*cl_k_mm_fn)(const void *w, size_t w_stride, size_t r0, size_t r1, const void *a, size_t a_stride,
                            size_t n_cols, size_t n, float *out, size_t out_stride);
 /* A row of n elements (n a multiple of the block size) to floats and back. */
+/* Packed groups [g0, g1) of 16 interleaved rows (CL_K_ROWS16 layout, group g
+ * at w + g*16*row_bytes) against n_cols columns: out[c*out_stride + 16(g - g0) + l]. */
+typedef void (*cl_k_mm16_fn)(const void *w, size_t row_bytes, size_t g0, size_t g1, const void *a, size_t a_stride,
+                             size_t n_cols, size_t n, float *out, size_t out_stride);
 typedef void (*cl_k_to_float_fn)(const void *src, float *dst, size_t n);
 typedef void (*cl_k_from_float_fn)(const float *src, void *dst, size_t n);
 
@@ -27,6 +31,7 @@ struct cl_k_kern {
     cl_k_from_float_fn from_float;     /* ggml's x86 CPU from_float (activations) */
     cl_k_dot_fn dot;                   /* weight row . activation row in vec_dot_type */
     cl_k_mm_fn mm;                     /* rows x columns; NULL: a loop over dot */
+    cl_k_mm16_fn mm16;                 /* interleaved groups x columns; NULL: none on this path */
     const char *dot_path;              /* the path dot and mm come from (set by k_type.c) */
 };
 

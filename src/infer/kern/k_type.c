@@ -91,6 +91,7 @@ static void cl_k_type_init(void)
                 if (o->dot) { /* dot and mm come from one path, so a tile and its dot agree */
                     k->dot = o->dot;
                     k->mm = o->mm;
+                    k->mm16 = o->mm16;
                     k->dot_path = path->name;
                 }
             }

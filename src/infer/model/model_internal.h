@@ -18,6 +18,7 @@ struct cl_model_w {
     uint32_t ne0;     /* elements per row (input width) */
     uint32_t ne1;     /* rows (output width) */
     size_t row_bytes;
+    bool rows16;      /* repacked in place into 16 interleaved rows (kernels.h CL_K_ROWS16) */
 };
 
 struct cl_model_layer {

@@ -176,8 +176,12 @@ out:
     return rc;
 }
 
-/* A weight matrix of shape ne = {ne0, ne1} used in place. */
-static cl_err cl_model_weight(const cl_gguf *g, const char *name, uint32_t ne0, uint32_t ne1, struct cl_model_w *w,
+/* A weight matrix of shape ne = {ne0, ne1} used in place. When the owner of
+ * the buffer let the loader write to it (cl_gguf_set_writable) and the CPU
+ * has the interleaved kernel for its type, its rows are repacked in place
+ * once; the tensor records it, so a second load of the same gguf (or a tied
+ * output) uses the repacked bytes as they are. */
+static cl_err cl_model_weight(cl_gguf *g, const char *name, uint32_t ne0, uint32_t ne1, struct cl_model_w *w,
                               size_t *bytes)
 {
     const struct cl_gguf_tensor *t = cl_gguf_find_tensor(g, name);
@@ -195,11 +199,23 @@ static cl_err cl_model_weight(const cl_gguf *g, const char *name, uint32_t ne0, 
     size_t rb = cl_k_row_bytes(t->type, ne0);
     if (rb == 0 || t->nbytes / rb < ne1)
         return cl_err_fail(CL_E_INFER_MODEL_SHAPE, "tensor %s data size %zu too small", name, t->nbytes);
+    if (t->layout == CL_GGUF_LAYOUT_FILE && ne1 >= CL_K_ROWS16 && cl_k_rows16_fast(t->type)) {
+        void *mut = cl_gguf_tensor_data_mut(g, t);
+        if (mut) {
+            cl_err rc = cl_k_rows16_pack(t->type, mut, ne1, ne0);
+            if (rc != CL_OK)
+                return rc;
+            cl_gguf_tensor_set_layout(g, t, CL_GGUF_LAYOUT_ROWS16);
+        }
+    }
+    if (t->layout != CL_GGUF_LAYOUT_FILE && t->layout != CL_GGUF_LAYOUT_ROWS16)
+        return cl_err_fail(CL_E_INFER_MODEL_TYPE, "tensor %s has layout %u", name, (unsigned)t->layout);
     w->data = t->data;
     w->type = t->type;
     w->ne0 = ne0;
     w->ne1 = ne1;
     w->row_bytes = rb;
+    w->rows16 = t->layout == CL_GGUF_LAYOUT_ROWS16;
     if (bytes)
         *bytes += t->nbytes;
     return CL_OK;
@@ -222,7 +238,7 @@ static cl_err cl_model_vec(const cl_gguf *g, const char *name, uint32_t n, const
     return CL_OK;
 }
 
-cl_err cl_model_load(const struct cl_gguf *g, struct cl_model **out)
+cl_err cl_model_load(struct cl_gguf *g, struct cl_model **out)
 {
     cl_err rc = CL_OK;
     struct cl_model *m = NULL;

@@ -47,8 +47,10 @@ static void cl_model_mm_worker(void *arg, unsigned ith, unsigned nth)
         cl_pool_split(w->ne1, CL_MODEL_ROW_ALIGN, ith, nth, &lo, &hi);
         if (lo >= hi)
             continue;
-        cl_err rc = cl_k_matmul_rows(w->type, w->data, w->row_bytes, lo, hi, j->acts, j->act_stride, j->n_tok, w->ne0,
-                                     j->y[i], j->ldy[i]);
+        cl_err rc = w->rows16 ? cl_k_rows16_matmul(w->type, w->data, w->ne1, lo, hi, j->acts, j->act_stride, j->n_tok,
+                                                   w->ne0, j->y[i], j->ldy[i])
+                              : cl_k_matmul_rows(w->type, w->data, w->row_bytes, lo, hi, j->acts, j->act_stride,
+                                                 j->n_tok, w->ne0, j->y[i], j->ldy[i]);
         if (rc != CL_OK)
             atomic_store(&j->rc, rc);
     }
@@ -114,6 +116,8 @@ cl_err cl_model_get_row(const struct cl_model_w *w, uint32_t r, float *out)
 {
     if (r >= w->ne1)
         return cl_err_fail(CL_E_INFER_MODEL_TOKEN, "row %u of %u", r, w->ne1);
+    if (w->rows16)
+        return cl_k_rows16_dequantize_row(w->type, w->data, w->ne1, r, out, w->ne0);
     return cl_k_dequantize_row(w->type, w->data + (size_t)r * w->row_bytes, out, w->ne0);
 }
 

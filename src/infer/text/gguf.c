@@ -17,6 +17,7 @@ struct cl_gguf {
     const uint8_t *buf;
     size_t len;
     void *map; /* set when the buffer is our own mmap */
+    uint8_t *wbuf; /* the buffer, when the owner let it be rewritten (cl_gguf_set_writable) */
     size_t map_len;
     uint32_t version;
     uint32_t alignment;
@@ -424,6 +425,42 @@ out:
         munmap(map, len);
     close(fd);
     return rc;
+}
+
+cl_err cl_gguf_set_writable(cl_gguf *g, void *buf)
+{
+    if (!g)
+        return cl_err_fail(CL_E_CORE_INVALID_ARG, "gguf is NULL");
+    if (!buf) {
+        if (!g->map)
+            return cl_err_fail(CL_E_CORE_INVALID_ARG, "no buffer given and the gguf is not a file it mapped");
+        if (mprotect(g->map, g->map_len, PROT_READ | PROT_WRITE) != 0)
+            return cl_err_from_errno(errno, "make the model map writable");
+        g->wbuf = g->map;
+        return CL_OK;
+    }
+    if ((const uint8_t *)buf != g->buf)
+        return cl_err_fail(CL_E_CORE_INVALID_ARG, "writable buffer is not the one the gguf was opened on");
+    g->wbuf = buf;
+    return CL_OK;
+}
+
+static bool cl_gguf_owns(const cl_gguf *g, const struct cl_gguf_tensor *t)
+{
+    return g && t && g->n_t && t >= g->t && t < g->t + g->n_t;
+}
+
+void *cl_gguf_tensor_data_mut(cl_gguf *g, const struct cl_gguf_tensor *t)
+{
+    if (!cl_gguf_owns(g, t) || !g->wbuf)
+        return NULL;
+    return g->wbuf + ((const uint8_t *)t->data - g->buf);
+}
+
+void cl_gguf_tensor_set_layout(cl_gguf *g, const struct cl_gguf_tensor *t, uint32_t layout)
+{
+    if (cl_gguf_owns(g, t))
+        g->t[t - g->t].layout = layout;
 }
 
 uint32_t cl_gguf_version(const cl_gguf *g) { return g->version; }

@@ -296,7 +296,7 @@ cl_err cl_vision_load(const struct cl_gguf *g, struct cl_vision **out)
     uint8_t *base = v->owned;
     CL_GUARD(cl_vision_rows_f32(tk, "v.patch_embd.weight", K, E, tmp));
     cl_k_fp32_to_fp16_row(tmp, (uint16_t *)base, (size_t)E * K);
-    v->patch = (struct cl_model_w){base, CL_GGML_F16, K, E, (size_t)K * 2};
+    v->patch = (struct cl_model_w){base, CL_GGML_F16, K, E, (size_t)K * 2, false};
     v->pos = (float *)(base + b_patch);
     CL_GUARD(cl_vision_rows_f32(tpos, "v.position_embd.weight", E, hp->n_patches, v->pos));
     /* mm.input_projection is stored {D, E} and used transposed: row d of the copy = column d. */
@@ -311,7 +311,7 @@ cl_err cl_vision_load(const struct cl_gguf *g, struct cl_vision **out)
                 else
                     ((float *)pd)[(size_t)d * E + e] = x;
             }
-        v->proj = (struct cl_model_w){pd, proj_type, E, D, (size_t)E * proj_el};
+        v->proj = (struct cl_model_w){pd, proj_type, E, D, (size_t)E * proj_el, false};
     }
     v->weight_bytes = tk->nbytes + tpos->nbytes + tp->nbytes;
 

@@ -1,0 +1,200 @@
+/* 16 interleaved rows: the in-place repacking of Q4_0/Q8_0 weights, reading a
+ * row back, and the matrix product over a repacked matrix (the path's
+ * interleaved kernel for whole groups, the plain kernels on unpacked rows
+ * for everything else). Layout in kernels.h. */
+#include <stdlib.h>
+
+#include "cloister/buf.h"
+
+#include "k_internal.h"
+
+/* Bytes of one block's row data in a vector lane group, and vectors per block. */
+static bool cl_k_r16_geom(uint32_t wtype, size_t *bb, int *nvec)
+{
+    if (wtype == CL_GGML_Q8_0) {
+        *bb = sizeof(struct cl_k_block_q8_0);
+        *nvec = 8;
+        return true;
+    }
+    if (wtype == CL_GGML_Q4_0) {
+        *bb = sizeof(struct cl_k_block_q4_0);
+        *nvec = 4;
+        return true;
+    }
+    return false;
+}
+
+bool cl_k_rows16_fast(uint32_t wtype)
+{
+    size_t bb = 0;
+    int nv = 0;
+    return cl_k_r16_geom(wtype, &bb, &nv) && cl_k_kern_now(wtype)->mm16 != NULL;
+}
+
+/* 16 plain rows (src, rb apart) -> one interleaved group (dst). */
+static void cl_k_r16_pack_group(uint32_t wtype, const uint8_t *src, size_t rb, uint8_t *dst, size_t nb)
+{
+    size_t bb = 0;
+    int nv = 0;
+    (void)cl_k_r16_geom(wtype, &bb, &nv);
+    const bool q8 = wtype == CL_GGML_Q8_0;
+    for (size_t b = 0; b < nb; b++) {
+        uint8_t *g = dst + b * 16 * bb;
+        for (int l = 0; l < 16; l++) {
+            const uint8_t *blk = src + (size_t)l * rb + b * bb;
+            memcpy(g + 2 * l, blk, 2);
+            for (int v = 0; v < nv; v++)
+                for (int i = 0; i < 4; i++)
+                    g[32 + 64 * v + 4 * l + i] = (uint8_t)(blk[2 + 4 * v + i] ^ (q8 ? 0x80 : 0));
+        }
+    }
+}
+
+/* Row l (0..15) of an interleaved group back to its plain bytes. */
+static void cl_k_r16_unpack_row(uint32_t wtype, const uint8_t *g, int l, uint8_t *dst, size_t nb)
+{
+    size_t bb = 0;
+    int nv = 0;
+    (void)cl_k_r16_geom(wtype, &bb, &nv);
+    const bool q8 = wtype == CL_GGML_Q8_0;
+    for (size_t b = 0; b < nb; b++, g += 16 * bb) {
+        uint8_t *blk = dst + b * bb;
+        memcpy(blk, g + 2 * l, 2);
+        for (int v = 0; v < nv; v++)
+            for (int i = 0; i < 4; i++)
+                blk[2 + 4 * v + i] = (uint8_t)(g[32 + 64 * v + 4 * l + i] ^ (q8 ? 0x80 : 0));
+    }
+}
+
+static cl_err cl_k_r16_check(uint32_t wtype, const void *w, size_t n, size_t *rb)
+{
+    size_t bb = 0;
+    int nv = 0;
+    cl_err rc = cl_k_check(wtype, n);
+    if (rc != CL_OK)
+        return rc;
+    if (!cl_k_r16_geom(wtype, &bb, &nv))
+        return cl_err_fail(CL_E_INFER_K_TYPE, "type id %u has no interleaved layout (Q4_0 and Q8_0 do)",
+                           (unsigned)wtype);
+    if (!w)
+        return cl_err_fail(CL_E_INFER_K_ARG, "NULL weights");
+    *rb = cl_k_row_bytes(wtype, n);
+    return CL_OK;
+}
+
+cl_err cl_k_rows16_pack(uint32_t wtype, void *w, size_t n_rows, size_t n)
+{
+    size_t rb;
+    cl_err rc = cl_k_r16_check(wtype, w, n, &rb);
+    if (rc != CL_OK || n_rows < CL_K_ROWS16)
+        return rc;
+    uint8_t *tmp = malloc(CL_K_ROWS16 * rb); /* rb * 16 cannot overflow: the rows exist */
+    if (!tmp)
+        return cl_err_fail(CL_E_CORE_NOMEM, "%zu bytes to repack 16 rows", CL_K_ROWS16 * rb);
+    const size_t nb = rb / cl_k_type(wtype)->block_bytes;
+    for (size_t g = 0; g + 1 <= n_rows / CL_K_ROWS16; g++) {
+        uint8_t *grp = (uint8_t *)w + g * CL_K_ROWS16 * rb;
+        memcpy(tmp, grp, CL_K_ROWS16 * rb);
+        cl_k_r16_pack_group(wtype, tmp, rb, grp, nb);
+    }
+    free(tmp);
+    return CL_OK;
+}
+
+cl_err cl_k_rows16_row(uint32_t wtype, const void *w, size_t n_rows, size_t r, void *dst, size_t n)
+{
+    size_t rb;
+    cl_err rc = cl_k_r16_check(wtype, w, n, &rb);
+    if (rc != CL_OK)
+        return rc;
+    if (!dst || r >= n_rows)
+        return cl_err_fail(CL_E_INFER_K_ARG, !dst ? "NULL destination" : "row %zu of %zu", r, n_rows);
+    const size_t full = n_rows / CL_K_ROWS16 * CL_K_ROWS16;
+    if (r >= full) {
+        memcpy(dst, (const uint8_t *)w + r * rb, rb);
+        return CL_OK;
+    }
+    cl_k_r16_unpack_row(wtype, (const uint8_t *)w + (r / CL_K_ROWS16) * CL_K_ROWS16 * rb, (int)(r % CL_K_ROWS16),
+                        dst, rb / cl_k_type(wtype)->block_bytes);
+    return CL_OK;
+}
+
+cl_err cl_k_rows16_dequantize_row(uint32_t wtype, const void *w, size_t n_rows, size_t r, float *dst, size_t n)
+{
+    size_t rb;
+    cl_err rc = cl_k_r16_check(wtype, w, n, &rb);
+    if (rc != CL_OK)
+        return rc;
+    if (!dst || r >= n_rows)
+        return cl_err_fail(CL_E_INFER_K_ARG, !dst ? "NULL destination" : "row %zu of %zu", r, n_rows);
+    const size_t full = n_rows / CL_K_ROWS16 * CL_K_ROWS16, bb = cl_k_type(wtype)->block_bytes;
+    if (r >= full)
+        return cl_k_dequantize_row(wtype, (const uint8_t *)w + r * rb, dst, n);
+    const uint8_t *g = (const uint8_t *)w + (r / CL_K_ROWS16) * CL_K_ROWS16 * rb;
+    uint8_t blk[sizeof(struct cl_k_block_q8_0)]; /* the larger of the two blocks */
+    for (size_t b = 0; b < n / CL_K_QK; b++) {
+        cl_k_r16_unpack_row(wtype, g + b * CL_K_ROWS16 * bb, (int)(r % CL_K_ROWS16), blk, 1);
+        CL_GUARD(cl_k_dequantize_row(wtype, blk, dst + b * CL_K_QK, CL_K_QK));
+    }
+out:
+    return rc;
+}
+
+cl_err cl_k_rows16_matmul(uint32_t wtype, const void *w, size_t n_rows, size_t r0, size_t r1, const void *acts,
+                          size_t act_stride, size_t n_cols, size_t n, float *out, size_t out_stride)
+{
+    size_t rb;
+    uint8_t *tmp = NULL;
+    cl_err rc = cl_k_r16_check(wtype, w, n, &rb);
+    if (rc != CL_OK)
+        return rc;
+    if (r1 > n_rows)
+        return cl_err_fail(CL_E_INFER_K_ARG, "row %zu of %zu", r1, n_rows);
+    const size_t full = n_rows / CL_K_ROWS16 * CL_K_ROWS16;
+    /* argument checks as the plain product's (the rows past the groups are plain) */
+    CL_GUARD(cl_k_matmul_rows(wtype, w, rb, r1 > full ? (r0 > full ? r0 : full) : r1, r1, acts, act_stride, n_cols,
+                              n, out, out_stride));
+    CL_ENSURE_D(r0 <= r1, CL_E_INFER_K_ARG, "row range %zu > %zu", r0, r1);
+    if (n_cols > 1)
+        CL_ENSURE_D(out_stride >= r1, CL_E_INFER_K_ARG, "out stride %zu < rows %zu", out_stride, r1);
+    const size_t end = r1 < full ? r1 : full;
+    const size_t nb = rb / cl_k_type(wtype)->block_bytes;
+    const cl_k_mm16_fn mm16 = cl_k_kern_now(wtype)->mm16;
+    for (size_t r = r0; r < end;) {
+        const size_t g = r / CL_K_ROWS16, gr0 = g * CL_K_ROWS16;
+        const size_t hi = end - gr0 < CL_K_ROWS16 ? end : gr0 + CL_K_ROWS16;
+        if (mm16 && r == gr0 && hi == gr0 + CL_K_ROWS16) { /* a run of whole groups */
+            size_t g1 = end / CL_K_ROWS16;
+            mm16(w, rb, g, g1, acts, act_stride, n_cols, n, out + gr0, out_stride);
+            r = g1 * CL_K_ROWS16;
+            continue;
+        }
+        if (mm16) { /* part of a group: the same kernel into a scratch group, so a row's bits never
+                       depend on the range it was asked in */
+            size_t need;
+            CL_GUARD(cl_size_mul(n_cols, CL_K_ROWS16 * sizeof(float), &need));
+            float *part = malloc(need);
+            CL_ENSURE_D(part, CL_E_CORE_NOMEM, "%zu bytes for a partial group", need);
+            mm16(w, rb, g, g + 1, acts, act_stride, n_cols, n, part, CL_K_ROWS16);
+            for (size_t c = 0; c < n_cols; c++)
+                memcpy(out + c * out_stride + r, part + c * CL_K_ROWS16 + (r - gr0), (hi - r) * sizeof(float));
+            free(part);
+            r = hi;
+            continue;
+        }
+        if (!tmp) {
+            tmp = malloc(CL_K_ROWS16 * rb);
+            CL_ENSURE_D(tmp, CL_E_CORE_NOMEM, "%zu bytes to unpack 16 rows", CL_K_ROWS16 * rb);
+        }
+        const uint8_t *grp = (const uint8_t *)w + gr0 * rb;
+        for (size_t i = r; i < hi; i++)
+            cl_k_r16_unpack_row(wtype, grp, (int)(i - gr0), tmp + (i - gr0) * rb, nb);
+        /* the plain kernel on the unpacked rows, written at the group's rows */
+        CL_GUARD(cl_k_matmul_rows(wtype, tmp, rb, r - gr0, hi - gr0, acts, act_stride, n_cols, n, out + gr0,
+                                  out_stride));
+        r = hi;
+    }
+out:
+    free(tmp);
+    return rc;
+}
