@@ -59,7 +59,7 @@ int main(int argc, char **argv)
     cl_gguf *g = NULL;
     struct cl_model *m = NULL;
     struct cl_pool *pool = NULL;
-    if (cl_gguf_open_file(argv[1], &g) != CL_OK || cl_gguf_set_writable(g, NULL) != CL_OK || cl_model_load(g, &m) != CL_OK || cl_pool_new(threads, &pool) != CL_OK) {
+    if (cl_gguf_open_file(argv[1], &g) != CL_OK || (cl_model_would_repack(g) && cl_gguf_set_writable(g, NULL) != CL_OK) || cl_model_load(g, &m) != CL_OK || cl_pool_new(threads, &pool) != CL_OK) {
         fprintf(stderr, "bench_batched: cannot load %s: %s\n", argv[1], cl_err_detail());
         return 1;
     }

@@ -84,9 +84,11 @@ CL_MUST_CHECK cl_err cl_gguf_open_file(const char *path, cl_gguf **out);
 /* Gives the model loader leave to rewrite weight tensors in place
  * (cl_model_load repacks rows for faster kernels). buf must be the buffer g
  * was opened on, writable by the caller, and from then on read through g
- * only (its tensors say their layout); NULL for a file g mapped itself,
- * whose private map becomes copy-on-write writable (the file never changes).
- * CORE_INVALID_ARG when buf is not g's buffer; the mprotect error otherwise. */
+ * only (its tensors say their layout). NULL for a file g mapped itself: g
+ * moves to a private anonymous copy of the file (the file never changes; the
+ * copy costs what the first read of every page would), so call it before
+ * anything keeps pointers into g. CORE_INVALID_ARG when buf is not g's
+ * buffer; NOMEM-like errno errors for the copy. */
 CL_MUST_CHECK cl_err cl_gguf_set_writable(cl_gguf *g, void *buf);
 /* Writable bytes of one of g's tensors, NULL when g is not writable or t is
  * not g's. */

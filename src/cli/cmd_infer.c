@@ -42,8 +42,9 @@ static int cl_infer_open(const char *cmd, const char *path, unsigned threads, st
     memset(c, 0, sizeof(*c));
     if ((rc = cl_gguf_open_file(path, &c->g)) != CL_OK)
         return cl_cli_fail(cmd, "reading model file", rc);
-    /* a private copy-on-write map: the loader may repack weights, the file stays as it is */
-    if ((rc = cl_gguf_set_writable(c->g, NULL)) != CL_OK || (rc = cl_model_load(c->g, &c->m)) != CL_OK) {
+    /* weights the kernels repack: a private copy of the file, which stays as it is */
+    if ((cl_model_would_repack(c->g) && (rc = cl_gguf_set_writable(c->g, NULL)) != CL_OK) ||
+        (rc = cl_model_load(c->g, &c->m)) != CL_OK) {
         cl_infer_close(c);
         return cl_cli_fail(cmd, "loading model", rc);
     }

@@ -71,6 +71,9 @@ struct cl_model_seq;
  * gguf (kernels.h CL_K_ROWS16); the numbers are the same within float
  * summation order. */
 CL_MUST_CHECK cl_err cl_model_load(struct cl_gguf *g, struct cl_model **out);
+/* true when g has weights cl_model_load would repack if g were writable (so a
+ * caller with a read-only file map knows whether a writable copy pays). */
+bool cl_model_would_repack(const struct cl_gguf *g);
 void cl_model_free(struct cl_model *m);
 const struct cl_model_hparams *cl_model_hparams(const struct cl_model *m);
 const char *cl_model_arch_name(enum cl_model_arch a);

@@ -31,21 +31,24 @@ bool cl_k_rows16_fast(uint32_t wtype)
     return cl_k_r16_geom(wtype, &bb, &nv) && cl_k_kern_now(wtype)->mm16 != NULL;
 }
 
-/* 16 plain rows (src, rb apart) -> one interleaved group (dst). */
+/* 16 plain rows (src, rb apart) -> one interleaved group (dst), 4 bytes at a time. */
 static void cl_k_r16_pack_group(uint32_t wtype, const uint8_t *src, size_t rb, uint8_t *dst, size_t nb)
 {
     size_t bb = 0;
     int nv = 0;
     (void)cl_k_r16_geom(wtype, &bb, &nv);
-    const bool q8 = wtype == CL_GGML_Q8_0;
+    const uint32_t flip = wtype == CL_GGML_Q8_0 ? 0x80808080u : 0;
     for (size_t b = 0; b < nb; b++) {
         uint8_t *g = dst + b * 16 * bb;
         for (int l = 0; l < 16; l++) {
             const uint8_t *blk = src + (size_t)l * rb + b * bb;
             memcpy(g + 2 * l, blk, 2);
-            for (int v = 0; v < nv; v++)
-                for (int i = 0; i < 4; i++)
-                    g[32 + 64 * v + 4 * l + i] = (uint8_t)(blk[2 + 4 * v + i] ^ (q8 ? 0x80 : 0));
+            for (int v = 0; v < nv; v++) {
+                uint32_t x;
+                memcpy(&x, blk + 2 + 4 * v, 4);
+                x ^= flip;
+                memcpy(g + 32 + 64 * v + 4 * l, &x, 4);
+            }
         }
     }
 }

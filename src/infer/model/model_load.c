@@ -238,6 +238,17 @@ static cl_err cl_model_vec(const cl_gguf *g, const char *name, uint32_t n, const
     return CL_OK;
 }
 
+bool cl_model_would_repack(const struct cl_gguf *g)
+{
+    for (size_t i = 0; g && i < cl_gguf_n_tensors(g); i++) {
+        const struct cl_gguf_tensor *t = cl_gguf_tensor_at(g, i);
+        if (t->n_dims == 2 && t->ne[1] >= CL_K_ROWS16 && t->layout == CL_GGUF_LAYOUT_FILE &&
+            cl_k_rows16_fast(t->type))
+            return true;
+    }
+    return false;
+}
+
 cl_err cl_model_load(struct cl_gguf *g, struct cl_model **out)
 {
     cl_err rc = CL_OK;
