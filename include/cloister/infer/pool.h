@@ -5,6 +5,8 @@
 #ifndef CLOISTER_INFER_POOL_H
 #define CLOISTER_INFER_POOL_H
 
+#include <stdatomic.h>
+
 #include "cloister/err.h"
 
 #define CL_POOL_MAX_THREADS 64u
@@ -20,6 +22,9 @@ void cl_pool_free(struct cl_pool *p);
 unsigned cl_pool_threads(const struct cl_pool *p);
 void cl_pool_run(struct cl_pool *p, cl_pool_fn fn, void *ctx);
 
+/* Inside a job: returns once all nth threads of the job have called it with
+ * the same counter (zeroed before the job; one use per counter). */
+void cl_pool_arrive_wait(atomic_uint *arrived, unsigned nth);
 /* Splits [0, n) into nth near-equal parts rounded to multiples of align;
  * part ith is [*lo, *hi). */
 void cl_pool_split(size_t n, size_t align, unsigned ith, unsigned nth, size_t *lo, size_t *hi);

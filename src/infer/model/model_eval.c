@@ -329,6 +329,120 @@ static void cl_model_norm_rows(float *dst, const float *src, const float *w, uin
         cl_k_rmsnorm_f32(dst + (size_t)t * n, src + (size_t)t * n, w, n, eps);
 }
 
+/* Per-row work split over the pool (rows [t0, t1) per thread); each row's
+ * result depends on that row alone, so the split never changes a value. */
+struct cl_model_rowjob {
+    struct cl_model_scratch *sc;
+    const struct cl_model *m;
+    const struct cl_model_layer *L;
+    uint32_t il;
+    uint32_t n;
+    void (*fn)(const struct cl_model_rowjob *j, uint32_t t0, uint32_t t1);
+};
+
+static void cl_model_rowjob_worker(void *arg, unsigned ith, unsigned nth)
+{
+    const struct cl_model_rowjob *j = arg;
+    size_t lo, hi;
+    cl_pool_split(j->n, 1, ith, nth, &lo, &hi);
+    if (lo < hi)
+        j->fn(j, (uint32_t)lo, (uint32_t)hi);
+}
+
+static void cl_model_rows_par(struct cl_pool *pool, struct cl_model_rowjob *j)
+{
+    if (j->n >= CL_MODEL_PAR_ROWS)
+        cl_pool_run(pool, cl_model_rowjob_worker, j);
+    else if (j->n)
+        j->fn(j, 0, j->n);
+}
+
+/* h = attn_norm(x) */
+static void cl_model_rows_attn_norm(const struct cl_model_rowjob *j, uint32_t t0, uint32_t t1)
+{
+    const uint32_t E = j->m->hp.n_embd;
+    cl_model_norm_rows(j->sc->h + (size_t)t0 * E, j->sc->x + (size_t)t0 * E, j->L->attn_norm, t1 - t0, E,
+                       j->m->hp.rms_eps);
+}
+
+/* q and k: norms (gemma3), RoPE, the attention scale; then K and V into each row's sequence cache */
+static void cl_model_rows_qk(const struct cl_model_rowjob *j, uint32_t t0, uint32_t t1)
+{
+    const struct cl_model_hparams *hp = &j->m->hp;
+    const struct cl_model_layer *L = j->L;
+    const struct cl_model_scratch *sc = j->sc;
+    const uint32_t il = j->il, dk = hp->head_dim_k, dv = hp->head_dim_v;
+    const uint32_t qw = hp->n_head * dk, kw = hp->n_head_kv * dk, vw = hp->n_head_kv * dv;
+    for (uint32_t t = t0; t < t1; t++) {
+        struct cl_model_seq *s = sc->row[t].s;
+        uint32_t p = sc->row[t].pos;
+        float *q = sc->q + (size_t)t * qw, *k = sc->k + (size_t)t * kw;
+        for (uint32_t hd = 0; hd < hp->n_head; hd++) {
+            float *qh = q + (size_t)hd * dk;
+            if (hp->qk_norm)
+                cl_k_rmsnorm_f32(qh, qh, L->q_norm, dk, hp->rms_eps);
+            cl_model_rope(qh, hp->n_rot, hp->rope_mode, p, L->rope_base, L->rope_freq_scale, j->m->rope_freqs);
+            if (hp->arch == CL_MODEL_ARCH_GEMMA3)
+                for (uint32_t i = 0; i < dk; i++)
+                    qh[i] *= hp->attn_scale;
+        }
+        for (uint32_t hd = 0; hd < hp->n_head_kv; hd++) {
+            float *kh = k + (size_t)hd * dk;
+            if (hp->qk_norm)
+                cl_k_rmsnorm_f32(kh, kh, L->k_norm, dk, hp->rms_eps);
+            cl_model_rope(kh, hp->n_rot, hp->rope_mode, p, L->rope_base, L->rope_freq_scale, j->m->rope_freqs);
+        }
+        uint32_t slot = p % s->slots[il];
+        if (s->kv_f16) {
+            cl_k_fp32_to_fp16_row(k, (uint16_t *)s->k_cache + s->k_off[il] + (size_t)slot * s->kv_k_row, kw);
+            cl_k_fp32_to_fp16_row(sc->v + (size_t)t * vw,
+                                  (uint16_t *)s->v_cache + s->v_off[il] + (size_t)slot * s->kv_v_row, vw);
+        } else {
+            memcpy((float *)s->k_cache + s->k_off[il] + (size_t)slot * s->kv_k_row, k, (size_t)kw * sizeof(float));
+            memcpy((float *)s->v_cache + s->v_off[il] + (size_t)slot * s->kv_v_row, sc->v + (size_t)t * vw,
+                   (size_t)vw * sizeof(float));
+        }
+    }
+}
+
+/* after the attention output: o = post_attn_norm(o) (gemma3), x += o, h = ffn_norm(x) */
+static void cl_model_rows_attn_out(const struct cl_model_rowjob *j, uint32_t t0, uint32_t t1)
+{
+    const struct cl_model_hparams *hp = &j->m->hp;
+    const size_t E = hp->n_embd;
+    for (uint32_t t = t0; t < t1; t++) {
+        float *x = j->sc->x + t * E, *o = j->sc->o + t * E;
+        if (hp->post_norms)
+            cl_k_rmsnorm_f32(o, o, j->L->post_attn_norm, E, hp->rms_eps);
+        cl_k_add_f32(x, o, E);
+        cl_k_rmsnorm_f32(j->sc->h + t * E, x, j->L->ffn_norm, E, hp->rms_eps);
+    }
+}
+
+/* the gated activation, g = act(g) * u */
+static void cl_model_rows_glu(const struct cl_model_rowjob *j, uint32_t t0, uint32_t t1)
+{
+    const size_t F = j->m->hp.n_ff;
+    float *g = j->sc->g + t0 * F, *u = j->sc->u + t0 * F;
+    if (j->m->hp.gelu)
+        cl_k_geglu_ggml_f32(g, g, u, (t1 - t0) * F);
+    else
+        cl_k_swiglu_f32(g, g, u, (t1 - t0) * F);
+}
+
+/* after the FFN: o = post_ffn_norm(o) (gemma3), x += o */
+static void cl_model_rows_ffn_out(const struct cl_model_rowjob *j, uint32_t t0, uint32_t t1)
+{
+    const struct cl_model_hparams *hp = &j->m->hp;
+    const size_t E = hp->n_embd;
+    for (uint32_t t = t0; t < t1; t++) {
+        float *x = j->sc->x + t * E, *o = j->sc->o + t * E;
+        if (hp->post_norms)
+            cl_k_rmsnorm_f32(o, o, j->L->post_ffn_norm, E, hp->rms_eps);
+        cl_k_add_f32(x, o, E);
+    }
+}
+
 /* One forward pass over the n_tok rows of sc->row, which may belong to
  * different sequences: every product is one pass over the weights for all
  * rows, attention runs per row over its own sequence's cache. Each row's
@@ -365,45 +479,16 @@ static cl_err cl_model_forward(struct cl_model_scratch *sc, struct cl_pool *pool
 
     for (uint32_t il = 0; il < hp->n_layer; il++) {
         const struct cl_model_layer *L = &m->layers[il];
-        cl_model_norm_rows(sc->h, sc->x, L->attn_norm, n_tok, E, hp->rms_eps);
+        struct cl_model_rowjob rj = {sc, m, L, il, n_tok, cl_model_rows_attn_norm};
+        cl_model_rows_par(pool, &rj);
         {
             const struct cl_model_w *ws[3] = {&L->wq, &L->wk, &L->wv};
             float *ys[3] = {sc->q, sc->k, sc->v};
             size_t ld[3] = {qw, kw, vw};
             CL_GUARD(cl_model_matmul_multi(pool, ws, ys, ld, 3, sc->h, E, n_tok, &sc->act));
         }
-        for (uint32_t t = 0; t < n_tok; t++) {
-            struct cl_model_seq *s = rows[t].s;
-            uint32_t p = rows[t].pos;
-            float *q = sc->q + (size_t)t * qw, *k = sc->k + (size_t)t * kw;
-            for (uint32_t hd = 0; hd < hp->n_head; hd++) {
-                float *qh = q + (size_t)hd * dk;
-                if (hp->qk_norm)
-                    cl_k_rmsnorm_f32(qh, qh, L->q_norm, dk, hp->rms_eps);
-                cl_model_rope(qh, hp->n_rot, hp->rope_mode, p, L->rope_base, L->rope_freq_scale,
-                              m->rope_freqs);
-                if (hp->arch == CL_MODEL_ARCH_GEMMA3)
-                    for (uint32_t i = 0; i < dk; i++)
-                        qh[i] *= hp->attn_scale;
-            }
-            for (uint32_t hd = 0; hd < hp->n_head_kv; hd++) {
-                float *kh = k + (size_t)hd * dk;
-                if (hp->qk_norm)
-                    cl_k_rmsnorm_f32(kh, kh, L->k_norm, dk, hp->rms_eps);
-                cl_model_rope(kh, hp->n_rot, hp->rope_mode, p, L->rope_base, L->rope_freq_scale,
-                              m->rope_freqs);
-            }
-            uint32_t slot = p % s->slots[il];
-            if (s->kv_f16) {
-                cl_k_fp32_to_fp16_row(k, (uint16_t *)s->k_cache + s->k_off[il] + (size_t)slot * s->kv_k_row, kw);
-                cl_k_fp32_to_fp16_row(sc->v + (size_t)t * vw,
-                                      (uint16_t *)s->v_cache + s->v_off[il] + (size_t)slot * s->kv_v_row, vw);
-            } else {
-                memcpy((float *)s->k_cache + s->k_off[il] + (size_t)slot * s->kv_k_row, k, (size_t)kw * sizeof(float));
-                memcpy((float *)s->v_cache + s->v_off[il] + (size_t)slot * s->kv_v_row, sc->v + (size_t)t * vw,
-                       (size_t)vw * sizeof(float));
-            }
-        }
+        rj.fn = cl_model_rows_qk;
+        cl_model_rows_par(pool, &rj);
         bool last_layer = il + 1 == hp->n_layer;
         uint32_t nt = last_layer ? n_sel : n_tok;
         if (nt == 0)
@@ -414,28 +499,22 @@ static cl_err cl_model_forward(struct cl_model_scratch *sc, struct cl_pool *pool
             for (uint32_t i = 0; i < nt; i++)
                 if (sc->sel[i] != i)
                     memcpy(sc->x + (size_t)i * E, sc->x + (size_t)sc->sel[i] * E, (size_t)E * sizeof(float));
-        float *x = sc->x, *o = sc->o, *h = sc->h, *gg = sc->g, *uu = sc->u;
+        float *o = sc->o, *h = sc->h, *gg = sc->g, *uu = sc->u;
         CL_GUARD(cl_model_matmul(pool, &L->wo, sc->att, aw, nt, o, E, &sc->act));
-        if (hp->post_norms)
-            cl_model_norm_rows(o, o, L->post_attn_norm, nt, E, hp->rms_eps);
-        cl_k_add_f32(x, o, (size_t)nt * E);
-
-        cl_model_norm_rows(h, x, L->ffn_norm, nt, E, hp->rms_eps);
+        rj.n = nt;
+        rj.fn = cl_model_rows_attn_out;
+        cl_model_rows_par(pool, &rj);
         {
             const struct cl_model_w *ws[2] = {&L->gate, &L->up};
             float *ys[2] = {gg, uu};
             size_t ld[2] = {hp->n_ff, hp->n_ff};
             CL_GUARD(cl_model_matmul_multi(pool, ws, ys, ld, 2, h, E, nt, &sc->act));
         }
-        size_t nf = (size_t)nt * hp->n_ff;
-        if (hp->gelu)
-            cl_k_geglu_ggml_f32(gg, gg, uu, nf);
-        else
-            cl_k_swiglu_f32(gg, gg, uu, nf);
+        rj.fn = cl_model_rows_glu;
+        cl_model_rows_par(pool, &rj);
         CL_GUARD(cl_model_matmul(pool, &L->down, gg, hp->n_ff, nt, o, E, &sc->act));
-        if (hp->post_norms)
-            cl_model_norm_rows(o, o, L->post_ffn_norm, nt, E, hp->rms_eps);
-        cl_k_add_f32(x, o, (size_t)nt * E);
+        rj.fn = cl_model_rows_ffn_out;
+        cl_model_rows_par(pool, &rj);
     }
 
     if (n_sel) {

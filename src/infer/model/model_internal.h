@@ -8,6 +8,10 @@
 #include "cloister/infer/model.h"
 #include "cloister/infer/pool.h"
 
+/* Rows from which per-row work (norms, activation quantization, RoPE, gated
+ * activations) is split over the pool's threads; fewer run on the caller. */
+#define CL_MODEL_PAR_ROWS 4u
+
 /* Tokens evaluated per forward pass; longer batches are split. */
 #define CL_MODEL_UBATCH 256u
 

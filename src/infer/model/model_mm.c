@@ -36,11 +36,30 @@ struct cl_model_mm_job {
     size_t act_stride;
     uint32_t n_tok;
     atomic_int rc;
+    /* activations quantized by the threads themselves first (act_type != F32) */
+    uint32_t act_type;
+    const float *x;
+    size_t ldx;
+    uint8_t *act_out;
+    atomic_uint arrived;
 };
 
 static void cl_model_mm_worker(void *arg, unsigned ith, unsigned nth)
 {
     struct cl_model_mm_job *j = arg;
+    if (j->act_out) { /* each thread its share of the rows, then all wait for all */
+        size_t lo, hi;
+        cl_pool_split(j->n_tok, 1, ith, nth, &lo, &hi);
+        for (size_t t = lo; t < hi; t++) {
+            cl_err rc = cl_k_act_quantize(j->act_type, j->x + t * j->ldx, j->act_out + t * j->act_stride,
+                                          j->w[0]->ne0);
+            if (rc != CL_OK)
+                atomic_store(&j->rc, rc);
+        }
+        cl_pool_arrive_wait(&j->arrived, nth);
+        if (atomic_load(&j->rc) != CL_OK)
+            return;
+    }
     for (size_t i = 0; i < j->n_w; i++) {
         const struct cl_model_w *w = j->w[i];
         size_t lo, hi;
@@ -66,6 +85,7 @@ static cl_err cl_model_matmul_n(struct cl_pool *pool, const struct cl_model_w *c
     uint32_t vt = cl_k_vec_dot_type(w[0]->type);
     struct cl_model_mm_job job = {.n_w = n_w, .n_tok = n_tok};
     atomic_init(&job.rc, CL_OK);
+    atomic_init(&job.arrived, 0);
     CL_ENSURE_D(n_w >= 1 && n_w <= CL_MODEL_MM_MAX, CL_E_INFER_INTERNAL, "%zu products in one job", n_w);
     for (size_t i = 0; i < n_w; i++) {
         job.w[i] = w[i];
@@ -79,10 +99,17 @@ static cl_err cl_model_matmul_n(struct cl_pool *pool, const struct cl_model_w *c
         size_t rb = cl_k_row_bytes(vt, w[0]->ne0), need;
         CL_GUARD(cl_size_mul(rb, n_tok, &need));
         CL_ENSURE_D(rb && need <= act->cap, CL_E_INFER_INTERNAL, "activation buffer %zu < %zu", act->cap, need);
-        for (uint32_t t = 0; t < n_tok; t++)
-            CL_GUARD(cl_k_act_quantize(vt, x + (size_t)t * ldx, act->data + (size_t)t * rb, w[0]->ne0));
         job.acts = act->data;
         job.act_stride = rb;
+        if (n_tok >= CL_MODEL_PAR_ROWS) { /* quantized in the job, split over the threads */
+            job.act_type = vt;
+            job.x = x;
+            job.ldx = ldx;
+            job.act_out = act->data;
+        } else {
+            for (uint32_t t = 0; t < n_tok; t++)
+                CL_GUARD(cl_k_act_quantize(vt, x + (size_t)t * ldx, act->data + (size_t)t * rb, w[0]->ne0));
+        }
     }
     cl_pool_run(pool, cl_model_mm_worker, &job);
     rc = atomic_load(&job.rc);

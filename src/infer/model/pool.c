@@ -47,6 +47,13 @@ static inline void cl_pool_relax(int i)
 #endif
 }
 
+void cl_pool_arrive_wait(atomic_uint *arrived, unsigned nth)
+{
+    atomic_fetch_add(arrived, 1);
+    for (int i = 0; atomic_load(arrived) < nth; i = i < CL_POOL_PAUSE ? i + 1 : i)
+        cl_pool_relax(i);
+}
+
 static void *cl_pool_main(void *arg)
 {
     struct cl_pool_worker *w = arg;
