@@ -348,19 +348,24 @@ CL_K_TI void cl_k5_r16_w(const uint8_t *blk, bool q4, __m512i W[8])
 
 /* Group elements: vector v covers activation bytes 4v..4v+3 (Q8_0) or, for
  * Q4_0, v<4: 4v.., v>=4: 16+4(v-4).. which is again 4v. */
+CL_K_TI __m512i cl_k5_bcast32(const uint8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
 CL_K_TI __m512i cl_k5_r16_block(__m512i s, const __m512i W[8], const uint8_t *aq)
 {
-    int32_t x[8];
-    memcpy(x, aq, 32);
     __m512i s2 = _mm512_setzero_si512();
-    s = _mm512_dpbusd_epi32(s, W[0], _mm512_set1_epi32(x[0]));
-    s2 = _mm512_dpbusd_epi32(s2, W[1], _mm512_set1_epi32(x[1]));
-    s = _mm512_dpbusd_epi32(s, W[2], _mm512_set1_epi32(x[2]));
-    s2 = _mm512_dpbusd_epi32(s2, W[3], _mm512_set1_epi32(x[3]));
-    s = _mm512_dpbusd_epi32(s, W[4], _mm512_set1_epi32(x[4]));
-    s2 = _mm512_dpbusd_epi32(s2, W[5], _mm512_set1_epi32(x[5]));
-    s = _mm512_dpbusd_epi32(s, W[6], _mm512_set1_epi32(x[6]));
-    s2 = _mm512_dpbusd_epi32(s2, W[7], _mm512_set1_epi32(x[7]));
+    s = _mm512_dpbusd_epi32(s, W[0], cl_k5_bcast32(aq));
+    s2 = _mm512_dpbusd_epi32(s2, W[1], cl_k5_bcast32(aq + 4));
+    s = _mm512_dpbusd_epi32(s, W[2], cl_k5_bcast32(aq + 8));
+    s2 = _mm512_dpbusd_epi32(s2, W[3], cl_k5_bcast32(aq + 12));
+    s = _mm512_dpbusd_epi32(s, W[4], cl_k5_bcast32(aq + 16));
+    s2 = _mm512_dpbusd_epi32(s2, W[5], cl_k5_bcast32(aq + 20));
+    s = _mm512_dpbusd_epi32(s, W[6], cl_k5_bcast32(aq + 24));
+    s2 = _mm512_dpbusd_epi32(s2, W[7], cl_k5_bcast32(aq + 28));
     return _mm512_add_epi32(s, s2); /* integer: exact in any order */
 }
 
