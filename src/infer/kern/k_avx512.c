@@ -328,6 +328,9 @@ struct cl_k5_r16col {
 #define CL_K5_R16_KB 512u
 #define CL_K5_R16_PREP (128u * 1024u)
 #define CL_K5_R16_TILE 8
+#ifndef CL_K5_R16_PF
+#define CL_K5_R16_PF 8192
+#endif
 
 /* The 8 vectors of one block, made unsigned: Q8_0 is stored as q ^ 0x80; Q4_0
  * vector v holds groups v (low nibbles) and v+4 (high nibbles). */
@@ -377,8 +380,8 @@ CL_K_TI void cl_k5_r16_tile(const uint8_t *g, size_t gb, bool q4, const uint8_t 
     for (int j = 0; j < M; j++)
         acc[j] = _mm512_setzero_ps();
     for (size_t b = 0; b < kb; b++, g += gb) {
-        _mm_prefetch((const char *)g + CL_K5_PF, _MM_HINT_T0);
-        _mm_prefetch((const char *)g + CL_K5_PF + 64, _MM_HINT_T0);
+        for (size_t o = 0; o < gb; o += 64)
+            _mm_prefetch((const char *)g + CL_K5_R16_PF + o, _MM_HINT_T0);
         __m512i W[8];
         cl_k5_r16_w(g, q4, W);
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g));
