@@ -656,7 +656,8 @@ static void test_matmul_batch_exact(void **state)
  * bits as the whole call (the batched-equals-alone guarantee). */
 static void t_rows16(uint32_t wt, size_t n, size_t rows, size_t cols)
 {
-    size_t rb = cl_k_row_bytes(wt, n), ab = cl_k_row_bytes(CL_GGML_Q8_0, n);
+    const uint32_t at = cl_k_vec_dot_type(wt);
+    size_t rb = cl_k_row_bytes(wt, n), ab = cl_k_row_bytes(at, n);
     char *W = malloc(rows * rb), *P = malloc(rows * rb), *A = malloc(cols * ab), *row = malloc(rb);
     float *x = malloc(n * sizeof(float)), *fw = malloc(rows * n * sizeof(float)), *fa = malloc(cols * n * sizeof(float));
     float *want = malloc(rows * cols * sizeof(float)), *got = malloc(rows * cols * sizeof(float));
@@ -669,8 +670,8 @@ static void t_rows16(uint32_t wt, size_t n, size_t rows, size_t cols)
     }
     for (size_t c = 0; c < cols; c++) {
         t_fill(x, n, 1.0f);
-        assert_ok(cl_k_act_quantize(CL_GGML_Q8_0, x, A + c * ab, n));
-        assert_ok(cl_k_dequantize_row(CL_GGML_Q8_0, A + c * ab, fa + c * n, n));
+        assert_ok(cl_k_act_quantize(at, x, A + c * ab, n));
+        assert_ok(cl_k_dequantize_row(at, A + c * ab, fa + c * n, n));
     }
     memcpy(P, W, rows * rb);
     assert_ok(cl_k_rows16_pack(wt, P, rows, n));
@@ -681,6 +682,8 @@ static void t_rows16(uint32_t wt, size_t n, size_t rows, size_t cols)
     for (size_t r = 0; r < rows; r++) {
         assert_ok(cl_k_rows16_row(wt, P, rows, r, row, n));
         assert_memory_equal(row, W + r * rb, rb);
+        assert_ok(cl_k_rows16_dequantize_row(wt, P, rows, r, x, n));
+        assert_memory_equal(x, fw + r * n, n * sizeof(float));
     }
     enum cl_cpu_level top = cl_cpu_level();
     for (enum cl_cpu_level lvl = CL_CPU_SCALAR; lvl <= top; lvl++) {
@@ -725,21 +728,25 @@ static void t_rows16(uint32_t wt, size_t n, size_t rows, size_t cols)
 static void test_rows16(void **state)
 {
     (void)state;
-    const uint32_t types[] = {CL_GGML_Q4_0, CL_GGML_Q8_0};
-    for (size_t i = 0; i < 2; i++) {
+    const uint32_t types[] = {CL_GGML_Q4_0, CL_GGML_Q8_0, CL_GGML_Q4_K};
+    for (size_t i = 0; i < 3; i++) {
         t_rows16(types[i], 512, 40, 13); /* 2 groups + 8 plain rows; 8 + 4 + 1 columns */
-        t_rows16(types[i], 544, 16, 1);  /* odd block count, one group, one column */
         t_rows16(types[i], 2560, 7, 3);  /* no whole group */
+        if (types[i] == CL_GGML_Q4_K) {
+            t_rows16(types[i], 2560, 48, 9);
+            continue;
+        }
+        t_rows16(types[i], 544, 16, 1);  /* odd block count, one group, one column */
         t_rows16(types[i], 17408, 32, 40); /* 544 blocks: two K chunks; two prepared column groups */
     }
     char buf[64] = {0};
     float out[2];
-    assert_err(cl_k_rows16_pack(CL_GGML_Q4_K, buf, 1, 256), CL_E_INFER_K_TYPE);
+    assert_err(cl_k_rows16_pack(CL_GGML_Q6_K, buf, 1, 256), CL_E_INFER_K_TYPE);
     assert_err(cl_k_rows16_pack(CL_GGML_Q4_0, NULL, 16, 32), CL_E_INFER_K_ARG);
     assert_err(cl_k_rows16_row(CL_GGML_Q4_0, buf, 2, 2, buf, 32), CL_E_INFER_K_ARG);
     assert_err(cl_k_rows16_matmul(CL_GGML_Q8_0, buf, 1, 0, 2, buf, 34, 1, 32, out, 2), CL_E_INFER_K_ARG);
     assert_err(cl_k_rows16_matmul(CL_GGML_Q8_0, buf, 1, 0, 1, buf, 34, 1, 33, out, 2), CL_E_INFER_K_LENGTH);
-    assert_false(cl_k_rows16_fast(CL_GGML_Q4_K));
+    assert_false(cl_k_rows16_fast(CL_GGML_Q6_K));
 }
 
 /* ------------------------------------------------------------ SIMD vs scalar */

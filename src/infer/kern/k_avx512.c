@@ -741,6 +741,114 @@ CL_K5_KQ(q4_k, struct cl_k_block_q4_k, struct cl_k5_k4, cl_k5_unpack_q4_k, cl_k5
 CL_K5_KQ(q5_k, struct cl_k_block_q5_k, struct cl_k5_k4, cl_k5_unpack_q5_k, cl_k5_k4_block)
 CL_K5_KQ(q6_k, struct cl_k_block_q6_k, struct cl_k5_q6, cl_k5_unpack_q6_k, cl_k5_q6_block)
 
+/* ---------------------------------------------------- 16 interleaved Q4_K rows (k_rows16.c) */
+
+/* One super-block of 16 rows decoded for the column loop: each row's 8
+ * sub-block scales (int32 lanes), its mins in int16 pairs (sub-blocks 2p and
+ * 2p+1) for vpdpwssd against the activation's sub-block sums, d and dmin. */
+struct cl_k5_r16k4 {
+    __m512i sc[8];
+    __m512i mp[4];
+    __m512 d, dmin;
+};
+
+CL_K_TI void cl_k5_r16k4_scales(const uint8_t *g, struct cl_k5_r16k4 *u)
+{
+    const __m512i m4 = _mm512_set1_epi32(0xF), m3 = _mm512_set1_epi32(3);
+    __m512i mn[8];
+    u->d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g));
+    u->dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(g + 32)));
+    for (int j = 0; j < 8; j++) {
+        const __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(g + 64 + 16 * j)));
+        __m512i h = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(g + 192 + 16 * (j & 3))));
+        if (j >= 4)
+            h = _mm512_srli_epi32(h, 4);
+        u->sc[j] = _mm512_or_si512(_mm512_and_si512(lo, m4), _mm512_slli_epi32(_mm512_and_si512(h, m3), 4));
+        mn[j] = _mm512_or_si512(_mm512_srli_epi32(lo, 4),
+                                _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(h, 2), m3), 4));
+    }
+    for (int p = 0; p < 4; p++)
+        u->mp[p] = _mm512_or_si512(mn[2 * p], _mm512_slli_epi32(mn[2 * p + 1], 16));
+}
+
+/* One group against M columns over kb super-blocks (the same steps per
+ * column whatever M). */
+CL_K_TI void cl_k5_r16k4_tile(const uint8_t *g, size_t gb, const uint8_t *const *ac, int M, size_t kb,
+                              float *const *dst)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc[CL_K5_R16_TILE];
+    for (int j = 0; j < M; j++)
+        acc[j] = _mm512_setzero_ps();
+    for (size_t b = 0; b < kb; b++, g += gb) {
+        for (size_t o = 0; o < gb; o += 64)
+            _mm_prefetch((const char *)g + CL_K5_R16_PF + o, _MM_HINT_T0);
+        struct cl_k5_r16k4 u;
+        cl_k5_r16k4_scales(g, &u);
+        __m512i sumi[CL_K5_R16_TILE];
+        for (int j = 0; j < M; j++)
+            sumi[j] = _mm512_setzero_si512();
+        for (int k = 0; k < 4; k++)
+            for (int h = 0; h < 2; h++) {
+                __m512i W[8];
+                for (int v = 0; v < 8; v++) {
+                    const __m512i x = _mm512_loadu_si512((const void *)(g + 256 + 512 * k + 64 * v));
+                    W[v] = _mm512_and_si512(h ? _mm512_srli_epi16(x, 4) : x, m4);
+                }
+                _Pragma("GCC unroll 8") for (int j = 0; j < M; j++) {
+                    const struct cl_k_block_q8_k *y = (const struct cl_k_block_q8_k *)ac[j] + b;
+                    const __m512i is = cl_k5_r16_block(_mm512_setzero_si512(), W, (const uint8_t *)y->qs + 64 * k + 32 * h);
+                    sumi[j] = _mm512_add_epi32(sumi[j], _mm512_mullo_epi32(is, u.sc[2 * k + h]));
+                }
+            }
+        _Pragma("GCC unroll 8") for (int j = 0; j < M; j++) {
+            const struct cl_k_block_q8_k *y = (const struct cl_k_block_q8_k *)ac[j] + b;
+            __m512i summ = _mm512_setzero_si512();
+            for (int p = 0; p < 4; p++) {
+                const int b0 = y->bsums[4 * p] + y->bsums[4 * p + 1], b1 = y->bsums[4 * p + 2] + y->bsums[4 * p + 3];
+                summ = _mm512_dpwssd_epi32(summ, u.mp[p],
+                                           _mm512_set1_epi32((int)((uint32_t)(uint16_t)b0 | ((uint32_t)(uint16_t)b1 << 16))));
+            }
+            const __m512 t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(summ), u.dmin, _mm512_mul_ps(_mm512_cvtepi32_ps(sumi[j]), u.d));
+            acc[j] = _mm512_fmadd_ps(t, _mm512_set1_ps(y->d), acc[j]);
+        }
+    }
+    for (int j = 0; j < M; j++)
+        _mm512_storeu_ps(dst[j], acc[j]);
+}
+
+CL_K_T static void cl_k5_mm16_q4_k(const void *w, size_t rb, size_t g0, size_t g1, const void *a, size_t as,
+                                   size_t nc, size_t n, float *out, size_t os)
+{
+    const size_t kb = n / CL_K_QK_K, gb = 16 * sizeof(struct cl_k_block_q4_k);
+    for (size_t gi = g0; gi < g1; gi++) {
+        const uint8_t *g = (const uint8_t *)w + gi * 16 * rb;
+        const uint8_t *ac[CL_K5_R16_TILE];
+        float *dst[CL_K5_R16_TILE];
+        size_t c = 0;
+        for (; c + CL_K5_R16_TILE <= nc; c += CL_K5_R16_TILE) {
+            for (int j = 0; j < CL_K5_R16_TILE; j++) {
+                ac[j] = (const uint8_t *)a + (c + (size_t)j) * as;
+                dst[j] = out + (c + (size_t)j) * os + (gi - g0) * 16;
+            }
+            cl_k5_r16k4_tile(g, gb, ac, CL_K5_R16_TILE, kb, dst);
+        }
+        if (c + 4 <= nc) {
+            for (int j = 0; j < 4; j++) {
+                ac[j] = (const uint8_t *)a + (c + (size_t)j) * as;
+                dst[j] = out + (c + (size_t)j) * os + (gi - g0) * 16;
+            }
+            cl_k5_r16k4_tile(g, gb, ac, 4, kb, dst);
+            c += 4;
+        }
+        for (; c < nc; c++) {
+            ac[0] = (const uint8_t *)a + c * as;
+            dst[0] = out + c * os + (gi - g0) * 16;
+            cl_k5_r16k4_tile(g, gb, ac, 1, kb, dst);
+        }
+    }
+}
+
 /* ---------------------------------------------------- F32 / F16 */
 
 CL_K_TI __m512 cl_k5_ld_f32(const void *p, size_t i) { return _mm512_loadu_ps((const float *)p + i); }
@@ -837,7 +945,7 @@ const struct cl_k_path cl_k_avx512_path = {
             [CL_GGML_Q4_0] = {.dot = cl_k5_dot_q4_0, .mm = cl_k5_mm_q4_0, .mm16 = cl_k5_mm16_q4_0},
             [CL_GGML_Q5_0] = {.dot = cl_k5_dot_q5_0, .mm = cl_k5_mm_q5_0},
             [CL_GGML_Q8_0] = {.dot = cl_k5_dot_q8_0, .mm = cl_k5_mm_q8_0, .mm16 = cl_k5_mm16_q8_0},
-            [CL_GGML_Q4_K] = {.dot = cl_k5_dot_q4_k, .mm = cl_k5_mm_q4_k},
+            [CL_GGML_Q4_K] = {.dot = cl_k5_dot_q4_k, .mm = cl_k5_mm_q4_k, .mm16 = cl_k5_mm16_q4_k},
             [CL_GGML_Q5_K] = {.dot = cl_k5_dot_q5_k, .mm = cl_k5_mm_q5_k},
             [CL_GGML_Q6_K] = {.dot = cl_k5_dot_q6_k, .mm = cl_k5_mm_q6_k},
         },

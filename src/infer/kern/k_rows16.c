@@ -8,76 +8,127 @@
 
 #include "k_internal.h"
 
-/* Bytes of one block's row data in a vector lane group, and vectors per block. */
-static bool cl_k_r16_geom(uint32_t wtype, size_t *bb, int *nvec)
+/* Types with the layout: block bytes. */
+static bool cl_k_r16_geom(uint32_t wtype, size_t *bb)
 {
-    if (wtype == CL_GGML_Q8_0) {
-        *bb = sizeof(struct cl_k_block_q8_0);
-        *nvec = 8;
-        return true;
+    switch (wtype) {
+    case CL_GGML_Q8_0: *bb = sizeof(struct cl_k_block_q8_0); return true;
+    case CL_GGML_Q4_0: *bb = sizeof(struct cl_k_block_q4_0); return true;
+    case CL_GGML_Q4_K: *bb = sizeof(struct cl_k_block_q4_k); return true;
+    default: return false;
     }
-    if (wtype == CL_GGML_Q4_0) {
-        *bb = sizeof(struct cl_k_block_q4_0);
-        *nvec = 4;
-        return true;
-    }
-    return false;
 }
 
 bool cl_k_rows16_fast(uint32_t wtype)
 {
-    size_t bb = 0;
-    int nv = 0;
-    return cl_k_r16_geom(wtype, &bb, &nv) && cl_k_kern_now(wtype)->mm16 != NULL;
+    size_t bb;
+    return cl_k_r16_geom(wtype, &bb) && cl_k_kern_now(wtype)->mm16 != NULL;
 }
 
-/* 16 plain rows (src, rb apart) -> one interleaved group (dst), 4 bytes at a time. */
+/* Q4_K: the 12 packed scale bytes of a row <-> its 8 six-bit scales and 8 mins
+ * (sm[0..7] scales, sm[8..15] mins; cl_k_scales_mins_k4 is the decoder). */
+static void cl_k_r16_k4_encode(const uint8_t sm[16], uint8_t q[12])
+{
+    for (int i = 0; i < 4; i++) {
+        q[i] = (uint8_t)(sm[i] | ((sm[4 + i] >> 4) << 6));
+        q[4 + i] = (uint8_t)(sm[8 + i] | ((sm[12 + i] >> 4) << 6));
+        q[8 + i] = (uint8_t)((sm[4 + i] & 0xF) | ((sm[12 + i] & 0xF) << 4));
+    }
+}
+
+/* One block of 16 rows: plain (row l at src + l*rb) -> interleaved (g). */
+static void cl_k_r16_pack_block(uint32_t wtype, const uint8_t *src, size_t rb, uint8_t *g)
+{
+    if (wtype == CL_GGML_Q4_K) {
+        for (int l = 0; l < 16; l++) {
+            const struct cl_k_block_q4_k *x = (const struct cl_k_block_q4_k *)(src + (size_t)l * rb);
+            uint8_t sm[16];
+            memcpy(g + 2 * l, &x->d, 2);
+            memcpy(g + 32 + 2 * l, &x->dmin, 2);
+            cl_k_scales_mins_k4(x->scales, sm);
+            for (int j = 0; j < 8; j++) {
+                g[64 + 16 * j + l] = (uint8_t)((sm[j] & 0xF) | ((sm[8 + j] & 0xF) << 4));
+                const uint8_t hi = (uint8_t)((sm[j] >> 4) | ((sm[8 + j] >> 4) << 2));
+                uint8_t *h = &g[192 + 16 * (j & 3) + l];
+                *h = (uint8_t)(j < 4 ? (*h & 0xF0) | hi : (*h & 0x0F) | (hi << 4));
+            }
+            for (int k = 0; k < 4; k++)
+                for (int v = 0; v < 8; v++)
+                    memcpy(g + 256 + 512 * k + 64 * v + 4 * l, x->qs + 32 * k + 4 * v, 4);
+        }
+        return;
+    }
+    const int nv = wtype == CL_GGML_Q8_0 ? 8 : 4;
+    const uint32_t flip = wtype == CL_GGML_Q8_0 ? 0x80808080u : 0;
+    for (int l = 0; l < 16; l++) {
+        const uint8_t *blk = src + (size_t)l * rb;
+        memcpy(g + 2 * l, blk, 2);
+        for (int v = 0; v < nv; v++) {
+            uint32_t x;
+            memcpy(&x, blk + 2 + 4 * v, 4);
+            x ^= flip;
+            memcpy(g + 32 + 64 * v + 4 * l, &x, 4);
+        }
+    }
+}
+
+/* Row l of one interleaved block back to its plain bytes. */
+static void cl_k_r16_unpack_block(uint32_t wtype, const uint8_t *g, int l, uint8_t *dst)
+{
+    if (wtype == CL_GGML_Q4_K) {
+        struct cl_k_block_q4_k *x = (struct cl_k_block_q4_k *)dst;
+        uint8_t sm[16];
+        memcpy(&x->d, g + 2 * l, 2);
+        memcpy(&x->dmin, g + 32 + 2 * l, 2);
+        for (int j = 0; j < 8; j++) {
+            const uint8_t lo = g[64 + 16 * j + l], h = g[192 + 16 * (j & 3) + l];
+            const uint8_t hi = (uint8_t)(j < 4 ? h & 0xF : h >> 4);
+            sm[j] = (uint8_t)((lo & 0xF) | ((hi & 3) << 4));
+            sm[8 + j] = (uint8_t)((lo >> 4) | ((hi >> 2) << 4));
+        }
+        cl_k_r16_k4_encode(sm, x->scales);
+        for (int k = 0; k < 4; k++)
+            for (int v = 0; v < 8; v++)
+                memcpy(x->qs + 32 * k + 4 * v, g + 256 + 512 * k + 64 * v + 4 * l, 4);
+        return;
+    }
+    const int nv = wtype == CL_GGML_Q8_0 ? 8 : 4;
+    const uint32_t flip = wtype == CL_GGML_Q8_0 ? 0x80808080u : 0;
+    memcpy(dst, g + 2 * l, 2);
+    for (int v = 0; v < nv; v++) {
+        uint32_t x;
+        memcpy(&x, g + 32 + 64 * v + 4 * l, 4);
+        x ^= flip;
+        memcpy(dst + 2 + 4 * v, &x, 4);
+    }
+}
+
+/* 16 plain rows (src, rb apart) -> one interleaved group (dst). */
 static void cl_k_r16_pack_group(uint32_t wtype, const uint8_t *src, size_t rb, uint8_t *dst, size_t nb)
 {
     size_t bb = 0;
-    int nv = 0;
-    (void)cl_k_r16_geom(wtype, &bb, &nv);
-    const uint32_t flip = wtype == CL_GGML_Q8_0 ? 0x80808080u : 0;
-    for (size_t b = 0; b < nb; b++) {
-        uint8_t *g = dst + b * 16 * bb;
-        for (int l = 0; l < 16; l++) {
-            const uint8_t *blk = src + (size_t)l * rb + b * bb;
-            memcpy(g + 2 * l, blk, 2);
-            for (int v = 0; v < nv; v++) {
-                uint32_t x;
-                memcpy(&x, blk + 2 + 4 * v, 4);
-                x ^= flip;
-                memcpy(g + 32 + 64 * v + 4 * l, &x, 4);
-            }
-        }
-    }
+    (void)cl_k_r16_geom(wtype, &bb);
+    for (size_t b = 0; b < nb; b++)
+        cl_k_r16_pack_block(wtype, src + b * bb, rb, dst + b * 16 * bb);
 }
 
 /* Row l (0..15) of an interleaved group back to its plain bytes. */
 static void cl_k_r16_unpack_row(uint32_t wtype, const uint8_t *g, int l, uint8_t *dst, size_t nb)
 {
     size_t bb = 0;
-    int nv = 0;
-    (void)cl_k_r16_geom(wtype, &bb, &nv);
-    const bool q8 = wtype == CL_GGML_Q8_0;
-    for (size_t b = 0; b < nb; b++, g += 16 * bb) {
-        uint8_t *blk = dst + b * bb;
-        memcpy(blk, g + 2 * l, 2);
-        for (int v = 0; v < nv; v++)
-            for (int i = 0; i < 4; i++)
-                blk[2 + 4 * v + i] = (uint8_t)(g[32 + 64 * v + 4 * l + i] ^ (q8 ? 0x80 : 0));
-    }
+    (void)cl_k_r16_geom(wtype, &bb);
+    for (size_t b = 0; b < nb; b++)
+        cl_k_r16_unpack_block(wtype, g + b * 16 * bb, l, dst + b * bb);
 }
 
 static cl_err cl_k_r16_check(uint32_t wtype, const void *w, size_t n, size_t *rb)
 {
     size_t bb = 0;
-    int nv = 0;
     cl_err rc = cl_k_check(wtype, n);
     if (rc != CL_OK)
         return rc;
-    if (!cl_k_r16_geom(wtype, &bb, &nv))
-        return cl_err_fail(CL_E_INFER_K_TYPE, "type id %u has no interleaved layout (Q4_0 and Q8_0 do)",
+    if (!cl_k_r16_geom(wtype, &bb))
+        return cl_err_fail(CL_E_INFER_K_TYPE, "type id %u has no interleaved layout (Q4_0, Q8_0 and Q4_K do)",
                            (unsigned)wtype);
     if (!w)
         return cl_err_fail(CL_E_INFER_K_ARG, "NULL weights");
@@ -130,14 +181,15 @@ cl_err cl_k_rows16_dequantize_row(uint32_t wtype, const void *w, size_t n_rows, 
         return rc;
     if (!dst || r >= n_rows)
         return cl_err_fail(CL_E_INFER_K_ARG, !dst ? "NULL destination" : "row %zu of %zu", r, n_rows);
-    const size_t full = n_rows / CL_K_ROWS16 * CL_K_ROWS16, bb = cl_k_type(wtype)->block_bytes;
+    const struct cl_k_type *ty = cl_k_type(wtype);
+    const size_t full = n_rows / CL_K_ROWS16 * CL_K_ROWS16, bb = ty->block_bytes, be = ty->block_elems;
     if (r >= full)
         return cl_k_dequantize_row(wtype, (const uint8_t *)w + r * rb, dst, n);
     const uint8_t *g = (const uint8_t *)w + (r / CL_K_ROWS16) * CL_K_ROWS16 * rb;
-    uint8_t blk[sizeof(struct cl_k_block_q8_0)]; /* the larger of the two blocks */
-    for (size_t b = 0; b < n / CL_K_QK; b++) {
-        cl_k_r16_unpack_row(wtype, g + b * CL_K_ROWS16 * bb, (int)(r % CL_K_ROWS16), blk, 1);
-        CL_GUARD(cl_k_dequantize_row(wtype, blk, dst + b * CL_K_QK, CL_K_QK));
+    uint8_t blk[sizeof(struct cl_k_block_q4_k)]; /* the largest block with the layout */
+    for (size_t b = 0; b < n / be; b++) {
+        cl_k_r16_unpack_block(wtype, g + b * CL_K_ROWS16 * bb, (int)(r % CL_K_ROWS16), blk);
+        CL_GUARD(cl_k_dequantize_row(wtype, blk, dst + b * be, be));
     }
 out:
     return rc;
