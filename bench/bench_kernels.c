@@ -80,7 +80,7 @@ int main(int argc, char **argv)
             if (cl_k_act_quantize(at, x, A + c * ab, n) != CL_OK)
                 return 1;
         }
-        bk_r16 = getenv("CL_BENCH_ROWS16") && (wt == CL_GGML_Q4_0 || wt == CL_GGML_Q8_0 || wt == CL_GGML_Q4_K);
+        bk_r16 = getenv("CL_BENCH_ROWS16") && cl_k_rows16_fast(wt);
         if (bk_r16 && cl_k_rows16_pack(wt, W, rows, n) != CL_OK)
             return 1;
         size_t copies = (size_t)(dram_mb << 20) / (rb * rows) + 1;

@@ -728,11 +728,11 @@ static void t_rows16(uint32_t wt, size_t n, size_t rows, size_t cols)
 static void test_rows16(void **state)
 {
     (void)state;
-    const uint32_t types[] = {CL_GGML_Q4_0, CL_GGML_Q8_0, CL_GGML_Q4_K};
-    for (size_t i = 0; i < 3; i++) {
+    const uint32_t types[] = {CL_GGML_Q4_0, CL_GGML_Q8_0, CL_GGML_Q4_K, CL_GGML_Q6_K};
+    for (size_t i = 0; i < 4; i++) {
         t_rows16(types[i], 512, 40, 13); /* 2 groups + 8 plain rows; 8 + 4 + 1 columns */
         t_rows16(types[i], 2560, 7, 3);  /* no whole group */
-        if (types[i] == CL_GGML_Q4_K) {
+        if (types[i] == CL_GGML_Q4_K || types[i] == CL_GGML_Q6_K) {
             t_rows16(types[i], 2560, 48, 9);
             continue;
         }
@@ -741,12 +741,12 @@ static void test_rows16(void **state)
     }
     char buf[64] = {0};
     float out[2];
-    assert_err(cl_k_rows16_pack(CL_GGML_Q6_K, buf, 1, 256), CL_E_INFER_K_TYPE);
+    assert_err(cl_k_rows16_pack(CL_GGML_Q5_K, buf, 1, 256), CL_E_INFER_K_TYPE);
     assert_err(cl_k_rows16_pack(CL_GGML_Q4_0, NULL, 16, 32), CL_E_INFER_K_ARG);
     assert_err(cl_k_rows16_row(CL_GGML_Q4_0, buf, 2, 2, buf, 32), CL_E_INFER_K_ARG);
     assert_err(cl_k_rows16_matmul(CL_GGML_Q8_0, buf, 1, 0, 2, buf, 34, 1, 32, out, 2), CL_E_INFER_K_ARG);
     assert_err(cl_k_rows16_matmul(CL_GGML_Q8_0, buf, 1, 0, 1, buf, 34, 1, 33, out, 2), CL_E_INFER_K_LENGTH);
-    assert_false(cl_k_rows16_fast(CL_GGML_Q6_K));
+    assert_false(cl_k_rows16_fast(CL_GGML_Q5_K));
 }
 
 /* ------------------------------------------------------------ SIMD vs scalar */

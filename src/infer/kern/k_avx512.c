@@ -817,37 +817,111 @@ CL_K_TI void cl_k5_r16k4_tile(const uint8_t *g, size_t gb, const uint8_t *const 
         _mm512_storeu_ps(dst[j], acc[j]);
 }
 
-CL_K_T static void cl_k5_mm16_q4_k(const void *w, size_t rb, size_t g0, size_t g1, const void *a, size_t as,
-                                   size_t nc, size_t n, float *out, size_t os)
+/* ---------------------------------------------------- 16 interleaved Q6_K rows (k_rows16.c) */
+
+/* One group against M columns over kb super-blocks. Values are q - 32 with q
+ * unsigned 6-bit: the integer sum is sum_s sc_s q.y_s - 32 sum_s sc_s bsum_s,
+ * the second through vpdpwssd on the scale pairs as stored. */
+CL_K_TI void cl_k5_r16q6_tile(const uint8_t *g, size_t gb, const uint8_t *const *ac, int M, size_t kb,
+                              float *const *dst)
 {
-    const size_t kb = n / CL_K_QK_K, gb = 16 * sizeof(struct cl_k_block_q4_k);
-    for (size_t gi = g0; gi < g1; gi++) {
-        const uint8_t *g = (const uint8_t *)w + gi * 16 * rb;
-        const uint8_t *ac[CL_K5_R16_TILE];
-        float *dst[CL_K5_R16_TILE];
-        size_t c = 0;
-        for (; c + CL_K5_R16_TILE <= nc; c += CL_K5_R16_TILE) {
-            for (int j = 0; j < CL_K5_R16_TILE; j++) {
-                ac[j] = (const uint8_t *)a + (c + (size_t)j) * as;
-                dst[j] = out + (c + (size_t)j) * os + (gi - g0) * 16;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    __m512 acc[CL_K5_R16_TILE];
+    for (int j = 0; j < M; j++)
+        acc[j] = _mm512_setzero_ps();
+    for (size_t b = 0; b < kb; b++, g += gb) {
+        for (size_t o = 0; o < gb; o += 64)
+            _mm_prefetch((const char *)g + CL_K5_R16_PF + o, _MM_HINT_T0);
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g));
+        __m512i sp[8];
+        for (int p = 0; p < 8; p++)
+            sp[p] = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(g + 32 + 32 * p)));
+        __m512i sumi[CL_K5_R16_TILE];
+        for (int j = 0; j < M; j++)
+            sumi[j] = _mm512_setzero_si512();
+        for (int h = 0; h < 2; h++)
+            for (int n = 0; n < 2; n++)
+                for (int c = 0; c < 2; c++) {
+                    const int p = 4 * h + 2 * n + c, base = 128 * h + 64 * n + 32 * c;
+                    const __m512i sc0 = _mm512_srai_epi32(_mm512_slli_epi32(sp[p], 16), 16);
+                    const __m512i sc1 = _mm512_srai_epi32(sp[p], 16);
+                    __m512i W[8];
+                    for (int v = 0; v < 8; v++) {
+                        __m512i ql = _mm512_loadu_si512((const void *)(g + 288 + 512 * (2 * h + c) + 64 * v));
+                        __m512i qh = _mm512_loadu_si512((const void *)(g + 2336 + 512 * h + 64 * v));
+                        if (n)
+                            ql = _mm512_srli_epi16(ql, 4);
+                        /* bits 2c+4n..+1 of qh to bits 4..5 (bits shifted across bytes are masked off) */
+                        const int sh = 2 * c + 4 * n;
+                        qh = sh <= 4 ? _mm512_slli_epi16(qh, 4 - sh) : _mm512_srli_epi16(qh, sh - 4);
+                        W[v] = _mm512_ternarylogic_epi32(_mm512_and_si512(ql, m4), qh, m30, 0xF8); /* a | (b & c) */
+                    }
+                    _Pragma("GCC unroll 8") for (int j = 0; j < M; j++) {
+                        const uint8_t *aq = (const uint8_t *)((const struct cl_k_block_q8_k *)ac[j] + b)->qs + base;
+                        __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), W[0], cl_k5_bcast32(aq));
+                        __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), W[4], cl_k5_bcast32(aq + 16));
+                        s0 = _mm512_dpbusd_epi32(s0, W[1], cl_k5_bcast32(aq + 4));
+                        s1 = _mm512_dpbusd_epi32(s1, W[5], cl_k5_bcast32(aq + 20));
+                        s0 = _mm512_dpbusd_epi32(s0, W[2], cl_k5_bcast32(aq + 8));
+                        s1 = _mm512_dpbusd_epi32(s1, W[6], cl_k5_bcast32(aq + 24));
+                        s0 = _mm512_dpbusd_epi32(s0, W[3], cl_k5_bcast32(aq + 12));
+                        s1 = _mm512_dpbusd_epi32(s1, W[7], cl_k5_bcast32(aq + 28));
+                        sumi[j] = _mm512_add_epi32(sumi[j], _mm512_add_epi32(_mm512_mullo_epi32(s0, sc0),
+                                                                             _mm512_mullo_epi32(s1, sc1)));
+                    }
+                }
+        _Pragma("GCC unroll 8") for (int j = 0; j < M; j++) {
+            const struct cl_k_block_q8_k *y = (const struct cl_k_block_q8_k *)ac[j] + b;
+            __m512i summ = _mm512_setzero_si512();
+            for (int p = 0; p < 8; p++) {
+                uint32_t bp;
+                memcpy(&bp, &y->bsums[2 * p], 4); /* bsums 2p (low) and 2p+1 (high), as the scale pairs */
+                summ = _mm512_dpwssd_epi32(summ, sp[p], _mm512_set1_epi32((int)bp));
             }
-            cl_k5_r16k4_tile(g, gb, ac, CL_K5_R16_TILE, kb, dst);
-        }
-        if (c + 4 <= nc) {
-            for (int j = 0; j < 4; j++) {
-                ac[j] = (const uint8_t *)a + (c + (size_t)j) * as;
-                dst[j] = out + (c + (size_t)j) * os + (gi - g0) * 16;
-            }
-            cl_k5_r16k4_tile(g, gb, ac, 4, kb, dst);
-            c += 4;
-        }
-        for (; c < nc; c++) {
-            ac[0] = (const uint8_t *)a + c * as;
-            dst[0] = out + c * os + (gi - g0) * 16;
-            cl_k5_r16k4_tile(g, gb, ac, 1, kb, dst);
+            const __m512i tot = _mm512_sub_epi32(sumi[j], _mm512_slli_epi32(summ, 5));
+            acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(tot), d), _mm512_set1_ps(y->d), acc[j]);
         }
     }
+    for (int j = 0; j < M; j++)
+        _mm512_storeu_ps(dst[j], acc[j]);
 }
+
+/* Groups [g0, g1) against nc columns, CL_K5_R16_TILE, then 4, then 1 at a time. */
+#define CL_K5_R16K_MM(NAME, BT, TILE)                                                                                  \
+    CL_K_T static void cl_k5_mm16_##NAME(const void *w, size_t rb, size_t g0, size_t g1, const void *a, size_t as,     \
+                                         size_t nc, size_t n, float *out, size_t os)                                   \
+    {                                                                                                                  \
+        const size_t kb = n / CL_K_QK_K, gb = 16 * sizeof(BT);                                                         \
+        for (size_t gi = g0; gi < g1; gi++) {                                                                          \
+            const uint8_t *g = (const uint8_t *)w + gi * 16 * rb;                                                      \
+            const uint8_t *ac[CL_K5_R16_TILE];                                                                         \
+            float *dst[CL_K5_R16_TILE];                                                                                \
+            size_t c = 0;                                                                                              \
+            for (; c + CL_K5_R16_TILE <= nc; c += CL_K5_R16_TILE) {                                                    \
+                for (int j = 0; j < CL_K5_R16_TILE; j++) {                                                             \
+                    ac[j] = (const uint8_t *)a + (c + (size_t)j) * as;                                                 \
+                    dst[j] = out + (c + (size_t)j) * os + (gi - g0) * 16;                                              \
+                }                                                                                                      \
+                TILE(g, gb, ac, CL_K5_R16_TILE, kb, dst);                                                              \
+            }                                                                                                          \
+            if (c + 4 <= nc) {                                                                                         \
+                for (int j = 0; j < 4; j++) {                                                                          \
+                    ac[j] = (const uint8_t *)a + (c + (size_t)j) * as;                                                 \
+                    dst[j] = out + (c + (size_t)j) * os + (gi - g0) * 16;                                              \
+                }                                                                                                      \
+                TILE(g, gb, ac, 4, kb, dst);                                                                           \
+                c += 4;                                                                                                \
+            }                                                                                                          \
+            for (; c < nc; c++) {                                                                                      \
+                ac[0] = (const uint8_t *)a + c * as;                                                                   \
+                dst[0] = out + c * os + (gi - g0) * 16;                                                                \
+                TILE(g, gb, ac, 1, kb, dst);                                                                           \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+
+CL_K5_R16K_MM(q4_k, struct cl_k_block_q4_k, cl_k5_r16k4_tile)
+CL_K5_R16K_MM(q6_k, struct cl_k_block_q6_k, cl_k5_r16q6_tile)
 
 /* ---------------------------------------------------- F32 / F16 */
 
@@ -947,6 +1021,6 @@ const struct cl_k_path cl_k_avx512_path = {
             [CL_GGML_Q8_0] = {.dot = cl_k5_dot_q8_0, .mm = cl_k5_mm_q8_0, .mm16 = cl_k5_mm16_q8_0},
             [CL_GGML_Q4_K] = {.dot = cl_k5_dot_q4_k, .mm = cl_k5_mm_q4_k, .mm16 = cl_k5_mm16_q4_k},
             [CL_GGML_Q5_K] = {.dot = cl_k5_dot_q5_k, .mm = cl_k5_mm_q5_k},
-            [CL_GGML_Q6_K] = {.dot = cl_k5_dot_q6_k, .mm = cl_k5_mm_q6_k},
+            [CL_GGML_Q6_K] = {.dot = cl_k5_dot_q6_k, .mm = cl_k5_mm_q6_k, .mm16 = cl_k5_mm16_q6_k},
         },
 };

@@ -15,6 +15,7 @@ static bool cl_k_r16_geom(uint32_t wtype, size_t *bb)
     case CL_GGML_Q8_0: *bb = sizeof(struct cl_k_block_q8_0); return true;
     case CL_GGML_Q4_0: *bb = sizeof(struct cl_k_block_q4_0); return true;
     case CL_GGML_Q4_K: *bb = sizeof(struct cl_k_block_q4_k); return true;
+    case CL_GGML_Q6_K: *bb = sizeof(struct cl_k_block_q6_k); return true;
     default: return false;
     }
 }
@@ -39,6 +40,23 @@ static void cl_k_r16_k4_encode(const uint8_t sm[16], uint8_t q[12])
 /* One block of 16 rows: plain (row l at src + l*rb) -> interleaved (g). */
 static void cl_k_r16_pack_block(uint32_t wtype, const uint8_t *src, size_t rb, uint8_t *g)
 {
+    if (wtype == CL_GGML_Q6_K) {
+        for (int l = 0; l < 16; l++) {
+            const struct cl_k_block_q6_k *x = (const struct cl_k_block_q6_k *)(src + (size_t)l * rb);
+            memcpy(g + 2 * l, &x->d, 2);
+            for (int p = 0; p < 8; p++) {
+                g[32 + 32 * p + 2 * l] = (uint8_t)x->scales[2 * p];
+                g[32 + 32 * p + 2 * l + 1] = (uint8_t)x->scales[2 * p + 1];
+            }
+            for (int q = 0; q < 4; q++) /* ql[32q .. 32q+31] */
+                for (int v = 0; v < 8; v++)
+                    memcpy(g + 288 + 512 * q + 64 * v + 4 * l, x->ql + 32 * q + 4 * v, 4);
+            for (int h = 0; h < 2; h++)
+                for (int v = 0; v < 8; v++)
+                    memcpy(g + 2336 + 512 * h + 64 * v + 4 * l, x->qh + 32 * h + 4 * v, 4);
+        }
+        return;
+    }
     if (wtype == CL_GGML_Q4_K) {
         for (int l = 0; l < 16; l++) {
             const struct cl_k_block_q4_k *x = (const struct cl_k_block_q4_k *)(src + (size_t)l * rb);
@@ -75,6 +93,21 @@ static void cl_k_r16_pack_block(uint32_t wtype, const uint8_t *src, size_t rb, u
 /* Row l of one interleaved block back to its plain bytes. */
 static void cl_k_r16_unpack_block(uint32_t wtype, const uint8_t *g, int l, uint8_t *dst)
 {
+    if (wtype == CL_GGML_Q6_K) {
+        struct cl_k_block_q6_k *x = (struct cl_k_block_q6_k *)dst;
+        memcpy(&x->d, g + 2 * l, 2);
+        for (int p = 0; p < 8; p++) {
+            x->scales[2 * p] = (int8_t)g[32 + 32 * p + 2 * l];
+            x->scales[2 * p + 1] = (int8_t)g[32 + 32 * p + 2 * l + 1];
+        }
+        for (int q = 0; q < 4; q++)
+            for (int v = 0; v < 8; v++)
+                memcpy(x->ql + 32 * q + 4 * v, g + 288 + 512 * q + 64 * v + 4 * l, 4);
+        for (int h = 0; h < 2; h++)
+            for (int v = 0; v < 8; v++)
+                memcpy(x->qh + 32 * h + 4 * v, g + 2336 + 512 * h + 64 * v + 4 * l, 4);
+        return;
+    }
     if (wtype == CL_GGML_Q4_K) {
         struct cl_k_block_q4_k *x = (struct cl_k_block_q4_k *)dst;
         uint8_t sm[16];
@@ -128,7 +161,7 @@ static cl_err cl_k_r16_check(uint32_t wtype, const void *w, size_t n, size_t *rb
     if (rc != CL_OK)
         return rc;
     if (!cl_k_r16_geom(wtype, &bb))
-        return cl_err_fail(CL_E_INFER_K_TYPE, "type id %u has no interleaved layout (Q4_0, Q8_0 and Q4_K do)",
+        return cl_err_fail(CL_E_INFER_K_TYPE, "type id %u has no interleaved layout (Q4_0, Q8_0, Q4_K and Q6_K do)",
                            (unsigned)wtype);
     if (!w)
         return cl_err_fail(CL_E_INFER_K_ARG, "NULL weights");
@@ -186,7 +219,7 @@ cl_err cl_k_rows16_dequantize_row(uint32_t wtype, const void *w, size_t n_rows, 
     if (r >= full)
         return cl_k_dequantize_row(wtype, (const uint8_t *)w + r * rb, dst, n);
     const uint8_t *g = (const uint8_t *)w + (r / CL_K_ROWS16) * CL_K_ROWS16 * rb;
-    uint8_t blk[sizeof(struct cl_k_block_q4_k)]; /* the largest block with the layout */
+    uint8_t blk[sizeof(struct cl_k_block_q6_k)]; /* the largest block with the layout */
     for (size_t b = 0; b < n / be; b++) {
         cl_k_r16_unpack_block(wtype, g + b * CL_K_ROWS16 * bb, (int)(r % CL_K_ROWS16), blk);
         CL_GUARD(cl_k_dequantize_row(wtype, blk, dst + b * be, be));
