@@ -53,6 +53,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
     }
     cl_cpu_set_level(CL_CPU_NONE);
+    /* 17 rows (one group of 16, one plain) of these bytes, each row rotated:
+     * repacked and back must give every row's bytes, and products over the
+     * repacked rows must be defined on every level (NaN scales included) */
+    if (cl_k_rows16_pack(wt, NULL, 0, n) != CL_E_INFER_K_TYPE) { /* a type with the layout */
+        uint8_t *rows = malloc(17 * wb), *p = malloc(17 * wb), *back = malloc(wb);
+        float *o17 = malloc(17 * sizeof(float));
+        if (!rows || !p || !back || !o17)
+            abort();
+        for (size_t r = 0; r < 17; r++)
+            for (size_t i = 0; i < wb; i++)
+                rows[r * wb + i] = w[(i + r * 7) % wb];
+        memcpy(p, rows, 17 * wb);
+        if (cl_k_rows16_pack(wt, p, 17, n) != CL_OK)
+            abort();
+        for (size_t r = 0; r < 17; r++)
+            if (cl_k_rows16_row(wt, p, 17, r, back, n) != CL_OK || memcmp(back, rows + r * wb, wb) ||
+                cl_k_rows16_dequantize_row(wt, p, 17, r, y, n) != CL_OK)
+                abort();
+        for (enum cl_cpu_level l = CL_CPU_SCALAR; l <= top; l++) {
+            cl_cpu_set_level(l);
+            if (cl_k_rows16_matmul(wt, p, 17, 0, 17, a, ab, 1, n, o17, 17) != CL_OK ||
+                cl_k_rows16_matmul(wt, p, 17, 3, 9, a, ab, 1, n, o17, 17) != CL_OK)
+                abort();
+        }
+        cl_cpu_set_level(CL_CPU_NONE);
+        free(rows);
+        free(p);
+        free(back);
+        free(o17);
+    }
     if (cl_k_quantize_row(wt, x, q, n) != CL_OK)
         abort();
     free(w);
