@@ -37,8 +37,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_secure: could not attest the enclave\n");
         return 1;
     }
-    static const char q[] = "Summarize the radiology report: Findings: No focal consolidation. Impression: Normal chest.";
-    struct cl_client_msg m = {.role = "user", .content = q, .content_len = sizeof(q) - 1};
+    /* CL_BENCH_PROMPT_REPEAT=R: the report's findings R times (a long prompt: 9 is about 500 tokens with the generated models' vocabularies) */
+    static char q[16384];
+    {
+        const char *rep = getenv("CL_BENCH_PROMPT_REPEAT");
+        int R = rep ? atoi(rep) : 1;
+        size_t o = (size_t)snprintf(q, sizeof(q), "Summarize the radiology report:");
+        for (int k = 0; k < (R < 1 ? 1 : R) && o + 80 < sizeof(q); k++)
+            o += (size_t)snprintf(q + o, sizeof(q) - o, " Findings: No focal consolidation. Impression: Normal chest.");
+    }
+    struct cl_client_msg m = {.role = "user", .content = q, .content_len = strlen(q)};
     struct cl_client_params p = {.has_max_tokens = true, .max_tokens = ntok, .has_temperature = true, .temperature = 0};
     double ttft = 0, tps = 0;
     for (int i = 0; i <= runs; i++) { /* run 0 warms up */
