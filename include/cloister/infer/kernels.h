@@ -199,19 +199,30 @@ CL_MUST_CHECK cl_err cl_k_matmul_rows(uint32_t wtype, const void *w, size_t w_ro
                                       size_t out_stride);
 
 /* ---- 16 interleaved rows (set up once, when a model loads) ----
- * Q4_0 and Q8_0 matrices can be rewritten in place, 16 rows at a time, into a
- * layout whose AVX-512 VNNI kernel does 16 rows per instruction: each lane of
- * a vector accumulates one row, so there are no horizontal sums and every
- * (row, column) runs the same steps whatever the number of columns. A group
- * keeps the size of its 16 rows; rows past the last full group stay plain.
- * The numbers are the same block scales and quants, so the same integer block
+ * Q4_0, Q8_0, Q4_K and Q6_K matrices can be rewritten in place, 16 rows at a
+ * time, into a layout whose AVX-512 VNNI kernels do 16 rows per instruction:
+ * each lane of a vector accumulates one row, so there are no horizontal sums,
+ * scales are decoded once per 16 rows for all columns, and every (row,
+ * column) runs the same steps whatever the number of columns. A group keeps
+ * the size of its 16 rows; rows past the last full group stay plain. The
+ * numbers are the same block scales and quants, so the same integer block
  * sums; only the float order of the sum over blocks differs from the plain
- * kernels (~1e-6 relative). Block b of group g (at w + 16*g*row_bytes +
- * 16*b*block_bytes): the 16 rows' fp16 scales (32 bytes), then 64-byte vectors
- * whose bytes 4l..4l+3 are row l's: Q8_0, 8 vectors, elements 4v..4v+3 stored
- * as q ^ 0x80; Q4_0, 4 vectors, row l's qs[4v..4v+3] (low nibbles elements
- * 4v.., high nibbles 16+4v..). Rows are row_bytes = cl_k_row_bytes(wtype, n)
- * apart, with no padding. */
+ * kernels (~1e-6 relative). Block b of group g is at w + 16*g*row_bytes +
+ * 16*b*block_bytes; in it, "vectors" are 64 bytes whose bytes 4l..4l+3 are
+ * row l's:
+ *  - Q8_0: the 16 fp16 scales, then 8 vectors, elements 4v..4v+3, stored
+ *    q ^ 0x80 (unsigned);
+ *  - Q4_0: the 16 scales, then 4 vectors of row l's qs[4v..4v+3] (low
+ *    nibbles elements 4v.., high nibbles 16+4v..);
+ *  - Q4_K (2304 bytes): 16 d, 16 dmin (fp16), then per sub-block j 16 bytes
+ *    of (scale & 15) | (min & 15) << 4 by row, then 64 bytes whose byte
+ *    16(j & 3) + l holds row l's high bits (scale >> 4) | (min >> 4) << 2 in
+ *    its low (j < 4) or high nibble, then for each 32-byte quarter k of qs 8
+ *    vectors of qs[32k + 4v ..];
+ *  - Q6_K (3360 bytes): 16 d, the int8 scales in pairs (32 bytes per pair p:
+ *    row l's scales 2p, 2p+1 at bytes 2l, 2l+1), 4 x 8 vectors of ql
+ *    (quarters of 32 bytes), 2 x 8 vectors of qh (halves of 32 bytes).
+ * Rows are row_bytes = cl_k_row_bytes(wtype, n) apart, with no padding. */
 #define CL_K_ROWS16 16
 /* true when the current CPU level has the interleaved kernel for wtype (the
  * only case where repacking pays). */

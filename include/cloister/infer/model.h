@@ -67,7 +67,7 @@ struct cl_model_seq;
 
 /* Builds a model over g's tensors. g (and the memory it reads) must outlive
  * the model. When g is writable (cl_gguf_set_writable) and the CPU has the
- * interleaved kernels, Q4_0/Q8_0 weights are repacked in place, once per
+ * interleaved kernels, Q4_0/Q8_0/Q4_K/Q6_K weights are repacked in place, once per
  * gguf (kernels.h CL_K_ROWS16); the numbers are the same within float
  * summation order. */
 CL_MUST_CHECK cl_err cl_model_load(struct cl_gguf *g, struct cl_model **out);

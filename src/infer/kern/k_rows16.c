@@ -1,4 +1,4 @@
-/* 16 interleaved rows: the in-place repacking of Q4_0/Q8_0 weights, reading a
+/* 16 interleaved rows: the in-place repacking of Q4_0/Q8_0/Q4_K/Q6_K weights, reading a
  * row back, and the matrix product over a repacked matrix (the path's
  * interleaved kernel for whole groups, the plain kernels on unpacked rows
  * for everything else). Layout in kernels.h. */
