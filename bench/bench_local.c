@@ -11,6 +11,8 @@
 
 #include "cloister/file.h"
 #include "cloister/log.h"
+
+#include "bench_prompt.h"
 #include "cloister/secmem.h"
 #include "cloister/enclave_runtime.h"
 
@@ -48,15 +50,7 @@ int main(int argc, char **argv)
     if (cl_engine_new(buf, (size_t)st.st_size, 2, NULL, 4096, &e) != CL_OK)
         return 1;
     double load_ms = (double)(cl_now_us() - t0) / 1e3;
-    /* CL_BENCH_PROMPT_REPEAT=R: the report's findings R times (a long prompt: 9 is about 500 tokens with the generated models' vocabularies) */
-    static char q[16384];
-    {
-        const char *rep = getenv("CL_BENCH_PROMPT_REPEAT");
-        int R = rep ? atoi(rep) : 1;
-        size_t o = (size_t)snprintf(q, sizeof(q), "Summarize the radiology report:");
-        for (int k = 0; k < (R < 1 ? 1 : R) && o + 80 < sizeof(q); k++)
-            o += (size_t)snprintf(q + o, sizeof(q) - o, " Findings: No focal consolidation. Impression: Normal chest.");
-    }
+    const char *q = cl_bench_prompt();
     struct cl_chat_msg m = {"user", q, strlen(q)};
     struct cl_chat_params p = {.msgs = &m, .n_msgs = 1, .max_tokens = ntok, .temperature = 0, .has_seed = true};
     double ttft = 0, tps = 0;

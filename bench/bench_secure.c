@@ -8,6 +8,8 @@
 #include "cloister/client.h"
 #include "cloister/log.h"
 
+#include "bench_prompt.h"
+
 struct timing {
     uint64_t t0, first;
     size_t pieces;
@@ -37,15 +39,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_secure: could not attest the enclave\n");
         return 1;
     }
-    /* CL_BENCH_PROMPT_REPEAT=R: the report's findings R times (a long prompt: 9 is about 500 tokens with the generated models' vocabularies) */
-    static char q[16384];
-    {
-        const char *rep = getenv("CL_BENCH_PROMPT_REPEAT");
-        int R = rep ? atoi(rep) : 1;
-        size_t o = (size_t)snprintf(q, sizeof(q), "Summarize the radiology report:");
-        for (int k = 0; k < (R < 1 ? 1 : R) && o + 80 < sizeof(q); k++)
-            o += (size_t)snprintf(q + o, sizeof(q) - o, " Findings: No focal consolidation. Impression: Normal chest.");
-    }
+    const char *q = cl_bench_prompt();
     struct cl_client_msg m = {.role = "user", .content = q, .content_len = strlen(q)};
     struct cl_client_params p = {.has_max_tokens = true, .max_tokens = ntok, .has_temperature = true, .temperature = 0};
     double ttft = 0, tps = 0;

@@ -358,18 +358,26 @@ CL_K_TI __m512i cl_k5_bcast32(const uint8_t *p)
     return _mm512_set1_epi32(v);
 }
 
+/* Every line of the group's block CL_K5_R16_PF bytes ahead. */
+CL_K_TI void cl_k5_r16_prefetch(const uint8_t *g, size_t gb)
+{
+    for (size_t o = 0; o < gb; o += 64)
+        _mm_prefetch((const char *)g + CL_K5_R16_PF + o, _MM_HINT_T0);
+}
+
+/* Four groups of 16 rows (W[0..3]) against activation bytes aq[0..15], added to s. */
+CL_K_TI __m512i cl_k5_r16_dp4(__m512i s, const __m512i *W, const uint8_t *aq)
+{
+    s = _mm512_dpbusd_epi32(s, W[0], cl_k5_bcast32(aq));
+    s = _mm512_dpbusd_epi32(s, W[1], cl_k5_bcast32(aq + 4));
+    s = _mm512_dpbusd_epi32(s, W[2], cl_k5_bcast32(aq + 8));
+    return _mm512_dpbusd_epi32(s, W[3], cl_k5_bcast32(aq + 12));
+}
+
+/* 32 elements: two independent chains (integer: exact in any order). */
 CL_K_TI __m512i cl_k5_r16_block(__m512i s, const __m512i W[8], const uint8_t *aq)
 {
-    __m512i s2 = _mm512_setzero_si512();
-    s = _mm512_dpbusd_epi32(s, W[0], cl_k5_bcast32(aq));
-    s2 = _mm512_dpbusd_epi32(s2, W[1], cl_k5_bcast32(aq + 4));
-    s = _mm512_dpbusd_epi32(s, W[2], cl_k5_bcast32(aq + 8));
-    s2 = _mm512_dpbusd_epi32(s2, W[3], cl_k5_bcast32(aq + 12));
-    s = _mm512_dpbusd_epi32(s, W[4], cl_k5_bcast32(aq + 16));
-    s2 = _mm512_dpbusd_epi32(s2, W[5], cl_k5_bcast32(aq + 20));
-    s = _mm512_dpbusd_epi32(s, W[6], cl_k5_bcast32(aq + 24));
-    s2 = _mm512_dpbusd_epi32(s2, W[7], cl_k5_bcast32(aq + 28));
-    return _mm512_add_epi32(s, s2); /* integer: exact in any order */
+    return _mm512_add_epi32(cl_k5_r16_dp4(s, W, aq), cl_k5_r16_dp4(_mm512_setzero_si512(), W + 4, aq + 16));
 }
 
 /* One group against M columns over kb blocks. */
@@ -380,8 +388,7 @@ CL_K_TI void cl_k5_r16_tile(const uint8_t *g, size_t gb, bool q4, const uint8_t 
     for (int j = 0; j < M; j++)
         acc[j] = _mm512_setzero_ps();
     for (size_t b = 0; b < kb; b++, g += gb) {
-        for (size_t o = 0; o < gb; o += 64)
-            _mm_prefetch((const char *)g + CL_K5_R16_PF + o, _MM_HINT_T0);
+        cl_k5_r16_prefetch(g, gb);
         __m512i W[8];
         cl_k5_r16_w(g, q4, W);
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g));
@@ -781,8 +788,7 @@ CL_K_TI void cl_k5_r16k4_tile(const uint8_t *g, size_t gb, const uint8_t *const 
     for (int j = 0; j < M; j++)
         acc[j] = _mm512_setzero_ps();
     for (size_t b = 0; b < kb; b++, g += gb) {
-        for (size_t o = 0; o < gb; o += 64)
-            _mm_prefetch((const char *)g + CL_K5_R16_PF + o, _MM_HINT_T0);
+        cl_k5_r16_prefetch(g, gb);
         struct cl_k5_r16k4 u;
         cl_k5_r16k4_scales(g, &u);
         __m512i sumi[CL_K5_R16_TILE];
@@ -830,8 +836,7 @@ CL_K_TI void cl_k5_r16q6_tile(const uint8_t *g, size_t gb, const uint8_t *const 
     for (int j = 0; j < M; j++)
         acc[j] = _mm512_setzero_ps();
     for (size_t b = 0; b < kb; b++, g += gb) {
-        for (size_t o = 0; o < gb; o += 64)
-            _mm_prefetch((const char *)g + CL_K5_R16_PF + o, _MM_HINT_T0);
+        cl_k5_r16_prefetch(g, gb);
         const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g));
         __m512i sp[8];
         for (int p = 0; p < 8; p++)
@@ -858,14 +863,9 @@ CL_K_TI void cl_k5_r16q6_tile(const uint8_t *g, size_t gb, const uint8_t *const 
                     }
                     _Pragma("GCC unroll 8") for (int j = 0; j < M; j++) {
                         const uint8_t *aq = (const uint8_t *)((const struct cl_k_block_q8_k *)ac[j] + b)->qs + base;
-                        __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), W[0], cl_k5_bcast32(aq));
-                        __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), W[4], cl_k5_bcast32(aq + 16));
-                        s0 = _mm512_dpbusd_epi32(s0, W[1], cl_k5_bcast32(aq + 4));
-                        s1 = _mm512_dpbusd_epi32(s1, W[5], cl_k5_bcast32(aq + 20));
-                        s0 = _mm512_dpbusd_epi32(s0, W[2], cl_k5_bcast32(aq + 8));
-                        s1 = _mm512_dpbusd_epi32(s1, W[6], cl_k5_bcast32(aq + 24));
-                        s0 = _mm512_dpbusd_epi32(s0, W[3], cl_k5_bcast32(aq + 12));
-                        s1 = _mm512_dpbusd_epi32(s1, W[7], cl_k5_bcast32(aq + 28));
+                        /* elements 0..15 and 16..31: one scale each */
+                        const __m512i s0 = cl_k5_r16_dp4(_mm512_setzero_si512(), W, aq);
+                        const __m512i s1 = cl_k5_r16_dp4(_mm512_setzero_si512(), W + 4, aq + 16);
                         sumi[j] = _mm512_add_epi32(sumi[j], _mm512_add_epi32(_mm512_mullo_epi32(s0, sc0),
                                                                              _mm512_mullo_epi32(s1, sc1)));
                     }

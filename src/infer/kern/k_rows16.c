@@ -169,6 +169,16 @@ static cl_err cl_k_r16_check(uint32_t wtype, const void *w, size_t n, size_t *rb
     return CL_OK;
 }
 
+/* The checks of the row readers: rb set, row r of n_rows exists, dst given. */
+static cl_err cl_k_r16_check_row(uint32_t wtype, const void *w, size_t n, size_t n_rows, size_t r, const void *dst,
+                                 size_t *rb)
+{
+    cl_err rc = cl_k_r16_check(wtype, w, n, rb);
+    if (rc == CL_OK && (!dst || r >= n_rows))
+        rc = cl_err_fail(CL_E_INFER_K_ARG, !dst ? "NULL destination" : "row %zu of %zu", r, n_rows);
+    return rc;
+}
+
 cl_err cl_k_rows16_pack(uint32_t wtype, void *w, size_t n_rows, size_t n)
 {
     size_t rb;
@@ -191,11 +201,9 @@ cl_err cl_k_rows16_pack(uint32_t wtype, void *w, size_t n_rows, size_t n)
 cl_err cl_k_rows16_row(uint32_t wtype, const void *w, size_t n_rows, size_t r, void *dst, size_t n)
 {
     size_t rb;
-    cl_err rc = cl_k_r16_check(wtype, w, n, &rb);
+    cl_err rc = cl_k_r16_check_row(wtype, w, n, n_rows, r, dst, &rb);
     if (rc != CL_OK)
         return rc;
-    if (!dst || r >= n_rows)
-        return cl_err_fail(CL_E_INFER_K_ARG, !dst ? "NULL destination" : "row %zu of %zu", r, n_rows);
     const size_t full = n_rows / CL_K_ROWS16 * CL_K_ROWS16;
     if (r >= full) {
         memcpy(dst, (const uint8_t *)w + r * rb, rb);
@@ -209,11 +217,9 @@ cl_err cl_k_rows16_row(uint32_t wtype, const void *w, size_t n_rows, size_t r, v
 cl_err cl_k_rows16_dequantize_row(uint32_t wtype, const void *w, size_t n_rows, size_t r, float *dst, size_t n)
 {
     size_t rb;
-    cl_err rc = cl_k_r16_check(wtype, w, n, &rb);
+    cl_err rc = cl_k_r16_check_row(wtype, w, n, n_rows, r, dst, &rb);
     if (rc != CL_OK)
         return rc;
-    if (!dst || r >= n_rows)
-        return cl_err_fail(CL_E_INFER_K_ARG, !dst ? "NULL destination" : "row %zu of %zu", r, n_rows);
     const struct cl_k_type *ty = cl_k_type(wtype);
     const size_t full = n_rows / CL_K_ROWS16 * CL_K_ROWS16, bb = ty->block_bytes, be = ty->block_elems;
     if (r >= full)
