@@ -169,13 +169,17 @@ static cl_err cl_k_r16_check(uint32_t wtype, const void *w, size_t n, size_t *rb
     return CL_OK;
 }
 
-/* The checks of the row readers: rb set, row r of n_rows exists, dst given. */
-static cl_err cl_k_r16_check_row(uint32_t wtype, const void *w, size_t n, size_t n_rows, size_t r, const void *dst,
-                                 size_t *rb)
+/* The row readers' checks and where row r is: *g its interleaved group (row
+ * r % 16 of it), or NULL when r is past the last group and stays plain at
+ * w + r * rb. */
+static cl_err cl_k_r16_find_row(uint32_t wtype, const void *w, size_t n, size_t n_rows, size_t r, const void *dst,
+                                size_t *rb, const uint8_t **g)
 {
     cl_err rc = cl_k_r16_check(wtype, w, n, rb);
     if (rc == CL_OK && (!dst || r >= n_rows))
         rc = cl_err_fail(CL_E_INFER_K_ARG, !dst ? "NULL destination" : "row %zu of %zu", r, n_rows);
+    if (rc == CL_OK)
+        *g = r < n_rows / CL_K_ROWS16 * CL_K_ROWS16 ? (const uint8_t *)w + (r / CL_K_ROWS16) * CL_K_ROWS16 * *rb : NULL;
     return rc;
 }
 
@@ -201,30 +205,28 @@ cl_err cl_k_rows16_pack(uint32_t wtype, void *w, size_t n_rows, size_t n)
 cl_err cl_k_rows16_row(uint32_t wtype, const void *w, size_t n_rows, size_t r, void *dst, size_t n)
 {
     size_t rb;
-    cl_err rc = cl_k_r16_check_row(wtype, w, n, n_rows, r, dst, &rb);
+    const uint8_t *g;
+    cl_err rc = cl_k_r16_find_row(wtype, w, n, n_rows, r, dst, &rb, &g);
     if (rc != CL_OK)
         return rc;
-    const size_t full = n_rows / CL_K_ROWS16 * CL_K_ROWS16;
-    if (r >= full) {
+    if (g)
+        cl_k_r16_unpack_row(wtype, g, (int)(r % CL_K_ROWS16), dst, rb / cl_k_type(wtype)->block_bytes);
+    else
         memcpy(dst, (const uint8_t *)w + r * rb, rb);
-        return CL_OK;
-    }
-    cl_k_r16_unpack_row(wtype, (const uint8_t *)w + (r / CL_K_ROWS16) * CL_K_ROWS16 * rb, (int)(r % CL_K_ROWS16),
-                        dst, rb / cl_k_type(wtype)->block_bytes);
     return CL_OK;
 }
 
 cl_err cl_k_rows16_dequantize_row(uint32_t wtype, const void *w, size_t n_rows, size_t r, float *dst, size_t n)
 {
     size_t rb;
-    cl_err rc = cl_k_r16_check_row(wtype, w, n, n_rows, r, dst, &rb);
+    const uint8_t *g;
+    cl_err rc = cl_k_r16_find_row(wtype, w, n, n_rows, r, dst, &rb, &g);
     if (rc != CL_OK)
         return rc;
-    const struct cl_k_type *ty = cl_k_type(wtype);
-    const size_t full = n_rows / CL_K_ROWS16 * CL_K_ROWS16, bb = ty->block_bytes, be = ty->block_elems;
-    if (r >= full)
+    if (!g)
         return cl_k_dequantize_row(wtype, (const uint8_t *)w + r * rb, dst, n);
-    const uint8_t *g = (const uint8_t *)w + (r / CL_K_ROWS16) * CL_K_ROWS16 * rb;
+    const struct cl_k_type *ty = cl_k_type(wtype);
+    const size_t bb = ty->block_bytes, be = ty->block_elems;
     uint8_t blk[sizeof(struct cl_k_block_q6_k)]; /* the largest block with the layout */
     for (size_t b = 0; b < n / be; b++) {
         cl_k_r16_unpack_block(wtype, g + b * CL_K_ROWS16 * bb, (int)(r % CL_K_ROWS16), blk);

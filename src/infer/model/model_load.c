@@ -208,8 +208,6 @@ static cl_err cl_model_weight(cl_gguf *g, const char *name, uint32_t ne0, uint32
             cl_gguf_tensor_set_layout(g, t, CL_GGUF_LAYOUT_ROWS16);
         }
     }
-    if (t->layout != CL_GGUF_LAYOUT_FILE && t->layout != CL_GGUF_LAYOUT_ROWS16)
-        return cl_err_fail(CL_E_INFER_MODEL_TYPE, "tensor %s has layout %u", name, (unsigned)t->layout);
     w->data = t->data;
     w->type = t->type;
     w->ne0 = ne0;
